@@ -1,0 +1,401 @@
+"""Configuration: built-in defaults < config.ini < environment < command-line flags.
+
+`SCHEMA` is the single list of fixed keys: their parser, default and environment names all
+come from it, and tests check that config.ini documents each one. Sections that hold names
+(`[aliases]`, `[fallbacks]`, `[upstream:NAME]`, `[pipe:NAME]`) are read by their own
+functions. Any bad value raises `ConfigError` with one line naming the key, the value and what
+is allowed; the CLI prints it and exits 2.
+"""
+
+import configparser
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+__all__ = ["Config", "ConfigError", "UpstreamConfig", "load_config", "redacted", "SCHEMA"]
+
+UPSTREAM_KINDS = ("lmstudio", "openai", "mock")
+SECRET_KEYS = {"api_key", "api_keys"}
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ConfigError(Exception):
+    """A configuration value that cannot be used; str() is the one line to print."""
+
+
+# --- value parsers: each takes the raw string and returns a value or raises ValueError -------
+
+def _str(raw: str) -> str:
+    return raw.strip()
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw.strip())
+        if not lo <= value <= hi:
+            raise ValueError
+        return value
+    parse.allowed = f"a whole number from {lo} to {hi}"
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw.strip())
+        if not lo <= value <= hi:
+            raise ValueError
+        return value
+    parse.allowed = f"a number from {lo:g} to {hi:g}"
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError
+        return value
+    parse.allowed = "one of " + ", ".join(options)
+    return parse
+
+
+def _list(raw: str) -> tuple:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError
+    return value
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError
+
+
+_str.allowed = "text"
+_list.allowed = "a comma-separated list"
+_url.allowed = "an http:// or https:// URL"
+_bool.allowed = "true or false"
+
+
+@dataclass(frozen=True)
+class Key:
+    section: str
+    name: str
+    parse: Callable[[str], Any]
+    default: str
+    env: tuple = ()      # extra environment names from the seed documents
+
+
+SCHEMA = [
+    Key("server", "host", _str, "127.0.0.1"),
+    Key("server", "port", _int(0, 65535), "8000"),
+    Key("server", "db_path", _str, "llmhub.db"),
+    Key("server", "api_keys", _list, ""),
+    Key("server", "allow_remote_without_keys", _bool, "false"),
+    Key("server", "cors_origins", _list, "*", env=("CORS_ORIGINS",)),
+    Key("server", "max_body_bytes", _int(1024, 1 << 30), "16777216"),
+    Key("server", "ping_interval_seconds", _float(0.05, 3600), "10"),
+    Key("server", "read_timeout_seconds", _float(1, 86400), "60"),
+    Key("server", "log_level", _choice("debug", "info", "warning", "error"), "info"),
+    Key("server", "log_format", _choice("json", "text"), "json"),
+    Key("upstream", "kind", _choice(*UPSTREAM_KINDS), "lmstudio"),
+    Key("upstream", "base_url", _url, "http://localhost:1234/v1", env=("OPENAI_BASE_URL",)),
+    Key("upstream", "api_key", _str, "", env=("OPENAI_API_KEY",)),
+    Key("upstream", "connect_timeout_seconds", _float(0.1, 3600), "5"),
+    Key("upstream", "first_byte_timeout_seconds", _float(0.1, 86400), "600"),
+    Key("upstream", "idle_timeout_seconds", _float(0.1, 86400), "120"),
+    Key("upstream", "total_timeout_seconds", _float(0.1, 604800), "3600"),
+    Key("upstream", "max_concurrent", _int(0, 10000), "0"),
+    Key("models", "default", _str, ""),
+    Key("models", "regular", _str, "qwen/qwen3-4b-2507", env=("DEFAULT_REGULAR_MODEL",)),
+    Key("models", "vision", _str, "qwen3-vl-4b-instruct", env=("DEFAULT_VISION_MODEL",)),
+    Key("models", "summary", _str, ""),
+    Key("context", "max_input_tokens", _int(256, 10_000_000), "8192",
+        env=("CTX_MAX_INPUT_TOKENS",)),
+    Key("context", "summary_trigger_tokens", _int(256, 10_000_000), "6144",
+        env=("SUMMARY_TRIGGER_TOKENS",)),
+    Key("context", "keep_recent_tokens", _int(0, 10_000_000), "2048"),
+    Key("mock", "chunk_delay_seconds", _float(0, 60), "0.2"),
+    Key("mock", "min_chunks", _int(1, 10000), "5"),
+    Key("mock", "max_chunks", _int(1, 10000), "10"),
+    Key("providers", "allowed", _list, ""),
+]
+UPSTREAM_KEYS = {k.name: k for k in SCHEMA if k.section == "upstream"}
+PIPE_KEYS = ("model", "system", "temperature", "max_tokens", "variables")
+
+
+def env_name(key: Key) -> str:
+    return f"LLMHUB_{key.section}_{key.name}".upper()
+
+
+# --- the frozen result -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    name: str
+    kind: str
+    base_url: str
+    api_key: str
+    connect_timeout_seconds: float
+    first_byte_timeout_seconds: float
+    idle_timeout_seconds: float
+    total_timeout_seconds: float
+    max_concurrent: int
+
+
+@dataclass(frozen=True)
+class PipeConfig:
+    name: str
+    model: str = ""
+    system: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    variables: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    server: dict
+    upstreams: tuple          # of UpstreamConfig; the first is the default upstream
+    models: dict
+    context: dict
+    mock: dict
+    providers: dict
+    aliases: dict = field(default_factory=dict)
+    fallbacks: dict = field(default_factory=dict)
+    pipes: dict = field(default_factory=dict)
+    source: str = ""          # the config file read, if any
+
+    @property
+    def upstream(self) -> UpstreamConfig:
+        return self.upstreams[0]
+
+    def with_server(self, **changes) -> "Config":
+        return replace(self, server={**self.server, **changes})
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def load_config(flags: dict | None = None, env: dict | None = None,
+                path: str | Path | None = None) -> Config:
+    """Build the effective Config. `path=None` reads ./config.ini when it exists."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env = os.environ if env is None else env
+    parser, source = _read_file(path)
+    raw = {(k.section, k.name): (k.default, "default") for k in SCHEMA}
+    _check_sections(parser)
+    for key in SCHEMA:
+        if parser.has_option(key.section, key.name):
+            raw[key.section, key.name] = (parser.get(key.section, key.name), source)
+    for key in SCHEMA:
+        for name in (*key.env, env_name(key)):      # LLMHUB_* wins over the seed names
+            if name in env:
+                raw[key.section, key.name] = (env[name], f"environment {name}")
+    for (section, name), value in _flag_values(flags).items():
+        raw[section, name] = (value, f"flag --{_FLAG_OF.get((section, name), name)}")
+    values = {(s, n): _parse(s, n, *raw[s, n]) for (s, n) in raw}
+    sections = {}
+    for (section, name), value in values.items():
+        sections.setdefault(section, {})[name] = value
+    config = Config(
+        server=sections["server"],
+        upstreams=_upstreams(parser, sections["upstream"], source),
+        models=sections["models"], context=sections["context"], mock=sections["mock"],
+        providers=sections["providers"],
+        aliases=_aliases(parser), fallbacks=_fallbacks(parser), pipes=_pipes(parser, source),
+        source=source,
+    )
+    _validate(config)
+    return config
+
+
+_FLAG_OF = {("server", "db_path"): "db", ("upstream", "base_url"): "upstream"}
+
+
+def _flag_values(flags: dict) -> dict:
+    out = {}
+    for name in ("host", "port", "log_level", "log_format"):
+        if name in flags:
+            out["server", name] = str(flags[name])
+    if "db" in flags:
+        out["server", "db_path"] = str(flags["db"])
+    if "upstream" in flags:
+        if flags["upstream"] == "mock":
+            out["upstream", "kind"] = "mock"
+        else:
+            out["upstream", "base_url"] = flags["upstream"]
+    return out
+
+
+def _read_file(path) -> tuple[configparser.ConfigParser, str]:
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    parser.optionxform = str          # alias and model names keep their case
+    if path is None:
+        path = Path("config.ini")
+        if not path.is_file():
+            return parser, ""
+    path = Path(path)
+    try:
+        # utf-8-sig: Notepad and PowerShell write a BOM
+        parser.read_string(path.read_text(encoding="utf-8-sig"), source=str(path))
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, configparser.Error) as exc:
+        raise ConfigError(f"config file {path}: {str(exc).splitlines()[0]}") from None
+    return parser, str(path)
+
+
+def _check_sections(parser) -> None:
+    fixed = {k.section for k in SCHEMA}
+    for section in parser.sections():
+        if section.startswith(("upstream:", "pipe:")) or section in ("aliases", "fallbacks"):
+            continue
+        if section not in fixed:
+            raise ConfigError(f"[{section}]: unknown section (known: "
+                              f"{', '.join(sorted(fixed | {'aliases', 'fallbacks'}))}, "
+                              "upstream:NAME, pipe:NAME)")
+        known = [k.name for k in SCHEMA if k.section == section]
+        for name in parser.options(section):
+            if name not in known:
+                raise ConfigError(f"[{section}] {name}: unknown key (known: {', '.join(known)})")
+
+
+def _parse(section: str, name: str, raw: str, source: str):
+    parse = next(k.parse for k in SCHEMA if (k.section, k.name) == (section, name))
+    try:
+        return parse(raw)
+    except ValueError:
+        raise ConfigError(f"[{section}] {name} = {raw!r} (from {source}): "
+                          f"expected {parse.allowed}") from None
+
+
+def _upstreams(parser, default: dict, source: str) -> tuple:
+    upstreams = [UpstreamConfig(name="default", **default)]
+    for section in parser.sections():
+        if not section.startswith("upstream:"):
+            continue
+        name = section.split(":", 1)[1].strip()
+        if not NAME_RE.match(name) or name == "default":
+            raise ConfigError(f"[{section}]: upstream names are letters, digits, '_', '.', '-' "
+                              "and not 'default'")
+        values = dict(default)
+        for key, raw in parser.items(section):
+            if key not in UPSTREAM_KEYS:
+                raise ConfigError(f"[{section}] {key}: unknown key "
+                                  f"(known: {', '.join(UPSTREAM_KEYS)})")
+            values[key] = _parse("upstream", key, raw, source)
+        upstreams.append(UpstreamConfig(name=name, **values))
+    return tuple(upstreams)
+
+
+def _aliases(parser) -> dict:
+    if not parser.has_section("aliases"):
+        return {}
+    aliases = {name: value.strip() for name, value in parser.items("aliases")}
+    for name in aliases:
+        seen, current = [name], aliases[name]
+        while current in aliases:
+            if current in seen:
+                raise ConfigError(f"[aliases] {name}: cycle {' -> '.join(seen + [current])}")
+            seen.append(current)
+            current = aliases[current]
+    return aliases
+
+
+def _fallbacks(parser) -> dict:
+    if not parser.has_section("fallbacks"):
+        return {}
+    return {name: _list(value) for name, value in parser.items("fallbacks")}
+
+
+def _pipes(parser, source: str) -> dict:
+    pipes = {}
+    for section in parser.sections():
+        if not section.startswith("pipe:"):
+            continue
+        name = section.split(":", 1)[1].strip()
+        values = {}
+        for key, raw in parser.items(section):
+            if key not in PIPE_KEYS:
+                raise ConfigError(f"[{section}] {key}: unknown key (known: {', '.join(PIPE_KEYS)})")
+            values[key] = raw.strip()
+        try:
+            pipes[name] = PipeConfig(
+                name=name, model=values.get("model", ""), system=values.get("system", ""),
+                temperature=_float(0, 2)(values["temperature"]) if "temperature" in values else None,
+                max_tokens=_int(-1, 10_000_000)(values["max_tokens"]) if "max_tokens" in values else None,
+                variables=_variables(values.get("variables", "")),
+            )
+        except ValueError:
+            raise ConfigError(f"[{section}]: temperature must be a number from 0 to 2, "
+                              "max_tokens a whole number, variables name=value pairs "
+                              f"separated by commas (from {source})") from None
+    return pipes
+
+
+def _variables(raw: str) -> dict:
+    out = {}
+    for pair in _list(raw):
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _validate(config: Config) -> None:
+    mock = config.mock
+    if mock["min_chunks"] > mock["max_chunks"]:
+        raise ConfigError(f"[mock] min_chunks = {mock['min_chunks']} is above max_chunks = "
+                          f"{mock['max_chunks']}: expected min_chunks <= max_chunks")
+    server = config.server
+    if not _is_loopback(server["host"]) and not server["api_keys"] \
+            and not server["allow_remote_without_keys"]:
+        raise ConfigError(f"[server] host = {server['host']!r}: binding beyond loopback needs "
+                          "api_keys (or allow_remote_without_keys = true)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def redacted(config: Config) -> dict:
+    """The effective configuration as JSON, with every secret replaced."""
+    def hide(name, value):
+        if name in SECRET_KEYS and value:
+            return "***" if isinstance(value, str) else ["***"] * len(value)
+        return list(value) if isinstance(value, tuple) else value
+
+    def section(values: dict) -> dict:
+        return {name: hide(name, value) for name, value in values.items()}
+
+    return {
+        "source": config.source or None,
+        "server": section(config.server),
+        "upstreams": [section({f.name: getattr(u, f.name) for f in fields(u)})
+                      for u in config.upstreams],
+        "models": dict(config.models), "context": dict(config.context),
+        "mock": dict(config.mock), "providers": section(config.providers),
+        "aliases": dict(config.aliases),
+        "fallbacks": {k: list(v) for k, v in config.fallbacks.items()},
+        "pipes": {name: {f.name: getattr(p, f.name) for f in fields(p) if f.name != "name"}
+                  for name, p in config.pipes.items()},
+    }

@@ -1,0 +1,157 @@
+"""Bytes on the wire: request bodies in, JSON / SSE / NDJSON / chunked framing out.
+
+Everything here is sans-IO except `read_body`, which reads from a file object and nothing
+else. Rules kept here so that no view has to remember them:
+
+- a request body is always consumed in full, or the caller must close the connection;
+- a UTF-8 BOM (PowerShell's `Out-File`, Notepad) is accepted in front of JSON;
+- a chunked frame is never empty: the zero-length chunk is the terminator (RFC 9112 §7.1).
+"""
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from llmhub.errors import BadRequest, HubError, LengthRequired, PayloadTooLarge
+
+__all__ = [
+    "JSONResponse", "StreamResponse", "RunResponse", "decode_json", "json_bytes", "read_body",
+    "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK",
+]
+
+BOM = b"\xef\xbb\xbf"
+LAST_CHUNK = b"0\r\n\r\n"
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+
+
+# --- responses a view can return -------------------------------------------------------------
+
+@dataclass
+class JSONResponse:
+    body: Any
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+
+
+@dataclass
+class StreamResponse:
+    """A run rendered as a stream; `renderer` is the dialect's (see server.Handler.serve_stream)."""
+    run: Any
+    renderer: Any
+    headers: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunResponse:
+    """A run awaited in full, then rendered once by `finish(run) -> JSONResponse`."""
+    run: Any
+    finish: Callable[[Any], JSONResponse]
+    headers: dict = field(default_factory=dict)
+
+
+# --- request bodies --------------------------------------------------------------------------
+
+def read_body(rfile, headers, limit: int) -> bytes:
+    """Read the whole request body, by Content-Length or chunked, refusing more than `limit`."""
+    encoding = headers.get("Transfer-Encoding", "").lower()
+    if encoding:
+        if encoding != "chunked":
+            raise LengthRequired(f"Transfer-Encoding {encoding!r} is not supported; "
+                                 "send Content-Length or chunked")
+        return _read_chunked(rfile, limit)
+    length = headers.get("Content-Length")
+    if length is None:
+        return b""
+    if not length.strip().isdigit():
+        raise BadRequest(f"Content-Length {length!r} is not a number", param="Content-Length")
+    size = int(length)
+    if size > limit:
+        raise PayloadTooLarge(f"Request body is {size} bytes; the limit is {limit} "
+                              "(max_body_bytes)")
+    body = rfile.read(size)
+    if len(body) < size:
+        raise BadRequest("Request body ended before Content-Length bytes arrived")
+    return body
+
+
+def _read_chunked(rfile, limit: int) -> bytes:
+    parts, total = [], 0
+    while True:
+        line = rfile.readline(1026)
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise BadRequest("Malformed chunked request body") from None
+        if size == 0:
+            break
+        total += size
+        if total > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes "
+                                  "(max_body_bytes)")
+        data = rfile.read(size + 2)
+        if len(data) < size + 2 or data[-2:] != b"\r\n":
+            raise BadRequest("Malformed chunked request body")
+        parts.append(data[:-2])
+    while rfile.readline(1026) not in (b"\r\n", b"\n", b""):
+        pass  # trailers carry nothing the hub uses
+    return b"".join(parts)
+
+
+def decode_json(body: bytes) -> Any:
+    """Parse a JSON request body; every failure is a 400 that says where."""
+    if body.startswith(BOM):
+        body = body[len(BOM):]
+    if not body.strip():
+        raise BadRequest("Request body is empty; expected JSON", code="empty_body")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"Request body is not valid UTF-8 (byte {exc.start})",
+                         code="invalid_encoding") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"Invalid JSON at line {exc.lineno} column {exc.colno} "
+                         f"(char {exc.pos}): {exc.msg}", code="invalid_json") from None
+    except RecursionError:
+        raise BadRequest("JSON is nested too deeply", code="invalid_json") from None
+
+
+# --- output framing --------------------------------------------------------------------------
+
+def json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def sse(data: str | dict | list, event: str | None = None, id: str | int | None = None) -> bytes:
+    """One Server-Sent Event; multi-line data becomes several `data:` lines (WHATWG rules)."""
+    if not isinstance(data, str):
+        data = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    lines = []
+    if id is not None:
+        lines.append("id: " + _LINE_BREAKS.sub("", str(id)))
+    if event is not None:
+        lines.append("event: " + _LINE_BREAKS.sub("", event))
+    lines.extend("data: " + line for line in _LINE_BREAKS.split(data))
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def sse_comment(text: str) -> bytes:
+    return (": " + _LINE_BREAKS.sub(" ", text) + "\n\n").encode("utf-8")
+
+
+def ndjson(obj: Any) -> bytes:
+    return json_bytes(obj) + b"\n"
+
+
+def chunk(data: bytes) -> bytes:
+    """HTTP/1.1 chunked frame; an empty one would end the stream, so it is refused."""
+    if not data:
+        raise ValueError("an empty chunk would terminate the stream")
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def error_from_exception(exc: BaseException) -> HubError:
+    return exc if isinstance(exc, HubError) else HubError("Internal server error")
