@@ -1,0 +1,201 @@
+"""One generation: resolve the model, start a run, relay the upstream as neutral events.
+
+Rules:
+- Dialects never talk to an upstream: they build a ChatRequest and call `Engine.start()`.
+- Each run has one worker thread, the only reader of its upstream call. Cancel comes from
+  other threads through `Run.cancel`, which finishes the run and aborts the call's socket.
+- `[fallbacks]` are tried only while nothing has reached the client, that is before the
+  upstream accepted the request; after that a failure ends the run with an error event.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from llmhub.cancellation import FINAL, Registry, Run
+from llmhub.config import Config
+from llmhub.context import estimate_messages, estimate_tokens
+from llmhub.errors import BadRequest, HubError, UpstreamError
+
+__all__ = ["ChatRequest", "Target", "Engine"]
+
+log = logging.getLogger("llmhub.pipes")
+
+
+@dataclass
+class ChatRequest:
+    """What every dialect translates its wire request into."""
+    messages: list
+    model: str | None = None
+    params: dict = field(default_factory=dict)   # OpenAI-named fields, sent upstream as-is
+    dialect: str = "openai"
+    run_id: str | None = None
+    thread_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    upstream: object
+    model: str
+
+
+class Engine:
+    models_cache_seconds = 30   # how long an upstream's model list answers "default model"
+
+    def __init__(self, config: Config, upstreams: dict, registry: Registry) -> None:
+        self.config = config
+        self.upstreams = upstreams
+        self.registry = registry
+        self.default_upstream = next(iter(upstreams.values()))
+        self._listed: dict[str, tuple[float, list]] = {}
+
+    # -- model resolution --------------------------------------------------------------------
+    def alias_chain(self, name: str) -> list[str]:
+        chain = [name]
+        while chain[-1] in self.config.aliases:      # config.py refuses cycles
+            chain.append(self.config.aliases[chain[-1]])
+        return chain
+
+    def resolve(self, requested: str | None) -> list[Target]:
+        """The target for a requested name, then its fallbacks, without repeats."""
+        chain = self.alias_chain(requested or self.config.models["default"])
+        targets = [self.target(chain[-1])]
+        for step in chain:
+            if step in self.config.fallbacks:
+                targets += [self.target(self.alias_chain(f)[-1])
+                            for f in self.config.fallbacks[step]]
+                break
+        return list(dict.fromkeys(targets))
+
+    def target(self, name: str) -> Target:
+        """`NAME:model` picks upstream NAME; `lm:model` the LM Studio upstream (seed prefix)."""
+        prefix, sep, rest = name.partition(":")
+        if sep and prefix in self.upstreams:
+            return Target(self.upstreams[prefix], rest)
+        if sep and prefix == "lm":
+            lmstudio = [u for u in self.upstreams.values() if u.kind == "lmstudio"]
+            return Target((lmstudio or [self.default_upstream])[0], rest)
+        return Target(self.default_upstream, name)
+
+    def default_model(self, upstream) -> str:
+        """The first model an upstream lists, when neither request nor config names one."""
+        listed_at, models = self._listed.get(upstream.name, (0.0, []))
+        if time.monotonic() - listed_at > self.models_cache_seconds or not models:
+            models = [m["id"] for m in upstream.list_models()]
+            self._listed[upstream.name] = (time.monotonic(), models)
+        if not models:
+            raise BadRequest(f"No model was given, [models] default is not set, and "
+                             f"{upstream.label} lists no models", param="model",
+                             code="model_not_found")
+        return models[0]
+
+    # -- runs --------------------------------------------------------------------------------
+    def start(self, request: ChatRequest) -> Run:
+        """Register a run and start its worker; returns at once."""
+        targets = self.resolve(request.model)
+        run = self.registry.create(request.run_id, dialect=request.dialect,
+                                   requested_model=request.model, thread_id=request.thread_id,
+                                   model=targets[0].model)
+        run.input_estimate = estimate_messages(request.messages)
+        worker = threading.Thread(target=self._work, args=(run, request, targets),
+                                  name=f"run {run.id}", daemon=True)
+        worker.start()
+        return run
+
+    def _work(self, run: Run, request: ChatRequest, targets: list[Target]) -> None:
+        failures = []
+        try:
+            for target in targets:
+                error = self._attempt(run, request, target)
+                if error is None:
+                    return
+                failures.append((target, error))
+                if run.status in FINAL or not error.model_unavailable:
+                    break
+            run.finish("fail", error=_summarise(failures))
+        except Exception:  # a bug: the run must still end, and the client hear of it
+            log.exception("run %s crashed", run.id)
+            run.finish("fail", error=HubError("Internal error in the hub; see its log"))
+
+    def _attempt(self, run: Run, request: ChatRequest, target: Target) -> HubError | None:
+        """One upstream try; returns its error if it failed before the upstream accepted."""
+        upstream, call = target.upstream, None
+        if not upstream.gate.enter(run):
+            return None                       # cancelled while queued
+        try:
+            model = target.model or self.default_model(upstream)
+            call = upstream.chat(dict(request.params, model=model, messages=request.messages))
+            if not run.attach(call):
+                return None
+            call.open()
+            if run.start(model, upstream.provider):
+                self._relay(run, call)
+            return None
+        except UpstreamError as exc:
+            return exc
+        except HubError as exc:
+            run.finish("fail", error=exc)
+            return None
+        finally:
+            if call is not None:
+                call.close()
+            upstream.gate.leave()
+
+    def _relay(self, run: Run, call) -> None:
+        try:
+            for chunk in call.chunks():
+                if not self._push(run, chunk):
+                    return
+        except UpstreamError as exc:
+            run.finish("fail", error=exc, finish_reason=run.transcript.finish_reason)
+            return
+        if run.usage is None:
+            output = estimate_tokens(run.transcript.text)
+            run.emit("usage", _usage(run.input_estimate, output, None, estimated=True))
+        run.finish("complete", finish_reason=run.transcript.finish_reason or "stop")
+
+    def _push(self, run: Run, chunk: dict) -> bool:
+        text = run.transcript.add(chunk)
+        usage = chunk.get("usage")
+        if chunk.get("choices"):
+            raw = {k: v for k, v in chunk.items() if k != "usage"} if usage else chunk
+            if not run.emit("delta", {"text": text, "chunk": raw}):
+                return False
+        if isinstance(usage, dict):
+            run.usage = _usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
+                               usage)
+            return run.emit("usage", run.usage)
+        return True
+
+    # -- models and health -------------------------------------------------------------------
+    def list_models(self) -> tuple[list[dict], list[UpstreamError]]:
+        models, errors = [], []
+        for upstream in self.upstreams.values():
+            try:
+                listed = upstream.list_models()
+            except UpstreamError as exc:
+                errors.append(exc)
+                continue
+            self._listed[upstream.name] = (time.monotonic(), [m["id"] for m in listed])
+            models += listed
+        return models, errors
+
+    def probe_all(self) -> list[dict]:
+        return [{"name": u.name, "kind": u.kind, "base_url": u.base_url, **u.probe()}
+                for u in self.upstreams.values()]
+
+
+def _usage(input_tokens: int, output_tokens: int, raw: dict | None, estimated=False) -> dict:
+    return {"input_tokens": input_tokens, "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens, "estimated": estimated, "raw": raw}
+
+
+def _summarise(failures: list) -> HubError:
+    """The first target's error, naming every fallback that failed after it."""
+    first = failures[0][1]
+    if len(failures) == 1:
+        return first
+    tried = "; ".join(f"fallback {t.model!r}: {e.message}" for t, e in failures[1:])
+    return UpstreamError(f"{first.message} ({tried})", status=first.status, code=first.code,
+                         param=first.param)

@@ -1,0 +1,161 @@
+"""One HTTP exchange with an upstream whose socket any thread can shut down at once.
+
+Why not urllib: closing a urllib response from another thread blocks until the upstream next
+sends data, and urllib hides the socket (STYLE.md, "Closing from another thread does not
+abort"). Here the socket is captured right after connect, and `abort()` shuts it down: a read
+blocked in another thread returns at once. http.client is used directly, so environment
+proxies never divert a local upstream.
+
+Timeouts are per phase: connect, first byte (until the first body data, which covers a long
+prompt prefill), idle between reads after that, and a total deadline over the whole exchange.
+"""
+
+import http.client
+import socket
+import ssl
+import threading
+import time
+from urllib.parse import urlsplit
+
+from llmhub.errors import UpstreamError
+
+__all__ = ["Exchange", "Timeouts", "Aborted"]
+
+
+class Aborted(UpstreamError):
+    """The exchange was aborted by a cancel; never shown to a client."""
+    code = "aborted"
+
+
+class Timeouts:
+    def __init__(self, connect: float, first_byte: float, idle: float, total: float) -> None:
+        self.connect, self.first_byte, self.idle, self.total = connect, first_byte, idle, total
+
+
+class Exchange:
+    def __init__(self, base_url: str, timeouts: Timeouts, label: str) -> None:
+        parts = urlsplit(base_url)
+        self.base_url, self.label, self.timeouts = base_url, label, timeouts
+        self._https = parts.scheme == "https"
+        self._host, self._port = parts.hostname, parts.port
+        self._conn: http.client.HTTPConnection | None = None
+        self._sock: socket.socket | None = None
+        self._aborted = False
+        self._lock = threading.Lock()
+        self._deadline = time.monotonic() + timeouts.total
+        self._got_data = False
+        self.response: http.client.HTTPResponse | None = None
+
+    # -- the exchange ------------------------------------------------------------------------
+    def send(self, method: str, path: str, body: bytes | None, headers: dict):
+        """Connect, send the request, read the status line and headers."""
+        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        self._conn = cls(self._host, self._port, timeout=self.timeouts.connect)
+        try:
+            self._conn.connect()
+        except OSError as exc:
+            self._conn.close()
+            raise self._connect_error(exc) from None
+        with self._lock:
+            self._sock = self._conn.sock    # kept: conn.sock turns None once a reply says close
+            aborted = self._aborted
+        if aborted:
+            self.close()
+            raise Aborted("aborted")
+        try:
+            self._sock.settimeout(self._phase_timeout())
+            self._conn.request(method, path, body=body, headers=headers)
+            self.response = self._conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._read_error(exc) from None
+        return self.response
+
+    def read(self, size: int = 65536) -> bytes:
+        """Whatever body bytes are available (at most `size`); b'' at the end."""
+        try:
+            self._sock.settimeout(self._phase_timeout())
+            data = self.response.read1(size)
+        except (OSError, http.client.HTTPException, ValueError, AttributeError) as exc:
+            raise self._read_error(exc) from None
+        if data:
+            self._got_data = True
+        elif self._aborted:
+            raise Aborted("aborted")
+        return data
+
+    def read_all(self, limit: int = 1 << 20) -> bytes:
+        parts, total = [], 0
+        while total < limit and (data := self.read(min(65536, limit - total))):
+            parts.append(data)
+            total += len(data)
+        return b"".join(parts)
+
+    def abort(self) -> None:
+        """Safe from any thread, any number of times."""
+        with self._lock:
+            self._aborted = True
+            sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass   # already closed
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
+
+    def close(self) -> None:
+        """Close from the thread that reads (closing from another thread can block)."""
+        for closable in (self.response, self._conn):
+            try:
+                if closable is not None:
+                    closable.close()
+            except OSError:
+                pass
+
+    # -- timeouts and error mapping ----------------------------------------------------------
+    def _phase_timeout(self) -> float:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("total")
+        phase = self.timeouts.idle if self._got_data else self.timeouts.first_byte
+        return min(phase, remaining)
+
+    def _connect_error(self, exc: OSError) -> UpstreamError:
+        where = f"{self.label} at {self.base_url}"
+        if isinstance(exc, TimeoutError):
+            return UpstreamError(f"Could not connect to {where}: no answer within "
+                                 f"{self.timeouts.connect:g} s (connect timeout)", status=504,
+                                 code="upstream_timeout", model_unavailable=True)
+        if isinstance(exc, ConnectionRefusedError):
+            reason = "Connection refused"
+        elif isinstance(exc, socket.gaierror):
+            reason = f"host {self._host!r} not found"
+        elif isinstance(exc, ssl.SSLError):
+            reason = f"TLS error ({exc.reason or exc})"
+        else:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+        return UpstreamError(f"Could not connect to {where}: {reason}", status=503,
+                             code="upstream_unavailable", model_unavailable=True)
+
+    def _read_error(self, exc: BaseException) -> UpstreamError:
+        if self._aborted:
+            return Aborted("aborted")
+        where = f"{self.label} at {self.base_url}"
+        if isinstance(exc, TimeoutError):
+            if time.monotonic() >= self._deadline or str(exc) == "total":
+                detail = f"did not finish within {self.timeouts.total:g} s (total timeout)"
+            elif self._got_data:
+                detail = f"went silent for {self.timeouts.idle:g} s mid-stream (idle timeout)"
+            else:
+                detail = (f"sent nothing for {self.timeouts.first_byte:g} s "
+                          "(first-byte timeout)")
+            return UpstreamError(f"{where} {detail}", status=504, code="upstream_timeout",
+                                 model_unavailable=not self._got_data)
+        if isinstance(exc, http.client.IncompleteRead):
+            return UpstreamError(f"{where} closed the connection in the middle of a chunk",
+                                 code="upstream_disconnected")
+        return UpstreamError(f"{where} closed the connection unexpectedly "
+                             f"({type(exc).__name__})", code="upstream_disconnected",
+                             model_unavailable=not self._got_data)

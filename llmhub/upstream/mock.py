@@ -1,0 +1,113 @@
+"""The built-in mock upstream (`kind = mock`, `--upstream mock`): the seed SSE server.
+
+Like the Langbase-compatible seed server, it answers with one of a few sample responses,
+broken into words and punctuation, sent as `min_chunks`..`max_chunks` chunks with
+`chunk_delay_seconds` between them, then a finish chunk and a usage chunk. A request `seed`
+makes the choice repeatable. No network is involved; abort() stops it at once.
+"""
+
+import random
+import re
+import threading
+import time
+import uuid
+from typing import Iterator
+
+from llmhub.cancellation import Gate
+from llmhub.context import estimate_messages, estimate_tokens
+from llmhub.upstream.http import Aborted
+
+__all__ = ["Mock", "SAMPLE_RESPONSES", "split_words"]
+
+SAMPLE_RESPONSES = [
+    "Hello there! I am a mock model served by llmhub, so you can try every endpoint "
+    "without a model server.",
+    "Streaming works: each word and punctuation mark arrives as its own piece, just as a "
+    "real model would send them.",
+    "Local models are great for privacy, speed, and experimenting without limits.",
+    "Привет! Это тестовый ответ: он нужен, чтобы проверить потоковую передачу.",
+    "Here is a short answer. It has two sentences, and it ends with a period.",
+]
+_WORDS = re.compile(r"\s*[\w'-]+|\s*[^\w\s]")
+
+
+def split_words(text: str) -> list[str]:
+    """Words (with their leading space) and punctuation marks, in order."""
+    return _WORDS.findall(text)
+
+
+def group(pieces: list[str], count: int) -> list[str]:
+    """`count` consecutive groups of pieces, as even as possible, nothing dropped."""
+    count = max(1, min(count, len(pieces)))
+    size, extra = divmod(len(pieces), count)
+    out, start = [], 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        out.append("".join(pieces[start:end]))
+        start = end
+    return out
+
+
+class Mock:
+    kind = "mock"
+    label = "mock upstream"
+    base_url = "mock://llmhub"
+
+    def __init__(self, config, mock: dict, models: list[str]) -> None:
+        self.config = config
+        self.name = config.name
+        self.mock = mock
+        self.models = ["mock-model"] + [m for m in models if m and m != "mock-model"]
+        self.gate = Gate(config.max_concurrent)
+
+    @property
+    def provider(self) -> dict:
+        return {"name": self.kind, "base_url": self.base_url}
+
+    def chat(self, body: dict) -> "MockCall":
+        return MockCall(self, body)
+
+    def list_models(self) -> list[dict]:
+        return [{"id": m, "object": "model", "created": 0, "owned_by": "llmhub-mock"}
+                for m in dict.fromkeys(self.models)]
+
+    def probe(self, timeout: float = 0) -> dict:
+        return {"reachable": True, "latency_ms": 0.0}
+
+
+class MockCall:
+    def __init__(self, upstream: Mock, body: dict) -> None:
+        self.upstream, self.body = upstream, body
+        self._aborted = threading.Event()
+        self._rng = random.Random(body.get("seed"))
+
+    def open(self) -> None:
+        if self._aborted.is_set():
+            raise Aborted("aborted")
+
+    def chunks(self) -> Iterator[dict]:
+        settings = self.upstream.mock
+        text = self._rng.choice(SAMPLE_RESPONSES)
+        count = self._rng.randint(settings["min_chunks"], settings["max_chunks"])
+        base = {"id": "chatcmpl-" + uuid.uuid4().hex[:24], "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": self.body.get("model") or "mock-model",
+                "system_fingerprint": "llmhub-mock"}
+        for i, piece in enumerate(group(split_words(text), count)):
+            if i and self._aborted.wait(settings["chunk_delay_seconds"]):
+                raise Aborted("aborted")
+            delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+            yield dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None,
+                                       "finish_reason": None}])
+        yield dict(base, choices=[{"index": 0, "delta": {}, "logprobs": None,
+                                   "finish_reason": "stop"}])
+        prompt = estimate_messages(self.body.get("messages") or [])
+        completion = estimate_tokens(text)
+        yield dict(base, choices=[], usage={"prompt_tokens": prompt,
+                                            "completion_tokens": completion,
+                                            "total_tokens": prompt + completion})
+
+    def abort(self) -> None:
+        self._aborted.set()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,231 @@
+"""OpenAI-compatible upstreams (`kind = openai`) and the streaming chat call they share.
+
+The hub always streams from the upstream and always asks for
+`stream_options.include_usage`, even for a non-streaming client: streaming is what makes
+cancel and disconnect work, and usage only comes in a stream when asked for (lmstudio.md §1.2).
+What the parser tolerates, because real servers do it: a usage chunk with empty `choices`,
+usage on the finish chunk, HTTP 200 with an `error` body, `event: error` frames, a JSON body
+where a stream was asked for, and a stream that ends without `[DONE]` after its finish chunk.
+"""
+
+import json
+import re
+import time
+from typing import Iterator
+from urllib.parse import urlsplit
+
+from llmhub.cancellation import Gate
+from llmhub.config import UpstreamConfig
+from llmhub.errors import UpstreamError
+from llmhub.upstream.http import Exchange, Timeouts
+from llmhub.upstream.sse import SSEParser
+
+__all__ = ["OpenAICompatible", "ChatCall", "error_message"]
+
+_MODEL_MISSING = re.compile(r"no models? loaded|not found|invalid model|model_not_found|"
+                            r"not loaded|does not exist|unknown model", re.I)
+
+
+class OpenAICompatible:
+    kind = "openai"
+    label = "upstream"
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.base_url = self.normalise_url(config.base_url)
+        self.prefix = urlsplit(self.base_url).path.rstrip("/")
+        self.gate = Gate(config.max_concurrent)
+        self.timeouts = Timeouts(config.connect_timeout_seconds,
+                                 config.first_byte_timeout_seconds,
+                                 config.idle_timeout_seconds, config.total_timeout_seconds)
+
+    @staticmethod
+    def normalise_url(url: str) -> str:
+        return url.rstrip("/")
+
+    @property
+    def provider(self) -> dict:
+        return {"name": self.kind, "base_url": self.base_url}
+
+    def headers(self) -> dict:
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        return headers
+
+    def prepare(self, body: dict) -> dict:
+        """Kind-specific adjustments to an outgoing chat body (none for plain OpenAI)."""
+        return body
+
+    def chat(self, body: dict) -> "ChatCall":
+        body = dict(body, stream=True)
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return ChatCall(self, self.prepare(body))
+
+    # -- small JSON requests (models, probes) ------------------------------------------------
+    def get_json(self, path: str, timeout: float = 10.0) -> dict:
+        timeouts = Timeouts(min(timeout, self.timeouts.connect), timeout, timeout, timeout)
+        exchange = Exchange(self.base_url, timeouts, self.label)
+        try:
+            response = exchange.send("GET", path, None, self.headers())
+            body = exchange.read_all()
+        finally:
+            exchange.close()
+        obj = _parse_json(body)
+        if response.status >= 400 or (isinstance(obj, dict) and "error" in obj):
+            raise http_error(response.status, error_message(body), self.label)
+        return obj if isinstance(obj, dict) else {}
+
+    def list_models(self) -> list[dict]:
+        data = self.get_json(self.prefix + "/models").get("data")
+        return [m for m in data or () if isinstance(m, dict) and m.get("id")]
+
+    def probe(self, timeout: float = 3.0) -> dict:
+        started = time.perf_counter()
+        try:
+            self.get_json(self.prefix + "/models", timeout)
+        except UpstreamError as exc:
+            return {"reachable": False, "error": exc.message}
+        return {"reachable": True,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+class ChatCall:
+    """One streamed chat completion: open(), then chunks(); abort() from any thread."""
+
+    def __init__(self, upstream: OpenAICompatible, body: dict) -> None:
+        self.upstream = upstream
+        self.body = body
+        self.exchange = Exchange(upstream.base_url, upstream.timeouts, upstream.label)
+        self._whole: dict | None = None
+
+    def open(self) -> None:
+        """Send the request; raise UpstreamError unless the upstream accepted it."""
+        payload = json.dumps(self.body, ensure_ascii=False).encode("utf-8")
+        response = self.exchange.send("POST", self.upstream.prefix + "/chat/completions",
+                                      payload, self.upstream.headers())
+        content_type = response.getheader("Content-Type", "")
+        if response.status >= 400:
+            raise http_error(response.status, error_message(self.exchange.read_all()),
+                             self.upstream.label)
+        if "text/event-stream" not in content_type:
+            # A JSON body where a stream was asked for: an error with HTTP 200 (LM Studio's
+            # unknown routes), or a server that ignores `stream`.
+            body = self.exchange.read_all()
+            obj = _parse_json(body)
+            if not isinstance(obj, dict) or "error" in obj or "choices" not in obj:
+                raise http_error(502, error_message(body), self.upstream.label)
+            self._whole = obj
+
+    def chunks(self) -> Iterator[dict]:
+        if self._whole is not None:
+            yield from chunks_from_completion(self._whole)
+            return
+        parser, finished = SSEParser(), False
+        while data := self.exchange.read():
+            for event, payload in parser.feed(data):
+                chunk = self._decode(event, payload)
+                if chunk is None:
+                    return
+                finished = finished or _has_finish(chunk)
+                yield chunk
+        for event, payload in parser.close():
+            chunk = self._decode(event, payload)
+            if chunk is None:
+                return
+            finished = finished or _has_finish(chunk)
+            yield chunk
+        if not finished:
+            raise UpstreamError(f"{self.upstream.label} at {self.upstream.base_url} ended the "
+                                "stream before it finished", code="upstream_disconnected")
+
+    def _decode(self, event: str, payload: str) -> dict | None:
+        if payload.strip() == "[DONE]":
+            return None
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            raise UpstreamError(f"{self.upstream.label} sent a stream event that is not JSON: "
+                                f"{payload[:200]!r}", code="upstream_garbage") from None
+        if event == "error" or not isinstance(obj, dict) or \
+                ("error" in obj and "choices" not in obj):
+            raise stream_error(obj, self.upstream.label)
+        return obj
+
+    def abort(self) -> None:
+        self.exchange.abort()
+
+    def close(self) -> None:
+        self.exchange.close()
+
+
+# --- error shapes ----------------------------------------------------------------------------
+
+def _parse_json(body: bytes):
+    try:
+        return json.loads(body.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+
+
+def error_message(body: bytes) -> str:
+    """The message inside any of the error envelopes LM Studio and friends send."""
+    obj = _parse_json(body)
+    if isinstance(obj, dict):
+        error = obj.get("error", obj)
+        if isinstance(error, str):
+            return error
+        if isinstance(error, dict):
+            for key in ("message", "detail", "error"):
+                if isinstance(error.get(key), str):
+                    return error[key]
+    text = body.decode("utf-8", "replace").strip()
+    return text[:500] or "(empty body)"
+
+
+def http_error(status: int, message: str, label: str) -> UpstreamError:
+    """Keep the upstream's message; keep 4xx statuses; a plain 500 becomes 502 Bad Gateway."""
+    missing = bool(_MODEL_MISSING.search(message)) and status in (400, 404)
+    code = "model_not_found" if missing else _code_for(message)
+    return UpstreamError(message, status=502 if status == 500 or status < 400 else status,
+                         code=code, param="model" if missing else None,
+                         model_unavailable=missing or status >= 500)
+
+
+def stream_error(obj, label: str) -> UpstreamError:
+    message = error_message(json.dumps(obj).encode()) if obj is not None else "unknown error"
+    status = 400 if _code_for(message) == "context_length_exceeded" else 502
+    return UpstreamError(f"{label}: {message}" if status == 502 else message, status=status,
+                         code=_code_for(message))
+
+
+def _code_for(message: str) -> str:
+    lowered = message.lower()
+    if "context length" in lowered or "n_ctx" in lowered or "context the overflows" in lowered:
+        return "context_length_exceeded"
+    return "upstream_error"
+
+
+# --- chunk helpers ---------------------------------------------------------------------------
+
+def _has_finish(chunk: dict) -> bool:
+    return any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ())
+
+
+def chunks_from_completion(completion: dict) -> Iterator[dict]:
+    """A whole chat.completion as the chunks a stream would have carried."""
+    base = {k: completion.get(k) for k in ("id", "created", "model", "system_fingerprint")}
+    base["object"] = "chat.completion.chunk"
+    for choice in completion.get("choices") or ():
+        message = dict(choice.get("message") or {})
+        tool_calls = message.get("tool_calls")
+        if tool_calls:
+            message["tool_calls"] = [dict(call, index=i) for i, call in enumerate(tool_calls)]
+        yield dict(base, choices=[{"index": choice.get("index", 0), "delta": message,
+                                   "logprobs": None, "finish_reason": None}])
+        yield dict(base, choices=[{"index": choice.get("index", 0), "delta": {},
+                                   "logprobs": None,
+                                   "finish_reason": choice.get("finish_reason") or "stop"}])
+    if completion.get("usage"):
+        yield dict(base, choices=[], usage=completion["usage"])
