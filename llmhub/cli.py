@@ -1,0 +1,91 @@
+"""Command line: flags → Config → Hub → server; serve until Ctrl-C or SIGTERM.
+
+No business logic here. Shutdown order matters: cancel every run (streams send their end),
+stop accepting, close the database, exit 0. `shutdown()` must not run on the thread inside
+`serve_forever()`, so the server runs on a helper thread and the main thread waits for a
+signal (with a timed wait, so Ctrl-C gets through on Windows too).
+"""
+
+import argparse
+import signal
+import sqlite3
+import sys
+import threading
+
+from llmhub import __version__, logs
+from llmhub.config import ConfigError, load_config
+from llmhub.hub import Hub
+from llmhub.server import make_server
+
+__all__ = ["main", "parse_args"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="llmhub", description="One local hub for every "
+                                     "LLM client on this machine.")
+    parser.add_argument("--config", help="config file (default: ./config.ini if present)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", help="port to listen on (default 8000; 0 picks one)")
+    parser.add_argument("--db", help="SQLite database file (default llmhub.db)")
+    parser.add_argument("--upstream", help="upstream base URL, or 'mock' for the built-in mock")
+    parser.add_argument("--log-level", help="debug, info, warning or error")
+    parser.add_argument("--log-format", help="json (default) or text")
+    parser.add_argument("--version", action="version", version=f"llmhub {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(flags=vars(args), path=args.config)
+    except ConfigError as exc:
+        print(f"llmhub: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.server["log_level"], config.server["log_format"])
+    try:
+        hub = Hub(config)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"llmhub: cannot open the database {config.server['db_path']}: {exc}",
+              file=sys.stderr)
+        return 2
+    try:
+        server = make_server(hub)
+    except OSError as exc:
+        hub.close()
+        print(f"llmhub: cannot listen on {config.server['host']}:{config.server['port']}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(startup_line(server, hub), flush=True)
+    return serve(server, hub)
+
+
+def startup_line(server, hub) -> str:
+    parts = []
+    for upstream in hub.upstreams.values():
+        probe = upstream.probe(timeout=2.0)
+        state = (f"reachable, {probe['latency_ms']:g} ms" if probe["reachable"]
+                 else f"NOT reachable: {probe['error']}")
+        parts.append(f"{upstream.kind} {upstream.base_url} ({state})")
+    return (f"llmhub {hub.version} listening on {server.url} - upstream "
+            + "; ".join(parts))
+
+
+def serve(server, hub) -> int:
+    stop = threading.Event()
+    for name in ("SIGTERM", "SIGBREAK"):          # SIGBREAK: Ctrl-Break on Windows
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), lambda signum, frame: stop.set())
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                              name="serve_forever", daemon=True)
+    thread.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    print("llmhub: stopping: cancelling runs, closing the database", file=sys.stderr,
+          flush=True)
+    server.stop()
+    hub.close()
+    thread.join(5)
+    return 0

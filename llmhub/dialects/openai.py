@@ -1,0 +1,209 @@
+"""OpenAI chat completions (`/v1/chat/completions`, `/v1/models`), for the `openai` client.
+
+Wire rules kept here:
+- every field of the request except `model`, `messages` and `stream` goes upstream as-is, so
+  tools, response_format, seed, and LM Studio's own extras (top_k, ttl, …) all work;
+- upstream chunks are relayed with their unknown delta fields untouched (tool_calls,
+  reasoning, reasoning_content); only `id` is rewritten, so every chunk shares one id;
+- the usage chunk (`choices: []`) goes out only when the client asked with
+  `stream_options.include_usage`; the stream ends with `data: [DONE]`;
+- errors before the first byte are OpenAI's error JSON with a real status; after it, one
+  `data: {"error": {...}}` frame and the end of the stream;
+- a cancelled run ends with `finish_reason: "cancelled"` (there is no OpenAI value for it).
+"""
+
+from llmhub.cancellation import CANCELLED, FAILED
+from llmhub.context import estimate_tokens
+from llmhub.errors import BadRequest, HubError
+from llmhub.pipes import ChatRequest
+from llmhub.wire import JSONResponse, RunResponse, StreamResponse, sse
+
+__all__ = ["error_body", "chat_completions", "list_models", "ChunkStream"]
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+DONE = b"data: [DONE]\n\n"
+
+
+def error_body(error: HubError) -> dict:
+    return {"error": {"message": error.message, "type": _error_type(error.status),
+                      "param": error.param, "code": error.code}}
+
+
+def _error_type(status: int) -> str:
+    return {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+            429: "rate_limit_error"}.get(status, "invalid_request_error" if status < 500
+                                         else "api_error")
+
+
+# --- views -----------------------------------------------------------------------------------
+
+def chat_completions(request):
+    body = request.json_object()
+    chat = parse_chat(body)
+    chat.run_id = request.run_id()
+    run = request.hub.engine.start(chat)
+    if body.get("stream"):
+        options = body.get("stream_options") or {}
+        return StreamResponse(run, ChunkStream(run, bool(options.get("include_usage"))))
+    return RunResponse(run, completion)
+
+
+def list_models(request) -> JSONResponse:
+    hub = request.hub
+    listed, errors = hub.engine.list_models()
+    if errors and not listed:
+        raise errors[0]
+    data = [{"object": "model", "created": 0, "owned_by": "organization_owner", **m}
+            for m in listed]
+    data += [{"id": alias, "object": "model", "created": 0, "owned_by": "llmhub",
+              "alias_of": target} for alias, target in hub.config.aliases.items()]
+    return JSONResponse({"object": "list", "data": data})
+
+
+# --- request validation ----------------------------------------------------------------------
+
+def parse_chat(body: dict) -> ChatRequest:
+    _check_messages(body.get("messages"))
+    _check(body, "model", str, "a string")
+    _check(body, "stream", bool, "true or false")
+    _check_number(body, "temperature", 0, 2)
+    _check_number(body, "top_p", 0, 1)
+    _check_number(body, "presence_penalty", -2, 2)
+    _check_number(body, "frequency_penalty", -2, 2)
+    _check_int(body, "max_tokens", -1)           # LM Studio takes -1 for "no limit"
+    _check_int(body, "max_completion_tokens", 1)
+    _check_int(body, "seed", None)
+    _check(body, "stop", (str, list), "a string or a list of strings")
+    _check(body, "tools", list, "a list")
+    _check(body, "tool_choice", (str, dict), "a string or an object")
+    _check(body, "response_format", dict, "an object")
+    _check(body, "stream_options", dict, "an object")
+    if body.get("n", 1) != 1:
+        raise BadRequest("Only n = 1 is supported", param="n", code="invalid_value")
+    params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+    if params.get("stream_options") is None:
+        params.pop("stream_options", None)
+    return ChatRequest(messages=body["messages"], model=body.get("model") or None,
+                       params=params, dialect="openai")
+
+
+def _check_messages(messages) -> None:
+    if messages is None:
+        raise BadRequest("'messages' is required", param="messages", code="missing_field")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty list", param="messages",
+                         code="invalid_type")
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise BadRequest(f"'{where}' must be an object", param=where, code="invalid_type")
+        if message.get("role") not in ROLES:
+            raise BadRequest(f"'{where}.role' must be one of {', '.join(ROLES)}",
+                             param=f"{where}.role", code="invalid_value")
+        if not isinstance(message.get("content"), (str, list, type(None))):
+            raise BadRequest(f"'{where}.content' must be a string, a list of parts, or null",
+                             param=f"{where}.content", code="invalid_type")
+
+
+def _check(body: dict, name: str, types, what: str) -> None:
+    value = body.get(name)
+    if value is not None and (not isinstance(value, types) or isinstance(value, bool)
+                              and types is not bool):
+        raise BadRequest(f"'{name}' must be {what}, not {type(value).__name__}", param=name,
+                         code="invalid_type")
+
+
+def _check_number(body: dict, name: str, lo: float, hi: float) -> None:
+    _check(body, name, (int, float), "a number")
+    value = body.get(name)
+    if value is not None and not lo <= value <= hi:
+        raise BadRequest(f"'{name}' must be between {lo} and {hi}, not {value}", param=name,
+                         code="invalid_value")
+
+
+def _check_int(body: dict, name: str, lo: int | None) -> None:
+    _check(body, name, int, "a whole number")
+    value = body.get(name)
+    if value is not None and lo is not None and value < lo:
+        raise BadRequest(f"'{name}' must be at least {lo}, not {value}", param=name,
+                         code="invalid_value")
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+def completion_id(run) -> str:
+    return "chatcmpl-" + run.id.removeprefix("run_")
+
+
+def openai_usage(run) -> dict:
+    usage = run.usage
+    if usage and usage.get("raw"):
+        return usage["raw"]
+    prompt = usage["input_tokens"] if usage else run.input_estimate
+    output = usage["output_tokens"] if usage else estimate_tokens(run.transcript.text)
+    return {"prompt_tokens": prompt, "completion_tokens": output,
+            "total_tokens": prompt + output}
+
+
+def completion(run) -> JSONResponse:
+    """The whole run as one chat.completion object."""
+    if run.status == FAILED:
+        raise HubError.from_dict(run.error.as_dict())
+    transcript = run.transcript
+    finish = transcript.finish_reason or ("cancelled" if run.status == CANCELLED else "stop")
+    body = {"id": completion_id(run), "object": "chat.completion", "created": run.created,
+            "model": transcript.model or run.model,
+            "choices": [{"index": 0, "message": transcript.message(), "logprobs": None,
+                         "finish_reason": finish}],
+            "usage": openai_usage(run)}
+    if transcript.system_fingerprint:
+        body["system_fingerprint"] = transcript.system_fingerprint
+    return JSONResponse(body)
+
+
+class ChunkStream:
+    """Renders run events as OpenAI `chat.completion.chunk` SSE frames."""
+
+    content_type = "text/event-stream; charset=utf-8"
+    eager = False   # headers wait for the upstream to accept, so early errors keep a status
+
+    def __init__(self, run, include_usage: bool) -> None:
+        self.run = run
+        self.id = completion_id(run)
+        self.include_usage = include_usage
+        self.finish_sent = False
+
+    def opening(self, run) -> bytes:
+        return b""
+
+    def ping(self) -> bytes:
+        return b": ping\n\n"
+
+    def render(self, event) -> bytes:
+        kind, data = event
+        if kind == "delta":
+            chunk = dict(data["chunk"], id=self.id)
+            chunk.setdefault("object", "chat.completion.chunk")
+            self.finish_sent = self.finish_sent or any(
+                isinstance(c, dict) and c.get("finish_reason") for c in chunk["choices"])
+            return sse(chunk)
+        if kind == "usage" and self.include_usage:
+            return sse(self._chunk([], usage=openai_usage(self.run)))
+        if kind == "error":
+            return sse(error_body(HubError.from_dict(data)))
+        if kind == "done":
+            return self._end(data["status"])
+        return b""
+
+    def _end(self, status: str) -> bytes:
+        if status == FAILED:
+            return b""    # the error frame said it all; the stream just ends
+        if status == CANCELLED and not self.finish_sent:
+            return sse(self._chunk([{"index": 0, "delta": {}, "logprobs": None,
+                                     "finish_reason": "cancelled"}])) + DONE
+        return DONE
+
+    def _chunk(self, choices: list, **extra) -> dict:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.run.created,
+                "model": self.run.transcript.model or self.run.model, "choices": choices,
+                **extra}

@@ -1,0 +1,31 @@
+"""The assembled application: configuration, store, run registry, upstreams and engine.
+
+The server holds one Hub and hands it to every view as `request.hub`. Building it opens the
+database; `close()` cancels every live run and closes the database.
+"""
+
+import time
+
+from llmhub import __version__
+from llmhub.cancellation import Registry
+from llmhub.config import Config
+from llmhub.pipes import Engine
+from llmhub.threads import Store
+from llmhub.upstream import make_upstreams
+
+__all__ = ["Hub"]
+
+
+class Hub:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.version = __version__
+        self.started = time.time()
+        self.store = Store(config.server["db_path"])
+        self.registry = Registry()
+        self.upstreams = make_upstreams(config)
+        self.engine = Engine(config, self.upstreams, self.registry)
+
+    def close(self, reason: str = "shutdown") -> None:
+        self.registry.cancel_all(reason)
+        self.store.close()

@@ -1,0 +1,383 @@
+"""The HTTP server: one ThreadingHTTPServer subclass and one Handler.
+
+`Handler.dispatch` is the funnel every request goes through: read the whole body, match the
+route, check the key, call the view, send what it returned. Errors become JSON in one place
+(`send_error_json`), in the matched route's dialect shape. Client disconnects go through one
+funnel too (CLIENT_GONE): they cancel the run and never print a traceback.
+
+Streams (`serve_stream`) and awaited runs (`serve_awaited`) are driven by one loop per
+connection, the only writer: it waits on the run's events with a short timeout, and on each
+quiet tick checks whether the client is still there and whether a ping is due. That is how a
+disconnect is noticed while the upstream is silent (a long prefill), for streaming and
+non-streaming clients alike.
+"""
+
+import contextlib
+import hmac
+import logging
+import re
+import select
+import socket
+import socketserver
+import sys
+import threading
+import time
+import uuid
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote
+
+from llmhub import __version__, routes
+from llmhub.dialects import service
+from llmhub.errors import HubError, Unauthorized
+from llmhub.wire import (LAST_CHUNK, JSONResponse, RunResponse, StreamResponse, chunk,
+                         decode_json, json_bytes, read_body)
+
+__all__ = ["HubServer", "Handler", "Request", "CLIENT_GONE", "make_server"]
+
+log = logging.getLogger("llmhub.server")
+access_log = logging.getLogger("llmhub.access")
+
+# A client that went away shows up as one of these on write or read (STYLE.md habit 5).
+CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+EXPOSED_HEADERS = "X-Run-Id, X-Request-Id, lb-thread-id"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+class Request:
+    """What a view sees: the parsed request, the hub, and the connection's handler."""
+
+    def __init__(self, handler: "Handler", path: str, query: str, body: bytes) -> None:
+        self.handler = handler
+        self.hub = handler.server.hub
+        self.method = handler.command
+        self.path = path
+        self.query = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        self.headers = handler.headers
+        self.body = body
+        self._json = None
+
+    def json(self):
+        if self._json is None:
+            self._json = decode_json(self.body)
+        return self._json
+
+    def json_object(self) -> dict:
+        body = self.json()
+        if not isinstance(body, dict):
+            raise HubError("Request body must be a JSON object", status=400,
+                           code="invalid_request")
+        return body
+
+    def run_id(self) -> str | None:
+        """A client-chosen run id (X-Run-Id), so a non-streaming call can be cancelled too."""
+        value = self.headers.get("X-Run-Id")
+        if value is None:
+            return None
+        if not _SAFE_ID.match(value):
+            raise HubError("X-Run-Id must be 1-128 letters, digits or _ . : -", status=400,
+                           code="invalid_request", param="X-Run-Id")
+        return value
+
+
+class HubServer(ThreadingHTTPServer):
+    """Serves one Hub. Class attributes are socketserver's knobs, each set for a reason."""
+
+    request_queue_size = 128   # TCPServer's default of 5 refuses bursts of connections
+    daemon_threads = True      # an open stream must not keep the interpreter alive
+    block_on_close = False     # server_close() must not wait for long-lived streams
+
+    def __init__(self, hub, raise_errors: bool = False) -> None:
+        self.hub = hub
+        self.raise_errors = raise_errors   # tests: record view bugs so the test fails on them
+        self.errors: list[BaseException] = []
+        self._busy = 0
+        self._busy_cond = threading.Condition()
+        super().__init__((hub.config.server["host"], hub.config.server["port"]), Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls getfqdn(), a reverse-DNS lookup that can stall startup.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    @property
+    def url(self) -> str:
+        host = self.server_name
+        return f"http://[{host}]:{self.server_port}" if ":" in host else \
+            f"http://{host}:{self.server_port}"
+
+    def handle_error(self, request, client_address) -> None:
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, CLIENT_GONE):
+            log.error("unhandled error serving %s", client_address[0], exc_info=True)
+
+    @contextlib.contextmanager
+    def busy(self):
+        """Counts runs being served, so shutdown can let them finish their last frames."""
+        with self._busy_cond:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._busy_cond:
+                self._busy -= 1
+                self._busy_cond.notify_all()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Cancel every run, let streams send their end, stop serving. Not from serve_forever."""
+        self.hub.registry.cancel_all("shutdown")
+        with self._busy_cond:
+            self._busy_cond.wait_for(lambda: self._busy == 0, grace)
+        self.shutdown()
+        self.server_close()
+
+
+def make_server(hub, raise_errors: bool = False) -> HubServer:
+    return HubServer(hub, raise_errors=raise_errors)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"    # keep-alive; JSON has Content-Length, streams are chunked
+    disable_nagle_algorithm = True   # one write per frame goes out at once (TCP_NODELAY)
+    server_version = f"llmhub/{__version__}"
+    sys_version = ""
+    disconnect_poll = 0.1            # seconds: how soon a silent run notices its client left
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def setup(self) -> None:
+        # the socket timeout reaps idle keep-alive connections, trickling clients and
+        # clients that stopped reading a stream (sendall raises TimeoutError)
+        self.timeout = self.server.hub.config.server["read_timeout_seconds"]
+        super().setup()
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except CLIENT_GONE:
+            self.close_connection = True
+
+    def do_GET(self): self.dispatch()
+    def do_HEAD(self): self.dispatch()
+    def do_POST(self): self.dispatch()
+    def do_PUT(self): self.dispatch()
+    def do_PATCH(self): self.dispatch()
+    def do_DELETE(self): self.dispatch()
+    def do_OPTIONS(self): self.dispatch()
+
+    def log_request(self, code="-", size="-") -> None:
+        pass   # dispatch writes one structured line per request instead
+
+    def log_message(self, format, *args) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    # -- the funnel --------------------------------------------------------------------------
+    def dispatch(self) -> None:
+        started = time.perf_counter()
+        self._sent, self._status, self._run, self._dialect = False, None, None, None
+        self.request_id = self._request_id()
+        try:
+            body = self._read_body()
+            path, _, query = self.path.partition("?")
+            path = unquote(path)
+            if self.command == "OPTIONS":
+                return self._preflight(path)
+            route, params = routes.match("GET" if self.command == "HEAD" else self.command, path)
+            self._dialect = route.dialect
+            self._authorise(route)
+            self._send_result(route.view(Request(self, path, query, body), **params))
+        except CLIENT_GONE:
+            raise
+        except HubError as exc:
+            self.send_error_json(exc)
+        except Exception as exc:
+            log.error("error in %s %s", self.command, self.path, exc_info=True)
+            if self.server.raise_errors:
+                self.server.errors.append(exc)
+            self.send_error_json(HubError("Internal server error"))
+        finally:
+            self._log_request(started)
+
+    def _read_body(self) -> bytes:
+        try:
+            return read_body(self.rfile, self.headers,
+                             self.server.hub.config.server["max_body_bytes"])
+        except HubError:
+            self.close_connection = True   # the rest of the body is still in the socket
+            raise
+
+    def _authorise(self, route) -> None:
+        keys = self.server.hub.config.server["api_keys"]
+        if not keys or not route.auth:
+            return
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        token = token.strip().encode()
+        if scheme.lower() == "bearer" and any(hmac.compare_digest(token, k.encode())
+                                              for k in keys):
+            return
+        raise Unauthorized("Missing or invalid API key: send 'Authorization: Bearer <key>'",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    def _send_result(self, result) -> None:
+        if isinstance(result, JSONResponse):
+            self.send_json(result.status, result.body, result.headers)
+        elif isinstance(result, StreamResponse):
+            self.serve_stream(result)
+        elif isinstance(result, RunResponse):
+            self.serve_awaited(result)
+        else:
+            raise TypeError(f"a view returned {type(result).__name__}")
+
+    # -- JSON responses ----------------------------------------------------------------------
+    def send_json(self, status: int, body, headers: dict | None = None) -> None:
+        payload = json_bytes(body)
+        self._begin(status, headers)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self._end_headers(b"" if self.command == "HEAD" else payload)
+
+    def send_error_json(self, exc: HubError) -> None:
+        if self._sent:
+            self.close_connection = True   # too late for a status: end the connection
+            return
+        path = unquote(self.path.partition("?")[0]) if self.path else ""
+        dialect = self._dialect or routes.dialect_for(path) or service
+        self.send_json(exc.status, dialect.error_body(exc), exc.headers)
+
+    def send_error(self, code, message=None, explain=None) -> None:
+        """http.server's protocol errors (bad request line, 501 …), as JSON, not HTML."""
+        self.close_connection = True
+        self._sent, self.request_id = False, getattr(self, "request_id", "-")
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"   # a garbled request line still gets a status
+        self.path = self.path if isinstance(getattr(self, "path", None), str) else ""
+        error = HubError(message or HTTPStatus(code).phrase, status=int(code),
+                         code=HTTPStatus(code).phrase.lower().replace(" ", "_"))
+        self._dialect = None
+        with contextlib.suppress(*CLIENT_GONE):
+            self.send_error_json(error)
+
+    def _begin(self, status: int, headers: dict | None) -> None:
+        self._status = status
+        self.send_response(status)
+        self.send_header("X-Request-Id", self.request_id)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self._cors_headers()
+        if self.close_connection:
+            self.send_header("Connection", "close")
+
+    def _end_headers(self, data: bytes = b"") -> None:
+        # Headers and body leave in one write: with TCP_NODELAY two writes are two packets.
+        self._headers_buffer.append(b"\r\n" + data)
+        self.flush_headers()
+        self._sent = True
+
+    def _cors_headers(self) -> None:
+        origin = getattr(self, "headers", None) and self.headers.get("Origin")
+        allowed = self.server.hub.config.server["cors_origins"]
+        if not origin or not ("*" in allowed or origin in allowed):
+            return
+        self.send_header("Access-Control-Allow-Origin", "*" if "*" in allowed else origin)
+        if "*" not in allowed:
+            self.send_header("Vary", "Origin")
+        self.send_header("Access-Control-Expose-Headers", EXPOSED_HEADERS)
+
+    def _preflight(self, path: str) -> None:
+        methods = routes.methods_for(path)
+        if not methods:
+            return self.send_error_json(routes.not_found(path))
+        allow = ", ".join(sorted(set(methods) | {"OPTIONS"}))
+        self._begin(204, {"Allow": allow, "Access-Control-Allow-Methods": allow,
+                          "Access-Control-Allow-Headers": self.headers.get(
+                              "Access-Control-Request-Headers",
+                              "Authorization, Content-Type, X-Run-Id"),
+                          "Access-Control-Max-Age": "600", "Content-Length": "0"})
+        self._end_headers()
+
+    # -- runs: streamed and awaited ----------------------------------------------------------
+    def serve_stream(self, response: StreamResponse) -> None:
+        run, renderer = response.run, response.renderer
+        self._run = run
+        ping_every = self.server.hub.config.server["ping_interval_seconds"]
+        poll = min(self.disconnect_poll, ping_every)
+        cursor, next_ping = 0, time.monotonic() + ping_every
+        with self.server.busy():
+            try:
+                if renderer.eager:
+                    self._start_stream(response, renderer.opening(run))
+                while True:
+                    events = run.read(cursor, poll)
+                    if events:
+                        cursor += len(events)
+                        if not self._sent and events[0].kind == "error":
+                            raise HubError.from_dict(events[0].data)  # before any byte: a status
+                        data = b"".join(renderer.render(event) for event in events)
+                        if not self._sent:
+                            self._start_stream(response, data)
+                        elif data:
+                            self.wfile.write(chunk(data))
+                        if events[-1].kind == "done":
+                            self.wfile.write(LAST_CHUNK)
+                            return
+                        next_ping = time.monotonic() + ping_every
+                    elif self.client_gone():
+                        raise ConnectionResetError("client went away")
+                    elif time.monotonic() >= next_ping:
+                        next_ping = time.monotonic() + ping_every
+                        self._ping(response, renderer.ping())
+            except CLIENT_GONE:
+                self.close_connection = True
+                run.cancel("client_gone")
+
+    def _start_stream(self, response: StreamResponse, data: bytes = b"") -> None:
+        self._begin(200, {"Content-Type": response.renderer.content_type,
+                          "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                          "Transfer-Encoding": "chunked", "X-Run-Id": response.run.id,
+                          **response.headers})
+        self._end_headers(chunk(data) if data else b"")
+
+    def _ping(self, response: StreamResponse, data: bytes) -> None:
+        if not self._sent:
+            self._start_stream(response, data)
+        elif data:
+            self.wfile.write(chunk(data))
+
+    def serve_awaited(self, response: RunResponse) -> None:
+        run = response.run
+        self._run = run
+        with self.server.busy():
+            while not run.wait(self.disconnect_poll):
+                if self.client_gone():
+                    self.close_connection = True
+                    run.cancel("client_gone")
+                    return
+        result = response.finish(run)
+        self.send_json(result.status, result.body,
+                       {"X-Run-Id": run.id, **response.headers, **result.headers})
+
+    def client_gone(self) -> bool:
+        """True once the client closed its side: readable with nothing to read."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    # -- logging -----------------------------------------------------------------------------
+    def _request_id(self) -> str:
+        given = self.headers.get("X-Request-Id", "")
+        return given if _SAFE_ID.match(given) else uuid.uuid4().hex[:16]
+
+    def _log_request(self, started: float) -> None:
+        run = self._run
+        fields = {"request_id": self.request_id, "method": self.command,
+                  "path": self.path.partition("?")[0], "status": self._status,
+                  "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                  "client": self.client_address[0]}
+        if run is not None:
+            usage = run.usage or {}
+            fields.update(run_id=run.id, model=run.model, outcome=run.status,
+                          reason=run.cancel_reason, tokens_in=usage.get("input_tokens"),
+                          tokens_out=usage.get("output_tokens"))
+        access_log.info("%s %s %s", self.command, fields["path"], self._status,
+                        extra={"fields": fields})
