@@ -1,0 +1,65 @@
+"""Fixtures: a fake LM Studio and a factory of real hubs, both on port 0 over real sockets."""
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_lmstudio import FakeLMStudio  # noqa: E402
+from llmhub.config import load_config  # noqa: E402
+from llmhub.hub import Hub  # noqa: E402
+from llmhub.server import make_server  # noqa: E402
+
+
+@pytest.fixture
+def fake():
+    server = FakeLMStudio().start()
+    yield server
+    server.stop()
+
+
+def write_ini(path: Path, sections: dict) -> Path:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {value}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_hub(tmp_path, fake):
+    """Start a hub on port 0 with config.ini sections layered on test defaults."""
+    started = []
+
+    def start(sections: dict | None = None, upstream_url: str | None = None):
+        base = {"server": {"port": 0, "db_path": tmp_path / f"hub{len(started)}.db",
+                           "ping_interval_seconds": 0.2, "log_level": "warning"},
+                "upstream": {"base_url": upstream_url or fake.url}}
+        for section, values in (sections or {}).items():
+            base.setdefault(section, {}).update(values)
+        ini = write_ini(tmp_path / f"config{len(started)}.ini", base)
+        hub = Hub(load_config(env={}, path=ini))
+        server = make_server(hub, raise_errors=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                                  daemon=True)
+        thread.start()
+        started.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in started:
+        server.stop(grace=2)
+        server.hub.close()
+        thread.join(5)
+        assert not server.errors, f"a view raised: {server.errors!r}"
+
+
+@pytest.fixture
+def hub(make_hub):
+    return make_hub()

@@ -1,0 +1,259 @@
+"""A scriptable fake of LM Studio, standard library only, for tests and benchmarks.
+
+Speaks `/v1/models`, `/v1/chat/completions` (streaming and not, with usage when asked),
+`/api/v1/models`, `/api/v1/models/load` and `/api/v1/models/unload`. Each chat request takes
+the next `Script` from `enqueue()` (or `default`), records what it received, and notes whether
+the client aborted: while a script holds, the fake watches its socket for the client closing.
+
+    fake = FakeLMStudio().start()
+    fake.enqueue(Script(chunks=["Hel", "lo"], hold_first=release))
+    ...
+    assert fake.aborted.wait(2)      # the hub closed the upstream connection
+"""
+
+import json
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Script:
+    """How the fake answers one chat completion request."""
+    chunks: list = field(default_factory=lambda: ["Hello", " from", " the", " fake", "!"])
+    delay: float = 0.0                 # seconds between chunks (token pacing, not sync)
+    status: int = 200                  # non-200: answer `error` as JSON with this status
+    error: object = None               # the error body's "error" value (string or object)
+    json_body: object = None           # answer this JSON (status 200) instead of a stream
+    hold_headers: threading.Event | None = None   # wait before sending any response
+    hold_first: threading.Event | None = None     # send headers, then wait before chunk 1
+    hold_after: int | None = None      # with hold_first: wait after this many chunks instead
+    error_event: str | None = None     # after the chunks, send `event: error` with this message
+    cut_after: int | None = None       # after this many chunks, close mid-chunk
+    garbage: bool = False              # send a non-JSON data line after the chunks
+    finish_reason: str = "stop"
+    usage: bool = True                 # send a usage chunk when stream_options asks for it
+    raw_chunks: list | None = None     # full chunk dicts to send instead of text chunks
+    done: bool = True                  # end with data: [DONE]
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict
+    body: object
+    aborted: bool = False
+
+
+class FakeLMStudio:
+    def __init__(self) -> None:
+        self.default = Script()
+        self.models = ["qwen2.5-7b-instruct", "qwen3-vl-4b-instruct"]
+        self.loaded = {"qwen2.5-7b-instruct": ["qwen2.5-7b-instruct"]}
+        self.requests: list[Received] = []
+        self.aborted = threading.Event()
+        self.received = threading.Condition()
+        self._scripts: list[Script] = []
+        self._lock = threading.Lock()
+        self.server = _Server(self)
+
+    # -- control -----------------------------------------------------------------------------
+    def start(self) -> "FakeLMStudio":
+        self._thread = threading.Thread(target=self.server.serve_forever,
+                                        kwargs={"poll_interval": 0.02}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def enqueue(self, *scripts: Script) -> None:
+        with self._lock:
+            self._scripts.extend(scripts)
+
+    def next_script(self) -> Script:
+        with self._lock:
+            return self._scripts.pop(0) if self._scripts else self.default
+
+    def chat_requests(self) -> list[Received]:
+        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    def wait_requests(self, count: int, timeout: float = 5.0) -> bool:
+        with self.received:
+            return self.received.wait_for(lambda: len(self.chat_requests()) >= count, timeout)
+
+    def record(self, received: Received) -> None:
+        with self.received:
+            self.requests.append(received)
+            self.received.notify_all()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 256
+
+    def __init__(self, fake: FakeLMStudio) -> None:
+        self.fake = fake
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def handle_error(self, request, client_address) -> None:
+        pass   # aborted clients are the point of this fake
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+    # -- routing -----------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._record(None)
+        fake = self.server.fake
+        if self.path == "/v1/models":
+            return self._json(200, {"object": "list", "data": [
+                {"id": m, "object": "model", "owned_by": "organization_owner"}
+                for m in fake.models]})
+        if self.path == "/api/v1/models":
+            return self._json(200, {"models": [
+                {"type": "vlm" if "vl" in m else "llm", "key": m,
+                 "loaded_instances": [{"id": i, "config": {"context_length": 4096}}
+                                      for i in fake.loaded.get(m, [])],
+                 "max_context_length": 32768, "capabilities": {"vision": "vl" in m}}
+                for m in fake.models]})
+        self._json(200, {"error": f"Unexpected endpoint or method. (GET {self.path})"})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length) or b"null")
+        received = self._record(body)
+        fake = self.server.fake
+        if self.path == "/v1/chat/completions":
+            return self._chat(body, fake.next_script(), received)
+        if self.path == "/api/v1/models/load":
+            key = body["model"]
+            instances = fake.loaded.setdefault(key, [])
+            instance = key if not instances else f"{key}:{len(instances) + 1}"
+            instances.append(instance)
+            return self._json(200, {"type": "llm", "instance_id": instance,
+                                    "load_time_seconds": 0.01, "status": "loaded"})
+        if self.path == "/api/v1/models/unload":
+            for instances in fake.loaded.values():
+                if body["instance_id"] in instances:
+                    instances.remove(body["instance_id"])
+                    return self._json(200, {"instance_id": body["instance_id"]})
+            return self._json(404, {"error": {"message": "instance not found"}})
+        self._json(200, {"error": f"Unexpected endpoint or method. (POST {self.path})"})
+
+    def _record(self, body) -> Received:
+        received = Received(self.command, self.path, dict(self.headers), body)
+        self.server.fake.record(received)
+        return received
+
+    # -- chat --------------------------------------------------------------------------------
+    def _chat(self, body: dict, script: Script, received: Received) -> None:
+        try:
+            if script.hold_headers and not self._hold(script.hold_headers):
+                return self._aborted(received)
+            if script.status != 200:
+                return self._json(script.status, {"error": script.error})
+            if script.json_body is not None:
+                return self._json(200, script.json_body)
+            if not body.get("stream"):
+                return self._json(200, self._completion(body, script))
+            self._stream(body, script, received)
+        except (BrokenPipeError, ConnectionResetError):
+            self._aborted(received)
+
+    def _stream(self, body: dict, script: Script, received: Received) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        hold_at = (script.hold_after or 0) if script.hold_first else None
+        chunks = script.raw_chunks or [self._chunk(body, {"content": c} if i else
+                                                   {"role": "assistant", "content": c})
+                                       for i, c in enumerate(script.chunks)]
+        for i, chunk in enumerate(chunks):
+            if i == hold_at and not self._hold(script.hold_first):
+                return self._aborted(received)
+            if script.cut_after is not None and i == script.cut_after:
+                self.wfile.write(b"40\r\ndata: {\"id\":")   # a chunk that never ends
+                self.close_connection = True
+                return
+            if i and script.delay:
+                time.sleep(script.delay)
+            self._send(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        if hold_at is not None and hold_at >= len(chunks) and not self._hold(script.hold_first):
+            return self._aborted(received)
+        if script.garbage:
+            self._send(b"data: this is not json\n\n")
+        if script.error_event:
+            payload = {"error": {"message": script.error_event}, "message": script.error_event}
+            self._send(b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n")
+        else:
+            if not script.raw_chunks:
+                self._send(b"data: " + json.dumps(self._chunk(
+                    body, {}, script.finish_reason)).encode() + b"\n\n")
+            if script.usage and (body.get("stream_options") or {}).get("include_usage"):
+                usage = dict(self._chunk(body, {}), choices=[], usage=self._usage(body, script))
+                self._send(b"data: " + json.dumps(usage).encode() + b"\n\n")
+            if script.done:
+                # [DONE] and the terminator in one write: the hub closes right after [DONE]
+                self.wfile.write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+                return
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _send(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _hold(self, release: threading.Event) -> bool:
+        """Wait for `release`; False as soon as the client closes its connection."""
+        while not release.wait(0.01):
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                return False
+        return True
+
+    def _aborted(self, received: Received) -> None:
+        received.aborted = True
+        self.close_connection = True
+        self.server.fake.aborted.set()
+
+    def _chunk(self, body: dict, delta: dict, finish_reason=None) -> dict:
+        return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
+                "model": body.get("model"), "system_fingerprint": body.get("model"),
+                "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                             "finish_reason": finish_reason}]}
+
+    def _usage(self, body: dict, script: Script) -> dict:
+        prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+        completion = len(script.chunks)
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion}
+
+    def _completion(self, body: dict, script: Script) -> dict:
+        return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000,
+                "model": body.get("model"),
+                "choices": [{"index": 0, "logprobs": None, "finish_reason": script.finish_reason,
+                             "message": {"role": "assistant", "content": "".join(script.chunks)}}],
+                "usage": self._usage(body, script)}
+
+    def _json(self, status: int, obj) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)

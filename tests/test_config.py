@@ -1,0 +1,126 @@
+"""config.py: precedence flag > environment > file > default; one-line errors; redaction."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, write_ini
+from llmhub.config import SCHEMA, ConfigError, load_config, redacted
+
+
+def test_defaults_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(env={})
+    assert config.server["host"] == "127.0.0.1" and config.server["port"] == 8000
+    assert config.upstream.kind == "lmstudio"
+    assert config.upstream.base_url == "http://localhost:1234/v1"
+    assert config.source == ""
+
+
+def test_precedence_flag_over_env_over_file_over_default(tmp_path):
+    ini = write_ini(tmp_path / "c.ini", {"server": {"port": 1111, "log_format": "text"},
+                                         "mock": {"min_chunks": 2}})
+    assert load_config(env={}, path=ini).server["port"] == 1111
+    env = {"LLMHUB_SERVER_PORT": "2222"}
+    assert load_config(env=env, path=ini).server["port"] == 2222
+    config = load_config(flags={"port": "3333"}, env=env, path=ini)
+    assert config.server["port"] == 3333
+    assert config.server["log_format"] == "text"        # from the file
+    assert config.mock["min_chunks"] == 2
+    assert config.server["ping_interval_seconds"] == 10  # built-in default
+
+
+def test_seed_environment_names(tmp_path):
+    env = {"OPENAI_BASE_URL": "http://10.1.2.3:1234/v1", "OPENAI_API_KEY": "lm-studio",
+           "CORS_ORIGINS": "http://a.test, http://b.test", "DEFAULT_REGULAR_MODEL": "r",
+           "DEFAULT_VISION_MODEL": "v", "CTX_MAX_INPUT_TOKENS": "4096",
+           "SUMMARY_TRIGGER_TOKENS": "3000", "HOST": "my-laptop"}
+    config = load_config(env=env, path=write_ini(tmp_path / "c.ini", {}))
+    assert config.upstream.base_url == "http://10.1.2.3:1234/v1"
+    assert config.upstream.api_key == "lm-studio"
+    assert config.server["cors_origins"] == ("http://a.test", "http://b.test")
+    assert config.models["regular"] == "r" and config.models["vision"] == "v"
+    assert config.context["max_input_tokens"] == 4096
+    assert config.context["summary_trigger_tokens"] == 3000
+    assert config.server["host"] == "127.0.0.1"          # $HOST is zsh's, never ours
+    both = dict(env, LLMHUB_UPSTREAM_API_KEY="specific")
+    assert load_config(env=both, path=tmp_path / "c.ini").upstream.api_key == "specific"
+
+
+def test_upstream_flag_mock_and_url(tmp_path):
+    ini = write_ini(tmp_path / "c.ini", {})
+    assert load_config(flags={"upstream": "mock"}, env={}, path=ini).upstream.kind == "mock"
+    config = load_config(flags={"upstream": "http://127.0.0.1:9/v1"}, env={}, path=ini)
+    assert config.upstream.base_url == "http://127.0.0.1:9/v1"
+
+
+@pytest.mark.parametrize("sections, env, message", [
+    ({"server": {"port": "eighty"}}, {}, "[server] port = 'eighty' (from "),
+    ({}, {"LLMHUB_SERVER_PORT": "70000"}, "(from environment LLMHUB_SERVER_PORT): expected a "
+                                          "whole number from 0 to 65535"),
+    ({"upstream": {"kind": "ollama"}}, {}, "expected one of lmstudio, openai, mock"),
+    ({"upstream": {"base_url": "localhost:1234"}}, {}, "expected an http:// or https:// URL"),
+    ({"server": {"prot": "1"}}, {}, "[server] prot: unknown key"),
+    ({"sever": {"port": "1"}}, {}, "[sever]: unknown section"),
+    ({"mock": {"min_chunks": 9, "max_chunks": 3}}, {}, "min_chunks <= max_chunks"),
+    ({"server": {"host": "0.0.0.0"}}, {}, "binding beyond loopback needs api_keys"),
+    ({"aliases": {"a": "b", "b": "a"}}, {}, "[aliases] a: cycle a -> b -> a"),
+])
+def test_bad_values_name_key_value_and_allowed(tmp_path, sections, env, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(env=env, path=write_ini(tmp_path / "c.ini", sections))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_remote_bind_allowed_with_keys(tmp_path):
+    ini = write_ini(tmp_path / "c.ini", {"server": {"host": "0.0.0.0", "api_keys": "k1"}})
+    assert load_config(env={}, path=ini).server["api_keys"] == ("k1",)
+
+
+def test_bad_value_stops_startup_with_exit_2():
+    result = subprocess.run([sys.executable, "main.py", "--port", "x"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "llmhub: [server] port = 'x' (from flag --port): expected a whole number from 0 to "
+        "65535"]
+
+
+def test_missing_config_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="nope.ini"):
+        load_config(env={}, path=tmp_path / "nope.ini")
+
+
+def test_bom_and_named_sections(tmp_path):
+    ini = tmp_path / "c.ini"
+    ini.write_bytes(b"\xef\xbb\xbf[upstream:cloud]\nkind = openai\n"
+                    b"base_url = https://api.example.com/v1\napi_key = sk-1\n"
+                    b"[aliases]\nGPT-4 = cloud:gpt-4o\n[fallbacks]\nGPT-4 = a, b\n"
+                    b"[pipe:support]\nmodel = m\nvariables = company=Acme, tone=kind\n")
+    config = load_config(env={}, path=ini)
+    assert [u.name for u in config.upstreams] == ["default", "cloud"]
+    assert config.upstreams[1].api_key == "sk-1"
+    assert config.aliases == {"GPT-4": "cloud:gpt-4o"}
+    assert config.fallbacks == {"GPT-4": ("a", "b")}
+    assert config.pipes["support"].variables == {"company": "Acme", "tone": "kind"}
+
+
+def test_redaction_hides_every_secret(tmp_path):
+    ini = write_ini(tmp_path / "c.ini", {"server": {"api_keys": "hubkey1, hubkey2"},
+                                         "upstream": {"api_key": "sk-upstream"},
+                                         "upstream:b": {"api_key": "sk-other"}})
+    shown = repr(redacted(load_config(env={}, path=ini)))
+    for secret in ("hubkey1", "hubkey2", "sk-upstream", "sk-other"):
+        assert secret not in shown
+    assert "***" in shown
+
+
+def test_config_ini_documents_every_key_with_its_default():
+    text = (ROOT / "config.ini").read_text(encoding="utf-8")
+    config = load_config(env={}, path=ROOT / "config.ini")
+    for key in SCHEMA:
+        assert f"\n{key.name} = {key.default}".rstrip() in text, f"{key.section}.{key.name}"
+    assert config.server["port"] == 8000   # the shipped file parses, and keeps the defaults
