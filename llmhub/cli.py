@@ -55,7 +55,6 @@ def main(argv=None) -> int:
         print(f"llmhub: cannot listen on {config.server['host']}:{config.server['port']}: "
               f"{exc.strerror or exc}", file=sys.stderr)
         return 2
-    print(startup_line(server, hub), flush=True)
     return serve(server, hub)
 
 
@@ -72,13 +71,15 @@ def startup_line(server, hub) -> str:
 
 def serve(server, hub) -> int:
     stop = threading.Event()
-    for name in ("SIGTERM", "SIGBREAK"):          # SIGBREAK: Ctrl-Break on Windows
+    # Handlers go in before the startup line: a Ctrl-C right after it must still stop cleanly.
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):     # SIGBREAK: Ctrl-Break on Windows
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), lambda signum, frame: stop.set())
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name="serve_forever", daemon=True)
     thread.start()
     try:
+        print(startup_line(server, hub), flush=True)
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:

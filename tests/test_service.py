@@ -1,0 +1,96 @@
+"""Service endpoints: /, /health, /config; and the request log."""
+
+import json
+import re
+import threading
+
+from conftest import write_ini
+from http_client import call
+from llmhub import logs
+from test_runs import closed_port
+
+
+def test_index_is_a_json_status_listing_endpoints(hub):
+    status, headers, body = call(hub.url, "GET", "/")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert body["name"] == "llmhub" and body["status"] == "ok"
+    paths = {(e["method"], e["path"]) for e in body["endpoints"]}
+    assert ("POST", "/v1/chat/completions") in paths and ("GET", "/health") in paths
+
+
+def test_health_reports_everything(hub, fake):
+    status, _, body = call(hub.url, "GET", "/health")
+    assert status == 200 and body["status"] == "ok"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body["time"])
+    assert body["version"] and body["uptime_seconds"] >= 0
+    upstream = body["upstreams"][0]
+    assert upstream["reachable"] is True and upstream["latency_ms"] >= 0
+    assert upstream["base_url"] == fake.url
+    assert body["database"]["status"] == "ok" and body["active_runs"] == 0
+
+
+def test_health_is_200_when_the_upstream_is_down_and_says_so(make_hub):
+    hub = make_hub(upstream_url=f"http://127.0.0.1:{closed_port()}/v1")
+    status, _, body = call(hub.url, "GET", "/health")
+    assert status == 200 and body["status"] == "degraded"
+    assert body["upstreams"][0]["reachable"] is False
+    assert "Connection refused" in body["upstreams"][0]["error"]
+
+
+def test_config_is_effective_and_redacted(make_hub):
+    hub = make_hub({"upstream": {"api_key": "sk-very-secret"}, "aliases": {"fast": "q"}})
+    status, _, body = call(hub.url, "GET", "/config")
+    assert status == 200
+    assert body["upstreams"][0]["api_key"] == "***"
+    assert "sk-very-secret" not in json.dumps(body)
+    assert body["aliases"] == {"fast": "q"} and body["server"]["ping_interval_seconds"] == 0.2
+
+
+class LogCatcher:
+    """A log stream tests can wait on: the server logs after the response has gone out."""
+
+    def __init__(self):
+        self.text, self._cond = "", threading.Condition()
+
+    def write(self, text):
+        with self._cond:
+            self.text += text
+            self._cond.notify_all()
+
+    def flush(self):
+        pass
+
+    def wait_lines(self, count, timeout=5):
+        with self._cond:
+            self._cond.wait_for(lambda: self.text.count("\n") >= count, timeout)
+            return self.text
+
+
+def test_one_json_log_line_per_request(hub):
+    out = LogCatcher()
+    logs.setup("info", "json", stream=out)
+    try:
+        call(hub.url, "POST", "/v1/chat/completions",
+             {"model": "q", "messages": [{"role": "user", "content": "hi"}]},
+             headers={"X-Request-Id": "req-42"})
+        lines = [json.loads(line) for line in out.wait_lines(1).splitlines()]
+    finally:
+        logs.setup("warning", "json")
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["request_id"] == "req-42" and line["method"] == "POST"
+    assert line["path"] == "/v1/chat/completions" and line["status"] == 200
+    assert line["run_id"].startswith("run_") and line["model"] == "q"
+    assert line["outcome"] == "completed" and line["tokens_out"] == 5
+    assert line["duration_ms"] >= 0 and line["time"].endswith("Z")
+
+
+def test_text_log_format_is_for_people(hub):
+    out = LogCatcher()
+    logs.setup("info", "text", stream=out)
+    try:
+        call(hub.url, "GET", "/nope")
+        text = out.wait_lines(1)
+    finally:
+        logs.setup("warning", "json")
+    assert "GET /nope 404" in text and "status=404" in text and not text.startswith("{")
