@@ -9,6 +9,7 @@ Rules:
 """
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,44 @@ class Target:
     model: str
 
 
+class Workers:
+    """Reusable daemon threads for run workers: starting a thread costs ~100 µs a request.
+
+    `_idle` counts waiting threads not yet promised a job. submit() promises one (or starts
+    a thread); a thread that waits `idle_seconds` for nothing leaves, unless it was promised.
+    """
+
+    idle_seconds = 60.0
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, job, *args) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._jobs.put((job, args))
+        if spawn:
+            threading.Thread(target=self._loop, name="run worker", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                job, args = self._jobs.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:     # nobody promised this thread a job: leave
+                        self._idle -= 1
+                        return
+                continue
+            job(*args)
+            with self._lock:
+                self._idle += 1
+
+
 class Engine:
     models_cache_seconds = 30   # how long an upstream's model list answers "default model"
 
@@ -48,6 +87,7 @@ class Engine:
         self.upstreams = upstreams
         self.registry = registry
         self.default_upstream = next(iter(upstreams.values()))
+        self.workers = Workers()
         self._listed: dict[str, tuple[float, list]] = {}
 
     # -- model resolution --------------------------------------------------------------------
@@ -98,9 +138,7 @@ class Engine:
                                    requested_model=request.model, thread_id=request.thread_id,
                                    model=targets[0].model)
         run.input_estimate = estimate_messages(request.messages)
-        worker = threading.Thread(target=self._work, args=(run, request, targets),
-                                  name=f"run {run.id}", daemon=True)
-        worker.start()
+        self.workers.submit(self._work, run, request, targets)
         return run
 
     def _work(self, run: Run, request: ChatRequest, targets: list[Target]) -> None:

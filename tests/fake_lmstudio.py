@@ -37,6 +37,7 @@ class Script:
     finish_reason: str = "stop"
     usage: bool = True                 # send a usage chunk when stream_options asks for it
     raw_chunks: list | None = None     # full chunk dicts to send instead of text chunks
+    # a request body field "fake_chunks": N asks for N text chunks (the benchmark uses it)
     done: bool = True                  # end with data: [DONE]
 
 
@@ -182,9 +183,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         hold_at = (script.hold_after or 0) if script.hold_first else None
+        texts = [" tok"] * body["fake_chunks"] if body.get("fake_chunks") else script.chunks
         chunks = script.raw_chunks or [self._chunk(body, {"content": c} if i else
                                                    {"role": "assistant", "content": c})
-                                       for i, c in enumerate(script.chunks)]
+                                       for i, c in enumerate(texts)]
         for i, chunk in enumerate(chunks):
             if i == hold_at and not self._hold(script.hold_first):
                 return self._aborted(received)
@@ -257,3 +259,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+if __name__ == "__main__":
+    # Standalone, for the benchmark: prints its base URL, serves until killed.
+    fake = FakeLMStudio().start()
+    print(fake.url, flush=True)
+    threading.Event().wait()

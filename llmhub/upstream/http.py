@@ -8,9 +8,14 @@ proxies never divert a local upstream.
 
 Timeouts are per phase: connect, first byte (until the first body data, which covers a long
 prompt prefill), idle between reads after that, and a total deadline over the whole exchange.
+
+Connections are kept alive in a per-upstream `Pool`, but only after an exchange that was read
+to its end and never aborted; an idle connection the server has closed is noticed before use,
+and a reused one that fails before any reply is retried once on a fresh connection.
 """
 
 import http.client
+import select
 import socket
 import ssl
 import threading
@@ -19,7 +24,11 @@ from urllib.parse import urlsplit
 
 from llmhub.errors import UpstreamError
 
-__all__ = ["Exchange", "Timeouts", "Aborted"]
+__all__ = ["Exchange", "Pool", "Timeouts", "Aborted"]
+
+# What a kept-alive connection the server has since closed raises on reuse.
+STALE = (http.client.RemoteDisconnected, http.client.BadStatusLine, BrokenPipeError,
+         ConnectionResetError, ConnectionAbortedError)
 
 
 class Aborted(UpstreamError):
@@ -32,8 +41,45 @@ class Timeouts:
         self.connect, self.first_byte, self.idle, self.total = connect, first_byte, idle, total
 
 
+class Pool:
+    """Idle keep-alive connections to one upstream."""
+
+    max_idle = 32            # connections kept; more are closed
+    max_idle_seconds = 2.0   # under the usual server keep-alive (Node's default is 5 s)
+
+    def __init__(self) -> None:
+        self._idle: list[tuple[float, http.client.HTTPConnection]] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> http.client.HTTPConnection | None:
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                since, conn = self._idle.pop()
+            if time.monotonic() - since < self.max_idle_seconds and _still_open(conn):
+                return conn
+            conn.close()
+
+    def put(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self.max_idle:
+                self._idle.append((time.monotonic(), conn))
+                return
+        conn.close()
+
+
+def _still_open(conn: http.client.HTTPConnection) -> bool:
+    """An idle connection has nothing to read; readable means EOF (closed) or junk."""
+    try:
+        return conn.sock is not None and not select.select([conn.sock], [], [], 0)[0]
+    except (OSError, ValueError):
+        return False
+
+
 class Exchange:
-    def __init__(self, base_url: str, timeouts: Timeouts, label: str) -> None:
+    def __init__(self, base_url: str, timeouts: Timeouts, label: str,
+                 pool: Pool | None = None) -> None:
         parts = urlsplit(base_url)
         self.base_url, self.label, self.timeouts = base_url, label, timeouts
         self._https = parts.scheme == "https"
@@ -44,31 +90,60 @@ class Exchange:
         self._lock = threading.Lock()
         self._deadline = time.monotonic() + timeouts.total
         self._got_data = False
+        self._pool = pool
+        self._reusable = False
         self.response: http.client.HTTPResponse | None = None
 
     # -- the exchange ------------------------------------------------------------------------
     def send(self, method: str, path: str, body: bytes | None, headers: dict):
-        """Connect, send the request, read the status line and headers."""
+        """Connect (or reuse a kept-alive connection), send, read the status and headers."""
+        pooled = self._pool.get() if self._pool else None
+        if pooled is not None:
+            try:
+                return self._send_on(pooled, method, path, body, headers, reused=True)
+            except STALE:
+                pooled.close()   # the server closed it while idle: once more, fresh
+        return self._send_on(self._connect(), method, path, body, headers, reused=False)
+
+    def _connect(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        self._conn = cls(self._host, self._port, timeout=self.timeouts.connect)
+        conn = cls(self._host, self._port, timeout=self.timeouts.connect)
         try:
-            self._conn.connect()
+            conn.connect()
         except OSError as exc:
-            self._conn.close()
+            conn.close()
             raise self._connect_error(exc) from None
+        return conn
+
+    def _send_on(self, conn, method, path, body, headers, reused: bool):
+        self._conn = conn
         with self._lock:
-            self._sock = self._conn.sock    # kept: conn.sock turns None once a reply says close
+            self._sock = conn.sock          # kept: conn.sock turns None once a reply says close
             aborted = self._aborted
         if aborted:
             self.close()
             raise Aborted("aborted")
         try:
             self._sock.settimeout(self._phase_timeout())
-            self._conn.request(method, path, body=body, headers=headers)
-            self.response = self._conn.getresponse()
+            conn.request(method, path, body=body, headers=headers)
+            self.response = conn.getresponse()
+        except STALE as exc:
+            if reused and not self._aborted:
+                raise                        # nothing was answered: send() retries once
+            raise self._read_error(exc) from None
         except (OSError, http.client.HTTPException) as exc:
             raise self._read_error(exc) from None
         return self.response
+
+    def finish(self) -> None:
+        """The caller has what it needs: drain the rest so the connection can be reused."""
+        try:
+            if not self.response.isclosed():
+                self.read_all(65536)
+        except UpstreamError:
+            return
+        self._reusable = (self.response.isclosed() and not self.response.will_close
+                          and not self._aborted)
 
     def read(self, size: int = 65536) -> bytes:
         """Whatever body bytes are available (at most `size`); b'' at the end."""
@@ -107,6 +182,10 @@ class Exchange:
 
     def close(self) -> None:
         """Close from the thread that reads (closing from another thread can block)."""
+        if self._reusable and self._pool is not None and not self._aborted:
+            self._pool.put(self._conn)
+            self._reusable = False
+            return
         for closable in (self.response, self._conn):
             try:
                 if closable is not None:

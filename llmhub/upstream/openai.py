@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from llmhub.cancellation import Gate
 from llmhub.config import UpstreamConfig
 from llmhub.errors import UpstreamError
-from llmhub.upstream.http import Exchange, Timeouts
+from llmhub.upstream.http import Exchange, Pool, Timeouts
 from llmhub.upstream.sse import SSEParser
 
 __all__ = ["OpenAICompatible", "ChatCall", "error_message"]
@@ -36,6 +36,7 @@ class OpenAICompatible:
         self.base_url = self.normalise_url(config.base_url)
         self.prefix = urlsplit(self.base_url).path.rstrip("/")
         self.gate = Gate(config.max_concurrent)
+        self.pool = Pool()
         self.timeouts = Timeouts(config.connect_timeout_seconds,
                                  config.first_byte_timeout_seconds,
                                  config.idle_timeout_seconds, config.total_timeout_seconds)
@@ -66,10 +67,11 @@ class OpenAICompatible:
     # -- small JSON requests (models, probes) ------------------------------------------------
     def get_json(self, path: str, timeout: float = 10.0) -> dict:
         timeouts = Timeouts(min(timeout, self.timeouts.connect), timeout, timeout, timeout)
-        exchange = Exchange(self.base_url, timeouts, self.label)
+        exchange = Exchange(self.base_url, timeouts, self.label, self.pool)
         try:
             response = exchange.send("GET", path, None, self.headers())
             body = exchange.read_all()
+            exchange.finish()
         finally:
             exchange.close()
         obj = _parse_json(body)
@@ -97,7 +99,8 @@ class ChatCall:
     def __init__(self, upstream: OpenAICompatible, body: dict) -> None:
         self.upstream = upstream
         self.body = body
-        self.exchange = Exchange(upstream.base_url, upstream.timeouts, upstream.label)
+        self.exchange = Exchange(upstream.base_url, upstream.timeouts, upstream.label,
+                                 upstream.pool)
         self._whole: dict | None = None
 
     def open(self) -> None:
@@ -116,6 +119,7 @@ class ChatCall:
             obj = _parse_json(body)
             if not isinstance(obj, dict) or "error" in obj or "choices" not in obj:
                 raise http_error(502, error_message(body), self.upstream.label)
+            self.exchange.finish()
             self._whole = obj
 
     def chunks(self) -> Iterator[dict]:
@@ -127,6 +131,7 @@ class ChatCall:
             for event, payload in parser.feed(data):
                 chunk = self._decode(event, payload)
                 if chunk is None:
+                    self.exchange.finish()
                     return
                 finished = finished or _has_finish(chunk)
                 yield chunk

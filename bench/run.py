@@ -1,0 +1,205 @@
+"""Relay benchmark: the hub against the direct upstream, side by side in one run.
+
+    python -m bench            (or: python bench/run.py)  [--quick]
+
+The fake LM Studio (tests/fake_lmstudio.py) and the hub each run in their own process, so
+neither shares a GIL with the load generator. Each scenario is measured direct (client →
+fake) and through the hub (client → hub → fake), at concurrency 1, 16 and 64, with one
+keep-alive connection per client thread:
+
+- non-streaming latency p50/p99, and the hub's added latency;
+- time to first token of a stream, and the hub's added time;
+- chunks per second relayed by one long stream per client.
+
+Targets (issue 2): added p50 under 1 ms for non-streaming at concurrency 1; at least 10,000
+chunks/s relayed; no errors at concurrency 64. Timings are printed, never asserted.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "Hello!"}]}
+
+
+# --- processes -------------------------------------------------------------------------------
+
+def start_fake() -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_lmstudio.py")],
+                               stdout=subprocess.PIPE, text=True)
+    return process, process.stdout.readline().strip()
+
+
+def start_hub(upstream: str, db: Path) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "--port", "0", "--upstream", upstream,
+         "--db", str(db), "--log-level", "error"], stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    return process, line.split(" listening on ", 1)[1].split(" ", 1)[0]
+
+
+# --- one client thread -----------------------------------------------------------------------
+
+class Client:
+    def __init__(self, base: str) -> None:
+        parts = urlsplit(base)
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        self.conn.connect()
+        self.prefix = parts.path.rstrip("/")
+
+    def post(self, body: dict) -> http.client.HTTPResponse:
+        self.conn.request("POST", self.prefix + "/chat/completions",
+                          body=json.dumps(body).encode(),
+                          headers={"Content-Type": "application/json"})
+        return self.conn.getresponse()
+
+    def complete(self) -> float:
+        started = time.perf_counter()
+        response = self.post(BODY)
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(response.status)
+        return time.perf_counter() - started
+
+    def first_token(self) -> float:
+        started = time.perf_counter()
+        response = self.post(dict(BODY, stream=True))
+        while b'"content"' not in (line := response.readline()):
+            if not line:
+                raise RuntimeError("stream ended before a token")
+        elapsed = time.perf_counter() - started
+        response.read()
+        return elapsed
+
+    def relay(self, chunks: int) -> float:
+        started = time.perf_counter()
+        response = self.post(dict(BODY, stream=True, fake_chunks=chunks))
+        seen = response.read().count(b'"content"')
+        if seen < chunks:
+            raise RuntimeError(f"only {seen} of {chunks} chunks")
+        return time.perf_counter() - started
+
+
+def run_clients(base: str, concurrency: int, per_client: int, task: str, *args):
+    """Run `task` per_client times on each of `concurrency` threads; (samples, errors)."""
+    samples, errors, lock = [], [], threading.Lock()
+    barrier = threading.Barrier(concurrency)
+
+    def worker():
+        try:
+            client = Client(base)
+        except OSError as exc:
+            with lock:
+                errors.append(repr(exc))
+            barrier.abort()
+            return
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        for _ in range(per_client):
+            try:
+                sample = getattr(client, task)(*args)
+            except Exception as exc:   # counted, not fatal: the benchmark reports errors
+                with lock:
+                    errors.append(repr(exc))
+                client = Client(base)
+                continue
+            with lock:
+                samples.append(sample)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return samples, errors, time.perf_counter() - started
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+def percentile(samples: list, q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def latency_rows(name, task, direct, hub, levels, total):
+    rows = []
+    for concurrency in levels:
+        per = max(5, total // concurrency)
+        run_clients(direct, concurrency, 3, task)          # warm-up
+        run_clients(hub, concurrency, 3, task)
+        d, d_err, _ = run_clients(direct, concurrency, per, task)
+        h, h_err, _ = run_clients(hub, concurrency, per, task)
+        ms = [1000 * percentile(s, q) for s in (d, h) for q in (0.5, 0.99)]
+        rows.append([name, concurrency, len(h), f"{ms[0]:.2f}", f"{ms[2]:.2f}",
+                     f"{ms[2] - ms[0]:+.2f}", f"{ms[1]:.2f}", f"{ms[3]:.2f}",
+                     f"{ms[3] - ms[1]:+.2f}", len(d_err) + len(h_err)])
+    return rows
+
+
+def throughput_rows(direct, hub, levels, chunks):
+    rows = []
+    for concurrency in levels:
+        per = 2 if concurrency < 64 else 1
+        d, d_err, d_wall = run_clients(direct, concurrency, per, "relay", chunks)
+        h, h_err, h_wall = run_clients(hub, concurrency, per, "relay", chunks)
+        rate = [len(s) * chunks / wall for s, wall in ((d, d_wall), (h, h_wall))]
+        rows.append([f"chunks/s ({chunks}-chunk streams)", concurrency, len(h),
+                     f"{rate[0]:,.0f}", f"{rate[1]:,.0f}",
+                     f"{100 * rate[1] / rate[0]:.0f}%", "", "", "", len(d_err) + len(h_err)])
+    return rows
+
+
+HEADER = ["scenario", "conc", "n", "direct p50", "hub p50", "added p50", "direct p99",
+          "hub p99", "added p99", "errors"]
+
+
+def table(rows: list) -> str:
+    lines = [HEADER] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+    out = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines]
+    out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
+    args = parser.parse_args(argv)
+    total, chunks = (100, 500) if args.quick else (1000, 2000)
+    levels = (1, 16, 64)
+    fake, direct = start_fake()
+    with tempfile.TemporaryDirectory() as tmp:
+        hub_process, hub = start_hub(direct, Path(tmp) / "bench.db")
+        try:
+            hub += "/v1"
+            rows = latency_rows("non-streaming latency (ms)", "complete", direct, hub,
+                                levels, total)
+            rows += latency_rows("time to first token (ms)", "first_token", direct, hub,
+                                 levels, total // 2)
+            rows += throughput_rows(direct, hub, levels, chunks)
+        finally:
+            hub_process.terminate()
+            hub_process.wait(10)
+            fake.kill()
+    print(f"llmhub relay benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} cores, "
+          "fake upstream, hub and load generator in three processes. For chunks/s the three "
+          "middle columns hold the direct rate, the hub's rate and the hub's share.")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
