@@ -39,6 +39,7 @@ class Script:
     raw_chunks: list | None = None     # full chunk dicts to send instead of text chunks
     # a request body field "fake_chunks": N asks for N text chunks (the benchmark uses it)
     done: bool = True                  # end with data: [DONE]
+    drop_connection: bool = False      # close the connection after answering, unannounced
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Received:
     path: str
     headers: dict
     body: object
+    client_port: int = 0               # tells kept-alive connections apart
     aborted: bool = False
 
 
@@ -158,7 +160,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, {"error": f"Unexpected endpoint or method. (POST {self.path})"})
 
     def _record(self, body) -> Received:
-        received = Received(self.command, self.path, dict(self.headers), body)
+        received = Received(self.command, self.path, dict(self.headers), body,
+                            self.client_address[1])
         self.server.fake.record(received)
         return received
 
@@ -214,6 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
             if script.done:
                 # [DONE] and the terminator in one write: the hub closes right after [DONE]
                 self.wfile.write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+                self.close_connection = script.drop_connection
                 return
         self.wfile.write(b"0\r\n\r\n")
 

@@ -1,0 +1,76 @@
+"""upstream/http.py over real sockets: keep-alive reuse, and never reuse after an abort."""
+
+import threading
+
+import pytest
+
+from fake_lmstudio import Script
+from llmhub.config import load_config
+from llmhub.upstream import http as upstream_http
+from llmhub.upstream.lmstudio import LMStudio
+from conftest import write_ini
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+def upstream(tmp_path, fake):
+    config = load_config(env={}, path=write_ini(tmp_path / "c.ini", {
+        "upstream": {"base_url": fake.url, "total_timeout_seconds": 5}}))
+    return LMStudio(config.upstream)
+
+
+def complete(upstream) -> str:
+    call = upstream.chat(BODY)
+    try:
+        call.open()
+        return "".join(c["choices"][0]["delta"].get("content", "")
+                       for c in call.chunks() if c.get("choices"))
+    finally:
+        call.close()
+
+
+def test_a_clean_exchange_keeps_the_connection(upstream, fake):
+    assert complete(upstream) == complete(upstream) == "Hello from the fake!"
+    first, second = fake.chat_requests()
+    assert first.client_port == second.client_port
+
+
+def test_an_aborted_exchange_is_never_reused(upstream, fake):
+    complete(upstream)
+    fake.enqueue(Script(hold_first=threading.Event()))
+    call = upstream.chat(BODY)
+    call.open()
+    call.abort()
+    with pytest.raises(upstream_http.Aborted):
+        list(call.chunks())
+    call.close()
+    complete(upstream)
+    ports = [r.client_port for r in fake.chat_requests()]
+    assert ports[0] == ports[1] and ports[2] != ports[1]
+
+
+def test_a_connection_the_server_closed_is_replaced(upstream, fake):
+    fake.enqueue(Script(drop_connection=True))
+    complete(upstream)
+    assert fake.wait_requests(1)
+    assert complete(upstream) == "Hello from the fake!"
+    first, second = fake.chat_requests()
+    assert first.client_port != second.client_port
+
+
+def test_a_stale_connection_that_looks_open_is_retried_once(upstream, fake, monkeypatch):
+    """If the server closes between our readability check and the send, retry fresh."""
+    monkeypatch.setattr(upstream_http, "_still_open", lambda conn: True)
+    fake.enqueue(Script(drop_connection=True))
+    complete(upstream)
+    assert complete(upstream) == "Hello from the fake!"
+    assert len(fake.chat_requests()) == 2
+
+
+def test_total_timeout_ends_a_trickling_stream(tmp_path, fake):
+    config = load_config(env={}, path=write_ini(tmp_path / "c.ini", {
+        "upstream": {"base_url": fake.url, "total_timeout_seconds": 0.3}}))
+    fake.enqueue(Script(chunks=["x"] * 50, delay=0.05))
+    with pytest.raises(upstream_http.UpstreamError, match="total timeout"):
+        complete(LMStudio(config.upstream))
