@@ -35,6 +35,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        # Redirected on Windows, these use the locale's code page: an upstream's Cyrillic
+        # error message must not crash the startup line or a log line.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = parse_args(argv)
     try:
         config = load_config(flags=vars(args), path=args.config)

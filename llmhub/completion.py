@@ -68,8 +68,9 @@ class Transcript:
 
     def message(self) -> dict:
         """The assistant message in OpenAI's chat.completion shape."""
-        message = {"role": "assistant", "content": self.text if self.parts or not
-                   self.tool_calls else None}
+        # OpenAI sends content null for a pure tool-call turn, and "" for an empty answer
+        content = None if self.tool_calls and not self.parts else self.text
+        message = {"role": "assistant", "content": content}
         if self.tool_calls:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
         message.update(self.extra)

@@ -11,7 +11,7 @@ import configparser
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -33,24 +33,22 @@ def _str(raw: str) -> str:
     return raw.strip()
 
 
-def _int(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw.strip())
+def _ranged(convert: Callable, lo, hi, what: str) -> Callable[[str], Any]:
+    def parse(raw: str):
+        value = convert(raw.strip())
         if not lo <= value <= hi:
             raise ValueError
         return value
-    parse.allowed = f"a whole number from {lo} to {hi}"
+    parse.allowed = f"{what} from {lo:g} to {hi:g}"
     return parse
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    return _ranged(int, lo, hi, "a whole number")
 
 
 def _float(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value = float(raw.strip())
-        if not lo <= value <= hi:
-            raise ValueError
-        return value
-    parse.allowed = f"a number from {lo:g} to {hi:g}"
-    return parse
+    return _ranged(float, lo, hi, "a number")
 
 
 def _choice(*options: str) -> Callable[[str], str]:
@@ -182,9 +180,6 @@ class Config:
     @property
     def upstream(self) -> UpstreamConfig:
         return self.upstreams[0]
-
-    def with_server(self, **changes) -> "Config":
-        return replace(self, server={**self.server, **changes})
 
 
 # --- loading ---------------------------------------------------------------------------------

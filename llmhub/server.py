@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, unquote
 
 from llmhub import __version__, routes
 from llmhub.dialects import service
-from llmhub.errors import HubError, Unauthorized
+from llmhub.errors import BadRequest, HubError, Unauthorized
 from llmhub.wire import (LAST_CHUNK, JSONResponse, RunResponse, StreamResponse, chunk,
                          decode_json, json_bytes, read_body)
 
@@ -65,8 +65,7 @@ class Request:
     def json_object(self) -> dict:
         body = self.json()
         if not isinstance(body, dict):
-            raise HubError("Request body must be a JSON object", status=400,
-                           code="invalid_request")
+            raise BadRequest("Request body must be a JSON object")
         return body
 
     def run_id(self) -> str | None:
@@ -75,8 +74,8 @@ class Request:
         if value is None:
             return None
         if not _SAFE_ID.match(value):
-            raise HubError("X-Run-Id must be 1-128 letters, digits or _ . : -", status=400,
-                           code="invalid_request", param="X-Run-Id")
+            raise BadRequest("X-Run-Id must be 1-128 letters, digits or _ . : -",
+                             param="X-Run-Id")
         return value
 
 

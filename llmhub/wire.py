@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from llmhub.errors import BadRequest, HubError, LengthRequired, PayloadTooLarge
+from llmhub.errors import BadRequest, LengthRequired, PayloadTooLarge
 
 __all__ = [
     "JSONResponse", "StreamResponse", "RunResponse", "decode_json", "json_bytes", "read_body",
@@ -151,7 +151,3 @@ def chunk(data: bytes) -> bytes:
     if not data:
         raise ValueError("an empty chunk would terminate the stream")
     return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-def error_from_exception(exc: BaseException) -> HubError:
-    return exc if isinstance(exc, HubError) else HubError("Internal server error")

@@ -126,24 +126,23 @@ class ChatCall:
         if self._whole is not None:
             yield from chunks_from_completion(self._whole)
             return
-        parser, finished = SSEParser(), False
-        while data := self.exchange.read():
-            for event, payload in parser.feed(data):
-                chunk = self._decode(event, payload)
-                if chunk is None:
-                    self.exchange.finish()
-                    return
-                finished = finished or _has_finish(chunk)
-                yield chunk
-        for event, payload in parser.close():
+        finished = False
+        for event, payload in self._events():
             chunk = self._decode(event, payload)
-            if chunk is None:
+            if chunk is None:                  # [DONE]
+                self.exchange.finish()
                 return
             finished = finished or _has_finish(chunk)
             yield chunk
         if not finished:
             raise UpstreamError(f"{self.upstream.label} at {self.upstream.base_url} ended the "
                                 "stream before it finished", code="upstream_disconnected")
+
+    def _events(self) -> Iterator[tuple[str, str]]:
+        parser = SSEParser()
+        while data := self.exchange.read():
+            yield from parser.feed(data)
+        yield from parser.close()
 
     def _decode(self, event: str, payload: str) -> dict | None:
         if payload.strip() == "[DONE]":
@@ -176,17 +175,21 @@ def _parse_json(body: bytes):
 
 def error_message(body: bytes) -> str:
     """The message inside any of the error envelopes LM Studio and friends send."""
-    obj = _parse_json(body)
-    if isinstance(obj, dict):
-        error = obj.get("error", obj)
-        if isinstance(error, str):
-            return error
-        if isinstance(error, dict):
-            for key in ("message", "detail", "error"):
-                if isinstance(error.get(key), str):
-                    return error[key]
-    text = body.decode("utf-8", "replace").strip()
-    return text[:500] or "(empty body)"
+    message = _message_in(_parse_json(body))
+    return message or body.decode("utf-8", "replace").strip()[:500] or "(empty body)"
+
+
+def _message_in(obj) -> str | None:
+    if not isinstance(obj, dict):
+        return None
+    error = obj.get("error", obj)
+    if isinstance(error, str):
+        return error
+    if isinstance(error, dict):
+        for key in ("message", "detail", "error"):
+            if isinstance(error.get(key), str):
+                return error[key]
+    return None
 
 
 def http_error(status: int, message: str, label: str) -> UpstreamError:
@@ -199,7 +202,7 @@ def http_error(status: int, message: str, label: str) -> UpstreamError:
 
 
 def stream_error(obj, label: str) -> UpstreamError:
-    message = error_message(json.dumps(obj).encode()) if obj is not None else "unknown error"
+    message = _message_in(obj) or json.dumps(obj)[:500]
     status = 400 if _code_for(message) == "context_length_exceeded" else 502
     return UpstreamError(f"{label}: {message}" if status == 502 else message, status=status,
                          code=_code_for(message))
