@@ -12,6 +12,7 @@ Rules:
 """
 
 import collections
+import logging
 import threading
 import time
 import uuid
@@ -22,6 +23,8 @@ from llmhub.errors import Conflict, HubError, NotFound
 
 __all__ = ["Event", "Run", "Registry", "Gate", "transition", "QUEUED", "STREAMING",
            "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
+
+log = logging.getLogger("llmhub.runs")
 
 QUEUED, STREAMING = "queued", "streaming"
 COMPLETED, CANCELLED, FAILED = "completed", "cancelled", "failed"
@@ -60,6 +63,7 @@ class Run:
         self.state = QUEUED
         self.info = info               # requested model, dialect, thread id …
         self.model = info.get("model")
+        self.thread_id: str | None = None
         self.provider: dict | None = None
         self.cancel_reason: str | None = None
         self.error: HubError | None = None
@@ -135,9 +139,13 @@ class Run:
         self.cancel_reason, self.error = reason, error
         if event == "cancel" and self._call is not None:
             self._call.abort()
-        for hook in self._hooks:
-            hook(self)
         done = {"status": new_state, "finish_reason": finish_reason}
+        for hook in self._hooks:
+            try:
+                hook(self)
+            except Exception:   # the run must still end, or its readers would wait forever
+                log.exception("finish hook failed for run %s", self.id)
+                done["stored"] = False
         if reason:
             done["reason"] = reason
         with self._cond:

@@ -30,6 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--upstream", help="upstream base URL, or 'mock' for the built-in mock")
     parser.add_argument("--log-level", help="debug, info, warning or error")
     parser.add_argument("--log-format", help="json (default) or text")
+    parser.add_argument("--insecure", action="store_true", default=None,
+                        help="allow binding beyond loopback without api_keys")
     parser.add_argument("--version", action="version", version=f"llmhub {__version__}")
     return parser.parse_args(argv)
 

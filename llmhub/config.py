@@ -217,7 +217,8 @@ def load_config(flags: dict | None = None, env: dict | None = None,
     return config
 
 
-_FLAG_OF = {("server", "db_path"): "db", ("upstream", "base_url"): "upstream"}
+_FLAG_OF = {("server", "db_path"): "db", ("upstream", "base_url"): "upstream",
+            ("server", "allow_remote_without_keys"): "insecure"}
 
 
 def _flag_values(flags: dict) -> dict:
@@ -227,6 +228,8 @@ def _flag_values(flags: dict) -> dict:
             out["server", name] = str(flags[name])
     if "db" in flags:
         out["server", "db_path"] = str(flags["db"])
+    if flags.get("insecure"):
+        out["server", "allow_remote_without_keys"] = "true"
     if "upstream" in flags:
         if flags["upstream"] == "mock":
             out["upstream", "kind"] = "mock"
@@ -360,7 +363,7 @@ def _validate(config: Config) -> None:
     if not _is_loopback(server["host"]) and not server["api_keys"] \
             and not server["allow_remote_without_keys"]:
         raise ConfigError(f"[server] host = {server['host']!r}: binding beyond loopback needs "
-                          "api_keys (or allow_remote_without_keys = true)")
+                          "api_keys (or --insecure, or allow_remote_without_keys = true)")
 
 
 def _is_loopback(host: str) -> bool:

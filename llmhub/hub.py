@@ -24,7 +24,7 @@ class Hub:
         self.store = Store(config.server["db_path"])
         self.registry = Registry()
         self.upstreams = make_upstreams(config)
-        self.engine = Engine(config, self.upstreams, self.registry)
+        self.engine = Engine(config, self.upstreams, self.registry, self.store)
 
     def close(self, reason: str = "shutdown") -> None:
         self.registry.cancel_all(reason)

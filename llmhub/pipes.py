@@ -14,10 +14,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from llmhub.cancellation import FINAL, Registry, Run
+from llmhub.cancellation import CANCELLED, FINAL, Registry, Run
 from llmhub.config import Config
-from llmhub.context import estimate_messages, estimate_tokens
+from llmhub.context import build_input, estimate_messages, estimate_tokens
 from llmhub.errors import BadRequest, HubError, UpstreamError
+from llmhub.threads import Store
 
 __all__ = ["ChatRequest", "Target", "Engine"]
 
@@ -26,13 +27,21 @@ log = logging.getLogger("llmhub.pipes")
 
 @dataclass
 class ChatRequest:
-    """What every dialect translates its wire request into."""
+    """What every dialect translates its wire request into.
+
+    With `persist`, `messages` must be normalised (threads.normalise_message): they are stored
+    in the thread (a new one when `thread_id` is None) before the upstream is called, and the
+    upstream sees `system` + the thread's history + them. Without it they go upstream as-is.
+    """
     messages: list
     model: str | None = None
     params: dict = field(default_factory=dict)   # OpenAI-named fields, sent upstream as-is
     dialect: str = "openai"
     run_id: str | None = None
+    system: str | None = None
     thread_id: str | None = None
+    persist: bool = False
+    upstream_key: str | None = None              # replaces the upstream's api_key (LB-LLM-Key)
 
 
 @dataclass(frozen=True)
@@ -82,10 +91,12 @@ class Workers:
 class Engine:
     models_cache_seconds = 30   # how long an upstream's model list answers "default model"
 
-    def __init__(self, config: Config, upstreams: dict, registry: Registry) -> None:
+    def __init__(self, config: Config, upstreams: dict, registry: Registry,
+                 store: Store) -> None:
         self.config = config
         self.upstreams = upstreams
         self.registry = registry
+        self.store = store
         self.default_upstream = next(iter(upstreams.values()))
         self.workers = Workers()
         self._listed: dict[str, tuple[float, list]] = {}
@@ -132,20 +143,49 @@ class Engine:
 
     # -- runs --------------------------------------------------------------------------------
     def start(self, request: ChatRequest) -> Run:
-        """Register a run and start its worker; returns at once."""
+        """Register a run, store its input if it persists, start its worker; returns at once."""
         targets = self.resolve(request.model)
         run = self.registry.create(request.run_id, dialect=request.dialect,
-                                   requested_model=request.model, thread_id=request.thread_id,
-                                   model=targets[0].model)
-        run.input_estimate = estimate_messages(request.messages)
-        self.workers.submit(self._work, run, request, targets)
+                                   requested_model=request.model, model=targets[0].model)
+        try:
+            messages = self._input(run, request)
+        except BaseException as exc:
+            run.finish("fail", error=exc if isinstance(exc, HubError) else None)
+            raise
+        run.input_estimate = estimate_messages(messages)
+        self.workers.submit(self._work, run, dict(request.params, messages=messages),
+                            request.upstream_key, targets)
         return run
 
-    def _work(self, run: Run, request: ChatRequest, targets: list[Target]) -> None:
+    def _input(self, run: Run, request: ChatRequest) -> list:
+        """The messages the upstream gets; for a persisted turn, store it first."""
+        if not request.persist:
+            system = [{"role": "system", "content": request.system}] if request.system else []
+            return system + request.messages
+        run.thread_id, history = self.store.begin_turn(request.thread_id, request.messages)
+        run.on_finish(self._record_reply)
+        return build_input(request.system, history, request.messages)
+
+    def _record_reply(self, run: Run) -> None:
+        """Store what the model said, even partial, with the run's status (a finish hook)."""
+        transcript = run.transcript
+        metadata = {"status": run.status, "run_id": run.id, "model": run.model or "",
+                    "finish_reason": transcript.finish_reason or
+                    ("cancelled" if run.status == CANCELLED else run.status)}
+        if run.error is not None:
+            metadata["error"] = run.error.message
+        message = transcript.message()
+        self.store.record_reply(run.thread_id, {
+            "role": "assistant", "content": message["content"], "name": None,
+            "tool_call_id": None, "tool_calls": message.get("tool_calls", []),
+            "attachments": [], "metadata": metadata},
+            tokens=(run.usage or {}).get("output_tokens"))
+
+    def _work(self, run: Run, body: dict, key: str | None, targets: list[Target]) -> None:
         failures = []
         try:
             for target in targets:
-                error = self._attempt(run, request, target)
+                error = self._attempt(run, body, key, target)
                 if error is None:
                     return
                 failures.append((target, error))
@@ -156,14 +196,14 @@ class Engine:
             log.exception("run %s crashed", run.id)
             run.finish("fail", error=HubError("Internal error in the hub; see its log"))
 
-    def _attempt(self, run: Run, request: ChatRequest, target: Target) -> HubError | None:
+    def _attempt(self, run: Run, body: dict, key: str | None, target: Target) -> HubError | None:
         """One upstream try; returns its error if it failed before the upstream accepted."""
         upstream, call = target.upstream, None
         if not upstream.gate.enter(run):
             return None                       # cancelled while queued
         try:
             model = target.model or self.default_model(upstream)
-            call = upstream.chat(dict(request.params, model=model, messages=request.messages))
+            call = upstream.chat(dict(body, model=model), api_key=key)
             if not run.attach(call):
                 return None
             call.open()

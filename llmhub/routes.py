@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from llmhub.dialects import openai, service
+from llmhub.dialects import langbase, openai, service
 from llmhub.errors import MethodNotAllowed, NotFound
 
 __all__ = ["Route", "ROUTES", "match", "methods_for", "dialect_for", "not_found"]
@@ -43,6 +43,20 @@ ROUTES = [
     Route("POST", "/v1/chat/completions", openai.chat_completions, openai,
           "OpenAI chat completions, streaming and not"),
     Route("GET", "/v1/models", openai.list_models, openai, "Upstream models plus aliases"),
+    Route("POST", "/v1/pipes/run", langbase.run_pipe, langbase,
+          "Run a Langbase pipe, streaming or not; the thread id comes back in lb-thread-id"),
+    Route("GET", "/v1/pipes", langbase.list_pipes, langbase, "The configured pipes"),
+    Route("POST", "/v1/threads", langbase.create_thread, langbase,
+          "Create a thread (optional threadId, metadata, messages)"),
+    Route("GET", "/v1/threads/{thread_id}", langbase.get_thread, langbase, "A thread"),
+    Route("POST", "/v1/threads/{thread_id}", langbase.update_thread, langbase,
+          "Merge metadata into a thread"),
+    Route("DELETE", "/v1/threads/{thread_id}", langbase.delete_thread, langbase,
+          "Delete a thread and its messages"),
+    Route("POST", "/v1/threads/{thread_id}/messages", langbase.append_messages, langbase,
+          "Append messages (a bare array or {messages})"),
+    Route("GET", "/v1/threads/{thread_id}/messages", langbase.list_messages, langbase,
+          "A thread's messages, oldest first"),
 ]
 
 

@@ -139,10 +139,12 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"    # keep-alive; JSON has Content-Length, streams are chunked
     disable_nagle_algorithm = True   # one write per frame goes out at once (TCP_NODELAY)
     server_version = f"llmhub/{__version__}"
-    sys_version = ""
     disconnect_poll = 0.1            # seconds: how soon a silent run notices its client left
 
     # -- plumbing ----------------------------------------------------------------------------
+    def version_string(self) -> str:
+        return self.server_version   # no Python version in the Server header
+
     def setup(self) -> None:
         # the socket timeout reaps idle keep-alive connections, trickling clients and
         # clients that stopped reading a stream (sendall raises TimeoutError)
@@ -309,7 +311,7 @@ class Handler(BaseHTTPRequestHandler):
                     if events:
                         cursor += len(events)
                         if not self._sent and events[0].kind == "error":
-                            raise HubError.from_dict(events[0].data)  # before any byte: a status
+                            raise self._early_error(response, events[0])
                         data = b"".join(renderer.render(event) for event in events)
                         if not self._sent:
                             self._start_stream(response, data)
@@ -327,6 +329,12 @@ class Handler(BaseHTTPRequestHandler):
             except CLIENT_GONE:
                 self.close_connection = True
                 run.cancel("client_gone")
+
+    def _early_error(self, response: StreamResponse, event) -> HubError:
+        """A run that failed before any byte went out: a real status, with the run's headers."""
+        error = HubError.from_dict(event.data)
+        error.headers.update({"X-Run-Id": response.run.id, **response.headers})
+        return error
 
     def _start_stream(self, response: StreamResponse, data: bytes = b"") -> None:
         self._begin(200, {"Content-Type": response.renderer.content_type,

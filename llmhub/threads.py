@@ -1,33 +1,53 @@
-"""The SQLite store: threads, messages, summaries, responses (DESIGN §6).
+"""The SQLite store: threads and their messages (DESIGN §6).
 
 Rules:
-1. Only `write_tx()` writes, and it starts with BEGIN IMMEDIATE: a deferred transaction that
+1. Public methods own their transactions; helpers named `_..._tx` run inside one.
+2. Every writing transaction starts with BEGIN IMMEDIATE: a deferred transaction that
    upgrades to a write ignores busy_timeout and fails at once with "database is locked".
-2. Connections are per thread (`threading.local`), opened with isolation_level=None so the
-   driver issues no hidden BEGIN; `close()` closes every one of them.
-3. Migrations are an append-only list of named functions. The name is the identity: never
+3. Connections are opened with isolation_level=None (no hidden BEGIN) and checked out of a
+   small pool per operation, so handler threads, which come and go with connections, never
+   leave a connection behind.
+4. Migrations are an append-only list of named functions. The name is the identity: never
    edit, reorder or rename a shipped one. Each runs in the same transaction as its record.
+5. `normalise_message` is the store's input contract: dialects validate through it, so every
+   message in the database has the same shape.
+
+A message's `seq` orders its thread; it is assigned inside the writing transaction, so
+concurrent appends to one thread are serialised and none is lost or reordered.
 """
 
 import contextlib
+import json
+import queue
+import re
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 
-__all__ = ["Store", "MIGRATIONS"]
+from llmhub.errors import BadRequest, Conflict, NotFound
 
+__all__ = ["Store", "MIGRATIONS", "normalise_message", "check_thread_id", "ROLES"]
+
+ROLES = ("system", "user", "assistant", "tool")
+THREAD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+# --- migrations ------------------------------------------------------------------------------
 
 def _create_threads_and_messages(conn: sqlite3.Connection) -> None:
-    # seq orders a thread's messages; created_at alone collides within a millisecond.
+    # content, tool_calls, attachments and metadata hold JSON text: content may be a string,
+    # null (a tool-call turn) or a list of parts, and must come back as exactly that.
     conn.execute("""CREATE TABLE threads (
         id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, metadata TEXT NOT NULL DEFAULT '{}',
         title TEXT)""")
     conn.execute("""CREATE TABLE messages (
         id TEXT PRIMARY KEY,
         thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL, role TEXT NOT NULL, content TEXT, name TEXT,
-        tool_call_id TEXT, tool_calls TEXT, attachments TEXT, metadata TEXT,
+        seq INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, name TEXT,
+        tool_call_id TEXT, tool_calls TEXT NOT NULL DEFAULT '[]',
+        attachments TEXT NOT NULL DEFAULT '[]', metadata TEXT NOT NULL DEFAULT '{}',
         tokens INTEGER, created_at INTEGER NOT NULL, UNIQUE (thread_id, seq))""")
 
 
@@ -36,78 +56,261 @@ MIGRATIONS = [
 ]
 
 
+# --- validation ------------------------------------------------------------------------------
+
+def check_thread_id(thread_id, param: str = "threadId") -> str:
+    if not isinstance(thread_id, str) or not THREAD_ID.match(thread_id):
+        raise BadRequest(f"'{param}' must be 1-128 letters, digits or _ . : -", param=param)
+    return thread_id
+
+
+def normalise_message(message, where: str = "messages[0]") -> dict:
+    """Validate one input message; return it with every optional field present."""
+    if not isinstance(message, dict):
+        raise BadRequest(f"'{where}' must be an object", param=where)
+    if message.get("role") not in ROLES:
+        raise BadRequest(f"'{where}.role' must be one of {', '.join(ROLES)}",
+                         param=f"{where}.role")
+    content = message.get("content")
+    if not (content is None or isinstance(content, str) or _is_parts(content)):
+        raise BadRequest(f"'{where}.content' must be a string, null, or a list of parts "
+                         "with a 'type'", param=f"{where}.content")
+    for field in ("name", "tool_call_id"):
+        if message.get(field) is not None and not isinstance(message[field], str):
+            raise BadRequest(f"'{where}.{field}' must be a string", param=f"{where}.{field}")
+    for field in ("tool_calls", "attachments"):
+        if message.get(field) is not None and not isinstance(message[field], list):
+            raise BadRequest(f"'{where}.{field}' must be a list", param=f"{where}.{field}")
+    metadata = check_metadata(message.get("metadata"), f"{where}.metadata")
+    return {"role": message["role"], "content": content, "name": message.get("name"),
+            "tool_call_id": message.get("tool_call_id"),
+            "tool_calls": message.get("tool_calls") or [],
+            "attachments": message.get("attachments") or [], "metadata": metadata}
+
+
+def check_metadata(metadata, param: str = "metadata") -> dict:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise BadRequest(f"'{param}' must map strings to strings", param=param)
+    return metadata
+
+
+def _is_parts(content) -> bool:
+    return isinstance(content, list) and all(
+        isinstance(p, dict) and isinstance(p.get("type"), str) for p in content)
+
+
+# --- the store -------------------------------------------------------------------------------
+
 class Store:
     busy_timeout_ms = 5000   # the sqlite3 default, set explicitly so it is visible
+    pool_size = 8            # idle connections kept; more are opened on demand and closed
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._idle: queue.LifoQueue = queue.LifoQueue()
         self._closed = False
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self.connection()
-        conn.execute("PRAGMA journal_mode=WAL")   # persists in the file; outside any tx
-        self._migrate(conn)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connection() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")   # persists in the file; outside any tx
+            conn.execute("CREATE TABLE IF NOT EXISTS migrations "
+                         "(name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+        for name, migrate in MIGRATIONS:
+            with self.write_tx() as tx:
+                if not tx.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
+                    migrate(tx)
+                    tx.execute("INSERT INTO migrations VALUES (?, ?)", (name, time.time()))
 
-    def connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise sqlite3.ProgrammingError("the store is closed")
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=self.busy_timeout_ms / 1000)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
-            conn.execute("PRAGMA foreign_keys=ON")      # per connection, off by default
-            conn.execute("PRAGMA synchronous=NORMAL")   # durable across crashes with WAL
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+    # -- connections and transactions --------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=self.busy_timeout_ms / 1000)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        conn.execute("PRAGMA foreign_keys=ON")      # per connection, off by default
+        conn.execute("PRAGMA synchronous=NORMAL")   # with WAL: a crash loses no commit
         return conn
+
+    @contextlib.contextmanager
+    def _connection(self):
+        if self._closed:
+            raise sqlite3.ProgrammingError("the store is closed")
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._open()
+        try:
+            yield conn
+        finally:
+            if self._closed or self._idle.qsize() >= self.pool_size:
+                conn.close()
+            else:
+                self._idle.put(conn)
 
     @contextlib.contextmanager
     def write_tx(self):
         """A write transaction: BEGIN IMMEDIATE, COMMIT, or ROLLBACK on any exception."""
-        conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
-    def applied_migrations(self) -> list[str]:
-        rows = self.connection().execute("SELECT name FROM migrations ORDER BY applied_at, name")
-        return [row["name"] for row in rows]
+    def _read(self, sql: str, args=()) -> list[sqlite3.Row]:
+        with self._connection() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+    # -- threads -----------------------------------------------------------------------------
+    def create_thread(self, thread_id: str | None = None, metadata: dict | None = None,
+                      messages: list | None = None) -> dict:
+        with self.write_tx() as tx:
+            thread = self._create_thread_tx(tx, thread_id, metadata or {})
+            self._append_tx(tx, thread["id"], messages or [])
+        return thread
+
+    def get_thread(self, thread_id: str) -> dict:
+        rows = self._read("SELECT * FROM threads WHERE id = ?", (thread_id,))
+        if not rows:
+            raise _thread_not_found(thread_id)
+        return _thread(rows[0])
+
+    def update_thread(self, thread_id: str, metadata: dict) -> dict:
+        """Merge `metadata` into the thread's (keys given replace, others stay)."""
+        with self.write_tx() as tx:
+            row = tx.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
+            if row is None:
+                raise _thread_not_found(thread_id)
+            merged = {**json.loads(row["metadata"]), **metadata}
+            tx.execute("UPDATE threads SET metadata = ? WHERE id = ?",
+                       (_json(merged), thread_id))
+        return dict(_thread(row), metadata=merged)
+
+    def delete_thread(self, thread_id: str) -> None:
+        with self.write_tx() as tx:
+            if tx.execute("DELETE FROM threads WHERE id = ?", (thread_id,)).rowcount == 0:
+                raise _thread_not_found(thread_id)   # messages go with it: ON DELETE CASCADE
+
+    # -- messages ----------------------------------------------------------------------------
+    def append_messages(self, thread_id: str, messages: list) -> list[dict]:
+        with self.write_tx() as tx:
+            self._require_thread_tx(tx, thread_id)
+            return self._append_tx(tx, thread_id, messages)
+
+    def list_messages(self, thread_id: str) -> list[dict]:
+        """Oldest first. Reads in one transaction, so the thread cannot vanish in between."""
+        with self._connection() as conn:
+            conn.execute("BEGIN")
+            try:
+                if not conn.execute("SELECT 1 FROM threads WHERE id = ?", (thread_id,)).fetchone():
+                    raise _thread_not_found(thread_id)
+                rows = conn.execute("SELECT * FROM messages WHERE thread_id = ? ORDER BY seq",
+                                    (thread_id,)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        return [_message(row) for row in rows]
+
+    def begin_turn(self, thread_id: str | None, messages: list) -> tuple[str, list[dict]]:
+        """Store a turn's input messages; return (thread id, the history before them).
+
+        No thread id: a new thread is created. An unknown id is a 404, not a new thread:
+        a typo must not silently start an empty conversation.
+        """
+        with self.write_tx() as tx:
+            if thread_id is None:
+                thread_id = self._create_thread_tx(tx, None, {})["id"]
+                history = []
+            else:
+                self._require_thread_tx(tx, thread_id)
+                history = [_message(row) for row in tx.execute(
+                    "SELECT * FROM messages WHERE thread_id = ? ORDER BY seq", (thread_id,))]
+            self._append_tx(tx, thread_id, messages)
+        return thread_id, history
+
+    def record_reply(self, thread_id: str, message: dict, tokens: int | None = None) -> dict:
+        """Store an assistant reply (complete or partial: its status is in its metadata)."""
+        with self.write_tx() as tx:
+            return self._append_tx(tx, thread_id, [message], tokens)[0]
 
     def health(self) -> dict:
         try:
-            self.connection().execute("SELECT 1").fetchone()
+            self._read("SELECT 1")
+            count = len(self._read("SELECT name FROM migrations"))
         except sqlite3.Error as exc:
             return {"status": "error", "path": str(self.path), "error": str(exc)}
-        return {"status": "ok", "path": str(self.path),
-                "migrations": len(self.applied_migrations())}
+        return {"status": "ok", "path": str(self.path), "migrations": count}
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            conns, self._all = self._all, []
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
+    # -- inside a transaction ----------------------------------------------------------------
+    def _create_thread_tx(self, tx, thread_id: str | None, metadata: dict) -> dict:
+        thread_id = thread_id or str(uuid.uuid4())
+        created = int(time.time())
+        try:
+            tx.execute("INSERT INTO threads (id, created_at, metadata) VALUES (?, ?, ?)",
+                       (thread_id, created, _json(metadata)))
+        except sqlite3.IntegrityError:
+            raise Conflict(f"Thread {thread_id!r} already exists", param="threadId") from None
+        return {"id": thread_id, "object": "thread", "created_at": created,
+                "metadata": metadata}
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE IF NOT EXISTS migrations "
-                     "(name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-        for name, migrate in MIGRATIONS:
-            with self.write_tx() as tx:
-                if tx.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
-                    continue
-                migrate(tx)
-                tx.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
-                           (name, time.time()))
+    def _require_thread_tx(self, tx, thread_id: str) -> None:
+        if not tx.execute("SELECT 1 FROM threads WHERE id = ?", (thread_id,)).fetchone():
+            raise _thread_not_found(thread_id)
+
+    def _append_tx(self, tx, thread_id: str, messages: list, tokens: int | None = None):
+        seq = tx.execute("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE thread_id = ?",
+                         (thread_id,)).fetchone()[0]
+        created, out = int(time.time()), []
+        for message in messages:
+            seq += 1
+            row = {"id": "msg_" + uuid.uuid4().hex, "thread_id": thread_id, "seq": seq,
+                   "created_at": created, **message}
+            tx.execute(
+                "INSERT INTO messages (id, thread_id, seq, role, content, name, tool_call_id,"
+                " tool_calls, attachments, metadata, tokens, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row["id"], thread_id, seq, row["role"], _json(row["content"]), row["name"],
+                 row["tool_call_id"], _json(row["tool_calls"]), _json(row["attachments"]),
+                 _json(row["metadata"]), tokens, created))
+            out.append(_public(row))
+        return out
+
+
+def _json(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _thread(row) -> dict:
+    return {"id": row["id"], "object": "thread", "created_at": row["created_at"],
+            "metadata": json.loads(row["metadata"])}
+
+
+def _message(row) -> dict:
+    return _public({"id": row["id"], "thread_id": row["thread_id"],
+                    "created_at": row["created_at"], "role": row["role"],
+                    "content": json.loads(row["content"]), "tool_call_id": row["tool_call_id"],
+                    "tool_calls": json.loads(row["tool_calls"]), "name": row["name"],
+                    "attachments": json.loads(row["attachments"]),
+                    "metadata": json.loads(row["metadata"])})
+
+
+def _public(row: dict) -> dict:
+    """Exactly the fields of Langbase's message object, in its order (reference §2)."""
+    return {key: row[key] for key in ("id", "thread_id", "created_at", "role", "content",
+                                      "tool_call_id", "tool_calls", "name", "attachments",
+                                      "metadata")}
+
+
+def _thread_not_found(thread_id: str) -> NotFound:
+    return NotFound(f"Thread {thread_id!r} not found", param="threadId")

@@ -14,11 +14,13 @@ Wire rules kept here:
 
 from llmhub.cancellation import CANCELLED, FAILED
 from llmhub.context import estimate_tokens
+from llmhub.dialects.checks import check_sampling
 from llmhub.errors import BadRequest, HubError
 from llmhub.pipes import ChatRequest
 from llmhub.wire import JSONResponse, RunResponse, StreamResponse, sse
 
-__all__ = ["error_body", "chat_completions", "list_models", "ChunkStream"]
+__all__ = ["error_body", "chat_completions", "list_models", "ChunkStream", "completion_body",
+           "completion_id", "openai_usage", "run_error"]
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 DONE = b"data: [DONE]\n\n"
@@ -64,22 +66,7 @@ def list_models(request) -> JSONResponse:
 
 def parse_chat(body: dict) -> ChatRequest:
     _check_messages(body.get("messages"))
-    _check(body, "model", str, "a string")
-    _check(body, "stream", bool, "true or false")
-    _check_number(body, "temperature", 0, 2)
-    _check_number(body, "top_p", 0, 1)
-    _check_number(body, "presence_penalty", -2, 2)
-    _check_number(body, "frequency_penalty", -2, 2)
-    _check_int(body, "max_tokens", -1)           # LM Studio takes -1 for "no limit"
-    _check_int(body, "max_completion_tokens", 1)
-    _check_int(body, "seed", None)
-    _check(body, "stop", (str, list), "a string or a list of strings")
-    _check(body, "tools", list, "a list")
-    _check(body, "tool_choice", (str, dict), "a string or an object")
-    _check(body, "response_format", dict, "an object")
-    _check(body, "stream_options", dict, "an object")
-    if body.get("n", 1) != 1:
-        raise BadRequest("Only n = 1 is supported", param="n", code="invalid_value")
+    check_sampling(body)
     params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
     if params.get("stream_options") is None:
         params.pop("stream_options", None)
@@ -105,30 +92,6 @@ def _check_messages(messages) -> None:
                              param=f"{where}.content", code="invalid_type")
 
 
-def _check(body: dict, name: str, types, what: str) -> None:
-    value = body.get(name)
-    if value is not None and (not isinstance(value, types) or isinstance(value, bool)
-                              and types is not bool):
-        raise BadRequest(f"'{name}' must be {what}, not {type(value).__name__}", param=name,
-                         code="invalid_type")
-
-
-def _check_number(body: dict, name: str, lo: float, hi: float) -> None:
-    _check(body, name, (int, float), "a number")
-    value = body.get(name)
-    if value is not None and not lo <= value <= hi:
-        raise BadRequest(f"'{name}' must be between {lo} and {hi}, not {value}", param=name,
-                         code="invalid_value")
-
-
-def _check_int(body: dict, name: str, lo: int | None) -> None:
-    _check(body, name, int, "a whole number")
-    value = body.get(name)
-    if value is not None and lo is not None and value < lo:
-        raise BadRequest(f"'{name}' must be at least {lo}, not {value}", param=name,
-                         code="invalid_value")
-
-
 # --- rendering -------------------------------------------------------------------------------
 
 def completion_id(run) -> str:
@@ -146,9 +109,18 @@ def openai_usage(run) -> dict:
 
 
 def completion(run) -> JSONResponse:
-    """The whole run as one chat.completion object."""
+    return JSONResponse(completion_body(run))
+
+
+def run_error(run) -> HubError:
+    """A failed run's error, to raise in the view's thread (a fresh object each time)."""
+    return HubError.from_dict(run.error.as_dict())
+
+
+def completion_body(run) -> dict:
+    """The whole run as one chat.completion object; raises the run's error if it failed."""
     if run.status == FAILED:
-        raise HubError.from_dict(run.error.as_dict())
+        raise run_error(run)
     transcript = run.transcript
     finish = transcript.finish_reason or ("cancelled" if run.status == CANCELLED else "stop")
     body = {"id": completion_id(run), "object": "chat.completion", "created": run.created,
@@ -158,7 +130,7 @@ def completion(run) -> JSONResponse:
             "usage": openai_usage(run)}
     if transcript.system_fingerprint:
         body["system_fingerprint"] = transcript.system_fingerprint
-    return JSONResponse(body)
+    return body
 
 
 class ChunkStream:

@@ -64,7 +64,7 @@ class Mock:
     def provider(self) -> dict:
         return {"name": self.kind, "base_url": self.base_url}
 
-    def chat(self, body: dict) -> "MockCall":
+    def chat(self, body: dict, api_key: str | None = None) -> "MockCall":
         return MockCall(self, body)
 
     def list_models(self) -> list[dict]:

@@ -49,20 +49,21 @@ class OpenAICompatible:
     def provider(self) -> dict:
         return {"name": self.kind, "base_url": self.base_url}
 
-    def headers(self) -> dict:
+    def headers(self, api_key: str | None = None) -> dict:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        if self.config.api_key:
-            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        if api_key or self.config.api_key:
+            headers["Authorization"] = f"Bearer {api_key or self.config.api_key}"
         return headers
 
     def prepare(self, body: dict) -> dict:
         """Kind-specific adjustments to an outgoing chat body (none for plain OpenAI)."""
         return body
 
-    def chat(self, body: dict) -> "ChatCall":
+    def chat(self, body: dict, api_key: str | None = None) -> "ChatCall":
+        """A call for this body; `api_key` replaces the configured key for this call only."""
         body = dict(body, stream=True)
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        return ChatCall(self, self.prepare(body))
+        return ChatCall(self, self.prepare(body), self.headers(api_key))
 
     # -- small JSON requests (models, probes) ------------------------------------------------
     def get_json(self, path: str, timeout: float = 10.0) -> dict:
@@ -96,9 +97,10 @@ class OpenAICompatible:
 class ChatCall:
     """One streamed chat completion: open(), then chunks(); abort() from any thread."""
 
-    def __init__(self, upstream: OpenAICompatible, body: dict) -> None:
+    def __init__(self, upstream: OpenAICompatible, body: dict, headers: dict) -> None:
         self.upstream = upstream
         self.body = body
+        self.headers = headers
         self.exchange = Exchange(upstream.base_url, upstream.timeouts, upstream.label,
                                  upstream.pool)
         self._whole: dict | None = None
@@ -107,7 +109,7 @@ class ChatCall:
         """Send the request; raise UpstreamError unless the upstream accepted it."""
         payload = json.dumps(self.body, ensure_ascii=False).encode("utf-8")
         response = self.exchange.send("POST", self.upstream.prefix + "/chat/completions",
-                                      payload, self.upstream.headers())
+                                      payload, self.headers)
         content_type = response.getheader("Content-Type", "")
         if response.status >= 400:
             raise http_error(response.status, error_message(self.exchange.read_all()),

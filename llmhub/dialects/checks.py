@@ -1,0 +1,51 @@
+"""Field checks shared by the dialects: each failure is a 400 that names the field."""
+
+from llmhub.errors import BadRequest
+
+__all__ = ["check_type", "check_number", "check_int", "check_sampling"]
+
+
+def check_type(body: dict, name: str, types, what: str) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    # bool is an int in Python; JSON true is not a number
+    if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
+        raise BadRequest(f"'{name}' must be {what}, not {type(value).__name__}", param=name,
+                         code="invalid_type")
+
+
+def check_number(body: dict, name: str, lo: float, hi: float) -> None:
+    check_type(body, name, (int, float), "a number")
+    value = body.get(name)
+    if value is not None and not lo <= value <= hi:
+        raise BadRequest(f"'{name}' must be between {lo} and {hi}, not {value}", param=name,
+                         code="invalid_value")
+
+
+def check_int(body: dict, name: str, lo: int | None) -> None:
+    check_type(body, name, int, "a whole number")
+    value = body.get(name)
+    if value is not None and lo is not None and value < lo:
+        raise BadRequest(f"'{name}' must be at least {lo}, not {value}", param=name,
+                         code="invalid_value")
+
+
+def check_sampling(body: dict) -> None:
+    """The OpenAI generation fields every chat dialect passes upstream."""
+    check_type(body, "model", str, "a string")
+    check_type(body, "stream", bool, "true or false")
+    check_number(body, "temperature", 0, 2)
+    check_number(body, "top_p", 0, 1)
+    check_number(body, "presence_penalty", -2, 2)
+    check_number(body, "frequency_penalty", -2, 2)
+    check_int(body, "max_tokens", -1)           # LM Studio takes -1 for "no limit"
+    check_int(body, "max_completion_tokens", 1)
+    check_int(body, "seed", None)
+    check_type(body, "stop", (str, list), "a string or a list of strings")
+    check_type(body, "tools", list, "a list")
+    check_type(body, "tool_choice", (str, dict), "a string or an object")
+    check_type(body, "response_format", dict, "an object")
+    check_type(body, "stream_options", dict, "an object")
+    if body.get("n", 1) != 1:
+        raise BadRequest("Only n = 1 is supported", param="n", code="invalid_value")

@@ -1,0 +1,269 @@
+"""Langbase pipes and threads (`/v1/pipes/run`, `/v1/pipes`, `/v1/threads…`).
+
+What the official SDKs send and read is in ../shared/reference/langbase.md; they break on
+small differences, so these rules are kept exactly:
+- run bodies come camelCase (TS SDK) or snake_case (Python SDK): `threadId`/`thread_id`,
+  `apiKey`/`api_key`; `variables` as `[{name, value}]` or an object; `name` is optional;
+- `lb-thread-id` is the only place the SDKs read the thread id, on both kinds of reply;
+- a non-streaming reply is `{"completion", "raw": <chat.completion>}`;
+- a stream is `data: <chat.completion.chunk>` events, each ending with an extra blank line
+  (the TS SDK sees an event one event late otherwise), no `event:` lines, one id for all
+  chunks, the first delta carrying role assistant (TS `getRunner` needs it), the final chunk
+  carrying finish_reason and usage, then `data: [DONE]` and the end of the body;
+- errors are `{"error": {"code", "status", "message"}}` with Langbase's codes.
+"""
+
+import re
+
+from llmhub.cancellation import CANCELLED, COMPLETED
+from llmhub.config import PipeConfig
+from llmhub.dialects.checks import check_sampling
+from llmhub.dialects.openai import completion_body, completion_id, openai_usage, run_error
+from llmhub.errors import BadRequest, HubError, NotFound
+from llmhub.pipes import ChatRequest
+from llmhub.threads import check_metadata, check_thread_id, normalise_message
+from llmhub.wire import JSONResponse, RunResponse, StreamResponse, json_bytes
+
+__all__ = ["error_body", "run_pipe", "list_pipes", "create_thread", "get_thread",
+           "update_thread", "delete_thread", "append_messages", "list_messages", "PipeStream"]
+
+CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
+         409: "CONFLICT", 412: "PRECONDITION_FAILED", 429: "RATE_LIMITED"}
+# Run-body fields that are Langbase's own; everything else goes upstream by OpenAI name.
+LANGBASE_FIELDS = {"name", "apiKey", "api_key", "llmKey", "llm_key", "messages", "variables",
+                   "threadId", "thread_id", "stream", "rawResponse", "raw_response",
+                   "runTools", "run_tools", "json", "memory", "moderate", "store"}
+VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
+
+
+def error_body(error: HubError) -> dict:
+    code = CODES.get(error.status, "BAD_REQUEST" if error.status < 500
+                     else "INTERNAL_SERVER_ERROR")
+    body = {"code": code, "status": error.status, "message": error.message}
+    if error.param:
+        body["param"] = error.param   # the Python SDK reads it
+    return {"error": body}
+
+
+# --- pipe runs -------------------------------------------------------------------------------
+
+def run_pipe(request):
+    body = request.json_object()
+    pipe = find_pipe(request.hub.config, body.get("name"))
+    variables = {**pipe.variables, **parse_variables(body.get("variables"))}
+    messages = parse_messages(body.get("messages"), variables)
+    thread_id = body.get("threadId", body.get("thread_id"))
+    if thread_id is not None:
+        check_thread_id(thread_id)
+    check_sampling(body)
+    params = {k: v for k, v in body.items() if k not in LANGBASE_FIELDS and k != "model"}
+    if pipe.temperature is not None:
+        params.setdefault("temperature", pipe.temperature)
+    if pipe.max_tokens is not None:
+        params.setdefault("max_tokens", pipe.max_tokens)
+    if body.get("json"):
+        params.setdefault("response_format", {"type": "json_object"})
+    system = substitute(pipe.system, variables) or None
+    if not messages and not system and thread_id is None:
+        raise BadRequest("'messages' is required", param="messages")
+    run = request.hub.engine.start(ChatRequest(
+        messages=messages, model=body.get("model") or pipe.model or None, params=params,
+        dialect="langbase", run_id=request.run_id(), system=system, thread_id=thread_id,
+        persist=True, upstream_key=llm_key(request, body)))
+    headers = {"lb-thread-id": run.thread_id}
+    if body.get("stream"):
+        return StreamResponse(run, PipeStream(run), headers)
+    return RunResponse(run, pipe_completion, headers)
+
+
+def find_pipe(config, name) -> PipeConfig:
+    """`[pipe:NAME]`; no name (a run with only a pipe key) is the default pipe."""
+    if name is None:
+        return config.pipes.get("default") or PipeConfig(name="default")
+    if not isinstance(name, str):
+        raise BadRequest("'name' must be a string", param="name")
+    if name not in config.pipes:
+        raise NotFound("Pipe not found", param="name", code="pipe_not_found")
+    return config.pipes[name]
+
+
+def parse_variables(variables) -> dict:
+    if variables is None:
+        return {}
+    if isinstance(variables, dict):
+        items = list(variables.items())
+    elif isinstance(variables, list) and all(isinstance(v, dict) for v in variables):
+        items = [(v.get("name"), v.get("value")) for v in variables]
+    else:
+        raise BadRequest("'variables' must be a list of {name, value} or an object",
+                         param="variables")
+    for name, value in items:
+        if not isinstance(name, str) or not isinstance(value, (str, int, float)):
+            raise BadRequest("each variable needs a string 'name' and a string 'value'",
+                             param="variables")
+    return {name: str(value) for name, value in items}
+
+
+def substitute(text: str | None, variables: dict) -> str | None:
+    """`{{name}}` → its value; unknown names are left as written."""
+    if not text or "{{" not in text:
+        return text
+    return VARIABLE.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
+
+
+def parse_messages(messages, variables: dict) -> list[dict]:
+    if messages is None:
+        return []
+    if not isinstance(messages, list):
+        raise BadRequest("'messages' must be a list", param="messages")
+    out = []
+    for i, message in enumerate(messages):
+        message = normalise_message(message, f"messages[{i}]")
+        content = message["content"]
+        if isinstance(content, str):
+            message["content"] = substitute(content, variables)
+        elif isinstance(content, list):
+            message["content"] = [dict(p, text=substitute(p["text"], variables))
+                                  if isinstance(p.get("text"), str) else p for p in content]
+        out.append(message)
+    return out
+
+
+def llm_key(request, body: dict) -> str | None:
+    key = request.headers.get("LB-LLM-Key") or body.get("llmKey") or body.get("llm_key")
+    return key if isinstance(key, str) and key else None
+
+
+def pipe_completion(run) -> JSONResponse:
+    try:
+        raw = completion_body(run)
+    except HubError as error:
+        error.headers["lb-thread-id"] = run.thread_id   # the turn was stored: keep going
+        raise
+    return JSONResponse({"completion": raw["choices"][0]["message"]["content"] or "",
+                         "raw": raw})
+
+
+class PipeStream:
+    """Renders run events as Langbase's chat.completion.chunk stream (module docstring)."""
+
+    content_type = "text/event-stream; charset=utf-8"
+    eager = False
+
+    def __init__(self, run) -> None:
+        self.run = run
+        self.id = completion_id(run)
+        self.role_sent = False
+        self.final: dict | None = None    # the finish chunk, held until usage can ride on it
+        self.final_sent = False
+
+    def opening(self, run) -> bytes:
+        return b""
+
+    def ping(self) -> bytes:
+        return b": ping\n\n"
+
+    def render(self, event) -> bytes:
+        kind, data = event
+        if kind == "delta":
+            return self._delta(data["chunk"])
+        if kind == "usage":
+            return self._final()
+        if kind == "error":
+            return frame(error_body(HubError.from_dict(data)))
+        if kind == "done" and data["status"] in (COMPLETED, CANCELLED):
+            if not self.final_sent and self.final is None:
+                self.final = self._chunk("cancelled" if data["status"] == CANCELLED else "stop")
+            return self._final() + frame("[DONE]")
+        return b""
+
+    def _delta(self, upstream_chunk: dict) -> bytes:
+        chunk = dict(upstream_chunk, id=self.id, object="chat.completion.chunk")
+        if not self.role_sent:
+            choices = chunk.get("choices") or [{"index": 0}]
+            chunk["choices"] = [dict(choices[0], delta={"role": "assistant",
+                                                        **(choices[0].get("delta") or {})}),
+                                *choices[1:]]
+            self.role_sent = True
+        if any(c.get("finish_reason") for c in chunk["choices"] if isinstance(c, dict)):
+            self.final = chunk
+            return b""
+        return frame(chunk)
+
+    def _final(self) -> bytes:
+        if self.final is None:
+            return b""
+        chunk, self.final = dict(self.final, usage=openai_usage(self.run)), None
+        self.final_sent = True
+        return frame(chunk)
+
+    def _chunk(self, finish_reason: str) -> dict:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.run.created,
+                "model": self.run.transcript.model or self.run.model,
+                "choices": [{"index": 0, "delta": {} if self.role_sent else
+                             {"role": "assistant"}, "logprobs": None,
+                             "finish_reason": finish_reason}]}
+
+
+def frame(data) -> bytes:
+    """One event, ending with the extra blank line the TS SDK needs (reference §3.5)."""
+    return b"data: " + (data.encode() if isinstance(data, str) else json_bytes(data)) + \
+        b"\n\n\n"
+
+
+def list_pipes(request) -> JSONResponse:
+    return JSONResponse([{"name": p.name, "description": "", "model": p.model or None,
+                          "system": p.system or None, "temperature": p.temperature,
+                          "max_tokens": p.max_tokens,
+                          "variables": [{"name": k, "value": v} for k, v in p.variables.items()]}
+                         for p in request.hub.config.pipes.values()])
+
+
+# --- threads ---------------------------------------------------------------------------------
+
+def create_thread(request) -> JSONResponse:
+    body = request.json_object() if request.body.strip() else {}
+    thread_id = body.get("threadId", body.get("thread_id"))
+    if thread_id is not None:
+        check_thread_id(thread_id)
+    messages = parse_thread_messages(body.get("messages", []))
+    thread = request.hub.store.create_thread(thread_id, check_metadata(body.get("metadata")),
+                                             messages)
+    return JSONResponse(thread)
+
+
+def get_thread(request, thread_id: str) -> JSONResponse:
+    return JSONResponse(request.hub.store.get_thread(check_thread_id(thread_id)))
+
+
+def update_thread(request, thread_id: str) -> JSONResponse:
+    body = request.json_object()
+    if "metadata" not in body:
+        raise BadRequest("'metadata' is required", param="metadata")
+    metadata = check_metadata(body["metadata"])
+    return JSONResponse(request.hub.store.update_thread(check_thread_id(thread_id), metadata))
+
+
+def delete_thread(request, thread_id: str) -> JSONResponse:
+    request.hub.store.delete_thread(check_thread_id(thread_id))
+    return JSONResponse({"success": True})
+
+
+def append_messages(request, thread_id: str) -> JSONResponse:
+    body = request.json()
+    messages = body.get("messages") if isinstance(body, dict) else body   # SDKs: bare array
+    if messages is None:
+        raise BadRequest("'messages' is required", param="messages")
+    created = request.hub.store.append_messages(check_thread_id(thread_id),
+                                                parse_thread_messages(messages))
+    return JSONResponse(created)
+
+
+def list_messages(request, thread_id: str) -> JSONResponse:
+    return JSONResponse(request.hub.store.list_messages(check_thread_id(thread_id)))
+
+
+def parse_thread_messages(messages) -> list[dict]:
+    if not isinstance(messages, list):
+        raise BadRequest("'messages' must be a list", param="messages")
+    return [normalise_message(m, f"messages[{i}]") for i, m in enumerate(messages)]

@@ -1,0 +1,179 @@
+"""The threads API (Langbase reference §2) and the store under it, over real sockets."""
+
+import json
+import sqlite3
+import threading
+
+import pytest
+
+from http_client import call, connect
+from llmhub.threads import MIGRATIONS, Store
+
+THREAD_FIELDS = ["id", "object", "created_at", "metadata"]
+MESSAGE_FIELDS = ["id", "thread_id", "created_at", "role", "content", "tool_call_id",
+                  "tool_calls", "name", "attachments", "metadata"]
+
+
+def test_create_with_metadata_and_messages(hub):
+    status, _, thread = call(hub.url, "POST", "/v1/threads", {
+        "metadata": {"userId": "user123", "topic": "support"},
+        "messages": [{"role": "user", "content": "Hello, I need help!"}]})
+    assert status == 200 and list(thread) == THREAD_FIELDS
+    assert thread["object"] == "thread" and thread["metadata"]["topic"] == "support"
+    assert len(thread["id"]) == 36 and thread["id"].count("-") == 4      # a UUID
+    _, _, messages = call(hub.url, "GET", f"/v1/threads/{thread['id']}/messages")
+    assert [list(m) for m in messages] == [MESSAGE_FIELDS]
+    assert messages[0] | {"id": None, "created_at": None} == {
+        "id": None, "thread_id": thread["id"], "created_at": None, "role": "user",
+        "content": "Hello, I need help!", "tool_call_id": None, "tool_calls": [],
+        "name": None, "attachments": [], "metadata": {}}
+
+
+def test_create_without_a_body_and_with_a_custom_id(hub):
+    conn = connect(hub.url)
+    conn.request("POST", "/v1/threads")          # the Python SDK sends no body at all
+    response = conn.getresponse()
+    assert response.status == 200 and json.loads(response.read())["metadata"] == {}
+    status, _, thread = call(hub.url, "POST", "/v1/threads", {"threadId": "custom-thread-123"})
+    assert status == 200 and thread["id"] == "custom-thread-123"
+    status, _, error = call(hub.url, "POST", "/v1/threads", {"threadId": "custom-thread-123"})
+    assert status == 409 and error == {"error": {
+        "code": "CONFLICT", "status": 409, "message": "Thread 'custom-thread-123' already exists",
+        "param": "threadId"}}
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("GET", "/v1/threads/nope", None), ("POST", "/v1/threads/nope", {"metadata": {}}),
+    ("DELETE", "/v1/threads/nope", None), ("GET", "/v1/threads/nope/messages", None),
+    ("POST", "/v1/threads/nope/messages", [{"role": "user", "content": "x"}]),
+])
+def test_unknown_thread_is_404_not_found(hub, method, path, body):
+    status, _, error = call(hub.url, method, path, body)
+    assert status == 404 and error["error"]["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"threadId": "bad id"}, "threadId"),
+    ({"threadId": "x" * 129}, "threadId"),
+    ({"metadata": {"a": 1}}, "metadata"),
+    ({"metadata": "text"}, "metadata"),
+    ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": 7}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [{"text": "no type"}]}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": "x", "metadata": {"k": 2}}]},
+     "messages[0].metadata"),
+    ({"messages": {"role": "user"}}, "messages"),
+])
+def test_invalid_input_is_400_naming_the_field(hub, body, param):
+    status, _, error = call(hub.url, "POST", "/v1/threads", body)
+    assert status == 400 and error["error"]["code"] == "BAD_REQUEST"
+    assert error["error"]["param"] == param
+
+
+def test_invalid_id_in_the_path_is_400(hub):
+    assert call(hub.url, "GET", "/v1/threads/bad%20id")[0] == 400
+
+
+def test_update_merges_metadata_get_and_delete(hub):
+    _, _, thread = call(hub.url, "POST", "/v1/threads", {"metadata": {"a": "1", "b": "2"},
+                                                         "messages": [{"role": "user",
+                                                                       "content": "hi"}]})
+    path = f"/v1/threads/{thread['id']}"
+    status, _, updated = call(hub.url, "POST", path, {"threadId": thread["id"],  # TS sends it
+                                                      "metadata": {"b": "3", "c": "4"}})
+    assert status == 200 and updated["metadata"] == {"a": "1", "b": "3", "c": "4"}
+    assert call(hub.url, "GET", path)[2] == updated
+    assert call(hub.url, "POST", path, {})[0] == 400
+    assert call(hub.url, "DELETE", path)[2] == {"success": True}
+    assert call(hub.url, "GET", path)[0] == 404
+    assert call(hub.url, "GET", path + "/messages")[0] == 404
+    assert not hub.hub.store._read("SELECT * FROM messages WHERE thread_id = ?",
+                                   (thread["id"],))   # the messages went with it
+
+
+def test_append_takes_a_bare_array_or_an_object_and_returns_the_created(hub):
+    _, _, thread = call(hub.url, "POST", "/v1/threads", {"threadId": "t1"})
+    tool_call = {"id": "call_1", "type": "function",
+                 "function": {"name": "f", "arguments": "{}"}}
+    status, _, created = call(hub.url, "POST", "/v1/threads/t1/messages", [
+        {"role": "assistant", "content": None, "tool_calls": [tool_call]},
+        {"role": "tool", "content": "42", "tool_call_id": "call_1", "name": "f"}])
+    assert status == 200 and [m["role"] for m in created] == ["assistant", "tool"]
+    assert created[0]["content"] is None and created[0]["tool_calls"] == [tool_call]
+    status, _, more = call(hub.url, "POST", "/v1/threads/t1/messages", {"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "parts"}],
+         "metadata": {"source": "test"}, "attachments": [{"kind": "x"}]}]})
+    assert status == 200 and more[0]["content"] == [{"type": "text", "text": "parts"}]
+    _, _, listed = call(hub.url, "GET", "/v1/threads/t1/messages")
+    assert listed == created + more
+
+
+def test_fifty_concurrent_appenders_lose_nothing_and_keep_order(hub):
+    """Each client appends five messages one after another; all 250 are there, each
+    client's in its own order, with the ids the acknowledgements gave."""
+    call(hub.url, "POST", "/v1/threads", {"threadId": "busy"})
+    acked, lock = {}, threading.Lock()
+
+    def client(n):
+        for i in range(5):
+            status, _, created = call(hub.url, "POST", "/v1/threads/busy/messages",
+                                      [{"role": "user", "content": f"{n}:{i}"}])
+            assert status == 200
+            with lock:
+                acked[created[0]["id"]] = (n, i)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    _, _, listed = call(hub.url, "GET", "/v1/threads/busy/messages")
+    assert len(listed) == len(acked) == 250
+    assert {m["id"]: tuple(map(int, m["content"].split(":"))) for m in listed} == acked
+    for n in range(50):
+        mine = [m["content"] for m in listed if m["content"].startswith(f"{n}:")]
+        assert mine == [f"{n}:{i}" for i in range(5)]
+    seqs = [r[0] for r in hub.hub.store._read(
+        "SELECT seq FROM messages WHERE thread_id = 'busy' ORDER BY seq")]
+    assert seqs == list(range(1, 251))
+
+
+def test_store_survives_a_restart_and_migrations_are_recorded(tmp_path):
+    store = Store(tmp_path / "db" / "hub.db")
+    store.create_thread("kept", {"k": "v"}, [{"role": "user", "content": "x", "name": None,
+                                              "tool_call_id": None, "tool_calls": [],
+                                              "attachments": [], "metadata": {}}])
+    store.close()
+    again = Store(tmp_path / "db" / "hub.db")          # migrations do not run twice
+    assert again.get_thread("kept")["metadata"] == {"k": "v"}
+    assert [m["content"] for m in again.list_messages("kept")] == ["x"]
+    names = [r["name"] for r in again._read("SELECT name FROM migrations")]
+    assert names == [name for name, _ in MIGRATIONS]
+    mode = again._read("PRAGMA journal_mode")[0][0]
+    assert mode == "wal"
+    again.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        again.get_thread("kept")
+
+
+def test_writers_never_see_database_locked(tmp_path):
+    store = Store(tmp_path / "hub.db")
+    store.create_thread("w")
+    errors = []
+
+    def writer():
+        try:
+            for _ in range(20):
+                store.append_messages("w", [{"role": "user", "content": "x", "name": None,
+                                             "tool_call_id": None, "tool_calls": [],
+                                             "attachments": [], "metadata": {}}])
+        except sqlite3.Error as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(store.list_messages("w")) == 160
+    store.close()
