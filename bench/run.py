@@ -1,6 +1,6 @@
 """Relay benchmark: the hub against the direct upstream, side by side in one run.
 
-    python -m bench            (or: python bench/run.py)  [--quick]
+    python -m bench            (or: python bench/run.py)  [--quick] [--only relay|threads]
 
 The fake LM Studio (tests/fake_lmstudio.py) and the hub each run in their own process, so
 neither shares a GIL with the load generator. Each scenario is measured direct (client →
@@ -165,9 +165,9 @@ HEADER = ["scenario", "conc", "n", "direct p50", "hub p50", "added p50", "direct
           "hub p99", "added p99", "errors"]
 
 
-def table(rows: list) -> str:
-    lines = [HEADER] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+def table(rows: list, header: list = HEADER) -> str:
+    lines = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines]
     out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(out)
@@ -176,8 +176,20 @@ def table(rows: list) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
+    parser.add_argument("--only", choices=("relay", "threads"), help="run one benchmark")
     args = parser.parse_args(argv)
-    total, chunks = (100, 500) if args.quick else (1000, 2000)
+    if args.only != "threads":
+        relay(args.quick)
+    if args.only != "relay":
+        from bench import threads
+        rows = threads.main(10_000 if args.quick else threads.SIZE)
+        print("\nllmhub threads benchmark (ms)")
+        print(table(rows, ["scenario", "n", "p50", "p99"]))
+    return 0
+
+
+def relay(quick: bool) -> None:
+    total, chunks = (100, 500) if quick else (1000, 2000)
     levels = (1, 16, 64)
     fake, direct = start_fake()
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,7 +209,6 @@ def main(argv=None) -> int:
           "fake upstream, hub and load generator in three processes. For chunks/s the three "
           "middle columns hold the direct rate, the hub's rate and the hub's share.")
     print(table(rows))
-    return 0
 
 
 if __name__ == "__main__":
