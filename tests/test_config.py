@@ -124,3 +124,14 @@ def test_config_ini_documents_every_key_with_its_default():
     for key in SCHEMA:
         assert f"\n{key.name} = {key.default}".rstrip() in text, f"{key.section}.{key.name}"
     assert config.server["port"] == 8000   # the shipped file parses, and keeps the defaults
+
+
+def test_insecure_flag_allows_a_remote_bind_without_keys(tmp_path):
+    ini = write_ini(tmp_path / "c.ini", {})
+    config = load_config(flags={"host": "0.0.0.0", "insecure": True}, env={}, path=ini)
+    assert config.server["allow_remote_without_keys"] is True
+    result = subprocess.run([sys.executable, "main.py", "--host", "0.0.0.0", "--port", "0",
+                             "--config", str(ini)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2
+    assert "binding beyond loopback needs api_keys (or --insecure" in result.stderr
