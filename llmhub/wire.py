@@ -16,7 +16,7 @@ from typing import Any, Callable
 from llmhub.errors import BadRequest, LengthRequired, PayloadTooLarge
 
 __all__ = [
-    "JSONResponse", "StreamResponse", "RunResponse", "decode_json", "json_bytes", "read_body",
+    "JSONResponse", "StreamRenderer", "StreamResponse", "RunResponse", "decode_json", "json_bytes", "read_body",
     "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK",
 ]
 
@@ -34,9 +34,36 @@ class JSONResponse:
     headers: dict = field(default_factory=dict)
 
 
+class StreamRenderer:
+    """Base of a dialect's stream renderer; server.Handler.serve_stream drives it.
+
+    Class variables:
+        content_type -- of the stream
+        eager        -- send headers (and `opening`) before the upstream accepts the request;
+                        otherwise they wait for it or the first ping, so an early error can
+                        still have a real status
+    Methods that may be overridden:
+        opening(run) -- bytes sent with eager headers
+        ping()       -- bytes sent while the run is silent (keep-alive and disconnect probe)
+        render(event) -- bytes for one run event (b"" to send nothing)
+    """
+
+    content_type = "text/event-stream; charset=utf-8"
+    eager = False
+
+    def opening(self, run) -> bytes:
+        return b""
+
+    def ping(self) -> bytes:
+        return b": ping\n\n"
+
+    def render(self, event) -> bytes:
+        raise NotImplementedError
+
+
 @dataclass
 class StreamResponse:
-    """A run rendered as a stream; `renderer` is the dialect's (see server.Handler.serve_stream)."""
+    """A run rendered as a stream by a dialect's StreamRenderer."""
     run: Any
     renderer: Any
     headers: dict = field(default_factory=dict)

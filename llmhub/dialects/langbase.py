@@ -22,7 +22,7 @@ from llmhub.dialects.openai import completion_body, completion_id, openai_usage,
 from llmhub.errors import BadRequest, HubError, NotFound
 from llmhub.pipes import ChatRequest
 from llmhub.threads import check_metadata, check_thread_id, normalise_message
-from llmhub.wire import JSONResponse, RunResponse, StreamResponse, json_bytes
+from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, json_bytes
 
 __all__ = ["error_body", "run_pipe", "list_pipes", "create_thread", "get_thread",
            "update_thread", "delete_thread", "append_messages", "list_messages", "PipeStream"]
@@ -144,11 +144,8 @@ def pipe_completion(run) -> JSONResponse:
                          "raw": raw})
 
 
-class PipeStream:
+class PipeStream(StreamRenderer):
     """Renders run events as Langbase's chat.completion.chunk stream (module docstring)."""
-
-    content_type = "text/event-stream; charset=utf-8"
-    eager = False
 
     def __init__(self, run) -> None:
         self.run = run
@@ -156,12 +153,6 @@ class PipeStream:
         self.role_sent = False
         self.final: dict | None = None    # the finish chunk, held until usage can ride on it
         self.final_sent = False
-
-    def opening(self, run) -> bytes:
-        return b""
-
-    def ping(self) -> bytes:
-        return b": ping\n\n"
 
     def render(self, event) -> bytes:
         kind, data = event

@@ -17,7 +17,7 @@ from llmhub.context import estimate_tokens
 from llmhub.dialects.checks import check_sampling
 from llmhub.errors import BadRequest, HubError
 from llmhub.pipes import ChatRequest
-from llmhub.wire import JSONResponse, RunResponse, StreamResponse, sse
+from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["error_body", "chat_completions", "list_models", "ChunkStream", "completion_body",
            "completion_id", "openai_usage", "run_error"]
@@ -133,23 +133,14 @@ def completion_body(run) -> dict:
     return body
 
 
-class ChunkStream:
+class ChunkStream(StreamRenderer):
     """Renders run events as OpenAI `chat.completion.chunk` SSE frames."""
-
-    content_type = "text/event-stream; charset=utf-8"
-    eager = False   # headers wait for the upstream to accept, so early errors keep a status
 
     def __init__(self, run, include_usage: bool) -> None:
         self.run = run
         self.id = completion_id(run)
         self.include_usage = include_usage
         self.finish_sent = False
-
-    def opening(self, run) -> bytes:
-        return b""
-
-    def ping(self) -> bytes:
-        return b": ping\n\n"
 
     def render(self, event) -> bytes:
         kind, data = event
