@@ -8,7 +8,10 @@ Rules:
 3. Events are appended to `Run.events` and never removed while the run lives: any number of
    readers follow it by cursor (`Run.read`), which is what lets a stream be re-attached.
 4. Finish hooks (persistence) run before the final events are published, so a client that
-   sees `done` can already read what was stored.
+   sees `done` can already read what was stored; they see those final events in
+   `Run.closing`.
+5. A resumable stream's client going away is not a cancel: `remove_listener(grace)` cancels
+   only if nobody has re-attached (`add_listener`) when the grace period ends.
 """
 
 import collections
@@ -71,6 +74,9 @@ class Run:
         self.transcript = Transcript()     # what the model has said so far
         self.usage: dict | None = None     # the usage event's data, once known
         self.input_estimate = 0            # prompt tokens, estimated before the upstream says
+        self.context: dict | None = None   # what context.build_input included and dropped
+        self.closing: list[Event] = []     # the final events, set just before finish hooks
+        self._listeners = 0
         self.first_token_at: float | None = None
         self._registry = registry
         self._cond = threading.Condition()
@@ -140,19 +146,20 @@ class Run:
         if event == "cancel" and self._call is not None:
             self._call.abort()
         done = {"status": new_state, "finish_reason": finish_reason}
+        if reason:
+            done["reason"] = reason
+        self.closing = ([Event("error", error.as_dict())] if error is not None else []) + \
+            [Event("done", done)]
         for hook in self._hooks:
             try:
                 hook(self)
             except Exception:   # the run must still end, or its readers would wait forever
                 log.exception("finish hook failed for run %s", self.id)
                 done["stored"] = False
-        if reason:
-            done["reason"] = reason
         with self._cond:
             self.state = new_state
-            if error is not None:
-                self._append(Event("error", error.as_dict()))
-            self._append(Event("done", done))
+            for closing in self.closing:
+                self._append(closing)
         self._registry._retire(self)
         return True
 
@@ -164,6 +171,26 @@ class Run:
     @property
     def status(self) -> str:
         return self._final or self.state
+
+    def add_listener(self) -> None:
+        with self._cond:
+            self._listeners += 1
+
+    def remove_listener(self, grace: float) -> None:
+        """A listener left; with nobody left after `grace` seconds, cancel the run."""
+        with self._cond:
+            self._listeners -= 1
+            if self._listeners > 0 or self._final:
+                return
+        timer = threading.Timer(grace, self._abandon_if_alone)
+        timer.daemon = True
+        timer.start()
+
+    def _abandon_if_alone(self) -> None:
+        with self._cond:
+            if self._listeners > 0:
+                return
+        self.cancel("client_gone")
 
     def _append(self, event: Event) -> None:
         self.events.append(event)

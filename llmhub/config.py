@@ -126,6 +126,9 @@ SCHEMA = [
     Key("context", "summary_trigger_tokens", _int(256, 10_000_000), "6144",
         env=("SUMMARY_TRIGGER_TOKENS",)),
     Key("context", "keep_recent_tokens", _int(0, 10_000_000), "2048"),
+    Key("responses", "keep_count", _int(1, 100_000_000), "1000"),
+    Key("responses", "keep_days", _float(0.001, 36500), "7"),
+    Key("responses", "resume_grace_seconds", _float(0, 3600), "15"),
     Key("mock", "chunk_delay_seconds", _float(0, 60), "0.2"),
     Key("mock", "min_chunks", _int(1, 10000), "5"),
     Key("mock", "max_chunks", _int(1, 10000), "10"),
@@ -170,6 +173,7 @@ class Config:
     upstreams: tuple          # of UpstreamConfig; the first is the default upstream
     models: dict
     context: dict
+    responses: dict
     mock: dict
     providers: dict
     aliases: dict = field(default_factory=dict)
@@ -208,7 +212,8 @@ def load_config(flags: dict | None = None, env: dict | None = None,
     config = Config(
         server=sections["server"],
         upstreams=_upstreams(parser, sections["upstream"], source),
-        models=sections["models"], context=sections["context"], mock=sections["mock"],
+        models=sections["models"], context=sections["context"],
+        responses=sections["responses"], mock=sections["mock"],
         providers=sections["providers"],
         aliases=_aliases(parser), fallbacks=_fallbacks(parser), pipes=_pipes(parser, source),
         source=source,
@@ -391,6 +396,7 @@ def redacted(config: Config) -> dict:
         "upstreams": [section({f.name: getattr(u, f.name) for f in fields(u)})
                       for u in config.upstreams],
         "models": dict(config.models), "context": dict(config.context),
+        "responses": dict(config.responses),
         "mock": dict(config.mock), "providers": section(config.providers),
         "aliases": dict(config.aliases),
         "fallbacks": {k: list(v) for k, v in config.fallbacks.items()},

@@ -6,7 +6,10 @@ whenever the upstream sends it, and estimates are marked as such wherever they a
 input budget and summaries belong there.
 """
 
-__all__ = ["estimate_tokens", "estimate_messages", "build_input", "to_upstream"]
+from llmhub.errors import BadRequest
+
+__all__ = ["estimate_tokens", "estimate_messages", "message_tokens", "build_input",
+           "to_upstream", "split_for_summary", "SUMMARY_PREFIX"]
 
 CHARS_PER_TOKEN = 4   # the usual rule of thumb for English; Cyrillic runs a little denser
 
@@ -26,18 +29,57 @@ def estimate_messages(messages: list) -> int:
     return total
 
 
-def build_input(system: str | None, history: list[dict], new: list[dict]) -> list[dict]:
-    """System prompt, then the thread's history, then the new turn, as OpenAI messages.
+SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
 
-    Today the whole history goes upstream; the context budget will cut here. An assistant
-    turn that failed before saying anything is kept in the thread but not sent.
+
+def message_tokens(message: dict) -> int:
+    return estimate_messages([message])
+
+
+def build_input(system: str | None, history: list[dict], new: list[dict],
+                summary: dict | None = None, budget: int | None = None) -> tuple[list, dict]:
+    """The upstream messages for a turn, and a report of what went in and what did not.
+
+    Order: system prompt, thread summary, the newest history that fits `budget`, the new
+    turn. History is cut from the oldest end, so what is sent is always a contiguous recent
+    window. An assistant turn that failed before saying anything stays in the thread but is
+    never sent. With no budget, everything goes. A new turn that alone exceeds the budget is
+    a 400 with the numbers.
     """
-    messages = [{"role": "system", "content": system}] if system else []
-    messages += [to_upstream(m) for m in history
-                 if m["role"] != "assistant" or m["content"] or m["tool_calls"]]
-    return messages + [to_upstream(m) for m in new]
+    head = [{"role": "system", "content": system}] if system else []
+    turn = [to_upstream(m) for m in new]
+    fixed = estimate_messages(head + turn)
+    if budget is not None and fixed > budget:
+        raise BadRequest(f"The new turn needs about {fixed} tokens (system prompt and input), "
+                         f"over the input budget of {budget} tokens ([context] "
+                         "max_input_tokens)", param="input", code="context_length_exceeded")
+    if summary:
+        note = {"role": "system", "content": SUMMARY_PREFIX + summary["text"]}
+        if budget is None or fixed + message_tokens(note) <= budget:
+            head, fixed = head + [note], fixed + message_tokens(note)
+        else:
+            summary = None
+    sendable = [m for m in history if m["role"] != "assistant" or m["content"] or
+                m["tool_calls"]]
+    kept, used = _newest_that_fit(sendable, fixed, budget)
+    report = {"max_input_tokens": budget, "input_tokens": used,
+              "history_tokens": sum(message_tokens(m) for m in history),
+              "messages": {"included": len(kept), "dropped": len(sendable) - len(kept),
+                           "new": len(new)},
+              "summarised": {"upto_seq": summary["upto_seq"], "tokens": summary["tokens"]}
+              if summary else None}
+    return head + [to_upstream(m) for m in kept] + turn, report
 
 
+def _newest_that_fit(history: list[dict], used: int, budget: int | None):
+    kept = []
+    for message in reversed(history):
+        tokens = message_tokens(message)
+        if budget is not None and used + tokens > budget:
+            break
+        kept.append(message)
+        used += tokens
+    return kept[::-1], used
 def to_upstream(message: dict) -> dict:
     """A stored (or normalised) message as the upstream wants it: no empty optional fields."""
     out = {"role": message["role"], "content": message["content"]}
@@ -45,3 +87,12 @@ def to_upstream(message: dict) -> dict:
         if message.get(field):
             out[field] = message[field]
     return out
+
+
+def split_for_summary(messages: list[dict], keep_recent: int) -> tuple[list, list]:
+    """(older part to summarise, newest tail of about `keep_recent` tokens kept verbatim)."""
+    cut, tail = len(messages), 0
+    while cut > 0 and tail + message_tokens(messages[cut - 1]) <= keep_recent:
+        cut -= 1
+        tail += message_tokens(messages[cut])
+    return messages[:cut], messages[cut:]

@@ -22,6 +22,7 @@ class Hub:
         self.version = __version__
         self.started = time.time()
         self.store = Store(config.server["db_path"])
+        self.store.fail_interrupted_responses()   # their runs died with the last process
         self.registry = Registry()
         self.upstreams = make_upstreams(config)
         self.engine = Engine(config, self.upstreams, self.registry, self.store)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from llmhub.cancellation import CANCELLED, FINAL, Registry, Run
 from llmhub.config import Config
-from llmhub.context import build_input, estimate_messages, estimate_tokens
+from llmhub.context import (build_input, estimate_messages, estimate_tokens, message_tokens,
+                            split_for_summary)
 from llmhub.errors import BadRequest, HubError, UpstreamError
 from llmhub.threads import Store
 
@@ -41,6 +42,9 @@ class ChatRequest:
     system: str | None = None
     thread_id: str | None = None
     persist: bool = False
+    budget: bool = False                         # apply [context] max_input_tokens
+    keep_response: bool = False                  # record it in the responses table
+    metadata: dict = field(default_factory=dict) # the client's, kept with the response
     upstream_key: str | None = None              # replaces the upstream's api_key (LB-LLM-Key)
 
 
@@ -100,6 +104,8 @@ class Engine:
         self.default_upstream = next(iter(upstreams.values()))
         self.workers = Workers()
         self._listed: dict[str, tuple[float, list]] = {}
+        self._summarising: set[str] = set()
+        self._summarising_lock = threading.Lock()
 
     # -- model resolution --------------------------------------------------------------------
     def alias_chain(self, name: str) -> list[str]:
@@ -147,8 +153,11 @@ class Engine:
         targets = self.resolve(request.model)
         run = self.registry.create(request.run_id, dialect=request.dialect,
                                    requested_model=request.model, model=targets[0].model)
+        run.provider = targets[0].upstream.provider
         try:
             messages = self._input(run, request)
+            if request.keep_response:
+                self._keep_response(run, request)
         except BaseException as exc:
             run.finish("fail", error=exc if isinstance(exc, HubError) else None)
             raise
@@ -159,12 +168,25 @@ class Engine:
 
     def _input(self, run: Run, request: ChatRequest) -> list:
         """The messages the upstream gets; for a persisted turn, store it first."""
+        budget = self.config.context["max_input_tokens"] if request.budget else None
         if not request.persist:
-            system = [{"role": "system", "content": request.system}] if request.system else []
-            return system + request.messages
-        run.thread_id, history = self.store.begin_turn(request.thread_id, request.messages)
+            if not request.budget:
+                system = [{"role": "system", "content": request.system}] if request.system \
+                    else []
+                return system + request.messages
+            messages, run.context = build_input(request.system, [], request.messages,
+                                                budget=budget)
+            return messages
+        planned = {}
+
+        def plan(history, summary):   # inside the write: an over-budget turn stores nothing
+            planned["messages"], run.context = build_input(request.system, history,
+                                                           request.messages, summary, budget)
+
+        run.thread_id, _, _ = self.store.begin_turn(request.thread_id, request.messages, plan)
         run.on_finish(self._record_reply)
-        return build_input(request.system, history, request.messages)
+        run.on_finish(self._summary_if_due)
+        return planned["messages"]
 
     def _record_reply(self, run: Run) -> None:
         """Store what the model said, even partial, with the run's status (a finish hook)."""
@@ -180,6 +202,67 @@ class Engine:
             "tool_call_id": None, "tool_calls": message.get("tool_calls", []),
             "attachments": [], "metadata": metadata},
             tokens=(run.usage or {}).get("output_tokens"))
+
+    # -- summaries (DESIGN §7) ----------------------------------------------------------------
+    def _summary_if_due(self, run: Run) -> None:
+        """A finish hook: schedule a summary once the unsummarised tokens pass the trigger.
+
+        It runs in the background after the turn, so no response ever waits for it; the
+        turn that triggered it reports `summary_scheduled`, the next ones `summarised`.
+        """
+        context = run.context or {}
+        unsummarised = context.get("history_tokens", 0) + run.input_estimate + \
+            estimate_tokens(run.transcript.text)
+        if unsummarised > self.config.context["summary_trigger_tokens"]:
+            context["summary_scheduled"] = True
+            self.workers.submit(self.summarise, run.thread_id)
+
+    def summarise(self, thread_id: str) -> bool:
+        """Summarise a thread's older messages with [models] summary; True if one was stored."""
+        with self._summarising_lock:
+            if thread_id in self._summarising:
+                return False
+            self._summarising.add(thread_id)
+        try:
+            summary, messages = self.store.unsummarised(thread_id)
+            older, _ = split_for_summary(messages, self.config.context["keep_recent_tokens"])
+            if not older:
+                return False
+            run = self.start(ChatRequest(messages=summary_prompt(summary, older),
+                                         model=self.config.models["summary"] or None,
+                                         dialect="summary"))
+            run.wait(self.default_upstream.config.total_timeout_seconds)
+            text = run.transcript.text.strip()
+            if run.status != "completed" or not text:
+                log.warning("summary of thread %s failed: %s", thread_id,
+                            run.error.message if run.error else run.status)
+                return False
+            self.store.save_summary(thread_id, older[-1]["seq"], text, estimate_tokens(text))
+            return True
+        finally:
+            with self._summarising_lock:
+                self._summarising.discard(thread_id)
+
+    # -- responses (the responses dialect's record) ------------------------------------------
+    def _keep_response(self, run: Run, request: ChatRequest) -> None:
+        kept = self.config.responses
+        self.store.create_response({
+            "id": run.id, "thread_id": run.thread_id, "model": run.model,
+            "provider": run.provider, "status": "in_progress", "metadata": request.metadata,
+            "context": run.context or {}, "created_at": time.time()},
+            kept["keep_count"], kept["keep_days"] * 86400)
+        run.on_finish(self._finish_response)
+
+    def _finish_response(self, run: Run) -> None:
+        usage = run.usage or {"input_tokens": run.input_estimate,
+                              "output_tokens": estimate_tokens(run.transcript.text)}
+        self.store.finish_response(
+            run.id, status=run.status, output=run.transcript.text, model=run.model,
+            provider=run.provider, context=run.context or {},
+            usage={"input_tokens": usage["input_tokens"],
+                   "output_tokens": usage["output_tokens"],
+                   "total_tokens": usage["input_tokens"] + usage["output_tokens"]},
+            events=[slim(e) for e in run.events + run.closing])
 
     def _work(self, run: Run, body: dict, key: str | None, targets: list[Target]) -> None:
         failures = []
@@ -262,6 +345,33 @@ class Engine:
     def probe_all(self) -> list[dict]:
         return [{"name": u.name, "kind": u.kind, "base_url": u.base_url, **u.probe()}
                 for u in self.upstreams.values()]
+
+
+SUMMARY_INSTRUCTION = (
+    "Summarise the conversation below for your own later use. Keep every fact, name, number, "
+    "decision and open question; drop pleasantries. Write plain prose, at most a few "
+    "paragraphs, in the conversation's language.")
+
+
+def summary_prompt(previous: dict | None, messages: list[dict]) -> list[dict]:
+    lines = [f"Earlier summary: {previous['text']}"] if previous else []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        lines.append(f"{message['role']}: {content or ''}")
+    return [{"role": "system", "content": SUMMARY_INSTRUCTION},
+            {"role": "user", "content": "\n".join(lines)}]
+
+
+def slim(event) -> list:
+    """An event as stored for replay: deltas keep their text, not the raw upstream chunk."""
+    kind, data = event
+    if kind == "delta":
+        return [kind, {"text": data["text"]}]
+    if kind == "usage":
+        return [kind, {k: v for k, v in data.items() if k != "raw"}]
+    return [kind, data]
 
 
 def _usage(input_tokens: int, output_tokens: int, raw: dict | None, estimated=False) -> dict:

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from llmhub.dialects import langbase, openai, service
+from llmhub.dialects import langbase, openai, responses, service
 from llmhub.errors import MethodNotAllowed, NotFound
 
 __all__ = ["Route", "ROUTES", "match", "methods_for", "dialect_for", "not_found"]
@@ -57,6 +57,14 @@ ROUTES = [
           "Append messages (a bare array or {messages})"),
     Route("GET", "/v1/threads/{thread_id}/messages", langbase.list_messages, langbase,
           "A thread's messages, oldest first"),
+    Route("POST", "/responses", responses.create_response, responses,
+          "Create a response; ?stream=true (or \"stream\": true) for SSE events"),
+    Route("GET", "/responses/{response_id}", responses.get_response, responses,
+          "A stored response, finished or not"),
+    Route("POST", "/responses/{response_id}/cancel", responses.cancel_response, responses,
+          "Cancel a response (idempotent)"),
+    Route("GET", "/responses/{response_id}/events", responses.response_events, responses,
+          "A response's events after Last-Event-ID, then live until done"),
 ]
 
 

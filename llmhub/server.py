@@ -301,7 +301,10 @@ class Handler(BaseHTTPRequestHandler):
         self._run = run
         ping_every = self.server.hub.config.server["ping_interval_seconds"]
         poll = min(self.disconnect_poll, ping_every)
-        cursor, next_ping = 0, time.monotonic() + ping_every
+        cursor, next_ping = response.cursor, time.monotonic() + ping_every
+        resumable = renderer.resume_grace is not None
+        if resumable:
+            run.add_listener()
         with self.server.busy():
             try:
                 if renderer.eager:
@@ -320,15 +323,18 @@ class Handler(BaseHTTPRequestHandler):
                         if events[-1].kind == "done":
                             self.wfile.write(LAST_CHUNK)
                             return
-                        next_ping = time.monotonic() + ping_every
                     elif self.client_gone():
                         raise ConnectionResetError("client went away")
-                    elif time.monotonic() >= next_ping:
+                    if time.monotonic() >= next_ping:   # a steady beat from acceptance on
                         next_ping = time.monotonic() + ping_every
                         self._ping(response, renderer.ping())
             except CLIENT_GONE:
                 self.close_connection = True
-                run.cancel("client_gone")
+                if not resumable:
+                    run.cancel("client_gone")
+            finally:
+                if resumable:
+                    run.remove_listener(renderer.resume_grace)
 
     def _early_error(self, response: StreamResponse, event) -> HubError:
         """A run that failed before any byte went out: a real status, with the run's headers."""

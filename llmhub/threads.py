@@ -28,7 +28,8 @@ from pathlib import Path
 
 from llmhub.errors import BadRequest, Conflict, NotFound
 
-__all__ = ["Store", "MIGRATIONS", "normalise_message", "check_thread_id", "ROLES"]
+__all__ = ["Store", "MIGRATIONS", "normalise_message", "check_thread_id", "check_metadata",
+           "ROLES"]
 
 ROLES = ("system", "user", "assistant", "tool")
 THREAD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -51,8 +52,31 @@ def _create_threads_and_messages(conn: sqlite3.Connection) -> None:
         tokens INTEGER, created_at INTEGER NOT NULL, UNIQUE (thread_id, seq))""")
 
 
+def _create_summaries(conn: sqlite3.Connection) -> None:
+    # A summary covers a thread's messages up to and including upto_seq; the newest one is
+    # the one in use. Older ones are kept: they cost little and explain what was sent when.
+    conn.execute("""CREATE TABLE summaries (
+        thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+        upto_seq INTEGER NOT NULL, text TEXT NOT NULL, tokens INTEGER NOT NULL,
+        created_at INTEGER NOT NULL, PRIMARY KEY (thread_id, upto_seq))""")
+
+
+def _create_responses(conn: sqlite3.Connection) -> None:
+    # No foreign key to threads: a response outlives the deletion of its thread, as a
+    # record of what was answered. `events` is the run's event log, stored once at the end,
+    # so a finished response replays with the same event ids a live one had.
+    conn.execute("""CREATE TABLE responses (
+        id TEXT PRIMARY KEY, thread_id TEXT, model TEXT, provider TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL, output TEXT NOT NULL DEFAULT '', usage TEXT,
+        metadata TEXT NOT NULL DEFAULT '{}', context TEXT NOT NULL DEFAULT '{}',
+        events TEXT, created_at REAL NOT NULL, finished_at REAL)""")
+    conn.execute("CREATE INDEX responses_created ON responses (created_at)")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
+    ("create_summaries", _create_summaries),
+    ("create_responses", _create_responses),
 ]
 
 
@@ -222,27 +246,96 @@ class Store:
                 conn.execute("COMMIT")
         return [_message(row) for row in rows]
 
-    def begin_turn(self, thread_id: str | None, messages: list) -> tuple[str, list[dict]]:
-        """Store a turn's input messages; return (thread id, the history before them).
+    def begin_turn(self, thread_id: str | None, messages: list,
+                   check=None) -> tuple[str, list[dict], dict | None]:
+        """Store a turn's input; return (thread id, the history before it, latest summary).
 
         No thread id: a new thread is created. An unknown id is a 404, not a new thread:
-        a typo must not silently start an empty conversation.
+        a typo must not silently start an empty conversation. History messages carry their
+        `seq`, and only those after the summary's `upto_seq` are read. `check(history,
+        summary)` may raise to refuse the turn before anything is written.
         """
         with self.write_tx() as tx:
             if thread_id is None:
                 thread_id = self._create_thread_tx(tx, None, {})["id"]
-                history = []
+                history, summary = [], None
             else:
                 self._require_thread_tx(tx, thread_id)
-                history = [_message(row) for row in tx.execute(
-                    "SELECT * FROM messages WHERE thread_id = ? ORDER BY seq", (thread_id,))]
+                summary = self._summary_tx(tx, thread_id)
+                history = [dict(_message(row), seq=row["seq"]) for row in tx.execute(
+                    "SELECT * FROM messages WHERE thread_id = ? AND seq > ? ORDER BY seq",
+                    (thread_id, summary["upto_seq"] if summary else 0))]
+            if check is not None:
+                check(history, summary)
             self._append_tx(tx, thread_id, messages)
-        return thread_id, history
+        return thread_id, history, summary
 
     def record_reply(self, thread_id: str, message: dict, tokens: int | None = None) -> dict:
         """Store an assistant reply (complete or partial: its status is in its metadata)."""
         with self.write_tx() as tx:
             return self._append_tx(tx, thread_id, [message], tokens)[0]
+
+    # -- summaries ---------------------------------------------------------------------------
+    def unsummarised(self, thread_id: str) -> tuple[dict | None, list[dict]]:
+        """The latest summary and the messages after it, oldest first (with `seq`)."""
+        with self._connection() as conn:
+            summary = self._summary_tx(conn, thread_id)
+            rows = conn.execute("SELECT * FROM messages WHERE thread_id = ? AND seq > ? "
+                                "ORDER BY seq", (thread_id, summary["upto_seq"] if summary
+                                                 else 0)).fetchall()
+        return summary, [dict(_message(row), seq=row["seq"]) for row in rows]
+
+    def save_summary(self, thread_id: str, upto_seq: int, text: str, tokens: int) -> None:
+        with self.write_tx() as tx:
+            tx.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?)",
+                       (thread_id, upto_seq, text, tokens, int(time.time())))
+
+    def _summary_tx(self, tx, thread_id: str) -> dict | None:
+        row = tx.execute("SELECT upto_seq, text, tokens FROM summaries WHERE thread_id = ? "
+                         "ORDER BY upto_seq DESC LIMIT 1", (thread_id,)).fetchone()
+        return dict(row) if row else None
+
+    # -- responses ---------------------------------------------------------------------------
+    def create_response(self, record: dict, keep_count: int, keep_seconds: float) -> None:
+        """Insert a response (status in_progress) and prune beyond the retention bounds."""
+        with self.write_tx() as tx:
+            tx.execute("INSERT INTO responses (id, thread_id, model, provider, status, "
+                       "metadata, context, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (record["id"], record["thread_id"], record["model"],
+                        _json(record["provider"]), record["status"],
+                        _json(record["metadata"]), _json(record["context"]),
+                        record["created_at"]))
+            tx.execute("DELETE FROM responses WHERE created_at < ? OR id IN (SELECT id FROM "
+                       "responses ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
+                       (time.time() - keep_seconds, keep_count))
+
+    def finish_response(self, response_id: str, **fields) -> None:
+        """Record a response's end: status, output, usage, model, provider, context, events."""
+        encoded = {k: _json(v) if k in ("usage", "provider", "context", "events") else v
+                   for k, v in fields.items()}
+        encoded["finished_at"] = time.time()
+        with self.write_tx() as tx:
+            tx.execute(f"UPDATE responses SET {', '.join(f'{k} = ?' for k in encoded)} "
+                       "WHERE id = ?", (*encoded.values(), response_id))
+
+    def get_response(self, response_id: str) -> dict | None:
+        rows = self._read("SELECT * FROM responses WHERE id = ?", (response_id,))
+        if not rows:
+            return None
+        row = dict(rows[0])
+        for key in ("provider", "usage", "metadata", "context", "events"):
+            row[key] = json.loads(row[key]) if row[key] is not None else None
+        return row
+
+    def oldest_response_time(self) -> float | None:
+        rows = self._read("SELECT MIN(created_at) FROM responses")
+        return rows[0][0] if rows else None
+
+    def fail_interrupted_responses(self) -> int:
+        """At startup: responses a previous process left in progress can never finish."""
+        with self.write_tx() as tx:
+            return tx.execute("UPDATE responses SET status = 'failed', finished_at = ? "
+                              "WHERE status = 'in_progress'", (time.time(),)).rowcount
 
     def health(self) -> dict:
         try:

@@ -147,7 +147,7 @@ def test_store_survives_a_restart_and_migrations_are_recorded(tmp_path):
     again = Store(tmp_path / "db" / "hub.db")          # migrations do not run twice
     assert again.get_thread("kept")["metadata"] == {"k": "v"}
     assert [m["content"] for m in again.list_messages("kept")] == ["x"]
-    names = [r["name"] for r in again._read("SELECT name FROM migrations")]
+    names = [r["name"] for r in again._read("SELECT name FROM migrations ORDER BY rowid")]
     assert names == [name for name, _ in MIGRATIONS]
     mode = again._read("PRAGMA journal_mode")[0][0]
     assert mode == "wal"

@@ -69,7 +69,7 @@ def run_pipe(request):
     run = request.hub.engine.start(ChatRequest(
         messages=messages, model=body.get("model") or pipe.model or None, params=params,
         dialect="langbase", run_id=request.run_id(), system=system, thread_id=thread_id,
-        persist=True, upstream_key=llm_key(request, body)))
+        persist=True, budget=True, upstream_key=llm_key(request, body)))
     headers = {"lb-thread-id": run.thread_id}
     if body.get("stream"):
         return StreamResponse(run, PipeStream(run), headers)

@@ -1,0 +1,239 @@
+"""The Local Responses Hub (`/responses`), after the seed of that name (DESIGN §9).
+
+Wire rules kept here:
+- a stream is SSE with `event:` names meta, delta, usage, done, ping and error, their fields
+  exactly as the seed gives them; `meta` goes out before the upstream answers;
+- every event has an `id:`, its position in the run's event log (meta is 0, a ping repeats
+  the last position), so `Last-Event-ID` says exactly where to resume and nothing is lost;
+- a client that drops a stream does not cancel the run at once: it may re-attach with
+  `GET /responses/{id}/events` within `[responses] resume_grace_seconds`;
+- response ids are `resp_<UUIDv7>`: the id carries its creation time, so a response gone
+  from the store can be told apart as expired (410) or unknown (404);
+- errors are `{"error": {"message", "code"}}`.
+"""
+
+import os
+import time
+import uuid
+
+from llmhub.cancellation import Event
+from llmhub.dialects.checks import check_int, check_number, check_type
+from llmhub.dialects.service import utc_now
+from llmhub.errors import BadRequest, Gone, HubError, NotFound
+from llmhub.pipes import ChatRequest
+from llmhub.threads import check_thread_id, normalise_message
+from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
+
+__all__ = ["error_body", "create_response", "get_response", "cancel_response",
+           "response_events", "ResponseStream", "new_response_id"]
+
+
+def error_body(error: HubError) -> dict:
+    return {"error": {"message": error.message, "code": error.code}}
+
+
+# --- ids -------------------------------------------------------------------------------------
+
+def new_response_id() -> str:
+    """resp_ + a UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits."""
+    millis = int(time.time() * 1000)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | \
+        (0b10 << 62) | (rand & ((1 << 62) - 1))
+    return "resp_" + str(uuid.UUID(int=value))
+
+
+def created_at(response_id: str) -> float | None:
+    """When a response id was minted, if it is one of ours."""
+    try:
+        value = uuid.UUID(response_id.removeprefix("resp_"))
+    except ValueError:
+        return None
+    return (value.int >> 80) / 1000 if value.version == 7 else None
+
+
+# --- POST /responses -------------------------------------------------------------------------
+
+def create_response(request):
+    body = request.json_object()
+    chat = parse_request(body)
+    chat.run_id = new_response_id()
+    run = request.hub.engine.start(chat)
+    if body.get("stream") or request.query.get("stream", "").lower() in ("1", "true", "yes"):
+        renderer = ResponseStream(run_meta(run),
+                                  request.hub.config.responses["resume_grace_seconds"])
+        return StreamResponse(run, renderer)
+    return RunResponse(run, lambda run: finished(request.hub, run))
+
+
+def parse_request(body: dict) -> ChatRequest:
+    check_type(body, "model", str, "a string")
+    check_type(body, "system", str, "a string")
+    check_type(body, "metadata", dict, "an object")
+    check_type(body, "create_thread", bool, "true or false")
+    check_type(body, "stream", bool, "true or false")
+    check_number(body, "temperature", 0, 2)
+    check_number(body, "top_p", 0, 1)
+    check_int(body, "max_output_tokens", 1)
+    check_type(body, "stop", (str, list), "a string or a list of strings")
+    thread_id = body.get("thread_id")
+    if thread_id is not None:
+        check_thread_id(thread_id, "thread_id")
+    params = {k: body[k] for k in ("temperature", "top_p", "stop") if body.get(k) is not None}
+    if body.get("max_output_tokens") is not None:
+        params["max_tokens"] = body["max_output_tokens"]
+    return ChatRequest(messages=parse_input(body.get("input")), model=body.get("model"),
+                       params=params, dialect="responses", system=body.get("system"),
+                       thread_id=thread_id,
+                       persist=thread_id is not None or bool(body.get("create_thread")),
+                       budget=True, keep_response=True, metadata=body.get("metadata") or {})
+
+
+def parse_input(value) -> list[dict]:
+    if isinstance(value, str) and value.strip():
+        return [normalise_message({"role": "user", "content": value}, "input")]
+    if isinstance(value, list) and value:
+        return [normalise_message(m, f"input[{i}]") for i, m in enumerate(value)]
+    raise BadRequest("'input' is required: a string, or a list of {role, content}",
+                     param="input", code="missing_field" if value is None else "invalid_type")
+
+
+# --- stored responses ------------------------------------------------------------------------
+
+def find(hub, response_id: str) -> dict:
+    """The stored record, or the clearest reason there is none."""
+    record = hub.store.get_response(response_id)
+    if record is not None:
+        return record
+    minted = created_at(response_id)
+    oldest = hub.store.oldest_response_time()
+    keep = hub.config.responses
+    if minted is not None and (minted < time.time() - keep["keep_days"] * 86400 or
+                               oldest is None or minted < oldest):
+        raise Gone(f"Response {response_id} has expired: responses are kept "
+                   f"{keep['keep_days']:g} days, {keep['keep_count']} at most",
+                   code="response_expired")
+    raise NotFound(f"No response with id {response_id!r}", code="response_not_found")
+
+
+def body(hub, response_id: str) -> dict:
+    """A response as the seed shapes it, from the store (and the live run's text, if any)."""
+    record = find(hub, response_id)
+    live = hub.registry.get(response_id)
+    out = {"id": record["id"], "object": "response", "created": int(record["created_at"]),
+           "model": record["model"], "provider": record["provider"],
+           "status": record["status"],
+           "output_text": live.transcript.text if live else record["output"],
+           "usage": record["usage"],
+           "metadata": {"thread_id": record["thread_id"], **record["metadata"]},
+           "context": record["context"]}
+    error = failure(record)
+    if error is not None:
+        out["error"] = {"message": error.message, "code": error.code}
+    return out
+
+
+def failure(record: dict) -> HubError | None:
+    errors = [data for kind, data in record["events"] or () if kind == "error"]
+    return HubError.from_dict(errors[-1]) if record["status"] == "failed" and errors else None
+
+
+def finished(hub, run) -> JSONResponse:
+    """The non-streaming reply: the stored response, or its error with a real status."""
+    error = failure(find(hub, run.id))
+    if error is not None:
+        raise error
+    return JSONResponse(body(hub, run.id))
+
+
+def get_response(request, response_id: str) -> JSONResponse:
+    return JSONResponse(body(request.hub, response_id))
+
+
+def cancel_response(request, response_id: str) -> JSONResponse:
+    hub = request.hub
+    run = hub.registry.get(response_id)
+    status = run.cancel("cancelled") if run else find(hub, response_id)["status"]
+    return JSONResponse({"id": response_id, "status": status})
+
+
+def response_events(request, response_id: str):
+    """Replay a response's events after Last-Event-ID, then follow it live until done."""
+    hub = request.hub
+    after = request.headers.get("Last-Event-ID", request.query.get("last_event_id"))
+    try:
+        cursor = int(after) if after not in (None, "") else 0
+    except ValueError:
+        raise BadRequest("Last-Event-ID must be a whole number", param="Last-Event-ID") from None
+    run = hub.registry.get(response_id)
+    if run is None:
+        run = Replay(find(hub, response_id))
+    grace = None if isinstance(run, Replay) else hub.config.responses["resume_grace_seconds"]
+    renderer = ResponseStream(run_meta(run), grace, cursor=cursor, with_meta=after is None)
+    return StreamResponse(run, renderer, cursor=cursor)
+
+
+class Replay:
+    """A finished response's stored events, read the way a live run is read."""
+
+    def __init__(self, record: dict) -> None:
+        self.id, self.created = record["id"], int(record["created_at"])
+        self.model, self.provider, self.status = record["model"], record["provider"], \
+            record["status"]
+        self.usage, self.cancel_reason = record["usage"], None   # what the request log reads
+        events = [Event(kind, data) for kind, data in record["events"] or ()]
+        if not events or events[-1].kind != "done":   # a process died mid-run
+            events.append(Event("done", {"status": self.status}))
+        self.events = events
+
+    def read(self, cursor: int, timeout: float) -> list:
+        return self.events[cursor:]
+
+    def cancel(self, reason: str = "") -> str:
+        return self.status
+
+
+# --- the stream ------------------------------------------------------------------------------
+
+def run_meta(run) -> dict:
+    return {"id": run.id, "created": run.created, "model": run.model,
+            "provider": run.provider, "status": "in_progress"}
+
+
+class ResponseStream(StreamRenderer):
+    """Renders run events as the seed's meta/delta/usage/done/ping/error SSE events."""
+
+    eager = True   # meta goes out before the upstream answers
+
+    def __init__(self, meta: dict, resume_grace: float | None, cursor: int = 0,
+                 with_meta: bool = True) -> None:
+        self.meta = meta
+        self.resume_grace = resume_grace
+        self.position = cursor
+        self.with_meta = with_meta
+
+    def opening(self, run) -> bytes:
+        return sse(self.meta, event="meta", id=0) if self.with_meta else b""
+
+    def ping(self) -> bytes:
+        return sse({"ts": utc_now()}, event="ping", id=self.position)
+
+    def render(self, event) -> bytes:
+        self.position += 1
+        kind, data = event
+        if kind == "delta" and data["text"]:
+            return self._event("delta", {"index": 0, "type": "output_text.delta",
+                                         "text": data["text"]})
+        if kind == "usage":
+            return self._event("usage", {"input_tokens": data["input_tokens"],
+                                         "output_tokens": data["output_tokens"],
+                                         "total_tokens": data["input_tokens"] +
+                                         data["output_tokens"]})
+        if kind == "error":
+            return self._event("error", {"message": data["message"]})
+        if kind == "done":
+            return self._event("done", {"status": data["status"]})
+        return b""
+
+    def _event(self, name: str, data: dict) -> bytes:
+        return sse(data, event=name, id=self.position)
