@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, unquote
 
 from llmhub import __version__, routes
 from llmhub.dialects import service
-from llmhub.errors import BadRequest, HubError, Unauthorized
+from llmhub.errors import BadRequest, HubError, Unauthorized, UnsupportedMediaType
 from llmhub.wire import (LAST_CHUNK, JSONResponse, RunResponse, StreamResponse, chunk,
                          decode_json, json_bytes, read_body)
 
@@ -59,8 +59,21 @@ class Request:
 
     def json(self):
         if self._json is None:
-            self._json = decode_json(self.body)
+            self._json = decode_json(self._utf8_body())
         return self._json
+
+    def _utf8_body(self) -> bytes:
+        """The body as UTF-8; a declared other charset (older PowerShell) is honoured."""
+        charset = (self.headers.get_content_charset() or "utf-8").lower().replace("_", "-")
+        if charset in ("utf-8", "utf8"):
+            return self.body
+        try:
+            return self.body.decode(charset).encode("utf-8")
+        except LookupError:
+            raise UnsupportedMediaType(f"Unknown charset {charset!r}; send UTF-8") from None
+        except UnicodeDecodeError:
+            raise BadRequest(f"Request body is not valid {charset}",
+                             code="invalid_encoding") from None
 
     def json_object(self) -> dict:
         body = self.json()
@@ -230,7 +243,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- JSON responses ----------------------------------------------------------------------
     def send_json(self, status: int, body, headers: dict | None = None) -> None:
-        payload = json_bytes(body)
+        payload = b"" if status == 204 else json_bytes(body)
         self._begin(status, headers)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))

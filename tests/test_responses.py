@@ -290,3 +290,24 @@ def test_powershell_bodies_work(hub, fake):
         status, _, reply = call(hub.url, "POST", "/responses", payload)
         assert status == 200 and reply["metadata"]["thread_id"]
     assert fake.chat_requests()[-1].body["messages"][-1]["content"] == "Скажи привет"
+
+
+def test_event_source_reconnecting_after_done_is_told_to_stop(hub):
+    conn, response = open_stream(hub.url, "/responses?stream=true", {"model": "m",
+                                                                     "input": "Hi"})
+    events = parse_sse(response.read())
+    conn.close()
+    status, headers, _ = call(hub.url, "GET", f"/responses/{events[0]['data']['id']}/events",
+                              headers={"Last-Event-ID": events[-1]["id"]})
+    assert status == 204     # EventSource stops reconnecting on 204 No Content
+
+
+def test_a_declared_charset_is_honoured(hub, fake):
+    body = '{"model": "m", "input": "Привет"}'.encode("cp1251")
+    status, _, _ = call(hub.url, "POST", "/responses", body,
+                        headers={"Content-Type": "application/json; charset=windows-1251"})
+    assert status == 200
+    assert fake.chat_requests()[-1].body["messages"][-1]["content"] == "Привет"
+    status, _, error = call(hub.url, "POST", "/responses", body,
+                            headers={"Content-Type": "application/json; charset=klingon"})
+    assert status == 415 and "klingon" in error["error"]["message"]

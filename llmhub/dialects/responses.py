@@ -168,6 +168,10 @@ def response_events(request, response_id: str):
     run = hub.registry.get(response_id)
     if run is None:
         run = Replay(find(hub, response_id))
+        if after is not None and cursor >= len(run.events):
+            # All sent already. 204 is what tells an EventSource to stop reconnecting
+            # (WHATWG HTML, server-sent events, "204 No Content").
+            return JSONResponse(None, status=204)
     grace = None if isinstance(run, Replay) else hub.config.responses["resume_grace_seconds"]
     renderer = ResponseStream(run_meta(run), grace, cursor=cursor, with_meta=after is None)
     return StreamResponse(run, renderer, cursor=cursor)
