@@ -9,7 +9,7 @@ input budget and summaries belong there.
 from llmhub.errors import BadRequest
 
 __all__ = ["estimate_tokens", "estimate_messages", "message_tokens", "build_input",
-           "to_upstream", "split_for_summary", "SUMMARY_PREFIX"]
+           "window_for", "to_upstream", "split_for_summary", "SUMMARY_PREFIX"]
 
 CHARS_PER_TOKEN = 4   # the usual rule of thumb for English; Cyrillic runs a little denser
 
@@ -36,15 +36,22 @@ def message_tokens(message: dict) -> int:
     return estimate_messages([message])
 
 
+def window_for(budget: int | None) -> int | None:
+    """The most history messages a budget could hold (each costs at least 4 tokens)."""
+    return None if budget is None else budget // 4 + 1
+
+
 def build_input(system: str | None, history: list[dict], new: list[dict],
-                summary: dict | None = None, budget: int | None = None) -> tuple[list, dict]:
+                summary: dict | None = None, budget: int | None = None,
+                totals: dict | None = None) -> tuple[list, dict]:
     """The upstream messages for a turn, and a report of what went in and what did not.
 
     Order: system prompt, thread summary, the newest history that fits `budget`, the new
     turn. History is cut from the oldest end, so what is sent is always a contiguous recent
     window. An assistant turn that failed before saying anything stays in the thread but is
     never sent. With no budget, everything goes. A new turn that alone exceeds the budget is
-    a 400 with the numbers.
+    a 400 with the numbers. `history` may be only the newest part of what is unsummarised;
+    `totals` ({messages, tokens}) then describes all of it.
     """
     head = [{"role": "system", "content": system}] if system else []
     turn = [to_upstream(m) for m in new]
@@ -62,10 +69,13 @@ def build_input(system: str | None, history: list[dict], new: list[dict],
     sendable = [m for m in history if m["role"] != "assistant" or m["content"] or
                 m["tool_calls"]]
     kept, used = _newest_that_fit(sendable, fixed, budget)
+    totals = totals or {"messages": len(history),
+                        "tokens": sum(message_tokens(m) for m in history)}
+    unread = totals["messages"] - len(history)     # older than the window: never read
     report = {"max_input_tokens": budget, "input_tokens": used,
-              "history_tokens": sum(message_tokens(m) for m in history),
-              "messages": {"included": len(kept), "dropped": len(sendable) - len(kept),
-                           "new": len(new)},
+              "history_tokens": totals["tokens"],
+              "messages": {"included": len(kept),
+                           "dropped": unread + len(sendable) - len(kept), "new": len(new)},
               "summarised": {"upto_seq": summary["upto_seq"], "tokens": summary["tokens"]}
               if summary else None}
     return head + [to_upstream(m) for m in kept] + turn, report

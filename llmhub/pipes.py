@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from llmhub.cancellation import CANCELLED, FINAL, Registry, Run
 from llmhub.config import Config
 from llmhub.context import (build_input, estimate_messages, estimate_tokens, message_tokens,
-                            split_for_summary)
+                            split_for_summary, window_for)
 from llmhub.errors import BadRequest, HubError, UpstreamError
 from llmhub.threads import Store
 
@@ -179,11 +179,12 @@ class Engine:
             return messages
         planned = {}
 
-        def plan(history, summary):   # inside the write: an over-budget turn stores nothing
-            planned["messages"], run.context = build_input(request.system, history,
-                                                           request.messages, summary, budget)
+        def plan(history, summary, totals):   # inside the write: an over-budget turn stores nothing
+            planned["messages"], run.context = build_input(
+                request.system, history, request.messages, summary, budget, totals)
 
-        run.thread_id, _, _ = self.store.begin_turn(request.thread_id, request.messages, plan)
+        run.thread_id, _, _ = self.store.begin_turn(request.thread_id, request.messages, plan,
+                                                    window_for(budget))
         run.on_finish(self._record_reply)
         run.on_finish(self._summary_if_due)
         return planned["messages"]
@@ -224,8 +225,7 @@ class Engine:
                 return False
             self._summarising.add(thread_id)
         try:
-            summary, messages = self.store.unsummarised(thread_id)
-            older, _ = split_for_summary(messages, self.config.context["keep_recent_tokens"])
+            older, summary = self._to_summarise(thread_id)
             if not older:
                 return False
             run = self.start(ChatRequest(messages=summary_prompt(summary, older),
@@ -242,6 +242,26 @@ class Engine:
         finally:
             with self._summarising_lock:
                 self._summarising.discard(thread_id)
+
+    def _to_summarise(self, thread_id: str) -> tuple[list[dict], dict | None]:
+        """The oldest unsummarised messages, short of the recent tail, within one budget.
+
+        A huge backlog (an imported thread) is summarised a budget's worth at a time, each
+        pass folding the previous summary in, rather than in one enormous request.
+        """
+        context = self.config.context
+        chunk_budget = context["max_input_tokens"] * 3 // 4
+        summary, oldest, newest = self.store.summary_source(
+            thread_id, window_for(chunk_budget), window_for(context["keep_recent_tokens"]))
+        _, tail = split_for_summary(newest, context["keep_recent_tokens"])
+        tail_start = tail[0]["seq"] if tail else float("inf")
+        chunk, used = [], estimate_tokens(summary["text"]) if summary else 0
+        for message in oldest:
+            used += message_tokens(message)
+            if message["seq"] >= tail_start or (chunk and used > chunk_budget):
+                break
+            chunk.append(message)
+        return chunk, summary
 
     # -- responses (the responses dialect's record) ------------------------------------------
     def _keep_response(self, run: Run, request: ChatRequest) -> None:

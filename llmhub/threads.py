@@ -246,27 +246,28 @@ class Store:
                 conn.execute("COMMIT")
         return [_message(row) for row in rows]
 
-    def begin_turn(self, thread_id: str | None, messages: list,
-                   check=None) -> tuple[str, list[dict], dict | None]:
-        """Store a turn's input; return (thread id, the history before it, latest summary).
+    def begin_turn(self, thread_id: str | None, messages: list, check=None,
+                   window: int | None = None) -> tuple[str, list[dict], dict | None]:
+        """Store a turn's input; return (thread id, recent history, latest summary).
 
-        No thread id: a new thread is created. An unknown id is a 404, not a new thread:
-        a typo must not silently start an empty conversation. History messages carry their
-        `seq`, and only those after the summary's `upto_seq` are read. `check(history,
-        summary)` may raise to refuse the turn before anything is written.
+        No thread id: a new thread is created. An unknown id is a 404, not a new thread: a
+        typo must not silently start an empty conversation. Only messages after the
+        summary are read, and at most the newest `window` of them (each carries its `seq`).
+        `check(history, summary, totals)` may raise to refuse the turn before anything is
+        written; `totals` counts every unsummarised message and estimates their tokens.
         """
         with self.write_tx() as tx:
             if thread_id is None:
                 thread_id = self._create_thread_tx(tx, None, {})["id"]
-                history, summary = [], None
+                history, summary, totals = [], None, {"messages": 0, "tokens": 0}
             else:
                 self._require_thread_tx(tx, thread_id)
                 summary = self._summary_tx(tx, thread_id)
-                history = [dict(_message(row), seq=row["seq"]) for row in tx.execute(
-                    "SELECT * FROM messages WHERE thread_id = ? AND seq > ? ORDER BY seq",
-                    (thread_id, summary["upto_seq"] if summary else 0))]
+                after = summary["upto_seq"] if summary else 0
+                history = self._messages_tx(tx, thread_id, after, window, newest=True)
+                totals = self._totals_tx(tx, thread_id, after)
             if check is not None:
-                check(history, summary)
+                check(history, summary, totals)
             self._append_tx(tx, thread_id, messages)
         return thread_id, history, summary
 
@@ -276,14 +277,13 @@ class Store:
             return self._append_tx(tx, thread_id, [message], tokens)[0]
 
     # -- summaries ---------------------------------------------------------------------------
-    def unsummarised(self, thread_id: str) -> tuple[dict | None, list[dict]]:
-        """The latest summary and the messages after it, oldest first (with `seq`)."""
+    def summary_source(self, thread_id: str, oldest: int, newest: int):
+        """(latest summary, the oldest `oldest` and newest `newest` messages after it)."""
         with self._connection() as conn:
             summary = self._summary_tx(conn, thread_id)
-            rows = conn.execute("SELECT * FROM messages WHERE thread_id = ? AND seq > ? "
-                                "ORDER BY seq", (thread_id, summary["upto_seq"] if summary
-                                                 else 0)).fetchall()
-        return summary, [dict(_message(row), seq=row["seq"]) for row in rows]
+            after = summary["upto_seq"] if summary else 0
+            return (summary, self._messages_tx(conn, thread_id, after, oldest, newest=False),
+                    self._messages_tx(conn, thread_id, after, newest, newest=True))
 
     def save_summary(self, thread_id: str, upto_seq: int, text: str, tokens: int) -> None:
         with self.write_tx() as tx:
@@ -356,6 +356,23 @@ class Store:
             raise Conflict(f"Thread {thread_id!r} already exists", param="threadId") from None
         return {"id": thread_id, "object": "thread", "created_at": created,
                 "metadata": metadata}
+
+    def _messages_tx(self, tx, thread_id: str, after: int, limit: int | None,
+                     newest: bool) -> list[dict]:
+        """Messages after seq `after`, oldest first: the newest or the oldest `limit`."""
+        order = "DESC" if newest else "ASC"
+        rows = tx.execute(f"SELECT * FROM messages WHERE thread_id = ? AND seq > ? "
+                          f"ORDER BY seq {order} LIMIT ?", (thread_id, after,
+                                                             -1 if limit is None else limit))
+        out = [dict(_message(row), seq=row["seq"]) for row in rows]
+        return out[::-1] if newest else out
+
+    def _totals_tx(self, tx, thread_id: str, after: int) -> dict:
+        """How many messages follow seq `after`, and about how many tokens (4 chars each)."""
+        count, chars = tx.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(content)), 0) FROM "
+                                  "messages WHERE thread_id = ? AND seq > ?",
+                                  (thread_id, after)).fetchone()
+        return {"messages": count, "tokens": 4 * count + (chars + 3) // 4}
 
     def _require_thread_tx(self, tx, thread_id: str) -> None:
         if not tx.execute("SELECT 1 FROM threads WHERE id = ?", (thread_id,)).fetchone():

@@ -101,3 +101,19 @@ def test_the_summary_trigger_summarises_in_the_background(make_hub, fake):
     assert sent[-1]["content"] == "seven"
     stored = call(hub.url, "GET", "/v1/threads/chat/messages")[2]
     assert len(stored) == 9           # summarising never removes a message from the thread
+
+
+def test_a_big_backlog_is_summarised_a_budget_at_a_time(make_hub, fake):
+    hub = make_hub({"context": {"max_input_tokens": 1000, "summary_trigger_tokens": 300,
+                                "keep_recent_tokens": 250}})
+    fill_thread(hub, "backlog", 50)
+    engine = hub.hub.engine
+    assert engine.summarise("backlog")
+    first = fake.chat_requests()[-1].body["messages"][1]["content"]
+    assert first.startswith("user: 1 ") and "7 xxx" in first and "8 xxx" not in first
+    assert engine.summarise("backlog")     # the next pass folds the first summary in
+    second = fake.chat_requests()[-1].body["messages"][1]["content"]
+    assert second.startswith("Earlier summary: Hello from the fake!")
+    assert ": 8 xxx" in second and ": 1 xxx" not in second
+    summary, _, _ = hub.hub.store.summary_source("backlog", 1, 1)
+    assert summary["upto_seq"] > 7
