@@ -87,7 +87,10 @@ class Workers:
                         self._idle -= 1
                         return
                 continue
-            job(*args)
+            try:
+                job(*args)
+            except Exception:    # a job's bug must not kill the thread or skew `_idle`
+                log.exception("background job %s failed", getattr(job, "__name__", job))
             with self._lock:
                 self._idle += 1
 

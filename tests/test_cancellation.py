@@ -97,3 +97,17 @@ def test_gate_is_first_in_first_out_and_cancellable():
     gate.leave()
     waiters[0].join(2)
     assert order == ["cancelled " + third.id, second.id]
+
+
+def test_a_failing_background_job_leaves_the_worker_usable(caplog):
+    from llmhub.pipes import Workers
+    workers, done = Workers(), threading.Event()
+
+    def boom():
+        raise RuntimeError("job bug")
+
+    workers.submit(boom)
+    workers.submit(done.set)
+    assert done.wait(2)
+    assert any("job bug" in (r.exc_text or "") or "boom" in r.getMessage()
+               for r in caplog.records)
