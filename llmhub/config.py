@@ -105,6 +105,7 @@ SCHEMA = [
     Key("server", "allow_remote_without_keys", _bool, "false"),
     Key("server", "cors_origins", _list, "*", env=("CORS_ORIGINS",)),
     Key("server", "max_body_bytes", _int(1024, 1 << 30), "16777216"),
+    Key("server", "max_image_bytes", _int(1024, 1 << 30), "10485760"),
     Key("server", "ping_interval_seconds", _float(0.05, 3600), "10"),
     Key("server", "read_timeout_seconds", _float(1, 86400), "60"),
     Key("server", "log_level", _choice("debug", "info", "warning", "error"), "info"),
@@ -117,6 +118,7 @@ SCHEMA = [
     Key("upstream", "idle_timeout_seconds", _float(0.1, 86400), "120"),
     Key("upstream", "total_timeout_seconds", _float(0.1, 604800), "3600"),
     Key("upstream", "max_concurrent", _int(0, 10000), "0"),
+    Key("upstream", "load_timeout_seconds", _float(1, 86400), "600"),
     Key("models", "default", _str, ""),
     Key("models", "regular", _str, "qwen/qwen3-4b-2507", env=("DEFAULT_REGULAR_MODEL",)),
     Key("models", "vision", _str, "qwen3-vl-4b-instruct", env=("DEFAULT_VISION_MODEL",)),
@@ -155,6 +157,7 @@ class UpstreamConfig:
     idle_timeout_seconds: float
     total_timeout_seconds: float
     max_concurrent: int
+    load_timeout_seconds: float
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import time
 from llmhub import __version__
 from llmhub.cancellation import Registry
 from llmhub.config import Config
+from llmhub.models import ModelManager
 from llmhub.pipes import Engine
 from llmhub.threads import Store
 from llmhub.upstream import make_upstreams
@@ -26,6 +27,8 @@ class Hub:
         self.registry = Registry()
         self.upstreams = make_upstreams(config)
         self.engine = Engine(config, self.upstreams, self.registry, self.store)
+        self.models = ModelManager(self.engine.default_upstream, self.registry,
+                                   config.upstream.load_timeout_seconds)
 
     def close(self, reason: str = "shutdown") -> None:
         self.registry.cancel_all(reason)

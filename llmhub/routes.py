@@ -1,4 +1,5 @@
-"""The whole API as one table: (method, path pattern) → view, its dialect, and a summary.
+"""The whole API as one table: (method, path pattern) → view, its dialect, a summary and an
+example request. /help and / are generated from it, so the documentation cannot drift.
 
 `match()` raises 404 for a path no route has, and 405 with `Allow` for a path that exists
 under other methods. The dialect of the matched route decides the shape of its errors.
@@ -6,12 +7,15 @@ under other methods. The dialect of the matched route decides the shape of its e
 
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
-from llmhub.dialects import langbase, openai, responses, service
+from llmhub.dialects import langbase, openai, responses, service, studio
 from llmhub.errors import MethodNotAllowed, NotFound
 
 __all__ = ["Route", "ROUTES", "match", "methods_for", "dialect_for", "not_found"]
+
+HELLO = [{"role": "user", "content": "Hello!"}]
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,7 @@ class Route:
     view: Callable
     dialect: object                # the module whose error_body() shapes this route's errors
     summary: str
+    example: object = None         # a request body, for /help
     auth: bool = True              # False: reachable without an API key
     regex: re.Pattern = field(init=False, repr=False, compare=False)
 
@@ -31,40 +36,78 @@ class Route:
         object.__setattr__(self, "regex", re.compile(f"^{regex}$"))
 
 
+STUDIO_CHAT = {"messages": [{"role": "user", "content": "What is 2+2?"}],
+               "config": {"temperature": 0.7, "maxTokens": 100}}
+STUDIO_VISION = {"messages": [{"role": "user", "content": "What is in this image?",
+                               "images": [{"data_base64": "<BASE64>",
+                                           "mime_type": "image/jpeg"}]}]}
+
 ROUTES = [
+    # service
     Route("GET", "/", service.index, service, "Hub status and the list of endpoints"),
     Route("GET", "/health", service.health, service,
           "Liveness, upstream reachability, database state, active runs", auth=False),
     Route("GET", "/config", service.show_config, service,
           "The effective configuration, secrets redacted"),
+    Route("GET", "/help", service.help_page, service,
+          "This documentation: JSON, or HTML for browsers"),
     Route("GET", "/v1/runs/{run_id}", service.get_run, service, "A run's status"),
     Route("POST", "/v1/runs/{run_id}/cancel", service.cancel_run, service,
           "Cancel a run by id (idempotent)"),
+    # OpenAI
     Route("POST", "/v1/chat/completions", openai.chat_completions, openai,
-          "OpenAI chat completions, streaming and not"),
+          "OpenAI chat completions, streaming and not",
+          {"model": "fast", "messages": HELLO, "stream": False}),
     Route("GET", "/v1/models", openai.list_models, openai, "Upstream models plus aliases"),
+    # Langbase
     Route("POST", "/v1/pipes/run", langbase.run_pipe, langbase,
-          "Run a Langbase pipe, streaming or not; the thread id comes back in lb-thread-id"),
+          "Run a Langbase pipe, streaming or not; the thread id comes back in lb-thread-id",
+          {"messages": HELLO, "stream": True}),
     Route("GET", "/v1/pipes", langbase.list_pipes, langbase, "The configured pipes"),
     Route("POST", "/v1/threads", langbase.create_thread, langbase,
-          "Create a thread (optional threadId, metadata, messages)"),
+          "Create a thread (optional threadId, metadata, messages)",
+          {"threadId": "custom-thread-123", "metadata": {"department": "billing"}}),
     Route("GET", "/v1/threads/{thread_id}", langbase.get_thread, langbase, "A thread"),
     Route("POST", "/v1/threads/{thread_id}", langbase.update_thread, langbase,
-          "Merge metadata into a thread"),
+          "Merge metadata into a thread", {"metadata": {"vip": "yes"}}),
     Route("DELETE", "/v1/threads/{thread_id}", langbase.delete_thread, langbase,
           "Delete a thread and its messages"),
     Route("POST", "/v1/threads/{thread_id}/messages", langbase.append_messages, langbase,
-          "Append messages (a bare array or {messages})"),
+          "Append messages (a bare array or {messages})",
+          [{"role": "user", "content": "Can you help me with billing?"}]),
     Route("GET", "/v1/threads/{thread_id}/messages", langbase.list_messages, langbase,
           "A thread's messages, oldest first"),
+    # Responses hub
     Route("POST", "/responses", responses.create_response, responses,
-          "Create a response; ?stream=true (or \"stream\": true) for SSE events"),
+          "Create a response; ?stream=true (or \"stream\": true) for SSE events",
+          {"model": "lm:qwen2.5-instruct", "input": "Скажи привет", "create_thread": True}),
     Route("GET", "/responses/{response_id}", responses.get_response, responses,
           "A stored response, finished or not"),
     Route("POST", "/responses/{response_id}/cancel", responses.cancel_response, responses,
           "Cancel a response (idempotent)"),
     Route("GET", "/responses/{response_id}/events", responses.response_events, responses,
           "A response's events after Last-Event-ID, then live until done"),
+    # LM Studio hub
+    Route("GET", "/models", studio.list_models, studio,
+          "Models LM Studio has: loaded and available, with instances and context"),
+    Route("POST", "/models/load", studio.load_model, studio,
+          "Load a model (exclusive unloads the others; never a :2 duplicate)",
+          {"model_key": "qwen/qwen3-4b-2507", "exclusive": True}),
+    Route("POST", "/models/unload", studio.unload_model, studio,
+          "Unload a model, or all of them; 409 while runs use it unless force",
+          {"model_key": "qwen/qwen3-4b-2507"}),
+    Route("POST", "/chat", studio.chat, studio, "Chat with model_key or the default model",
+          {"model_key": "my-custom-model", "messages": HELLO}),
+    Route("POST", "/chat/stream", studio.chat_stream, studio,
+          "Streaming chat: NDJSON fragments", STUDIO_CHAT),
+    Route("POST", "/chat/regular", partial(studio.chat, kind="regular"), studio,
+          "Text-only chat with [models] regular", STUDIO_CHAT),
+    Route("POST", "/chat/regular/stream", partial(studio.chat_stream, kind="regular"), studio,
+          "Text-only streaming chat (NDJSON)", STUDIO_CHAT),
+    Route("POST", "/chat/vision", partial(studio.chat, kind="vision"), studio,
+          "Chat with images, with [models] vision", STUDIO_VISION),
+    Route("POST", "/chat/vision/stream", partial(studio.chat_stream, kind="vision"), studio,
+          "Streaming chat with images (NDJSON)", STUDIO_VISION),
 ]
 
 
@@ -95,4 +138,4 @@ def methods_for(path: str) -> list[str]:
 
 
 def not_found(path: str) -> NotFound:
-    return NotFound(f"No endpoint at {path}; GET / lists them")
+    return NotFound(f"No endpoint at {path}; GET /help lists them")

@@ -232,7 +232,10 @@ class Handler(BaseHTTPRequestHandler):
                            headers={"WWW-Authenticate": "Bearer"})
 
     def _send_result(self, result) -> None:
-        if isinstance(result, JSONResponse):
+        if isinstance(result, service.HTMLResponse):
+            self._send_bytes(result.status, "text/html; charset=utf-8",
+                             result.body.encode("utf-8"), result.headers)
+        elif isinstance(result, JSONResponse):
             self.send_json(result.status, result.body, result.headers)
         elif isinstance(result, StreamResponse):
             self.serve_stream(result)
@@ -244,8 +247,12 @@ class Handler(BaseHTTPRequestHandler):
     # -- JSON responses ----------------------------------------------------------------------
     def send_json(self, status: int, body, headers: dict | None = None) -> None:
         payload = b"" if status == 204 else json_bytes(body)
+        self._send_bytes(status, "application/json", payload, headers)
+
+    def _send_bytes(self, status: int, content_type: str, payload: bytes,
+                    headers: dict | None) -> None:
         self._begin(status, headers)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self._end_headers(b"" if self.command == "HEAD" else payload)
 
@@ -255,7 +262,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         path = unquote(self.path.partition("?")[0]) if self.path else ""
         dialect = self._dialect or routes.dialect_for(path) or service
-        self.send_json(exc.status, dialect.error_body(exc), exc.headers)
+        status, body = exc.status, dialect.error_body(exc)
+        if isinstance(body, tuple):        # the dialect restates the status too
+            status, body = body
+        self.send_json(status, body, exc.headers)
 
     def send_error(self, code, message=None, explain=None) -> None:
         """http.server's protocol errors (bad request line, 501 …), as JSON, not HTML."""

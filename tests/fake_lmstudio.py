@@ -57,6 +57,9 @@ class FakeLMStudio:
         self.default = Script()
         self.models = ["qwen2.5-7b-instruct", "qwen3-vl-4b-instruct"]
         self.loaded = {"qwen2.5-7b-instruct": ["qwen2.5-7b-instruct"]}
+        self.native = "v1"            # "v1" (0.4+), "v0" (older: no /api/v1), "none"
+        self.load_hold: threading.Event | None = None   # a slow load waits for this
+        self.load_error: tuple | None = None            # (status, body) to answer a load
         self.requests: list[Received] = []
         self.aborted = threading.Event()
         self.received = threading.Condition()
@@ -128,7 +131,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"object": "list", "data": [
                 {"id": m, "object": "model", "owned_by": "organization_owner"}
                 for m in fake.models]})
-        if self.path == "/api/v1/models":
+        if self.path == "/api/v0/models" and fake.native in ("v1", "v0"):
+            return self._json(200, {"object": "list", "data": self._v0_rows(fake)})
+        if self.path == "/api/v1/models" and fake.native == "v1":
             return self._json(200, {"models": [
                 {"type": "vlm" if "vl" in m else "llm", "key": m,
                  "loaded_instances": [{"id": i, "config": {"context_length": 4096}}
@@ -144,13 +149,11 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         if self.path == "/v1/chat/completions":
             return self._chat(body, fake.next_script(), received)
+        if self.path.startswith("/api/v1/") and fake.native != "v1":
+            return self._json(200, {"error": f"Unexpected endpoint or method. "
+                                             f"(POST {self.path})"})
         if self.path == "/api/v1/models/load":
-            key = body["model"]
-            instances = fake.loaded.setdefault(key, [])
-            instance = key if not instances else f"{key}:{len(instances) + 1}"
-            instances.append(instance)
-            return self._json(200, {"type": "llm", "instance_id": instance,
-                                    "load_time_seconds": 0.01, "status": "loaded"})
+            return self._load(fake, body)
         if self.path == "/api/v1/models/unload":
             for instances in fake.loaded.values():
                 if body["instance_id"] in instances:
@@ -158,6 +161,35 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._json(200, {"instance_id": body["instance_id"]})
             return self._json(404, {"error": {"message": "instance not found"}})
         self._json(200, {"error": f"Unexpected endpoint or method. (POST {self.path})"})
+
+    def _load(self, fake: FakeLMStudio, body: dict) -> None:
+        if fake.load_hold is not None:
+            fake.load_hold.wait(30)
+        if fake.load_error is not None:
+            return self._json(*fake.load_error)
+        key = body["model"]
+        if key not in fake.models:
+            return self._json(404, {"error": {"message": f"Model {key} not found",
+                                              "type": "model_not_found"}})
+        instances = fake.loaded.setdefault(key, [])
+        instance = key if not instances else f"{key}:{len(instances) + 1}"   # always new
+        instances.append(instance)
+        self._json(200, {"type": "llm", "instance_id": instance, "load_time_seconds": 0.01,
+                         "status": "loaded"})
+
+    def _v0_rows(self, fake: FakeLMStudio) -> list:
+        """v0 lists each loaded instance as its own row, and unloaded models once."""
+        rows = []
+        for model in fake.models:
+            kind = "vlm" if "vl" in model else "llm"
+            for instance in fake.loaded.get(model, []):
+                rows.append({"id": instance, "object": "model", "type": kind,
+                             "state": "loaded", "loaded_context_length": 4096,
+                             "max_context_length": 32768})
+            if not fake.loaded.get(model):
+                rows.append({"id": model, "object": "model", "type": kind,
+                             "state": "not-loaded", "max_context_length": 32768})
+        return rows
 
     def _record(self, body) -> Received:
         received = Received(self.command, self.path, dict(self.headers), body,

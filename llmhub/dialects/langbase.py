@@ -27,6 +27,8 @@ from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamRespons
 __all__ = ["error_body", "run_pipe", "list_pipes", "create_thread", "get_thread",
            "update_thread", "delete_thread", "append_messages", "list_messages", "PipeStream"]
 
+TITLE = "Langbase"
+
 CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
          409: "CONFLICT", 412: "PRECONDITION_FAILED", 429: "RATE_LIMITED"}
 # Run-body fields that are Langbase's own; everything else goes upstream by OpenAI name.

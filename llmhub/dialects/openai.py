@@ -22,6 +22,8 @@ from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamRespons
 __all__ = ["error_body", "chat_completions", "list_models", "ChunkStream", "completion_body",
            "completion_id", "openai_usage", "run_error"]
 
+TITLE = "OpenAI"
+
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 DONE = b"data: [DONE]\n\n"
 

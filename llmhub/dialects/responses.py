@@ -27,6 +27,8 @@ from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamRespons
 __all__ = ["error_body", "create_response", "get_response", "cancel_response",
            "response_events", "ResponseStream", "new_response_id"]
 
+TITLE = "Responses hub"
+
 
 def error_body(error: HubError) -> dict:
     return {"error": {"message": error.message, "code": error.code}}

@@ -4,12 +4,17 @@ Errors here, and for paths no route has, use the hub's generic shape:
 `{"error": {"message", "code", "status", "param"}}`.
 """
 
+import html
+import json
 import time
 
 from llmhub.config import redacted
 from llmhub.wire import JSONResponse
 
-__all__ = ["error_body", "index", "health", "show_config", "get_run", "cancel_run"]
+__all__ = ["error_body", "index", "health", "show_config", "help_page", "get_run",
+           "cancel_run"]
+
+TITLE = "Service"
 
 
 def error_body(error) -> dict:
@@ -26,6 +31,52 @@ def index(request) -> JSONResponse:
         "endpoints": [{"method": r.method, "path": r.pattern, "summary": r.summary}
                       for r in ROUTES],
     })
+
+
+def help_page(request):
+    """Every endpoint of every dialect, from the route table: JSON, or HTML for browsers."""
+    from llmhub.routes import ROUTES
+    base = f"http://{request.headers.get('Host', '127.0.0.1:8000')}"
+    sections: dict[str, list] = {}
+    for route in ROUTES:
+        sections.setdefault(route.dialect.TITLE, []).append({
+            "method": route.method, "path": route.pattern, "summary": route.summary,
+            "example": route.example, "curl": curl(base, route)})
+    if "text/html" in request.headers.get("Accept", ""):
+        return HTMLResponse(help_html(request.hub.version, sections))
+    return JSONResponse({"name": "llmhub", "version": request.hub.version,
+                         "dialects": sections})
+
+
+def curl(base: str, route) -> str:
+    command = f"curl {base}{route.pattern}" if route.method == "GET" else \
+        f"curl -X {route.method} {base}{route.pattern}"
+    if route.example is not None:
+        body = json.dumps(route.example, ensure_ascii=False)
+        command += f" -H 'Content-Type: application/json' -d '{body}'"
+    return command
+
+
+def help_html(version: str, sections: dict) -> str:
+    rows = []
+    for title, routes in sections.items():
+        rows.append(f"<h2>{html.escape(title)}</h2><table>")
+        for r in routes:
+            rows.append(f"<tr><td><b>{r['method']}</b></td><td><code>{html.escape(r['path'])}"
+                        f"</code></td><td>{html.escape(r['summary'])}<pre>"
+                        f"{html.escape(r['curl'])}</pre></td></tr>")
+        rows.append("</table>")
+    return ("<!doctype html><meta charset=utf-8><title>llmhub API</title><style>"
+            "body{font:15px system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+            "td{vertical-align:top;padding:.3em .6em}pre{white-space:pre-wrap;background:#f4f4f4;"
+            "padding:.4em;margin:.3em 0}</style>"
+            f"<h1>llmhub {html.escape(version)}</h1><p>Every endpoint, by dialect. JSON at "
+            "<code>GET /help</code> with <code>Accept: application/json</code>.</p>"
+            + "".join(rows))
+
+
+class HTMLResponse(JSONResponse):
+    """A page instead of JSON; the server sends `body` as UTF-8 text/html."""
 
 
 def health(request) -> JSONResponse:

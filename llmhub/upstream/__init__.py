@@ -21,7 +21,7 @@ KINDS = {"lmstudio": LMStudio, "openai": OpenAICompatible}
 
 def make_upstream(upstream: UpstreamConfig, config: Config):
     if upstream.kind == "mock":
-        return Mock(upstream, config.mock, list(config.models.values()))
+        return Mock(upstream, config.mock, config.models)
     return KINDS[upstream.kind](upstream)
 
 

@@ -1,17 +1,31 @@
-"""LM Studio (`kind = lmstudio`): the OpenAI-compatible API plus LM Studio's quirks.
+"""LM Studio (`kind = lmstudio`): the OpenAI-compatible API, LM Studio's quirks, and its own
+REST API for model management (../shared/reference/lmstudio.md §2–§5).
 
-See ../shared/reference/lmstudio.md. LM Studio ignores `max_completion_tokens` (§1.2), so it
-is sent as `max_tokens`; it refuses `response_format: json_object` ("must be 'json_schema' or
-'text'"), so JSON mode is sent as a schema that admits any object; `OPENAI_BASE_URL` may be
-given with or without `/v1`.
+- LM Studio ignores `max_completion_tokens` (§1.2), so it is sent as `max_tokens`.
+- It refuses `response_format: json_object` ("must be 'json_schema' or 'text'"), so JSON mode
+  is sent as a schema that admits any object.
+- `OPENAI_BASE_URL` may be given with or without `/v1`.
+- Models are read from `/api/v1/models` (0.4+), else `/api/v0/models`, else `/v1/models`;
+  the answers are normalised to one entry shape (`model_entry`).
+- Unknown routes answer HTTP 200 with `{"error": "Unexpected endpoint…"}` (§1.6): that is
+  how an LM Studio older than 0.4 (no `/api/v1`) shows itself.
 """
+
+import json
+
+from llmhub.errors import HubError, UpstreamError
+from llmhub.upstream.http import Exchange, Timeouts
+from llmhub.upstream.openai import OpenAICompatible, error_message, http_error
+
+__all__ = ["LMStudio", "NoNativeAPI", "model_entry"]
 
 ANY_OBJECT = {"type": "json_schema",
               "json_schema": {"name": "json_object", "schema": {"type": "object"}}}
 
-from llmhub.upstream.openai import OpenAICompatible
 
-__all__ = ["LMStudio"]
+class NoNativeAPI(HubError):
+    """This LM Studio has no /api/v1 (it is older than 0.4): it cannot load or unload."""
+    status, code = 501, "not_implemented"
 
 
 class LMStudio(OpenAICompatible):
@@ -23,11 +37,6 @@ class LMStudio(OpenAICompatible):
         url = url.rstrip("/")
         return url if url.endswith("/v1") else url + "/v1"
 
-    @property
-    def root_url(self) -> str:
-        """Where LM Studio's own REST API (/api/v1, /api/v0) lives."""
-        return self.base_url[: -len("/v1")]
-
     def prepare(self, body: dict) -> dict:
         body = dict(body)
         if "max_completion_tokens" in body:
@@ -35,3 +44,75 @@ class LMStudio(OpenAICompatible):
         if (body.get("response_format") or {}).get("type") == "json_object":
             body["response_format"] = ANY_OBJECT
         return body
+
+    # -- model management --------------------------------------------------------------------
+    def native_models(self) -> tuple[list[dict], str]:
+        """Every model LM Studio has, normalised, and which endpoint said so."""
+        for path in ("/api/v1/models", "/api/v0/models"):
+            try:
+                listed = self.get_json(path)
+            except UpstreamError as exc:
+                if not _unknown_route(exc):
+                    raise
+                continue
+            key = "models" if path == "/api/v1/models" else "data"
+            return [model_entry(m, path) for m in listed.get(key) or ()], path
+        return [model_entry(m, "/v1/models") for m in self.list_models()], "/v1/models"
+
+    def load(self, key: str, context_length: int | None, timeout: float) -> dict:
+        body = {"model": key}
+        if context_length:
+            body["context_length"] = context_length
+        return self._native_post("/api/v1/models/load", body, timeout)
+
+    def unload(self, instance_id: str) -> None:
+        self._native_post("/api/v1/models/unload", {"instance_id": instance_id}, 60)
+
+    def _native_post(self, path: str, body: dict, timeout: float) -> dict:
+        timeouts = Timeouts(self.timeouts.connect, timeout, timeout, timeout)
+        exchange = Exchange(self.base_url, timeouts, self.label, self.pool)
+        try:
+            response = exchange.send("POST", path, json.dumps(body).encode(), self.headers())
+            raw = exchange.read_all()
+            exchange.finish()
+        finally:
+            exchange.close()
+        message = error_message(raw)
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            reply = None
+        if response.status >= 400 or not isinstance(reply, dict) or "error" in reply:
+            error = http_error(response.status, message, self.label)
+            if _unknown_route(error):
+                raise NoNativeAPI("This LM Studio has no /api/v1 (it is older than 0.4), so "
+                                  "the hub cannot load or unload models. Load one with "
+                                  "`lms load <model>`, or let LM Studio load it on first use.")
+            raise error
+        return reply
+
+
+def _unknown_route(error: UpstreamError) -> bool:
+    return "Unexpected endpoint" in error.message or error.status in (404, 405)
+
+
+def model_entry(model: dict, source: str) -> dict:
+    """One model, whichever endpoint described it: key, type, vision, instances, context."""
+    if source == "/api/v1/models":
+        vision = bool((model.get("capabilities") or {}).get("vision"))
+        instances = model.get("loaded_instances") or []
+        kind = "embedding" if model.get("type") == "embedding" else "vlm" if vision else "llm"
+        context = next((i.get("config", {}).get("context_length") for i in instances), None)
+        return {"key": model["key"], "type": kind, "vision": vision,
+                "loaded": bool(instances), "instances": [i["id"] for i in instances],
+                "context_length": context,
+                "max_context_length": model.get("max_context_length")}
+    if source == "/api/v0/models":
+        kind = {"embeddings": "embedding"}.get(model.get("type"), model.get("type") or "llm")
+        loaded = model.get("state") == "loaded"
+        return {"key": model["id"], "type": kind, "vision": kind == "vlm", "loaded": loaded,
+                "instances": [model["id"]] if loaded else [],
+                "context_length": model.get("loaded_context_length"),
+                "max_context_length": model.get("max_context_length")}
+    return {"key": model["id"], "type": "llm", "vision": False, "loaded": None,
+            "instances": [], "context_length": None, "max_context_length": None}

@@ -15,6 +15,7 @@ from typing import Iterator
 
 from llmhub.cancellation import Gate
 from llmhub.context import estimate_messages, estimate_tokens
+from llmhub.errors import UpstreamError
 from llmhub.upstream.http import Aborted
 
 __all__ = ["Mock", "SAMPLE_RESPONSES", "split_words"]
@@ -53,11 +54,16 @@ class Mock:
     label = "mock upstream"
     base_url = "mock://llmhub"
 
-    def __init__(self, config, mock: dict, models: list[str]) -> None:
+    def __init__(self, config, mock: dict, models: dict) -> None:
         self.config = config
         self.name = config.name
         self.mock = mock
-        self.models = ["mock-model"] + [m for m in models if m and m != "mock-model"]
+        self.models = list(dict.fromkeys(["mock-model"] + [m for m in models.values() if m]))
+        self.vision = models.get("vision")
+        # What LM Studio would have: every model downloaded, mock-model loaded.
+        self.catalog = {m: [] for m in self.models}
+        self.catalog["mock-model"] = ["mock-model"]
+        self._lock = threading.Lock()
         self.gate = Gate(config.max_concurrent)
 
     @property
@@ -73,6 +79,33 @@ class Mock:
 
     def probe(self, timeout: float = 0) -> dict:
         return {"reachable": True, "latency_ms": 0.0}
+
+    # -- model management, in memory, with LM Studio's `key:2` habit ---------------------------
+    def native_models(self) -> tuple[list[dict], str]:
+        with self._lock:
+            return [{"key": key, "type": "vlm" if key == self.vision else "llm",
+                     "vision": key == self.vision, "loaded": bool(instances),
+                     "instances": list(instances), "context_length": 4096 if instances
+                     else None, "max_context_length": 32768}
+                    for key, instances in self.catalog.items()], "mock"
+
+    def load(self, key: str, context_length: int | None, timeout: float) -> dict:
+        with self._lock:
+            if key not in self.catalog:
+                raise UpstreamError("Model not found", status=404, code="model_not_found")
+            instances = self.catalog[key]
+            instance = key if not instances else f"{key}:{len(instances) + 1}"
+            instances.append(instance)
+        return {"type": "llm", "instance_id": instance, "load_time_seconds": 0.0,
+                "status": "loaded"}
+
+    def unload(self, instance_id: str) -> None:
+        with self._lock:
+            for instances in self.catalog.values():
+                if instance_id in instances:
+                    instances.remove(instance_id)
+                    return
+        raise UpstreamError(f"No instance {instance_id!r}", status=404, code="not_found")
 
 
 class MockCall:

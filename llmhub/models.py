@@ -1,0 +1,161 @@
+"""Model management through the default upstream: list, load, unload (LM Studio hub seed).
+
+Rules (lmstudio.md §2.4, §3.1; gateway-pitfalls #14):
+- a model already loaded gets no new instance: LM Studio's load always makes `key:2`;
+- concurrent loads of one model make one upstream request (single-flight);
+- `exclusive` unloads every other instance first;
+- a model with runs in flight is never unloaded from under them: 409 naming the runs,
+  unless `force`, which cancels them first.
+"""
+
+import re
+import threading
+
+from llmhub.errors import Conflict, HubError, NotFound, UpstreamError
+
+__all__ = ["ModelManager", "NotManaged"]
+
+INSTANCE_SUFFIX = re.compile(r":\d+$")
+
+
+class NotManaged(HubError):
+    status, code = 501, "not_implemented"
+
+
+class _Flight:
+    """One load in progress; later callers for the same model wait for its outcome."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: dict | None = None
+        self.error: HubError | None = None
+        self.waiters = 0    # callers riding on this load (tests and logs read it)
+
+
+class ModelManager:
+    def __init__(self, upstream, registry, load_timeout: float) -> None:
+        self.upstream = upstream
+        self.registry = registry
+        self.load_timeout = load_timeout
+        self._flights: dict[str, _Flight] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def managed(self) -> bool:
+        return hasattr(self.upstream, "native_models")
+
+    def _require(self) -> None:
+        if not self.managed:
+            raise NotManaged(f"Model management needs an LM Studio upstream; this one is "
+                             f"{self.upstream.kind}")
+
+    # -- reading -----------------------------------------------------------------------------
+    def catalog(self) -> tuple[list[dict], str]:
+        """Every model, one entry per key (duplicate `key:2` rows folded into their key)."""
+        self._require()
+        entries, source = self.upstream.native_models()
+        merged: dict[str, dict] = {}
+        for entry in entries:
+            key = INSTANCE_SUFFIX.sub("", entry["key"]) if entry["loaded"] else entry["key"]
+            if key in merged:
+                merged[key]["instances"] += entry["instances"]
+                merged[key]["loaded"] = merged[key]["loaded"] or entry["loaded"]
+                merged[key]["context_length"] = merged[key]["context_length"] or \
+                    entry["context_length"]
+            else:
+                merged[key] = dict(entry, key=key, instances=list(entry["instances"]))
+        return list(merged.values()), source
+
+    def find(self, key: str) -> dict | None:
+        entries, _ = self.catalog()
+        return next((e for e in entries if e["key"] == key or key in e["instances"]), None)
+
+    def loaded_model(self) -> str | None:
+        """The first loaded chat model, for a request that names none."""
+        entries, _ = self.catalog()
+        return next((e["key"] for e in entries if e["loaded"] and e["type"] != "embedding"),
+                    None)
+
+    # -- loading -----------------------------------------------------------------------------
+    def load(self, key: str, exclusive: bool = False, context_length: int | None = None,
+             force: bool = False) -> dict:
+        self._require()
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = _Flight()
+            else:
+                flight.waiters += 1
+        if not leader:
+            flight.done.wait(self.load_timeout + 5)
+            if flight.error is not None:
+                raise flight.error
+            return flight.result
+        try:
+            flight.result = self._load(key, exclusive, context_length, force)
+            return flight.result
+        except HubError as error:
+            flight.error = error
+            raise
+        finally:
+            flight.done.set()
+            with self._lock:
+                del self._flights[key]
+
+    def _load(self, key: str, exclusive: bool, context_length: int | None,
+              force: bool) -> dict:
+        entries, _ = self.catalog()
+        entry = next((e for e in entries if e["key"] == key or key in e["instances"]), None)
+        if entry is None:
+            raise NotFound("Model not found", code="model_not_found")
+        keep = entry["instances"][:1]
+        if keep and context_length and entry["context_length"] not in (None, context_length):
+            keep = []                    # loaded with another context: reload, not :2
+        others = [i for e in entries if e is not entry for i in e["instances"]] \
+            if exclusive else []
+        extra = [i for i in entry["instances"] if i not in keep] if exclusive or not keep \
+            else []
+        unloaded = self._unload_ids(others + extra, force)
+        if keep:
+            return {"loaded": True, "model_key": entry["key"], "instance_id": keep[0],
+                    "load_time_seconds": 0.0, "unloaded": unloaded}
+        reply = self.upstream.load(entry["key"], context_length, self.load_timeout)
+        return {"loaded": True, "model_key": entry["key"],
+                "instance_id": reply.get("instance_id", entry["key"]),
+                "load_time_seconds": reply.get("load_time_seconds"), "unloaded": unloaded}
+
+    # -- unloading ---------------------------------------------------------------------------
+    def unload(self, key: str | None = None, everything: bool = False,
+               force: bool = False) -> list[str]:
+        self._require()
+        entries, _ = self.catalog()
+        if everything:
+            ids = [i for e in entries for i in e["instances"]]
+        else:
+            entry = next((e for e in entries if e["key"] == key or key in e["instances"]), None)
+            if entry is None:
+                raise NotFound(f"Model {key!r} not found", code="model_not_found")
+            ids = entry["instances"] if entry["key"] == key else [key]
+        return self._unload_ids(ids, force)
+
+    def _unload_ids(self, ids: list[str], force: bool) -> list[str]:
+        busy = self.runs_on(ids)
+        if busy and not force:
+            raise Conflict(f"Runs in flight use {', '.join(sorted(set(ids)))}: "
+                           f"{', '.join(r.id for r in busy)}. Send 'force': true to "
+                           "cancel them first.", code="runs_in_flight")
+        for run in busy:
+            run.cancel("model_unloaded")
+        for instance in ids:
+            try:
+                self.upstream.unload(instance)
+            except UpstreamError as error:
+                if error.status != 404:       # already gone is what we wanted
+                    raise
+        return ids
+
+    def runs_on(self, ids: list[str]) -> list:
+        keys = {INSTANCE_SUFFIX.sub("", i) for i in ids}
+        return [r for r in self.registry.live() if r.model and
+                (r.model in ids or INSTANCE_SUFFIX.sub("", r.model) in keys)]
