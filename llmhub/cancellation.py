@@ -76,6 +76,7 @@ class Run:
         self.input_estimate = 0            # prompt tokens, estimated before the upstream says
         self.context: dict | None = None   # what context.build_input included and dropped
         self.closing: list[Event] = []     # the final events, set just before finish hooks
+        self.gate: "Gate | None" = None    # the gate this run is queued at, while it waits
         self._listeners = 0
         self.first_token_at: float | None = None
         self._registry = registry
@@ -171,6 +172,11 @@ class Run:
     @property
     def status(self) -> str:
         return self._final or self.state
+
+    @property
+    def queue_position(self) -> int | None:
+        gate = self.gate
+        return gate.position(self) if gate is not None else None
 
     def add_listener(self) -> None:
         with self._cond:
@@ -272,6 +278,7 @@ class Gate:
             return True
         with self._cond:
             self._waiting.append(run)
+            run.gate = self
             try:
                 while self._waiting[0] is not run or self._active >= self.limit:
                     if run.status in FINAL:
@@ -281,6 +288,7 @@ class Gate:
                 return True
             finally:
                 self._waiting.remove(run)
+                run.gate = None
                 self._cond.notify_all()
 
     def leave(self) -> None:

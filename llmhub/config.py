@@ -181,6 +181,7 @@ class Config:
     providers: dict
     aliases: dict = field(default_factory=dict)
     fallbacks: dict = field(default_factory=dict)
+    concurrency: dict = field(default_factory=dict)   # model → max_concurrent
     pipes: dict = field(default_factory=dict)
     source: str = ""          # the config file read, if any
 
@@ -218,7 +219,8 @@ def load_config(flags: dict | None = None, env: dict | None = None,
         models=sections["models"], context=sections["context"],
         responses=sections["responses"], mock=sections["mock"],
         providers=sections["providers"],
-        aliases=_aliases(parser), fallbacks=_fallbacks(parser), pipes=_pipes(parser, source),
+        aliases=_aliases(parser), fallbacks=_fallbacks(parser),
+        concurrency=_concurrency(parser, source), pipes=_pipes(parser, source),
         source=source,
     )
     _validate(config)
@@ -267,7 +269,8 @@ def _read_file(path) -> tuple[configparser.ConfigParser, str]:
 def _check_sections(parser) -> None:
     fixed = {k.section for k in SCHEMA}
     for section in parser.sections():
-        if section.startswith(("upstream:", "pipe:")) or section in ("aliases", "fallbacks"):
+        if section.startswith(("upstream:", "pipe:")) or section in ("aliases", "fallbacks",
+                                                                     "concurrency"):
             continue
         if section not in fixed:
             raise ConfigError(f"[{section}]: unknown section (known: "
@@ -325,6 +328,19 @@ def _fallbacks(parser) -> dict:
     if not parser.has_section("fallbacks"):
         return {}
     return {name: _list(value) for name, value in parser.items("fallbacks")}
+
+
+def _concurrency(parser, source: str) -> dict:
+    if not parser.has_section("concurrency"):
+        return {}
+    limits = {}
+    for model, raw in parser.items("concurrency"):
+        try:
+            limits[model] = _int(1, 10000)(raw)
+        except ValueError:
+            raise ConfigError(f"[concurrency] {model} = {raw!r} (from {source}): expected a "
+                              "whole number from 1 to 10000") from None
+    return limits
 
 
 def _pipes(parser, source: str) -> dict:
@@ -403,6 +419,7 @@ def redacted(config: Config) -> dict:
         "mock": dict(config.mock), "providers": section(config.providers),
         "aliases": dict(config.aliases),
         "fallbacks": {k: list(v) for k, v in config.fallbacks.items()},
+        "concurrency": dict(config.concurrency),
         "pipes": {name: {f.name: getattr(p, f.name) for f in fields(p) if f.name != "name"}
                   for name, p in config.pipes.items()},
     }

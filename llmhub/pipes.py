@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from llmhub.cancellation import CANCELLED, FINAL, Registry, Run
+from llmhub.cancellation import CANCELLED, FINAL, Gate, Registry, Run
 from llmhub.config import Config
 from llmhub.context import (build_input, estimate_messages, estimate_tokens, message_tokens,
                             split_for_summary, window_for)
@@ -106,6 +106,7 @@ class Engine:
         self.store = store
         self.default_upstream = next(iter(upstreams.values()))
         self.workers = Workers()
+        self.model_gates = {model: Gate(limit) for model, limit in config.concurrency.items()}
         self._listed: dict[str, tuple[float, list]] = {}
         self._summarising: set[str] = set()
         self._summarising_lock = threading.Lock()
@@ -305,8 +306,14 @@ class Engine:
     def _attempt(self, run: Run, body: dict, key: str | None, target: Target) -> HubError | None:
         """One upstream try; returns its error if it failed before the upstream accepted."""
         upstream, call = target.upstream, None
-        if not upstream.gate.enter(run):
-            return None                       # cancelled while queued
+        gates = [g for g in (self.model_gates.get(target.model), upstream.gate) if g]
+        entered = []
+        for gate in gates:                    # the model's limit, then the upstream's
+            if not gate.enter(run):
+                for held in entered:
+                    held.leave()
+                return None                   # cancelled while queued
+            entered.append(gate)
         try:
             model = target.model or self.default_model(upstream)
             call = upstream.chat(dict(body, model=model), api_key=key)
@@ -324,7 +331,8 @@ class Engine:
         finally:
             if call is not None:
                 call.close()
-            upstream.gate.leave()
+            for gate in entered:
+                gate.leave()
 
     def _relay(self, run: Run, call) -> None:
         try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
-from llmhub.dialects import langbase, openai, responses, service, studio
+from llmhub.dialects import edison, langbase, openai, responses, service, studio
 from llmhub.errors import MethodNotAllowed, NotFound
 
 __all__ = ["Route", "ROUTES", "match", "methods_for", "dialect_for", "not_found"]
@@ -27,6 +27,7 @@ class Route:
     summary: str
     example: object = None         # a request body, for /help
     auth: bool = True              # False: reachable without an API key
+    accept: str | None = None      # set: matches only requests whose Accept names it
     regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -98,8 +99,15 @@ ROUTES = [
           {"model_key": "qwen/qwen3-4b-2507"}),
     Route("POST", "/chat", studio.chat, studio, "Chat with model_key or the default model",
           {"model_key": "my-custom-model", "messages": HELLO}),
+    # EDISON: /chat/stream is claimed by two seeds; SSE clients get EDISON's events
+    Route("POST", "/chat/stream", edison.chat_stream, edison,
+          "EDISON chat stream (Accept: text/event-stream): init, token, done events",
+          {"message": "Hello!", "model": "fast"}, accept="text/event-stream"),
+    Route("POST", "/chat/cancel", edison.cancel, edison,
+          "Stop an EDISON stream by request_id; the model stops too",
+          {"request_id": "<request_id from init>"}),
     Route("POST", "/chat/stream", studio.chat_stream, studio,
-          "Streaming chat: NDJSON fragments", STUDIO_CHAT),
+          "Streaming chat: NDJSON fragments (any other Accept)", STUDIO_CHAT),
     Route("POST", "/chat/regular", partial(studio.chat, kind="regular"), studio,
           "Text-only chat with [models] regular", STUDIO_CHAT),
     Route("POST", "/chat/regular/stream", partial(studio.chat_stream, kind="regular"), studio,
@@ -111,13 +119,15 @@ ROUTES = [
 ]
 
 
-def match(method: str, path: str) -> tuple[Route, dict]:
+def match(method: str, path: str, accept: str = "") -> tuple[Route, dict]:
     allowed = []
     for route in ROUTES:
         found = route.regex.match(path)
         if found is None:
             continue
         if route.method == method:
+            if route.accept and route.accept not in accept:
+                continue                       # a later route at this path serves the rest
             return route, found.groupdict()
         allowed.append(route.method)
     if allowed:

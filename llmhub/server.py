@@ -195,7 +195,8 @@ class Handler(BaseHTTPRequestHandler):
             path = unquote(path)
             if self.command == "OPTIONS":
                 return self._preflight(path)
-            route, params = routes.match("GET" if self.command == "HEAD" else self.command, path)
+            route, params = routes.match("GET" if self.command == "HEAD" else self.command, path,
+                                         self.headers.get("Accept", ""))
             self._dialect = route.dialect
             self._authorise(route)
             self._send_result(route.view(Request(self, path, query, body), **params))

@@ -24,10 +24,13 @@ def parse_sse(raw: bytes) -> list[dict]:
             continue
         event = {}
         for line in block.split("\n"):
+            if line.startswith(":"):
+                continue                      # a comment: EDISON's pings
             name, _, value = line.partition(": ")
             event[name] = value
-        event["data"] = json.loads(event["data"])
-        events.append(event)
+        if "data" in event:
+            event["data"] = json.loads(event["data"])
+            events.append(event)
     return events
 
 
