@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 __all__ = ["Config", "ConfigError", "UpstreamConfig", "load_config", "redacted", "SCHEMA"]
 
-UPSTREAM_KINDS = ("lmstudio", "openai", "mock")
+UPSTREAM_KINDS = ("lmstudio", "openai", "anthropic", "mock")
 SECRET_KEYS = {"api_key", "api_keys"}
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -135,6 +135,7 @@ SCHEMA = [
     Key("mock", "min_chunks", _int(1, 10000), "5"),
     Key("mock", "max_chunks", _int(1, 10000), "10"),
     Key("providers", "allowed", _list, ""),
+    Key("providers", "anthropic", _list, ""),
 ]
 UPSTREAM_KEYS = {k.name: k for k in SCHEMA if k.section == "upstream"}
 PIPE_KEYS = ("model", "system", "temperature", "max_tokens", "variables")

@@ -5,7 +5,7 @@ function. `param` names the request field at fault, so every 4xx can say which f
 """
 
 __all__ = [
-    "HubError", "BadRequest", "Unauthorized", "NotFound", "MethodNotAllowed", "Conflict",
+    "HubError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "MethodNotAllowed", "Conflict",
     "Gone", "LengthRequired", "PayloadTooLarge", "UnsupportedMediaType", "UpstreamError",
 ]
 
@@ -44,6 +44,10 @@ class BadRequest(HubError):
 
 class Unauthorized(HubError):
     status, code = 401, "unauthorized"
+
+
+class Forbidden(HubError):
+    status, code = 403, "forbidden"
 
 
 class NotFound(HubError):

@@ -11,6 +11,8 @@ from llmhub.cancellation import Registry
 from llmhub.config import Config
 from llmhub.models import ModelManager
 from llmhub.pipes import Engine
+from llmhub.providers import Providers
+from llmhub.sessions import SessionLog
 from llmhub.threads import Store
 from llmhub.upstream import make_upstreams
 
@@ -27,6 +29,8 @@ class Hub:
         self.registry = Registry()
         self.upstreams = make_upstreams(config)
         self.engine = Engine(config, self.upstreams, self.registry, self.store)
+        self.providers = Providers(config, self.upstreams)
+        self.sessions = SessionLog()
         self.models = ModelManager(self.engine.default_upstream, self.registry,
                                    config.upstream.load_timeout_seconds)
 

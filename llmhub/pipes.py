@@ -46,6 +46,8 @@ class ChatRequest:
     keep_response: bool = False                  # record it in the responses table
     metadata: dict = field(default_factory=dict) # the client's, kept with the response
     upstream_key: str | None = None              # replaces the upstream's api_key (LB-LLM-Key)
+    upstream: object = None                      # a client-chosen provider; no aliases then
+    upstream_headers: dict = field(default_factory=dict)   # passed through (Helicone-Auth)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,8 @@ class Engine:
     # -- runs --------------------------------------------------------------------------------
     def start(self, request: ChatRequest) -> Run:
         """Register a run, store its input if it persists, start its worker; returns at once."""
-        targets = self.resolve(request.model)
+        targets = [Target(request.upstream, request.model or "")] if request.upstream \
+            else self.resolve(request.model)
         run = self.registry.create(request.run_id, dialect=request.dialect,
                                    requested_model=request.model, model=targets[0].model)
         run.provider = targets[0].upstream.provider
@@ -167,7 +170,8 @@ class Engine:
             raise
         run.input_estimate = estimate_messages(messages)
         self.workers.submit(self._work, run, dict(request.params, messages=messages),
-                            request.upstream_key, targets)
+                            (request.upstream_key, request.upstream_headers), targets)
+        # access = (api key, extra headers) for reaching the upstream on the client's behalf
         return run
 
     def _input(self, run: Run, request: ChatRequest) -> list:
@@ -288,11 +292,11 @@ class Engine:
                    "total_tokens": usage["input_tokens"] + usage["output_tokens"]},
             events=[slim(e) for e in run.events + run.closing])
 
-    def _work(self, run: Run, body: dict, key: str | None, targets: list[Target]) -> None:
+    def _work(self, run: Run, body: dict, access: tuple, targets: list[Target]) -> None:
         failures = []
         try:
             for target in targets:
-                error = self._attempt(run, body, key, target)
+                error = self._attempt(run, body, access, target)
                 if error is None:
                     return
                 failures.append((target, error))
@@ -303,7 +307,7 @@ class Engine:
             log.exception("run %s crashed", run.id)
             run.finish("fail", error=HubError("Internal error in the hub; see its log"))
 
-    def _attempt(self, run: Run, body: dict, key: str | None, target: Target) -> HubError | None:
+    def _attempt(self, run: Run, body: dict, access: tuple, target: Target) -> HubError | None:
         """One upstream try; returns its error if it failed before the upstream accepted."""
         upstream, call = target.upstream, None
         gates = [g for g in (self.model_gates.get(target.model), upstream.gate) if g]
@@ -316,7 +320,8 @@ class Engine:
             entered.append(gate)
         try:
             model = target.model or self.default_model(upstream)
-            call = upstream.chat(dict(body, model=model), api_key=key)
+            api_key, headers = access
+            call = upstream.chat(dict(body, model=model), api_key=api_key, extra_headers=headers)
             if not run.attach(call):
                 return None
             call.open()

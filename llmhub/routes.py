@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
-from llmhub.dialects import edison, langbase, openai, responses, service, studio
+from llmhub.dialects import edison, langbase, openai, responses, service, sessions, studio
 from llmhub.errors import MethodNotAllowed, NotFound
 
 __all__ = ["Route", "ROUTES", "match", "methods_for", "dialect_for", "not_found"]
@@ -60,6 +60,15 @@ ROUTES = [
           "OpenAI chat completions, streaming and not",
           {"model": "fast", "messages": HELLO, "stream": False}),
     Route("GET", "/v1/models", openai.list_models, openai, "Upstream models plus aliases"),
+    # sessions (nash)
+    Route("POST", "/v1/chat/completions/stream", sessions.chat_stream, sessions,
+          "Session-id stream, provider chosen per request (allow-listed)",
+          {"messages": HELLO, "model": "gpt-4-turbo-preview", "api_key": "sk-...",
+           "api_base_url": "https://api.openai.com/v1"}),
+    Route("POST", "/v1/chat/summarize", sessions.summarize, sessions,
+          "Summarise a conversation to fewer tokens",
+          {"messages": HELLO, "model": "gpt-4-turbo-preview", "api_key": "sk-...",
+           "api_base_url": "https://api.openai.com/v1"}),
     # Langbase
     Route("POST", "/v1/pipes/run", langbase.run_pipe, langbase,
           "Run a Langbase pipe, streaming or not; the thread id comes back in lb-thread-id",

@@ -20,6 +20,7 @@ from llmhub.pipes import ChatRequest
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["error_body", "chat_completions", "list_models", "ChunkStream", "completion_body",
+           "check_messages",
            "completion_id", "openai_usage", "run_error"]
 
 TITLE = "OpenAI"
@@ -67,7 +68,7 @@ def list_models(request) -> JSONResponse:
 # --- request validation ----------------------------------------------------------------------
 
 def parse_chat(body: dict) -> ChatRequest:
-    _check_messages(body.get("messages"))
+    check_messages(body.get("messages"))
     check_sampling(body)
     params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
     if params.get("stream_options") is None:
@@ -76,7 +77,7 @@ def parse_chat(body: dict) -> ChatRequest:
                        params=params, dialect="openai")
 
 
-def _check_messages(messages) -> None:
+def check_messages(messages) -> None:
     if messages is None:
         raise BadRequest("'messages' is required", param="messages", code="missing_field")
     if not isinstance(messages, list) or not messages:

@@ -9,6 +9,7 @@ network I/O.
 
 from llmhub.config import Config, UpstreamConfig
 from llmhub.errors import UpstreamError
+from llmhub.upstream.anthropic import Anthropic
 from llmhub.upstream.http import Aborted
 from llmhub.upstream.lmstudio import LMStudio
 from llmhub.upstream.mock import Mock
@@ -16,7 +17,7 @@ from llmhub.upstream.openai import OpenAICompatible
 
 __all__ = ["make_upstream", "make_upstreams", "UpstreamError", "Aborted"]
 
-KINDS = {"lmstudio": LMStudio, "openai": OpenAICompatible}
+KINDS = {"lmstudio": LMStudio, "openai": OpenAICompatible, "anthropic": Anthropic}
 
 
 def make_upstream(upstream: UpstreamConfig, config: Config):

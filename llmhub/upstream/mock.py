@@ -70,7 +70,8 @@ class Mock:
     def provider(self) -> dict:
         return {"name": self.kind, "base_url": self.base_url}
 
-    def chat(self, body: dict, api_key: str | None = None) -> "MockCall":
+    def chat(self, body: dict, api_key: str | None = None,
+             extra_headers: dict | None = None) -> "MockCall":
         return MockCall(self, body)
 
     def list_models(self) -> list[dict]:

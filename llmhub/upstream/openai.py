@@ -20,7 +20,8 @@ from llmhub.errors import UpstreamError
 from llmhub.upstream.http import Exchange, Pool, Timeouts
 from llmhub.upstream.sse import SSEParser
 
-__all__ = ["OpenAICompatible", "ChatCall", "error_message"]
+__all__ = ["OpenAICompatible", "ChatCall", "error_message", "http_error", "stream_error",
+           "redact"]
 
 _MODEL_MISSING = re.compile(r"no models? loaded|not found|invalid model|model_not_found|"
                             r"not loaded|does not exist|unknown model", re.I)
@@ -59,11 +60,13 @@ class OpenAICompatible:
         """Kind-specific adjustments to an outgoing chat body (none for plain OpenAI)."""
         return body
 
-    def chat(self, body: dict, api_key: str | None = None) -> "ChatCall":
+    def chat(self, body: dict, api_key: str | None = None,
+             extra_headers: dict | None = None) -> "ChatCall":
         """A call for this body; `api_key` replaces the configured key for this call only."""
         body = dict(body, stream=True)
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        return ChatCall(self, self.prepare(body), self.headers(api_key))
+        headers = {**self.headers(api_key), **(extra_headers or {})}
+        return ChatCall(self, self.prepare(body), headers, api_key or self.config.api_key)
 
     # -- small JSON requests (models, probes) ------------------------------------------------
     def get_json(self, path: str, timeout: float = 10.0) -> dict:
@@ -97,10 +100,12 @@ class OpenAICompatible:
 class ChatCall:
     """One streamed chat completion: open(), then chunks(); abort() from any thread."""
 
-    def __init__(self, upstream: OpenAICompatible, body: dict, headers: dict) -> None:
+    def __init__(self, upstream: OpenAICompatible, body: dict, headers: dict,
+                 key: str = "") -> None:
         self.upstream = upstream
         self.body = body
         self.headers = headers
+        self.key = key          # never repeated in an error message
         self.exchange = Exchange(upstream.base_url, upstream.timeouts, upstream.label,
                                  upstream.pool)
         self._whole: dict | None = None
@@ -112,7 +117,8 @@ class ChatCall:
                                       payload, self.headers)
         content_type = response.getheader("Content-Type", "")
         if response.status >= 400:
-            raise http_error(response.status, error_message(self.exchange.read_all()),
+            raise http_error(response.status,
+                             redact(error_message(self.exchange.read_all()), self.key),
                              self.upstream.label)
         if "text/event-stream" not in content_type:
             # A JSON body where a stream was asked for: an error with HTTP 200 (LM Studio's
@@ -120,7 +126,8 @@ class ChatCall:
             body = self.exchange.read_all()
             obj = _parse_json(body)
             if not isinstance(obj, dict) or "error" in obj or "choices" not in obj:
-                raise http_error(502, error_message(body), self.upstream.label)
+                raise http_error(502, redact(error_message(body), self.key),
+                                 self.upstream.label)
             self.exchange.finish()
             self._whole = obj
 
@@ -192,6 +199,11 @@ def _message_in(obj) -> str | None:
             if isinstance(error.get(key), str):
                 return error[key]
     return None
+
+
+def redact(message: str, secret: str | None) -> str:
+    """Providers sometimes echo the key they refused; it must not reach a client or a log."""
+    return message.replace(secret, "***") if secret and len(secret) >= 4 else message
 
 
 def http_error(status: int, message: str, label: str) -> UpstreamError:
