@@ -1,6 +1,6 @@
 """Relay benchmark: the hub against the direct upstream, side by side in one run.
 
-    python -m bench            (or: python bench/run.py)  [--quick] [--only relay|threads]
+    python -m bench            (or: python bench/run.py)  [--quick] [--only relay|threads|cancel]
 
 The fake LM Studio (tests/fake_lmstudio.py) and the hub each run in their own process, so
 neither shares a GIL with the load generator. Each scenario is measured direct (client →
@@ -176,15 +176,21 @@ def table(rows: list, header: list = HEADER) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
-    parser.add_argument("--only", choices=("relay", "threads"), help="run one benchmark")
+    parser.add_argument("--only", choices=("relay", "threads", "cancel"),
+                        help="run one benchmark")
     args = parser.parse_args(argv)
-    if args.only != "threads":
+    if args.only in (None, "relay"):
         relay(args.quick)
-    if args.only != "relay":
+    if args.only in (None, "threads"):
         from bench import threads
         rows = threads.main(10_000 if args.quick else threads.SIZE)
         print("\nllmhub threads benchmark (ms)")
         print(table(rows, ["scenario", "n", "p50", "p99"]))
+    if args.only in (None, "cancel"):
+        from bench import cancel
+        rows = cancel.main(20 if args.quick else 100)
+        print("\nllmhub stop-latency benchmark (ms, from sending POST /chat/cancel)")
+        print(table(rows, ["scenario", "n", "p50", "p99", "max"]))
     return 0
 
 

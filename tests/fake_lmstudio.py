@@ -50,6 +50,7 @@ class Received:
     body: object
     client_port: int = 0               # tells kept-alive connections apart
     aborted: bool = False
+    aborted_at: float | None = None    # time.monotonic() when the abort was seen
 
 
 class FakeLMStudio:
@@ -127,6 +128,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._record(None)
         fake = self.server.fake
+        if self.path == "/__fake/aborts":     # for the stop-latency benchmark
+            return self._json(200, [r.aborted_at for r in fake.requests if r.aborted])
         if self.path == "/v1/models":
             return self._json(200, {"object": "list", "data": [
                 {"id": m, "object": "model", "owned_by": "organization_owner"}
@@ -257,14 +260,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _hold(self, release: threading.Event) -> bool:
-        """Wait for `release`; False as soon as the client closes its connection."""
-        while not release.wait(0.01):
-            readable, _, _ = select.select([self.connection], [], [], 0)
+        """Wait for `release`; False the moment the client closes its connection."""
+        while not release.is_set():
+            readable, _, _ = select.select([self.connection], [], [], 0.01)
             if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
                 return False
         return True
 
     def _aborted(self, received: Received) -> None:
+        received.aborted_at = time.monotonic()
         received.aborted = True
         self.close_connection = True
         self.server.fake.aborted.set()
@@ -298,7 +302,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    # Standalone, for the benchmark: prints its base URL, serves until killed.
+    # Standalone, for the benchmarks: prints its base URL, serves until killed.
+    # --hold-after N: every stream holds after N chunks until its client goes away.
+    import sys
     fake = FakeLMStudio().start()
+    if "--hold-after" in sys.argv:
+        fake.default = Script(hold_first=threading.Event(),
+                              hold_after=int(sys.argv[sys.argv.index("--hold-after") + 1]))
     print(fake.url, flush=True)
     threading.Event().wait()
