@@ -45,7 +45,11 @@ STUDIO_VISION = {"messages": [{"role": "user", "content": "What is in this image
 
 ROUTES = [
     # service
-    Route("GET", "/", service.index, service, "Hub status and the list of endpoints"),
+    Route("GET", "/", service.index, service,
+          "The web chat page for browsers; hub status and endpoints as JSON otherwise",
+          auth=False),
+    Route("GET", "/static/{name}", service.static_file, service,
+          "The web page's files", auth=False),
     Route("GET", "/health", service.health, service,
           "Liveness, upstream reachability, database state, active runs", auth=False),
     Route("GET", "/config", service.show_config, service,
@@ -77,6 +81,9 @@ ROUTES = [
     Route("POST", "/v1/threads", langbase.create_thread, langbase,
           "Create a thread (optional threadId, metadata, messages)",
           {"threadId": "custom-thread-123", "metadata": {"department": "billing"}}),
+    Route("GET", "/v1/threads", langbase.list_threads, langbase,
+          "Threads by last activity, newest first (?limit=50&before=<updated_at>); "
+          "llmhub's own, for the web page"),
     Route("GET", "/v1/threads/{thread_id}", langbase.get_thread, langbase, "A thread"),
     Route("POST", "/v1/threads/{thread_id}", langbase.update_thread, langbase,
           "Merge metadata into a thread", {"metadata": {"vip": "yes"}}),

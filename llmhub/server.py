@@ -30,8 +30,8 @@ from urllib.parse import parse_qs, unquote
 from llmhub import __version__, routes
 from llmhub.dialects import service
 from llmhub.errors import BadRequest, HubError, Unauthorized, UnsupportedMediaType
-from llmhub.wire import (LAST_CHUNK, JSONResponse, RunResponse, StreamResponse, chunk,
-                         decode_json, json_bytes, read_body)
+from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, RunResponse, StreamResponse,
+                         chunk, decode_json, json_bytes, read_body)
 
 __all__ = ["HubServer", "Handler", "Request", "CLIENT_GONE", "make_server"]
 
@@ -233,9 +233,8 @@ class Handler(BaseHTTPRequestHandler):
                            headers={"WWW-Authenticate": "Bearer"})
 
     def _send_result(self, result) -> None:
-        if isinstance(result, service.HTMLResponse):
-            self._send_bytes(result.status, "text/html; charset=utf-8",
-                             result.body.encode("utf-8"), result.headers)
+        if isinstance(result, BytesResponse):
+            self._send_bytes(result.status, result.content_type, result.body, result.headers)
         elif isinstance(result, JSONResponse):
             self.send_json(result.status, result.body, result.headers)
         elif isinstance(result, StreamResponse):

@@ -73,10 +73,20 @@ def _create_responses(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX responses_created ON responses (created_at)")
 
 
+def _add_thread_activity(conn: sqlite3.Connection) -> None:
+    # The web page lists threads by last activity, newest first, a page at a time; every
+    # append bumps updated_at. Existing threads start from their newest message's time.
+    conn.execute("ALTER TABLE threads ADD COLUMN updated_at REAL")
+    conn.execute("UPDATE threads SET updated_at = COALESCE((SELECT MAX(created_at) FROM "
+                 "messages WHERE thread_id = threads.id), created_at)")
+    conn.execute("CREATE INDEX threads_updated ON threads (updated_at)")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
     ("create_summaries", _create_summaries),
     ("create_responses", _create_responses),
+    ("add_thread_activity", _add_thread_activity),
 ]
 
 
@@ -204,6 +214,13 @@ class Store:
             thread = self._create_thread_tx(tx, thread_id, metadata or {})
             self._append_tx(tx, thread["id"], messages or [])
         return thread
+
+    def list_threads(self, limit: int = 50, before: float | None = None) -> list[dict]:
+        """Threads by last activity, newest first; `before` pages on from an updated_at."""
+        rows = self._read("SELECT * FROM threads WHERE updated_at < ? ORDER BY updated_at DESC "
+                          "LIMIT ?", (before if before is not None else float("inf"), limit))
+        return [dict(_thread(row), title=row["title"], updated_at=row["updated_at"])
+                for row in rows]
 
     def get_thread(self, thread_id: str) -> dict:
         rows = self._read("SELECT * FROM threads WHERE id = ?", (thread_id,))
@@ -350,8 +367,9 @@ class Store:
         thread_id = thread_id or str(uuid.uuid4())
         created = int(time.time())
         try:
-            tx.execute("INSERT INTO threads (id, created_at, metadata) VALUES (?, ?, ?)",
-                       (thread_id, created, _json(metadata)))
+            tx.execute("INSERT INTO threads (id, created_at, metadata, updated_at) "
+                       "VALUES (?, ?, ?, ?)", (thread_id, created, _json(metadata),
+                                               time.time()))
         except sqlite3.IntegrityError:
             raise Conflict(f"Thread {thread_id!r} already exists", param="threadId") from None
         return {"id": thread_id, "object": "thread", "created_at": created,
@@ -394,7 +412,22 @@ class Store:
                  row["tool_call_id"], _json(row["tool_calls"]), _json(row["attachments"]),
                  _json(row["metadata"]), tokens, created))
             out.append(_public(row))
+        if messages:
+            tx.execute("UPDATE threads SET updated_at = ?, title = COALESCE(title, ?) "
+                       "WHERE id = ?", (time.time(), _title(messages), thread_id))
         return out
+
+
+def _title(messages: list) -> str | None:
+    """A thread's title: the start of its first user message with text."""
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if message["role"] == "user" and isinstance(content, str) and content.strip():
+            text = " ".join(content.split())
+            return text if len(text) <= 60 else text[:59].rstrip() + "…"
+    return None
 
 
 def _json(value) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from llmhub.errors import BadRequest, LengthRequired, PayloadTooLarge
 
 __all__ = [
-    "JSONResponse", "StreamRenderer", "StreamResponse", "RunResponse", "decode_json", "json_bytes", "read_body",
+    "JSONResponse", "BytesResponse", "StreamRenderer", "StreamResponse", "RunResponse", "decode_json", "json_bytes", "read_body",
     "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK",
 ]
 
@@ -62,6 +62,15 @@ class StreamRenderer:
 
     def render(self, event) -> bytes:
         raise NotImplementedError
+
+
+@dataclass
+class BytesResponse:
+    """Anything that is not JSON: a page, a script, a stylesheet."""
+    body: bytes
+    content_type: str
+    status: int = 200
+    headers: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from llmhub.pipes import ChatRequest
 from llmhub.threads import check_metadata, check_thread_id, normalise_message
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, json_bytes
 
-__all__ = ["error_body", "run_pipe", "list_pipes", "create_thread", "get_thread",
+__all__ = ["error_body", "run_pipe", "list_pipes", "create_thread", "list_threads", "get_thread",
            "update_thread", "delete_thread", "append_messages", "list_messages", "PipeStream"]
 
 TITLE = "Langbase"
@@ -223,6 +223,23 @@ def create_thread(request) -> JSONResponse:
     thread = request.hub.store.create_thread(thread_id, check_metadata(body.get("metadata")),
                                              messages)
     return JSONResponse(thread)
+
+
+def list_threads(request) -> JSONResponse:
+    """GET /v1/threads?limit=&before= (llmhub's own; Langbase has no list): newest first."""
+    query = request.query
+    try:
+        limit = int(query.get("limit", 50))
+        before = float(query["before"]) if query.get("before") else None
+    except ValueError:
+        raise BadRequest("'limit' must be a whole number and 'before' a time from "
+                         "'updated_at'", param="limit" if "limit" in query else "before") \
+            from None
+    if not 1 <= limit <= 500:
+        raise BadRequest("'limit' must be from 1 to 500", param="limit")
+    threads = request.hub.store.list_threads(limit + 1, before)
+    return JSONResponse({"object": "list", "data": threads[:limit],
+                         "has_more": len(threads) > limit})
 
 
 def get_thread(request, thread_id: str) -> JSONResponse:

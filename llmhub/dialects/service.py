@@ -6,13 +6,22 @@ Errors here, and for paths no route has, use the hub's generic shape:
 
 import html
 import json
+import re
 import time
+from pathlib import Path
 
 from llmhub.config import redacted
-from llmhub.wire import JSONResponse
+from llmhub.errors import NotFound
+from llmhub.wire import BytesResponse, JSONResponse
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+         ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
+         ".ico": "image/x-icon"}
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}$")
 
 __all__ = ["error_body", "index", "health", "show_config", "help_page", "get_run",
-           "cancel_run"]
+           "cancel_run", "static_file"]
 
 TITLE = "Service"
 
@@ -22,7 +31,10 @@ def error_body(error) -> dict:
                       "param": error.param}}
 
 
-def index(request) -> JSONResponse:
+def index(request):
+    """The web chat page for browsers; a JSON status for everything else (DESIGN §9)."""
+    if "text/html" in request.headers.get("Accept", ""):
+        return static_file(request, "index.html")
     from llmhub.routes import ROUTES   # the table imports this module
     hub = request.hub
     return JSONResponse({
@@ -43,7 +55,8 @@ def help_page(request):
             "method": route.method, "path": route.pattern, "summary": route.summary,
             "example": route.example, "curl": curl(base, route)})
     if "text/html" in request.headers.get("Accept", ""):
-        return HTMLResponse(help_html(request.hub.version, sections))
+        return BytesResponse(help_html(request.hub.version, sections).encode("utf-8"),
+                             TYPES[".html"])
     return JSONResponse({"name": "llmhub", "version": request.hub.version,
                          "dialects": sections})
 
@@ -75,8 +88,13 @@ def help_html(version: str, sections: dict) -> str:
             + "".join(rows))
 
 
-class HTMLResponse(JSONResponse):
-    """A page instead of JSON; the server sends `body` as UTF-8 text/html."""
+def static_file(request, name: str) -> BytesResponse:
+    """A file of the web page: a plain name in llmhub/static, never a path out of it."""
+    path = STATIC / name
+    if not SAFE_NAME.match(name) or path.suffix not in TYPES or not path.is_file():
+        raise NotFound(f"No static file {name!r}")
+    return BytesResponse(path.read_bytes(), TYPES[path.suffix],
+                         headers={"Cache-Control": "no-cache"})
 
 
 def health(request) -> JSONResponse:
