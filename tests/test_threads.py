@@ -177,3 +177,47 @@ def test_writers_never_see_database_locked(tmp_path):
         thread.join()
     assert not errors and len(store.list_messages("w")) == 160
     store.close()
+
+
+def test_threads_list_newest_activity_first_with_pages(hub):
+    for name in ("a", "b", "c"):
+        call(hub.url, "POST", "/v1/threads", {"threadId": name, "messages": [
+            {"role": "user", "content": f"Question {name}"}]})
+    call(hub.url, "POST", "/v1/threads/a/messages", [{"role": "user", "content": "bump"}])
+    status, _, page = call(hub.url, "GET", "/v1/threads?limit=2")
+    assert status == 200 and page["has_more"] is True
+    assert [(t["id"], t["title"]) for t in page["data"]] == [("a", "Question a"),
+                                                             ("c", "Question c")]
+    assert list(page["data"][0]) == ["id", "object", "created_at", "metadata", "title",
+                                     "updated_at"]
+    rest = call(hub.url, "GET", f"/v1/threads?limit=2&before={page['data'][-1]['updated_at']}")
+    assert [t["id"] for t in rest[2]["data"]] == ["b"] and rest[2]["has_more"] is False
+    for query in ("limit=0", "limit=x", "before=yesterday"):
+        assert call(hub.url, "GET", f"/v1/threads?{query}")[0] == 400
+
+
+def test_a_long_first_message_makes_a_short_title(hub):
+    call(hub.url, "POST", "/v1/threads", {"threadId": "long", "messages": [
+        {"role": "system", "content": "not a title"},
+        {"role": "user", "content": "word " * 40}]})
+    title = call(hub.url, "GET", "/v1/threads")[2]["data"][0]["title"]
+    assert len(title) == 60 and title.endswith("…") and title.startswith("word word")
+
+
+def test_migrations_upgrade_a_database_from_an_older_schema(tmp_path, monkeypatch):
+    """A database made before add_thread_activity gains updated_at from its messages."""
+    from llmhub import threads
+    old = [m for m in MIGRATIONS if m[0] != "add_thread_activity"]
+    monkeypatch.setattr(threads, "MIGRATIONS", old)
+    store = Store(tmp_path / "old.db")
+    with store.write_tx() as tx:
+        tx.execute("INSERT INTO threads (id, created_at, metadata) VALUES ('t', 100, '{}')")
+        tx.execute("INSERT INTO messages (id, thread_id, seq, role, content, created_at) "
+                   "VALUES ('m', 't', 1, 'user', '\"hi\"', 250)")
+    store.close()
+    monkeypatch.setattr(threads, "MIGRATIONS", MIGRATIONS)
+    upgraded = Store(tmp_path / "old.db")
+    assert upgraded.list_threads()[0]["updated_at"] == 250
+    assert [r["name"] for r in upgraded._read("SELECT name FROM migrations ORDER BY rowid")] \
+        == [name for name, _ in MIGRATIONS]
+    upgraded.close()
