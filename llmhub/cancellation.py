@@ -78,6 +78,8 @@ class Run:
         self.closing: list[Event] = []     # the final events, set just before finish hooks
         self.gate: "Gate | None" = None    # the gate this run is queued at, while it waits
         self._listeners = 0
+        self._over = threading.Event()     # set once finished: waiting for the end must not
+                                           # wake on every token, as the condition does
         self.first_token_at: float | None = None
         self._registry = registry
         self._cond = threading.Condition()
@@ -99,10 +101,7 @@ class Run:
 
     def wait(self, timeout: float) -> bool:
         """Wait until the run has finished; True if it has."""
-        with self._cond:
-            if not self.finished:
-                self._cond.wait_for(lambda: self.finished, timeout)
-            return self.finished
+        return self._over.wait(timeout)
 
     # -- driving (engine side) ---------------------------------------------------------------
     def on_finish(self, hook: Callable[["Run"], None]) -> None:
@@ -161,6 +160,7 @@ class Run:
             self.state = new_state
             for closing in self.closing:
                 self._append(closing)
+        self._over.set()
         self._registry._retire(self)
         return True
 

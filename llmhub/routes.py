@@ -135,9 +135,34 @@ ROUTES = [
 ]
 
 
+_index: tuple = (None, {})   # (the table it was built for, exact path → routes)
+
+
+def _static_routes(path: str) -> list:
+    """Routes whose pattern is exactly `path`: most requests are a dict lookup. Rebuilt if
+    ROUTES is replaced (tests do)."""
+    global _index
+    table, index = _index
+    if table is not ROUTES:
+        index = {}
+        for route in ROUTES:
+            if "{" not in route.pattern:
+                index.setdefault(route.pattern, []).append(route)
+        _index = (ROUTES, index)
+    return index.get(path, [])
+
+
+def _candidates(method: str, path: str) -> list:
+    """The exact-path routes when one has this method; else those and every pattern route."""
+    static = _static_routes(path)
+    if any(route.method == method for route in static):
+        return static
+    return static + [route for route in ROUTES if "{" in route.pattern]
+
+
 def match(method: str, path: str, accept: str = "") -> tuple[Route, dict]:
     allowed = []
-    for route in ROUTES:
+    for route in _candidates(method, path):
         found = route.regex.match(path)
         if found is None:
             continue

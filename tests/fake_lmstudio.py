@@ -220,6 +220,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        # Nothing paced or held: the whole stream in one write, as TCP would coalesce a
+        # full-speed stream anyway (and the benchmarks measure the hub, not this fake).
+        self._batch = [] if not (script.delay or script.hold_first or script.hold_headers
+                                 or script.cut_after is not None) else None
         hold_at = (script.hold_after or 0) if script.hold_first else None
         texts = [" tok"] * body["fake_chunks"] if body.get("fake_chunks") else script.chunks
         chunks = script.raw_chunks or [self._chunk(body, {"content": c} if i else
@@ -251,13 +255,21 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(b"data: " + json.dumps(usage).encode() + b"\n\n")
             if script.done:
                 # [DONE] and the terminator in one write: the hub closes right after [DONE]
-                self.wfile.write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+                self._write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n", last=True)
                 self.close_connection = script.drop_connection
                 return
-        self.wfile.write(b"0\r\n\r\n")
+        self._write(b"0\r\n\r\n", last=True)
 
     def _send(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self._write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _write(self, data: bytes, last: bool = False) -> None:
+        if self._batch is None:
+            self.wfile.write(data)
+            return
+        self._batch.append(data)
+        if last:
+            self.wfile.write(b"".join(self._batch))
 
     def _hold(self, release: threading.Event) -> bool:
         """Wait for `release`; False the moment the client closes its connection."""

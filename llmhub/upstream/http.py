@@ -46,6 +46,7 @@ class Pool:
 
     max_idle = 32            # connections kept; more are closed
     max_idle_seconds = 2.0   # under the usual server keep-alive (Node's default is 5 s)
+    trust_seconds = 0.5      # idle less than this: skip the closed-by-server check
 
     def __init__(self) -> None:
         self._idle: list[tuple[float, http.client.HTTPConnection]] = []
@@ -57,8 +58,10 @@ class Pool:
                 if not self._idle:
                     return None
                 since, conn = self._idle.pop()
-            if time.monotonic() - since < self.max_idle_seconds and _still_open(conn):
-                return conn
+            idle = time.monotonic() - since
+            if idle < self.trust_seconds or (idle < self.max_idle_seconds and
+                                             _still_open(conn)):
+                return conn       # a stale one is still caught: send() retries once
             conn.close()
 
     def put(self, conn: http.client.HTTPConnection) -> None:
@@ -90,6 +93,7 @@ class Exchange:
         self._lock = threading.Lock()
         self._deadline = time.monotonic() + timeouts.total
         self._got_data = False
+        self._timeout: float | None = None   # what the socket has now (settimeout is a syscall)
         self._pool = pool
         self._reusable = False
         self.response: http.client.HTTPResponse | None = None
@@ -119,12 +123,13 @@ class Exchange:
         self._conn = conn
         with self._lock:
             self._sock = conn.sock          # kept: conn.sock turns None once a reply says close
+            self._timeout = None            # a new socket has not been given one yet
             aborted = self._aborted
         if aborted:
             self.close()
             raise Aborted("aborted")
         try:
-            self._sock.settimeout(self._phase_timeout())
+            self._set_timeout()
             conn.request(method, path, body=body, headers=headers)
             self.response = conn.getresponse()
         except STALE as exc:
@@ -148,7 +153,7 @@ class Exchange:
     def read(self, size: int = 65536) -> bytes:
         """Whatever body bytes are available (at most `size`); b'' at the end."""
         try:
-            self._sock.settimeout(self._phase_timeout())
+            self._set_timeout()
             data = self.response.read1(size)
         except (OSError, http.client.HTTPException, ValueError, AttributeError) as exc:
             raise self._read_error(exc) from None
@@ -194,12 +199,20 @@ class Exchange:
                 pass
 
     # -- timeouts and error mapping ----------------------------------------------------------
+    def _set_timeout(self) -> None:
+        """Give the socket the phase's timeout; re-set only when the value changes, which is
+        once per phase unless the total deadline is nearer than the phase's own limit."""
+        timeout = self._phase_timeout()
+        if timeout != self._timeout:
+            self._sock.settimeout(timeout)
+            self._timeout = timeout
+
     def _phase_timeout(self) -> float:
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("total")
         phase = self.timeouts.idle if self._got_data else self.timeouts.first_byte
-        return min(phase, remaining)
+        return phase if phase < remaining else remaining
 
     def _connect_error(self, exc: OSError) -> UpstreamError:
         where = f"{self.label} at {self.base_url}"
