@@ -106,6 +106,8 @@ SCHEMA = [
     Key("server", "cors_origins", _list, "*", env=("CORS_ORIGINS",)),
     Key("server", "max_body_bytes", _int(1024, 1 << 30), "16777216"),
     Key("server", "max_image_bytes", _int(1024, 1 << 30), "10485760"),
+    Key("server", "max_messages", _int(1, 10_000_000), "1000"),
+    Key("server", "max_connections", _int(1, 1_000_000), "2000"),
     Key("server", "ping_interval_seconds", _float(0.05, 3600), "10"),
     Key("server", "read_timeout_seconds", _float(1, 86400), "60"),
     Key("server", "log_level", _choice("debug", "info", "warning", "error"), "info"),

@@ -14,6 +14,7 @@ non-streaming clients alike.
 
 import contextlib
 import hmac
+import io
 import logging
 import random
 import re
@@ -31,7 +32,8 @@ from llmhub import __version__, routes
 from llmhub.dialects import service
 from llmhub.errors import BadRequest, HubError, Unauthorized, UnsupportedMediaType
 from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, RunResponse, StreamResponse,
-                         chunk, decode_json, json_bytes, read_body)
+                         check_content_type, check_message_count, chunk, decode_json,
+                         json_bytes, read_body)
 
 __all__ = ["HubServer", "Handler", "Request", "CLIENT_GONE", "make_server"]
 
@@ -62,7 +64,9 @@ class Request:
 
     def json(self):
         if self._json is None:
+            check_content_type(self.headers.get("Content-Type"))
             self._json = decode_json(self._utf8_body())
+            check_message_count(self._json, self.hub.config.server["max_messages"])
         return self._json
 
     def _utf8_body(self) -> bytes:
@@ -95,6 +99,33 @@ class Request:
         return value
 
 
+class DeadlineReader(io.RawIOBase):
+    """The handler's socket as a raw stream, with one deadline for a whole request.
+
+    A socket timeout limits each recv, so a client sending one byte every few seconds never
+    trips it. Here the first byte of a request starts a clock of `read_timeout_seconds`
+    for the request line, headers and body together; past it, reading raises TimeoutError.
+    """
+
+    def __init__(self, sock, handler) -> None:
+        self.sock, self.handler = sock, handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        handler = self.handler
+        if handler.deadline is not None:
+            remaining = handler.deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the request took longer than read_timeout_seconds")
+            self.sock.settimeout(min(remaining, handler.timeout))
+        count = self.sock.recv_into(buffer)
+        if count and handler.deadline is None:
+            handler.deadline = time.monotonic() + handler.timeout
+        return count
+
+
 class HubServer(ThreadingHTTPServer):
     """Serves one Hub. Class attributes are socketserver's knobs, each set for a reason."""
 
@@ -107,6 +138,7 @@ class HubServer(ThreadingHTTPServer):
         self.raise_errors = raise_errors   # tests: record view bugs so the test fails on them
         self.errors: list[BaseException] = []
         self._busy = 0
+        self.connections = 0
         self._busy_cond = threading.Condition()
         super().__init__((hub.config.server["host"], hub.config.server["port"]), Handler)
 
@@ -120,6 +152,35 @@ class HubServer(ThreadingHTTPServer):
         host = self.server_name
         return f"http://[{host}]:{self.server_port}" if ":" in host else \
             f"http://{host}:{self.server_port}"
+
+    def process_request(self, request, client_address) -> None:
+        """Past max_connections, answer 503 from the accept loop itself: no thread is spent."""
+        with self._busy_cond:
+            full = self.connections >= self.hub.config.server["max_connections"]
+            if not full:
+                self.connections += 1
+        if full:
+            self._refuse(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._busy_cond:
+                self.connections -= 1
+
+    def _refuse(self, sock) -> None:
+        body = json_bytes({"error": {"message": "Too many connections; try again shortly",
+                                     "code": "too_many_connections", "status": 503}})
+        try:
+            sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json"
+                         b"\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+                         % len(body) + body)
+        except OSError:
+            pass
+        self.shutdown_request(sock)
 
     def handle_error(self, request, client_address) -> None:
         exc = sys.exc_info()[1]
@@ -162,10 +223,19 @@ class Handler(BaseHTTPRequestHandler):
         return self.server_version   # no Python version in the Server header
 
     def setup(self) -> None:
-        # the socket timeout reaps idle keep-alive connections, trickling clients and
-        # clients that stopped reading a stream (sendall raises TimeoutError)
+        # the socket timeout reaps idle keep-alive connections and clients that stopped
+        # reading a stream (sendall raises TimeoutError); the request deadline below reaps
+        # clients that trickle a request a byte at a time (slowloris)
         self.timeout = self.server.hub.config.server["read_timeout_seconds"]
         super().setup()
+        self.deadline: float | None = None
+        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self),
+                                       self.rbufsize if self.rbufsize > 0 else 65536)
+
+    def handle_one_request(self) -> None:
+        self.deadline = None          # the next request's clock starts at its first byte
+        super().handle_one_request()
+        self.connection.settimeout(self.timeout)
 
     def handle(self) -> None:
         try:

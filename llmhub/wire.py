@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from llmhub.errors import BadRequest, LengthRequired, PayloadTooLarge
+from llmhub.errors import BadRequest, LengthRequired, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
     "JSONResponse", "BytesResponse", "StreamRenderer", "StreamResponse", "RunResponse", "decode_json", "json_bytes", "read_body",
@@ -151,12 +151,48 @@ def decode_json(body: bytes) -> Any:
         raise BadRequest(f"Request body is not valid UTF-8 (byte {exc.start})",
                          code="invalid_encoding") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"Invalid JSON at line {exc.lineno} column {exc.colno} "
                          f"(char {exc.pos}): {exc.msg}", code="invalid_json") from None
     except RecursionError:
         raise BadRequest("JSON is nested too deeply", code="invalid_json") from None
+
+
+def _no_duplicates(pairs: list) -> dict:
+    """JSON allows a key twice and keeps the last; a client that sends it meant something."""
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise BadRequest(f"Duplicate key {key!r} in the JSON body", param=key,
+                         code="duplicate_key")
+    return obj
+
+
+JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
+
+
+def check_content_type(value: str | None) -> None:
+    """A JSON body may come labelled as JSON, text, or curl -d's form default; not as XML,
+    multipart, or anything else that says it is not JSON."""
+    kind = (value or "").split(";", 1)[0].strip().lower()
+    if kind and kind not in JSON_TYPES and not kind.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type {kind!r} is not JSON; send application/json",
+                                   param="Content-Type")
+
+
+def check_message_count(body, limit: int) -> None:
+    """Every dialect's message list is `messages`, Responses' `input`, or a bare array
+    (thread appends): one limit guards them all (DESIGN §10)."""
+    items = body if isinstance(body, list) else next(
+        (body[k] for k in ("messages", "input") if isinstance(body, dict)
+         and isinstance(body.get(k), list)), [])
+    if len(items) > limit:
+        field = "messages" if not isinstance(body, dict) or "messages" in body else "input"
+        raise PayloadTooLarge(f"'{field}' has {len(items)} items; at most {limit} are accepted "
+                              "in one request (max_messages)", param=field,
+                              code="too_many_messages")
 
 
 # --- output framing --------------------------------------------------------------------------

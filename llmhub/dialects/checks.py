@@ -2,7 +2,14 @@
 
 from llmhub.errors import BadRequest
 
-__all__ = ["check_type", "check_number", "check_int", "check_sampling"]
+__all__ = ["check_type", "check_number", "check_int", "check_sampling", "check_known",
+           "SAMPLING"]
+
+# The OpenAI generation fields the chat dialects pass upstream.
+SAMPLING = {"temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens",
+            "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
+            "seed", "tools", "tool_choice", "parallel_tool_calls", "response_format",
+            "stream_options", "user", "reasoning_effort", "service_tier", "store", "metadata"}
 
 
 def check_type(body: dict, name: str, types, what: str) -> None:
@@ -49,3 +56,11 @@ def check_sampling(body: dict) -> None:
     check_type(body, "stream_options", dict, "an object")
     if body.get("n", 1) != 1:
         raise BadRequest("Only n = 1 is supported", param="n", code="invalid_value")
+
+
+def check_known(body: dict, known: set, where: str = "") -> None:
+    """A field the dialect does not know is a mistake (a typo silently ignored is worse)."""
+    for name in body:
+        if name not in known:
+            field = f"{where}.{name}" if where else name
+            raise BadRequest(f"Unknown field '{field}'", param=field, code="unknown_field")

@@ -16,7 +16,7 @@ Wire rules kept here:
 import uuid
 
 from llmhub.cancellation import CANCELLED, COMPLETED, QUEUED
-from llmhub.dialects.checks import check_int, check_number, check_type
+from llmhub.dialects.checks import check_int, check_known, check_number, check_type
 from llmhub.errors import BadRequest, HubError
 from llmhub.pipes import ChatRequest
 from llmhub.threads import check_thread_id, normalise_message
@@ -46,6 +46,7 @@ def chat_stream(request):
 
 
 def parse_request(body: dict) -> ChatRequest:
+    check_known(body, {"message", "messages", "model", "thread_id", "config"})
     check_type(body, "message", str, "a string")
     check_type(body, "messages", list, "a list")
     check_type(body, "model", str, "a string")
@@ -61,6 +62,7 @@ def parse_request(body: dict) -> ChatRequest:
     if thread_id is not None:
         check_thread_id(thread_id, "thread_id")
     config = body.get("config") or {}
+    check_known(config, set(CONFIG), "config")
     for name in ("temperature", "top_p", "topP"):
         check_number(config, name, 0, 2 if name == "temperature" else 1)
     for name in ("max_tokens", "maxTokens"):
@@ -72,6 +74,7 @@ def parse_request(body: dict) -> ChatRequest:
 
 def cancel(request) -> JSONResponse:
     body = request.json_object()
+    check_known(body, {"request_id"})
     request_id = body.get("request_id")
     if not isinstance(request_id, str) or not request_id:
         raise BadRequest("'request_id' is required", param="request_id")

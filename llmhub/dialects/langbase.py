@@ -17,7 +17,7 @@ import re
 
 from llmhub.cancellation import CANCELLED, COMPLETED
 from llmhub.config import PipeConfig
-from llmhub.dialects.checks import check_sampling
+from llmhub.dialects.checks import SAMPLING, check_known, check_sampling
 from llmhub.dialects.openai import completion_body, completion_id, openai_usage, run_error
 from llmhub.errors import BadRequest, HubError, NotFound
 from llmhub.pipes import ChatRequest
@@ -51,6 +51,7 @@ def error_body(error: HubError) -> dict:
 
 def run_pipe(request):
     body = request.json_object()
+    check_known(body, LANGBASE_FIELDS | SAMPLING | {"model"})
     pipe = find_pipe(request.hub.config, body.get("name"))
     variables = {**pipe.variables, **parse_variables(body.get("variables"))}
     messages = parse_messages(body.get("messages"), variables)
@@ -216,6 +217,7 @@ def list_pipes(request) -> JSONResponse:
 
 def create_thread(request) -> JSONResponse:
     body = request.json_object() if request.body.strip() else {}
+    check_known(body, {"threadId", "thread_id", "metadata", "messages"})
     thread_id = body.get("threadId", body.get("thread_id"))
     if thread_id is not None:
         check_thread_id(thread_id)
@@ -248,6 +250,7 @@ def get_thread(request, thread_id: str) -> JSONResponse:
 
 def update_thread(request, thread_id: str) -> JSONResponse:
     body = request.json_object()
+    check_known(body, {"metadata", "threadId", "thread_id"})   # the TS SDK sends threadId
     if "metadata" not in body:
         raise BadRequest("'metadata' is required", param="metadata")
     metadata = check_metadata(body["metadata"])
@@ -261,6 +264,8 @@ def delete_thread(request, thread_id: str) -> JSONResponse:
 
 def append_messages(request, thread_id: str) -> JSONResponse:
     body = request.json()
+    if isinstance(body, dict):
+        check_known(body, {"messages"})
     messages = body.get("messages") if isinstance(body, dict) else body   # SDKs: bare array
     if messages is None:
         raise BadRequest("'messages' is required", param="messages")

@@ -14,7 +14,7 @@ Wire rules kept here:
 
 from llmhub.cancellation import CANCELLED, FAILED
 from llmhub.context import estimate_tokens
-from llmhub.dialects.checks import check_sampling
+from llmhub.dialects.checks import SAMPLING, check_known, check_sampling
 from llmhub.errors import BadRequest, HubError
 from llmhub.pipes import ChatRequest
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
@@ -26,6 +26,11 @@ __all__ = ["error_body", "chat_completions", "list_models", "ChunkStream", "comp
 TITLE = "OpenAI"
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+# OpenAI's chat fields, LM Studio's documented extras (lmstudio.md §1.2), and the legacy
+# function-calling pair; anything else is refused by name rather than silently dropped.
+KNOWN = SAMPLING | {"model", "messages", "stream", "functions", "function_call", "modalities",
+                    "audio", "prediction", "web_search_options", "top_k", "min_p",
+                    "repeat_penalty", "ttl", "draft_model"}
 DONE = b"data: [DONE]\n\n"
 
 
@@ -68,6 +73,7 @@ def list_models(request) -> JSONResponse:
 # --- request validation ----------------------------------------------------------------------
 
 def parse_chat(body: dict) -> ChatRequest:
+    check_known(body, KNOWN)
     check_messages(body.get("messages"))
     check_sampling(body)
     params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}

@@ -17,7 +17,7 @@ import time
 import uuid
 
 from llmhub.cancellation import Event
-from llmhub.dialects.checks import check_int, check_number, check_type
+from llmhub.dialects.checks import check_int, check_known, check_number, check_type
 from llmhub.dialects.service import utc_now
 from llmhub.errors import BadRequest, Gone, HubError, NotFound
 from llmhub.pipes import ChatRequest
@@ -68,7 +68,12 @@ def create_response(request):
     return RunResponse(run, lambda run: finished(request.hub, run))
 
 
+KNOWN = {"model", "input", "system", "temperature", "max_output_tokens", "top_p", "stop",
+         "thread_id", "create_thread", "metadata", "stream"}
+
+
 def parse_request(body: dict) -> ChatRequest:
+    check_known(body, KNOWN)
     check_type(body, "model", str, "a string")
     check_type(body, "system", str, "a string")
     check_type(body, "metadata", dict, "an object")

@@ -16,7 +16,7 @@ Wire rules kept here:
 import uuid
 
 from llmhub.context import estimate_messages
-from llmhub.dialects.checks import check_type
+from llmhub.dialects.checks import check_known, check_type
 from llmhub.dialects.openai import check_messages
 from llmhub.errors import BadRequest, HubError
 from llmhub.pipes import ChatRequest, summary_prompt
@@ -33,6 +33,7 @@ def error_body(error: HubError) -> dict:
 
 def parse_request(request) -> tuple[ChatRequest, str]:
     body = request.json_object()
+    check_known(body, {"messages", "model", "api_key", "api_base_url", "session_id"})
     check_messages(body.get("messages"))
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise BadRequest("'model' is required", param="model")

@@ -50,9 +50,20 @@ def problem(loc: list, msg: str, kind: str = "value_error") -> dict:
     return {"loc": ["body", *loc], "msg": msg, "type": kind}
 
 
+# The hub's own validation codes (a run's upstream error keeps its own status and text).
+VALIDATION = {"invalid_request", "invalid_json", "empty_body", "invalid_encoding",
+              "invalid_type", "invalid_value", "missing_field", "unknown_field",
+              "duplicate_key"}
+
+
 def error_body(error: HubError):
     if isinstance(error, Invalid):
         return {"detail": error.detail}
+    if error.code in VALIDATION:     # FastAPI reports every validation problem as a 422 list
+        loc = ["body", *error.param.split(".")] if error.param else ["body"]
+        kind = "json_invalid" if error.code in ("invalid_json", "empty_body",
+                                                "invalid_encoding") else "value_error"
+        return 422, {"detail": [{"loc": loc, "msg": error.message, "type": kind}]}
     message = error.message
     if error.code == "upstream_unavailable":
         message = re.sub(r" at \S+: ", ": ", message, count=1)   # the seed's exact wording
@@ -71,7 +82,8 @@ def list_models(request) -> JSONResponse:
 
 def load_model(request) -> JSONResponse:
     body = request.json_object()
-    problems = _check_fields(body, {"model_key": str, "exclusive": bool, "force": bool,
+    problems = _unknown(body, {"model_key", "exclusive", "force", "context_length"})
+    problems += _check_fields(body, {"model_key": str, "exclusive": bool, "force": bool,
                                     "context_length": int}, required=("model_key",))
     if problems:
         raise Invalid(problems)
@@ -87,7 +99,8 @@ def load_model(request) -> JSONResponse:
 
 def unload_model(request) -> JSONResponse:
     body = request.json_object()
-    problems = _check_fields(body, {"model_key": str, "unload_all": bool, "force": bool})
+    problems = _unknown(body, {"model_key", "unload_all", "force"})
+    problems += _check_fields(body, {"model_key": str, "unload_all": bool, "force": bool})
     if not problems and not body.get("model_key") and not body.get("unload_all"):
         problems = [problem(["model_key"], "give model_key, or unload_all: true", "missing")]
     if problems:
@@ -95,6 +108,11 @@ def unload_model(request) -> JSONResponse:
     unloaded = request.hub.models.unload(body.get("model_key"), bool(body.get("unload_all")),
                                          bool(body.get("force")))
     return JSONResponse({"unloaded": unloaded})
+
+
+def _unknown(body: dict, known: set, where: tuple = ()) -> list[dict]:
+    return [problem([*where, name], "extra fields not permitted", "value_error.extra")
+            for name in body if name not in known]
 
 
 def _check_fields(body: dict, types: dict, required=()) -> list[dict]:
@@ -149,7 +167,10 @@ def choose_model(hub, kind: str, model_key) -> str:
 
 
 def parse_chat(body: dict, kind: str, hub) -> tuple[list, dict, list]:
-    problems = _check_fields(body, {"model_key": str, "config": dict})
+    problems = _unknown(body, {"model_key", "messages", "config"})
+    problems += _check_fields(body, {"model_key": str, "config": dict})
+    if isinstance(body.get("config"), dict):
+        problems += _unknown(body["config"], set(CONFIG), ("config",))
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         problems.append(problem(["messages"], "a non-empty list of messages is required",
