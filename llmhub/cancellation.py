@@ -81,6 +81,7 @@ class Run:
         self._over = threading.Event()     # set once finished: waiting for the end must not
                                            # wake on every token, as the condition does
         self.first_token_at: float | None = None
+        self.upstream_at: float | None = None   # when the first upstream request went out
         self._registry = registry
         self._cond = threading.Condition()
         self._call = None              # the upstream call to abort on cancel
@@ -208,8 +209,9 @@ class Registry:
 
     remember_finished = 10_000   # how many finished ids still answer "already finished"
 
-    def __init__(self) -> None:
+    def __init__(self, on_retire: Callable[[Run], None] | None = None) -> None:
         self._lock = threading.Lock()
+        self._on_retire = on_retire      # metrics: every run is seen once, as it ends
         self._live: dict[str, Run] = {}
         self._finished: collections.OrderedDict[str, str] = collections.OrderedDict()
 
@@ -257,6 +259,8 @@ class Registry:
             self._finished[run.id] = run.state
             while len(self._finished) > self.remember_finished:
                 self._finished.popitem(last=False)
+        if self._on_retire is not None:
+            self._on_retire(run)
 
 
 class Gate:

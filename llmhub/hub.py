@@ -9,6 +9,7 @@ import time
 from llmhub import __version__
 from llmhub.cancellation import Registry
 from llmhub.config import Config
+from llmhub.metrics import Metrics
 from llmhub.models import ModelManager
 from llmhub.pipes import Engine
 from llmhub.providers import Providers
@@ -26,7 +27,8 @@ class Hub:
         self.started = time.time()
         self.store = Store(config.server["db_path"])
         self.store.fail_interrupted_responses()   # their runs died with the last process
-        self.registry = Registry()
+        self.metrics = Metrics()
+        self.registry = Registry(on_retire=self.metrics.run_finished)
         self.upstreams = make_upstreams(config)
         self.engine = Engine(config, self.upstreams, self.registry, self.store)
         self.providers = Providers(config, self.upstreams)

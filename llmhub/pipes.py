@@ -324,6 +324,8 @@ class Engine:
             call = upstream.chat(dict(body, model=model), api_key=api_key, extra_headers=headers)
             if not run.attach(call):
                 return None
+            if run.upstream_at is None:
+                run.upstream_at = time.monotonic()
             call.open()
             if run.start(model, upstream.provider):
                 self._relay(run, call)

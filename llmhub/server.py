@@ -261,6 +261,7 @@ class Handler(BaseHTTPRequestHandler):
     def dispatch(self) -> None:
         started = time.perf_counter()
         self._sent, self._status, self._run, self._dialect = False, None, None, None
+        self._route = "unmatched"
         self.request_id = self._request_id()
         try:
             body = self._read_body()
@@ -270,7 +271,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self._preflight(path)
             route, params = routes.match("GET" if self.command == "HEAD" else self.command, path,
                                          self.headers.get("Accept", ""))
-            self._dialect = route.dialect
+            self._dialect, self._route = route.dialect, route.pattern
             self._authorise(route)
             self._send_result(route.view(Request(self, path, query, body), **params))
         except CLIENT_GONE:
@@ -283,6 +284,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.server.errors.append(exc)
             self.send_error_json(HubError("Internal server error"))
         finally:
+            self.server.hub.metrics.request(self._route, self.command, self._status)
             self._log_request(started)
 
     def _read_body(self) -> bytes:

@@ -21,7 +21,7 @@ TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=u
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}$")
 
 __all__ = ["error_body", "index", "health", "show_config", "help_page", "get_run",
-           "cancel_run", "static_file"]
+           "cancel_run", "static_file", "metrics", "openapi"]
 
 TITLE = "Service"
 
@@ -86,6 +86,67 @@ def help_html(version: str, sections: dict) -> str:
             f"<h1>llmhub {html.escape(version)}</h1><p>Every endpoint, by dialect. JSON at "
             "<code>GET /help</code> with <code>Accept: application/json</code>.</p>"
             + "".join(rows))
+
+
+STREAMS = {"/chat/stream": "text/event-stream or application/x-ndjson",
+           "/responses": "text/event-stream with ?stream=true",
+           "/v1/chat/completions": "text/event-stream with stream: true",
+           "/v1/pipes/run": "text/event-stream with stream: true",
+           "/v1/chat/completions/stream": "text/event-stream",
+           "/responses/{response_id}/events": "text/event-stream"}
+
+
+def openapi(request) -> JSONResponse:
+    """OpenAPI 3.1 for every route, from the same table as /help."""
+    from llmhub.routes import ROUTES
+    paths: dict = {}
+    for route in ROUTES:
+        operations = paths.setdefault(route.pattern, {})
+        method = route.method.lower()
+        if method in operations:            # /chat/stream: one path, two dialects by Accept
+            operations[method]["description"] += f" With any other Accept: {route.summary}."
+            continue
+        operations[method] = operation(route)
+    spec = {"openapi": "3.1.0",
+            "info": {"title": "llmhub", "version": request.hub.version,
+                     "description": "One local hub for every LLM client: OpenAI, Langbase, "
+                                    "Responses, LM Studio hub, EDISON and sessions dialects."},
+            "servers": [{"url": f"http://{request.headers.get('Host', '127.0.0.1:8000')}"}],
+            "paths": paths,
+            "components": {"securitySchemes": {"bearer": {"type": "http",
+                                                          "scheme": "bearer"}}}}
+    if request.hub.config.server["api_keys"]:
+        spec["security"] = [{"bearer": []}]
+    return JSONResponse(spec)
+
+
+def operation(route) -> dict:
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", route.pattern).strip("_") or "root"
+    op = {"operationId": f"{route.method.lower()}_{slug}",
+          "summary": route.summary, "description": route.summary + ".",
+          "tags": [route.dialect.TITLE],
+          "responses": {"200": {"description": STREAMS.get(route.pattern, "Success")},
+                        "default": {"description": f"An error, in the "
+                                                   f"{route.dialect.TITLE} dialect's shape"}}}
+    if route.accept:
+        op["description"] = f"With Accept: {route.accept}: {route.summary}."
+    names = re.findall(r"\{(\w+)\}", route.pattern)
+    if names:
+        op["parameters"] = [{"name": n, "in": "path", "required": True,
+                             "schema": {"type": "string"}} for n in names]
+    if route.example is not None:
+        kind = "array" if isinstance(route.example, list) else "object"
+        op["requestBody"] = {"content": {"application/json": {
+            "schema": {"type": kind}, "example": route.example}}}
+    if not route.auth:
+        op["security"] = []
+    return op
+
+
+def metrics(request) -> BytesResponse:
+    hub = request.hub
+    text = hub.metrics.render(hub.registry.live(), len(hub.sessions))
+    return BytesResponse(text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
 
 def static_file(request, name: str) -> BytesResponse:

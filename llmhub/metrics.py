@@ -1,0 +1,112 @@
+"""Counters and histograms for GET /metrics, rendered in Prometheus text format (0.0.4).
+
+Requests are counted by route pattern (never the raw path, whose ids would grow without
+bound), method and status. Runs are observed once, when they finish: tokens, time to first
+token, the hub's own overhead (from the request's run being created to its upstream request
+being sent), and upstream errors. Gauges (active, queued) are read when rendered.
+"""
+
+import bisect
+import threading
+import time
+
+__all__ = ["Metrics"]
+
+SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Histogram:
+    def __init__(self, buckets=SECONDS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+
+    def lines(self, name: str) -> list[str]:
+        out, running = [], 0
+        for bound, count in zip((*self.buckets, "+Inf"), self.counts):
+            running += count
+            out.append(f'{name}_bucket{{le="{bound}"}} {running}')
+        return out + [f"{name}_sum {self.sum:.6f}", f"{name}_count {running}"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started = time.time()
+        self.requests: dict[tuple, int] = {}
+        self.runs: dict[tuple, int] = {}
+        self.upstream_errors: dict[tuple, int] = {}
+        self.tokens = {"in": 0, "out": 0}
+        self.ttft = Histogram()
+        self.overhead = Histogram()
+
+    def request(self, route: str, method: str, status) -> None:
+        key = (route, method, str(status))
+        with self._lock:
+            self.requests[key] = self.requests.get(key, 0) + 1
+
+    def run_finished(self, run) -> None:
+        usage = run.usage or {}
+        with self._lock:
+            key = (run.info.get("dialect", ""), run.status)
+            self.runs[key] = self.runs.get(key, 0) + 1
+            self.tokens["in"] += usage.get("input_tokens") or 0
+            self.tokens["out"] += usage.get("output_tokens") or 0
+            if run.first_token_at is not None:
+                self.ttft.observe(run.first_token_at - run.started)
+            if run.upstream_at is not None:
+                self.overhead.observe(run.upstream_at - run.started)
+            if run.error is not None and run.status == "failed":
+                provider = (run.provider or {}).get("name", "")
+                key = (provider, run.error.code)
+                self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
+
+    def render(self, live_runs: list, sessions: int) -> str:
+        queued = sum(1 for run in live_runs if run.status == "queued")
+        with self._lock:
+            out = [
+                *family("llmhub_requests_total", "counter",
+                        "HTTP requests handled, by route, method and status",
+                        {("route", "method", "status"): self.requests}),
+                *family("llmhub_runs_total", "counter", "Finished runs, by dialect and status",
+                        {("dialect", "status"): self.runs}),
+                *family("llmhub_upstream_errors_total", "counter",
+                        "Runs failed by their upstream, by provider and error code",
+                        {("provider", "code"): self.upstream_errors}),
+                *family("llmhub_tokens_total", "counter",
+                        "Tokens in (prompt) and out (completion), as reported or estimated",
+                        {("direction",): {(k,): v for k, v in self.tokens.items()}}),
+                "# HELP llmhub_runs_active Runs streaming or waiting now",
+                "# TYPE llmhub_runs_active gauge", f"llmhub_runs_active {len(live_runs)}",
+                "# HELP llmhub_runs_queued Runs waiting for a max_concurrent slot",
+                "# TYPE llmhub_runs_queued gauge", f"llmhub_runs_queued {queued}",
+                "# HELP llmhub_sessions_seen Session ids seen by the sessions dialect",
+                "# TYPE llmhub_sessions_seen gauge", f"llmhub_sessions_seen {sessions}",
+                "# HELP llmhub_time_to_first_token_seconds From run start to its first token",
+                "# TYPE llmhub_time_to_first_token_seconds histogram",
+                *self.ttft.lines("llmhub_time_to_first_token_seconds"),
+                "# HELP llmhub_hub_overhead_seconds From run start to its upstream request",
+                "# TYPE llmhub_hub_overhead_seconds histogram",
+                *self.overhead.lines("llmhub_hub_overhead_seconds"),
+                "# HELP llmhub_uptime_seconds Seconds since the hub started",
+                "# TYPE llmhub_uptime_seconds gauge",
+                f"llmhub_uptime_seconds {time.time() - self.started:.1f}",
+            ]
+        return "\n".join(out) + "\n"
+
+
+def family(name: str, kind: str, help_text: str, series: dict) -> list[str]:
+    (labels, values), = series.items()
+    out = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    for key, value in sorted(values.items()):
+        pairs = ",".join(f'{label}="{escape(v)}"' for label, v in zip(labels, key))
+        out.append(f"{name}{{{pairs}}} {value}")
+    return out
+
+
+def escape(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
