@@ -93,7 +93,7 @@ def serve(server, hub) -> int:
         pass
     print("llmhub: stopping: cancelling runs, closing the database", file=sys.stderr,
           flush=True)
-    server.stop()
+    server.stop(grace=3.0)     # streams get their terminal events; all of it inside 5 s
     hub.close()
-    thread.join(5)
+    thread.join(1)
     return 0
