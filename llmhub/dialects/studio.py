@@ -85,6 +85,9 @@ def load_model(request) -> JSONResponse:
     problems = _unknown(body, {"model_key", "exclusive", "force", "context_length"})
     problems += _check_fields(body, {"model_key": str, "exclusive": bool, "force": bool,
                                     "context_length": int}, required=("model_key",))
+    length = body.get("context_length")
+    if isinstance(length, int) and not isinstance(length, bool) and length < 1:
+        problems.append(problem(["context_length"], "must be a whole number of at least 1"))
     if problems:
         raise Invalid(problems)
     try:
