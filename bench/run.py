@@ -1,6 +1,6 @@
 """Relay benchmark: the hub against the direct upstream, side by side in one run.
 
-    python -m bench            (or: python bench/run.py)  [--quick] [--only relay|threads|cancel]
+    python -m bench            (or: python bench/run.py)  [--quick] [--only relay|threads|cancel|load]
 
 The fake LM Studio (tests/fake_lmstudio.py) and the hub each run in their own process, so
 neither shares a GIL with the load generator. Each scenario is measured direct (client →
@@ -176,7 +176,7 @@ def table(rows: list, header: list = HEADER) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
-    parser.add_argument("--only", choices=("relay", "threads", "cancel"),
+    parser.add_argument("--only", choices=("relay", "threads", "cancel", "load"),
                         help="run one benchmark")
     args = parser.parse_args(argv)
     if args.only in (None, "relay"):
@@ -191,6 +191,10 @@ def main(argv=None) -> int:
         rows = cancel.main(20 if args.quick else 100)
         print("\nllmhub stop-latency benchmark (ms, from sending POST /chat/cancel)")
         print(table(rows, ["scenario", "n", "p50", "p99", "max"]))
+    if args.only in (None, "load"):
+        from bench import load
+        print("\nllmhub load benchmark")
+        print(table(load.main(), ["scenario", "direct to the fake", "through the hub"]))
     return 0
 
 

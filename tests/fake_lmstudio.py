@@ -20,6 +20,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def readable(sock, timeout: float) -> bool:
+    """poll(), not select(): select() fails past fd 1024, and the fake holds thousands."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    return bool(select.select([sock], [], [], timeout)[0])
+
+
 @dataclass
 class Script:
     """How the fake answers one chat completion request."""
@@ -107,7 +116,7 @@ class FakeLMStudio:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
-    request_queue_size = 256
+    request_queue_size = 1024
 
     def __init__(self, fake: FakeLMStudio) -> None:
         self.fake = fake
@@ -274,8 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _hold(self, release: threading.Event) -> bool:
         """Wait for `release`; False the moment the client closes its connection."""
         while not release.is_set():
-            readable, _, _ = select.select([self.connection], [], [], 0.01)
-            if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+            if readable(self.connection, 0.01) and \
+                    self.connection.recv(1, socket.MSG_PEEK) == b"":
                 return False
         return True
 

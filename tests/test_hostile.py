@@ -80,3 +80,26 @@ def test_past_max_connections_the_hub_answers_503(make_hub):
             break
         gone.wait(0.05)
     assert gone.is_set() and call(hub.url, "GET", "/health")[0] == 200
+
+
+def test_streams_survive_descriptors_past_1024(make_hub, fake):
+    """Regression: select() refuses fds >= 1024, and the disconnect check once read that
+    refusal as "the client left", cancelling healthy streams once ~1,000 were open."""
+    import os
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        hub = make_hub({"server": {"ping_interval_seconds": 0.05}})
+        release = threading.Event()
+        fake.enqueue(Script(hold_first=release))
+        conn, response = open_stream(hub.url, "/v1/chat/completions", {
+            "model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True})
+        assert conn.sock.fileno() > 1024
+        for _ in range(5):                      # several quiet ticks: disconnect checks run
+            assert response.read1(100) == b": ping\n\n"
+        release.set()
+        assert response.read().decode().rstrip().endswith("data: [DONE]")
+        conn.close()
+        assert not fake.chat_requests()[0].aborted
+    finally:
+        for fd in filler:
+            os.close(fd)

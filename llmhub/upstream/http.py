@@ -15,7 +15,6 @@ and a reused one that fails before any reply is retried once on a fresh connecti
 """
 
 import http.client
-import select
 import socket
 import ssl
 import threading
@@ -23,6 +22,7 @@ import time
 from urllib.parse import urlsplit
 
 from llmhub.errors import UpstreamError
+from llmhub.sockets import readable
 
 __all__ = ["Exchange", "Pool", "Timeouts", "Aborted"]
 
@@ -75,7 +75,7 @@ class Pool:
 def _still_open(conn: http.client.HTTPConnection) -> bool:
     """An idle connection has nothing to read; readable means EOF (closed) or junk."""
     try:
-        return conn.sock is not None and not select.select([conn.sock], [], [], 0)[0]
+        return conn.sock is not None and not readable(conn.sock)
     except (OSError, ValueError):
         return False
 
