@@ -216,7 +216,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"    # keep-alive; JSON has Content-Length, streams are chunked
     disable_nagle_algorithm = True   # one write per frame goes out at once (TCP_NODELAY)
     server_version = f"llmhub/{__version__}"
-    disconnect_poll = 0.1            # seconds: how soon a silent run notices its client left
+    disconnect_poll = 0.1            # seconds: how soon a silent run notices its client left,
+    disconnect_poll_max = 1.0        # … backing off to this while it stays silent: a thousand
+                                     # idle streams must not wake ten thousand times a second
 
     # -- plumbing ----------------------------------------------------------------------------
     def version_string(self) -> str:
@@ -398,7 +400,7 @@ class Handler(BaseHTTPRequestHandler):
         run, renderer = response.run, response.renderer
         self._run = run
         ping_every = self.server.hub.config.server["ping_interval_seconds"]
-        poll = min(self.disconnect_poll, ping_every)
+        quickest = poll = min(self.disconnect_poll, ping_every)
         cursor, next_ping = response.cursor, time.monotonic() + ping_every
         resumable = renderer.resume_grace is not None
         if resumable:
@@ -421,8 +423,11 @@ class Handler(BaseHTTPRequestHandler):
                         if events[-1].kind == "done":
                             self.wfile.write(LAST_CHUNK)
                             return
+                        poll = quickest
                     elif self.client_gone():
                         raise ConnectionResetError("client went away")
+                    else:
+                        poll = min(poll * 1.5, self.disconnect_poll_max, ping_every)
                     if time.monotonic() >= next_ping:   # a steady beat from acceptance on
                         next_ping = time.monotonic() + ping_every
                         self._ping(response, renderer.ping())
@@ -456,8 +461,10 @@ class Handler(BaseHTTPRequestHandler):
     def serve_awaited(self, response: RunResponse) -> None:
         run = response.run
         self._run = run
+        poll = self.disconnect_poll
         with self.server.busy():
-            while not run.wait(self.disconnect_poll):
+            while not run.wait(poll):
+                poll = min(poll * 1.5, self.disconnect_poll_max)
                 if self.client_gone():
                     self.close_connection = True
                     run.cancel("client_gone")

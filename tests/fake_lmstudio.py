@@ -282,10 +282,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _hold(self, release: threading.Event) -> bool:
         """Wait for `release`; False the moment the client closes its connection."""
+        pause = 0.005           # quick at first, then backing off: thousands may be held
         while not release.is_set():
-            if readable(self.connection, 0.01) and \
+            if readable(self.connection, pause) and \
                     self.connection.recv(1, socket.MSG_PEEK) == b"":
                 return False
+            pause = min(pause * 2, 0.2)
         return True
 
     def _aborted(self, received: Received) -> None:
