@@ -82,7 +82,7 @@ class Client:
 
     def relay(self, chunks: int) -> float:
         started = time.perf_counter()
-        response = self.post(dict(BODY, stream=True, fake_chunks=chunks))
+        response = self.post(dict(BODY, stream=True, model=f"fake-chunks-{chunks}"))
         seen = response.read().count(b'"content"')
         if seen < chunks:
             raise RuntimeError(f"only {seen} of {chunks} chunks")

@@ -12,6 +12,7 @@ the client aborted: while a script holds, the fake watches its socket for the cl
 """
 
 import json
+import re
 import select
 import socket
 import threading
@@ -46,7 +47,8 @@ class Script:
     finish_reason: str = "stop"
     usage: bool = True                 # send a usage chunk when stream_options asks for it
     raw_chunks: list | None = None     # full chunk dicts to send instead of text chunks
-    # a request body field "fake_chunks": N asks for N text chunks (the benchmark uses it)
+    # a request for model "fake-chunks-N" gets N text chunks (the benchmark uses it: the
+    # hub passes a model name through, and refuses unknown body fields)
     done: bool = True                  # end with data: [DONE]
     drop_connection: bool = False      # close the connection after answering, unannounced
 
@@ -234,7 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._batch = [] if not (script.delay or script.hold_first or script.hold_headers
                                  or script.cut_after is not None) else None
         hold_at = (script.hold_after or 0) if script.hold_first else None
-        texts = [" tok"] * body["fake_chunks"] if body.get("fake_chunks") else script.chunks
+        asked = re.fullmatch(r"fake-chunks-(\d+)", str(body.get("model")))
+        texts = [" tok"] * int(asked.group(1)) if asked else script.chunks
         chunks = script.raw_chunks or [self._chunk(body, {"content": c} if i else
                                                    {"role": "assistant", "content": c})
                                        for i, c in enumerate(texts)]
