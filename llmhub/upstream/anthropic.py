@@ -39,9 +39,7 @@ class Anthropic:
         self.prefix = path[:-3] if path.endswith("/v1") else path
         self.gate = Gate(config.max_concurrent)
         self.pool = Pool()
-        self.timeouts = Timeouts(config.connect_timeout_seconds,
-                                 config.first_byte_timeout_seconds,
-                                 config.idle_timeout_seconds, config.total_timeout_seconds)
+        self.timeouts = Timeouts.of(config)
 
     @property
     def provider(self) -> dict:

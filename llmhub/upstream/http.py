@@ -40,6 +40,12 @@ class Timeouts:
     def __init__(self, connect: float, first_byte: float, idle: float, total: float) -> None:
         self.connect, self.first_byte, self.idle, self.total = connect, first_byte, idle, total
 
+    @classmethod
+    def of(cls, config) -> "Timeouts":
+        """An upstream's configured timeouts ([upstream] *_timeout_seconds)."""
+        return cls(config.connect_timeout_seconds, config.first_byte_timeout_seconds,
+                   config.idle_timeout_seconds, config.total_timeout_seconds)
+
 
 class Pool:
     """Idle keep-alive connections to one upstream."""

@@ -38,9 +38,7 @@ class OpenAICompatible:
         self.prefix = urlsplit(self.base_url).path.rstrip("/")
         self.gate = Gate(config.max_concurrent)
         self.pool = Pool()
-        self.timeouts = Timeouts(config.connect_timeout_seconds,
-                                 config.first_byte_timeout_seconds,
-                                 config.idle_timeout_seconds, config.total_timeout_seconds)
+        self.timeouts = Timeouts.of(config)
 
     @staticmethod
     def normalise_url(url: str) -> str:
