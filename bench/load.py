@@ -14,8 +14,6 @@ process, so that it costs little of the 2 cores the hub and the fake share.
 
 import asyncio
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path

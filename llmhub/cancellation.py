@@ -174,6 +174,11 @@ class Run:
     def status(self) -> str:
         return self._final or self.state
 
+    def failure(self) -> HubError:
+        """The run's error as a fresh exception, to raise in a handler's thread (one
+        exception object must not be raised in two threads)."""
+        return HubError.from_dict(self.error.as_dict())
+
     @property
     def queue_position(self) -> int | None:
         gate = self.gate

@@ -21,7 +21,6 @@ import json
 import queue
 import re
 import sqlite3
-import threading
 import time
 import uuid
 from pathlib import Path

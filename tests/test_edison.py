@@ -1,6 +1,5 @@
 """EDISON's /chat/stream (SSE) and /chat/cancel, aliases and fallbacks, per-model queues."""
 
-import json
 import threading
 
 import pytest

@@ -5,7 +5,6 @@ import json
 import socket
 import threading
 
-import pytest
 
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream, sse_events

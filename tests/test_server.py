@@ -5,7 +5,6 @@ import json
 import logging
 import socket
 
-import pytest
 
 from http_client import call, connect, open_stream, raw_exchange
 from llmhub import routes

@@ -4,7 +4,6 @@ import json
 import re
 import threading
 
-from conftest import write_ini
 from http_client import call
 from llmhub import logs
 from test_runs import closed_port

@@ -18,7 +18,7 @@ import re
 from llmhub.cancellation import CANCELLED, COMPLETED
 from llmhub.config import PipeConfig
 from llmhub.dialects.checks import SAMPLING, check_known, check_sampling
-from llmhub.dialects.openai import completion_body, completion_id, openai_usage, run_error
+from llmhub.dialects.openai import completion_body, completion_id, openai_usage
 from llmhub.errors import BadRequest, HubError, NotFound
 from llmhub.pipes import ChatRequest
 from llmhub.threads import check_metadata, check_thread_id, normalise_message

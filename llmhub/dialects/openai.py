@@ -21,7 +21,7 @@ from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamRespons
 
 __all__ = ["error_body", "chat_completions", "list_models", "ChunkStream", "completion_body",
            "check_messages",
-           "completion_id", "openai_usage", "run_error"]
+           "completion_id", "openai_usage"]
 
 TITLE = "OpenAI"
 
@@ -121,15 +121,10 @@ def completion(run) -> JSONResponse:
     return JSONResponse(completion_body(run))
 
 
-def run_error(run) -> HubError:
-    """A failed run's error, to raise in the view's thread (a fresh object each time)."""
-    return HubError.from_dict(run.error.as_dict())
-
-
 def completion_body(run) -> dict:
     """The whole run as one chat.completion object; raises the run's error if it failed."""
     if run.status == FAILED:
-        raise run_error(run)
+        raise run.failure()
     transcript = run.transcript
     finish = transcript.finish_reason or ("cancelled" if run.status == CANCELLED else "stop")
     body = {"id": completion_id(run), "object": "chat.completion", "created": run.created,

@@ -272,7 +272,7 @@ def stop_reason(run) -> str:
 
 def reply(run) -> JSONResponse:
     if run.status == "failed":
-        raise HubError.from_dict(run.error.as_dict())
+        raise run.failure()
     return JSONResponse({"model": run.transcript.model or run.model,
                          "content": run.transcript.text, "stop_reason": stop_reason(run),
                          "predicted_tokens": predicted_tokens(run)})
