@@ -167,3 +167,26 @@ def test_socket_knobs():
     assert HubServer.request_queue_size >= 128
     assert Handler.protocol_version == "HTTP/1.1"
     assert Handler.disable_nagle_algorithm is True
+
+
+def test_the_fast_request_parser_keeps_http_servers_rules(hub):
+    """Server.parse_request reads ordinary requests without the email parser; the limits
+    and semantics must stay those of http.server."""
+    reply = raw_exchange(hub.url, b"GET /health HTTP/1.1\r\nHost: x\r\nBroken line\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400") and b"application/json" in reply
+    reply = raw_exchange(hub.url, b"GET /health HTTP/1.1\r\nHost : x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400")
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(101))
+    reply = raw_exchange(hub.url, b"GET /health HTTP/1.1\r\n" + many + b"\r\n")
+    assert reply.startswith(b"HTTP/1.1 431")
+    reply = raw_exchange(hub.url, b"GET /health HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 431")
+    reply = raw_exchange(hub.url, b"GET //health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200") and b"Connection: close" in reply
+    reply = raw_exchange(hub.url, b"GET /health HTTP/1.0\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200")           # 1.0 closes after the answer
+    body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+    reply = raw_exchange(hub.url, b"POST /v1/runs/x/cancel HTTP/1.1\r\nHost: x\r\nExpect: "
+                         b"100-continue\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                         % (len(body), body))
+    assert reply.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404")
