@@ -89,10 +89,6 @@ class Run:
         self._hooks: list[Callable[["Run"], None]] = []
 
     # -- reading -----------------------------------------------------------------------------
-    @property
-    def finished(self) -> bool:
-        return self.state in FINAL
-
     def read(self, cursor: int, timeout: float) -> list[Event]:
         """Events after `cursor`, waiting up to `timeout` for at least one."""
         with self._cond:

@@ -8,7 +8,8 @@ input budget and summaries belong there.
 
 from llmhub.errors import BadRequest
 
-__all__ = ["estimate_tokens", "estimate_messages", "message_tokens", "build_input",
+__all__ = ["estimate_tokens", "estimate_messages", "content_text", "message_tokens",
+           "build_input",
            "window_for", "to_upstream", "split_for_summary", "SUMMARY_PREFIX"]
 
 CHARS_PER_TOKEN = 4   # the usual rule of thumb for English; Cyrillic runs a little denser
@@ -20,13 +21,15 @@ def estimate_tokens(text: str) -> int:
 
 def estimate_messages(messages: list) -> int:
     """Content tokens plus a few for each message's role and framing."""
-    total = 0
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        total += 4 + estimate_tokens(content if isinstance(content, str) else "")
-    return total
+    return sum(4 + estimate_tokens(content_text(m.get("content")) if isinstance(m, dict)
+                                   else "") for m in messages)
+
+
+def content_text(content) -> str:
+    """A message's text: a string as is, content parts' text joined, anything else ''."""
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
 
 
 SUMMARY_PREFIX = "Summary of the earlier conversation:\n"

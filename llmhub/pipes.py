@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from llmhub.cancellation import CANCELLED, FINAL, Gate, Registry, Run
 from llmhub.config import Config
-from llmhub.context import (build_input, estimate_messages, estimate_tokens, message_tokens,
-                            split_for_summary, window_for)
+from llmhub.context import (build_input, content_text, estimate_messages, estimate_tokens,
+                            message_tokens, split_for_summary, window_for)
 from llmhub.errors import BadRequest, HubError, UpstreamError
 from llmhub.threads import Store
 
@@ -169,19 +169,18 @@ class Engine:
             run.finish("fail", error=exc if isinstance(exc, HubError) else None)
             raise
         run.input_estimate = estimate_messages(messages)
+        # access = (api key, extra headers) for reaching the upstream on the client's behalf
         self.workers.submit(self._work, run, dict(request.params, messages=messages),
                             (request.upstream_key, request.upstream_headers), targets)
-        # access = (api key, extra headers) for reaching the upstream on the client's behalf
         return run
 
     def _input(self, run: Run, request: ChatRequest) -> list:
         """The messages the upstream gets; for a persisted turn, store it first."""
         budget = self.config.context["max_input_tokens"] if request.budget else None
+        if not request.persist and not request.budget:     # sent as the client gave them
+            system = [{"role": "system", "content": request.system}] if request.system else []
+            return system + request.messages
         if not request.persist:
-            if not request.budget:
-                system = [{"role": "system", "content": request.system}] if request.system \
-                    else []
-                return system + request.messages
             messages, run.context = build_input(request.system, [], request.messages,
                                                 budget=budget)
             return messages
@@ -191,8 +190,8 @@ class Engine:
             planned["messages"], run.context = build_input(
                 request.system, history, request.messages, summary, budget, totals)
 
-        run.thread_id, _, _ = self.store.begin_turn(request.thread_id, request.messages, plan,
-                                                    window_for(budget))
+        run.thread_id = self.store.begin_turn(request.thread_id, request.messages, plan,
+                                              window_for(budget))
         run.on_finish(self._record_reply)
         run.on_finish(self._summary_if_due)
         return planned["messages"]
@@ -282,14 +281,12 @@ class Engine:
         run.on_finish(self._finish_response)
 
     def _finish_response(self, run: Run) -> None:
-        usage = run.usage or {"input_tokens": run.input_estimate,
-                              "output_tokens": estimate_tokens(run.transcript.text)}
+        usage = run.usage or _usage(run.input_estimate, estimate_tokens(run.transcript.text),
+                                    None, estimated=True)
         self.store.finish_response(
             run.id, status=run.status, output=run.transcript.text, model=run.model,
             provider=run.provider, context=run.context or {},
-            usage={"input_tokens": usage["input_tokens"],
-                   "output_tokens": usage["output_tokens"],
-                   "total_tokens": usage["input_tokens"] + usage["output_tokens"]},
+            usage={k: usage[k] for k in ("input_tokens", "output_tokens", "total_tokens")},
             events=[slim(e) for e in run.events + run.closing])
 
     def _work(self, run: Run, body: dict, access: tuple, targets: list[Target]) -> None:
@@ -393,11 +390,7 @@ SUMMARY_INSTRUCTION = (
 
 def summary_prompt(previous: dict | None, messages: list[dict]) -> list[dict]:
     lines = [f"Earlier summary: {previous['text']}"] if previous else []
-    for message in messages:
-        content = message["content"]
-        if isinstance(content, list):
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        lines.append(f"{message['role']}: {content or ''}")
+    lines += [f"{m['role']}: {content_text(m['content'])}" for m in messages]
     return [{"role": "system", "content": SUMMARY_INSTRUCTION},
             {"role": "user", "content": "\n".join(lines)}]
 

@@ -139,29 +139,32 @@ ROUTES = [
 ]
 
 
-_index: tuple = (None, {})   # (the table it was built for, exact path → routes)
+# (the table it was built for, exact path → routes, the routes with {parameters})
+_index: tuple = (None, {}, [])
 
 
-def _static_routes(path: str) -> list:
-    """Routes whose pattern is exactly `path`: most requests are a dict lookup. Rebuilt if
-    ROUTES is replaced (tests do)."""
+def _indexed() -> tuple[dict, list]:
+    """Exact paths as a dict (most requests are one lookup) and the pattern routes; rebuilt
+    if ROUTES is replaced (tests do)."""
     global _index
-    table, index = _index
-    if table is not ROUTES:
-        index = {}
+    if _index[0] is not ROUTES:
+        static, patterns = {}, []
         for route in ROUTES:
-            if "{" not in route.pattern:
-                index.setdefault(route.pattern, []).append(route)
-        _index = (ROUTES, index)
-    return index.get(path, [])
+            if "{" in route.pattern:
+                patterns.append(route)
+            else:
+                static.setdefault(route.pattern, []).append(route)
+        _index = (ROUTES, static, patterns)
+    return _index[1], _index[2]
 
 
 def _candidates(method: str, path: str) -> list:
     """The exact-path routes when one has this method; else those and every pattern route."""
-    static = _static_routes(path)
-    if any(route.method == method for route in static):
-        return static
-    return static + [route for route in ROUTES if "{" in route.pattern]
+    static, patterns = _indexed()
+    exact = static.get(path, [])
+    if any(route.method == method for route in exact):
+        return exact
+    return exact + patterns
 
 
 def match(method: str, path: str, accept: str = "") -> tuple[Route, dict]:

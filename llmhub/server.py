@@ -231,6 +231,7 @@ class Handler(BaseHTTPRequestHandler):
         self.timeout = self.server.hub.config.server["read_timeout_seconds"]
         super().setup()
         self.deadline: float | None = None
+        self.rfile.close()   # the plain makefile() reader, replaced by the deadline-aware one
         self.rfile = io.BufferedReader(DeadlineReader(self.connection, self),
                                        self.rbufsize if self.rbufsize > 0 else 65536)
 

@@ -25,6 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
+from llmhub.context import content_text
 from llmhub.errors import BadRequest, Conflict, NotFound
 
 __all__ = ["Store", "MIGRATIONS", "normalise_message", "check_thread_id", "check_metadata",
@@ -263,8 +264,8 @@ class Store:
         return [_message(row) for row in rows]
 
     def begin_turn(self, thread_id: str | None, messages: list, check=None,
-                   window: int | None = None) -> tuple[str, list[dict], dict | None]:
-        """Store a turn's input; return (thread id, recent history, latest summary).
+                   window: int | None = None) -> str:
+        """Store a turn's input (and its thread, if new); return the thread id.
 
         No thread id: a new thread is created. An unknown id is a 404, not a new thread: a
         typo must not silently start an empty conversation. Only messages after the
@@ -285,7 +286,7 @@ class Store:
             if check is not None:
                 check(history, summary, totals)
             self._append_tx(tx, thread_id, messages)
-        return thread_id, history, summary
+        return thread_id
 
     def record_reply(self, thread_id: str, message: dict, tokens: int | None = None) -> dict:
         """Store an assistant reply (complete or partial: its status is in its metadata)."""
@@ -420,11 +421,8 @@ class Store:
 def _title(messages: list) -> str | None:
     """A thread's title: the start of its first user message with text."""
     for message in messages:
-        content = message["content"]
-        if isinstance(content, list):
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        if message["role"] == "user" and isinstance(content, str) and content.strip():
-            text = " ".join(content.split())
+        text = " ".join(content_text(message["content"]).split())
+        if message["role"] == "user" and text:
             return text if len(text) <= 60 else text[:59].rstrip() + "…"
     return None
 

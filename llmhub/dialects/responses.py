@@ -123,10 +123,8 @@ def find(hub, response_id: str) -> dict:
     raise NotFound(f"No response with id {response_id!r}", code="response_not_found")
 
 
-def body(hub, response_id: str) -> dict:
-    """A response as the seed shapes it, from the store (and the live run's text, if any)."""
-    record = find(hub, response_id)
-    live = hub.registry.get(response_id)
+def body(record: dict, live=None) -> dict:
+    """A response as the seed shapes it, from its record (and the live run's text, if any)."""
     out = {"id": record["id"], "object": "response", "created": int(record["created_at"]),
            "model": record["model"], "provider": record["provider"],
            "status": record["status"],
@@ -147,14 +145,16 @@ def failure(record: dict) -> HubError | None:
 
 def finished(hub, run) -> JSONResponse:
     """The non-streaming reply: the stored response, or its error with a real status."""
-    error = failure(find(hub, run.id))
+    record = find(hub, run.id)
+    error = failure(record)
     if error is not None:
         raise error
-    return JSONResponse(body(hub, run.id))
+    return JSONResponse(body(record))
 
 
 def get_response(request, response_id: str) -> JSONResponse:
-    return JSONResponse(body(request.hub, response_id))
+    hub = request.hub
+    return JSONResponse(body(find(hub, response_id), hub.registry.get(response_id)))
 
 
 def cancel_response(request, response_id: str) -> JSONResponse:

@@ -14,6 +14,7 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from llmhub.cancellation import Gate
+from llmhub.context import content_text
 from llmhub.errors import UpstreamError
 from llmhub.upstream.http import Exchange, Pool, Timeouts
 from llmhub.upstream.openai import error_message, http_error, redact, stream_error
@@ -82,7 +83,7 @@ def to_anthropic(body: dict) -> dict:
     system, messages = [], []
     for message in body.get("messages") or ():
         if message.get("role") in ("system", "developer"):
-            system.append(_text(message.get("content")))
+            system.append(content_text(message.get("content")))
         else:
             role = "assistant" if message.get("role") == "assistant" else "user"
             messages.append({"role": role, "content": _content(message.get("content"))})
@@ -97,12 +98,6 @@ def to_anthropic(body: dict) -> dict:
     if body.get("stop"):
         out["stop_sequences"] = [body["stop"]] if isinstance(body["stop"], str) else body["stop"]
     return out
-
-
-def _text(content) -> str:
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content or ""
 
 
 def _content(content):
