@@ -153,12 +153,14 @@ class Run:
             except Exception:   # the run must still end, or its readers would wait forever
                 log.exception("finish hook failed for run %s", self.id)
                 done["stored"] = False
+        # Retire before the closing events go out: a client that has read `done` may at
+        # once ask for the run's status (cancel, metrics) and must find it finished.
+        self._registry._retire(self)
         with self._cond:
             self.state = new_state
             for closing in self.closing:
                 self._append(closing)
         self._over.set()
-        self._registry._retire(self)
         return True
 
     def cancel(self, reason: str = "cancelled") -> str:
@@ -257,7 +259,7 @@ class Registry:
     def _retire(self, run: Run) -> None:
         with self._lock:
             self._live.pop(run.id, None)
-            self._finished[run.id] = run.state
+            self._finished[run.id] = run.status
             while len(self._finished) > self.remember_finished:
                 self._finished.popitem(last=False)
         if self._on_retire is not None:

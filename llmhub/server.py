@@ -327,7 +327,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.server.errors.append(exc)
             self.send_error_json(HubError("Internal server error"))
         finally:
-            self.server.hub.metrics.request(self._route, self.command, self._status)
+            if self._status is None:   # nothing was sent: the client left first
+                self.server.hub.metrics.request(self._route, self.command, None)
             self._log_request(started)
 
     def _read_body(self) -> bytes:
@@ -394,12 +395,14 @@ class Handler(BaseHTTPRequestHandler):
         self.path = self.path if isinstance(getattr(self, "path", None), str) else ""
         error = HubError(message or HTTPStatus(code).phrase, status=int(code),
                          code=HTTPStatus(code).phrase.lower().replace(" ", "_"))
-        self._dialect = None
+        self._dialect, self._route = None, "unmatched"
         with contextlib.suppress(*CLIENT_GONE):
             self.send_error_json(error)
 
     def _begin(self, status: int, headers: dict | None) -> None:
+        # Counted before the reply leaves, so a client that reads /metrics next sees it.
         self._status = status
+        self.server.hub.metrics.request(self._route, self.command or "-", status)
         self.send_response(status)
         self.send_header("X-Request-Id", self.request_id)
         for name, value in (headers or {}).items():
