@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 from llmhub.context import content_text
-from llmhub.errors import BadRequest, Conflict, NotFound
+from llmhub.errors import BadRequest, Conflict, HubError, NotFound
 
 __all__ = ["Store", "MIGRATIONS", "normalise_message", "check_thread_id", "check_metadata",
            "ROLES"]
@@ -170,7 +170,9 @@ class Store:
     @contextlib.contextmanager
     def _connection(self):
         if self._closed:
-            raise sqlite3.ProgrammingError("the store is closed")
+            # a keep-alive client (the web page polling threads) can still be answered
+            # between closing the store and the process ending
+            raise HubError("The hub is shutting down", status=503, code="shutting_down")
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:

@@ -63,3 +63,10 @@ def test_sigterm_with_100_live_streams(tmp_path, fake):
     kind = [n % len(DIALECTS) for n in range(100)]
     assert replies == kind.count(1) + kind.count(3)   # Langbase and EDISON store threads
     assert responses == kind.count(2)                  # every response is recorded
+
+
+def test_a_request_after_the_store_closed_gets_503_not_a_traceback(hub):
+    from http_client import call
+    hub.hub.store.close()        # as at shutdown, with a keep-alive client still polling
+    status, _, body = call(hub.url, "GET", "/v1/threads")
+    assert status == 503 and "shutting down" in json.dumps(body)
