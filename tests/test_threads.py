@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from http_client import call, connect
+from llmhub.errors import HubError
 from llmhub.threads import MIGRATIONS, Store
 
 THREAD_FIELDS = ["id", "object", "created_at", "metadata"]
@@ -152,7 +153,7 @@ def test_store_survives_a_restart_and_migrations_are_recorded(tmp_path):
     mode = again._read("PRAGMA journal_mode")[0][0]
     assert mode == "wal"
     again.close()
-    with pytest.raises(sqlite3.ProgrammingError):
+    with pytest.raises(HubError, match="shutting down"):
         again.get_thread("kept")
 
 
