@@ -3,8 +3,8 @@
 Why not urllib: closing a urllib response from another thread blocks until the upstream next
 sends data, and urllib hides the socket (STYLE.md, "Closing from another thread does not
 abort"). Here the socket is captured right after connect, and `abort()` shuts it down: a read
-blocked in another thread returns at once. http.client is used directly, so environment
-proxies never divert a local upstream.
+blocked in another thread returns at once. The HTTP itself is connection.py's, and no
+environment proxy ever diverts a local upstream.
 
 Timeouts are per phase: connect, first byte (until the first body data, which covers a long
 prompt prefill), idle between reads after that, and a total deadline over the whole exchange.
@@ -14,7 +14,6 @@ to its end and never aborted; an idle connection the server has closed is notice
 and a reused one that fails before any reply is retried once on a fresh connection.
 """
 
-import http.client
 import socket
 import ssl
 import threading
@@ -23,12 +22,12 @@ from urllib.parse import urlsplit
 
 from llmhub.errors import UpstreamError
 from llmhub.sockets import readable
+from llmhub.upstream.connection import Closed, Connection, Incomplete, ProtocolError, Response
 
 __all__ = ["Exchange", "Pool", "Timeouts", "Aborted"]
 
 # What a kept-alive connection the server has since closed raises on reuse.
-STALE = (http.client.RemoteDisconnected, http.client.BadStatusLine, BrokenPipeError,
-         ConnectionResetError, ConnectionAbortedError)
+STALE = (Closed, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 class Aborted(UpstreamError):
@@ -55,10 +54,10 @@ class Pool:
     trust_seconds = 0.5      # idle less than this: skip the closed-by-server check
 
     def __init__(self) -> None:
-        self._idle: list[tuple[float, http.client.HTTPConnection]] = []
+        self._idle: list[tuple[float, Connection]] = []
         self._lock = threading.Lock()
 
-    def get(self) -> http.client.HTTPConnection | None:
+    def get(self) -> Connection | None:
         while True:
             with self._lock:
                 if not self._idle:
@@ -70,7 +69,7 @@ class Pool:
                 return conn       # a stale one is still caught: send() retries once
             conn.close()
 
-    def put(self, conn: http.client.HTTPConnection) -> None:
+    def put(self, conn: Connection) -> None:
         with self._lock:
             if len(self._idle) < self.max_idle:
                 self._idle.append((time.monotonic(), conn))
@@ -78,10 +77,10 @@ class Pool:
         conn.close()
 
 
-def _still_open(conn: http.client.HTTPConnection) -> bool:
+def _still_open(conn: Connection) -> bool:
     """An idle connection has nothing to read; readable means EOF (closed) or junk."""
     try:
-        return conn.sock is not None and not readable(conn.sock)
+        return not readable(conn.sock)
     except (OSError, ValueError):
         return False
 
@@ -93,19 +92,17 @@ class Exchange:
         self.base_url, self.label, self.timeouts = base_url, label, timeouts
         self._https = parts.scheme == "https"
         self._host, self._port = parts.hostname, parts.port
-        self._conn: http.client.HTTPConnection | None = None
-        self._sock: socket.socket | None = None
+        self._conn: Connection | None = None
         self._aborted = False
         self._lock = threading.Lock()
         self._deadline = time.monotonic() + timeouts.total
         self._got_data = False
-        self._timeout: float | None = None   # what the socket has now (settimeout is a syscall)
         self._pool = pool
         self._reusable = False
-        self.response: http.client.HTTPResponse | None = None
+        self.response: Response | None = None
 
     # -- the exchange ------------------------------------------------------------------------
-    def send(self, method: str, path: str, body: bytes | None, headers: dict):
+    def send(self, method: str, path: str, body: bytes | None, headers: dict) -> Response:
         """Connect (or reuse a kept-alive connection), send, read the status and headers."""
         pooled = self._pool.get() if self._pool else None
         if pooled is not None:
@@ -115,35 +112,32 @@ class Exchange:
                 pooled.close()   # the server closed it while idle: once more, fresh
         return self._send_on(self._connect(), method, path, body, headers, reused=False)
 
-    def _connect(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        conn = cls(self._host, self._port, timeout=self.timeouts.connect)
+    def _connect(self) -> Connection:
         try:
-            conn.connect()
+            return Connection.open(self._host, self._port, self._https, self.timeouts.connect)
         except OSError as exc:
-            conn.close()
             raise self._connect_error(exc) from None
-        return conn
 
-    def _send_on(self, conn, method, path, body, headers, reused: bool):
-        self._conn = conn
+    def _send_on(self, conn: Connection, method, path, body, headers, reused: bool) -> Response:
         with self._lock:
-            self._sock = conn.sock          # kept: conn.sock turns None once a reply says close
-            self._timeout = None            # a new socket has not been given one yet
+            self._conn = conn
             aborted = self._aborted
         if aborted:
             self.close()
             raise Aborted("aborted")
         try:
             self._set_timeout()
-            conn.request(method, path, body=body, headers=headers)
-            self.response = conn.getresponse()
+            conn.send_request(method, path, headers, body)
+            self.response = conn.read_response(method)
         except STALE as exc:
             if reused and not self._aborted:
                 raise                        # nothing was answered: send() retries once
             raise self._read_error(exc) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ProtocolError) as exc:
             raise self._read_error(exc) from None
+        except ValueError as exc:            # a header value with CR/LF, say: never sent
+            raise UpstreamError(f"Request to {self.label} refused: {exc}", status=400,
+                                code="invalid_request_header") from None
         return self.response
 
     def finish(self) -> None:
@@ -154,14 +148,14 @@ class Exchange:
         except UpstreamError:
             return
         self._reusable = (self.response.isclosed() and not self.response.will_close
-                          and not self._aborted)
+                          and not self._conn.buffer and not self._aborted)
 
     def read(self, size: int = 65536) -> bytes:
         """Whatever body bytes are available (at most `size`); b'' at the end."""
         try:
             self._set_timeout()
             data = self.response.read1(size)
-        except (OSError, http.client.HTTPException, ValueError, AttributeError) as exc:
+        except (OSError, ProtocolError, ValueError, AttributeError) as exc:
             raise self._read_error(exc) from None
         if data:
             self._got_data = True
@@ -180,10 +174,10 @@ class Exchange:
         """Safe from any thread, any number of times."""
         with self._lock:
             self._aborted = True
-            sock = self._sock
-        if sock is not None:
+            conn = self._conn
+        if conn is not None:
             try:
-                sock.shutdown(socket.SHUT_RDWR)
+                conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass   # already closed
 
@@ -197,10 +191,9 @@ class Exchange:
             self._pool.put(self._conn)
             self._reusable = False
             return
-        for closable in (self.response, self._conn):
+        if self._conn is not None:
             try:
-                if closable is not None:
-                    closable.close()
+                self._conn.close()
             except OSError:
                 pass
 
@@ -208,10 +201,7 @@ class Exchange:
     def _set_timeout(self) -> None:
         """Give the socket the phase's timeout; re-set only when the value changes, which is
         once per phase unless the total deadline is nearer than the phase's own limit."""
-        timeout = self._phase_timeout()
-        if timeout != self._timeout:
-            self._sock.settimeout(timeout)
-            self._timeout = timeout
+        self._conn.settimeout(self._phase_timeout())
 
     def _phase_timeout(self) -> float:
         remaining = self._deadline - time.monotonic()
@@ -251,9 +241,12 @@ class Exchange:
                           "(first-byte timeout)")
             return UpstreamError(f"{where} {detail}", status=504, code="upstream_timeout",
                                  model_unavailable=not self._got_data)
-        if isinstance(exc, http.client.IncompleteRead):
+        if isinstance(exc, Incomplete):
             return UpstreamError(f"{where} closed the connection in the middle of a chunk",
                                  code="upstream_disconnected")
+        if isinstance(exc, ProtocolError):
+            return UpstreamError(f"{where} sent a reply that is not HTTP/1.1 ({exc})",
+                                 code="upstream_garbage", model_unavailable=not self._got_data)
         return UpstreamError(f"{where} closed the connection unexpectedly "
                              f"({type(exc).__name__})", code="upstream_disconnected",
                              model_unavailable=not self._got_data)
