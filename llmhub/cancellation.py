@@ -77,6 +77,7 @@ class Run:
         self.context: dict | None = None   # what context.build_input included and dropped
         self.closing: list[Event] = []     # the final events, set just before finish hooks
         self.gate: "Gate | None" = None    # the gate this run is queued at, while it waits
+        self.job: Callable[[], None] | None = None   # the engine's work, until a thread runs it
         self._listeners = 0
         self._over = threading.Event()     # set once finished: waiting for the end must not
                                            # wake on every token, as the condition does

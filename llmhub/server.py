@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote
 
 from llmhub import __version__, routes
 from llmhub.dialects import service
-from llmhub.sockets import peer_closed
+from llmhub.sockets import HangupWatch, peer_closed
 from llmhub.errors import BadRequest, HubError, Unauthorized, UnsupportedMediaType
 from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, RunResponse, StreamResponse,
                          check_content_type, check_message_count, chunk, decode_json,
@@ -140,6 +140,7 @@ class HubServer(ThreadingHTTPServer):
         self._busy = 0
         self.connections = 0
         self._busy_cond = threading.Condition()
+        self.hangups = HangupWatch()       # clients of awaited runs, whose handlers are busy
         super().__init__((hub.config.server["host"], hub.config.server["port"]), Handler)
 
     def server_bind(self) -> None:
@@ -443,6 +444,7 @@ class Handler(BaseHTTPRequestHandler):
     def serve_stream(self, response: StreamResponse) -> None:
         run, renderer = response.run, response.renderer
         self._run = run
+        self.server.hub.engine.launch(run)     # a worker reads the upstream; this thread writes
         ping_every = self.server.hub.config.server["ping_interval_seconds"]
         quickest = poll = min(self.disconnect_poll, ping_every)
         cursor, next_ping = response.cursor, time.monotonic() + ping_every
@@ -503,16 +505,22 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(chunk(data))
 
     def serve_awaited(self, response: RunResponse) -> None:
+        """Drive the run in this thread (no hand-off to a worker), while the hangup watch
+        cancels it if the client leaves; then send the reply in one piece."""
         run = response.run
         self._run = run
-        poll = self.disconnect_poll
-        with self.server.busy():
-            while not run.wait(poll):
-                poll = min(poll * 1.5, self.disconnect_poll_max)
-                if self.client_gone():
-                    self.close_connection = True
-                    run.cancel("client_gone")
-                    return
+        hung_up = threading.Event()
+
+        def on_hangup():
+            hung_up.set()
+            run.cancel("client_gone")
+
+        with self.server.busy(), self.server.hangups.watching(self.connection, on_hangup):
+            self.server.hub.engine.drive(run)
+            run.wait(None)          # at once, unless a worker is driving it
+        if hung_up.is_set():
+            self.close_connection = True
+            return
         result = response.finish(run)
         self.send_json(result.status, result.body,
                        {"X-Run-Id": run.id, **response.headers, **result.headers})

@@ -6,10 +6,17 @@ holding a thousand streams has such descriptors, and a check that treats that er
 and its select() has no descriptor-number limit.
 """
 
+import contextlib
+import logging
 import select
 import socket
+import threading
+from typing import Callable
 
-__all__ = ["readable", "peer_closed"]
+__all__ = ["readable", "peer_closed", "HangupWatch"]
+
+log = logging.getLogger("llmhub.sockets")
+SELECT_LIMIT = 500   # Windows' select() takes at most 512 sockets a call
 
 
 def readable(sock: socket.socket, timeout: float = 0.0) -> bool:
@@ -27,3 +34,75 @@ def peer_closed(sock: socket.socket) -> bool:
         return readable(sock) and sock.recv(1, socket.MSG_PEEK) == b""
     except (ConnectionError, OSError):
         return True
+
+
+def ready(socks: list[socket.socket], timeout: float) -> list[socket.socket]:
+    """The sockets among `socks` that are readable, waiting up to `timeout` for one."""
+    if hasattr(select, "poll"):
+        poller, by_fd = select.poll(), {}
+        for sock in socks:
+            with contextlib.suppress(OSError, ValueError):   # closed meanwhile: skip it
+                poller.register(sock, select.POLLIN | select.POLLPRI)
+                by_fd[sock.fileno()] = sock
+        return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000) if fd in by_fd]
+    found = []
+    for start in range(0, len(socks), SELECT_LIMIT):
+        group = [s for s in socks[start:start + SELECT_LIMIT] if s.fileno() >= 0]
+        with contextlib.suppress(OSError, ValueError):
+            found += select.select(group, [], [], timeout if start == 0 else 0)[0]
+    return found
+
+
+class HangupWatch:
+    """One thread that notices clients hanging up while their handlers are busy elsewhere.
+
+    A handler awaiting a whole reply drives the upstream call itself, so it cannot watch its
+    own client meanwhile. It lends the client's socket to this watch, which polls every
+    socket it holds in one call and runs `on_hangup` for each one whose peer closed. A
+    socket with data waiting (a pipelined request) cannot show a hangup, and is dropped
+    rather than reported readable again and again.
+    """
+
+    interval = 0.1     # seconds; how soon a hangup is noticed
+
+    def __init__(self) -> None:
+        self._watched: dict[socket.socket, Callable[[], None]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watching(self, sock: socket.socket, on_hangup: Callable[[], None]):
+        with self._lock:
+            self._watched[sock] = on_hangup
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="hangup watch",
+                                                daemon=True)
+                self._thread.start()
+        self._wake.set()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._watched.pop(sock, None)
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.clear()          # before looking: a socket added after still wakes us
+            with self._lock:
+                socks = list(self._watched)
+            if not socks:
+                self._wake.wait()
+                continue
+            for sock in ready(socks, self.interval):   # sockets added meanwhile: next round
+                self._check(sock)
+
+    def _check(self, sock: socket.socket) -> None:
+        with self._lock:
+            on_hangup = self._watched.pop(sock, None)
+        if on_hangup is None or not peer_closed(sock):
+            return       # gone from the watch already, or data waiting: nothing to report
+        try:
+            on_hangup()
+        except Exception:
+            log.exception("hangup handler failed")

@@ -240,3 +240,27 @@ def test_the_mock_streams_words_in_min_to_max_chunks(make_hub):
         assert 3 <= len(pieces) <= 4 and events[-1] == "[DONE]"
         assert events[-2]["choices"][0]["finish_reason"] == "stop"
         conn.close()
+
+
+def test_the_hangup_watch_reports_a_closed_peer_and_drops_one_with_data_waiting():
+    """Awaited runs are driven in their handler's thread; this watch notices their clients
+    leaving. Data waiting (a pipelined request) is not a hangup, and must not spin."""
+    from llmhub.sockets import HangupWatch
+    watch = HangupWatch()
+    leaving, leaving_peer = socket.socketpair()
+    talking, talking_peer = socket.socketpair()
+    hung_up = {"leaving": threading.Event(), "talking": threading.Event()}
+    with watch.watching(leaving, hung_up["leaving"].set), \
+            watch.watching(talking, hung_up["talking"].set):
+        talking_peer.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        leaving_peer.close()
+        assert hung_up["leaving"].wait(2)
+        dropped = threading.Event()
+        for _ in range(200):               # the talking socket leaves the watch unreported
+            if talking not in watch._watched:
+                dropped.set()
+                break
+            dropped.wait(0.01)
+        assert dropped.is_set() and not hung_up["talking"].is_set()
+    for sock in (leaving, talking, talking_peer):
+        sock.close()

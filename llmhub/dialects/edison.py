@@ -41,7 +41,7 @@ def chat_stream(request):
     body = request.json_object()
     chat = parse_request(body)
     chat.run_id = str(uuid.uuid4())
-    run = request.hub.engine.start(chat)
+    run = request.hub.engine.prepare(chat)
     return StreamResponse(run, EdisonStream(run, request.hub.engine))
 
 

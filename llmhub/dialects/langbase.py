@@ -69,7 +69,7 @@ def run_pipe(request):
     system = substitute(pipe.system, variables) or None
     if not messages and not system and thread_id is None:
         raise BadRequest("'messages' is required", param="messages")
-    run = request.hub.engine.start(ChatRequest(
+    run = request.hub.engine.prepare(ChatRequest(
         messages=messages, model=body.get("model") or pipe.model or None, params=params,
         dialect="langbase", run_id=request.run_id(), system=system, thread_id=thread_id,
         persist=True, budget=True, upstream_key=llm_key(request, body)))

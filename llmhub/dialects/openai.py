@@ -51,7 +51,7 @@ def chat_completions(request):
     body = request.json_object()
     chat = parse_chat(body)
     chat.run_id = request.run_id()
-    run = request.hub.engine.start(chat)
+    run = request.hub.engine.prepare(chat)
     if body.get("stream"):
         options = body.get("stream_options") or {}
         return StreamResponse(run, ChunkStream(run, bool(options.get("include_usage"))))

@@ -60,7 +60,7 @@ def create_response(request):
     body = request.json_object()
     chat = parse_request(body)
     chat.run_id = new_response_id()
-    run = request.hub.engine.start(chat)
+    run = request.hub.engine.prepare(chat)
     if body.get("stream") or request.query.get("stream", "").lower() in ("1", "true", "yes"):
         renderer = ResponseStream(run_meta(run),
                                   request.hub.config.responses["resume_grace_seconds"])
@@ -186,6 +186,8 @@ def response_events(request, response_id: str):
 
 class Replay:
     """A finished response's stored events, read the way a live run is read."""
+
+    job = None        # nothing left to do: Engine.launch() passes it by
 
     def __init__(self, record: dict) -> None:
         self.id, self.created = record["id"], int(record["created_at"])

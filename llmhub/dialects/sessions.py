@@ -57,7 +57,7 @@ def parse_request(request) -> tuple[ChatRequest, str]:
 
 def chat_stream(request):
     chat, session_id = parse_request(request)
-    run = request.hub.engine.start(chat)
+    run = request.hub.engine.prepare(chat)
     return StreamResponse(run, SessionStream(session_id))
 
 
@@ -66,7 +66,7 @@ def summarize(request):
         chat, session_id = parse_request(request)
         before = estimate_messages(chat.messages)
         chat.messages = summary_prompt(None, chat.messages)
-        run = request.hub.engine.start(chat)
+        run = request.hub.engine.prepare(chat)
     except HubError as error:
         return JSONResponse({"success": False, "error": error.message}, status=error.status)
     return RunResponse(run, lambda run: summary_reply(run, session_id, before))

@@ -147,7 +147,7 @@ def _run(request, kind: str, stream: bool):
     if problems:
         raise Invalid(problems)
     model = choose_model(hub, kind, body.get("model_key"))
-    run = hub.engine.start(ChatRequest(messages=messages, model=model, params=params,
+    run = hub.engine.prepare(ChatRequest(messages=messages, model=model, params=params,
                                        dialect="studio", run_id=request.run_id()))
     if stream:
         return StreamResponse(run, FragmentStream(run))
