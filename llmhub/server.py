@@ -119,6 +119,7 @@ class DeadlineReader(io.RawIOBase):
             if remaining <= 0:
                 raise TimeoutError("the request took longer than read_timeout_seconds")
             self.sock.settimeout(min(remaining, handler.timeout))
+            handler.timeout_changed = True
         count = self.sock.recv_into(buffer)
         if count and handler.deadline is None:
             handler.deadline = time.monotonic() + handler.timeout
@@ -232,6 +233,7 @@ class Handler(BaseHTTPRequestHandler):
         self.timeout = self.server.hub.config.server["read_timeout_seconds"]
         super().setup()
         self.deadline: float | None = None
+        self.timeout_changed = False
         self.rfile.close()   # the plain makefile() reader, replaced by the deadline-aware one
         self.rfile = io.BufferedReader(DeadlineReader(self.connection, self),
                                        self.rbufsize if self.rbufsize > 0 else 65536)
@@ -279,7 +281,9 @@ class Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         self.deadline = None          # the next request's clock starts at its first byte
         super().handle_one_request()
-        self.connection.settimeout(self.timeout)
+        if self.timeout_changed:      # settimeout is a syscall: only when the deadline used it
+            self.connection.settimeout(self.timeout)
+            self.timeout_changed = False
 
     def handle(self) -> None:
         try:

@@ -11,6 +11,7 @@ import logging
 import select
 import socket
 import threading
+import time
 from typing import Callable
 
 __all__ = ["readable", "peer_closed", "HangupWatch"]
@@ -57,29 +58,30 @@ class HangupWatch:
     """One thread that notices clients hanging up while their handlers are busy elsewhere.
 
     A handler awaiting a whole reply drives the upstream call itself, so it cannot watch its
-    own client meanwhile. It lends the client's socket to this watch, which polls every
-    socket it holds in one call and runs `on_hangup` for each one whose peer closed. A
-    socket with data waiting (a pipelined request) cannot show a hangup, and is dropped
-    rather than reported readable again and again.
+    own client meanwhile. It lends the client's socket to this watch, which checks every
+    socket it holds in one poll, `interval` seconds apart, and runs `on_hangup` for each
+    whose peer closed. A socket with data waiting (a pipelined request) cannot show a
+    hangup, and is dropped rather than reported readable again and again.
+
+    The watch ticks on a clock rather than being woken per request, which would cost a
+    thread switch each; it leaves after `linger` seconds with nothing to watch.
     """
 
     interval = 0.1     # seconds; how soon a hangup is noticed
+    linger = 10.0
 
     def __init__(self) -> None:
         self._watched: dict[socket.socket, Callable[[], None]] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._running = False
 
     @contextlib.contextmanager
     def watching(self, sock: socket.socket, on_hangup: Callable[[], None]):
         with self._lock:
             self._watched[sock] = on_hangup
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="hangup watch",
-                                                daemon=True)
-                self._thread.start()
-        self._wake.set()
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._loop, name="hangup watch", daemon=True).start()
         try:
             yield
         finally:
@@ -87,14 +89,16 @@ class HangupWatch:
                 self._watched.pop(sock, None)
 
     def _loop(self) -> None:
+        quiet = 0.0
         while True:
-            self._wake.clear()          # before looking: a socket added after still wakes us
+            time.sleep(self.interval)
             with self._lock:
                 socks = list(self._watched)
-            if not socks:
-                self._wake.wait()
-                continue
-            for sock in ready(socks, self.interval):   # sockets added meanwhile: next round
+                quiet = 0.0 if socks else quiet + self.interval
+                if quiet >= self.linger:
+                    self._running = False     # the next watching() starts a new thread
+                    return
+            for sock in ready(socks, 0) if socks else ():
                 self._check(sock)
 
     def _check(self, sock: socket.socket) -> None:
