@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable
 
-__all__ = ["readable", "peer_closed", "HangupWatch"]
+__all__ = ["readable", "peer_closed", "ready", "HangupWatch", "Deadlines"]
 
 log = logging.getLogger("llmhub.sockets")
 SELECT_LIMIT = 500   # Windows' select() takes at most 512 sockets a call
@@ -54,59 +54,118 @@ def ready(socks: list[socket.socket], timeout: float) -> list[socket.socket]:
     return found
 
 
-class HangupWatch:
-    """One thread that notices clients hanging up while their handlers are busy elsewhere.
+class Ticker:
+    """A background thread that calls `tick()` every `interval` seconds while it has
+    something to look after, and leaves after `linger` quiet seconds; `_wanted()` starts it
+    again. It ticks on a clock rather than being woken per request, which would cost a
+    thread switch each."""
 
-    A handler awaiting a whole reply drives the upstream call itself, so it cannot watch its
-    own client meanwhile. It lends the client's socket to this watch, which checks every
-    socket it holds in one poll, `interval` seconds apart, and runs `on_hangup` for each
-    whose peer closed. A socket with data waiting (a pipelined request) cannot show a
-    hangup, and is dropped rather than reported readable again and again.
-
-    The watch ticks on a clock rather than being woken per request, which would cost a
-    thread switch each; it leaves after `linger` seconds with nothing to watch.
-    """
-
-    interval = 0.1     # seconds; how soon a hangup is noticed
+    interval = 0.1
     linger = 10.0
 
-    def __init__(self) -> None:
-        self._watched: dict[socket.socket, Callable[[], None]] = {}
+    def __init__(self, name: str) -> None:
+        self.name = name
         self._lock = threading.Lock()
         self._running = False
 
-    @contextlib.contextmanager
-    def watching(self, sock: socket.socket, on_hangup: Callable[[], None]):
-        with self._lock:
-            self._watched[sock] = on_hangup
-            if not self._running:
-                self._running = True
-                threading.Thread(target=self._loop, name="hangup watch", daemon=True).start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._watched.pop(sock, None)
+    def _wanted(self) -> None:
+        """Call with the lock held, after adding something to look after."""
+        if not self._running:
+            self._running = True
+            threading.Thread(target=self._loop, name=self.name, daemon=True).start()
 
     def _loop(self) -> None:
         quiet = 0.0
         while True:
             time.sleep(self.interval)
             with self._lock:
-                socks = list(self._watched)
-                quiet = 0.0 if socks else quiet + self.interval
+                busy = self._busy()
+                quiet = 0.0 if busy else quiet + self.interval
                 if quiet >= self.linger:
-                    self._running = False     # the next watching() starts a new thread
+                    self._running = False
                     return
-            for sock in ready(socks, 0) if socks else ():
-                self._check(sock)
+            if busy:
+                try:
+                    self.tick()
+                except Exception:   # the thread must outlive a bad callback
+                    log.exception("%s failed", self.name)
 
-    def _check(self, sock: socket.socket) -> None:
+    def _busy(self) -> bool:
+        raise NotImplementedError
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+
+class HangupWatch(Ticker):
+    """Notices clients hanging up while their handlers are busy elsewhere.
+
+    A handler awaiting a whole reply drives the upstream call itself, so it cannot watch its
+    own client meanwhile. It lends the client's socket to this watch, which checks every
+    socket it holds in one poll a tick, and runs `on_hangup` for each whose peer closed. A
+    socket with data waiting (a pipelined request) cannot show a hangup, and is dropped
+    rather than reported readable again and again.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("hangup watch")
+        self._watched: dict[socket.socket, Callable[[], None]] = {}
+
+    @contextlib.contextmanager
+    def watching(self, sock: socket.socket, on_hangup: Callable[[], None]):
         with self._lock:
-            on_hangup = self._watched.pop(sock, None)
-        if on_hangup is None or not peer_closed(sock):
-            return       # gone from the watch already, or data waiting: nothing to report
+            self._watched[sock] = on_hangup
+            self._wanted()
         try:
-            on_hangup()
-        except Exception:
-            log.exception("hangup handler failed")
+            yield
+        finally:
+            with self._lock:
+                self._watched.pop(sock, None)
+
+    def _busy(self) -> bool:
+        return bool(self._watched)
+
+    def tick(self) -> None:
+        with self._lock:
+            socks = list(self._watched)
+        for sock in ready(socks, 0):
+            with self._lock:
+                on_hangup = self._watched.pop(sock, None)
+            if on_hangup is not None and peer_closed(sock):
+                on_hangup()    # else gone from the watch already, or data waiting
+
+
+class Deadlines(Ticker):
+    """Enforces timeouts by calling `expire()` on each holder whose `expires_at` has passed.
+
+    Sockets given a timeout make CPython poll() before every recv and send, and each of
+    those syscalls releases the GIL: under load, a context switch apiece. Sockets that stay
+    blocking, with this thread shutting them down when they are overdue, cost one syscall
+    an operation. A timeout is then late by up to a tick, which no timeout here minds.
+    """
+
+    interval = 0.05
+
+    def __init__(self) -> None:
+        super().__init__("deadlines")
+        self._holders: set = set()
+
+    def add(self, holder) -> None:
+        with self._lock:
+            self._holders.add(holder)
+            self._wanted()
+
+    def discard(self, holder) -> None:
+        with self._lock:
+            self._holders.discard(holder)
+
+    def _busy(self) -> bool:
+        return bool(self._holders)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            overdue = [h for h in self._holders
+                       if h.expires_at is not None and h.expires_at <= now]
+        for holder in overdue:
+            holder.expire()

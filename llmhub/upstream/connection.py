@@ -47,7 +47,6 @@ class Connection:
         self.sock = sock
         self.host_header = host_header
         self.buffer = b""
-        self._timeout = sock.gettimeout()
 
     @classmethod
     def open(cls, host: str, port: int | None, https: bool, timeout: float) -> "Connection":
@@ -57,18 +56,13 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if https:
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            sock.settimeout(None)   # blocking from here: the caller enforces its deadlines
         except BaseException:
             sock.close()
             raise
         default = 443 if https else 80
         name = f"[{host}]" if ":" in host else host
         return cls(sock, name if port == default else f"{name}:{port}")
-
-    def settimeout(self, timeout: float) -> None:
-        # settimeout is a syscall; a kept-alive connection usually wants the value it has
-        if timeout != self._timeout:
-            self.sock.settimeout(timeout)
-            self._timeout = timeout
 
     def send_request(self, method: str, target: str, headers: dict, body: bytes | None) -> None:
         if _UNSAFE_TARGET.search(target):

@@ -8,6 +8,9 @@ environment proxy ever diverts a local upstream.
 
 Timeouts are per phase: connect, first byte (until the first body data, which covers a long
 prompt prefill), idle between reads after that, and a total deadline over the whole exchange.
+Past connect they are enforced by the `DEADLINES` thread, which shuts an overdue socket down
+the way abort() does: a socket with a timeout of its own would cost a poll() syscall before
+every read and write.
 
 Connections are kept alive in a per-upstream `Pool`, but only after an exchange that was read
 to its end and never aborted; an idle connection the server has closed is noticed before use,
@@ -21,13 +24,14 @@ import time
 from urllib.parse import urlsplit
 
 from llmhub.errors import UpstreamError
-from llmhub.sockets import readable
+from llmhub.sockets import Deadlines, readable
 from llmhub.upstream.connection import Closed, Connection, Incomplete, ProtocolError, Response
 
 __all__ = ["Exchange", "Pool", "Timeouts", "Aborted"]
 
 # What a kept-alive connection the server has since closed raises on reuse.
 STALE = (Closed, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+DEADLINES = Deadlines()
 
 
 class Aborted(UpstreamError):
@@ -93,9 +97,10 @@ class Exchange:
         self._https = parts.scheme == "https"
         self._host, self._port = parts.hostname, parts.port
         self._conn: Connection | None = None
-        self._aborted = False
+        self._aborted = self._expired = self._closed = False
         self._lock = threading.Lock()
         self._deadline = time.monotonic() + timeouts.total
+        self.expires_at: float | None = None    # the current phase's end, for DEADLINES
         self._got_data = False
         self._pool = pool
         self._reusable = False
@@ -104,6 +109,7 @@ class Exchange:
     # -- the exchange ------------------------------------------------------------------------
     def send(self, method: str, path: str, body: bytes | None, headers: dict) -> Response:
         """Connect (or reuse a kept-alive connection), send, read the status and headers."""
+        DEADLINES.add(self)
         pooled = self._pool.get() if self._pool else None
         if pooled is not None:
             try:
@@ -126,11 +132,11 @@ class Exchange:
             self.close()
             raise Aborted("aborted")
         try:
-            self._set_timeout()
+            self._arm()
             conn.send_request(method, path, headers, body)
             self.response = conn.read_response(method)
         except STALE as exc:
-            if reused and not self._aborted:
+            if reused and not (self._aborted or self._expired):
                 raise                        # nothing was answered: send() retries once
             raise self._read_error(exc) from None
         except (OSError, ProtocolError) as exc:
@@ -148,19 +154,19 @@ class Exchange:
         except UpstreamError:
             return
         self._reusable = (self.response.isclosed() and not self.response.will_close
-                          and not self._conn.buffer and not self._aborted)
+                          and not self._conn.buffer and not (self._aborted or self._expired))
 
     def read(self, size: int = 65536) -> bytes:
         """Whatever body bytes are available (at most `size`); b'' at the end."""
         try:
-            self._set_timeout()
+            self._arm()
             data = self.response.read1(size)
         except (OSError, ProtocolError, ValueError, AttributeError) as exc:
             raise self._read_error(exc) from None
         if data:
             self._got_data = True
-        elif self._aborted:
-            raise Aborted("aborted")
+        elif self._aborted or self._expired:      # the EOF was our own shutdown
+            raise self._read_error(EOFError())
         return data
 
     def read_all(self, limit: int = 1 << 20) -> bytes:
@@ -172,13 +178,22 @@ class Exchange:
 
     def abort(self) -> None:
         """Safe from any thread, any number of times."""
+        self._shut_down("_aborted")
+
+    def expire(self) -> None:
+        """DEADLINES: the current phase is over; reads now fail with the timeout's error."""
+        self._shut_down("_expired")
+
+    def _shut_down(self, flag: str) -> None:
         with self._lock:
-            self._aborted = True
+            if self._closed:
+                return      # the connection may be back in the pool, someone else's now
+            setattr(self, flag, True)
             conn = self._conn
         if conn is not None:
             try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
+                conn.sock.shutdown(socket.SHUT_RDWR)   # a read blocked in another thread
+            except OSError:                             # returns at once
                 pass   # already closed
 
     @property
@@ -187,7 +202,10 @@ class Exchange:
 
     def close(self) -> None:
         """Close from the thread that reads (closing from another thread can block)."""
-        if self._reusable and self._pool is not None and not self._aborted:
+        DEADLINES.discard(self)
+        with self._lock:
+            self._closed = True
+        if self._reusable and self._pool is not None and not (self._aborted or self._expired):
             self._pool.put(self._conn)
             self._reusable = False
             return
@@ -198,17 +216,13 @@ class Exchange:
                 pass
 
     # -- timeouts and error mapping ----------------------------------------------------------
-    def _set_timeout(self) -> None:
-        """Give the socket the phase's timeout; re-set only when the value changes, which is
-        once per phase unless the total deadline is nearer than the phase's own limit."""
-        self._conn.settimeout(self._phase_timeout())
-
-    def _phase_timeout(self) -> float:
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
+    def _arm(self) -> None:
+        """Start the clock of the phase the next read or write belongs to."""
+        now = time.monotonic()
+        if now >= self._deadline:
             raise TimeoutError("total")
         phase = self.timeouts.idle if self._got_data else self.timeouts.first_byte
-        return phase if phase < remaining else remaining
+        self.expires_at = min(now + phase, self._deadline)
 
     def _connect_error(self, exc: OSError) -> UpstreamError:
         where = f"{self.label} at {self.base_url}"
@@ -231,7 +245,7 @@ class Exchange:
         if self._aborted:
             return Aborted("aborted")
         where = f"{self.label} at {self.base_url}"
-        if isinstance(exc, TimeoutError):
+        if isinstance(exc, TimeoutError) or self._expired:
             if time.monotonic() >= self._deadline or str(exc) == "total":
                 detail = f"did not finish within {self.timeouts.total:g} s (total timeout)"
             elif self._got_data:
