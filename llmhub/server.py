@@ -18,6 +18,7 @@ import io
 import logging
 import random
 import re
+import socket
 import socketserver
 import sys
 import threading
@@ -28,7 +29,7 @@ from urllib.parse import parse_qs, unquote
 
 from llmhub import __version__, routes
 from llmhub.dialects import service
-from llmhub.sockets import HangupWatch, peer_closed
+from llmhub.sockets import Deadlines, HangupWatch, peer_closed
 from llmhub.errors import BadRequest, HubError, Unauthorized, UnsupportedMediaType
 from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, RunResponse, StreamResponse,
                          check_content_type, check_message_count, chunk, decode_json,
@@ -101,9 +102,9 @@ class Request:
 class DeadlineReader(io.RawIOBase):
     """The handler's socket as a raw stream, with one deadline for a whole request.
 
-    A socket timeout limits each recv, so a client sending one byte every few seconds never
-    trips it. Here the first byte of a request starts a clock of `read_timeout_seconds`
-    for the request line, headers and body together; past it, reading raises TimeoutError.
+    A per-recv timeout never trips on a client sending one byte every few seconds. Here
+    the first byte of a request starts a clock of `read_timeout_seconds` for the request
+    line, headers and body together; past it, the server's Deadlines shut the socket down.
     """
 
     def __init__(self, sock, handler) -> None:
@@ -114,16 +115,33 @@ class DeadlineReader(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         handler = self.handler
-        if handler.deadline is not None:
-            remaining = handler.deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("the request took longer than read_timeout_seconds")
-            self.sock.settimeout(min(remaining, handler.timeout))
-            handler.timeout_changed = True
+        if handler.deadline is not None and time.monotonic() >= handler.deadline:
+            raise TimeoutError("the request took longer than read_timeout_seconds")
         count = self.sock.recv_into(buffer)
         if count and handler.deadline is None:
-            handler.deadline = time.monotonic() + handler.timeout
+            handler.deadline = handler.expires_at = time.monotonic() + handler.read_timeout
         return count
+
+
+class DeadlineWriter(io.RawIOBase):
+    """The handler's socket for writing: each write must finish within read_timeout_seconds,
+    or the Deadlines shut the socket down, so a client that stops reading a stream cannot
+    hold its thread forever."""
+
+    def __init__(self, sock, handler) -> None:
+        self.sock, self.handler = sock, handler
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        handler = self.handler
+        before, handler.expires_at = handler.expires_at, time.monotonic() + handler.read_timeout
+        try:
+            self.sock.sendall(data)
+        finally:
+            handler.expires_at = before
+        return len(data)
 
 
 class HubServer(ThreadingHTTPServer):
@@ -142,6 +160,7 @@ class HubServer(ThreadingHTTPServer):
         self.connections = 0
         self._busy_cond = threading.Condition()
         self.hangups = HangupWatch()       # clients of awaited runs, whose handlers are busy
+        self.deadlines = Deadlines(interval=0.25)   # every connection's read/write limit
         super().__init__((hub.config.server["host"], hub.config.server["port"]), Handler)
 
     def server_bind(self) -> None:
@@ -227,16 +246,28 @@ class Handler(BaseHTTPRequestHandler):
         return self.server_version   # no Python version in the Server header
 
     def setup(self) -> None:
-        # the socket timeout reaps idle keep-alive connections and clients that stopped
-        # reading a stream (sendall raises TimeoutError); the request deadline below reaps
-        # clients that trickle a request a byte at a time (slowloris)
-        self.timeout = self.server.hub.config.server["read_timeout_seconds"]
-        super().setup()
+        # The socket stays blocking (a socket timeout costs a poll() per recv and send).
+        # Instead the server's Deadlines shut it down past `expires_at`, which reaps idle
+        # keep-alive connections, clients that trickle a request a byte at a time
+        # (slowloris), and clients that stopped reading what they are sent.
+        self.read_timeout = self.server.hub.config.server["read_timeout_seconds"]
+        self.expires_at: float | None = None
         self.deadline: float | None = None
-        self.timeout_changed = False
-        self.rfile.close()   # the plain makefile() reader, replaced by the deadline-aware one
-        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self),
+        super().setup()
+        self.rfile.close()   # the plain makefile() reader and writer, replaced by ones
+        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self),   # that keep
                                        self.rbufsize if self.rbufsize > 0 else 65536)
+        self.wfile = DeadlineWriter(self.connection, self)                      # deadlines
+        self.server.deadlines.add(self)
+
+    def finish(self) -> None:
+        self.server.deadlines.discard(self)
+        super().finish()
+
+    def expire(self) -> None:
+        """Deadlines: the client took too long; a read or write blocked on it ends now."""
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def parse_request(self) -> bool:
         """http.server's parse_request, with a fast path for the ordinary request.
@@ -279,11 +310,9 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def handle_one_request(self) -> None:
-        self.deadline = None          # the next request's clock starts at its first byte
+        self.deadline = None          # the next request's clock starts at its first byte;
+        self.expires_at = time.monotonic() + self.read_timeout   # till then, an idle limit
         super().handle_one_request()
-        if self.timeout_changed:      # settimeout is a syscall: only when the deadline used it
-            self.connection.settimeout(self.timeout)
-            self.timeout_changed = False
 
     def handle(self) -> None:
         try:
@@ -313,6 +342,7 @@ class Handler(BaseHTTPRequestHandler):
         self.request_id = self._request_id()
         try:
             body = self._read_body()
+            self.expires_at = None    # the request is in; a run may take as long as it takes
             path, _, query = self.path.partition("?")
             path = unquote(path)
             if self.command == "OPTIONS":

@@ -144,10 +144,9 @@ class Deadlines(Ticker):
     an operation. A timeout is then late by up to a tick, which no timeout here minds.
     """
 
-    interval = 0.05
-
-    def __init__(self) -> None:
+    def __init__(self, interval: float = 0.05) -> None:
         super().__init__("deadlines")
+        self.interval = interval
         self._holders: set = set()
 
     def add(self, holder) -> None:
