@@ -18,9 +18,9 @@ import collections
 import logging
 import threading
 import time
-import uuid
 from typing import Any, Callable, NamedTuple
 
+from llmhub import ids
 from llmhub.completion import Transcript
 from llmhub.errors import Conflict, HubError, NotFound
 
@@ -220,7 +220,7 @@ class Registry:
         self._finished: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     def create(self, run_id: str | None = None, **info: Any) -> Run:
-        run_id = run_id or "run_" + uuid.uuid4().hex
+        run_id = run_id or "run_" + ids.uuid4().hex
         with self._lock:
             if run_id in self._live or run_id in self._finished:
                 raise Conflict(f"Run id {run_id!r} is already in use", param="X-Run-Id")

@@ -22,9 +22,9 @@ import queue
 import re
 import sqlite3
 import time
-import uuid
 from pathlib import Path
 
+from llmhub import ids
 from llmhub.context import content_text
 from llmhub.errors import BadRequest, Conflict, HubError, NotFound
 
@@ -366,7 +366,7 @@ class Store:
 
     # -- inside a transaction ----------------------------------------------------------------
     def _create_thread_tx(self, tx, thread_id: str | None, metadata: dict) -> dict:
-        thread_id = thread_id or str(uuid.uuid4())
+        thread_id = thread_id or str(ids.uuid4())
         created = int(time.time())
         try:
             tx.execute("INSERT INTO threads (id, created_at, metadata, updated_at) "
@@ -404,7 +404,7 @@ class Store:
         created, out = int(time.time()), []
         for message in messages:
             seq += 1
-            row = {"id": "msg_" + uuid.uuid4().hex, "thread_id": thread_id, "seq": seq,
+            row = {"id": "msg_" + ids.uuid4().hex, "thread_id": thread_id, "seq": seq,
                    "created_at": created, **message}
             tx.execute(
                 "INSERT INTO messages (id, thread_id, seq, role, content, name, tool_call_id,"

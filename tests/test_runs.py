@@ -264,3 +264,16 @@ def test_the_hangup_watch_reports_a_closed_peer_and_drops_one_with_data_waiting(
         assert dropped.is_set() and not hung_up["talking"].is_set()
     for sock in (leaving, talking, talking_peer):
         sock.close()
+
+
+def test_ids_are_drawn_in_bulk_and_never_repeat(monkeypatch):
+    import os
+    import uuid
+    from llmhub import ids
+    draws = []
+    real = os.urandom
+    monkeypatch.setattr(ids.os, "urandom", lambda n: draws.append(n) or real(n))
+    made = {ids.uuid4() for _ in range(1000)}
+    assert len(made) == 1000 and all(u.version == 4 for u in made)
+    assert len(draws) <= 1000 * 16 // 4096 + 1          # one syscall per 256 ids
+    assert isinstance(next(iter(made)), uuid.UUID)

@@ -13,8 +13,7 @@ Wire rules kept here:
 - errors are `{"error": "<message>", "code"}`.
 """
 
-import uuid
-
+from llmhub import ids
 from llmhub.cancellation import CANCELLED, COMPLETED, QUEUED
 from llmhub.dialects.checks import check_int, check_known, check_number, check_type
 from llmhub.errors import BadRequest, HubError
@@ -40,7 +39,7 @@ def error_body(error: HubError) -> dict:
 def chat_stream(request):
     body = request.json_object()
     chat = parse_request(body)
-    chat.run_id = str(uuid.uuid4())
+    chat.run_id = str(ids.uuid4())
     run = request.hub.engine.prepare(chat)
     return StreamResponse(run, EdisonStream(run, request.hub.engine))
 

@@ -12,10 +12,10 @@ Wire rules kept here:
 - errors are `{"error": {"message", "code"}}`.
 """
 
-import os
 import time
 import uuid
 
+from llmhub import ids
 from llmhub.cancellation import Event
 from llmhub.dialects.checks import check_int, check_known, check_number, check_type
 from llmhub.dialects.service import utc_now
@@ -39,7 +39,7 @@ def error_body(error: HubError) -> dict:
 def new_response_id() -> str:
     """resp_ + a UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits."""
     millis = int(time.time() * 1000)
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = int.from_bytes(ids.random_bytes(10), "big")
     value = (millis << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | \
         (0b10 << 62) | (rand & ((1 << 62) - 1))
     return "resp_" + str(uuid.UUID(int=value))
