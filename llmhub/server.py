@@ -5,11 +5,15 @@ route, check the key, call the view, send what it returned. Errors become JSON i
 (`send_error_json`), in the matched route's dialect shape. Client disconnects go through one
 funnel too (CLIENT_GONE): they cancel the run and never print a traceback.
 
-Streams (`serve_stream`) and awaited runs (`serve_awaited`) are driven by one loop per
+A stream (`serve_stream`) is read from the upstream by a worker and written by one loop per
 connection, the only writer: it waits on the run's events with a short timeout, and on each
 quiet tick checks whether the client is still there and whether a ping is due. That is how a
-disconnect is noticed while the upstream is silent (a long prefill), for streaming and
-non-streaming clients alike.
+disconnect is noticed while the upstream is silent (a long prefill). An awaited run
+(`serve_awaited`) is driven in the handler's own thread, and the server's hangup watch
+notices its client leaving instead.
+
+Sockets stay blocking: the server's Deadlines shut down a connection that outlives its
+`expires_at` (idle keep-alive, a trickled request, a client that stopped reading).
 """
 
 import contextlib
