@@ -5,13 +5,15 @@ Rules:
 2. A run finishes exactly once (`Run.finish`); the first finisher wins and later ones are
    no-ops. Cancel finishes the run at once, from the cancelling thread, and shuts the upstream
    socket, so a run stuck in a connect or a silent prefill still reports `cancelled` at once.
-3. Events are appended to `Run.events` and never removed while the run lives: any number of
-   readers follow it by cursor (`Run.read`), which is what lets a stream be re-attached.
+3. Events are appended to `Run.events`; any number of readers follow it by absolute cursor
+   (`Run.read`), which is what lets a stream be re-attached. The log is bounded in bytes:
+   its oldest events go once no reader needs them, and a cursor before them is refused.
 4. Finish hooks (persistence) run before the final events are published, so a client that
    sees `done` can already read what was stored; they see those final events in
-   `Run.closing`.
-5. A resumable stream's client going away is not a cancel: `remove_listener(grace)` cancels
-   only if nobody has re-attached (`add_listener`) when the grace period ends.
+   `Run.closing`. A hook that fails makes the run failed: nothing reports success for a
+   reply that was not stored.
+5. A resumable stream's client going away is not a cancel: `unfollow(reader, grace)` cancels
+   only if nobody has re-attached (`follow`) when the grace period ends.
 """
 
 import collections
@@ -22,9 +24,10 @@ from typing import Any, Callable, NamedTuple
 
 from llmhub import ids
 from llmhub.completion import Transcript
-from llmhub.errors import Conflict, HubError, NotFound
+from llmhub.errors import Conflict, Gone, HubError, NotFound
+from llmhub.redaction import redact_error
 
-__all__ = ["Event", "Run", "Registry", "Gate", "transition", "QUEUED", "STREAMING",
+__all__ = ["Event", "Run", "Registry", "Gate", "Turns", "EventsGone", "TRIMMED", "transition", "QUEUED", "STREAMING",
            "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
 
 log = logging.getLogger("llmhub.runs")
@@ -57,7 +60,22 @@ class Event(NamedTuple):
 
 
 class Run:
-    """One generation. Created by the registry; driven by the engine; read by dialects."""
+    """One generation. Created by the registry; driven by the engine; read by dialects.
+
+    The run contract, which `responses.Replay` implements too: `id`, `status`, `events` (the
+    kept window of the log, the first at absolute position `base`), `read(cursor, timeout,
+    reader)`, `follow(cursor)` / `unfollow(reader, grace)`, `wait(timeout)`, `cancel()`.
+
+    Memory is bounded twice over. While a stream reads the run (`follow`), the engine's
+    `emit` blocks once the events that reader has not taken pass `buffer_limit` bytes: the
+    worker stops reading the upstream, and TCP pushes back on the model server. And the log
+    keeps at most `log_limit` bytes, dropping its oldest events, never ones a reader still
+    needs; a resume from before the window is told so (`EventsGone`).
+    """
+
+    buffer_limit = 1 << 20       # set per run by the engine from the config
+    log_limit = 8 << 20
+    secrets: tuple = ()          # redacted from every error message the run carries
 
     def __init__(self, run_id: str, registry: "Registry", **info: Any) -> None:
         self.id = run_id
@@ -71,35 +89,77 @@ class Run:
         self.cancel_reason: str | None = None
         self.error: HubError | None = None
         self.events: list[Event] = []
+        self.base = 0                      # absolute position of events[0]
+        self._ends: list[int] = []         # bytes emitted up to the end of each kept event
+        self._bytes = 0                    # bytes emitted in all (an estimate: see _size)
+        self._base_bytes = 0               # … of which before `base`, dropped from the log
         self.transcript = Transcript()     # what the model has said so far
         self.usage: dict | None = None     # the usage event's data, once known
         self.input_estimate = 0            # prompt tokens, estimated before the upstream says
         self.context: dict | None = None   # what context.build_input included and dropped
+        self.turn_stored = False           # its input is in its thread: its reply goes too
         self.closing: list[Event] = []     # the final events, set just before finish hooks
         self.gate: "Gate | None" = None    # the gate this run is queued at, while it waits
         self.job: Callable[[], None] | None = None   # the engine's work, until a thread runs it
-        self._listeners = 0
+        self._readers: dict[int, int] = {}           # reader key → the cursor it has reached
+        self._next_reader = 0
         self._over = threading.Event()     # set once finished: waiting for the end must not
                                            # wake on every token, as the condition does
         self.first_token_at: float | None = None
         self.upstream_at: float | None = None   # when the first upstream request went out
         self._registry = registry
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)    # new events, for readers
+        self._space = threading.Condition(self._lock)   # readers moved on, for the worker
         self._call = None              # the upstream call to abort on cancel
         self._final: str | None = None # set once finishing has begun; emits stop there
+        self._finish_reason: str | None = None
         self._hooks: list[Callable[["Run"], None]] = []
 
     # -- reading -----------------------------------------------------------------------------
-    def read(self, cursor: int, timeout: float) -> list[Event]:
-        """Events after `cursor`, waiting up to `timeout` for at least one."""
+    def read(self, cursor: int, timeout: float, reader: int | None = None) -> list[Event]:
+        """Events after absolute position `cursor`, waiting up to `timeout` for one."""
         with self._cond:
-            if len(self.events) <= cursor:
+            if reader is not None and self._readers.get(reader, cursor) < cursor:
+                self._readers[reader] = cursor
+                self._space.notify_all()
+            if cursor < self.base:
+                raise EventsGone(cursor, self.base)
+            if self.base + len(self.events) <= cursor:
                 self._cond.wait(timeout)
-            return self.events[cursor:]
+            return self.events[cursor - self.base:]
 
     def wait(self, timeout: float) -> bool:
         """Wait until the run has finished; True if it has."""
         return self._over.wait(timeout)
+
+    def follow(self, cursor: int) -> int:
+        """A stream reads from `cursor` on: keep its events, and hold the worker back when it
+        falls behind. Returns the key for `read` and `unfollow`."""
+        with self._lock:
+            if cursor < self.base:
+                raise EventsGone(cursor, self.base)
+            self._next_reader += 1
+            self._readers[self._next_reader] = cursor
+            return self._next_reader
+
+    def unfollow(self, reader: int, grace: float | None = None) -> None:
+        """A reader left. With `grace` (a resumable stream) and nobody reading after that
+        many seconds, the run is cancelled; without, it is the caller's to cancel."""
+        with self._lock:
+            self._readers.pop(reader, None)
+            self._space.notify_all()
+            if grace is None or self._readers or self._final:
+                return
+        timer = threading.Timer(grace, self._abandon_if_alone)
+        timer.daemon = True
+        timer.start()
+
+    def _abandon_if_alone(self) -> None:
+        with self._lock:
+            if self._readers:
+                return
+        self.cancel("client_gone")
 
     # -- driving (engine side) ---------------------------------------------------------------
     def on_finish(self, hook: Callable[["Run"], None]) -> None:
@@ -107,7 +167,7 @@ class Run:
 
     def attach(self, call) -> bool:
         """Record the upstream call cancel must abort; False (and aborted) if already over."""
-        with self._cond:
+        with self._lock:
             self._call = call
             over = self._final is not None
         if over:
@@ -115,7 +175,7 @@ class Run:
         return not over
 
     def start(self, model: str, provider: dict) -> bool:
-        with self._cond:
+        with self._lock:
             if self._final:
                 return False
             self.state = transition(self.state, "start")
@@ -124,45 +184,91 @@ class Run:
         return True
 
     def emit(self, kind: str, data: dict) -> bool:
-        """Publish an event; False once the run is finishing (the caller should stop)."""
-        with self._cond:
+        """Publish an event; False once the run is finishing (the caller should stop).
+
+        Blocks while a following stream has more than `buffer_limit` bytes untaken, so the
+        caller stops reading the upstream until the client catches up (or goes)."""
+        with self._lock:
             if self._final:
                 return False
             if kind == "delta" and self.first_token_at is None and data.get("text"):
                 self.first_token_at = time.monotonic()
             self._append(Event(kind, data))
-        return True
+            while self._readers and not self._final and self._untaken() > self.buffer_limit:
+                self._space.wait(0.5)
+            return not self._final
 
     def finish(self, event: str, *, reason: str | None = None, error: HubError | None = None,
                finish_reason: str | None = None) -> bool:
-        """complete / cancel / fail; the first call wins and returns True."""
-        with self._cond:
+        """complete / cancel / fail; the first call wins and returns True.
+
+        Total: whatever fails inside (a hook, the store, a metric), the run still ends, its
+        readers get their closing events, and it leaves the registry. A finish hook that fails
+        (the reply could not be stored) turns the run's end into a failure."""
+        with self._lock:
             if self._final:
                 return False
-            new_state = self._final = transition(self.state, event)
-        self.cancel_reason, self.error = reason, error
-        if event == "cancel" and self._call is not None:
+            self._final = transition(self.state, event)
+            self._space.notify_all()        # a worker held back by a slow reader: stop
+        try:
+            self.cancel_reason, self._finish_reason = reason, finish_reason
+            self.error = redact_error(error, self.secrets)
+            if event == "cancel" and self._call is not None:
+                self._abort_call()
+            self._run_hooks()
+        except Exception:   # a bug here must not leave readers waiting forever
+            log.exception("finishing run %s failed", self.id)
+        finally:
+            self._close()
+        return True
+
+    def _abort_call(self) -> None:
+        try:
             self._call.abort()
-        done = {"status": new_state, "finish_reason": finish_reason}
-        if reason:
-            done["reason"] = reason
-        self.closing = ([Event("error", error.as_dict())] if error is not None else []) + \
-            [Event("done", done)]
+        except Exception:   # the hooks must still run
+            log.exception("aborting the upstream call of run %s failed", self.id)
+
+    def _run_hooks(self) -> None:
+        self.closing = self._closing_events()
         for hook in self._hooks:
             try:
                 hook(self)
-            except Exception:   # the run must still end, or its readers would wait forever
-                log.exception("finish hook failed for run %s", self.id)
-                done["stored"] = False
+            except Exception as exc:   # the reply or its record was not stored: say so
+                log.error("finish hook %s failed for run %s: %s",
+                          getattr(hook, "__name__", hook), self.id, exc,
+                          exc_info=not isinstance(exc, HubError))
+                self._fail_finish(exc)
+
+    def _fail_finish(self, exc: Exception) -> None:
+        if self._final != FAILED:
+            self._final = transition(self.state, "fail")
+        if self.error is None:
+            self.error = redact_error(exc if isinstance(exc, HubError) else HubError(
+                "The hub could not finish this run; see its log"), self.secrets)
+        self.closing = self._closing_events()
+
+    def _closing_events(self) -> list[Event]:
+        done = {"status": self._final, "finish_reason": self._finish_reason}
+        if self.cancel_reason:
+            done["reason"] = self.cancel_reason
+        error = [Event("error", self.error.as_dict())] if self._final == FAILED and \
+            self.error is not None else []
+        return error + [Event("done", done)]
+
+    def _close(self) -> None:
         # Retire before the closing events go out: a client that has read `done` may at
         # once ask for the run's status (cancel, metrics) and must find it finished.
-        self._registry._retire(self)
-        with self._cond:
-            self.state = new_state
+        try:
+            self._registry._retire(self)
+        except Exception:
+            log.exception("retiring run %s failed", self.id)
+        with self._lock:
+            self.state = self._final
+            if not self.closing or self.closing[-1].kind != "done":
+                self.closing = self._closing_events()
             for closing in self.closing:
                 self._append(closing)
         self._over.set()
-        return True
 
     def cancel(self, reason: str = "cancelled") -> str:
         """Cancel if still live; returns the run's final status either way."""
@@ -183,29 +289,51 @@ class Run:
         gate = self.gate
         return gate.position(self) if gate is not None else None
 
-    def add_listener(self) -> None:
-        with self._cond:
-            self._listeners += 1
-
-    def remove_listener(self, grace: float) -> None:
-        """A listener left; with nobody left after `grace` seconds, cancel the run."""
-        with self._cond:
-            self._listeners -= 1
-            if self._listeners > 0 or self._final:
-                return
-        timer = threading.Timer(grace, self._abandon_if_alone)
-        timer.daemon = True
-        timer.start()
-
-    def _abandon_if_alone(self) -> None:
-        with self._cond:
-            if self._listeners > 0:
-                return
-        self.cancel("client_gone")
-
+    # -- the log -----------------------------------------------------------------------------
     def _append(self, event: Event) -> None:
+        self._bytes += _size(event)
         self.events.append(event)
+        self._ends.append(self._bytes)
         self._cond.notify_all()
+        if self._bytes - self._base_bytes > self.log_limit:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Drop the older half of the kept log, but nothing a reader has not taken."""
+        keep_from = self.base + len(self.events) // 2
+        if self._readers:
+            keep_from = min(keep_from, min(self._readers.values()))
+        drop = keep_from - self.base
+        if drop > 0:
+            self._base_bytes = self._ends[drop - 1]
+            del self.events[:drop], self._ends[:drop]
+            self.base = keep_from
+
+    def _untaken(self) -> int:
+        """Bytes emitted after the slowest reader's cursor."""
+        slowest = min(self._readers.values())
+        taken = self._base_bytes if slowest <= self.base else \
+            self._ends[min(slowest - self.base, len(self._ends)) - 1]
+        return self._bytes - taken
+
+
+TRIMMED = "trimmed"    # a stored log's first entry when the bounded log dropped its start
+EVENT_OVERHEAD = 160   # about what an event costs on the wire beyond its text
+
+
+def _size(event: Event) -> int:
+    """An event's weight for the buffer and log bounds: its text plus framing."""
+    text = event.data.get("text") if event.kind == "delta" else None
+    return EVENT_OVERHEAD + (len(text) if isinstance(text, str) else 0)
+
+
+class EventsGone(Gone):
+    """A reader asked for events the bounded log has already dropped."""
+
+    def __init__(self, cursor: int, base: int) -> None:
+        super().__init__(f"Events before {base} are no longer kept (asked from {cursor}); "
+                         "[responses] max_event_log_bytes bounds the log",
+                         code="events_expired", param="Last-Event-ID")
 
 
 class Registry:
@@ -264,7 +392,10 @@ class Registry:
             while len(self._finished) > self.remember_finished:
                 self._finished.popitem(last=False)
         if self._on_retire is not None:
-            self._on_retire(run)
+            try:
+                self._on_retire(run)
+            except Exception:   # a metric must never keep a run alive
+                log.exception("on_retire failed for run %s", run.id)
 
 
 class Gate:
@@ -314,3 +445,46 @@ class Gate:
     def queued(self) -> int:
         with self._cond:
             return len(self._waiting)
+
+
+class Turns:
+    """One run at a time per thread, in order of arrival.
+
+    Two runs on one thread at once would store [A's question, B's question, B's answer,
+    A's answer], and B's model input would hold A's unanswered question. A run joins its
+    thread's line when it is prepared (so arrival decides the order), waits in its worker
+    until it is first, and leaves when it finishes, after its reply is stored. A run
+    cancelled while it waits leaves the line and stores nothing.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._lines: dict[str, collections.deque] = {}
+
+    def join(self, thread_id: str, run: Run) -> None:
+        with self._cond:
+            self._lines.setdefault(thread_id, collections.deque()).append(run)
+
+    def wait(self, thread_id: str, run: Run, poll: float = 0.05) -> bool:
+        """Block until `run` is first in its thread's line; False if it finished first."""
+        with self._cond:
+            while True:
+                line = self._lines.get(thread_id)
+                if run.status in FINAL or not line or run not in line:
+                    return False
+                if line[0] is run:
+                    return True
+                self._cond.wait(poll)
+
+    def leave(self, thread_id: str, run: Run) -> None:
+        with self._cond:
+            line = self._lines.get(thread_id)
+            if line is not None and run in line:
+                line.remove(run)
+                if not line:
+                    del self._lines[thread_id]
+                self._cond.notify_all()
+
+    def waiting(self, thread_id: str) -> int:
+        with self._cond:
+            return len(self._lines.get(thread_id, ()))

@@ -14,7 +14,9 @@ import threading
 
 from llmhub import __version__, logs
 from llmhub.config import ConfigError, load_config
+from llmhub.errors import HubError
 from llmhub.hub import Hub
+from llmhub.origins import startup_warnings
 from llmhub.server import make_server
 
 __all__ = ["main", "parse_args"]
@@ -49,9 +51,11 @@ def main(argv=None) -> int:
         print(f"llmhub: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.server["log_level"], config.server["log_format"])
+    for warning in startup_warnings(config.server):
+        print(f"llmhub: warning: {warning}", file=sys.stderr, flush=True)
     try:
         hub = Hub(config)
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, HubError) as exc:
         print(f"llmhub: cannot open the database {config.server['db_path']}: {exc}",
               file=sys.stderr)
         return 2

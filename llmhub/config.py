@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from llmhub.redaction import public_url
+
 __all__ = ["Config", "ConfigError", "UpstreamConfig", "load_config", "redacted", "SCHEMA"]
 
 UPSTREAM_KINDS = ("lmstudio", "openai", "anthropic", "mock")
@@ -103,13 +105,18 @@ SCHEMA = [
     Key("server", "db_path", _str, "llmhub.db"),
     Key("server", "api_keys", _list, ""),
     Key("server", "allow_remote_without_keys", _bool, "false"),
-    Key("server", "cors_origins", _list, "*", env=("CORS_ORIGINS",)),
+    Key("server", "cors_origins", _list, "http://localhost:*, http://127.0.0.1:*, http://[::1]:*",
+        env=("CORS_ORIGINS",)),
+    Key("server", "allowed_hosts", _list, ""),
     Key("server", "max_body_bytes", _int(1024, 1 << 30), "16777216"),
     Key("server", "max_image_bytes", _int(1024, 1 << 30), "10485760"),
     Key("server", "max_messages", _int(1, 10_000_000), "1000"),
     Key("server", "max_connections", _int(1, 1_000_000), "2000"),
     Key("server", "ping_interval_seconds", _float(0.05, 3600), "10"),
     Key("server", "read_timeout_seconds", _float(1, 86400), "60"),
+    Key("server", "head_timeout_seconds", _float(0.5, 3600), "10"),
+    Key("server", "keepalive_timeout_seconds", _float(0.1, 3600), "5"),
+    Key("server", "stream_buffer_bytes", _int(4096, 1 << 30), "1048576"),
     Key("server", "log_level", _choice("debug", "info", "warning", "error"), "info"),
     Key("server", "log_format", _choice("json", "text"), "json"),
     Key("upstream", "kind", _choice(*UPSTREAM_KINDS), "lmstudio"),
@@ -121,6 +128,7 @@ SCHEMA = [
     Key("upstream", "total_timeout_seconds", _float(0.1, 604800), "3600"),
     Key("upstream", "max_concurrent", _int(0, 10000), "0"),
     Key("upstream", "load_timeout_seconds", _float(1, 86400), "600"),
+    Key("upstream", "max_event_bytes", _int(1024, 1 << 30), "8388608"),
     Key("models", "default", _str, ""),
     Key("models", "regular", _str, "qwen/qwen3-4b-2507", env=("DEFAULT_REGULAR_MODEL",)),
     Key("models", "vision", _str, "qwen3-vl-4b-instruct", env=("DEFAULT_VISION_MODEL",)),
@@ -133,6 +141,7 @@ SCHEMA = [
     Key("responses", "keep_count", _int(1, 100_000_000), "1000"),
     Key("responses", "keep_days", _float(0.001, 36500), "7"),
     Key("responses", "resume_grace_seconds", _float(0, 3600), "15"),
+    Key("responses", "max_event_log_bytes", _int(4096, 1 << 34), "8388608"),
     Key("mock", "chunk_delay_seconds", _float(0, 60), "0.2"),
     Key("mock", "min_chunks", _int(1, 10000), "5"),
     Key("mock", "max_chunks", _int(1, 10000), "10"),
@@ -161,6 +170,7 @@ class UpstreamConfig:
     total_timeout_seconds: float
     max_concurrent: int
     load_timeout_seconds: float
+    max_event_bytes: int
 
 
 @dataclass(frozen=True)
@@ -415,7 +425,8 @@ def redacted(config: Config) -> dict:
     return {
         "source": config.source or None,
         "server": section(config.server),
-        "upstreams": [section({f.name: getattr(u, f.name) for f in fields(u)})
+        "upstreams": [section({f.name: public_url(getattr(u, f.name)) if f.name == "base_url"
+                               else getattr(u, f.name) for f in fields(u)})
                       for u in config.upstreams],
         "models": dict(config.models), "context": dict(config.context),
         "responses": dict(config.responses),

@@ -18,11 +18,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from llmhub.cancellation import CANCELLED, FINAL, Gate, Registry, Run
+from llmhub.cancellation import CANCELLED, FINAL, TRIMMED, Gate, Registry, Run, Turns
 from llmhub.config import Config
 from llmhub.context import (build_input, content_text, estimate_messages, estimate_tokens,
                             message_tokens, split_for_summary, window_for)
 from llmhub.errors import BadRequest, HubError, UpstreamError
+from llmhub.redaction import config_secrets
 from llmhub.threads import Store
 
 __all__ = ["ChatRequest", "Target", "Engine"]
@@ -113,6 +114,8 @@ class Engine:
         self.default_upstream = next(iter(upstreams.values()))
         self.workers = Workers()
         self.model_gates = {model: Gate(limit) for model, limit in config.concurrency.items()}
+        self.turns = Turns()
+        self.secrets = config_secrets(config)
         self._listed: dict[str, tuple[float, list]] = {}
         self._summarising: set[str] = set()
         self._summarising_lock = threading.Lock()
@@ -173,16 +176,18 @@ class Engine:
         run = self.registry.create(request.run_id, dialect=request.dialect,
                                    requested_model=request.model, model=targets[0].model)
         run.provider = targets[0].upstream.provider
+        run.buffer_limit = self.config.server["stream_buffer_bytes"]
+        run.log_limit = self.config.responses["max_event_log_bytes"]
+        run.secrets = self.secrets + ((request.upstream_key,) if request.upstream_key else ())
         try:
-            messages = self._input(run, request)
+            turn = self._input(run, request)
             if request.keep_response:
                 self._keep_response(run, request)
         except BaseException as exc:
             run.finish("fail", error=exc if isinstance(exc, HubError) else None)
             raise
-        run.input_estimate = estimate_messages(messages)
         # access = (api key, extra headers) for reaching the upstream on the client's behalf
-        run.job = functools.partial(self._work, run, dict(request.params, messages=messages),
+        run.job = functools.partial(self._work, run, request.params, turn,
                                     (request.upstream_key, request.upstream_headers), targets)
         return run
 
@@ -198,16 +203,52 @@ class Engine:
         if job is not None:
             job()
 
-    def _input(self, run: Run, request: ChatRequest) -> list:
-        """The messages the upstream gets; for a persisted turn, store it first."""
+    def _input(self, run: Run, request: ChatRequest):
+        """What the upstream gets: the messages, or for a turn on an existing thread a
+        function that waits for the thread's earlier runs and then stores and builds them.
+
+        Runs on one thread go one at a time, in order of arrival: a turn's input is built
+        only once the turn before it and its answer are stored (DESIGN §6)."""
         budget = self.config.context["max_input_tokens"] if request.budget else None
         if not request.persist and not request.budget:     # sent as the client gave them
             system = [{"role": "system", "content": request.system}] if request.system else []
-            return system + request.messages
+            return self._ready(run, system + request.messages)
         if not request.persist:
             messages, run.context = build_input(request.system, [], request.messages,
                                                 budget=budget)
-            return messages
+            return self._ready(run, messages)
+        build_input(request.system, [], request.messages, budget=budget)   # alone too big?
+        if request.thread_id is None:
+            messages = self._store_turn(run, request, budget)  # a new thread: nobody waits
+            self.turns.join(run.thread_id, run)
+            self._on_turn_finish(run)
+            return self._ready(run, messages)
+        self.store.get_thread(request.thread_id)                # 404 before anything runs
+        run.thread_id = request.thread_id
+        self.turns.join(run.thread_id, run)
+        self._on_turn_finish(run)
+        return functools.partial(self._take_turn, run, request, budget)
+
+    @staticmethod
+    def _ready(run: Run, messages: list):
+        run.input_estimate = estimate_messages(messages)
+        return lambda: messages
+
+    def _on_turn_finish(self, run: Run) -> None:
+        # in this order: the reply is stored before the next turn on the thread may start
+        run.on_finish(self._record_reply)
+        run.on_finish(self._summary_if_due)
+        run.on_finish(lambda run: self.turns.leave(run.thread_id, run))
+
+    def _take_turn(self, run: Run, request: ChatRequest, budget: int | None) -> list | None:
+        """Wait for this thread's earlier runs, then store the turn; None if cancelled."""
+        if not self.turns.wait(run.thread_id, run):
+            return None
+        messages = self._store_turn(run, request, budget)
+        run.input_estimate = estimate_messages(messages)
+        return messages
+
+    def _store_turn(self, run: Run, request: ChatRequest, budget: int | None) -> list:
         planned = {}
 
         def plan(history, summary, totals):   # inside the write: an over-budget turn stores nothing
@@ -216,12 +257,13 @@ class Engine:
 
         run.thread_id = self.store.begin_turn(request.thread_id, request.messages, plan,
                                               window_for(budget))
-        run.on_finish(self._record_reply)
-        run.on_finish(self._summary_if_due)
+        run.turn_stored = True
         return planned["messages"]
 
     def _record_reply(self, run: Run) -> None:
         """Store what the model said, even partial, with the run's status (a finish hook)."""
+        if not run.turn_stored:
+            return                     # cancelled while it waited for its turn: nothing asked
         transcript = run.transcript
         metadata = {"status": run.status, "run_id": run.id, "model": run.model or "",
                     "finish_reason": transcript.finish_reason or
@@ -242,6 +284,8 @@ class Engine:
         It runs in the background after the turn, so no response ever waits for it; the
         turn that triggered it reports `summary_scheduled`, the next ones `summarised`.
         """
+        if not run.turn_stored:
+            return
         context = run.context or {}
         unsummarised = context.get("history_tokens", 0) + run.input_estimate + \
             estimate_tokens(run.transcript.text)
@@ -311,11 +355,20 @@ class Engine:
             run.id, status=run.status, output=run.transcript.text, model=run.model,
             provider=run.provider, context=run.context or {},
             usage={k: usage[k] for k in ("input_tokens", "output_tokens", "total_tokens")},
-            events=[slim(e) for e in run.events + run.closing])
+            events=stored_events(run))
 
-    def _work(self, run: Run, body: dict, access: tuple, targets: list[Target]) -> None:
+    def _work(self, run: Run, params: dict, turn, access: tuple,
+              targets: list[Target]) -> None:
         failures = []
         try:
+            try:
+                messages = turn()
+            except HubError as exc:         # the thread went, or the store failed
+                run.finish("fail", error=exc)
+                return
+            if messages is None:
+                return                      # cancelled while it waited for its turn
+            body = dict(params, messages=messages)
             for target in targets:
                 error = self._attempt(run, body, access, target)
                 if error is None:
@@ -383,10 +436,24 @@ class Engine:
             if not run.emit("delta", {"text": text, "chunk": raw}):
                 return False
         if isinstance(usage, dict):
-            run.usage = _usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
-                               usage)
+            run.usage = self._reported_usage(run, usage)
             return run.emit("usage", run.usage)
         return True
+
+    def _reported_usage(self, run: Run, usage: dict) -> dict:
+        """The upstream's token counts, where they are counts; each one that is not (a
+        string, a list, a negative or absurd number) is estimated instead, and logged."""
+        prompt, completion = (usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens"))
+        estimated = False
+        if not _is_count(prompt):
+            log.warning("run %s: upstream prompt_tokens %.40r is not a count; estimated",
+                        run.id, prompt)
+            prompt, estimated = run.input_estimate, True
+        if not _is_count(completion):
+            log.warning("run %s: upstream completion_tokens %.40r is not a count; estimated",
+                        run.id, completion)
+            completion, estimated = estimate_tokens(run.transcript.text), True
+        return _usage(prompt, completion, usage, estimated=estimated)
 
     # -- models and health -------------------------------------------------------------------
     def list_models(self) -> tuple[list[dict], list[UpstreamError]]:
@@ -419,6 +486,13 @@ def summary_prompt(previous: dict | None, messages: list[dict]) -> list[dict]:
             {"role": "user", "content": "\n".join(lines)}]
 
 
+def stored_events(run: Run) -> list:
+    """The run's kept event log as stored for replay; a bounded log that dropped its start
+    says how many events it dropped, so a resume from before them is refused, not gapped."""
+    kept = [slim(e) for e in run.events + run.closing]
+    return ([[TRIMMED, {"count": run.base}]] if run.base else []) + kept
+
+
 def slim(event) -> list:
     """An event as stored for replay: deltas keep their text, not the raw upstream chunk."""
     kind, data = event
@@ -427,6 +501,10 @@ def slim(event) -> list:
     if kind == "usage":
         return [kind, {k: v for k, v in data.items() if k != "raw"}]
     return [kind, data]
+
+
+def _is_count(value) -> bool:
+    return type(value) is int and 0 <= value < 1 << 53
 
 
 def _usage(input_tokens: int, output_tokens: int, raw: dict | None, estimated=False) -> dict:

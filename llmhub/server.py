@@ -31,13 +31,18 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote
 
+from http.client import HTTPMessage
+
 from llmhub import __version__, routes
 from llmhub.dialects import service
+from llmhub.errors import BadRequest, Forbidden, HubError, Unauthorized, UnsupportedMediaType
+from llmhub.framing import FramingError, check_length, discard_body, read_body, read_head
+from llmhub.origins import OriginPolicy
+from llmhub.redaction import redact_error
 from llmhub.sockets import Deadlines, HangupWatch, peer_closed
-from llmhub.errors import BadRequest, HubError, Unauthorized, UnsupportedMediaType
 from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, RunResponse, StreamResponse,
                          check_content_type, check_message_count, chunk, decode_json,
-                         json_bytes, read_body)
+                         json_bytes)
 
 __all__ = ["HubServer", "Handler", "Request", "CLIENT_GONE", "make_server"]
 
@@ -48,6 +53,11 @@ access_log = logging.getLogger("llmhub.access")
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 EXPOSED_HEADERS = "X-Run-Id, X-Request-Id, lb-thread-id"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+DISCARD_LIMIT = 65536      # an unwanted body up to this size is read and dropped, so the
+                           # connection survives an early 401/404; a larger one closes it
+LINGER_SECONDS = 5.0       # lingering close (as nginx's): after an early answer, read and
+LINGER_IDLE = 1.0          # drop what the client still sends, so that a client writing its
+LINGER_BYTES = 64 << 20    # whole body before reading gets the answer, not a reset
 # Request ids only correlate log lines: a seeded PRNG is enough, and far cheaper than uuid4.
 # (Run ids, which authorise a cancel, stay uuid4.)
 _request_ids = random.Random()
@@ -104,11 +114,12 @@ class Request:
 
 
 class DeadlineReader(io.RawIOBase):
-    """The handler's socket as a raw stream, with one deadline for a whole request.
+    """The handler's socket as a raw stream, with deadlines for a whole request.
 
     A per-recv timeout never trips on a client sending one byte every few seconds. Here
-    the first byte of a request starts a clock of `read_timeout_seconds` for the request
-    line, headers and body together; past it, the server's Deadlines shut the socket down.
+    the first byte of a request starts two clocks: the head must be in within
+    `head_timeout_seconds`, the whole request within `read_timeout_seconds`; past them, the
+    server's Deadlines shut the socket down.
     """
 
     def __init__(self, sock, handler) -> None:
@@ -123,7 +134,7 @@ class DeadlineReader(io.RawIOBase):
             raise TimeoutError("the request took longer than read_timeout_seconds")
         count = self.sock.recv_into(buffer)
         if count and handler.deadline is None:
-            handler.deadline = handler.expires_at = time.monotonic() + handler.read_timeout
+            handler.first_byte()
         return count
 
 
@@ -165,6 +176,7 @@ class HubServer(ThreadingHTTPServer):
         self._busy_cond = threading.Condition()
         self.hangups = HangupWatch()       # clients of awaited runs, whose handlers are busy
         self.deadlines = Deadlines(interval=0.25)   # every connection's read/write limit
+        self.origins = OriginPolicy(hub.config.server)
         super().__init__((hub.config.server["host"], hub.config.server["port"]), Handler)
 
     def server_bind(self) -> None:
@@ -179,15 +191,27 @@ class HubServer(ThreadingHTTPServer):
             f"http://{host}:{self.server_port}"
 
     def process_request(self, request, client_address) -> None:
-        """Past max_connections, answer 503 from the accept loop itself: no thread is spent."""
+        """Past max_connections, close an idle keep-alive connection to make room; with none
+        idle, answer 503 from the accept loop itself: no thread is spent."""
         with self._busy_cond:
             full = self.connections >= self.hub.config.server["max_connections"]
-            if not full:
-                self.connections += 1
+            if not full or self._evict_idle():
+                self.connections += 1    # an evicted one leaves within moments
+                full = False
         if full:
             self._refuse(request)
             return
         super().process_request(request, client_address)
+
+    def _evict_idle(self) -> bool:
+        """Shut down the connection that has waited longest for its next request."""
+        idle = [h for h in self.deadlines.holders() if h.idle_since is not None]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda h: h.idle_since)
+        oldest.idle_since = None
+        oldest.expire()
+        return True
 
     def process_request_thread(self, request, client_address) -> None:
         try:
@@ -244,6 +268,7 @@ class Handler(BaseHTTPRequestHandler):
     disconnect_poll = 0.1            # seconds: how soon a silent run notices its client left,
     disconnect_poll_max = 1.0        # … backing off to this while it stays silent: a thousand
                                      # idle streams must not wake ten thousand times a second
+    METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
     # -- plumbing ----------------------------------------------------------------------------
     def version_string(self) -> str:
@@ -254,9 +279,16 @@ class Handler(BaseHTTPRequestHandler):
         # Instead the server's Deadlines shut it down past `expires_at`, which reaps idle
         # keep-alive connections, clients that trickle a request a byte at a time
         # (slowloris), and clients that stopped reading what they are sent.
-        self.read_timeout = self.server.hub.config.server["read_timeout_seconds"]
+        limits = self.server.hub.config.server
+        self.read_timeout = limits["read_timeout_seconds"]
+        self.head_timeout = min(limits["head_timeout_seconds"], self.read_timeout)
+        self.keepalive = limits["keepalive_timeout_seconds"]
         self.expires_at: float | None = None
         self.deadline: float | None = None
+        self.idle_since: float | None = None   # set while waiting for a request's first byte
+        self.served = 0
+        self.linger = False                    # read and drop the client's rest at the end
+        self.head = None
         super().setup()
         self.rfile.close()   # the plain makefile() reader and writer, replaced by ones
         self.rfile = io.BufferedReader(DeadlineReader(self.connection, self),   # that keep
@@ -267,70 +299,74 @@ class Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         self.server.deadlines.discard(self)
         super().finish()
+        if self.linger:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Answered early, with the client perhaps still writing its body: signal the end,
+        then read and drop what comes for a bounded time, so the client can read the answer
+        rather than get a reset for writing into a closed socket."""
+        sock, left = self.connection, LINGER_BYTES
+        end = time.monotonic() + LINGER_SECONDS
+        buffer = bytearray(65536)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(LINGER_IDLE)
+            while left > 0 and time.monotonic() < end and (count := sock.recv_into(buffer)):
+                left -= count
 
     def expire(self) -> None:
         """Deadlines: the client took too long; a read or write blocked on it ends now."""
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
-    def parse_request(self) -> bool:
-        """http.server's parse_request, with a fast path for the ordinary request.
-
-        The stdlib parses headers with the `email` package, which costs a third of a small
-        request's CPU. A request line of three words and HTTP/1.0 or 1.1 is read here with
-        the same limits (64 KiB a line, 100 headers) into the same HTTPMessage class;
-        anything unusual goes to the stdlib, with its own checks and errors.
-        """
-        words = self.raw_requestline.split()
-        if len(words) != 3 or words[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
-            return super().parse_request()
-        command, path, version = (word.decode("iso-8859-1") for word in words)
-        self.command, self.request_version = command, version
-        self.requestline = self.raw_requestline.decode("iso-8859-1").rstrip("\r\n")
-        # gh-87389: '//path' is an absolute URI to some clients (open redirects)
-        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
-        self.close_connection = version != "HTTP/1.1"
-        headers = self.headers = self.MessageClass()
-        for count in range(101):
-            line = self.rfile.readline(65537)
-            if line in (b"\r\n", b"\n", b""):
-                break
-            if len(line) > 65536 or count == 100:
-                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
-                                "Line too long" if len(line) > 65536 else "Too many headers")
-                return False
-            name, colon, value = line.decode("iso-8859-1").partition(":")
-            if not colon or not name or name != name.strip():   # RFC 9112 §5.1
-                self.send_error(HTTPStatus.BAD_REQUEST, "Bad header line")
-                return False
-            headers[name] = value.strip()
-        connection = headers.get("Connection", "").lower()
-        if connection == "close":
-            self.close_connection = True
-        elif connection == "keep-alive":
-            self.close_connection = False
-        if headers.get("Expect", "").lower() == "100-continue" and version == "HTTP/1.1":
-            return self.handle_expect_100()
-        return True
+    def first_byte(self) -> None:
+        """A request has begun: its head and its whole have their clocks now."""
+        now = time.monotonic()
+        self.idle_since = None
+        self.deadline = now + self.read_timeout
+        self.expires_at = now + self.head_timeout
 
     def handle_one_request(self) -> None:
-        self.deadline = None          # the next request's clock starts at its first byte;
-        self.expires_at = time.monotonic() + self.read_timeout   # till then, an idle limit
-        super().handle_one_request()
+        # Until a request's first byte, the connection is idle: a new one may wait
+        # head_timeout_seconds for it, a kept-alive one keepalive_timeout_seconds.
+        self.deadline, self.head = None, None
+        self.idle_since = now = time.monotonic()
+        self.expires_at = now + (self.keepalive if self.served else self.head_timeout)
+        self.command, self.request_version, self.path = "", "HTTP/1.1", ""
+        try:
+            head = read_head(self.rfile)
+        except FramingError as exc:
+            self.close_connection = self.linger = True
+            return self._protocol_error(exc)
+        if head is None:
+            self.close_connection = True
+            return
+        self.served += 1
+        self.expires_at = self.deadline        # the head is in; the body has what is left
+        self._take_head(head)
+        if self.command not in self.METHODS:
+            self.close_connection = self.linger = head.body != "none"
+            return self._protocol_error(HubError(f"Method {self.command} is not implemented",
+                                                 status=501, code="not_implemented"))
+        self.dispatch()
+
+    def _take_head(self, head) -> None:
+        self.head = head
+        self.command, self.request_version, self.path = head.method, head.version, head.path
+        self.requestline = f"{head.method} {head.target} {head.version}"
+        headers = self.headers = HTTPMessage()
+        for name, value in head.headers:
+            headers[name] = value
+        tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+        self.close_connection = "close" in tokens or (head.version == "HTTP/1.0"
+                                                      and "keep-alive" not in tokens)
 
     def handle(self) -> None:
         try:
             super().handle()
         except CLIENT_GONE:
             self.close_connection = True
-
-    def do_GET(self): self.dispatch()
-    def do_HEAD(self): self.dispatch()
-    def do_POST(self): self.dispatch()
-    def do_PUT(self): self.dispatch()
-    def do_PATCH(self): self.dispatch()
-    def do_DELETE(self): self.dispatch()
-    def do_OPTIONS(self): self.dispatch()
 
     def log_request(self, code="-", size="-") -> None:
         pass   # dispatch writes one structured line per request instead
@@ -340,43 +376,80 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- the funnel --------------------------------------------------------------------------
     def dispatch(self) -> None:
+        """Every check that needs no body comes before the body is read: origin and host,
+        route, key, size. Only then is `100 Continue` sent and the body read."""
         started = time.perf_counter()
         self._sent, self._status, self._run, self._dialect = False, None, None, None
         self._route = "unmatched"
+        self._body_read = self.head.body == "none"
         self.request_id = self._request_id()
         try:
-            body = self._read_body()
-            self.expires_at = None    # the request is in; a run may take as long as it takes
             path, _, query = self.path.partition("?")
             path = unquote(path)
+            self._guard()
             if self.command == "OPTIONS":
+                self._read_body()
                 return self._preflight(path)
             route, params = routes.match("GET" if self.command == "HEAD" else self.command, path,
                                          self.headers.get("Accept", ""))
             self._dialect, self._route = route.dialect, route.pattern
             self._authorise(route)
+            body = self._read_body()
+            self.expires_at = None    # the request is in; a run may take as long as it takes
             self._send_result(route.view(Request(self, path, query, body), **params))
         except CLIENT_GONE:
             raise
         except HubError as exc:
+            if isinstance(exc, FramingError):   # the rest of the input is not a request
+                self.close_connection = self.linger = True
+            self._settle_body()
             self.send_error_json(exc)
         except Exception as exc:
             log.error("error in %s %s", self.command, self.path, exc_info=True)
             if self.server.raise_errors:
                 self.server.errors.append(exc)
+            self._settle_body()
             self.send_error_json(HubError("Internal server error"))
         finally:
             if self._status is None:   # nothing was sent: the client left first
                 self.server.hub.metrics.request(self._route, self.command, None)
             self._log_request(started)
 
+    def _guard(self) -> None:
+        """DNS rebinding and cross-origin pages are refused before anything runs."""
+        policy, authority = self.server.origins, self.head.authority
+        if not policy.host_allowed(authority):
+            raise Forbidden(f"Host {authority!r} is not allowed; add it to [server] "
+                            "allowed_hosts to reach the hub by that name", param="Host",
+                            code="host_not_allowed")
+        origin = self.headers.get("Origin")
+        if not policy.origin_allowed(origin, authority):
+            raise Forbidden(f"Origin {origin!r} is not allowed; add it to [server] "
+                            "cors_origins to let that page use the hub", param="Origin",
+                            code="origin_not_allowed")
+
     def _read_body(self) -> bytes:
-        try:
-            return read_body(self.rfile, self.headers,
-                             self.server.hub.config.server["max_body_bytes"])
-        except HubError:
-            self.close_connection = True   # the rest of the body is still in the socket
-            raise
+        head, limit = self.head, self.server.hub.config.server["max_body_bytes"]
+        if self._body_read:
+            return b""
+        check_length(head, limit)
+        if self.headers.get("Expect", "").lower() == "100-continue" and \
+                head.version == "HTTP/1.1":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = read_body(self.rfile, head, limit)
+        self._body_read = True
+        return body
+
+    def _settle_body(self) -> None:
+        """Answering without the body: drop a small one and keep the connection; otherwise
+        (large, chunked, half read, or awaiting 100 Continue) close it, lingering."""
+        if self._body_read:
+            return
+        self._body_read = True
+        waiting = self.headers.get("Expect", "").lower() == "100-continue"
+        if not waiting and discard_body(self.rfile, self.head, DISCARD_LIMIT):
+            return
+        self.close_connection = self.linger = True
 
     def _authorise(self, route) -> None:
         keys = self.server.hub.config.server["api_keys"]
@@ -418,6 +491,7 @@ class Handler(BaseHTTPRequestHandler):
         if self._sent:
             self.close_connection = True   # too late for a status: end the connection
             return
+        redact_error(exc, self.server.hub.engine.secrets)   # whatever raised it
         path = unquote(self.path.partition("?")[0]) if self.path else ""
         dialect = self._dialect or routes.dialect_for(path) or service
         status, body = exc.status, dialect.error_body(exc)
@@ -425,15 +499,11 @@ class Handler(BaseHTTPRequestHandler):
             status, body = body
         self.send_json(status, body, exc.headers)
 
-    def send_error(self, code, message=None, explain=None) -> None:
-        """http.server's protocol errors (bad request line, 501 …), as JSON, not HTML."""
-        self.close_connection = True
-        self._sent, self.request_id = False, getattr(self, "request_id", "-")
-        if self.request_version == "HTTP/0.9":
-            self.request_version = "HTTP/1.1"   # a garbled request line still gets a status
-        self.path = self.path if isinstance(getattr(self, "path", None), str) else ""
-        error = HubError(message or HTTPStatus(code).phrase, status=int(code),
-                         code=HTTPStatus(code).phrase.lower().replace(" ", "_"))
+    def _protocol_error(self, error: HubError) -> None:
+        """A request that could not be read as one (bad framing, unknown method): answer in
+        the generic shape; the caller has decided whether the connection survives."""
+        self._sent, self._status = False, None
+        self.request_id = getattr(self, "request_id", None) or "-"
         self._dialect, self._route = None, "unmatched"
         with contextlib.suppress(*CLIENT_GONE):
             self.send_error_json(error)
@@ -457,12 +527,12 @@ class Handler(BaseHTTPRequestHandler):
         self._sent = True
 
     def _cors_headers(self) -> None:
-        origin = getattr(self, "headers", None) and self.headers.get("Origin")
-        allowed = self.server.hub.config.server["cors_origins"]
-        if not origin or not ("*" in allowed or origin in allowed):
+        origin = self.head is not None and self.headers.get("Origin")
+        policy = self.server.origins
+        if not origin or not policy.origin_allowed(origin, self.head.authority):
             return
-        self.send_header("Access-Control-Allow-Origin", "*" if "*" in allowed else origin)
-        if "*" not in allowed:
+        self.send_header("Access-Control-Allow-Origin", policy.allow_origin_header(origin))
+        if not policy.any_origin:
             self.send_header("Vary", "Origin")
         self.send_header("Access-Control-Expose-Headers", EXPOSED_HEADERS)
 
@@ -482,46 +552,68 @@ class Handler(BaseHTTPRequestHandler):
     def serve_stream(self, response: StreamResponse) -> None:
         run, renderer = response.run, response.renderer
         self._run = run
+        self._chunked = self.request_version == "HTTP/1.1"   # HTTP/1.0: ends at close
+        if self.command == "HEAD":
+            return self._start_stream(response)   # the headers a GET would get, no body
+        reader = run.follow(response.cursor)       # before launch: no event is trimmed unseen
         self.server.hub.engine.launch(run)     # a worker reads the upstream; this thread writes
-        ping_every = self.server.hub.config.server["ping_interval_seconds"]
-        quickest = poll = min(self.disconnect_poll, ping_every)
-        cursor, next_ping = response.cursor, time.monotonic() + ping_every
         resumable = renderer.resume_grace is not None
-        if resumable:
-            run.add_listener()
         with self.server.busy():
             try:
-                if renderer.eager:
-                    self._start_stream(response, renderer.opening(run))
-                while True:
-                    events = run.read(cursor, poll)
-                    if events:
-                        cursor += len(events)
-                        if not self._sent and events[0].kind == "error":
-                            raise self._early_error(response, events[0])
-                        data = b"".join(renderer.render(event) for event in events)
-                        if not self._sent:
-                            self._start_stream(response, data)
-                        elif data:
-                            self.wfile.write(chunk(data))
-                        if events[-1].kind == "done":
-                            self.wfile.write(LAST_CHUNK)
-                            return
-                        poll = quickest
-                    elif self.client_gone():
-                        raise ConnectionResetError("client went away")
-                    else:
-                        poll = min(poll * 1.5, self.disconnect_poll_max, ping_every)
-                    if time.monotonic() >= next_ping:   # a steady beat from acceptance on
-                        next_ping = time.monotonic() + ping_every
-                        self._ping(response, renderer.ping())
+                self._pump(response, reader)
             except CLIENT_GONE:
                 self.close_connection = True
                 if not resumable:
                     run.cancel("client_gone")
+            except HubError:
+                run.cancel("stream_error")         # a no-op after an early error, which is
+                raise                              # then sent with its real status
+            except Exception:
+                # a renderer's bug: the run must still end, and this thread be freed
+                log.exception("stream of run %s failed", run.id)
+                self.close_connection = True
+                run.finish("fail", error=HubError("The hub failed while streaming this "
+                                                  "reply; see its log"))
+                if self.server.raise_errors:
+                    raise
             finally:
-                if resumable:
-                    run.remove_listener(renderer.resume_grace)
+                run.unfollow(reader, renderer.resume_grace)
+
+    def _pump(self, response: StreamResponse, reader: int) -> None:
+        """Write the run's events as they come, the only writer on this connection; on a
+        quiet tick, check that the client is still there and whether a ping is due."""
+        run, renderer = response.run, response.renderer
+        ping_every = self.server.hub.config.server["ping_interval_seconds"]
+        quickest = poll = min(self.disconnect_poll, ping_every)
+        cursor, next_ping = response.cursor, time.monotonic() + ping_every
+        if renderer.eager:
+            self._start_stream(response, renderer.opening(run))
+        while True:
+            events = run.read(cursor, poll, reader)
+            if events:
+                cursor += len(events)
+                if not self._sent and events[0].kind == "error":
+                    raise self._early_error(response, events[0])
+                data = b"".join(renderer.render(event) for event in events)
+                if not self._sent:
+                    self._start_stream(response, data)
+                elif data:
+                    self.wfile.write(self._frame(data))
+                if events[-1].kind == "done":
+                    if self._chunked:
+                        self.wfile.write(LAST_CHUNK)
+                    return
+                poll = quickest
+            elif self.client_gone():
+                raise ConnectionResetError("client went away")
+            else:
+                poll = min(poll * 1.5, self.disconnect_poll_max, ping_every)
+            if time.monotonic() >= next_ping:   # a steady beat from acceptance on
+                next_ping = time.monotonic() + ping_every
+                self._ping(response, renderer.ping())
+
+    def _frame(self, data: bytes) -> bytes:
+        return chunk(data) if self._chunked else data
 
     def _early_error(self, response: StreamResponse, event) -> HubError:
         """A run that failed before any byte went out: a real status, with the run's headers."""
@@ -530,17 +622,21 @@ class Handler(BaseHTTPRequestHandler):
         return error
 
     def _start_stream(self, response: StreamResponse, data: bytes = b"") -> None:
-        self._begin(200, {"Content-Type": response.renderer.content_type,
-                          "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                          "Transfer-Encoding": "chunked", "X-Run-Id": response.run.id,
-                          **response.headers})
-        self._end_headers(chunk(data) if data else b"")
+        headers = {"Content-Type": response.renderer.content_type,
+                   "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                   "X-Run-Id": response.run.id, **response.headers}
+        if self._chunked:
+            headers["Transfer-Encoding"] = "chunked"
+        else:
+            self.close_connection = True          # the body ends where the connection does
+        self._begin(200, headers)
+        self._end_headers(self._frame(data) if data and self.command != "HEAD" else b"")
 
     def _ping(self, response: StreamResponse, data: bytes) -> None:
         if not self._sent:
             self._start_stream(response, data)
         elif data:
-            self.wfile.write(chunk(data))
+            self.wfile.write(self._frame(data))
 
     def serve_awaited(self, response: RunResponse) -> None:
         """Drive the run in this thread (no hand-off to a worker), while the hangup watch

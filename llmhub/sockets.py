@@ -158,6 +158,10 @@ class Deadlines(Ticker):
         with self._lock:
             self._holders.discard(holder)
 
+    def holders(self) -> list:
+        with self._lock:
+            return list(self._holders)
+
     def _busy(self) -> bool:
         return bool(self._holders)
 

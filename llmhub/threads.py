@@ -28,8 +28,8 @@ from llmhub import ids
 from llmhub.context import content_text
 from llmhub.errors import BadRequest, Conflict, HubError, NotFound
 
-__all__ = ["Store", "MIGRATIONS", "normalise_message", "check_thread_id", "check_metadata",
-           "ROLES"]
+__all__ = ["Store", "StorageError", "MIGRATIONS", "normalise_message", "check_thread_id",
+           "check_metadata", "ROLES"]
 
 ROLES = ("system", "user", "assistant", "tool")
 THREAD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -146,6 +146,7 @@ class Store:
         self.path = Path(path)
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._closed = False
+        self.write_error: dict | None = None   # the last failed write, until one succeeds
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as conn:
             conn.execute("PRAGMA journal_mode=WAL")   # persists in the file; outside any tx
@@ -169,6 +170,9 @@ class Store:
 
     @contextlib.contextmanager
     def _connection(self):
+        """A pooled connection. sqlite3 errors leave as StorageError (503, or 507 when the
+        disk is full), so every caller answers a clear status in its dialect's shape; a
+        connection still inside a transaction afterwards is closed, never pooled."""
         if self._closed:
             # a keep-alive client (the web page polling threads) can still be answered
             # between closing the store and the process ending
@@ -176,26 +180,47 @@ class Store:
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
-            conn = self._open()
+            conn = self._guarded(self._open)
         try:
             yield conn
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from None
         finally:
-            if self._closed or self._idle.qsize() >= self.pool_size:
+            if self._closed or self._idle.qsize() >= self.pool_size or _in_transaction(conn):
                 conn.close()
             else:
                 self._idle.put(conn)
 
+    @staticmethod
+    def _guarded(operation):
+        try:
+            return operation()
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from None
+
     @contextlib.contextmanager
     def write_tx(self):
-        """A write transaction: BEGIN IMMEDIATE, COMMIT, or ROLLBACK on any exception."""
+        """A write transaction: BEGIN IMMEDIATE, COMMIT, or ROLLBACK on any exception.
+
+        A COMMIT can fail (a full disk fails the WAL write): the transaction is then rolled
+        back, and if even that fails the connection is dropped rather than pooled, so no
+        later write lands inside a transaction that never ends. The failure is remembered
+        for /health until a write succeeds."""
         with self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                    raise
+            except (sqlite3.Error, StorageError) as exc:
+                self.write_error = {"error": str(exc), "at": time.time()}
                 raise
-            conn.execute("COMMIT")
+            self.write_error = None
 
     def _read(self, sql: str, args=()) -> list[sqlite3.Row]:
         with self._connection() as conn:
@@ -357,12 +382,16 @@ class Store:
                               "WHERE status = 'in_progress'", (time.time(),)).rowcount
 
     def health(self) -> dict:
+        """What /health says of the database; the file's path stays out (no key guards it)."""
         try:
-            self._read("SELECT 1")
             count = len(self._read("SELECT name FROM migrations"))
-        except sqlite3.Error as exc:
-            return {"status": "error", "path": str(self.path), "error": str(exc)}
-        return {"status": "ok", "path": str(self.path), "migrations": count}
+        except HubError as exc:
+            return {"status": "error", "error": exc.message}
+        if self.write_error is not None:
+            return {"status": "error", "migrations": count,
+                    "error": f"the last write failed: {self.write_error['error']}",
+                    "failed_at": self.write_error["at"]}
+        return {"status": "ok", "migrations": count}
 
     # -- inside a transaction ----------------------------------------------------------------
     def _create_thread_tx(self, tx, thread_id: str | None, metadata: dict) -> dict:
@@ -452,6 +481,28 @@ def _public(row: dict) -> dict:
     return {key: row[key] for key in ("id", "thread_id", "created_at", "role", "content",
                                       "tool_call_id", "tool_calls", "name", "attachments",
                                       "metadata")}
+
+
+class StorageError(HubError):
+    """The database refused a read or a write: the disk is full, the file read-only, …"""
+    status, code = 503, "storage_failed"
+
+
+def storage_error(exc: sqlite3.Error) -> StorageError:
+    if isinstance(exc, sqlite3.IntegrityError):   # a bug, not the disk: keep it loud
+        raise exc
+    text = str(exc)
+    if "full" in text.lower():
+        return StorageError(f"The database is full ({text}): the reply cannot be stored",
+                            status=507, code="storage_full")
+    return StorageError(f"The database failed: {text}")
+
+
+def _in_transaction(conn: sqlite3.Connection) -> bool:
+    try:
+        return conn.in_transaction
+    except sqlite3.Error:
+        return True
 
 
 def _thread_not_found(thread_id: str) -> NotFound:

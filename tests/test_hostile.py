@@ -17,7 +17,7 @@ def test_a_trickled_request_is_cut_off_at_the_read_timeout(make_hub):
     host, port = hub.server_address[:2]
     with socket.create_connection((host, port)) as sock:
         started = time.monotonic()
-        request = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 1000
+        request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Slow: " + b"a" * 1000
         for byte in request:
             sock.send(bytes([byte]))
             readable, _, _ = select.select([sock], [], [], 0.2)   # the trickle's pace
@@ -37,7 +37,7 @@ def test_a_client_that_stops_reading_slows_no_other_stream(make_hub, fake):
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # loopback buffers are
     stalled.connect(hub.server_address[:2])                          # big: keep this one small
     body = b'{"model": "flood", "stream": true, "messages": [{"role": "user", "content": "a"}]}'
-    stalled.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+    stalled.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                     b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     assert fake.wait_requests(1)                                     # … and never read
     conn, response = open_stream(hub.url, "/v1/chat/completions",
@@ -59,15 +59,26 @@ def test_a_client_that_stops_reading_slows_no_other_stream(make_hub, fake):
     assert not received.endswith(b"0\r\n\r\n")                      # truncated, not finished
 
 
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    """Poll a condition the hub exposes no event for; bounded, and quick when it holds."""
+    done = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return True
+        done.wait(0.01)
+    return predicate()
+
+
 def test_past_max_connections_the_hub_answers_503(make_hub):
     hub = make_hub({"server": {"max_connections": 3}})
     host, port = hub.server_address[:2]
     held = []
-    for _ in range(3):                          # three keep-alive connections, held open
+    for _ in range(3):                          # three connections mid-request: not idle
         sock = socket.create_connection((host, port))
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /health HTTP/1.1\r\n")
         held.append(sock)
+    assert wait_for(lambda: sum(h.idle_since is None and h.served == 0
+                                for h in hub.deadlines.holders()) == 3)
     with socket.create_connection((host, port)) as extra:
         reply = extra.recv(65536)
     assert reply.startswith(b"HTTP/1.1 503") and b"too_many_connections" in reply

@@ -290,7 +290,7 @@ def test_twenty_concurrent_runs_on_different_threads(hub, fake):
 
 def test_cors_exposes_lb_thread_id(hub):
     _, headers, _ = call(hub.url, "POST", RUN, {"messages": HELLO},
-                         headers={"Origin": "http://app.test"})
+                         headers={"Origin": "http://localhost:5173"})
     assert "lb-thread-id" in headers["Access-Control-Expose-Headers"]
 
 

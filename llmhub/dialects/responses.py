@@ -16,7 +16,7 @@ import time
 import uuid
 
 from llmhub import ids
-from llmhub.cancellation import Event
+from llmhub.cancellation import TRIMMED, Event, EventsGone
 from llmhub.dialects.checks import check_int, check_known, check_number, check_type
 from llmhub.dialects.service import utc_now
 from llmhub.errors import BadRequest, Gone, HubError, NotFound
@@ -168,24 +168,28 @@ def response_events(request, response_id: str):
     """Replay a response's events after Last-Event-ID, then follow it live until done."""
     hub = request.hub
     after = request.headers.get("Last-Event-ID", request.query.get("last_event_id"))
-    try:
-        cursor = int(after) if after not in (None, "") else 0
-    except ValueError:
-        raise BadRequest("Last-Event-ID must be a whole number", param="Last-Event-ID") from None
+    after = after.strip() if after is not None else None
+    if after and not (after.isascii() and after.isdigit() and len(after) < 16):
+        raise BadRequest("Last-Event-ID must be a whole number, 0 or more",
+                         param="Last-Event-ID")
+    cursor = int(after) if after else 0
     run = hub.registry.get(response_id)
     if run is None:
         run = Replay(find(hub, response_id))
-        if after is not None and cursor >= len(run.events):
+        if after is not None and cursor >= run.base + len(run.events):
             # All sent already. 204 is what tells an EventSource to stop reconnecting
             # (WHATWG HTML, server-sent events, "204 No Content").
             return JSONResponse(None, status=204)
+    if cursor < run.base:
+        raise EventsGone(cursor, run.base)
     grace = None if isinstance(run, Replay) else hub.config.responses["resume_grace_seconds"]
     renderer = ResponseStream(run_meta(run), grace, cursor=cursor, with_meta=after is None)
     return StreamResponse(run, renderer, cursor=cursor)
 
 
 class Replay:
-    """A finished response's stored events, read the way a live run is read."""
+    """A finished response's stored events, read the way a live run is read (the run
+    contract in cancellation.Run)."""
 
     job = None        # nothing left to do: Engine.launch() passes it by
 
@@ -195,12 +199,23 @@ class Replay:
             record["status"]
         self.usage, self.cancel_reason = record["usage"], None   # what the request log reads
         events = [Event(kind, data) for kind, data in record["events"] or ()]
+        self.base = 0
+        if events and events[0].kind == TRIMMED:      # the log was bounded while it ran
+            self.base = events.pop(0).data["count"]
         if not events or events[-1].kind != "done":   # a process died mid-run
             events.append(Event("done", {"status": self.status}))
         self.events = events
 
-    def read(self, cursor: int, timeout: float) -> list:
-        return self.events[cursor:]
+    def read(self, cursor: int, timeout: float, reader: int | None = None) -> list:
+        if cursor < self.base:
+            raise EventsGone(cursor, self.base)
+        return self.events[cursor - self.base:]
+
+    def follow(self, cursor: int) -> int:
+        return 0
+
+    def unfollow(self, reader: int, grace: float | None = None) -> None:
+        pass
 
     def cancel(self, reason: str = "") -> str:
         return self.status

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 from llmhub.cancellation import Gate
 from llmhub.context import content_text
 from llmhub.errors import UpstreamError
+from llmhub.redaction import public_url
 from llmhub.upstream.http import Exchange, Pool, Timeouts
-from llmhub.upstream.openai import error_message, http_error, redact, stream_error
-from llmhub.upstream.sse import SSEParser
+from llmhub.upstream.openai import error_message, http_error, sse_events, stream_error
 
 __all__ = ["Anthropic", "to_anthropic"]
 
@@ -35,7 +35,7 @@ class Anthropic:
     def __init__(self, config) -> None:
         self.config = config
         self.name = config.name
-        self.base_url = config.base_url.rstrip("/")
+        self.base_url = public_url(config.base_url.rstrip("/"))   # shown everywhere
         path = urlsplit(self.base_url).path.rstrip("/")
         self.prefix = path[:-3] if path.endswith("/v1") else path
         self.gate = Gate(config.max_concurrent)
@@ -127,19 +127,18 @@ class AnthropicCall:
                                       json.dumps(self.body).encode(), self.headers)
         if response.status >= 400 or "text/event-stream" not in \
                 response.getheader("Content-Type", ""):
-            message = redact(error_message(self.exchange.read_all()), self.key)
+            message = error_message(self.exchange.read_all())
             raise http_error(response.status if response.status >= 400 else 502, message,
                              self.upstream.label)
 
     def chunks(self) -> Iterator[dict]:
-        parser, state = SSEParser(), {"id": "msg", "model": self.body["model"], "input": 0,
-                                      "output": 0, "finish": None, "role_sent": False}
-        while data := self.exchange.read():
-            for event, payload in parser.feed(data):
-                yield from self._translate(event, json.loads(payload), state)
-                if event == "message_stop":
-                    self.exchange.finish()
-                    return
+        state = {"id": "msg", "model": self.body["model"], "input": 0, "output": 0,
+                 "finish": None, "role_sent": False}
+        for event, payload in sse_events(self.exchange, self.upstream):
+            yield from self._translate(event, _decode(payload, self.upstream.label), state)
+            if event == "message_stop":
+                self.exchange.finish()
+                return
         raise UpstreamError(f"{self.upstream.label} ended the stream before message_stop",
                             code="upstream_disconnected")
 
@@ -179,3 +178,14 @@ class AnthropicCall:
 
     def close(self) -> None:
         self.exchange.close()
+
+
+def _decode(payload: str, label: str) -> dict:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise UpstreamError(f"{label} sent a stream event that is not a JSON object: "
+                            f"{payload[:200]!r}", code="upstream_garbage")
+    return data

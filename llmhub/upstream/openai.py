@@ -8,20 +8,22 @@ usage on the finish chunk, HTTP 200 with an `error` body, `event: error` frames,
 where a stream was asked for, and a stream that ends without `[DONE]` after its finish chunk.
 """
 
+import base64
 import json
 import re
 import time
 from typing import Iterator
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from llmhub.cancellation import Gate
 from llmhub.config import UpstreamConfig
 from llmhub.errors import UpstreamError
+from llmhub.redaction import public_url
 from llmhub.upstream.http import Exchange, Pool, Timeouts
-from llmhub.upstream.sse import SSEParser
+from llmhub.upstream.sse import EventTooLarge, SSEParser
 
 __all__ = ["OpenAICompatible", "ChatCall", "error_message", "http_error", "stream_error",
-           "redact"]
+           "sse_events"]
 
 _MODEL_MISSING = re.compile(r"no models? loaded|not found|invalid model|model_not_found|"
                             r"not loaded|does not exist|unknown model", re.I)
@@ -34,8 +36,9 @@ class OpenAICompatible:
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
         self.name = config.name
-        self.base_url = self.normalise_url(config.base_url)
+        self.base_url = public_url(self.normalise_url(config.base_url))   # shown everywhere
         self.prefix = urlsplit(self.base_url).path.rstrip("/")
+        self.basic_auth = basic_auth(config.base_url)   # http://user:pw@host, used, never shown
         self.gate = Gate(config.max_concurrent)
         self.pool = Pool()
         self.timeouts = Timeouts.of(config)
@@ -52,6 +55,8 @@ class OpenAICompatible:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if api_key or self.config.api_key:
             headers["Authorization"] = f"Bearer {api_key or self.config.api_key}"
+        elif self.basic_auth:
+            headers["Authorization"] = self.basic_auth
         return headers
 
     def prepare(self, body: dict) -> dict:
@@ -116,7 +121,7 @@ class ChatCall:
         content_type = response.getheader("Content-Type", "")
         if response.status >= 400:
             raise http_error(response.status,
-                             redact(error_message(self.exchange.read_all()), self.key),
+                             error_message(self.exchange.read_all()),
                              self.upstream.label)
         if "text/event-stream" not in content_type:
             # A JSON body where a stream was asked for: an error with HTTP 200 (LM Studio's
@@ -124,7 +129,7 @@ class ChatCall:
             body = self.exchange.read_all()
             obj = _parse_json(body)
             if not isinstance(obj, dict) or "error" in obj or "choices" not in obj:
-                raise http_error(502, redact(error_message(body), self.key),
+                raise http_error(502, error_message(body),
                                  self.upstream.label)
             self.exchange.finish()
             self._whole = obj
@@ -146,10 +151,7 @@ class ChatCall:
                                 "stream before it finished", code="upstream_disconnected")
 
     def _events(self) -> Iterator[tuple[str, str]]:
-        parser = SSEParser()
-        while data := self.exchange.read():
-            yield from parser.feed(data)
-        yield from parser.close()
+        return sse_events(self.exchange, self.upstream)
 
     def _decode(self, event: str, payload: str) -> dict | None:
         if payload.strip() == "[DONE]":
@@ -169,6 +171,27 @@ class ChatCall:
 
     def close(self) -> None:
         self.exchange.close()
+
+
+def basic_auth(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.username is None:
+        return None
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def sse_events(exchange, upstream) -> Iterator[tuple[str, str]]:
+    """An upstream reply's SSE events, each bounded by [upstream] max_event_bytes: past it
+    the upstream is broken, and the run ends with a 502 rather than a growing buffer."""
+    parser = SSEParser(upstream.config.max_event_bytes)
+    try:
+        while data := exchange.read():
+            yield from parser.feed(data)
+        yield from parser.close()
+    except EventTooLarge as exc:
+        raise UpstreamError(f"{upstream.label} at {upstream.base_url} sent {exc} "
+                            "([upstream] max_event_bytes)", code="upstream_garbage") from None
 
 
 # --- error shapes ----------------------------------------------------------------------------
@@ -197,11 +220,6 @@ def _message_in(obj) -> str | None:
             if isinstance(error.get(key), str):
                 return error[key]
     return None
-
-
-def redact(message: str, secret: str | None) -> str:
-    """Providers sometimes echo the key they refused; it must not reach a client or a log."""
-    return message.replace(secret, "***") if secret and len(secret) >= 4 else message
 
 
 def http_error(status: int, message: str, label: str) -> UpstreamError:
