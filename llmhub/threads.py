@@ -278,17 +278,34 @@ class Store:
             return self._append_tx(tx, thread_id, messages)
 
     def list_messages(self, thread_id: str) -> list[dict]:
-        """Oldest first. Reads in one transaction, so the thread cannot vanish in between."""
+        """Every message of a thread, oldest first (for code, not for a client reply)."""
+        return self.page_messages(thread_id)[0]
+
+    def page_messages(self, thread_id: str, limit: int | None = None,
+                      after: str | None = None) -> tuple[list[dict], bool]:
+        """Oldest first, at most `limit`, after the message with id `after`; and whether more
+        follow. Reads in one transaction, so the thread cannot vanish in between."""
         with self._connection() as conn:
             conn.execute("BEGIN")
             try:
                 if not conn.execute("SELECT 1 FROM threads WHERE id = ?", (thread_id,)).fetchone():
                     raise _thread_not_found(thread_id)
-                rows = conn.execute("SELECT * FROM messages WHERE thread_id = ? ORDER BY seq",
-                                    (thread_id,)).fetchall()
+                start = self._seq_of(conn, thread_id, after) if after else 0
+                rows = conn.execute("SELECT * FROM messages WHERE thread_id = ? AND seq > ? "
+                                    "ORDER BY seq LIMIT ?", (thread_id, start, -1 if limit is None
+                                                              else limit + 1)).fetchall()
             finally:
                 conn.execute("COMMIT")
-        return [_message(row) for row in rows]
+        more = limit is not None and len(rows) > limit
+        return [_message(row) for row in rows[:limit]], more
+
+    @staticmethod
+    def _seq_of(conn, thread_id: str, message_id: str) -> int:
+        row = conn.execute("SELECT seq FROM messages WHERE thread_id = ? AND id = ?",
+                           (thread_id, message_id)).fetchone()
+        if row is None:
+            raise BadRequest(f"'after' names no message of thread {thread_id!r}", param="after")
+        return row["seq"]
 
     def begin_turn(self, thread_id: str | None, messages: list, check=None,
                    window: int | None = None) -> str:

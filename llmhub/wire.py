@@ -150,13 +150,68 @@ def decode_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"Request body is not valid UTF-8 (byte {exc.start})",
                          code="invalid_encoding") from None
+    numbers = _Numbers()
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates)
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=numbers.int,
+                           parse_float=numbers.float, parse_constant=numbers.constant)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"Invalid JSON at line {exc.lineno} column {exc.colno} "
                          f"(char {exc.pos}): {exc.msg}", code="invalid_json") from None
     except RecursionError:
         raise BadRequest("JSON is nested too deeply", code="invalid_json") from None
+    if numbers.refused:
+        _refuse_sentinels(value, "")
+    return value
+
+
+class _Refused:
+    """Stands where a number no JSON peer can read was parsed, until its field is named."""
+
+    def __init__(self, text: str, why: str) -> None:
+        self.text, self.why = text, why
+
+
+class _Numbers:
+    """json.loads hooks that refuse NaN, Infinity, floats that overflow to infinity, and
+    integers longer than any field needs (Python raises a bare ValueError past 4,300
+    digits, and converting huge ones costs quadratic time)."""
+
+    max_digits = 100
+
+    def __init__(self) -> None:
+        self.refused = False
+
+    def _refuse(self, text: str, why: str) -> _Refused:
+        self.refused = True
+        return _Refused(text, why)
+
+    def constant(self, text: str):
+        return self._refuse(text, "is not a finite number (JSON has no NaN or Infinity)")
+
+    def float(self, text: str):
+        value = float(text)
+        if value in (float("inf"), float("-inf")):
+            return self._refuse(text[:20], "is too large for a number")
+        return value
+
+    def int(self, text: str):
+        if len(text) > self.max_digits:
+            return self._refuse(text[:20] + "…", f"has more than {self.max_digits} digits")
+        return int(text)
+
+
+def _refuse_sentinels(value, path: str) -> None:
+    """Raise a 400 naming the field where a refused number stands."""
+    if isinstance(value, _Refused):
+        field = path or "body"
+        raise BadRequest(f"'{field}' = {value.text} {value.why}", param=field,
+                         code="invalid_number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_sentinels(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_sentinels(item, f"{path}[{index}]")
 
 
 def _no_duplicates(pairs: list) -> dict:

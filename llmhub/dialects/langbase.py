@@ -230,15 +230,13 @@ def create_thread(request) -> JSONResponse:
 def list_threads(request) -> JSONResponse:
     """GET /v1/threads?limit=&before= (llmhub's own; Langbase has no list): newest first."""
     query = request.query
+    limit = page_limit(query, 50, 500)
     try:
-        limit = int(query.get("limit", 50))
         before = float(query["before"]) if query.get("before") else None
     except ValueError:
-        raise BadRequest("'limit' must be a whole number and 'before' a time from "
-                         "'updated_at'", param="limit" if "limit" in query else "before") \
-            from None
-    if not 1 <= limit <= 500:
-        raise BadRequest("'limit' must be from 1 to 500", param="limit")
+        raise BadRequest("'before' must be a time from 'updated_at'", param="before") from None
+    if before is not None and before != before:
+        raise BadRequest("'before' must be a time from 'updated_at'", param="before")
     threads = request.hub.store.list_threads(limit + 1, before)
     return JSONResponse({"object": "list", "data": threads[:limit],
                          "has_more": len(threads) > limit})
@@ -274,8 +272,36 @@ def append_messages(request, thread_id: str) -> JSONResponse:
     return JSONResponse(created)
 
 
+MESSAGES_PAGE, MESSAGES_MAX_PAGE = 1000, 5000
+
+
 def list_messages(request, thread_id: str) -> JSONResponse:
-    return JSONResponse(request.hub.store.list_messages(check_thread_id(thread_id)))
+    """GET …/messages?limit=&after=: a page of a thread, oldest first, as the bare array the
+    SDKs read. A page that does not reach the end says so in `X-Has-More: true`, with the
+    cursor for the next (`X-Next-After`, also as a `Link: rel="next"`), so no client takes
+    part of a thread for all of it."""
+    thread_id = check_thread_id(thread_id)
+    limit = page_limit(request.query, MESSAGES_PAGE, MESSAGES_MAX_PAGE)
+    after = request.query.get("after") or None
+    if after is not None:
+        check_thread_id(after, "after")
+    messages, more = request.hub.store.page_messages(thread_id, limit, after)
+    headers = {"X-Has-More": "true" if more else "false"}
+    if more:
+        cursor = messages[-1]["id"]
+        headers["X-Next-After"] = cursor
+        headers["Link"] = f'</v1/threads/{thread_id}/messages?limit={limit}&after={cursor}>; ' \
+                          'rel="next"'
+    return JSONResponse(messages, headers=headers)
+
+
+def page_limit(query: dict, default: int, most: int) -> int:
+    raw = query.get("limit")
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
+        raise BadRequest(f"'limit' must be a whole number from 1 to {most}", param="limit")
+    return int(raw)
 
 
 def parse_thread_messages(messages) -> list[dict]:
