@@ -123,6 +123,8 @@ class Run:
             if reader is not None and self._readers.get(reader, cursor) < cursor:
                 self._readers[reader] = cursor
                 self._space.notify_all()
+                if self._bytes - self._base_bytes > self.log_limit:
+                    self._trim()          # what this reader held back may go now
             if cursor < self.base:
                 raise EventsGone(cursor, self.base)
             if self.base + len(self.events) <= cursor:

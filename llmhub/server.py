@@ -568,14 +568,16 @@ class Handler(BaseHTTPRequestHandler):
             except HubError:
                 run.cancel("stream_error")         # a no-op after an early error, which is
                 raise                              # then sent with its real status
-            except Exception:
+            except Exception as exc:
                 # a renderer's bug: the run must still end, and this thread be freed
                 log.exception("stream of run %s failed", run.id)
                 self.close_connection = True
-                run.finish("fail", error=HubError("The hub failed while streaming this "
-                                                  "reply; see its log"))
+                error = HubError("The hub failed while streaming this reply; see its log")
+                run.finish("fail", error=error)
                 if self.server.raise_errors:
-                    raise
+                    self.server.errors.append(exc)
+                if not self._sent:
+                    raise error from None          # still time for a status
             finally:
                 run.unfollow(reader, renderer.resume_grace)
 

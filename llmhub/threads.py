@@ -141,6 +141,7 @@ def _is_parts(content) -> bool:
 class Store:
     busy_timeout_ms = 5000   # the sqlite3 default, set explicitly so it is visible
     pool_size = 8            # idle connections kept; more are opened on demand and closed
+    pragmas: tuple = ()      # more PRAGMAs for each new connection (tests: query_only)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -166,7 +167,17 @@ class Store:
         conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         conn.execute("PRAGMA foreign_keys=ON")      # per connection, off by default
         conn.execute("PRAGMA synchronous=NORMAL")   # with WAL: a crash loses no commit
+        for pragma in self.pragmas:
+            conn.execute(pragma)
         return conn
+
+    def reopen(self) -> None:
+        """Close the idle pooled connections: the next ones are opened afresh."""
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
 
     @contextlib.contextmanager
     def _connection(self):
@@ -228,11 +239,7 @@ class Store:
 
     def close(self) -> None:
         self._closed = True
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
+        self.reopen()
 
     # -- threads -----------------------------------------------------------------------------
     def create_thread(self, thread_id: str | None = None, metadata: dict | None = None,

@@ -51,6 +51,8 @@ class Script:
     # hub passes a model name through, and refuses unknown body fields)
     done: bool = True                  # end with data: [DONE]
     drop_connection: bool = False      # close the connection after answering, unannounced
+    unbatched: bool = False            # write chunk by chunk, so TCP pushback blocks the fake
+    raw_body: bytes | None = None      # send these bytes as the body's one chunk, then end
 
 
 @dataclass
@@ -62,6 +64,8 @@ class Received:
     client_port: int = 0               # tells kept-alive connections apart
     aborted: bool = False
     aborted_at: float | None = None    # time.monotonic() when the abort was seen
+    sent_bytes: int = 0                # body bytes written so far (unbatched streams)
+    finished: threading.Event = field(default_factory=threading.Event)   # whole body sent
 
 
 class FakeLMStudio:
@@ -234,7 +238,12 @@ class _Handler(BaseHTTPRequestHandler):
         # Nothing paced or held: the whole stream in one write, as TCP would coalesce a
         # full-speed stream anyway (and the benchmarks measure the hub, not this fake).
         self._batch = [] if not (script.delay or script.hold_first or script.hold_headers
-                                 or script.cut_after is not None) else None
+                                 or script.cut_after is not None or script.unbatched) else None
+        self._received = received
+        if script.raw_body is not None:
+            self._send(script.raw_body)
+            self._write(b"0\r\n\r\n", last=True)
+            return
         hold_at = (script.hold_after or 0) if script.hold_first else None
         asked = re.fullmatch(r"fake-chunks-(\d+)", str(body.get("model")))
         texts = [" tok"] * int(asked.group(1)) if asked else script.chunks
@@ -269,8 +278,10 @@ class _Handler(BaseHTTPRequestHandler):
                 # [DONE] and the terminator in one write: the hub closes right after [DONE]
                 self._write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n", last=True)
                 self.close_connection = script.drop_connection
+                received.finished.set()
                 return
         self._write(b"0\r\n\r\n", last=True)
+        received.finished.set()
 
     def _send(self, data: bytes) -> None:
         self._write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -278,6 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _write(self, data: bytes, last: bool = False) -> None:
         if self._batch is None:
             self.wfile.write(data)
+            self._received.sent_bytes += len(data)
             return
         self._batch.append(data)
         if last:
