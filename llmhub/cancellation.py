@@ -3,8 +3,8 @@
 Rules:
 1. Every state change goes through `transition()`, which raises on a move the table lacks.
 2. A run finishes exactly once (`Run.finish`); the first finisher wins and later ones are
-   no-ops. Cancel finishes the run at once, from the cancelling thread, and shuts the upstream
-   socket, so a run stuck in a connect or a silent prefill still reports `cancelled` at once.
+   no-ops. Cancel (or a failure) finishes the run at once, from its thread, and shuts the
+   upstream socket, so a run stuck in a connect or a silent prefill still reports `cancelled` at once.
 3. Events are appended to `Run.events`; any number of readers follow it by absolute cursor
    (`Run.read`), which is what lets a stream be re-attached. The log is bounded in bytes:
    its oldest events go once no reader needs them, and a cursor before them is refused.
@@ -73,11 +73,21 @@ class Run:
     needs; a resume from before the window is told so (`EventsGone`).
     """
 
-    buffer_limit = 1 << 20       # set per run by the engine from the config
-    log_limit = 8 << 20
-    secrets: tuple = ()          # redacted from every error message the run carries
+    # Slots: a thousand held streams are a thousand runs, and a run's attribute dict was
+    # a kilobyte and a half of each one's memory.
+    __slots__ = (
+        'buffer_limit', 'log_limit', 'secrets', 'id', 'created', 'started',
+        'state', 'info', 'model', 'thread_id', 'provider', 'cancel_reason',
+        'error', 'events', 'base', '_ends', '_bytes', '_base_bytes',
+        'transcript', 'usage', 'input_estimate', 'context', 'turn_stored',
+        'closing', 'gate', 'job', '_readers', '_next_reader', '_over',
+        'first_token_at', 'upstream_at', '_registry', '_cond', '_call',
+        '_final', '_finish_reason', '_hooks')
 
     def __init__(self, run_id: str, registry: "Registry", **info: Any) -> None:
+        self.buffer_limit = 1 << 20    # set per run by the engine from the config
+        self.log_limit = 8 << 20
+        self.secrets: tuple = ()       # redacted from every error message the run carries
         self.id = run_id
         self.created = int(time.time())
         self.started = time.monotonic()
@@ -108,9 +118,8 @@ class Run:
         self.first_token_at: float | None = None
         self.upstream_at: float | None = None   # when the first upstream request went out
         self._registry = registry
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)    # new events, for readers
-        self._space = threading.Condition(self._lock)   # readers moved on, for the worker
+        self._cond = threading.Condition(threading.Lock())   # new events, for readers;
+                                           # readers moving on, for a held-back worker
         self._call = None              # the upstream call to abort on cancel
         self._final: str | None = None # set once finishing has begun; emits stop there
         self._finish_reason: str | None = None
@@ -122,7 +131,7 @@ class Run:
         with self._cond:
             if reader is not None and self._readers.get(reader, cursor) < cursor:
                 self._readers[reader] = cursor
-                self._space.notify_all()
+                self._cond.notify_all()
                 if self._bytes - self._base_bytes > self.log_limit:
                     self._trim()          # what this reader held back may go now
             if cursor < self.base:
@@ -138,7 +147,7 @@ class Run:
     def follow(self, cursor: int) -> int:
         """A stream reads from `cursor` on: keep its events, and hold the worker back when it
         falls behind. Returns the key for `read` and `unfollow`."""
-        with self._lock:
+        with self._cond:
             if cursor < self.base:
                 raise EventsGone(cursor, self.base)
             self._next_reader += 1
@@ -148,9 +157,9 @@ class Run:
     def unfollow(self, reader: int, grace: float | None = None) -> None:
         """A reader left. With `grace` (a resumable stream) and nobody reading after that
         many seconds, the run is cancelled; without, it is the caller's to cancel."""
-        with self._lock:
+        with self._cond:
             self._readers.pop(reader, None)
-            self._space.notify_all()
+            self._cond.notify_all()
             if grace is None or self._readers or self._final:
                 return
         timer = threading.Timer(grace, self._abandon_if_alone)
@@ -158,7 +167,7 @@ class Run:
         timer.start()
 
     def _abandon_if_alone(self) -> None:
-        with self._lock:
+        with self._cond:
             if self._readers:
                 return
         self.cancel("client_gone")
@@ -169,7 +178,7 @@ class Run:
 
     def attach(self, call) -> bool:
         """Record the upstream call cancel must abort; False (and aborted) if already over."""
-        with self._lock:
+        with self._cond:
             self._call = call
             over = self._final is not None
         if over:
@@ -177,7 +186,7 @@ class Run:
         return not over
 
     def start(self, model: str, provider: dict) -> bool:
-        with self._lock:
+        with self._cond:
             if self._final:
                 return False
             self.state = transition(self.state, "start")
@@ -190,14 +199,14 @@ class Run:
 
         Blocks while a following stream has more than `buffer_limit` bytes untaken, so the
         caller stops reading the upstream until the client catches up (or goes)."""
-        with self._lock:
+        with self._cond:
             if self._final:
                 return False
             if kind == "delta" and self.first_token_at is None and data.get("text"):
                 self.first_token_at = time.monotonic()
             self._append(Event(kind, data))
             while self._readers and not self._final and self._untaken() > self.buffer_limit:
-                self._space.wait(0.5)
+                self._cond.wait(0.5)
             return not self._final
 
     def finish(self, event: str, *, reason: str | None = None, error: HubError | None = None,
@@ -207,16 +216,16 @@ class Run:
         Total: whatever fails inside (a hook, the store, a metric), the run still ends, its
         readers get their closing events, and it leaves the registry. A finish hook that fails
         (the reply could not be stored) turns the run's end into a failure."""
-        with self._lock:
+        with self._cond:
             if self._final:
                 return False
             self._final = transition(self.state, event)
-            self._space.notify_all()        # a worker held back by a slow reader: stop
+            self._cond.notify_all()        # a worker held back by a slow reader: stop
         try:
             self.cancel_reason, self._finish_reason = reason, finish_reason
             self.error = redact_error(error, self.secrets)
-            if event == "cancel" and self._call is not None:
-                self._abort_call()
+            if event != "complete" and self._call is not None:
+                self._abort_call()        # a failure from outside the worker stops it too
             self._run_hooks()
         except Exception:   # a bug here must not leave readers waiting forever
             log.exception("finishing run %s failed", self.id)
@@ -264,7 +273,7 @@ class Run:
             self._registry._retire(self)
         except Exception:
             log.exception("retiring run %s failed", self.id)
-        with self._lock:
+        with self._cond:
             self.state = self._final
             if not self.closing or self.closing[-1].kind != "done":
                 self.closing = self._closing_events()

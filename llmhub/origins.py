@@ -49,10 +49,19 @@ class OriginPolicy:
         self.any_origin = "*" in self.origins
         self.hosts = tuple(h.lower() for h in server_config["allowed_hosts"])
         self.bound = split_host(server_config["host"])[0]
+        self._seen: dict[str, bool] = {}   # every request asks; few Hosts are ever sent
 
     def host_allowed(self, authority: str | None) -> bool:
         if authority is None:          # HTTP/1.0 without Host: no browser sends that
             return True
+        allowed = self._seen.get(authority)
+        if allowed is None:
+            allowed = self._host_allowed(authority)
+            if len(self._seen) < 256:
+                self._seen[authority] = allowed
+        return allowed
+
+    def _host_allowed(self, authority: str) -> bool:
         name, _ = split_host(authority)
         if not name or any(c in name for c in " /\\@"):
             return False

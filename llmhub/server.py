@@ -358,6 +358,7 @@ class Handler(BaseHTTPRequestHandler):
         headers = self.headers = HTTPMessage()
         for name, value in head.headers:
             headers[name] = value
+        head.headers = ()              # kept once, as the message: a held stream is small
         tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
         self.close_connection = "close" in tokens or (head.version == "HTTP/1.0"
                                                       and "keep-alive" not in tokens)

@@ -86,14 +86,17 @@ def test_star_allows_every_origin_and_warns_without_keys(make_hub, fake, tmp_pat
     status, headers, _ = call(hub.url, "POST", "/v1/chat/completions", CHAT,
                               headers={"Origin": "http://evil.example"})
     assert status == 200 and headers["Access-Control-Allow-Origin"] == "*"
-    from test_cli import start, stop
+    from test_cli import start
     from conftest import ROOT
     process, line, _ = start([str(ROOT / "main.py"), "--upstream", "mock"], tmp_path,
                              env={"CORS_ORIGINS": "*"})
-    assert "listening on" in line
-    stop(process)
-    assert "cors_origins = * and no api_keys" in process.stderr.read() if \
-        not process.stderr.closed else True
+    try:
+        assert "listening on" in line
+        process.terminate()
+        _, errors = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert "warning: cors_origins = * and no api_keys" in errors
 
 
 def test_the_startup_warning_names_the_risk():
@@ -173,6 +176,7 @@ def test_a_renderer_that_raises_ends_the_run_and_the_stream(hub, fake, monkeypat
         return b""
 
     monkeypatch.setattr(openai.ChunkStream, "render", broken)
+    fake.enqueue(Script(hold_first=threading.Event(), hold_after=1))   # then never more
     conn, response = open_stream(hub.url, "/v1/chat/completions", {**CHAT, "stream": True},
                                  timeout=5)
     try:
@@ -181,6 +185,7 @@ def test_a_renderer_that_raises_ends_the_run_and_the_stream(hub, fake, monkeypat
         received = cut.partial       # … else the stream is cut
     assert b"[DONE]" not in received
     conn.close()
+    assert fake.aborted.wait(5)                 # the run ended and stopped the model
     assert wait_for(lambda: not live_runs(hub))
     assert wait_for(lambda: hub.connections == 0)
     assert [type(e) for e in hub.errors] == [RuntimeError]
