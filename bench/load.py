@@ -39,8 +39,9 @@ def rss_kb(pid: int) -> int | None:
 def request_bytes(url: str, body: dict) -> tuple[str, int, bytes]:
     parts = urlsplit(url)
     payload = json.dumps(body).encode()
-    head = (f"POST {parts.path.rstrip('/')}/chat/completions HTTP/1.1\r\nHost: x\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n")
+    head = (f"POST {parts.path.rstrip('/')}/chat/completions HTTP/1.1\r\n"
+            f"Host: {parts.hostname}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n")
     return parts.hostname, parts.port, head.encode() + payload
 
 

@@ -1,7 +1,6 @@
 """Relay benchmark: the hub against the direct upstream, side by side in one run.
 
-    python -m bench            (or: python bench/run.py)  [--quick]
-                               [--only relay|threads|cancel|load|streams]
+    python -m bench            (or: python bench/run.py)  [--quick] [--only relay|threads|cancel|load]
 
 The fake LM Studio (tests/fake_lmstudio.py) and the hub each run in their own process, so
 neither shares a GIL with the load generator. Each scenario is measured direct (client →
@@ -177,7 +176,7 @@ def table(rows: list, header: list = HEADER) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
-    parser.add_argument("--only", choices=("relay", "threads", "cancel", "load", "streams"),
+    parser.add_argument("--only", choices=("relay", "threads", "cancel", "load"),
                         help="run one benchmark")
     args = parser.parse_args(argv)
     if args.only in (None, "relay"):
@@ -196,10 +195,6 @@ def main(argv=None) -> int:
         from bench import load
         print("\nllmhub load benchmark")
         print(table(load.main(), ["scenario", "direct to the fake", "through the hub"]))
-    if args.only in (None, "streams"):
-        from bench import streams
-        print("\nllmhub held-streams benchmark (the hub's resident memory)")
-        print(table(streams.main(200 if args.quick else 1000), streams.HEADER))
     return 0
 
 

@@ -6,7 +6,7 @@ function. `param` names the request field at fault, so every 4xx can say which f
 
 __all__ = [
     "HubError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "MethodNotAllowed", "Conflict",
-    "Gone", "LengthRequired", "PayloadTooLarge", "UnsupportedMediaType", "UpstreamError",
+    "Gone", "PayloadTooLarge", "UnsupportedMediaType", "UpstreamError",
 ]
 
 
@@ -64,10 +64,6 @@ class Conflict(HubError):
 
 class Gone(HubError):
     status, code = 410, "gone"
-
-
-class LengthRequired(HubError):
-    status, code = 411, "length_required"
 
 
 class PayloadTooLarge(HubError):

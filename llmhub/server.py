@@ -1,7 +1,10 @@
 """The HTTP server: one ThreadingHTTPServer subclass and one Handler.
 
-`Handler.dispatch` is the funnel every request goes through: read the whole body, match the
-route, check the key, call the view, send what it returned. Errors become JSON in one place
+`Handler.handle_one_request` reads a request head strictly (framing.py) and hands it to
+`Handler.dispatch`, the funnel every request goes through: check Origin and Host, match the
+route, check the key and the declared size, only then read the body, call the view, send
+what it returned. An early answer leaves the connection open after dropping a small body,
+or closes it with a lingering close. Errors become JSON in one place
 (`send_error_json`), in the matched route's dialect shape. Client disconnects go through one
 funnel too (CLIENT_GONE): they cancel the run and never print a traceback.
 
@@ -27,11 +30,9 @@ import socketserver
 import sys
 import threading
 import time
-from http import HTTPStatus
+from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote
-
-from http.client import HTTPMessage
 
 from llmhub import __version__, routes
 from llmhub.dialects import service

@@ -1,9 +1,7 @@
-"""Bytes on the wire: request bodies in, JSON / SSE / NDJSON / chunked framing out.
+"""Bytes on the wire: JSON bodies in, JSON / SSE / NDJSON / chunked framing out (sans-IO;
+request heads and bodies are framing.py's). Rules kept here so that no view has to
+remember them:
 
-Everything here is sans-IO except `read_body`, which reads from a file object and nothing
-else. Rules kept here so that no view has to remember them:
-
-- a request body is always consumed in full, or the caller must close the connection;
 - a UTF-8 BOM (PowerShell's `Out-File`, Notepad) is accepted in front of JSON;
 - a chunked frame is never empty: the zero-length chunk is the terminator (RFC 9112 §7.1).
 """
@@ -13,10 +11,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from llmhub.errors import BadRequest, LengthRequired, PayloadTooLarge, UnsupportedMediaType
+from llmhub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
-    "JSONResponse", "BytesResponse", "StreamRenderer", "StreamResponse", "RunResponse", "decode_json", "json_bytes", "read_body",
+    "JSONResponse", "BytesResponse", "StreamRenderer", "StreamResponse", "RunResponse", "decode_json", "json_bytes",
     "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK",
 ]
 
@@ -91,53 +89,6 @@ class RunResponse:
 
 
 # --- request bodies --------------------------------------------------------------------------
-
-def read_body(rfile, headers, limit: int) -> bytes:
-    """Read the whole request body, by Content-Length or chunked, refusing more than `limit`."""
-    encoding = headers.get("Transfer-Encoding", "").lower()
-    if encoding:
-        if encoding != "chunked":
-            raise LengthRequired(f"Transfer-Encoding {encoding!r} is not supported; "
-                                 "send Content-Length or chunked")
-        return _read_chunked(rfile, limit)
-    length = headers.get("Content-Length")
-    if length is None:
-        return b""
-    if not length.strip().isdigit():
-        raise BadRequest(f"Content-Length {length!r} is not a number", param="Content-Length")
-    size = int(length)
-    if size > limit:
-        raise PayloadTooLarge(f"Request body is {size} bytes; the limit is {limit} "
-                              "(max_body_bytes)")
-    body = rfile.read(size)
-    if len(body) < size:
-        raise BadRequest("Request body ended before Content-Length bytes arrived")
-    return body
-
-
-def _read_chunked(rfile, limit: int) -> bytes:
-    parts, total = [], 0
-    while True:
-        line = rfile.readline(1026)
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise BadRequest("Malformed chunked request body") from None
-        if size == 0:
-            break
-        total += size
-        if total > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes "
-                                  "(max_body_bytes)")
-        data = rfile.read(size + 2)
-        if len(data) < size + 2 or data[-2:] != b"\r\n":
-            raise BadRequest("Malformed chunked request body")
-        parts.append(data[:-2])
-    while rfile.readline(1026) not in (b"\r\n", b"\n", b""):
-        pass  # trailers carry nothing the hub uses
-    return b"".join(parts)
-
 
 def decode_json(body: bytes) -> Any:
     """Parse a JSON request body; every failure is a 400 that says where."""

@@ -2,13 +2,11 @@
 real sockets: smuggling shapes refused and the connection closed, checks before the body,
 lingering close, idle limits, HEAD and HTTP/1.0 streams."""
 
-import http.client
 import json
 import socket
 
 import pytest
 
-from fake_lmstudio import Script
 from http_client import call, connect, open_stream, raw_exchange
 from test_hostile import wait_for
 

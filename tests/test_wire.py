@@ -1,12 +1,12 @@
 """wire.py: framing is byte-exact; request bodies are read whole or refused."""
 
 import io
-from email.message import Message
 
 import pytest
 
-from llmhub.errors import BadRequest, LengthRequired, PayloadTooLarge
-from llmhub.wire import chunk, decode_json, ndjson, read_body, sse, sse_comment
+from llmhub.errors import BadRequest
+from llmhub.framing import FramingError, read_body, read_head
+from llmhub.wire import chunk, decode_json, ndjson, sse, sse_comment
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -48,27 +48,35 @@ def test_decode_json_accepts_bom_and_reports_position():
         decode_json(b"[" * 100_000 + b"]" * 100_000)
 
 
-def headers(**values) -> Message:
-    message = Message()
-    for name, value in values.items():
-        message[name.replace("_", "-")] = value
-    return message
+def head(*lines: bytes):
+    return read_head(io.BytesIO(b"POST / HTTP/1.1\r\nHost: h\r\n" + b"".join(
+        line + b"\r\n" for line in lines) + b"\r\n"))
 
 
 def test_read_body_by_length_and_chunked():
-    assert read_body(io.BytesIO(b"abcdef"), headers(Content_Length="3"), 100) == b"abc"
+    assert read_body(io.BytesIO(b"abcdef"), head(b"Content-Length: 3"), 100) == b"abc"
     stream = io.BytesIO(b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nTrailer: x\r\n\r\nNEXT")
-    assert read_body(stream, headers(Transfer_Encoding="chunked"), 100) == b"abcde"
+    assert read_body(stream, head(b"Transfer-Encoding: chunked"), 100) == b"abcde"
     assert stream.read() == b"NEXT"   # the next request on the connection is untouched
 
 
 def test_read_body_limits():
-    with pytest.raises(PayloadTooLarge):
-        read_body(io.BytesIO(b""), headers(Content_Length="101"), 100)
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(FramingError) as refused:
+        read_body(io.BytesIO(b""), head(b"Content-Length: 101"), 100)
+    assert refused.value.status == 413
+    with pytest.raises(FramingError) as refused:
         read_body(io.BytesIO(b"80\r\n" + b"x" * 128 + b"\r\n0\r\n\r\n"),
-                  headers(Transfer_Encoding="chunked"), 100)
-    with pytest.raises(LengthRequired):
-        read_body(io.BytesIO(b""), headers(Transfer_Encoding="gzip"), 100)
-    with pytest.raises(BadRequest):
-        read_body(io.BytesIO(b"zz\r\n"), headers(Transfer_Encoding="chunked"), 100)
+                  head(b"Transfer-Encoding: chunked"), 100)
+    assert refused.value.status == 413
+    with pytest.raises(FramingError):
+        head(b"Transfer-Encoding: gzip")
+    with pytest.raises(FramingError):
+        read_body(io.BytesIO(b"zz\r\n"), head(b"Transfer-Encoding: chunked"), 100)
+
+
+def test_a_head_reduces_absolute_form_and_keeps_its_authority():
+    parsed = read_head(io.BytesIO(b"GET http://127.0.0.1:8000/v1/models?x=1 HTTP/1.1\r\n"
+                                  b"Host: other\r\n\r\n"))
+    assert (parsed.path, parsed.authority, parsed.body) == ("/v1/models?x=1", "127.0.0.1:8000",
+                                                           "none")
+    assert read_head(io.BytesIO(b"")) is None          # closed before a request began
