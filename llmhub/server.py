@@ -505,7 +505,7 @@ class Handler(BaseHTTPRequestHandler):
         """A request that could not be read as one (bad framing, unknown method): answer in
         the generic shape; the caller has decided whether the connection survives."""
         self._sent, self._status = False, None
-        self.request_id = getattr(self, "request_id", None) or "-"
+        self.request_id = "-"              # no request was read to give it one
         self._dialect, self._route = None, "unmatched"
         with contextlib.suppress(*CLIENT_GONE):
             self.send_error_json(error)
