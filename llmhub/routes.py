@@ -97,7 +97,8 @@ ROUTES = [
           "Append messages (a bare array or {messages})",
           [{"role": "user", "content": "Can you help me with billing?"}]),
     Route("GET", "/v1/threads/{thread_id}/messages", langbase.list_messages, langbase,
-          "A thread's messages, oldest first"),
+          "A page of a thread's messages, oldest first (?limit=1000&after=<message id>; "
+          "X-Has-More says if more follow)"),
     # Responses hub
     Route("POST", "/responses", responses.create_response, responses,
           "Create a response; ?stream=true (or \"stream\": true) for SSE events",
