@@ -92,7 +92,7 @@ class Run:
         self.created = int(time.time())
         self.started = time.monotonic()
         self.state = QUEUED
-        self.info = info               # requested model, dialect, thread id …
+        self.info = info               # the dialect, for metrics
         self.model = info.get("model")
         self.thread_id: str | None = None
         self.provider: dict | None = None

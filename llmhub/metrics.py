@@ -10,6 +10,8 @@ import bisect
 import threading
 import time
 
+from llmhub.cancellation import FAILED, QUEUED
+
 __all__ = ["Metrics"]
 
 SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -60,13 +62,13 @@ class Metrics:
                 self.ttft.observe(run.first_token_at - run.started)
             if run.upstream_at is not None:
                 self.overhead.observe(run.upstream_at - run.started)
-            if run.error is not None and run.status == "failed":
+            if run.error is not None and run.status == FAILED:
                 provider = (run.provider or {}).get("name", "")
                 key = (provider, run.error.code)
                 self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
 
     def render(self, live_runs: list, sessions: int) -> str:
-        queued = sum(1 for run in live_runs if run.status == "queued")
+        queued = sum(1 for run in live_runs if run.status == QUEUED)
         with self._lock:
             out = [
                 *family("llmhub_requests_total", "counter",

@@ -66,10 +66,6 @@ class ModelManager:
                 merged[key] = dict(entry, key=key, instances=list(entry["instances"]))
         return list(merged.values()), source
 
-    def find(self, key: str) -> dict | None:
-        entries, _ = self.catalog()
-        return next((e for e in entries if e["key"] == key or key in e["instances"]), None)
-
     def loaded_model(self) -> str | None:
         """The first loaded chat model, for a request that names none."""
         entries, _ = self.catalog()

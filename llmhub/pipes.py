@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from llmhub.cancellation import CANCELLED, FINAL, TRIMMED, Gate, Registry, Run, Turns
+from llmhub.cancellation import CANCELLED, COMPLETED, FINAL, TRIMMED, Gate, Registry, Run, Turns
 from llmhub.config import Config
 from llmhub.context import (build_input, content_text, estimate_messages, estimate_tokens,
                             message_tokens, split_for_summary, window_for)
@@ -174,7 +174,7 @@ class Engine:
         targets = [Target(request.upstream, request.model or "")] if request.upstream \
             else self.resolve(request.model)
         run = self.registry.create(request.run_id, dialect=request.dialect,
-                                   requested_model=request.model, model=targets[0].model)
+                                   model=targets[0].model)
         run.provider = targets[0].upstream.provider
         run.buffer_limit = self.config.server["stream_buffer_bytes"]
         run.log_limit = self.config.responses["max_event_log_bytes"]
@@ -308,7 +308,7 @@ class Engine:
                                          dialect="summary"))
             run.wait(self.default_upstream.config.total_timeout_seconds)
             text = run.transcript.text.strip()
-            if run.status != "completed" or not text:
+            if run.status != COMPLETED or not text:
                 log.warning("summary of thread %s failed: %s", thread_id,
                             run.error.message if run.error else run.status)
                 return False

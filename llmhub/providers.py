@@ -15,12 +15,11 @@ from urllib.parse import urlsplit
 from llmhub.errors import Forbidden
 from llmhub.upstream import make_upstream
 
-__all__ = ["Providers", "SEED_PROVIDERS", "normalise"]
+__all__ = ["Providers", "normalise"]
 
 # nash-llm-server's README: OpenAI, Anthropic, Helicone OpenAI, Helicone Anthropic
 SEED_OPENAI = ("https://api.openai.com/v1", "https://oai.helicone.ai/v1")
 SEED_ANTHROPIC = ("https://api.anthropic.com", "https://anthropic.helicone.ai")
-SEED_PROVIDERS = SEED_OPENAI + SEED_ANTHROPIC
 
 
 def normalise(url: str) -> str:

@@ -41,7 +41,7 @@ def chat_stream(request):
     chat = parse_request(body)
     chat.run_id = str(ids.uuid4())
     run = request.hub.engine.prepare(chat)
-    return StreamResponse(run, EdisonStream(run, request.hub.engine))
+    return StreamResponse(run, EdisonStream(run))
 
 
 def parse_request(body: dict) -> ChatRequest:
@@ -88,9 +88,8 @@ def cancel(request) -> JSONResponse:
 class EdisonStream(StreamRenderer):
     eager = True   # init goes out before the upstream answers
 
-    def __init__(self, run, engine) -> None:
+    def __init__(self, run) -> None:
         self.run = run
-        self.engine = engine
 
     def _ids(self) -> dict:
         return {"request_id": self.run.id, "thread_id": self.run.thread_id}

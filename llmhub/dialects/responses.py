@@ -16,7 +16,7 @@ import time
 import uuid
 
 from llmhub import ids
-from llmhub.cancellation import TRIMMED, Event, EventsGone
+from llmhub.cancellation import FAILED, TRIMMED, Event, EventsGone
 from llmhub.dialects.checks import check_int, check_known, check_number, check_type
 from llmhub.dialects.service import utc_now
 from llmhub.errors import BadRequest, Gone, HubError, NotFound
@@ -140,7 +140,7 @@ def body(record: dict, live=None) -> dict:
 
 def failure(record: dict) -> HubError | None:
     errors = [data for kind, data in record["events"] or () if kind == "error"]
-    return HubError.from_dict(errors[-1]) if record["status"] == "failed" and errors else None
+    return HubError.from_dict(errors[-1]) if record["status"] == FAILED and errors else None
 
 
 def finished(hub, run) -> JSONResponse:

@@ -15,6 +15,7 @@ Wire rules kept here:
 
 import uuid
 
+from llmhub.cancellation import COMPLETED
 from llmhub.context import estimate_messages
 from llmhub.dialects.checks import check_known, check_type
 from llmhub.dialects.openai import check_messages
@@ -73,7 +74,7 @@ def summarize(request):
 
 
 def summary_reply(run, session_id: str, before: int) -> JSONResponse:
-    if run.status != "completed":
+    if run.status != COMPLETED:
         error = run.error or HubError("The summary was cancelled", status=409,
                                       code="cancelled")
         return JSONResponse({"success": False, "error": error.message}, status=error.status)

@@ -14,6 +14,7 @@ import base64
 import binascii
 import re
 
+from llmhub.cancellation import CANCELLED, FAILED
 from llmhub.context import estimate_tokens
 from llmhub.errors import HubError
 from llmhub.pipes import ChatRequest
@@ -266,12 +267,12 @@ def predicted_tokens(run) -> int:
 
 
 def stop_reason(run) -> str:
-    return run.transcript.finish_reason or ("cancelled" if run.status == "cancelled"
+    return run.transcript.finish_reason or ("cancelled" if run.status == CANCELLED
                                             else "stop")
 
 
 def reply(run) -> JSONResponse:
-    if run.status == "failed":
+    if run.status == FAILED:
         raise run.failure()
     return JSONResponse({"model": run.transcript.model or run.model,
                          "content": run.transcript.text, "stop_reason": stop_reason(run),
@@ -295,7 +296,7 @@ class FragmentStream(StreamRenderer):
             return ndjson({"type": "fragment", "content": data["text"]})
         if kind == "error":
             return ndjson({"type": "error", "message": data["message"]})
-        if kind == "done" and data["status"] != "failed":
+        if kind == "done" and data["status"] != FAILED:
             return ndjson({"type": "done", "model": self.run.transcript.model or self.run.model,
                            "predicted_tokens": predicted_tokens(self.run),
                            "stop_reason": stop_reason(self.run)})

@@ -196,10 +196,6 @@ class Exchange:
             except OSError:                             # returns at once
                 pass   # already closed
 
-    @property
-    def aborted(self) -> bool:
-        return self._aborted
-
     def close(self) -> None:
         """Close from the thread that reads (closing from another thread can block)."""
         DEADLINES.discard(self)
