@@ -10,7 +10,7 @@ from llmhub.errors import BadRequest
 
 __all__ = ["estimate_tokens", "estimate_messages", "content_text", "message_tokens",
            "build_input",
-           "window_for", "to_upstream", "split_for_summary", "SUMMARY_PREFIX"]
+           "to_upstream", "split_for_summary", "SUMMARY_PREFIX"]
 
 CHARS_PER_TOKEN = 4   # the usual rule of thumb for English; Cyrillic runs a little denser
 
@@ -37,11 +37,6 @@ SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
 
 def message_tokens(message: dict) -> int:
     return estimate_messages([message])
-
-
-def window_for(budget: int | None) -> int | None:
-    """The most history messages a budget could hold (each costs at least 4 tokens)."""
-    return None if budget is None else budget // 4 + 1
 
 
 def build_input(system: str | None, history: list[dict], new: list[dict],

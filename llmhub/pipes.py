@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from llmhub.cancellation import CANCELLED, COMPLETED, FINAL, TRIMMED, Gate, Registry, Run, Turns
 from llmhub.config import Config
 from llmhub.context import (build_input, content_text, estimate_messages, estimate_tokens,
-                            message_tokens, split_for_summary, window_for)
+                            message_tokens, split_for_summary)
 from llmhub.errors import BadRequest, HubError, UpstreamError
 from llmhub.redaction import config_secrets
 from llmhub.threads import Store
@@ -251,12 +251,11 @@ class Engine:
     def _store_turn(self, run: Run, request: ChatRequest, budget: int | None) -> list:
         planned = {}
 
-        def plan(history, summary, totals):   # inside the write: an over-budget turn stores nothing
+        def plan(history, summary, totals):   # before the write: an over-budget turn stores nothing
             planned["messages"], run.context = build_input(
                 request.system, history, request.messages, summary, budget, totals)
 
-        run.thread_id = self.store.begin_turn(request.thread_id, request.messages, plan,
-                                              window_for(budget))
+        run.thread_id = self.store.begin_turn(request.thread_id, request.messages, plan, budget)
         run.turn_stored = True
         return planned["messages"]
 
@@ -327,7 +326,7 @@ class Engine:
         context = self.config.context
         chunk_budget = context["max_input_tokens"] * 3 // 4
         summary, oldest, newest = self.store.summary_source(
-            thread_id, window_for(chunk_budget), window_for(context["keep_recent_tokens"]))
+            thread_id, chunk_budget, context["keep_recent_tokens"])
         _, tail = split_for_summary(newest, context["keep_recent_tokens"])
         tail_start = tail[0]["seq"] if tail else float("inf")
         chunk, used = [], estimate_tokens(summary["text"]) if summary else 0

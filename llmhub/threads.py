@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from llmhub import ids
-from llmhub.context import content_text
+from llmhub.context import content_text, message_tokens
 from llmhub.errors import BadRequest, Conflict, HubError, NotFound
 
 __all__ = ["Store", "StorageError", "MIGRATIONS", "normalise_message", "check_thread_id",
@@ -82,11 +82,29 @@ def _add_thread_activity(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX threads_updated ON threads (updated_at)")
 
 
+def _add_running_tokens(conn: sqlite3.Connection) -> None:
+    # Each message carries its thread's estimated tokens up to and including itself, so the
+    # window a budget holds, and the tokens not yet summarised, are index look-ups rather
+    # than a scan of the whole thread: a run's start stays flat however long the thread is.
+    conn.execute("ALTER TABLE messages ADD COLUMN cum_tokens INTEGER")
+    rows = conn.execute("SELECT id, thread_id, role, content, tool_calls FROM messages "
+                        "ORDER BY thread_id, seq")
+    updates, thread, running = [], None, 0
+    for row in rows:
+        if row["thread_id"] != thread:
+            thread, running = row["thread_id"], 0
+        running += message_tokens({"content": json.loads(row["content"])})
+        updates.append((running, row["id"]))
+    conn.executemany("UPDATE messages SET cum_tokens = ? WHERE id = ?", updates)
+    conn.execute("CREATE INDEX messages_running ON messages (thread_id, cum_tokens)")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
     ("create_summaries", _create_summaries),
     ("create_responses", _create_responses),
     ("add_thread_activity", _add_thread_activity),
+    ("add_running_tokens", _add_running_tokens),
 ]
 
 
@@ -292,17 +310,12 @@ class Store:
                       after: str | None = None) -> tuple[list[dict], bool]:
         """Oldest first, at most `limit`, after the message with id `after`; and whether more
         follow. Reads in one transaction, so the thread cannot vanish in between."""
-        with self._connection() as conn:
-            conn.execute("BEGIN")
-            try:
-                if not conn.execute("SELECT 1 FROM threads WHERE id = ?", (thread_id,)).fetchone():
-                    raise _thread_not_found(thread_id)
-                start = self._seq_of(conn, thread_id, after) if after else 0
-                rows = conn.execute("SELECT * FROM messages WHERE thread_id = ? AND seq > ? "
-                                    "ORDER BY seq LIMIT ?", (thread_id, start, -1 if limit is None
-                                                              else limit + 1)).fetchall()
-            finally:
-                conn.execute("COMMIT")
+        with self._snapshot() as conn:
+            self._require_thread_tx(conn, thread_id)
+            start = self._seq_of(conn, thread_id, after) if after else 0
+            rows = conn.execute("SELECT * FROM messages WHERE thread_id = ? AND seq > ? "
+                                "ORDER BY seq LIMIT ?", (thread_id, start, -1 if limit is None
+                                                          else limit + 1)).fetchall()
         more = limit is not None and len(rows) > limit
         return [_message(row) for row in rows[:limit]], more
 
@@ -315,29 +328,110 @@ class Store:
         return row["seq"]
 
     def begin_turn(self, thread_id: str | None, messages: list, check=None,
-                   window: int | None = None) -> str:
+                   budget: int | None = None) -> str:
         """Store a turn's input (and its thread, if new); return the thread id.
 
         No thread id: a new thread is created. An unknown id is a 404, not a new thread: a
         typo must not silently start an empty conversation. Only messages after the
-        summary are read, and at most the newest `window` of them (each carries its `seq`).
-        `check(history, summary, totals)` may raise to refuse the turn before anything is
-        written; `totals` counts every unsummarised message and estimates their tokens.
+        summary are read, and with a `budget` only the newest that could fit it (each
+        carries its `seq`). `check(history, summary, totals)` may raise to refuse the turn
+        before anything is written; `totals` counts every unsummarised message and
+        estimates their tokens.
+
+        The history is read in a read transaction, outside the write lock, so other writers
+        never wait for it; the write then checks that the thread has not moved meanwhile,
+        and reads again if it has (the last try reads inside the write).
         """
-        with self.write_tx() as tx:
-            if thread_id is None:
+        if thread_id is None:
+            with self.write_tx() as tx:
                 thread_id = self._create_thread_tx(tx, None, {})["id"]
-                history, summary, totals = [], None, {"messages": 0, "tokens": 0}
-            else:
-                self._require_thread_tx(tx, thread_id)
-                summary = self._summary_tx(tx, thread_id)
-                after = summary["upto_seq"] if summary else 0
-                history = self._messages_tx(tx, thread_id, after, window, newest=True)
-                totals = self._totals_tx(tx, thread_id, after)
-            if check is not None:
-                check(history, summary, totals)
-            self._append_tx(tx, thread_id, messages)
-        return thread_id
+                if check is not None:
+                    check([], None, {"messages": 0, "tokens": 0})
+                self._append_tx(tx, thread_id, messages)
+            return thread_id
+        for attempt in range(3):
+            if attempt < 2:
+                with self._snapshot() as conn:
+                    last, plan = self._plan_turn(conn, thread_id, budget)
+                if check is not None:
+                    check(*plan)
+            with self.write_tx() as tx:
+                if attempt < 2 and self._tail_tx(tx, thread_id)[0] != last:
+                    continue                       # an append came in between: read again
+                if attempt == 2:
+                    last, plan = self._plan_turn(tx, thread_id, budget)
+                    if check is not None:
+                        check(*plan)
+                self._append_tx(tx, thread_id, messages)
+            return thread_id
+        raise AssertionError("unreachable")
+
+    def _plan_turn(self, conn, thread_id: str, budget: int | None):
+        """(the newest seq, (history, summary, totals)) for a turn on an existing thread."""
+        self._require_thread_tx(conn, thread_id)
+        summary = self._summary_tx(conn, thread_id)
+        after = summary["upto_seq"] if summary else 0
+        last, running = self._tail_tx(conn, thread_id)
+        before = self._running_at_tx(conn, thread_id, after)
+        history = self._newest_tx(conn, thread_id, after, running, budget)
+        return last, (history, summary, {"messages": last - after, "tokens": running - before})
+
+    def _newest_tx(self, conn, thread_id: str, after: int, running: int,
+                   budget: int | None) -> list[dict]:
+        """The messages after seq `after` that the newest `budget` tokens could hold (all of
+        them without a budget), oldest first; found by the running-token index."""
+        start = after + 1
+        if budget is not None:
+            first = self._first_past_tx(conn, thread_id, running - budget)
+            if first is None:
+                return []
+            start = max(start, first)
+        return self._rows_from_tx(conn, "thread_id = ? AND seq >= ?", (thread_id, start))
+
+    def _oldest_tx(self, conn, thread_id: str, after: int, budget: int) -> list[dict]:
+        """The oldest messages after seq `after` within `budget` tokens, oldest first."""
+        ceiling = self._running_at_tx(conn, thread_id, after) + budget
+        beyond = self._first_past_tx(conn, thread_id, ceiling)
+        return self._rows_from_tx(conn, "thread_id = ? AND seq > ? AND seq < ?",
+                                  (thread_id, after, beyond or 1 << 62))
+
+    @staticmethod
+    def _first_past_tx(conn, thread_id: str, tokens: int) -> int | None:
+        """The seq of the first message whose running count passes `tokens` (an index
+        look-up: a range over cum_tokens would be filtered row by row along seq)."""
+        row = conn.execute("SELECT seq FROM messages WHERE thread_id = ? AND cum_tokens > ? "
+                           "ORDER BY cum_tokens LIMIT 1", (thread_id, tokens)).fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def _rows_from_tx(conn, where: str, args: tuple) -> list[dict]:
+        rows = conn.execute(f"SELECT * FROM messages WHERE {where} ORDER BY seq", args)
+        return [dict(_message(row), seq=row["seq"]) for row in rows]
+
+    @contextlib.contextmanager
+    def _snapshot(self):
+        """A read transaction: one consistent view across several queries."""
+        with self._connection() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    @staticmethod
+    def _tail_tx(tx, thread_id: str) -> tuple[int, int]:
+        """The thread's newest seq and its running token count (0, 0 when empty)."""
+        row = tx.execute("SELECT seq, cum_tokens FROM messages WHERE thread_id = ? "
+                         "ORDER BY seq DESC LIMIT 1", (thread_id,)).fetchone()
+        return (row[0], row[1] or 0) if row else (0, 0)
+
+    @staticmethod
+    def _running_at_tx(tx, thread_id: str, seq: int) -> int:
+        if seq <= 0:
+            return 0
+        row = tx.execute("SELECT cum_tokens FROM messages WHERE thread_id = ? AND seq = ?",
+                         (thread_id, seq)).fetchone()
+        return (row[0] or 0) if row else 0
 
     def record_reply(self, thread_id: str, message: dict, tokens: int | None = None) -> dict:
         """Store an assistant reply (complete or partial: its status is in its metadata)."""
@@ -346,12 +440,14 @@ class Store:
 
     # -- summaries ---------------------------------------------------------------------------
     def summary_source(self, thread_id: str, oldest: int, newest: int):
-        """(latest summary, the oldest `oldest` and newest `newest` messages after it)."""
-        with self._connection() as conn:
+        """(latest summary, the oldest messages after it within `oldest` tokens, the newest
+        within `newest` tokens): a summary pass reads a budget, never the whole backlog."""
+        with self._snapshot() as conn:
             summary = self._summary_tx(conn, thread_id)
             after = summary["upto_seq"] if summary else 0
-            return (summary, self._messages_tx(conn, thread_id, after, oldest, newest=False),
-                    self._messages_tx(conn, thread_id, after, newest, newest=True))
+            running = self._tail_tx(conn, thread_id)[1]
+            return (summary, self._oldest_tx(conn, thread_id, after, oldest),
+                    self._newest_tx(conn, thread_id, after, running, newest))
 
     def save_summary(self, thread_id: str, upto_seq: int, text: str, tokens: int) -> None:
         with self.write_tx() as tx:
@@ -430,42 +526,25 @@ class Store:
         return {"id": thread_id, "object": "thread", "created_at": created,
                 "metadata": metadata}
 
-    def _messages_tx(self, tx, thread_id: str, after: int, limit: int | None,
-                     newest: bool) -> list[dict]:
-        """Messages after seq `after`, oldest first: the newest or the oldest `limit`."""
-        order = "DESC" if newest else "ASC"
-        rows = tx.execute(f"SELECT * FROM messages WHERE thread_id = ? AND seq > ? "
-                          f"ORDER BY seq {order} LIMIT ?", (thread_id, after,
-                                                             -1 if limit is None else limit))
-        out = [dict(_message(row), seq=row["seq"]) for row in rows]
-        return out[::-1] if newest else out
-
-    def _totals_tx(self, tx, thread_id: str, after: int) -> dict:
-        """How many messages follow seq `after`, and about how many tokens (4 chars each)."""
-        count, chars = tx.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(content)), 0) FROM "
-                                  "messages WHERE thread_id = ? AND seq > ?",
-                                  (thread_id, after)).fetchone()
-        return {"messages": count, "tokens": 4 * count + (chars + 3) // 4}
-
     def _require_thread_tx(self, tx, thread_id: str) -> None:
         if not tx.execute("SELECT 1 FROM threads WHERE id = ?", (thread_id,)).fetchone():
             raise _thread_not_found(thread_id)
 
     def _append_tx(self, tx, thread_id: str, messages: list, tokens: int | None = None):
-        seq = tx.execute("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE thread_id = ?",
-                         (thread_id,)).fetchone()[0]
+        seq, running = self._tail_tx(tx, thread_id)
         created, out = int(time.time()), []
         for message in messages:
             seq += 1
+            running += message_tokens(message)
             row = {"id": "msg_" + ids.uuid4().hex, "thread_id": thread_id, "seq": seq,
                    "created_at": created, **message}
             tx.execute(
                 "INSERT INTO messages (id, thread_id, seq, role, content, name, tool_call_id,"
-                " tool_calls, attachments, metadata, tokens, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " tool_calls, attachments, metadata, tokens, created_at, cum_tokens)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row["id"], thread_id, seq, row["role"], _json(row["content"]), row["name"],
                  row["tool_call_id"], _json(row["tool_calls"]), _json(row["attachments"]),
-                 _json(row["metadata"]), tokens, created))
+                 _json(row["metadata"]), tokens, created, running))
             out.append(_public(row))
         if messages:
             tx.execute("UPDATE threads SET updated_at = ?, title = COALESCE(title, ?) "
@@ -495,9 +574,13 @@ def _message(row) -> dict:
     return _public({"id": row["id"], "thread_id": row["thread_id"],
                     "created_at": row["created_at"], "role": row["role"],
                     "content": json.loads(row["content"]), "tool_call_id": row["tool_call_id"],
-                    "tool_calls": json.loads(row["tool_calls"]), "name": row["name"],
-                    "attachments": json.loads(row["attachments"]),
-                    "metadata": json.loads(row["metadata"])})
+                    "tool_calls": _json_list(row["tool_calls"]), "name": row["name"],
+                    "attachments": _json_list(row["attachments"]),
+                    "metadata": {} if row["metadata"] == "{}" else json.loads(row["metadata"])})
+
+
+def _json_list(text: str) -> list:
+    return [] if text == "[]" else json.loads(text)   # most messages: nothing to decode
 
 
 def _public(row: dict) -> dict:

@@ -8,7 +8,7 @@ import pytest
 
 from http_client import call, connect
 from llmhub.errors import HubError
-from llmhub.threads import MIGRATIONS, Store
+from llmhub.threads import MIGRATIONS, Store, normalise_message
 
 THREAD_FIELDS = ["id", "object", "created_at", "metadata"]
 MESSAGE_FIELDS = ["id", "thread_id", "created_at", "role", "content", "tool_call_id",
@@ -208,7 +208,7 @@ def test_a_long_first_message_makes_a_short_title(hub):
 def test_migrations_upgrade_a_database_from_an_older_schema(tmp_path, monkeypatch):
     """A database made before add_thread_activity gains updated_at from its messages."""
     from llmhub import threads
-    old = [m for m in MIGRATIONS if m[0] != "add_thread_activity"]
+    old = MIGRATIONS[:[name for name, _ in MIGRATIONS].index("add_thread_activity")]
     monkeypatch.setattr(threads, "MIGRATIONS", old)
     store = Store(tmp_path / "old.db")
     with store.write_tx() as tx:
@@ -222,3 +222,33 @@ def test_migrations_upgrade_a_database_from_an_older_schema(tmp_path, monkeypatc
     assert [r["name"] for r in upgraded._read("SELECT name FROM migrations ORDER BY rowid")] \
         == [name for name, _ in MIGRATIONS]
     upgraded.close()
+
+
+def test_running_token_counts_are_filled_in_on_upgrade_and_kept_on_append(tmp_path,
+                                                                            monkeypatch):
+    """add_running_tokens: each message carries its thread's tokens so far, so a turn's
+    window and totals are index look-ups (issue 18, point 9)."""
+    from llmhub import threads
+    from llmhub.context import message_tokens
+    old = MIGRATIONS[:[name for name, _ in MIGRATIONS].index("add_running_tokens")]
+    monkeypatch.setattr(threads, "MIGRATIONS", old)
+    store = Store(tmp_path / "old.db")
+    texts = ["one", "two two", "three " * 50]
+    with store.write_tx() as tx:                 # as the older code wrote them
+        tx.execute("INSERT INTO threads (id, created_at, metadata) VALUES ('t', 1, '{}')")
+        for seq, text in enumerate(texts, 1):
+            tx.execute("INSERT INTO messages (id, thread_id, seq, role, content, created_at) "
+                       "VALUES (?, 't', ?, 'user', ?, 1)", (f"m{seq}", seq, json.dumps(text)))
+    store.close()
+    monkeypatch.setattr(threads, "MIGRATIONS", MIGRATIONS)
+    store = Store(tmp_path / "old.db")
+    store.append_messages("t", [normalise_message({"role": "assistant", "content": "four"})])
+    running = [r[0] for r in store._read("SELECT cum_tokens FROM messages ORDER BY seq")]
+    sizes = [message_tokens({"content": t}) for t in texts + ["four"]]
+    assert running == [sum(sizes[:i + 1]) for i in range(4)]
+    seen = {}
+    store.begin_turn("t", [], lambda history, summary, totals: seen.update(
+        history=[m["content"] for m in history], totals=totals), budget=sizes[-1] + sizes[-2])
+    assert seen["totals"] == {"messages": 4, "tokens": sum(sizes)}
+    assert seen["history"] == ["three " * 50, "four"]      # only what the budget can hold
+    store.close()
