@@ -369,6 +369,23 @@ def test_a_full_disk_fails_the_reply_and_the_store_recovers(make_hub, fake, smal
     assert call(hub.url, "GET", "/health")[2]["database"]["status"] == "ok"
 
 
+def test_a_read_only_database_file_stops_startup_with_one_clear_line(small_disk, tmp_path):
+    from llmhub.threads import Store
+    Store(small_disk / "hub.db").close()
+    done = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True,
+                          timeout=10)
+    if done.returncode != 0:
+        pytest.skip("cannot remount the tmpfs read-only here")
+    from conftest import ROOT
+    started = subprocess.run([sys.executable, str(ROOT / "main.py"), "--port", "0", "--db",
+                              str(small_disk / "hub.db"), "--upstream", "mock"],
+                             capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert started.returncode == 2
+    assert started.stderr.strip().splitlines()[-1].startswith(
+        f"llmhub: cannot open the database {small_disk / 'hub.db'}")
+    assert "Traceback" not in started.stderr
+
+
 # --- point 8: secrets never reach a client ----------------------------------------------------
 
 UPSTREAM_KEY = "sk-upstream-echoed-4411"
