@@ -513,7 +513,7 @@ def test_thread_messages_come_in_pages_that_say_so(hub):
     (b'{"model": "m", "temperature": 1e400, "messages": []}', "temperature"),
     (b'{"model": "m", "messages": [{"role": "user", "content": "x", "n": NaN}]}',
      "messages[0].n"),
-])
+], ids=["5000-digits", "nan", "infinity", "minus-infinity", "1e400", "nested-nan"])
 def test_numbers_json_cannot_carry_are_400_naming_the_field(hub, fake, raw, param):
     status, _, body = call(hub.url, "POST", "/v1/chat/completions", raw)
     assert status == 400 and body["error"]["param"] == param, body
