@@ -33,6 +33,8 @@ class Hub:
         self.engine = Engine(config, self.upstreams, self.registry, self.store)
         self.providers = Providers(config, self.upstreams)
         self.sessions = SessionLog()
+        self.routes: tuple = ()   # the API's route table, handed over by the server that
+                                  # serves it (service views list it: /, /help, OpenAPI)
         self.models = ModelManager(self.engine.default_upstream, self.registry,
                                    config.upstream.load_timeout_seconds)
 

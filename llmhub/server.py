@@ -178,6 +178,7 @@ class HubServer(ThreadingHTTPServer):
         self.hangups = HangupWatch()       # clients of awaited runs, whose handlers are busy
         self.deadlines = Deadlines(interval=0.25)   # every connection's read/write limit
         self.origins = OriginPolicy(hub.config.server)
+        hub.routes = routes.ROUTES   # for /help and /openapi.json, without an import cycle
         super().__init__((hub.config.server["host"], hub.config.server["port"]), Handler)
 
     def server_bind(self) -> None:

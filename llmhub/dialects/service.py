@@ -35,22 +35,20 @@ def index(request):
     """The web chat page for browsers; a JSON status for everything else (DESIGN §9)."""
     if "text/html" in request.headers.get("Accept", ""):
         return static_file(request, "index.html")
-    from llmhub.routes import ROUTES   # the table imports this module
     hub = request.hub
     return JSONResponse({
         "name": "llmhub", "version": hub.version, "status": "ok",
         "upstreams": [{"name": u.name, **u.provider} for u in hub.upstreams.values()],
         "endpoints": [{"method": r.method, "path": r.pattern, "summary": r.summary}
-                      for r in ROUTES],
+                      for r in hub.routes],
     })
 
 
 def help_page(request):
     """Every endpoint of every dialect, from the route table: JSON, or HTML for browsers."""
-    from llmhub.routes import ROUTES
     base = f"http://{request.headers.get('Host', '127.0.0.1:8000')}"
     sections: dict[str, list] = {}
-    for route in ROUTES:
+    for route in request.hub.routes:
         sections.setdefault(route.dialect.TITLE, []).append({
             "method": route.method, "path": route.pattern, "summary": route.summary,
             "example": route.example, "curl": curl(base, route)})
@@ -98,9 +96,8 @@ STREAMS = {"/chat/stream": "text/event-stream or application/x-ndjson",
 
 def openapi(request) -> JSONResponse:
     """OpenAPI 3.1 for every route, from the same table as /help."""
-    from llmhub.routes import ROUTES
     paths: dict = {}
-    for route in ROUTES:
+    for route in request.hub.routes:
         operations = paths.setdefault(route.pattern, {})
         method = route.method.lower()
         if method in operations:            # /chat/stream: one path, two dialects by Accept
