@@ -8,10 +8,8 @@ or closes it with a lingering close. Errors become JSON in one place
 (`send_error_json`), in the matched route's dialect shape. Client disconnects go through one
 funnel too (CLIENT_GONE): they cancel the run and never print a traceback.
 
-A stream (`serve_stream`) is read from the upstream by a worker and written by one loop per
-connection, the only writer: it waits on the run's events with a short timeout, and on each
-quiet tick checks whether the client is still there and whether a ping is due. That is how a
-disconnect is noticed while the upstream is silent (a long prefill). An awaited run
+A stream (`serve_stream`) is read from the upstream by a worker and written by
+`streaming.Pump`, the connection's only writer, through `StreamOut`. An awaited run
 (`serve_awaited`) is driven in the handler's own thread, and the server's hangup watch
 notices its client leaving instead.
 
@@ -41,6 +39,7 @@ from llmhub.framing import FramingError, check_length, discard_body, read_body, 
 from llmhub.origins import OriginPolicy
 from llmhub.redaction import redact_error
 from llmhub.sockets import Deadlines, HangupWatch, peer_closed
+from llmhub.streaming import Pump
 from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, RunResponse, StreamResponse,
                          check_content_type, check_message_count, chunk, decode_json,
                          json_bytes)
@@ -263,13 +262,48 @@ def make_server(hub, raise_errors: bool = False) -> HubServer:
     return HubServer(hub, raise_errors=raise_errors)
 
 
+class StreamOut:
+    """A stream's writer (streaming.StreamWriter) on a handler's connection: chunked over
+    HTTP/1.1; over HTTP/1.0 the body ends where the connection does."""
+
+    def __init__(self, handler: "Handler", response: StreamResponse) -> None:
+        self.handler, self.response = handler, response
+        self.chunked = handler.request_version == "HTTP/1.1"
+
+    @property
+    def started(self) -> bool:
+        return self.handler._sent
+
+    def start(self, data: bytes) -> None:
+        handler, response = self.handler, self.response
+        headers = {"Content-Type": response.renderer.content_type,
+                   "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                   "X-Run-Id": response.run.id, **response.headers}
+        if self.chunked:
+            headers["Transfer-Encoding"] = "chunked"
+        else:
+            handler.close_connection = True
+        handler._begin(200, headers)
+        handler._end_headers(self._frame(data) if data and handler.command != "HEAD" else b"")
+
+    def send(self, data: bytes) -> None:
+        self.handler.wfile.write(self._frame(data))
+
+    def end(self) -> None:
+        if self.chunked:
+            self.handler.wfile.write(LAST_CHUNK)
+
+    def client_gone(self) -> bool:
+        return peer_closed(self.handler.connection)
+
+    def _frame(self, data: bytes) -> bytes:
+        return chunk(data) if self.chunked else data
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"    # keep-alive; JSON has Content-Length, streams are chunked
     disable_nagle_algorithm = True   # one write per frame goes out at once (TCP_NODELAY)
     server_version = f"llmhub/{__version__}"
-    disconnect_poll = 0.1            # seconds: how soon a silent run notices its client left,
-    disconnect_poll_max = 1.0        # … backing off to this while it stays silent: a thousand
-                                     # idle streams must not wake ten thousand times a second
     METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -555,22 +589,25 @@ class Handler(BaseHTTPRequestHandler):
     def serve_stream(self, response: StreamResponse) -> None:
         run, renderer = response.run, response.renderer
         self._run = run
-        self._chunked = self.request_version == "HTTP/1.1"   # HTTP/1.0: ends at close
+        out = StreamOut(self, response)
         if self.command == "HEAD":
-            return self._start_stream(response)   # the headers a GET would get, no body
+            return out.start(b"")                  # the headers a GET would get, no body
         reader = run.follow(response.cursor)       # before launch: no event is trimmed unseen
         self.server.hub.engine.launch(run)     # a worker reads the upstream; this thread writes
         resumable = renderer.resume_grace is not None
+        pump = Pump(run, renderer, out, self.server.hub.config.server["ping_interval_seconds"],
+                    response.cursor, reader)
         with self.server.busy():
             try:
-                self._pump(response, reader)
+                pump.pump()
             except CLIENT_GONE:
                 self.close_connection = True
                 if not resumable:
                     run.cancel("client_gone")
-            except HubError:
-                run.cancel("stream_error")         # a no-op after an early error, which is
-                raise                              # then sent with its real status
+            except HubError as error:              # failed before a byte went out: it is
+                run.cancel("stream_error")         # over already, and gets its real status
+                error.headers.update({"X-Run-Id": run.id, **response.headers})
+                raise
             except Exception as exc:
                 # a renderer's bug: the run must still end, and this thread be freed
                 log.exception("stream of run %s failed", run.id)
@@ -583,65 +620,6 @@ class Handler(BaseHTTPRequestHandler):
                     raise error from None          # still time for a status
             finally:
                 run.unfollow(reader, renderer.resume_grace)
-
-    def _pump(self, response: StreamResponse, reader: int) -> None:
-        """Write the run's events as they come, the only writer on this connection; on a
-        quiet tick, check that the client is still there and whether a ping is due."""
-        run, renderer = response.run, response.renderer
-        ping_every = self.server.hub.config.server["ping_interval_seconds"]
-        quickest = poll = min(self.disconnect_poll, ping_every)
-        cursor, next_ping = response.cursor, time.monotonic() + ping_every
-        if renderer.eager:
-            self._start_stream(response, renderer.opening(run))
-        while True:
-            events = run.read(cursor, poll, reader)
-            if events:
-                cursor += len(events)
-                if not self._sent and events[0].kind == "error":
-                    raise self._early_error(response, events[0])
-                data = b"".join(renderer.render(event) for event in events)
-                if not self._sent:
-                    self._start_stream(response, data)
-                elif data:
-                    self.wfile.write(self._frame(data))
-                if events[-1].kind == "done":
-                    if self._chunked:
-                        self.wfile.write(LAST_CHUNK)
-                    return
-                poll = quickest
-            elif self.client_gone():
-                raise ConnectionResetError("client went away")
-            else:
-                poll = min(poll * 1.5, self.disconnect_poll_max, ping_every)
-            if time.monotonic() >= next_ping:   # a steady beat from acceptance on
-                next_ping = time.monotonic() + ping_every
-                self._ping(response, renderer.ping())
-
-    def _frame(self, data: bytes) -> bytes:
-        return chunk(data) if self._chunked else data
-
-    def _early_error(self, response: StreamResponse, event) -> HubError:
-        """A run that failed before any byte went out: a real status, with the run's headers."""
-        error = HubError.from_dict(event.data)
-        error.headers.update({"X-Run-Id": response.run.id, **response.headers})
-        return error
-
-    def _start_stream(self, response: StreamResponse, data: bytes = b"") -> None:
-        headers = {"Content-Type": response.renderer.content_type,
-                   "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                   "X-Run-Id": response.run.id, **response.headers}
-        if self._chunked:
-            headers["Transfer-Encoding"] = "chunked"
-        else:
-            self.close_connection = True          # the body ends where the connection does
-        self._begin(200, headers)
-        self._end_headers(self._frame(data) if data and self.command != "HEAD" else b"")
-
-    def _ping(self, response: StreamResponse, data: bytes) -> None:
-        if not self._sent:
-            self._start_stream(response, data)
-        elif data:
-            self.wfile.write(self._frame(data))
 
     def serve_awaited(self, response: RunResponse) -> None:
         """Drive the run in this thread (no hand-off to a worker), while the hangup watch
@@ -663,10 +641,6 @@ class Handler(BaseHTTPRequestHandler):
         result = response.finish(run)
         self.send_json(result.status, result.body,
                        {"X-Run-Id": run.id, **response.headers, **result.headers})
-
-    def client_gone(self) -> bool:
-        """True once the client closed its side: readable with nothing to read."""
-        return peer_closed(self.connection)
 
     # -- logging -----------------------------------------------------------------------------
     def _request_id(self) -> str:
