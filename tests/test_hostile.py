@@ -48,14 +48,14 @@ def test_a_client_that_stops_reading_slows_no_other_stream(make_hub, fake):
     # after read_timeout_seconds without reading, the hub gives up on the stalled client:
     # what reaches it ends without the stream's terminator
     stalled.settimeout(15)
-    received = b""
+    received, reset = b"", False
     try:
         while data := stalled.recv(1 << 20):
             received += data
     except ConnectionResetError:
-        pass
+        reset = True       # a reset may arrive before what was queued for us: ended all the same
     stalled.close()
-    assert received.startswith(b"HTTP/1.1 200")
+    assert received.startswith(b"HTTP/1.1 200") or (reset and not received)
     assert not received.endswith(b"0\r\n\r\n")                      # truncated, not finished
 
 
