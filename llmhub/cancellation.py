@@ -27,8 +27,8 @@ from llmhub.completion import Transcript
 from llmhub.errors import Conflict, Gone, HubError, NotFound
 from llmhub.redaction import redact_error
 
-__all__ = ["Event", "Run", "Registry", "Gate", "Turns", "EventsGone", "TRIMMED", "transition", "QUEUED", "STREAMING",
-           "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
+__all__ = ["Event", "Run", "Registry", "Gate", "Turns", "EventsGone", "TRIMMED", "transition",
+           "QUEUED", "STREAMING", "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
 
 log = logging.getLogger("llmhub.runs")
 

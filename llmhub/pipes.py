@@ -218,16 +218,15 @@ class Engine:
                                                 budget=budget)
             return self._ready(run, messages)
         build_input(request.system, [], request.messages, budget=budget)   # alone too big?
-        if request.thread_id is None:
-            messages = self._store_turn(run, request, budget)  # a new thread: nobody waits
-            self.turns.join(run.thread_id, run)
-            self._on_turn_finish(run)
-            return self._ready(run, messages)
-        self.store.get_thread(request.thread_id)                # 404 before anything runs
-        run.thread_id = request.thread_id
+        if request.thread_id is None:                 # a new thread: nobody to wait for
+            turn = self._ready(run, self._store_turn(run, request, budget))
+        else:
+            self.store.get_thread(request.thread_id)  # 404 before anything runs
+            run.thread_id = request.thread_id
+            turn = functools.partial(self._take_turn, run, request, budget)
         self.turns.join(run.thread_id, run)
         self._on_turn_finish(run)
-        return functools.partial(self._take_turn, run, request, budget)
+        return turn
 
     @staticmethod
     def _ready(run: Run, messages: list):

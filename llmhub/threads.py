@@ -87,8 +87,7 @@ def _add_running_tokens(conn: sqlite3.Connection) -> None:
     # window a budget holds, and the tokens not yet summarised, are index look-ups rather
     # than a scan of the whole thread: a run's start stays flat however long the thread is.
     conn.execute("ALTER TABLE messages ADD COLUMN cum_tokens INTEGER")
-    rows = conn.execute("SELECT id, thread_id, role, content, tool_calls FROM messages "
-                        "ORDER BY thread_id, seq")
+    rows = conn.execute("SELECT id, thread_id, content FROM messages ORDER BY thread_id, seq")
     updates, thread, running = [], None, 0
     for row in rows:
         if row["thread_id"] != thread:
@@ -209,7 +208,10 @@ class Store:
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
-            conn = self._guarded(self._open)
+            try:
+                conn = self._open()
+            except sqlite3.Error as exc:
+                raise storage_error(exc) from None
         try:
             yield conn
         except sqlite3.Error as exc:
@@ -219,13 +221,6 @@ class Store:
                 conn.close()
             else:
                 self._idle.put(conn)
-
-    @staticmethod
-    def _guarded(operation):
-        try:
-            return operation()
-        except sqlite3.Error as exc:
-            raise storage_error(exc) from None
 
     @contextlib.contextmanager
     def write_tx(self):
@@ -349,22 +344,21 @@ class Store:
                     check([], None, {"messages": 0, "tokens": 0})
                 self._append_tx(tx, thread_id, messages)
             return thread_id
-        for attempt in range(3):
-            if attempt < 2:
-                with self._snapshot() as conn:
-                    last, plan = self._plan_turn(conn, thread_id, budget)
-                if check is not None:
-                    check(*plan)
+        for _ in range(2):
+            with self._snapshot() as conn:
+                last, plan = self._plan_turn(conn, thread_id, budget)
+            if check is not None:
+                check(*plan)
             with self.write_tx() as tx:
-                if attempt < 2 and self._tail_tx(tx, thread_id)[0] != last:
-                    continue                       # an append came in between: read again
-                if attempt == 2:
-                    last, plan = self._plan_turn(tx, thread_id, budget)
-                    if check is not None:
-                        check(*plan)
-                self._append_tx(tx, thread_id, messages)
-            return thread_id
-        raise AssertionError("unreachable")
+                if self._tail_tx(tx, thread_id)[0] == last:   # nothing came in between
+                    self._append_tx(tx, thread_id, messages)
+                    return thread_id
+        with self.write_tx() as tx:      # moved twice: plan where nothing can move
+            _, plan = self._plan_turn(tx, thread_id, budget)
+            if check is not None:
+                check(*plan)
+            self._append_tx(tx, thread_id, messages)
+        return thread_id
 
     def _plan_turn(self, conn, thread_id: str, budget: int | None):
         """(the newest seq, (history, summary, totals)) for a turn on an existing thread."""
