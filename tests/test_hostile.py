@@ -45,8 +45,10 @@ def test_a_client_that_stops_reading_slows_no_other_stream(make_hub, fake):
                                   "stream": True})
     assert response.read().decode().rstrip().endswith("data: [DONE]")   # not slowed
     conn.close()
-    # after read_timeout_seconds without reading, the hub gives up on the stalled client:
-    # what reaches it ends without the stream's terminator
+    # after read_timeout_seconds without reading, the hub gives up on the stalled client
+    # (and stops the model); only then does the client read: what reached it ends without
+    # the stream's terminator. Reading earlier would be reading, and the stream would flow.
+    assert fake.aborted.wait(15)
     stalled.settimeout(15)
     received, reset = b"", False
     try:
