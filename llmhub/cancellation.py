@@ -4,9 +4,10 @@ Rules:
 1. Every state change goes through `transition()`, which raises on a move the table lacks.
 2. A run finishes exactly once (`Run.finish`); the first finisher wins and later ones are
    no-ops. Cancel (or a failure) finishes the run at once, from its thread, and shuts the
-   upstream socket, so a run stuck in a connect or a silent prefill still reports `cancelled` at once.
-3. Events are appended to `Run.events`; any number of readers follow it by absolute cursor
-   (`Run.read`), which is what lets a stream be re-attached. The log is bounded in bytes:
+   upstream socket, so a run stuck in a connect or a silent prefill still reports
+   `cancelled` at once.
+3. Events (typed: events.py) are appended to `Run.events`; any number of readers follow
+   it by absolute cursor (`Run.read`), which is what lets a stream be re-attached. The log is bounded in bytes:
    its oldest events go once no reader needs them, and a cursor before them is refused.
 4. Finish hooks (persistence) run before the final events are published, so a client that
    sees `done` can already read what was stored; they see those final events in
@@ -20,15 +21,16 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 from llmhub import ids
 from llmhub.completion import Transcript
 from llmhub.errors import Conflict, Gone, HubError, NotFound
+from llmhub.events import Done, Error, Start, Usage, weight
 from llmhub.redaction import redact_error
 
-__all__ = ["Event", "Run", "Registry", "Gate", "Turns", "EventsGone", "TRIMMED", "transition",
-           "QUEUED", "STREAMING", "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
+__all__ = ["RunContract", "Run", "Registry", "Gate", "Turns", "EventsGone", "TRIMMED",
+           "transition", "QUEUED", "STREAMING", "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
 
 log = logging.getLogger("llmhub.runs")
 
@@ -53,18 +55,54 @@ def transition(state: str, event: str) -> str:
         raise ValueError(f"illegal run transition: {event!r} from {state!r}") from None
 
 
-class Event(NamedTuple):
-    """A neutral run event: kind is start, delta, usage, error or done (DESIGN §2)."""
-    kind: str
-    data: dict
+class RunContract:
+    """What a dialect and the stream pump may use of a run: a live `Run`, or a finished
+    one read back from the store (`responses.Replay`). DESIGN §2 has the state table.
+
+    `status` is one of QUEUED, STREAMING (the upstream accepted), COMPLETED, CANCELLED or
+    FAILED, and moves only as TRANSITIONS allows; once final it never changes. `events` is
+    the kept window of the run's typed event log, whose first event is at absolute position
+    `base`; the log begins with Start, ends with Done (after an Error if the run failed), and
+    holds the content events between. `transcript` is the result so far: text, reasoning,
+    tool calls, finish reason. `usage` is the Usage event once known.
+    """
+
+    __slots__ = ()
+    id: str
+    created: int
+    model: str | None
+    provider: dict | None
+    thread_id: str | None
+    status: str
+    base: int
+    events: list
+    transcript: Transcript
+    usage: Usage | None
+    job: Callable[[], None] | None   # the engine's work, until a thread takes it
+
+    def read(self, cursor: int, timeout: float, reader: int | None = None) -> list:
+        """Events from absolute position `cursor` on, waiting up to `timeout` for one;
+        EventsGone if the log no longer holds `cursor`."""
+        raise NotImplementedError
+
+    def follow(self, cursor: int) -> int:
+        """Register a reader from `cursor` (its events are kept for it); its key."""
+        raise NotImplementedError
+
+    def unfollow(self, reader: int, grace: float | None = None) -> None:
+        raise NotImplementedError
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the run is final; True if it is."""
+        raise NotImplementedError
+
+    def cancel(self, reason: str = "cancelled") -> str:
+        """Cancel if still live; the final status either way."""
+        raise NotImplementedError
 
 
-class Run:
+class Run(RunContract):
     """One generation. Created by the registry; driven by the engine; read by dialects.
-
-    The run contract, which `responses.Replay` implements too: `id`, `status`, `events` (the
-    kept window of the log, the first at absolute position `base`), `read(cursor, timeout,
-    reader)`, `follow(cursor)` / `unfollow(reader, grace)`, `wait(timeout)`, `cancel()`.
 
     Memory is bounded twice over. While a stream reads the run (`follow`), the engine's
     `emit` blocks once the events that reader has not taken pass `buffer_limit` bytes: the
@@ -76,7 +114,7 @@ class Run:
     # Slots: a thousand held streams are a thousand runs, and a run's attribute dict was
     # a kilobyte and a half of each one's memory.
     __slots__ = (
-        'buffer_limit', 'log_limit', 'secrets', 'id', 'created', 'started',
+        'buffer_limit', 'log_limit', 'secrets', 'id', 'created', 'started', 'requested',
         'state', 'info', 'model', 'thread_id', 'provider', 'cancel_reason',
         'error', 'events', 'base', '_ends', '_bytes', '_base_bytes',
         'transcript', 'usage', 'input_estimate', 'context', 'turn_stored',
@@ -91,6 +129,7 @@ class Run:
         self.id = run_id
         self.created = int(time.time())
         self.started = time.monotonic()
+        self.requested: str | None = None   # the model name the client gave
         self.state = QUEUED
         self.info = info               # the dialect, for metrics
         self.model = info.get("model")
@@ -98,17 +137,17 @@ class Run:
         self.provider: dict | None = None
         self.cancel_reason: str | None = None
         self.error: HubError | None = None
-        self.events: list[Event] = []
+        self.events: list = []
         self.base = 0                      # absolute position of events[0]
         self._ends: list[int] = []         # bytes emitted up to the end of each kept event
         self._bytes = 0                    # bytes emitted in all (an estimate: see _size)
         self._base_bytes = 0               # … of which before `base`, dropped from the log
         self.transcript = Transcript()     # what the model has said so far
-        self.usage: dict | None = None     # the usage event's data, once known
+        self.usage: Usage | None = None    # the Usage event, once known
         self.input_estimate = 0            # prompt tokens, estimated before the upstream says
         self.context: dict | None = None   # what context.build_input included and dropped
         self.turn_stored = False           # its input is in its thread: its reply goes too
-        self.closing: list[Event] = []     # the final events, set just before finish hooks
+        self.closing: list = []            # the final events, set just before finish hooks
         self.gate: "Gate | None" = None    # the gate this run is queued at, while it waits
         self.job: Callable[[], None] | None = None   # the engine's work, until a thread runs it
         self._readers: dict[int, int] = {}           # reader key → the cursor it has reached
@@ -126,8 +165,7 @@ class Run:
         self._hooks: list[Callable[["Run"], None]] = []
 
     # -- reading -----------------------------------------------------------------------------
-    def read(self, cursor: int, timeout: float, reader: int | None = None) -> list[Event]:
-        """Events after absolute position `cursor`, waiting up to `timeout` for one."""
+    def read(self, cursor: int, timeout: float, reader: int | None = None) -> list:
         with self._cond:
             if reader is not None and self._readers.get(reader, cursor) < cursor:
                 self._readers[reader] = cursor
@@ -141,12 +179,11 @@ class Run:
             return self.events[cursor - self.base:]
 
     def wait(self, timeout: float) -> bool:
-        """Wait until the run has finished; True if it has."""
         return self._over.wait(timeout)
 
     def follow(self, cursor: int) -> int:
         """A stream reads from `cursor` on: keep its events, and hold the worker back when it
-        falls behind. Returns the key for `read` and `unfollow`."""
+        falls behind."""
         with self._cond:
             if cursor < self.base:
                 raise EventsGone(cursor, self.base)
@@ -191,20 +228,22 @@ class Run:
                 return False
             self.state = transition(self.state, "start")
             self.model, self.provider = model, provider
-            self._append(Event("start", {"model": model, "provider": provider}))
+            self._append(Start(self.id, self.created, model, provider, self.requested,
+                               self.thread_id))
         return True
 
-    def emit(self, kind: str, data: dict) -> bool:
-        """Publish an event; False once the run is finishing (the caller should stop).
+    def emit(self, event) -> bool:
+        """Publish a content event; False once the run is finishing (the caller should stop).
 
         Blocks while a following stream has more than `buffer_limit` bytes untaken, so the
         caller stops reading the upstream until the client catches up (or goes)."""
         with self._cond:
             if self._final:
                 return False
-            if kind == "delta" and self.first_token_at is None and data.get("text"):
+            if self.first_token_at is None and event.kind in TOKENS and \
+                    (getattr(event, "text", None) or getattr(event, "id", None)):
                 self.first_token_at = time.monotonic()
-            self._append(Event(kind, data))
+            self._append(event)
             while self._readers and not self._final and self._untaken() > self.buffer_limit:
                 self._cond.wait(0.5)
             return not self._final
@@ -258,13 +297,10 @@ class Run:
                 "The hub could not finish this run; see its log"), self.secrets)
         self.closing = self._closing_events()
 
-    def _closing_events(self) -> list[Event]:
-        done = {"status": self._final, "finish_reason": self._finish_reason}
-        if self.cancel_reason:
-            done["reason"] = self.cancel_reason
-        error = [Event("error", self.error.as_dict())] if self._final == FAILED and \
+    def _closing_events(self) -> list:
+        error = [Error(**self.error.as_dict())] if self._final == FAILED and \
             self.error is not None else []
-        return error + [Event("done", done)]
+        return error + [Done(self._final, self._finish_reason, self.cancel_reason)]
 
     def _close(self) -> None:
         # Retire before the closing events go out: a client that has read `done` may at
@@ -301,8 +337,8 @@ class Run:
         return gate.position(self) if gate is not None else None
 
     # -- the log -----------------------------------------------------------------------------
-    def _append(self, event: Event) -> None:
-        self._bytes += _size(event)
+    def _append(self, event) -> None:
+        self._bytes += weight(event)
         self.events.append(event)
         self._ends.append(self._bytes)
         self._cond.notify_all()
@@ -329,13 +365,7 @@ class Run:
 
 
 TRIMMED = "trimmed"    # a stored log's first entry when the bounded log dropped its start
-EVENT_OVERHEAD = 160   # about what an event costs on the wire beyond its text
-
-
-def _size(event: Event) -> int:
-    """An event's weight for the buffer and log bounds: its text plus framing."""
-    text = event.data.get("text") if event.kind == "delta" else None
-    return EVENT_OVERHEAD + (len(text) if isinstance(text, str) else 0)
+TOKENS = ("delta", "reasoning", "tool_call")   # the events that are the model saying something
 
 
 class EventsGone(Gone):

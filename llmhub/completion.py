@@ -1,70 +1,81 @@
-"""Folding streamed `chat.completion.chunk` objects into one assistant message (sans-IO).
+"""A run's answer, folded from its typed events, and the chat.completion shapes (sans-IO).
 
-The engine feeds every upstream chunk to a Transcript; dialects read the text, tool calls and
-finish reason from it, and the store saves it. Unknown string fields of a delta (reasoning,
-reasoning_content, refusal, …) are concatenated and kept, so nothing the model said is lost.
+The engine folds every content event into the run's Transcript; dialects read the text,
+reasoning, tool calls and finish reason from it, and the store saves it. Unknown string
+fields of an upstream's raw delta (refusal, a server's own extras) are concatenated and
+kept, so nothing the model said is lost. `chunk` is the one builder of a
+chat.completion.chunk, which the OpenAI and Langbase dialects share.
 """
 
-__all__ = ["Transcript"]
+from llmhub.events import ReasoningDelta, TextDelta, ToolCallDelta
+
+__all__ = ["Transcript", "chunk", "choice", "delta_of"]
+
+KNOWN_DELTA = {"content", "role", "tool_calls"}
 
 
 class Transcript:
     def __init__(self) -> None:
         self.parts: list[str] = []
-        self.extra: dict[str, str] = {}
+        self.reasoning_parts: list[str] = []
+        self.extra: dict[str, str] = {}         # the raw deltas' other string fields
         self.tool_calls: dict[int, dict] = {}
+        self.logprobs: list = []
         self.finish_reason: str | None = None
-        self.usage: dict | None = None
-        self.model: str | None = None
+        self.model: str | None = None           # as the upstream reported it
         self.system_fingerprint: str | None = None
+        self._raw = None                        # the last raw chunk folded for `extra`
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
 
-    def add(self, chunk: dict) -> str:
-        """Fold one chunk in; returns the content text it carried ('' if none)."""
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        self.model = chunk.get("model") or self.model
-        self.system_fingerprint = chunk.get("system_fingerprint") or self.system_fingerprint
-        text = ""
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue                   # the hub asks for one choice; ignore strays
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-            delta = choice.get("delta") or choice.get("message") or {}
-            text += self._fold_delta(delta)
-        return text
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.reasoning_parts)
 
-    def _fold_delta(self, delta: dict) -> str:
-        text = ""
-        for key, value in delta.items():
-            if key == "content":
-                if isinstance(value, str) and value:
-                    self.parts.append(value)
-                    text = value
-            elif key == "tool_calls" and isinstance(value, list):
-                self._fold_tool_calls(value)
-            elif key != "role" and isinstance(value, str) and value:
-                self.extra[key] = self.extra.get(key, "") + value
-        return text
+    def add(self, event) -> None:
+        """Fold one event in (events with nothing to fold are passed by)."""
+        kind = event.kind
+        if kind == "delta":
+            if event.text:
+                self.parts.append(event.text)
+        elif kind == "reasoning":
+            self.reasoning_parts.append(event.text)
+        elif kind == "tool_call":
+            self._fold_tool_call(event)
+        elif kind == "logprobs":
+            self.logprobs += event.content
+        elif kind == "finish":
+            self.finish_reason = event.reason
+            self.model = event.model or self.model
+            self.system_fingerprint = event.system_fingerprint or self.system_fingerprint
+        raw = getattr(event, "raw", None)
+        if raw is not None and raw is not self._raw and kind != "usage":
+            self._raw = raw
+            self._fold_raw(raw)
 
-    def _fold_tool_calls(self, calls: list) -> None:
-        for position, call in enumerate(calls):
-            if not isinstance(call, dict):
-                continue
-            slot = self.tool_calls.setdefault(call.get("index", position), {
-                "id": None, "type": "function", "function": {"name": "", "arguments": ""}})
-            if call.get("id"):
-                slot["id"] = call["id"]
-            if call.get("type"):
-                slot["type"] = call["type"]
-            function = call.get("function") or {}
-            for part in ("name", "arguments"):
-                if isinstance(function.get(part), str):
-                    slot["function"][part] += function[part]
+    def _fold_raw(self, raw: dict) -> None:
+        self.model = raw.get("model") or self.model
+        self.system_fingerprint = raw.get("system_fingerprint") or self.system_fingerprint
+        for one in raw.get("choices") or ():
+            delta = (one.get("delta") or one.get("message") or {}) if isinstance(one, dict) \
+                else {}
+            for key, value in delta.items():
+                if key not in KNOWN_DELTA and isinstance(value, str) and value:
+                    self.extra[key] = self.extra.get(key, "") + value
+
+    def _fold_tool_call(self, event: ToolCallDelta) -> None:
+        slot = self.tool_calls.setdefault(event.index, {
+            "id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+        if event.id:
+            slot["id"] = event.id
+        if event.name:
+            slot["function"]["name"] += event.name
+        slot["function"]["arguments"] += event.arguments
+
+    def calls(self) -> list[dict]:
+        return [self.tool_calls[i] for i in sorted(self.tool_calls)]
 
     def message(self) -> dict:
         """The assistant message in OpenAI's chat.completion shape."""
@@ -72,6 +83,38 @@ class Transcript:
         content = None if self.tool_calls and not self.parts else self.text
         message = {"role": "assistant", "content": content}
         if self.tool_calls:
-            message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+            message["tool_calls"] = self.calls()
         message.update(self.extra)
+        if self.reasoning_parts and not any(k in self.extra for k in REASONING_NAMES):
+            message["reasoning_content"] = self.reasoning   # LM Studio's and DeepSeek's name
         return message
+
+
+REASONING_NAMES = ("reasoning_content", "reasoning")
+
+
+# --- the chunk shape -------------------------------------------------------------------------
+
+def chunk(chunk_id: str, created: int, model: str | None, choices: list, **extra) -> dict:
+    """A chat.completion.chunk; `choices` is [] for the usage chunk."""
+    return {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
+            "model": model, "choices": choices, **extra}
+
+
+def choice(delta: dict, finish_reason: str | None = None, logprobs=None) -> dict:
+    return {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def delta_of(event) -> dict | None:
+    """A content event as a chunk's delta; None for events that are not content."""
+    if isinstance(event, TextDelta):
+        return {"content": event.text}
+    if isinstance(event, ReasoningDelta):
+        return {"reasoning_content": event.text}
+    if isinstance(event, ToolCallDelta):
+        call = {"index": event.index, "function": {"arguments": event.arguments}}
+        if event.id is not None:
+            call = {"index": event.index, "id": event.id, "type": "function",
+                    "function": {"name": event.name or "", "arguments": event.arguments}}
+        return {"tool_calls": [call]}
+    return None

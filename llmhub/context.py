@@ -41,7 +41,7 @@ def message_tokens(message: dict) -> int:
 
 def build_input(system: str | None, history: list[dict], new: list[dict],
                 summary: dict | None = None, budget: int | None = None,
-                totals: dict | None = None) -> tuple[list, dict]:
+                totals: dict | None = None, reasoning: bool = False) -> tuple[list, dict]:
     """The upstream messages for a turn, and a report of what went in and what did not.
 
     Order: system prompt, thread summary, the newest history that fits `budget`, the new
@@ -49,10 +49,11 @@ def build_input(system: str | None, history: list[dict], new: list[dict],
     window. An assistant turn that failed before saying anything stays in the thread but is
     never sent. With no budget, everything goes. A new turn that alone exceeds the budget is
     a 400 with the numbers. `history` may be only the newest part of what is unsummarised;
-    `totals` ({messages, tokens}) then describes all of it.
+    `totals` ({messages, tokens}) then describes all of it. A stored answer's reasoning is
+    sent with it only with `reasoning` ([context] replay_reasoning).
     """
     head = [{"role": "system", "content": system}] if system else []
-    turn = [to_upstream(m) for m in new]
+    turn = [to_upstream(m, reasoning) for m in new]
     fixed = estimate_messages(head + turn)
     if budget is not None and fixed > budget:
         raise BadRequest(f"The new turn needs about {fixed} tokens (system prompt and input), "
@@ -76,7 +77,7 @@ def build_input(system: str | None, history: list[dict], new: list[dict],
                            "dropped": unread + len(sendable) - len(kept), "new": len(new)},
               "summarised": {"upto_seq": summary["upto_seq"], "tokens": summary["tokens"]}
               if summary else None}
-    return head + [to_upstream(m) for m in kept] + turn, report
+    return head + [to_upstream(m, reasoning) for m in kept] + turn, report
 
 
 def _newest_that_fit(history: list[dict], used: int, budget: int | None):
@@ -88,12 +89,15 @@ def _newest_that_fit(history: list[dict], used: int, budget: int | None):
         kept.append(message)
         used += tokens
     return kept[::-1], used
-def to_upstream(message: dict) -> dict:
-    """A stored (or normalised) message as the upstream wants it: no empty optional fields."""
+def to_upstream(message: dict, reasoning: bool = False) -> dict:
+    """A stored (or normalised) message as the upstream wants it: no empty optional fields,
+    and reasoning only when asked for, under the name OpenAI-compatible servers read."""
     out = {"role": message["role"], "content": message["content"]}
     for field in ("name", "tool_call_id", "tool_calls"):
         if message.get(field):
             out[field] = message[field]
+    if reasoning and message.get("reasoning"):
+        out["reasoning_content"] = message["reasoning"]
     return out
 
 

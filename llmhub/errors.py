@@ -6,7 +6,7 @@ function. `param` names the request field at fault, so every 4xx can say which f
 
 __all__ = [
     "HubError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "MethodNotAllowed", "Conflict",
-    "Gone", "PayloadTooLarge", "UnsupportedMediaType", "UpstreamError",
+    "Gone", "PayloadTooLarge", "UnsupportedMediaType", "UpstreamError", "error_of",
 ]
 
 
@@ -34,8 +34,10 @@ class HubError(Exception):
 
     @classmethod
     def from_dict(cls, data: dict) -> "HubError":
+        if data.get("details") is not None and cls is HubError:
+            return UpstreamError.from_dict(data)
         return cls(data["message"], status=data["status"], code=data["code"],
-                   param=data.get("param"))
+                   param=data.get("param"), **(data.get("details") or {}))
 
 
 class BadRequest(HubError):
@@ -79,10 +81,35 @@ class UpstreamError(HubError):
 
     `model_unavailable` marks failures where another model may succeed (connection refused,
     model not loaded or not found, server errors): the engine then tries `[fallbacks]`.
+    The structured fields say what the message says, so that no dialect parses it:
+    `reason`, a stable word for the cause (unreachable, timeout, no_model_loaded,
+    model_not_found, context_length, …); `detail`, the cause in words ("Connection
+    refused"); `where`, the upstream's label ("LM Studio"); `upstream_status`, the HTTP
+    status the upstream answered with, if it answered.
     """
 
     status, code = 502, "upstream_error"
 
-    def __init__(self, message: str, *, model_unavailable: bool = False, **kwargs) -> None:
+    def __init__(self, message: str, *, model_unavailable: bool = False,
+                 reason: str | None = None, detail: str | None = None,
+                 where: str | None = None, upstream_status: int | None = None,
+                 **kwargs) -> None:
         super().__init__(message, **kwargs)
         self.model_unavailable = model_unavailable
+        self.reason, self.detail, self.where = reason, detail, where
+        self.upstream_status = upstream_status
+
+    def as_dict(self) -> dict:
+        details = {name: getattr(self, name) for name in DETAILS
+                   if getattr(self, name) is not None}
+        return {**super().as_dict(), "details": details or None}
+
+
+DETAILS = ("reason", "detail", "where", "upstream_status")
+
+
+def error_of(event) -> HubError:
+    """The error an Error run event (events.Error) carries, as a fresh exception."""
+    return HubError.from_dict({"status": event.status, "code": event.code,
+                               "message": event.message, "param": event.param,
+                               "details": event.details})

@@ -1,6 +1,8 @@
 """The assembled application: configuration, store, run registry, upstreams and engine.
 
-The server holds one Hub and hands it to every view as `request.hub`. Building it opens the
+The server holds one Hub and hands it to every view as `request.hub`. Dialect views use
+`hub.engine` (the façade, pipes.py), `hub.config`, `hub.sessions` and `hub.metrics`; the
+store and the registry are here for the server's own lifecycle. Building it opens the
 database; `close()` cancels every live run and closes the database.
 """
 
@@ -10,9 +12,7 @@ from llmhub import __version__
 from llmhub.cancellation import Registry
 from llmhub.config import Config
 from llmhub.metrics import Metrics
-from llmhub.models import ModelManager
 from llmhub.pipes import Engine
-from llmhub.providers import Providers
 from llmhub.sessions import SessionLog
 from llmhub.threads import Store
 from llmhub.upstream import make_upstreams
@@ -31,12 +31,9 @@ class Hub:
         self.registry = Registry(on_retire=self.metrics.run_finished)
         self.upstreams = make_upstreams(config)
         self.engine = Engine(config, self.upstreams, self.registry, self.store)
-        self.providers = Providers(config, self.upstreams)
         self.sessions = SessionLog()
         self.routes: tuple = ()   # the API's route table, handed over by the server that
                                   # serves it (service views list it: /, /help, OpenAPI)
-        self.models = ModelManager(self.engine.default_upstream, self.registry,
-                                   config.upstream.load_timeout_seconds)
 
     def close(self, reason: str = "shutdown") -> None:
         self.registry.cancel_all(reason)

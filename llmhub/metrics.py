@@ -52,12 +52,13 @@ class Metrics:
             self.requests[key] = self.requests.get(key, 0) + 1
 
     def run_finished(self, run) -> None:
-        usage = run.usage or {}
+        usage = run.usage
         with self._lock:
             key = (run.info.get("dialect", ""), run.status)
             self.runs[key] = self.runs.get(key, 0) + 1
-            self.tokens["in"] += usage.get("input_tokens") or 0
-            self.tokens["out"] += usage.get("output_tokens") or 0
+            if usage is not None:
+                self.tokens["in"] += usage.input_tokens
+                self.tokens["out"] += usage.output_tokens
             if run.first_token_at is not None:
                 self.ttft.observe(run.first_token_at - run.started)
             if run.upstream_at is not None:

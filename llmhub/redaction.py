@@ -23,12 +23,15 @@ def redact(text: str, secrets) -> str:
 
 
 def redact_error(error, secrets):
-    """The same error with every secret masked in its message (None stays None)."""
+    """The same error with every secret masked in its message and in an upstream error's
+    `detail` (None stays None)."""
     if error is not None and secrets:
         message = redact(error.message, secrets)
         if message != error.message:
             error.message = message
             error.args = (message,)
+        if getattr(error, "detail", None):
+            error.detail = redact(error.detail, secrets)
     return error
 
 

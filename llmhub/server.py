@@ -656,9 +656,10 @@ class Handler(BaseHTTPRequestHandler):
                   "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                   "client": self.client_address[0]}
         if run is not None:
-            usage = run.usage or {}
+            usage = run.usage
             fields.update(run_id=run.id, model=run.model, outcome=run.status,
-                          reason=run.cancel_reason, tokens_in=usage.get("input_tokens"),
-                          tokens_out=usage.get("output_tokens"))
+                          reason=run.cancel_reason,
+                          tokens_in=usage.input_tokens if usage else None,
+                          tokens_out=usage.output_tokens if usage else None)
         access_log.info("%s %s %s", self.command, fields["path"], self._status,
                         extra={"fields": fields})

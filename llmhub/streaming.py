@@ -11,7 +11,7 @@ list.
 import time
 from typing import Protocol
 
-from llmhub.errors import HubError
+from llmhub.errors import error_of
 
 __all__ = ["Pump", "StreamWriter"]
 
@@ -59,7 +59,7 @@ class Pump:
             if events:
                 self.cursor += len(events)
                 if not writer.started and events[0].kind == "error":
-                    raise HubError.from_dict(events[0].data)
+                    raise error_of(events[0])
                 self._write(b"".join(renderer.render(event) for event in events))
                 if events[-1].kind == "done":
                     writer.end()

@@ -9,8 +9,10 @@ Rules:
    leave a connection behind.
 4. Migrations are an append-only list of named functions. The name is the identity: never
    edit, reorder or rename a shipped one. Each runs in the same transaction as its record.
-5. `normalise_message` is the store's input contract: dialects validate through it, so every
-   message in the database has the same shape.
+5. `messages.normalise_message` is the store's input contract: dialects validate through
+   it, so every message in the database has the same shape.
+6. Records are neutral: a thread is {id, created_at, metadata}, a message has every stored
+   field and its `seq`. Each dialect shapes them for its wire (Langbase's exact fields).
 
 A message's `seq` orders its thread; it is assigned inside the writing transaction, so
 concurrent appends to one thread are serialised and none is lost or reordered.
@@ -19,7 +21,6 @@ concurrent appends to one thread are serialised and none is lost or reordered.
 import contextlib
 import json
 import queue
-import re
 import sqlite3
 import time
 from pathlib import Path
@@ -27,12 +28,9 @@ from pathlib import Path
 from llmhub import ids
 from llmhub.context import content_text, message_tokens
 from llmhub.errors import BadRequest, Conflict, HubError, NotFound
+from llmhub.messages import normalise_message
 
-__all__ = ["Store", "StorageError", "MIGRATIONS", "normalise_message", "check_thread_id",
-           "check_metadata", "ROLES"]
-
-ROLES = ("system", "user", "assistant", "tool")
-THREAD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+__all__ = ["Store", "StorageError", "MIGRATIONS", "normalise_message"]
 
 
 # --- migrations ------------------------------------------------------------------------------
@@ -98,59 +96,20 @@ def _add_running_tokens(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX messages_running ON messages (thread_id, cum_tokens)")
 
 
+def _add_reasoning(conn: sqlite3.Connection) -> None:
+    # The model's reasoning, kept with its answer: another dialect may show it, and
+    # [context] replay_reasoning may send it back. NULL for every message before this.
+    conn.execute("ALTER TABLE messages ADD COLUMN reasoning TEXT")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
     ("create_summaries", _create_summaries),
     ("create_responses", _create_responses),
     ("add_thread_activity", _add_thread_activity),
     ("add_running_tokens", _add_running_tokens),
+    ("add_reasoning", _add_reasoning),
 ]
-
-
-# --- validation ------------------------------------------------------------------------------
-
-def check_thread_id(thread_id, param: str = "threadId") -> str:
-    if not isinstance(thread_id, str) or not THREAD_ID.match(thread_id):
-        raise BadRequest(f"'{param}' must be 1-128 letters, digits or _ . : -", param=param)
-    return thread_id
-
-
-def normalise_message(message, where: str = "messages[0]") -> dict:
-    """Validate one input message; return it with every optional field present."""
-    if not isinstance(message, dict):
-        raise BadRequest(f"'{where}' must be an object", param=where)
-    if message.get("role") not in ROLES:
-        raise BadRequest(f"'{where}.role' must be one of {', '.join(ROLES)}",
-                         param=f"{where}.role")
-    content = message.get("content")
-    if not (content is None or isinstance(content, str) or _is_parts(content)):
-        raise BadRequest(f"'{where}.content' must be a string, null, or a list of parts "
-                         "with a 'type'", param=f"{where}.content")
-    for field in ("name", "tool_call_id"):
-        if message.get(field) is not None and not isinstance(message[field], str):
-            raise BadRequest(f"'{where}.{field}' must be a string", param=f"{where}.{field}")
-    for field in ("tool_calls", "attachments"):
-        if message.get(field) is not None and not isinstance(message[field], list):
-            raise BadRequest(f"'{where}.{field}' must be a list", param=f"{where}.{field}")
-    metadata = check_metadata(message.get("metadata"), f"{where}.metadata")
-    return {"role": message["role"], "content": content, "name": message.get("name"),
-            "tool_call_id": message.get("tool_call_id"),
-            "tool_calls": message.get("tool_calls") or [],
-            "attachments": message.get("attachments") or [], "metadata": metadata}
-
-
-def check_metadata(metadata, param: str = "metadata") -> dict:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-        raise BadRequest(f"'{param}' must map strings to strings", param=param)
-    return metadata
-
-
-def _is_parts(content) -> bool:
-    return isinstance(content, list) and all(
-        isinstance(p, dict) and isinstance(p.get("type"), str) for p in content)
 
 
 # --- the store -------------------------------------------------------------------------------
@@ -400,7 +359,7 @@ class Store:
     @staticmethod
     def _rows_from_tx(conn, where: str, args: tuple) -> list[dict]:
         rows = conn.execute(f"SELECT * FROM messages WHERE {where} ORDER BY seq", args)
-        return [dict(_message(row), seq=row["seq"]) for row in rows]
+        return [_message(row) for row in rows]
 
     @contextlib.contextmanager
     def _snapshot(self):
@@ -517,8 +476,7 @@ class Store:
                                                time.time()))
         except sqlite3.IntegrityError:
             raise Conflict(f"Thread {thread_id!r} already exists", param="threadId") from None
-        return {"id": thread_id, "object": "thread", "created_at": created,
-                "metadata": metadata}
+        return {"id": thread_id, "created_at": created, "metadata": metadata}
 
     def _require_thread_tx(self, tx, thread_id: str) -> None:
         if not tx.execute("SELECT 1 FROM threads WHERE id = ?", (thread_id,)).fetchone():
@@ -531,15 +489,15 @@ class Store:
             seq += 1
             running += message_tokens(message)
             row = {"id": "msg_" + ids.uuid4().hex, "thread_id": thread_id, "seq": seq,
-                   "created_at": created, **message}
+                   "created_at": created, "reasoning": None, **message}
             tx.execute(
                 "INSERT INTO messages (id, thread_id, seq, role, content, name, tool_call_id,"
-                " tool_calls, attachments, metadata, tokens, created_at, cum_tokens)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " tool_calls, attachments, metadata, tokens, created_at, cum_tokens, reasoning)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row["id"], thread_id, seq, row["role"], _json(row["content"]), row["name"],
                  row["tool_call_id"], _json(row["tool_calls"]), _json(row["attachments"]),
-                 _json(row["metadata"]), tokens, created, running))
-            out.append(_public(row))
+                 _json(row["metadata"]), tokens, created, running, row["reasoning"]))
+            out.append(row)
         if messages:
             tx.execute("UPDATE threads SET updated_at = ?, title = COALESCE(title, ?) "
                        "WHERE id = ?", (time.time(), _title(messages), thread_id))
@@ -560,28 +518,22 @@ def _json(value) -> str:
 
 
 def _thread(row) -> dict:
-    return {"id": row["id"], "object": "thread", "created_at": row["created_at"],
+    return {"id": row["id"], "created_at": row["created_at"],
             "metadata": json.loads(row["metadata"])}
 
 
 def _message(row) -> dict:
-    return _public({"id": row["id"], "thread_id": row["thread_id"],
-                    "created_at": row["created_at"], "role": row["role"],
-                    "content": json.loads(row["content"]), "tool_call_id": row["tool_call_id"],
-                    "tool_calls": _json_list(row["tool_calls"]), "name": row["name"],
-                    "attachments": _json_list(row["attachments"]),
-                    "metadata": {} if row["metadata"] == "{}" else json.loads(row["metadata"])})
+    return {"id": row["id"], "thread_id": row["thread_id"], "seq": row["seq"],
+            "created_at": row["created_at"], "role": row["role"],
+            "content": json.loads(row["content"]), "tool_call_id": row["tool_call_id"],
+            "tool_calls": _json_list(row["tool_calls"]), "name": row["name"],
+            "attachments": _json_list(row["attachments"]),
+            "metadata": {} if row["metadata"] == "{}" else json.loads(row["metadata"]),
+            "reasoning": row["reasoning"]}
 
 
 def _json_list(text: str) -> list:
     return [] if text == "[]" else json.loads(text)   # most messages: nothing to decode
-
-
-def _public(row: dict) -> dict:
-    """Exactly the fields of Langbase's message object, in its order (reference §2)."""
-    return {key: row[key] for key in ("id", "thread_id", "created_at", "role", "content",
-                                      "tool_call_id", "tool_calls", "name", "attachments",
-                                      "metadata")}
 
 
 class StorageError(HubError):

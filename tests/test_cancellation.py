@@ -7,6 +7,7 @@ import pytest
 from llmhub.cancellation import (CANCELLED, COMPLETED, FAILED, QUEUED, STREAMING, TRANSITIONS,
                                  Gate, Registry, transition)
 from llmhub.errors import Conflict, NotFound, UpstreamError
+from llmhub.events import TextDelta
 
 
 @pytest.mark.parametrize("state, event, new", [
@@ -38,7 +39,7 @@ def test_cancel_is_idempotent_and_remembered():
     assert registry.cancel(run.id) == CANCELLED
     assert registry.get(run.id) is None          # left the live registry
     assert [e.kind for e in run.events] == ["done"]
-    assert run.events[-1].data["status"] == CANCELLED
+    assert run.events[-1].status == CANCELLED
     with pytest.raises(NotFound):
         registry.cancel("run_unknown")
 
@@ -58,9 +59,9 @@ def test_emits_after_finish_are_dropped_and_hooks_run_before_done():
     run = registry.create()
     run.on_finish(lambda r: seen.append([e.kind for e in r.events]))
     run.start("m", {})
-    run.emit("delta", {"text": "a"})
+    run.emit(TextDelta("a"))
     run.cancel()
-    assert not run.emit("delta", {"text": "b"})
+    assert not run.emit(TextDelta("b"))
     assert seen == [["start", "delta"]]           # the hook ran before done was published
 
 
@@ -101,7 +102,7 @@ def test_gate_is_first_in_first_out_and_cancellable():
 
 def test_a_failing_background_job_is_logged_and_its_thread_lives_on():
     import logging
-    from llmhub.pipes import Workers
+    from llmhub.workers import Workers
 
     class Catch(logging.Handler):
         def __init__(self):

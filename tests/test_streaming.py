@@ -6,6 +6,7 @@ import pytest
 
 from llmhub.cancellation import Registry
 from llmhub.errors import HubError, UpstreamError
+from llmhub.events import TextDelta
 from llmhub.streaming import Pump
 from llmhub.wire import StreamRenderer
 
@@ -33,7 +34,7 @@ class Writer:
 class Text(StreamRenderer):
     def render(self, event) -> bytes:
         if event.kind == "delta":
-            return event.data["text"].encode()
+            return event.text.encode()
         return b"." if event.kind == "done" else b""
 
     def ping(self) -> bytes:
@@ -48,8 +49,8 @@ def started_run():
 
 def test_events_are_written_in_order_then_the_end():
     run, writer = started_run(), Writer()
-    run.emit("delta", {"text": "Hel"})
-    run.emit("delta", {"text": "lo"})
+    run.emit(TextDelta("Hel"))
+    run.emit(TextDelta("lo"))
     run.finish("complete", finish_reason="stop")
     Pump(run, Text(), writer, ping_every=10).pump()
     body = b"".join(data for _, data in writer.parts)

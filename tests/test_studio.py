@@ -96,7 +96,7 @@ def test_concurrent_loads_of_one_model_make_one_request(hub, fake):
         for _ in range(5)]
     for client in clients:
         client.start()
-    flights, pause = hub.hub.models._flights, threading.Event()
+    flights, pause = hub.hub.engine.models._flights, threading.Event()
     for _ in range(2000):                  # until all four followers ride on the one load
         if flights and next(iter(flights.values())).waiters == 4:
             break

@@ -18,7 +18,7 @@ from llmhub.cancellation import CANCELLED, COMPLETED, QUEUED
 from llmhub.dialects.checks import check_int, check_known, check_number, check_type
 from llmhub.errors import BadRequest, HubError
 from llmhub.pipes import ChatRequest
-from llmhub.threads import check_thread_id, normalise_message
+from llmhub.messages import check_thread_id, normalise_message
 from llmhub.wire import JSONResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["TITLE", "error_body", "chat_stream", "cancel", "EdisonStream"]
@@ -77,12 +77,12 @@ def cancel(request) -> JSONResponse:
     request_id = body.get("request_id")
     if not isinstance(request_id, str) or not request_id:
         raise BadRequest("'request_id' is required", param="request_id")
-    run = request.hub.registry.get(request_id)
+    run = request.hub.engine.run(request_id)
     if run is not None and run.cancel("stop") == CANCELLED:
         return JSONResponse({"ok": True, "cancelled": True})
     # finished already (or just now, by itself); NotFound if it never existed
     return JSONResponse({"ok": True, "cancelled": False,
-                         "status": request.hub.registry.status(request_id)})
+                         "status": request.hub.engine.run_status(request_id)})
 
 
 class EdisonStream(StreamRenderer):
@@ -104,21 +104,21 @@ class EdisonStream(StreamRenderer):
         return b": ping\n\n"
 
     def render(self, event) -> bytes:
-        kind, data = event
-        if kind == "delta" and data["text"]:
-            return sse({"t": data["text"]}, event="token")
+        kind = event.kind
+        if kind == "delta" and event.text:
+            return sse({"t": event.text}, event="token")
         if kind == "error":
-            return sse({"message": data["message"]}, event="error")
+            return sse({"message": event.message}, event="error")
         if kind == "done":
-            return sse(self._done(data["status"]), event="done")
+            return sse(self._done(event.status), event="done")
         return b""
 
     def _done(self, status: str) -> dict:
         text = self.run.transcript.text
         if status == COMPLETED:
-            usage = self.run.usage or {}
+            usage = self.run.usage
             return {"ok": True, "response": text, **self._ids(),
                     "model": self.run.transcript.model or self.run.model,
-                    "usage": {k: usage.get(k) for k in ("input_tokens", "output_tokens",
-                                                        "total_tokens")}}
+                    "usage": usage.counts() if usage else
+                    dict.fromkeys(("input_tokens", "output_tokens", "total_tokens"))}
         return {"ok": False, "stopped": status == CANCELLED, "response": text, **self._ids()}

@@ -16,12 +16,13 @@ small differences, so these rules are kept exactly:
 import re
 
 from llmhub.cancellation import CANCELLED, COMPLETED
+from llmhub.completion import choice, chunk, delta_of
 from llmhub.config import PipeConfig
 from llmhub.dialects.checks import SAMPLING, check_known, check_sampling
 from llmhub.dialects.openai import completion_body, completion_id, openai_usage
-from llmhub.errors import BadRequest, HubError, NotFound
+from llmhub.errors import BadRequest, HubError, NotFound, error_of
+from llmhub.messages import check_metadata, check_thread_id, normalise_message
 from llmhub.pipes import ChatRequest
-from llmhub.threads import check_metadata, check_thread_id, normalise_message
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, json_bytes
 
 __all__ = ["error_body", "run_pipe", "list_pipes", "create_thread", "list_threads", "get_thread",
@@ -148,7 +149,8 @@ def pipe_completion(run) -> JSONResponse:
 
 
 class PipeStream(StreamRenderer):
-    """Renders run events as Langbase's chat.completion.chunk stream (module docstring)."""
+    """Renders run events as Langbase's chat.completion.chunk stream (module docstring):
+    an upstream's own chunk relayed once, other content events built into chunks."""
 
     def __init__(self, run) -> None:
         self.run = run
@@ -156,23 +158,36 @@ class PipeStream(StreamRenderer):
         self.role_sent = False
         self.final: dict | None = None    # the finish chunk, held until usage can ride on it
         self.final_sent = False
+        self.relayed = None               # the raw chunk sent last
 
     def render(self, event) -> bytes:
-        kind, data = event
-        if kind == "delta":
-            return self._delta(data["chunk"])
+        kind = event.kind
         if kind == "usage":
             return self._final()
         if kind == "error":
-            return frame(error_body(HubError.from_dict(data)))
-        if kind == "done" and data["status"] in (COMPLETED, CANCELLED):
-            if not self.final_sent and self.final is None:
-                self.final = self._chunk("cancelled" if data["status"] == CANCELLED else "stop")
-            return self._final() + frame("[DONE]")
-        return b""
+            return frame(error_body(error_of(event)))
+        if kind == "done":
+            return self._end(event.status)
+        raw = getattr(event, "raw", None)
+        if raw is not None:
+            if raw is self.relayed:
+                return b""
+            self.relayed = raw
+            return self._delta(dict(raw, id=self.id, object="chat.completion.chunk"))
+        if kind == "finish":
+            self.final = self._chunk({}, event.reason)
+            return b""
+        delta = delta_of(event)
+        return self._delta(self._chunk(delta)) if delta is not None else b""
 
-    def _delta(self, upstream_chunk: dict) -> bytes:
-        chunk = dict(upstream_chunk, id=self.id, object="chat.completion.chunk")
+    def _end(self, status: str) -> bytes:
+        if status not in (COMPLETED, CANCELLED):
+            return b""
+        if not self.final_sent and self.final is None:
+            self.final = self._chunk({}, "cancelled" if status == CANCELLED else "stop")
+        return self._final() + frame("[DONE]")
+
+    def _delta(self, chunk: dict) -> bytes:
         if not self.role_sent:
             choices = chunk.get("choices") or [{"index": 0}]
             chunk["choices"] = [dict(choices[0], delta={"role": "assistant",
@@ -187,16 +202,15 @@ class PipeStream(StreamRenderer):
     def _final(self) -> bytes:
         if self.final is None:
             return b""
-        chunk, self.final = dict(self.final, usage=openai_usage(self.run)), None
+        final, self.final = dict(self.final, usage=openai_usage(self.run)), None
         self.final_sent = True
-        return frame(chunk)
+        return frame(final)
 
-    def _chunk(self, finish_reason: str) -> dict:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.run.created,
-                "model": self.run.transcript.model or self.run.model,
-                "choices": [{"index": 0, "delta": {} if self.role_sent else
-                             {"role": "assistant"}, "logprobs": None,
-                             "finish_reason": finish_reason}]}
+    def _chunk(self, delta: dict, finish_reason: str | None = None) -> dict:
+        if not self.role_sent and finish_reason:
+            delta = {"role": "assistant", **delta}
+        return chunk(self.id, self.run.created, self.run.transcript.model or self.run.model,
+                     [choice(delta, finish_reason)])
 
 
 def frame(data) -> bytes:
@@ -222,9 +236,9 @@ def create_thread(request) -> JSONResponse:
     if thread_id is not None:
         check_thread_id(thread_id)
     messages = parse_thread_messages(body.get("messages", []))
-    thread = request.hub.store.create_thread(thread_id, check_metadata(body.get("metadata")),
-                                             messages)
-    return JSONResponse(thread)
+    thread = request.hub.engine.create_thread(thread_id, check_metadata(body.get("metadata")),
+                                              messages)
+    return JSONResponse(thread_json(thread))
 
 
 def list_threads(request) -> JSONResponse:
@@ -237,13 +251,14 @@ def list_threads(request) -> JSONResponse:
         raise BadRequest("'before' must be a time from 'updated_at'", param="before") from None
     if before is not None and before != before:
         raise BadRequest("'before' must be a time from 'updated_at'", param="before")
-    threads = request.hub.store.list_threads(limit + 1, before)
-    return JSONResponse({"object": "list", "data": threads[:limit],
-                         "has_more": len(threads) > limit})
+    threads = request.hub.engine.list_threads(limit + 1, before)
+    data = [dict(thread_json(t), title=t["title"], updated_at=t["updated_at"])
+            for t in threads[:limit]]
+    return JSONResponse({"object": "list", "data": data, "has_more": len(threads) > limit})
 
 
 def get_thread(request, thread_id: str) -> JSONResponse:
-    return JSONResponse(request.hub.store.get_thread(check_thread_id(thread_id)))
+    return JSONResponse(thread_json(request.hub.engine.thread(check_thread_id(thread_id))))
 
 
 def update_thread(request, thread_id: str) -> JSONResponse:
@@ -252,11 +267,12 @@ def update_thread(request, thread_id: str) -> JSONResponse:
     if "metadata" not in body:
         raise BadRequest("'metadata' is required", param="metadata")
     metadata = check_metadata(body["metadata"])
-    return JSONResponse(request.hub.store.update_thread(check_thread_id(thread_id), metadata))
+    return JSONResponse(thread_json(request.hub.engine.update_thread(check_thread_id(thread_id),
+                                                                     metadata)))
 
 
 def delete_thread(request, thread_id: str) -> JSONResponse:
-    request.hub.store.delete_thread(check_thread_id(thread_id))
+    request.hub.engine.delete_thread(check_thread_id(thread_id))
     return JSONResponse({"success": True})
 
 
@@ -267,9 +283,9 @@ def append_messages(request, thread_id: str) -> JSONResponse:
     messages = body.get("messages") if isinstance(body, dict) else body   # SDKs: bare array
     if messages is None:
         raise BadRequest("'messages' is required", param="messages")
-    created = request.hub.store.append_messages(check_thread_id(thread_id),
-                                                parse_thread_messages(messages))
-    return JSONResponse(created)
+    created = request.hub.engine.append_messages(check_thread_id(thread_id),
+                                                 parse_thread_messages(messages))
+    return JSONResponse([message_json(m) for m in created])
 
 
 MESSAGES_PAGE, MESSAGES_MAX_PAGE = 1000, 5000
@@ -285,14 +301,30 @@ def list_messages(request, thread_id: str) -> JSONResponse:
     after = request.query.get("after") or None
     if after is not None:
         check_thread_id(after, "after")
-    messages, more = request.hub.store.page_messages(thread_id, limit, after)
+    messages, more = request.hub.engine.page_messages(thread_id, limit, after)
     headers = {"X-Has-More": "true" if more else "false"}
     if more:
         cursor = messages[-1]["id"]
         headers["X-Next-After"] = cursor
         headers["Link"] = f'</v1/threads/{thread_id}/messages?limit={limit}&after={cursor}>; ' \
                           'rel="next"'
-    return JSONResponse(messages, headers=headers)
+    return JSONResponse([message_json(m) for m in messages], headers=headers)
+
+
+def thread_json(thread: dict) -> dict:
+    """A thread record as Langbase's thread object, its fields in its order (reference §2)."""
+    return {"id": thread["id"], "object": "thread", "created_at": thread["created_at"],
+            "metadata": thread["metadata"]}
+
+
+MESSAGE_FIELDS = ("id", "thread_id", "created_at", "role", "content", "tool_call_id",
+                  "tool_calls", "name", "attachments", "metadata")
+
+
+def message_json(message: dict) -> dict:
+    """A message record as exactly the fields of Langbase's message object, in its order:
+    the SDKs' types have no room for the rest (seq, reasoning)."""
+    return {key: message[key] for key in MESSAGE_FIELDS}
 
 
 def page_limit(query: dict, default: int, most: int) -> int:

@@ -4,7 +4,9 @@ Wire rules kept here:
 - every field of the request except `model`, `messages` and `stream` goes upstream as-is, so
   tools, response_format, seed, and LM Studio's own extras (top_k, ttl, …) all work;
 - upstream chunks are relayed with their unknown delta fields untouched (tool_calls,
-  reasoning, reasoning_content); only `id` is rewritten, so every chunk shares one id;
+  reasoning, reasoning_content); only `id` is rewritten, so every chunk shares one id; an
+  upstream that speaks no chunks (Anthropic, the mock) gets its typed events built into
+  chunks: text as `content`, reasoning as `reasoning_content`, tool calls as `tool_calls`;
 - the usage chunk (`choices: []`) goes out only when the client asked with
   `stream_options.include_usage`; the stream ends with `data: [DONE]`;
 - errors before the first byte are OpenAI's error JSON with a real status; after it, one
@@ -13,9 +15,10 @@ Wire rules kept here:
 """
 
 from llmhub.cancellation import CANCELLED, FAILED
+from llmhub.completion import choice, chunk, delta_of
 from llmhub.context import estimate_tokens
 from llmhub.dialects.checks import SAMPLING, check_known, check_sampling
-from llmhub.errors import BadRequest, HubError
+from llmhub.errors import BadRequest, HubError, error_of
 from llmhub.pipes import ChatRequest
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
@@ -108,11 +111,12 @@ def completion_id(run) -> str:
 
 
 def openai_usage(run) -> dict:
+    """The upstream's own usage object when it sent one (its extra fields intact)."""
     usage = run.usage
-    if usage and usage.get("raw"):
-        return usage["raw"]
-    prompt = usage["input_tokens"] if usage else run.input_estimate
-    output = usage["output_tokens"] if usage else estimate_tokens(run.transcript.text)
+    if usage is not None and usage.raw:
+        return usage.raw
+    prompt = usage.input_tokens if usage else run.input_estimate
+    output = usage.output_tokens if usage else estimate_tokens(run.transcript.text)
     return {"prompt_tokens": prompt, "completion_tokens": output,
             "total_tokens": prompt + output}
 
@@ -127,9 +131,10 @@ def completion_body(run) -> dict:
         raise run.failure()
     transcript = run.transcript
     finish = transcript.finish_reason or ("cancelled" if run.status == CANCELLED else "stop")
+    logprobs = {"content": transcript.logprobs} if transcript.logprobs else None
     body = {"id": completion_id(run), "object": "chat.completion", "created": run.created,
             "model": transcript.model or run.model,
-            "choices": [{"index": 0, "message": transcript.message(), "logprobs": None,
+            "choices": [{"index": 0, "message": transcript.message(), "logprobs": logprobs,
                          "finish_reason": finish}],
             "usage": openai_usage(run)}
     if transcript.system_fingerprint:
@@ -138,39 +143,63 @@ def completion_body(run) -> dict:
 
 
 class ChunkStream(StreamRenderer):
-    """Renders run events as OpenAI `chat.completion.chunk` SSE frames."""
+    """Renders run events as OpenAI `chat.completion.chunk` SSE frames.
+
+    An event made from an upstream chunk relays that chunk (once, with the run's id); any
+    other content event is built into a chunk from its fields, the first with the role."""
 
     def __init__(self, run, include_usage: bool) -> None:
         self.run = run
         self.id = completion_id(run)
         self.include_usage = include_usage
         self.finish_sent = False
+        self.role_sent = False
+        self.relayed = None            # the raw chunk sent last: its other events are in it
 
     def render(self, event) -> bytes:
-        kind, data = event
-        if kind == "delta":
-            chunk = dict(data["chunk"], id=self.id)
-            chunk.setdefault("object", "chat.completion.chunk")
-            self.finish_sent = self.finish_sent or any(
-                isinstance(c, dict) and c.get("finish_reason") for c in chunk["choices"])
-            return sse(chunk)
-        if kind == "usage" and self.include_usage:
-            return sse(self._chunk([], usage=openai_usage(self.run)))
+        kind = event.kind
+        if kind == "usage":
+            return sse(self._chunk([], usage=openai_usage(self.run))) if self.include_usage \
+                else b""
         if kind == "error":
-            return sse(error_body(HubError.from_dict(data)))
+            return sse(error_body(error_of(event)))
         if kind == "done":
-            return self._end(data["status"])
-        return b""
+            return self._end(event.status)
+        raw = getattr(event, "raw", None)
+        if raw is not None:
+            return self._relay(raw)
+        return self._build(event)
+
+    def _relay(self, raw: dict) -> bytes:
+        if raw is self.relayed:
+            return b""
+        self.relayed, self.role_sent = raw, True
+        chunk = dict(raw, id=self.id)
+        chunk.setdefault("object", "chat.completion.chunk")
+        self.finish_sent = self.finish_sent or any(
+            isinstance(c, dict) and c.get("finish_reason") for c in chunk["choices"])
+        return sse(chunk)
+
+    def _build(self, event) -> bytes:
+        if event.kind == "finish":
+            self.finish_sent = True
+            return sse(self._chunk([choice({}, event.reason)]))
+        if event.kind == "logprobs":
+            return sse(self._chunk([choice({}, logprobs={"content": event.content})]))
+        delta = delta_of(event)
+        if delta is None:
+            return b""
+        if not self.role_sent:
+            delta, self.role_sent = {"role": "assistant", **delta}, True
+        return sse(self._chunk([choice(delta)]))
 
     def _end(self, status: str) -> bytes:
         if status == FAILED:
             return b""    # the error frame said it all; the stream just ends
         if status == CANCELLED and not self.finish_sent:
-            return sse(self._chunk([{"index": 0, "delta": {}, "logprobs": None,
-                                     "finish_reason": "cancelled"}])) + DONE
+            return sse(self._chunk([choice({}, "cancelled")])) + DONE
         return DONE
 
     def _chunk(self, choices: list, **extra) -> dict:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.run.created,
-                "model": self.run.transcript.model or self.run.model, "choices": choices,
-                **extra}
+        return chunk(self.id, self.run.created, self.run.transcript.model or self.run.model,
+                     choices, **extra)

@@ -16,12 +16,14 @@ import time
 import uuid
 
 from llmhub import ids
-from llmhub.cancellation import FAILED, TRIMMED, Event, EventsGone
+from llmhub.cancellation import FAILED, TRIMMED, EventsGone, RunContract
+from llmhub.completion import Transcript
 from llmhub.dialects.checks import check_int, check_known, check_number, check_type
 from llmhub.dialects.service import utc_now
 from llmhub.errors import BadRequest, Gone, HubError, NotFound
+from llmhub.events import Done, Usage, from_stored
+from llmhub.messages import check_thread_id, normalise_message
 from llmhub.pipes import ChatRequest
-from llmhub.threads import check_thread_id, normalise_message
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["error_body", "create_response", "get_response", "cancel_response",
@@ -109,11 +111,11 @@ def parse_input(value) -> list[dict]:
 
 def find(hub, response_id: str) -> dict:
     """The stored record, or the clearest reason there is none."""
-    record = hub.store.get_response(response_id)
+    record = hub.engine.response(response_id)
     if record is not None:
         return record
     minted = created_at(response_id)
-    oldest = hub.store.oldest_response_time()
+    oldest = hub.engine.oldest_response_time()
     keep = hub.config.responses
     if minted is not None and (minted < time.time() - keep["keep_days"] * 86400 or
                                oldest is None or minted < oldest):
@@ -154,12 +156,12 @@ def finished(hub, run) -> JSONResponse:
 
 def get_response(request, response_id: str) -> JSONResponse:
     hub = request.hub
-    return JSONResponse(body(find(hub, response_id), hub.registry.get(response_id)))
+    return JSONResponse(body(find(hub, response_id), hub.engine.run(response_id)))
 
 
 def cancel_response(request, response_id: str) -> JSONResponse:
     hub = request.hub
-    run = hub.registry.get(response_id)
+    run = hub.engine.run(response_id)
     status = run.cancel("cancelled") if run else find(hub, response_id)["status"]
     return JSONResponse({"id": response_id, "status": status})
 
@@ -173,7 +175,7 @@ def response_events(request, response_id: str):
         raise BadRequest("Last-Event-ID must be a whole number, 0 or more",
                          param="Last-Event-ID")
     cursor = int(after) if after else 0
-    run = hub.registry.get(response_id)
+    run = hub.engine.run(response_id)
     if run is None:
         run = Replay(find(hub, response_id))
         if after is not None and cursor >= run.base + len(run.events):
@@ -187,9 +189,9 @@ def response_events(request, response_id: str):
     return StreamResponse(run, renderer, cursor=cursor)
 
 
-class Replay:
-    """A finished response's stored events, read the way a live run is read (the run
-    contract in cancellation.Run)."""
+class Replay(RunContract):
+    """A finished response read back from the store, the way a live run is read
+    (cancellation.RunContract)."""
 
     job = None        # nothing left to do: Engine.launch() passes it by
 
@@ -197,13 +199,18 @@ class Replay:
         self.id, self.created = record["id"], int(record["created_at"])
         self.model, self.provider, self.status = record["model"], record["provider"], \
             record["status"]
-        self.usage, self.cancel_reason = record["usage"], None   # what the request log reads
-        events = [Event(kind, data) for kind, data in record["events"] or ()]
+        self.thread_id, self.cancel_reason = record["thread_id"], None
+        counts = record["usage"]
+        self.usage = Usage(counts["input_tokens"], counts["output_tokens"]) if counts else None
+        self.transcript = Transcript()
+        self.transcript.parts.append(record["output"])
+        stored = list(record["events"] or ())
         self.base = 0
-        if events and events[0].kind == TRIMMED:      # the log was bounded while it ran
-            self.base = events.pop(0).data["count"]
+        if stored and stored[0][0] == TRIMMED:        # the log was bounded while it ran
+            self.base = stored.pop(0)[1]["count"]
+        events = [from_stored(kind, data) for kind, data in stored]
         if not events or events[-1].kind != "done":   # a process died mid-run
-            events.append(Event("done", {"status": self.status}))
+            events.append(Done(self.status))
         self.events = events
 
     def read(self, cursor: int, timeout: float, reader: int | None = None) -> list:
@@ -216,6 +223,9 @@ class Replay:
 
     def unfollow(self, reader: int, grace: float | None = None) -> None:
         pass
+
+    def wait(self, timeout: float) -> bool:
+        return True
 
     def cancel(self, reason: str = "") -> str:
         return self.status
@@ -248,19 +258,16 @@ class ResponseStream(StreamRenderer):
 
     def render(self, event) -> bytes:
         self.position += 1
-        kind, data = event
-        if kind == "delta" and data["text"]:
+        kind = event.kind
+        if kind == "delta" and event.text:
             return self._event("delta", {"index": 0, "type": "output_text.delta",
-                                         "text": data["text"]})
+                                         "text": event.text})
         if kind == "usage":
-            return self._event("usage", {"input_tokens": data["input_tokens"],
-                                         "output_tokens": data["output_tokens"],
-                                         "total_tokens": data["input_tokens"] +
-                                         data["output_tokens"]})
+            return self._event("usage", event.counts())
         if kind == "error":
-            return self._event("error", {"message": data["message"]})
+            return self._event("error", {"message": event.message})
         if kind == "done":
-            return self._event("done", {"status": data["status"]})
+            return self._event("done", {"status": event.status})
         return b""
 
     def _event(self, name: str, data: dict) -> bytes:

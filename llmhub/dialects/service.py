@@ -38,7 +38,7 @@ def index(request):
     hub = request.hub
     return JSONResponse({
         "name": "llmhub", "version": hub.version, "status": "ok",
-        "upstreams": [{"name": u.name, **u.provider} for u in hub.upstreams.values()],
+        "upstreams": hub.engine.upstream_list(),
         "endpoints": [{"method": r.method, "path": r.pattern, "summary": r.summary}
                       for r in hub.routes],
     })
@@ -142,7 +142,7 @@ def operation(route) -> dict:
 
 def metrics(request) -> BytesResponse:
     hub = request.hub
-    text = hub.metrics.render(hub.registry.live(), len(hub.sessions))
+    text = hub.metrics.render(hub.engine.live_runs(), len(hub.sessions))
     return BytesResponse(text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -158,8 +158,7 @@ def static_file(request, name: str) -> BytesResponse:
 def health(request) -> JSONResponse:
     """200 even when the upstream is down: the hub itself is up, and says what is not."""
     hub = request.hub
-    upstreams = hub.engine.probe_all()
-    database = hub.store.health()
+    upstreams, database = hub.engine.health()
     healthy = database["status"] == "ok" and all(u["reachable"] for u in upstreams)
     return JSONResponse({
         "status": "ok" if healthy else "degraded",
@@ -168,7 +167,7 @@ def health(request) -> JSONResponse:
         "uptime_seconds": round(time.time() - hub.started, 1),
         "upstreams": upstreams,
         "database": database,
-        "active_runs": len(hub.registry.live()),
+        "active_runs": len(hub.engine.live_runs()),
     })
 
 
@@ -177,11 +176,11 @@ def show_config(request) -> JSONResponse:
 
 
 def get_run(request, run_id: str) -> JSONResponse:
-    return JSONResponse({"id": run_id, "status": request.hub.registry.status(run_id)})
+    return JSONResponse({"id": run_id, "status": request.hub.engine.run_status(run_id)})
 
 
 def cancel_run(request, run_id: str) -> JSONResponse:
-    return JSONResponse({"id": run_id, "status": request.hub.registry.cancel(run_id)})
+    return JSONResponse({"id": run_id, "status": request.hub.engine.cancel_run(run_id)})
 
 
 def utc_now() -> str:

@@ -46,7 +46,7 @@ def parse_request(request) -> tuple[ChatRequest, str]:
     except ValueError:
         raise BadRequest("'session_id' must be a UUID", param="session_id") from None
     hub = request.hub
-    upstream = hub.providers.get(body["api_base_url"]) if body.get("api_base_url") else None
+    upstream = hub.engine.provider(body["api_base_url"]) if body.get("api_base_url") else None
     headers = {"Helicone-Auth": request.headers["Helicone-Auth"]} \
         if request.headers.get("Helicone-Auth") else {}
     hub.sessions.seen(session_id)
@@ -99,13 +99,13 @@ class SessionStream(StreamRenderer):
         return self.session
 
     def render(self, event) -> bytes:
-        kind, data = event
+        kind = event.kind
         if kind == "start":
             return self._open()
-        if kind == "delta" and data["text"]:
-            return self._open() + sse({"content": data["text"]})
+        if kind == "delta" and event.text:
+            return self._open() + sse({"content": event.text})
         if kind == "error":
-            return self._open() + sse({"error": data["message"]})
+            return self._open() + sse({"error": event.message})
         if kind == "done":
             return self._open() + self.session + b"data: [DONE]\n\n"
         return b""

@@ -65,18 +65,18 @@ def error_body(error: HubError):
         kind = "json_invalid" if error.code in ("invalid_json", "empty_body",
                                                 "invalid_encoding") else "value_error"
         return 422, {"detail": [{"loc": loc, "msg": error.message, "type": kind}]}
-    message = error.message
-    if error.code == "upstream_unavailable":
-        message = re.sub(r" at \S+: ", ": ", message, count=1)   # the seed's exact wording
-    if re.search(r"no models? loaded", message, re.I):
+    reason = getattr(error, "reason", None)
+    if reason == "no_model_loaded" or error.code == "no_model_loaded":
         return 503, {"detail": NO_MODEL}
-    return {"detail": message}
+    if reason == "unreachable":                  # the seed's exact wording: no address
+        return {"detail": f"Could not connect to {error.where}: {error.detail}"}
+    return {"detail": error.message}
 
 
 # --- model management ------------------------------------------------------------------------
 
 def list_models(request) -> JSONResponse:
-    entries, source = request.hub.models.catalog()
+    entries, source = request.hub.engine.model_catalog()
     return JSONResponse({"models": entries, "loaded": [e["key"] for e in entries if e["loaded"]],
                          "source": source})
 
@@ -92,8 +92,9 @@ def load_model(request) -> JSONResponse:
     if problems:
         raise Invalid(problems)
     try:
-        result = request.hub.models.load(body["model_key"], bool(body.get("exclusive")),
-                                         body.get("context_length"), bool(body.get("force")))
+        result = request.hub.engine.load_model(body["model_key"], bool(body.get("exclusive")),
+                                               body.get("context_length"),
+                                               bool(body.get("force")))
     except HubError as error:
         status = error.status if error.status != 400 else 502
         return JSONResponse({"loaded": False, "error": f"Failed to load model: {error.message}"},
@@ -109,8 +110,9 @@ def unload_model(request) -> JSONResponse:
         problems = [problem(["model_key"], "give model_key, or unload_all: true", "missing")]
     if problems:
         raise Invalid(problems)
-    unloaded = request.hub.models.unload(body.get("model_key"), bool(body.get("unload_all")),
-                                         bool(body.get("force")))
+    unloaded = request.hub.engine.unload_models(body.get("model_key"),
+                                                bool(body.get("unload_all")),
+                                                bool(body.get("force")))
     return JSONResponse({"unloaded": unloaded})
 
 
@@ -164,7 +166,7 @@ def choose_model(hub, kind: str, model_key) -> str:
         return model_key
     if hub.config.models["default"]:
         return hub.config.models["default"]
-    model = hub.models.loaded_model() if hub.models.managed else None
+    model = hub.engine.loaded_model()
     if model is None:
         raise HubError(NO_MODEL, status=503, code="no_model_loaded")
     return model
@@ -180,13 +182,15 @@ def parse_chat(body: dict, kind: str, hub) -> tuple[list, dict, list]:
         problems.append(problem(["messages"], "a non-empty list of messages is required",
                                 "missing" if raw is None else "type_error.list"))
         raw = []
-    messages = [parse_message(m, i, kind, hub, problems) for i, m in enumerate(raw)]
+    model = hub.config.models[kind] if kind in ("regular", "vision") else \
+        body.get("model_key") or None          # whose upstream must take the images
+    messages = [parse_message(m, i, kind, (hub, model), problems) for i, m in enumerate(raw)]
     params = parse_config(body.get("config") or {}, problems) \
         if isinstance(body.get("config") or {}, dict) else {}
     return messages, params, problems
 
 
-def parse_message(message, i: int, kind: str, hub, problems: list) -> dict:
+def parse_message(message, i: int, kind: str, target: tuple, problems: list) -> dict:
     if not isinstance(message, dict):
         problems.append(problem(["messages", i], "value is not a valid dict", "type_error.dict"))
         return {}
@@ -206,7 +210,7 @@ def parse_message(message, i: int, kind: str, hub, problems: list) -> dict:
         problems.append(problem(["messages", i, "images"], "value is not a valid list",
                                 "type_error.list"))
         images = []
-    parts = [image_part(image, ["messages", i, "images", j], hub, problems)
+    parts = [image_part(image, ["messages", i, "images", j], target, problems)
              for j, image in enumerate(images)]
     if not parts:
         return {"role": message.get("role"), "content": content}
@@ -214,8 +218,10 @@ def parse_message(message, i: int, kind: str, hub, problems: list) -> dict:
             "content": [{"type": "text", "text": content}] + [p for p in parts if p]}
 
 
-def image_part(image, loc: list, hub, problems: list) -> dict | None:
-    """An image as an OpenAI image_url data URI, after checking it is what it claims."""
+def image_part(image, loc: list, target: tuple, problems: list) -> dict | None:
+    """An image as an OpenAI image_url data URI, after checking it is what it claims and
+    that the upstream answering `target` (hub, model) takes it."""
+    hub, model = target
     if not isinstance(image, dict) or not isinstance(image.get("data_base64"), str):
         problems.append(problem(loc + ["data_base64"], "field required", "missing"))
         return None
@@ -236,9 +242,8 @@ def image_part(image, loc: list, hub, problems: list) -> dict | None:
                                 f"is {limit} (max_image_bytes)"))
     elif not MAGIC[mime](raw):
         problems.append(problem(loc + ["mime_type"], f"the bytes are not a {mime} image"))
-    elif mime == "image/webp" and hub.engine.default_upstream.kind == "lmstudio":
-        problems.append(problem(loc + ["mime_type"], "LM Studio's OpenAI-compatible endpoint "
-                                "refuses WebP images; send PNG or JPEG"))
+    elif refusal := hub.engine.image_refusal(model, mime):
+        problems.append(problem(loc + ["mime_type"], refusal))
     else:
         return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}}
     return None
@@ -263,7 +268,8 @@ def parse_config(config: dict, problems: list) -> dict:
 # --- replies ---------------------------------------------------------------------------------
 
 def predicted_tokens(run) -> int:
-    return (run.usage or {}).get("output_tokens") or estimate_tokens(run.transcript.text)
+    return (run.usage.output_tokens if run.usage else 0) or \
+        estimate_tokens(run.transcript.text)
 
 
 def stop_reason(run) -> str:
@@ -291,12 +297,12 @@ class FragmentStream(StreamRenderer):
         return b""   # NDJSON has no comment line; a silent client is still polled
 
     def render(self, event) -> bytes:
-        kind, data = event
-        if kind == "delta" and data["text"]:
-            return ndjson({"type": "fragment", "content": data["text"]})
+        kind = event.kind
+        if kind == "delta" and event.text:
+            return ndjson({"type": "fragment", "content": event.text})
         if kind == "error":
-            return ndjson({"type": "error", "message": data["message"]})
-        if kind == "done" and data["status"] != FAILED:
+            return ndjson({"type": "error", "message": event.message})
+        if kind == "done" and event.status != FAILED:
             return ndjson({"type": "done", "model": self.run.transcript.model or self.run.model,
                            "predicted_tokens": predicted_tokens(self.run),
                            "stop_reason": stop_reason(self.run)})

@@ -223,9 +223,10 @@ class Exchange:
     def _connect_error(self, exc: OSError) -> UpstreamError:
         where = f"{self.label} at {self.base_url}"
         if isinstance(exc, TimeoutError):
-            return UpstreamError(f"Could not connect to {where}: no answer within "
-                                 f"{self.timeouts.connect:g} s (connect timeout)", status=504,
-                                 code="upstream_timeout", model_unavailable=True)
+            detail = f"no answer within {self.timeouts.connect:g} s (connect timeout)"
+            return UpstreamError(f"Could not connect to {where}: {detail}", status=504,
+                                 code="upstream_timeout", model_unavailable=True,
+                                 reason="timeout", detail=detail, where=self.label)
         if isinstance(exc, ConnectionRefusedError):
             reason = "Connection refused"
         elif isinstance(exc, socket.gaierror):
@@ -235,7 +236,8 @@ class Exchange:
         else:
             reason = exc.strerror or str(exc) or type(exc).__name__
         return UpstreamError(f"Could not connect to {where}: {reason}", status=503,
-                             code="upstream_unavailable", model_unavailable=True)
+                             code="upstream_unavailable", model_unavailable=True,
+                             reason="unreachable", detail=reason, where=self.label)
 
     def _read_error(self, exc: BaseException) -> UpstreamError:
         if self._aborted:
@@ -250,13 +252,17 @@ class Exchange:
                 detail = (f"sent nothing for {self.timeouts.first_byte:g} s "
                           "(first-byte timeout)")
             return UpstreamError(f"{where} {detail}", status=504, code="upstream_timeout",
-                                 model_unavailable=not self._got_data)
+                                 model_unavailable=not self._got_data, reason="timeout",
+                                 detail=detail, where=self.label)
         if isinstance(exc, Incomplete):
             return UpstreamError(f"{where} closed the connection in the middle of a chunk",
-                                 code="upstream_disconnected")
+                                 code="upstream_disconnected", reason="disconnected",
+                                 where=self.label)
         if isinstance(exc, ProtocolError):
             return UpstreamError(f"{where} sent a reply that is not HTTP/1.1 ({exc})",
-                                 code="upstream_garbage", model_unavailable=not self._got_data)
+                                 code="upstream_garbage", model_unavailable=not self._got_data,
+                                 reason="garbage", where=self.label)
         return UpstreamError(f"{where} closed the connection unexpectedly "
                              f"({type(exc).__name__})", code="upstream_disconnected",
-                             model_unavailable=not self._got_data)
+                             model_unavailable=not self._got_data, reason="disconnected",
+                             where=self.label)

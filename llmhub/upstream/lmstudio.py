@@ -7,6 +7,7 @@ REST API for model management (../shared/reference/lmstudio.md §2–§5).
 - `OPENAI_BASE_URL` may be given with or without `/v1`.
 - Models are read from `/api/v1/models` (0.4+), else `/api/v0/models`, else `/v1/models`;
   the answers are normalised to one entry shape (`model_entry`).
+- It refuses WebP images (`image_refusal`, asked before a request is sent).
 - Unknown routes answer HTTP 200 with `{"error": "Unexpected endpoint…"}` (§1.6): that is
   how an LM Studio older than 0.4 (no `/api/v1`) shows itself.
 """
@@ -44,6 +45,14 @@ class LMStudio(OpenAICompatible):
         if (body.get("response_format") or {}).get("type") == "json_object":
             body["response_format"] = ANY_OBJECT
         return body
+
+    @staticmethod
+    def image_refusal(media_type: str) -> str | None:
+        """Why LM Studio cannot take an image of this type: its OpenAI-compatible endpoint
+        refuses WebP (lmstudio.md), so the hub says so before the upstream is asked."""
+        if media_type == "image/webp":
+            return "LM Studio's OpenAI-compatible endpoint refuses WebP images; send PNG or JPEG"
+        return None
 
     # -- model management --------------------------------------------------------------------
     def native_models(self) -> tuple[list[dict], str]:

@@ -1,21 +1,20 @@
 """The built-in mock upstream (`kind = mock`, `--upstream mock`): the seed SSE server.
 
 Like the Langbase-compatible seed server, it answers with one of a few sample responses,
-broken into words and punctuation, sent as `min_chunks`..`max_chunks` chunks with
-`chunk_delay_seconds` between them, then a finish chunk and a usage chunk. A request `seed`
+broken into words and punctuation, sent as `min_chunks`..`max_chunks` text events with
+`chunk_delay_seconds` between them, then its finish and usage. A request `seed`
 makes the choice repeatable. No network is involved; abort() stops it at once.
 """
 
 import random
 import re
 import threading
-import time
-import uuid
 from typing import Iterator
 
 from llmhub.cancellation import Gate
 from llmhub.context import estimate_messages, estimate_tokens
 from llmhub.errors import UpstreamError
+from llmhub.events import Finish, TextDelta, Usage
 from llmhub.upstream.http import Aborted
 
 __all__ = ["Mock", "SAMPLE_RESPONSES", "split_words"]
@@ -29,6 +28,7 @@ SAMPLE_RESPONSES = [
     "Привет! Это тестовый ответ: он нужен, чтобы проверить потоковую передачу.",
     "Here is a short answer. It has two sentences, and it ends with a period.",
 ]
+NAMED = ("default", "regular", "vision", "summary")   # the [models] that name a model
 _WORDS = re.compile(r"\s*[\w'-]+|\s*[^\w\s]")
 
 
@@ -58,7 +58,7 @@ class Mock:
         self.config = config
         self.name = config.name
         self.mock = mock
-        self.models = list(dict.fromkeys(["mock-model"] + [m for m in models.values() if m]))
+        self.models = list(dict.fromkeys(["mock-model"] + [models[k] for k in NAMED if models[k]]))
         self.vision = models.get("vision")
         # What LM Studio would have: every model downloaded, mock-model loaded.
         self.catalog = {m: [] for m in self.models}
@@ -119,26 +119,16 @@ class MockCall:
         if self._aborted.is_set():
             raise Aborted("aborted")
 
-    def chunks(self) -> Iterator[dict]:
+    def events(self) -> Iterator:
         settings = self.upstream.mock
         text = self._rng.choice(SAMPLE_RESPONSES)
         count = self._rng.randint(settings["min_chunks"], settings["max_chunks"])
-        base = {"id": "chatcmpl-" + uuid.uuid4().hex[:24], "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": self.body.get("model") or "mock-model",
-                "system_fingerprint": "llmhub-mock"}
         for i, piece in enumerate(group(split_words(text), count)):
             if i and self._aborted.wait(settings["chunk_delay_seconds"]):
                 raise Aborted("aborted")
-            delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
-            yield dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None,
-                                       "finish_reason": None}])
-        yield dict(base, choices=[{"index": 0, "delta": {}, "logprobs": None,
-                                   "finish_reason": "stop"}])
-        prompt = estimate_messages(self.body.get("messages") or [])
-        completion = estimate_tokens(text)
-        yield dict(base, choices=[], usage={"prompt_tokens": prompt,
-                                            "completion_tokens": completion,
-                                            "total_tokens": prompt + completion})
+            yield TextDelta(piece)
+        yield Finish("stop", self.body.get("model") or "mock-model", "llmhub-mock")
+        yield Usage(estimate_messages(self.body.get("messages") or []), estimate_tokens(text))
 
     def abort(self) -> None:
         self._aborted.set()

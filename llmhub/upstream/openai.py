@@ -1,4 +1,5 @@
-"""OpenAI-compatible upstreams (`kind = openai`) and the streaming chat call they share.
+"""OpenAI-compatible upstreams (`kind = openai`), the streaming chat call they share, and
+the adapter from their chat.completion.chunk objects to typed run events (events.py).
 
 The hub always streams from the upstream and always asks for
 `stream_options.include_usage`, even for a non-streaming client: streaming is what makes
@@ -6,6 +7,11 @@ cancel and disconnect work, and usage only comes in a stream when asked for (lms
 What the parser tolerates, because real servers do it: a usage chunk with empty `choices`,
 usage on the finish chunk, HTTP 200 with an `error` body, `event: error` frames, a JSON body
 where a stream was asked for, and a stream that ends without `[DONE]` after its finish chunk.
+
+The adapter reads `content` as text, `reasoning_content` and `reasoning` as reasoning (the
+two names servers use), `tool_calls` as tool call pieces, `logprobs.content` as logprobs, a
+`finish_reason` as the model's finish, and `usage` as usage; every event made from a chunk
+keeps the chunk in `raw`, so the OpenAI dialect relays what the upstream sent.
 """
 
 import base64
@@ -18,15 +24,18 @@ from urllib.parse import unquote, urlsplit
 from llmhub.cancellation import Gate
 from llmhub.config import UpstreamConfig
 from llmhub.errors import UpstreamError
+from llmhub.events import Finish, Logprobs, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from llmhub.redaction import public_url
 from llmhub.upstream.http import Exchange, Pool, Timeouts
 from llmhub.upstream.sse import EventTooLarge, SSEParser
 
 __all__ = ["OpenAICompatible", "ChatCall", "error_message", "http_error", "stream_error",
-           "sse_events"]
+           "sse_events", "chunk_events"]
 
 _MODEL_MISSING = re.compile(r"no models? loaded|not found|invalid model|model_not_found|"
                             r"not loaded|does not exist|unknown model", re.I)
+_NONE_LOADED = re.compile(r"no models? loaded", re.I)
+REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
 class OpenAICompatible:
@@ -134,6 +143,11 @@ class ChatCall:
             self.exchange.finish()
             self._whole = obj
 
+    def events(self) -> Iterator:
+        """The reply as typed run events."""
+        for chunk in self.chunks():
+            yield from chunk_events(chunk)
+
     def chunks(self) -> Iterator[dict]:
         if self._whole is not None:
             yield from chunks_from_completion(self._whole)
@@ -148,7 +162,8 @@ class ChatCall:
             yield chunk
         if not finished:
             raise UpstreamError(f"{self.upstream.label} at {self.upstream.base_url} ended the "
-                                "stream before it finished", code="upstream_disconnected")
+                                "stream before it finished", code="upstream_disconnected",
+                                reason="disconnected", where=self.upstream.label)
 
     def _events(self) -> Iterator[tuple[str, str]]:
         return sse_events(self.exchange, self.upstream)
@@ -160,7 +175,8 @@ class ChatCall:
             obj = json.loads(payload)
         except ValueError:
             raise UpstreamError(f"{self.upstream.label} sent a stream event that is not JSON: "
-                                f"{payload[:200]!r}", code="upstream_garbage") from None
+                                f"{payload[:200]!r}", code="upstream_garbage",
+                                reason="garbage", where=self.upstream.label) from None
         if event == "error" or not isinstance(obj, dict) or \
                 ("error" in obj and "choices" not in obj):
             raise stream_error(obj, self.upstream.label)
@@ -191,7 +207,8 @@ def sse_events(exchange, upstream) -> Iterator[tuple[str, str]]:
         yield from parser.close()
     except EventTooLarge as exc:
         raise UpstreamError(f"{upstream.label} at {upstream.base_url} sent {exc} "
-                            "([upstream] max_event_bytes)", code="upstream_garbage") from None
+                            "([upstream] max_event_bytes)", code="upstream_garbage",
+                            reason="garbage", where=upstream.label) from None
 
 
 # --- error shapes ----------------------------------------------------------------------------
@@ -228,14 +245,25 @@ def http_error(status: int, message: str, label: str) -> UpstreamError:
     code = "model_not_found" if missing else _code_for(message)
     return UpstreamError(message, status=502 if status == 500 or status < 400 else status,
                          code=code, param="model" if missing else None,
-                         model_unavailable=missing or status >= 500)
+                         model_unavailable=missing or status >= 500,
+                         reason=_reason(message, missing), detail=message, where=label,
+                         upstream_status=status)
 
 
 def stream_error(obj, label: str) -> UpstreamError:
     message = _message_in(obj) or json.dumps(obj)[:500]
     status = 400 if _code_for(message) == "context_length_exceeded" else 502
     return UpstreamError(f"{label}: {message}" if status == 502 else message, status=status,
-                         code=_code_for(message))
+                         code=_code_for(message), reason=_reason(message, False),
+                         detail=message, where=label)
+
+
+def _reason(message: str, missing: bool) -> str:
+    if _NONE_LOADED.search(message):
+        return "no_model_loaded"
+    if missing:
+        return "model_not_found"
+    return "context_length" if _code_for(message) == "context_length_exceeded" else "refused"
 
 
 def _code_for(message: str) -> str:
@@ -243,6 +271,64 @@ def _code_for(message: str) -> str:
     if "context length" in lowered or "n_ctx" in lowered or "context the overflows" in lowered:
         return "context_length_exceeded"
     return "upstream_error"
+
+
+# --- chunks as typed events ------------------------------------------------------------------
+
+def chunk_events(chunk: dict) -> list:
+    """One chat.completion.chunk as typed events, each keeping the chunk as `raw`."""
+    usage = chunk.get("usage")
+    events = []
+    if chunk.get("choices"):
+        raw = {k: v for k, v in chunk.items() if k != "usage"} if usage else chunk
+        for choice in chunk["choices"]:
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:  # the hub asks for one
+                events += _choice_events(choice, chunk, raw)
+        if not events:               # a role-only chunk: relayed, so the client sees it
+            events.append(TextDelta("", raw))
+    if isinstance(usage, dict):
+        events.append(usage_event(usage))
+    return events
+
+
+def _choice_events(choice: dict, chunk: dict, raw: dict) -> list:
+    delta = choice.get("delta") or choice.get("message") or {}
+    events = [ReasoningDelta(delta[name], raw) for name in REASONING_FIELDS
+              if isinstance(delta.get(name), str) and delta[name]]
+    if isinstance(delta.get("content"), str) and delta["content"]:
+        events.append(TextDelta(delta["content"], raw))
+    for position, call in enumerate(delta.get("tool_calls") or ()):
+        if isinstance(call, dict):
+            function = call.get("function") or {}
+            events.append(ToolCallDelta(
+                call.get("index", position), call.get("id"), _str(function.get("name")),
+                _str(function.get("arguments")) or "", raw))
+    logprobs = choice.get("logprobs")
+    if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+        events.append(Logprobs(logprobs["content"], raw))
+    if choice.get("finish_reason"):
+        events.append(Finish(str(choice["finish_reason"]), chunk.get("model"),
+                             chunk.get("system_fingerprint"), raw))
+    return events
+
+
+def _str(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def usage_event(usage: dict) -> Usage:
+    """The upstream's counts as they came; one that is not a count is None, for the engine
+    to estimate (it knows what was sent and said)."""
+    prompt, completion = (usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens"))
+    details = usage.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return Usage(prompt if is_count(prompt) else None,
+                 completion if is_count(completion) else None,
+                 reasoning if is_count(reasoning) else None, raw=usage)
+
+
+def is_count(value) -> bool:
+    return type(value) is int and 0 <= value < 1 << 53
 
 
 # --- chunk helpers ---------------------------------------------------------------------------

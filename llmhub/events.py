@@ -1,0 +1,156 @@
+"""The typed events of a run: what upstream adapters make and what every renderer reads.
+
+An upstream adapter turns its wire format (OpenAI chunks, Anthropic's Messages events, the
+mock's words) into content events: TextDelta, ReasoningDelta, ToolCallDelta, Logprobs,
+Usage and Finish. The engine publishes them to the run's log between the run's own Start
+and its closing Error (a failure) and Done. A dialect renders from these and from the run's
+folded Transcript; no dialect reads an upstream's wire format.
+
+Content events made from an OpenAI-compatible chunk keep that chunk in `raw`, the same
+object on every event made from it, so the OpenAI dialect can relay the upstream's chunk as
+it came, unknown fields and all. Events without `raw` (Anthropic, the mock, a `<think>`
+split) are rendered from their fields.
+
+Finish is the model's own stop ("stop", "length", "tool_calls"), in its place in the
+stream; Done is the run's end, with the run's status. A run that ends without the model
+finishing (a cancel, a failure) has a Done and no Finish.
+"""
+
+from dataclasses import dataclass, field
+
+__all__ = ["Start", "TextDelta", "ReasoningDelta", "ToolCallDelta", "Logprobs", "Usage",
+           "Finish", "Done", "Error", "stored", "from_stored", "weight"]
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The upstream accepted the request: who answers, for which run."""
+    kind = "start"
+    run_id: str
+    created: int
+    model: str                          # the model the upstream was asked for
+    provider: dict                      # {name, base_url} of the upstream
+    requested_model: str | None = None  # what the client named (an alias, a prefix, none)
+    thread_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    kind = "delta"                      # the stored logs' name for it since the first release
+    text: str                           # may be "" (a role-only chunk kept for its raw)
+    raw: dict | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """The model thinking aloud: `reasoning_content`, `reasoning`, a `<think>` block or an
+    Anthropic `thinking` block."""
+    kind = "reasoning"
+    text: str
+    raw: dict | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of tool call `index`: the first piece carries id and name, every piece may
+    carry a fragment of the JSON arguments."""
+    kind = "tool_call"
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    raw: dict | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Logprobs:
+    kind = "logprobs"
+    content: list                       # OpenAI's per-token [{token, logprob, top_logprobs}]
+    raw: dict | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    kind = "usage"
+    input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int | None = None
+    input_estimated: bool = False
+    output_estimated: bool = False
+    raw: dict | None = field(default=None, compare=False)   # the upstream's own usage object
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def estimated(self) -> bool:
+        return self.input_estimated or self.output_estimated
+
+    def counts(self) -> dict:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "total_tokens": self.total_tokens}
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The model stopped by itself; `model` is the name the upstream reported."""
+    kind = "finish"
+    reason: str
+    model: str | None = None
+    system_fingerprint: str | None = None
+    raw: dict | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The run's last event. `finish_reason` is the model's, or None; `reason` says why a
+    cancelled run was cancelled (the client, a shutdown, an unload)."""
+    kind = "done"
+    status: str
+    finish_reason: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Why a run failed: a HubError's neutral form (errors.HubError.as_dict)."""
+    kind = "error"
+    status: int
+    code: str
+    message: str
+    param: str | None = None
+    details: dict | None = None         # an upstream failure's structured fields
+
+
+# --- the stored form -------------------------------------------------------------------------
+
+KINDS = {cls.kind: cls for cls in (Start, TextDelta, ReasoningDelta, ToolCallDelta, Logprobs,
+                                   Usage, Finish, Done, Error)}
+_SLIM = {"raw"}    # never stored: the relay's copy of the upstream's wire chunk
+
+
+def stored(event) -> list:
+    """An event as a stored response keeps it: [kind, {fields}], without the raw chunk."""
+    return [event.kind, {name: getattr(event, name) for name in event.__slots__
+                         if name not in _SLIM and getattr(event, name) is not None}]
+
+
+def from_stored(kind: str, data: dict):
+    """The event a stored [kind, data] pair was; logs stored before typed events had
+    `start` without a run id and `usage` with `estimated` and `total_tokens`."""
+    if kind == "usage":
+        data = {k: v for k, v in data.items() if k not in ("total_tokens", "estimated")}
+    cls = KINDS[kind]
+    if cls is Start:
+        data = {"run_id": "", "created": 0, "model": "", "provider": {}, **data}
+    return cls(**{k: v for k, v in data.items() if k in cls.__slots__})
+
+
+def weight(event) -> int:
+    """An event's weight for the buffer and log bounds: its text plus framing."""
+    text = getattr(event, "text", None) or getattr(event, "arguments", None)
+    return OVERHEAD + (len(text) if isinstance(text, str) else 0)
+
+
+OVERHEAD = 160   # about what an event costs on the wire beyond its text

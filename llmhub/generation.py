@@ -1,0 +1,315 @@
+"""Running one generation: a run's input, its upstream attempts, and its typed events.
+
+Rules:
+- Dialects never talk to an upstream: they build a ChatRequest and call
+  `Engine.prepare()`; the server then starts the run on a worker for a stream, or drives it
+  in the handler's own thread for an awaited reply. Code outside a request calls `start()`.
+- Each run has one thread, the only reader of its upstream call: a worker for a stream, the
+  handler itself for an awaited reply. Cancel comes from other threads through
+  `Run.cancel`, which finishes the run and aborts the call's socket.
+- `[fallbacks]` are tried only while nothing has reached the client, that is before the
+  upstream accepted the request; after that a failure ends the run with an error event.
+- The upstream's typed events are folded into the run's Transcript and published as they
+  come; the upstream's usage counts are checked, and estimated where they are not counts.
+"""
+
+import dataclasses
+import functools
+import logging
+import time
+from dataclasses import dataclass, field
+
+from llmhub.cancellation import CANCELLED, FINAL, TRIMMED, Gate, Registry, Run, Turns
+from llmhub.config import Config
+from llmhub.context import build_input, estimate_messages, estimate_tokens
+from llmhub.errors import HubError, UpstreamError
+from llmhub.events import Usage, stored
+from llmhub.redaction import config_secrets
+from llmhub.resolution import Resolver, Target
+from llmhub.threads import Store
+from llmhub.upstream.think import split_think
+from llmhub.workers import Workers
+
+__all__ = ["ChatRequest", "Generation", "stored_events"]
+
+log = logging.getLogger("llmhub.pipes")
+
+
+@dataclass
+class ChatRequest:
+    """What every dialect translates its wire request into.
+
+    With `persist`, `messages` must be normalised (messages.normalise_message): they are
+    stored in the thread (a new one when `thread_id` is None) before the upstream is called,
+    and the upstream sees `system` + the thread's history + them. Without it they go
+    upstream as-is.
+    """
+    messages: list
+    model: str | None = None
+    params: dict = field(default_factory=dict)   # OpenAI-named fields, sent upstream as-is
+    dialect: str = "openai"
+    run_id: str | None = None
+    system: str | None = None
+    thread_id: str | None = None
+    persist: bool = False
+    budget: bool = False                         # apply [context] max_input_tokens
+    keep_response: bool = False                  # record it in the responses table
+    metadata: dict = field(default_factory=dict) # the client's, kept with the response
+    upstream_key: str | None = None              # replaces the upstream's api_key (LB-LLM-Key)
+    upstream: object = None                      # a client-chosen provider; no aliases then
+    upstream_headers: dict = field(default_factory=dict)   # passed through (Helicone-Auth)
+
+
+class Generation:
+    def __init__(self, config: Config, resolver: Resolver, registry: Registry, store: Store,
+                 workers: Workers) -> None:
+        self.config = config
+        self.resolver = resolver
+        self.registry = registry
+        self.store = store
+        self.workers = workers
+        self.model_gates = {model: Gate(limit) for model, limit in config.concurrency.items()}
+        self.turns = Turns()
+        self.secrets = config_secrets(config)
+        self.finish_hooks: list = []     # run after a thread turn's reply is stored
+
+    # -- preparing ---------------------------------------------------------------------------
+    def prepare(self, request: ChatRequest) -> Run:
+        """A registered run with its input stored, not yet started: the caller must
+        `drive(run)`. A handler that awaits the whole reply drives it in its own thread,
+        which saves a thread hand-off per request: a quarter of the hub's CPU under load."""
+        targets = [Target(request.upstream, request.model or "")] if request.upstream \
+            else self.resolver.resolve(request.model)
+        run = self.registry.create(request.run_id, dialect=request.dialect,
+                                   model=targets[0].model)
+        run.requested = request.model
+        run.provider = targets[0].upstream.provider
+        run.buffer_limit = self.config.server["stream_buffer_bytes"]
+        run.log_limit = self.config.responses["max_event_log_bytes"]
+        run.secrets = self.secrets + ((request.upstream_key,) if request.upstream_key else ())
+        try:
+            turn = self._input(run, request)
+            if request.keep_response:
+                self._keep_response(run, request)
+        except BaseException as exc:
+            run.finish("fail", error=exc if isinstance(exc, HubError) else None)
+            raise
+        # access = (api key, extra headers) for reaching the upstream on the client's behalf
+        run.job = functools.partial(self._work, run, request.params, turn,
+                                    (request.upstream_key, request.upstream_headers), targets)
+        return run
+
+    def _input(self, run: Run, request: ChatRequest):
+        """What the upstream gets: the messages, or for a turn on an existing thread a
+        function that waits for the thread's earlier runs and then stores and builds them.
+
+        Runs on one thread go one at a time, in order of arrival: a turn's input is built
+        only once the turn before it and its answer are stored (DESIGN §6)."""
+        budget = self.config.context["max_input_tokens"] if request.budget else None
+        if not request.persist and not request.budget:     # sent as the client gave them
+            system = [{"role": "system", "content": request.system}] if request.system else []
+            return self._ready(run, system + request.messages)
+        if not request.persist:
+            messages, run.context = build_input(request.system, [], request.messages,
+                                                budget=budget)
+            return self._ready(run, messages)
+        build_input(request.system, [], request.messages, budget=budget)   # alone too big?
+        if request.thread_id is None:                 # a new thread: nobody to wait for
+            turn = self._ready(run, self._store_turn(run, request, budget))
+        else:
+            self.store.get_thread(request.thread_id)  # 404 before anything runs
+            run.thread_id = request.thread_id
+            turn = functools.partial(self._take_turn, run, request, budget)
+        self.turns.join(run.thread_id, run)
+        self._on_turn_finish(run)
+        return turn
+
+    @staticmethod
+    def _ready(run: Run, messages: list):
+        run.input_estimate = estimate_messages(messages)
+        return lambda: messages
+
+    def _on_turn_finish(self, run: Run) -> None:
+        # in this order: the reply is stored before the next turn on the thread may start
+        run.on_finish(self._record_reply)
+        for hook in self.finish_hooks:
+            run.on_finish(hook)
+        run.on_finish(lambda run: self.turns.leave(run.thread_id, run))
+
+    def _take_turn(self, run: Run, request: ChatRequest, budget: int | None) -> list | None:
+        """Wait for this thread's earlier runs, then store the turn; None if cancelled."""
+        if not self.turns.wait(run.thread_id, run):
+            return None
+        messages = self._store_turn(run, request, budget)
+        run.input_estimate = estimate_messages(messages)
+        return messages
+
+    def _store_turn(self, run: Run, request: ChatRequest, budget: int | None) -> list:
+        planned = {}
+        replay = self.config.context["replay_reasoning"]
+
+        def plan(history, summary, totals):   # before the write: an over-budget turn stores nothing
+            planned["messages"], run.context = build_input(
+                request.system, history, request.messages, summary, budget, totals, replay)
+
+        run.thread_id = self.store.begin_turn(request.thread_id, request.messages, plan, budget)
+        run.turn_stored = True
+        return planned["messages"]
+
+    def _record_reply(self, run: Run) -> None:
+        """Store what the model said, even partial, with the run's status (a finish hook)."""
+        if not run.turn_stored:
+            return                     # cancelled while it waited for its turn: nothing asked
+        transcript = run.transcript
+        metadata = {"status": run.status, "run_id": run.id, "model": run.model or "",
+                    "finish_reason": transcript.finish_reason or
+                    ("cancelled" if run.status == CANCELLED else run.status)}
+        if run.error is not None:
+            metadata["error"] = run.error.message
+        self.store.record_reply(run.thread_id, {
+            "role": "assistant", "content": None if transcript.tool_calls and
+            not transcript.parts else transcript.text, "name": None, "tool_call_id": None,
+            "tool_calls": transcript.calls(), "attachments": [], "metadata": metadata,
+            "reasoning": transcript.reasoning or None},
+            tokens=run.usage.output_tokens if run.usage else None)
+
+    # -- the responses record (the responses dialect's) ---------------------------------------
+    def _keep_response(self, run: Run, request: ChatRequest) -> None:
+        kept = self.config.responses
+        self.store.create_response({
+            "id": run.id, "thread_id": run.thread_id, "model": run.model,
+            "provider": run.provider, "status": "in_progress", "metadata": request.metadata,
+            "context": run.context or {}, "created_at": time.time()},
+            kept["keep_count"], kept["keep_days"] * 86400)
+        run.on_finish(self._finish_response)
+
+    def _finish_response(self, run: Run) -> None:
+        usage = run.usage or self._estimated_usage(run)
+        self.store.finish_response(
+            run.id, status=run.status, output=run.transcript.text, model=run.model,
+            provider=run.provider, context=run.context or {}, usage=usage.counts(),
+            events=stored_events(run))
+
+    # -- running -----------------------------------------------------------------------------
+    def _work(self, run: Run, params: dict, turn, access: tuple,
+              targets: list[Target]) -> None:
+        failures = []
+        try:
+            try:
+                messages = turn()
+            except HubError as exc:         # the thread went, or the store failed
+                run.finish("fail", error=exc)
+                return
+            if messages is None:
+                return                      # cancelled while it waited for its turn
+            body = dict(params, messages=messages)
+            for target in targets:
+                error = self._attempt(run, body, access, target)
+                if error is None:
+                    return
+                failures.append((target, error))
+                if run.status in FINAL or not error.model_unavailable:
+                    break
+            run.finish("fail", error=_summarise(failures))
+        except Exception:  # a bug: the run must still end, and the client hear of it
+            log.exception("run %s crashed", run.id)
+            run.finish("fail", error=HubError("Internal error in the hub; see its log"))
+
+    def _attempt(self, run: Run, body: dict, access: tuple, target: Target) -> HubError | None:
+        """One upstream try; returns its error if it failed before the upstream accepted."""
+        upstream, call = target.upstream, None
+        gates = [g for g in (self.model_gates.get(target.model), upstream.gate) if g]
+        entered = []
+        for gate in gates:                    # the model's limit, then the upstream's
+            if not gate.enter(run):
+                for held in entered:
+                    held.leave()
+                return None                   # cancelled while queued
+            entered.append(gate)
+        try:
+            model = target.model or self.resolver.default_model(upstream)
+            api_key, headers = access
+            call = upstream.chat(dict(body, model=model), api_key=api_key, extra_headers=headers)
+            if not run.attach(call):
+                return None
+            if run.upstream_at is None:
+                run.upstream_at = time.monotonic()
+            call.open()
+            if run.start(model, upstream.provider):
+                events = call.events()
+                if self.resolver.thinks_in_tags(model):
+                    events = split_think(events)
+                self._relay(run, events)
+            return None
+        except UpstreamError as exc:
+            return exc
+        except HubError as exc:
+            run.finish("fail", error=exc)
+            return None
+        finally:
+            if call is not None:
+                call.close()
+            for gate in entered:
+                gate.leave()
+
+    def _relay(self, run: Run, events) -> None:
+        try:
+            for event in events:
+                if not self._push(run, event):
+                    return
+        except UpstreamError as exc:
+            run.finish("fail", error=exc, finish_reason=run.transcript.finish_reason)
+            return
+        if run.usage is None:
+            run.usage = self._estimated_usage(run)
+            run.emit(run.usage)
+        run.finish("complete", finish_reason=run.transcript.finish_reason or "stop")
+
+    def _push(self, run: Run, event) -> bool:
+        if event.kind == "usage":
+            event = run.usage = self._checked_usage(run, event)
+        else:
+            run.transcript.add(event)
+        return run.emit(event)
+
+    def _checked_usage(self, run: Run, usage: Usage) -> Usage:
+        """The upstream's counts where they are counts; each one that is not (the adapter
+        left it None) is estimated instead, and logged."""
+        fixes = {}
+        if usage.input_tokens is None:
+            log.warning("run %s: the upstream's input token count is not a count; estimated",
+                        run.id)
+            fixes.update(input_tokens=run.input_estimate, input_estimated=True)
+        if usage.output_tokens is None:
+            log.warning("run %s: the upstream's output token count is not a count; estimated",
+                        run.id)
+            fixes.update(output_tokens=self._output_estimate(run), output_estimated=True)
+        return dataclasses.replace(usage, **fixes) if fixes else usage
+
+    def _estimated_usage(self, run: Run) -> Usage:
+        return Usage(run.input_estimate, self._output_estimate(run), input_estimated=True,
+                     output_estimated=True)
+
+    @staticmethod
+    def _output_estimate(run: Run) -> int:
+        transcript = run.transcript
+        calls = "".join(c["function"]["name"] + c["function"]["arguments"]
+                        for c in transcript.tool_calls.values())
+        return estimate_tokens(transcript.text + transcript.reasoning + calls)
+
+
+def stored_events(run: Run) -> list:
+    """The run's kept event log as stored for replay; a bounded log that dropped its start
+    says how many events it dropped, so a resume from before them is refused, not gapped."""
+    kept = [stored(e) for e in run.events + run.closing]
+    return ([[TRIMMED, {"count": run.base}]] if run.base else []) + kept
+
+
+def _summarise(failures: list) -> HubError:
+    """The first target's error, naming every fallback that failed after it."""
+    first = failures[0][1]
+    if len(failures) == 1:
+        return first
+    tried = "; ".join(f"fallback {t.model!r}: {e.message}" for t, e in failures[1:])
+    return UpstreamError(f"{first.message} ({tried})", status=first.status, code=first.code,
+                         param=first.param)

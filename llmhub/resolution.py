@@ -1,0 +1,98 @@
+"""Which upstream and model answer a requested name (DESIGN §4).
+
+Rules, in order: `[aliases]` are followed to their end (config.py refuses cycles); `NAME:model`
+picks upstream NAME, and `lm:model` the LM Studio upstream (the seed's prefix); anything
+else goes to the default upstream. `[fallbacks]` of any name on the alias chain follow the
+target, without repeats. With no name at all, `[models] default`, else the first model the
+upstream lists (cached for `models_cache_seconds`).
+"""
+
+import time
+from dataclasses import dataclass
+
+from llmhub.config import Config
+from llmhub.errors import BadRequest, UpstreamError
+from llmhub.upstream.think import wants_split
+
+__all__ = ["Target", "Resolver"]
+
+
+@dataclass(frozen=True)
+class Target:
+    upstream: object
+    model: str
+
+
+class Resolver:
+    models_cache_seconds = 30   # how long an upstream's model list answers "default model"
+
+    def __init__(self, config: Config, upstreams: dict) -> None:
+        self.config = config
+        self.upstreams = upstreams
+        self.default_upstream = next(iter(upstreams.values()))
+        self._listed: dict[str, tuple[float, list]] = {}
+
+    def alias_chain(self, name: str) -> list[str]:
+        chain = [name]
+        while chain[-1] in self.config.aliases:
+            chain.append(self.config.aliases[chain[-1]])
+        return chain
+
+    def resolve(self, requested: str | None) -> list[Target]:
+        """The target for a requested name, then its fallbacks, without repeats."""
+        chain = self.alias_chain(requested or self.config.models["default"])
+        targets = [self.target(chain[-1])]
+        for step in chain:
+            if step in self.config.fallbacks:
+                targets += [self.target(self.alias_chain(f)[-1])
+                            for f in self.config.fallbacks[step]]
+                break
+        return list(dict.fromkeys(targets))
+
+    def target(self, name: str) -> Target:
+        prefix, sep, rest = name.partition(":")
+        if sep and prefix in self.upstreams:
+            return Target(self.upstreams[prefix], rest)
+        if sep and prefix == "lm":
+            lmstudio = [u for u in self.upstreams.values() if u.kind == "lmstudio"]
+            return Target((lmstudio or [self.default_upstream])[0], rest)
+        return Target(self.default_upstream, name)
+
+    def default_model(self, upstream) -> str:
+        """The first model an upstream lists, when neither request nor config names one."""
+        listed_at, models = self._listed.get(upstream.name, (0.0, []))
+        if time.monotonic() - listed_at > self.models_cache_seconds or not models:
+            models = [m["id"] for m in upstream.list_models()]
+            self._listed[upstream.name] = (time.monotonic(), models)
+        if not models:
+            raise BadRequest(f"No model was given, [models] default is not set, and "
+                             f"{upstream.label} lists no models", param="model",
+                             code="model_not_found")
+        return models[0]
+
+    def thinks_in_tags(self, model: str) -> bool:
+        """Whether this model's `<think>` block is split out as reasoning (think_tags)."""
+        return wants_split(model, self.config.models["think_tags"])
+
+    def refusal(self, model: str | None, media_type: str) -> str | None:
+        """Why the upstream that would answer `model` cannot take an image of this type."""
+        upstream = self.resolve(model)[0].upstream
+        refuses = getattr(upstream, "image_refusal", None)
+        return refuses(media_type) if refuses is not None else None
+
+    def list_models(self) -> tuple[list[dict], list[UpstreamError]]:
+        """Every upstream's models; the upstreams that could not say, as errors."""
+        models, errors = [], []
+        for upstream in self.upstreams.values():
+            try:
+                listed = upstream.list_models()
+            except UpstreamError as exc:
+                errors.append(exc)
+                continue
+            self._listed[upstream.name] = (time.monotonic(), [m["id"] for m in listed])
+            models += listed
+        return models, errors
+
+    def probe_all(self) -> list[dict]:
+        return [{"name": u.name, "kind": u.kind, "base_url": u.base_url, **u.probe()}
+                for u in self.upstreams.values()]
