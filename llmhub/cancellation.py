@@ -7,8 +7,9 @@ Rules:
    upstream socket, so a run stuck in a connect or a silent prefill still reports
    `cancelled` at once.
 3. Events (typed: events.py) are appended to `Run.events`; any number of readers follow
-   it by absolute cursor (`Run.read`), which is what lets a stream be re-attached. The log is bounded in bytes:
-   its oldest events go once no reader needs them, and a cursor before them is refused.
+   it by absolute cursor (`Run.read`), which is what lets a stream be re-attached. The log
+   is bounded in bytes: its oldest events go once no reader needs them, and a cursor
+   before them is refused.
 4. Finish hooks (persistence) run before the final events are published, so a client that
    sees `done` can already read what was stored; they see those final events in
    `Run.closing`. A hook that fails makes the run failed: nothing reports success for a

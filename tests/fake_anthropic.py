@@ -2,6 +2,10 @@
 
 Answers POST /v1/messages with the real event sequence (message_start, content_block_*,
 ping, message_delta, message_stop), or with `error` as an HTTP error; records what it got.
+Each request takes the next reply from `replies` (a list of content blocks: text, thinking
+with its signature, tool_use with its input), else one text block of `texts`. Text and
+thinking stream in `texts`-sized pieces; a tool's input streams as input_json_delta
+fragments, as Anthropic cuts it.
 """
 
 import json
@@ -12,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class FakeAnthropic:
     def __init__(self) -> None:
         self.texts = ["Hi", " there", "!"]
+        self.replies: list[list[dict]] = []    # content blocks, one list per request
         self.error: tuple | None = None        # (status, body)
         self.requests: list[dict] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -47,18 +52,16 @@ class _Handler(BaseHTTPRequestHandler):
         fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
         if fake.error:
             return self._send(fake.error[0], "application/json", json.dumps(fake.error[1]))
+        blocks = fake.replies.pop(0) if fake.replies else \
+            [{"type": "text", "text": "".join(fake.texts)}]
         events = [("message_start", {"type": "message_start", "message": {
             "id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
-            "usage": {"input_tokens": 12, "output_tokens": 1}}}),
-            ("content_block_start", {"type": "content_block_start", "index": 0,
-                                     "content_block": {"type": "text", "text": ""}}),
-            ("ping", {"type": "ping"})]
-        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                            "delta": {"type": "text_delta", "text": text}})
-                   for text in fake.texts]
-        events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
-                   ("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": "end_turn"},
+            "usage": {"input_tokens": 12, "output_tokens": 1}}}), ("ping", {"type": "ping"})]
+        for index, block in enumerate(blocks):
+            events += block_events(index, block, fake.texts)
+        stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
+        events += [("message_delta", {"type": "message_delta",
+                                      "delta": {"stop_reason": stop},
                                       "usage": {"output_tokens": len(fake.texts)}}),
                    ("message_stop", {"type": "message_stop"})]
         self._send(200, "text/event-stream", "".join(
@@ -71,3 +74,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def block_events(index: int, block: dict, texts: list) -> list:
+    kind = block["type"]
+    start = {"text": {"type": "text", "text": ""},
+             "thinking": {"type": "thinking", "thinking": ""},
+             "tool_use": {"type": "tool_use", "id": block.get("id"), "name": block.get("name"),
+                          "input": {}}}[kind]
+    events = [("content_block_start", {"type": "content_block_start", "index": index,
+                                       "content_block": start})]
+    if kind == "tool_use":
+        text = json.dumps(block["input"])
+        deltas = [{"type": "input_json_delta", "partial_json": text[i:i + 7]}
+                  for i in range(0, len(text), 7)]
+    else:
+        text = block[kind]
+        deltas = [{"type": f"{kind}_delta", kind: piece} for piece in pieces(text, texts)]
+        if kind == "thinking":
+            deltas.append({"type": "signature_delta", "signature": block.get("signature", "")})
+    events += [("content_block_delta", {"type": "content_block_delta", "index": index,
+                                        "delta": delta}) for delta in deltas]
+    return events + [("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+
+def pieces(text: str, texts: list) -> list:
+    """The text cut where `texts` cuts "".join(texts), else in one piece."""
+    return list(texts) if "".join(texts) == text else [text]

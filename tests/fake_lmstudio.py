@@ -53,6 +53,10 @@ class Script:
     drop_connection: bool = False      # close the connection after answering, unannounced
     unbatched: bool = False            # write chunk by chunk, so TCP pushback blocks the fake
     raw_body: bytes | None = None      # send these bytes as the body's one chunk, then end
+    reasoning: list | None = None      # reasoning pieces streamed before the text chunks
+    reasoning_field: str = "reasoning_content"   # LM Studio's name; some servers: reasoning
+    tool_calls: list | None = None     # [{id, name, arguments}]: streamed in pieces after
+                                       # the text; the finish reason becomes tool_calls
 
 
 @dataclass
@@ -247,9 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
         hold_at = (script.hold_after or 0) if script.hold_first else None
         asked = re.fullmatch(r"fake-chunks-(\d+)", str(body.get("model")))
         texts = [" tok"] * int(asked.group(1)) if asked else script.chunks
-        chunks = script.raw_chunks or [self._chunk(body, {"content": c} if i else
-                                                   {"role": "assistant", "content": c})
-                                       for i, c in enumerate(texts)]
+        chunks = script.raw_chunks or self._scripted(body, script, texts)
         for i, chunk in enumerate(chunks):
             if i == hold_at and not self._hold(script.hold_first):
                 return self._aborted(received)
@@ -269,8 +271,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n")
         else:
             if not script.raw_chunks:
+                finish = "tool_calls" if script.tool_calls else script.finish_reason
                 self._send(b"data: " + json.dumps(self._chunk(
-                    body, {}, script.finish_reason)).encode() + b"\n\n")
+                    body, {}, finish)).encode() + b"\n\n")
             if script.usage and (body.get("stream_options") or {}).get("include_usage"):
                 usage = dict(self._chunk(body, {}), choices=[], usage=self._usage(body, script))
                 self._send(b"data: " + json.dumps(usage).encode() + b"\n\n")
@@ -310,6 +313,23 @@ class _Handler(BaseHTTPRequestHandler):
         received.aborted = True
         self.close_connection = True
         self.server.fake.aborted.set()
+
+    def _scripted(self, body: dict, script: Script, texts: list) -> list:
+        """The chunks of a scripted answer: reasoning, text, then tool call pieces, the
+        first delta carrying the role."""
+        deltas = [{script.reasoning_field: r} for r in script.reasoning or ()]
+        deltas += [{"content": c} for c in texts]
+        for index, call in enumerate(script.tool_calls or ()):
+            arguments = call["arguments"]
+            half = len(arguments) // 2
+            deltas.append({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                           "function": {"name": call["name"],
+                                                        "arguments": arguments[:half]}}]})
+            deltas.append({"tool_calls": [{"index": index,
+                                           "function": {"arguments": arguments[half:]}}]})
+        if deltas:
+            deltas[0] = {"role": "assistant", **deltas[0]}
+        return [self._chunk(body, delta) for delta in deltas]
 
     def _chunk(self, body: dict, delta: dict, finish_reason=None) -> dict:
         return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,

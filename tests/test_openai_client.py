@@ -4,10 +4,12 @@ This is a compatibility check, not a dependency: it is skipped where `openai` is
 installed; .ci/run installs it so CI runs it.
 """
 
+import json
 import threading
 
 import pytest
 
+from fake_anthropic import FakeAnthropic
 from fake_lmstudio import Script
 
 openai = pytest.importorskip("openai", reason="the openai package is not installed")
@@ -87,3 +89,108 @@ def test_pings_do_not_disturb_the_sdk(make_hub, fake):
     threading.Timer(0.3, release.set).start()   # several pings go out before the first token
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "Hello from the fake!"
+
+
+# --- function calling end to end: a tool call streamed, its result sent back, the answer ----
+
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}]
+ASK = [{"role": "user", "content": "What is the weather in Oslo?"}]
+
+
+def streamed_call(client, messages, **extra):
+    """Stream a completion as an application would: gather text, tool calls, reasoning."""
+    text, reasoning, calls, finish = "", "", {}, None
+    for chunk in client.chat.completions.create(model="m", messages=messages, tools=WEATHER,
+                                                stream=True, **extra):
+        for choice in chunk.choices:
+            delta = choice.delta
+            text += delta.content or ""
+            reasoning += getattr(delta, "reasoning_content", None) or ""
+            for piece in delta.tool_calls or ():
+                slot = calls.setdefault(piece.index, {"id": None, "name": "", "arguments": ""})
+                slot["id"] = piece.id or slot["id"]
+                slot["name"] += piece.function.name or ""
+                slot["arguments"] += piece.function.arguments or ""
+            finish = choice.finish_reason or finish
+    return text, reasoning, [calls[i] for i in sorted(calls)], finish
+
+
+def round_trip(client):
+    """Turn 1 asks, the model calls the tool; turn 2 sends the result, the model answers."""
+    text, reasoning, calls, finish = streamed_call(client, ASK)
+    assert finish == "tool_calls" and text == ""
+    assert [(c["id"], c["name"], json.loads(c["arguments"])) for c in calls] == \
+        [("call_oslo", "get_weather", {"city": "Oslo"})]
+    history = ASK + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]},
+        {"role": "tool", "tool_call_id": "call_oslo", "content": "{\"celsius\": 4}"}]
+    answer, _, _, finish = streamed_call(client, history)
+    assert finish == "stop"
+    return reasoning, answer
+
+
+def test_function_calling_round_trip_through_lm_studio(client, fake):
+    fake.enqueue(Script(chunks=[], reasoning=["Need the ", "weather."],
+                        tool_calls=[{"id": "call_oslo", "name": "get_weather",
+                                     "arguments": "{\"city\": \"Oslo\"}"}]),
+                 Script(chunks=["It is ", "4 °C in Oslo."]))
+    reasoning, answer = round_trip(client)
+    assert reasoning == "Need the weather." and answer == "It is 4 °C in Oslo."
+    first, second = (r.body for r in fake.chat_requests())
+    assert first["tools"] == WEATHER
+    assert second["messages"][1]["tool_calls"][0]["function"]["arguments"] == \
+        "{\"city\": \"Oslo\"}"
+    assert second["messages"][2] == {"role": "tool", "tool_call_id": "call_oslo",
+                                     "content": "{\"celsius\": 4}"}
+
+
+def test_function_calling_round_trip_through_anthropic(make_hub):
+    anthropic = FakeAnthropic().start()
+    try:
+        anthropic.replies = [
+            [{"type": "thinking", "thinking": "Need the weather.", "signature": "sig-1"},
+             {"type": "tool_use", "id": "call_oslo", "name": "get_weather",
+              "input": {"city": "Oslo"}}],
+            [{"type": "text", "text": "It is 4 °C in Oslo."}]]
+        hub = make_hub({"upstream": {"kind": "anthropic", "base_url": anthropic.url,
+                                     "api_key": "sk-ant"}})
+        client = openai.OpenAI(api_key="x", base_url=hub.url + "/v1", max_retries=0)
+        reasoning, answer = round_trip(client)
+        first, second = (r["body"] for r in anthropic.requests)
+    finally:
+        anthropic.stop()
+    assert reasoning == "Need the weather." and answer == "It is 4 °C in Oslo."
+    assert first["tools"] == [{"name": "get_weather", "description": "The weather in a city",
+                               "input_schema": WEATHER[0]["function"]["parameters"]}]
+    assert second["messages"] == [
+        {"role": "user", "content": "What is the weather in Oslo?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_oslo",
+                                           "name": "get_weather", "input": {"city": "Oslo"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_oslo",
+                                      "content": "{\"celsius\": 4}"}]}]
+
+
+def test_a_tool_call_comes_back_whole_without_streaming_from_anthropic(make_hub):
+    anthropic = FakeAnthropic().start()
+    try:
+        anthropic.replies = [[{"type": "text", "text": "Let me look."},
+                              {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                               "input": {"city": "Oslo"}}]]
+        hub = make_hub({"upstream": {"kind": "anthropic", "base_url": anthropic.url}})
+        client = openai.OpenAI(api_key="x", base_url=hub.url + "/v1", max_retries=0)
+        response = client.chat.completions.create(model="m", messages=ASK, tools=WEATHER,
+                                                  tool_choice="required")
+        sent = anthropic.requests[0]["body"]
+    finally:
+        anthropic.stop()
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == "Let me look."
+    call = choice.message.tool_calls[0]
+    assert (call.id, call.function.name, json.loads(call.function.arguments)) == \
+        ("toolu_1", "get_weather", {"city": "Oslo"})
+    assert sent["tool_choice"] == {"type": "any"}

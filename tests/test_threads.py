@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from http_client import call, connect
+from fake_lmstudio import Script
+from http_client import call, connect, open_stream
 from llmhub.errors import HubError
 from llmhub.threads import MIGRATIONS, Store, normalise_message
 
@@ -252,3 +253,31 @@ def test_running_token_counts_are_filled_in_on_upgrade_and_kept_on_append(tmp_pa
     assert seen["totals"] == {"messages": 4, "tokens": sum(sizes)}
     assert seen["history"] == ["three " * 50, "four"]      # only what the budget can hold
     store.close()
+
+
+def test_a_tool_call_turn_continued_in_another_dialect_replays_in_order(hub, fake):
+    """Langbase stores the model's tool call and its reasoning; the client appends the
+    tool's result; EDISON continues the thread, and the model sees call and result."""
+    call_ = {"id": "call_7", "name": "lookup", "arguments": "{\"q\": \"Oslo\"}"}
+    fake.enqueue(Script(chunks=[], reasoning=["Look it up."], tool_calls=[call_]),
+                 Script(chunks=["4 °C."]))
+    status, headers, body = call(hub.url, "POST", "/v1/pipes/run", {
+        "messages": [{"role": "user", "content": "Weather?"}], "tools": [
+            {"type": "function", "function": {"name": "lookup", "parameters": {}}}]})
+    thread_id = headers["lb-thread-id"]
+    assert status == 200 and body["raw"]["choices"][0]["finish_reason"] == "tool_calls"
+    call(hub.url, "POST", f"/v1/threads/{thread_id}/messages", [
+        {"role": "tool", "tool_call_id": "call_7", "content": "4"}])
+    conn, response = open_stream(hub.url, "/chat/stream", {
+        "thread_id": thread_id, "message": "And so?", "model": "m"},
+        headers={"Accept": "text/event-stream"})
+    response.read()
+    conn.close()
+    sent = fake.chat_requests()[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "user"]
+    assert sent[1]["tool_calls"][0]["id"] == "call_7" and "reasoning_content" not in sent[1]
+    assert sent[2] == {"role": "tool", "content": "4", "tool_call_id": "call_7"}
+    stored = call(hub.url, "GET", f"/v1/threads/{thread_id}/messages")[2]
+    assert list(stored[1]) == MESSAGE_FIELDS          # Langbase's shape: no reasoning field
+    assert [m["content"] for m in stored] == ["Weather?", None, "4", "And so?", "4 °C."]
+
