@@ -272,7 +272,7 @@ class StreamOut:
 
     @property
     def started(self) -> bool:
-        return self.handler._sent
+        return self.handler.state.sent
 
     def start(self, data: bytes) -> None:
         handler, response = self.handler, self.response
@@ -300,6 +300,24 @@ class StreamOut:
         return chunk(data) if self.chunked else data
 
 
+class RequestState:
+    """What the handler knows of the request in hand; a new one for each request on a
+    connection, so nothing of one request leaks into the next."""
+
+    __slots__ = ("head", "request_id", "sent", "status", "run", "dialect", "route",
+                 "body_read")
+
+    def __init__(self, head) -> None:
+        self.head = head               # framing.RequestHead, None before one was read
+        self.request_id = "-"
+        self.sent = False              # the status line has gone out
+        self.status: int | None = None
+        self.run = None                # the run it served, for the request log
+        self.dialect = None            # whose error shape answers it
+        self.route = "unmatched"       # for metrics
+        self.body_read = head is None or head.body == "none"
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"    # keep-alive; JSON has Content-Length, streams are chunked
     disable_nagle_algorithm = True   # one write per frame goes out at once (TCP_NODELAY)
@@ -324,7 +342,7 @@ class Handler(BaseHTTPRequestHandler):
         self.idle_since: float | None = None   # set while waiting for a request's first byte
         self.served = 0
         self.linger = False                    # read and drop the client's rest at the end
-        self.head = None
+        self.state = RequestState(None)
         super().setup()
         self.rfile.close()   # the plain makefile() reader and writer, replaced by ones
         self.rfile = io.BufferedReader(DeadlineReader(self.connection, self),   # that keep
@@ -366,7 +384,7 @@ class Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         # Until a request's first byte, the connection is idle: a new one may wait
         # head_timeout_seconds for it, a kept-alive one keepalive_timeout_seconds.
-        self.deadline, self.head = None, None
+        self.deadline, self.state = None, RequestState(None)
         self.idle_since = now = time.monotonic()
         self.expires_at = now + (self.keepalive if self.served else self.head_timeout)
         self.command, self.request_version, self.path = "", "HTTP/1.1", ""
@@ -388,7 +406,7 @@ class Handler(BaseHTTPRequestHandler):
         self.dispatch()
 
     def _take_head(self, head) -> None:
-        self.head = head
+        self.state = RequestState(head)
         self.command, self.request_version, self.path = head.method, head.version, head.path
         self.requestline = f"{head.method} {head.target} {head.version}"
         headers = self.headers = HTTPMessage()
@@ -416,10 +434,7 @@ class Handler(BaseHTTPRequestHandler):
         """Every check that needs no body comes before the body is read: origin and host,
         route, key, size. Only then is `100 Continue` sent and the body read."""
         started = time.perf_counter()
-        self._sent, self._status, self._run, self._dialect = False, None, None, None
-        self._route = "unmatched"
-        self._body_read = self.head.body == "none"
-        self.request_id = self._request_id()
+        self.state.request_id = self._request_id()
         try:
             path, _, query = self.path.partition("?")
             path = unquote(path)
@@ -429,7 +444,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self._preflight(path)
             route, params = routes.match("GET" if self.command == "HEAD" else self.command, path,
                                          self.headers.get("Accept", ""))
-            self._dialect, self._route = route.dialect, route.pattern
+            self.state.dialect, self.state.route = route.dialect, route.pattern
             self._authorise(route)
             body = self._read_body()
             self.expires_at = None    # the request is in; a run may take as long as it takes
@@ -448,13 +463,13 @@ class Handler(BaseHTTPRequestHandler):
             self._settle_body()
             self.send_error_json(HubError("Internal server error"))
         finally:
-            if self._status is None:   # nothing was sent: the client left first
-                self.server.hub.metrics.request(self._route, self.command, None)
+            if self.state.status is None:   # nothing was sent: the client left first
+                self.server.hub.metrics.request(self.state.route, self.command, None)
             self._log_request(started)
 
     def _guard(self) -> None:
         """DNS rebinding and cross-origin pages are refused before anything runs."""
-        policy, authority = self.server.origins, self.head.authority
+        policy, authority = self.server.origins, self.state.head.authority
         if not policy.host_allowed(authority):
             raise Forbidden(f"Host {authority!r} is not allowed; add it to [server] "
                             "allowed_hosts to reach the hub by that name", param="Host",
@@ -466,25 +481,25 @@ class Handler(BaseHTTPRequestHandler):
                             code="origin_not_allowed")
 
     def _read_body(self) -> bytes:
-        head, limit = self.head, self.server.hub.config.server["max_body_bytes"]
-        if self._body_read:
+        head, limit = self.state.head, self.server.hub.config.server["max_body_bytes"]
+        if self.state.body_read:
             return b""
         check_length(head, limit)
         if self.headers.get("Expect", "").lower() == "100-continue" and \
                 head.version == "HTTP/1.1":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = read_body(self.rfile, head, limit)
-        self._body_read = True
+        self.state.body_read = True
         return body
 
     def _settle_body(self) -> None:
         """Answering without the body: drop a small one and keep the connection; otherwise
         (large, chunked, half read, or awaiting 100 Continue) close it, lingering."""
-        if self._body_read:
+        if self.state.body_read:
             return
-        self._body_read = True
+        self.state.body_read = True
         waiting = self.headers.get("Expect", "").lower() == "100-continue"
-        if not waiting and discard_body(self.rfile, self.head, DISCARD_LIMIT):
+        if not waiting and discard_body(self.rfile, self.state.head, DISCARD_LIMIT):
             return
         self.close_connection = self.linger = True
 
@@ -525,12 +540,12 @@ class Handler(BaseHTTPRequestHandler):
         self._end_headers(b"" if self.command == "HEAD" else payload)
 
     def send_error_json(self, exc: HubError) -> None:
-        if self._sent:
+        if self.state.sent:
             self.close_connection = True   # too late for a status: end the connection
             return
         redact_error(exc, self.server.hub.engine.secrets)   # whatever raised it
         path = unquote(self.path.partition("?")[0]) if self.path else ""
-        dialect = self._dialect or routes.dialect_for(path) or service
+        dialect = self.state.dialect or routes.dialect_for(path) or service
         status, body = exc.status, dialect.error_body(exc)
         if isinstance(body, tuple):        # the dialect restates the status too
             status, body = body
@@ -539,18 +554,16 @@ class Handler(BaseHTTPRequestHandler):
     def _protocol_error(self, error: HubError) -> None:
         """A request that could not be read as one (bad framing, unknown method): answer in
         the generic shape; the caller has decided whether the connection survives."""
-        self._sent, self._status = False, None
-        self.request_id = "-"              # no request was read to give it one
-        self._dialect, self._route = None, "unmatched"
+        self.state = RequestState(self.state.head)   # no request id: none was read
         with contextlib.suppress(*CLIENT_GONE):
             self.send_error_json(error)
 
     def _begin(self, status: int, headers: dict | None) -> None:
         # Counted before the reply leaves, so a client that reads /metrics next sees it.
-        self._status = status
-        self.server.hub.metrics.request(self._route, self.command or "-", status)
+        self.state.status = status
+        self.server.hub.metrics.request(self.state.route, self.command or "-", status)
         self.send_response(status)
-        self.send_header("X-Request-Id", self.request_id)
+        self.send_header("X-Request-Id", self.state.request_id)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self._cors_headers()
@@ -561,12 +574,12 @@ class Handler(BaseHTTPRequestHandler):
         # Headers and body leave in one write: with TCP_NODELAY two writes are two packets.
         self._headers_buffer.append(b"\r\n" + data)
         self.flush_headers()
-        self._sent = True
+        self.state.sent = True
 
     def _cors_headers(self) -> None:
-        origin = self.head is not None and self.headers.get("Origin")
+        origin = self.state.head is not None and self.headers.get("Origin")
         policy = self.server.origins
-        if not origin or not policy.origin_allowed(origin, self.head.authority):
+        if not origin or not policy.origin_allowed(origin, self.state.head.authority):
             return
         self.send_header("Access-Control-Allow-Origin", policy.allow_origin_header(origin))
         if not policy.any_origin:
@@ -588,7 +601,7 @@ class Handler(BaseHTTPRequestHandler):
     # -- runs: streamed and awaited ----------------------------------------------------------
     def serve_stream(self, response: StreamResponse) -> None:
         run, renderer = response.run, response.renderer
-        self._run = run
+        self.state.run = run
         out = StreamOut(self, response)
         if self.command == "HEAD":
             return out.start(b"")                  # the headers a GET would get, no body
@@ -616,7 +629,7 @@ class Handler(BaseHTTPRequestHandler):
                 run.finish("fail", error=error)
                 if self.server.raise_errors:
                     self.server.errors.append(exc)
-                if not self._sent:
+                if not self.state.sent:
                     raise error from None          # still time for a status
             finally:
                 run.unfollow(reader, renderer.resume_grace)
@@ -625,7 +638,7 @@ class Handler(BaseHTTPRequestHandler):
         """Drive the run in this thread (no hand-off to a worker), while the hangup watch
         cancels it if the client leaves; then send the reply in one piece."""
         run = response.run
-        self._run = run
+        self.state.run = run
         hung_up = threading.Event()
 
         def on_hangup():
@@ -650,9 +663,9 @@ class Handler(BaseHTTPRequestHandler):
     def _log_request(self, started: float) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return
-        run = self._run
-        fields = {"request_id": self.request_id, "method": self.command,
-                  "path": self.path.partition("?")[0], "status": self._status,
+        run = self.state.run
+        fields = {"request_id": self.state.request_id, "method": self.command,
+                  "path": self.path.partition("?")[0], "status": self.state.status,
                   "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                   "client": self.client_address[0]}
         if run is not None:
@@ -661,5 +674,5 @@ class Handler(BaseHTTPRequestHandler):
                           reason=run.cancel_reason,
                           tokens_in=usage.input_tokens if usage else None,
                           tokens_out=usage.output_tokens if usage else None)
-        access_log.info("%s %s %s", self.command, fields["path"], self._status,
+        access_log.info("%s %s %s", self.command, fields["path"], self.state.status,
                         extra={"fields": fields})
