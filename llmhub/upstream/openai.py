@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from llmhub.cancellation import Gate
 from llmhub.config import UpstreamConfig
+from llmhub.completion import choice, chunk
 from llmhub.errors import UpstreamError
 from llmhub.events import Finish, Logprobs, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from llmhub.redaction import public_url
@@ -339,17 +340,16 @@ def _has_finish(chunk: dict) -> bool:
 
 def chunks_from_completion(completion: dict) -> Iterator[dict]:
     """A whole chat.completion as the chunks a stream would have carried."""
-    base = {k: completion.get(k) for k in ("id", "created", "model", "system_fingerprint")}
-    base["object"] = "chat.completion.chunk"
-    for choice in completion.get("choices") or ():
-        message = dict(choice.get("message") or {})
-        tool_calls = message.get("tool_calls")
-        if tool_calls:
-            message["tool_calls"] = [dict(call, index=i) for i, call in enumerate(tool_calls)]
-        yield dict(base, choices=[{"index": choice.get("index", 0), "delta": message,
-                                   "logprobs": None, "finish_reason": None}])
-        yield dict(base, choices=[{"index": choice.get("index", 0), "delta": {},
-                                   "logprobs": None,
-                                   "finish_reason": choice.get("finish_reason") or "stop"}])
+    def whole(choices: list, **extra) -> dict:
+        return chunk(completion.get("id"), completion.get("created"), completion.get("model"),
+                     choices, system_fingerprint=completion.get("system_fingerprint"), **extra)
+
+    for one in completion.get("choices") or ():
+        message = dict(one.get("message") or {})
+        if message.get("tool_calls"):
+            message["tool_calls"] = [dict(call, index=i)
+                                     for i, call in enumerate(message["tool_calls"])]
+        yield whole([choice(message)])
+        yield whole([choice({}, one.get("finish_reason") or "stop", one.get("logprobs"))])
     if completion.get("usage"):
-        yield dict(base, choices=[], usage=completion["usage"])
+        yield whole([], usage=completion["usage"])
