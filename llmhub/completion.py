@@ -61,6 +61,8 @@ class Transcript:
         for one in raw.get("choices") or ():
             delta = (one.get("delta") or one.get("message") or {}) if isinstance(one, dict) \
                 else {}
+            if delta.keys() <= KNOWN_DELTA:
+                continue                 # the usual chunk: nothing unknown to keep
             for key, value in delta.items():
                 if key not in KNOWN_DELTA and isinstance(value, str) and value:
                     self.extra[key] = self.extra.get(key, "") + value

@@ -293,23 +293,34 @@ def chunk_events(chunk: dict) -> list:
 
 
 def _choice_events(choice: dict, chunk: dict, raw: dict) -> list:
+    # Every chunk of a long stream comes through here: each test is a key lookup.
     delta = choice.get("delta") or choice.get("message") or {}
-    events = [ReasoningDelta(delta[name], raw) for name in REASONING_FIELDS
-              if isinstance(delta.get(name), str) and delta[name]]
-    if isinstance(delta.get("content"), str) and delta["content"]:
-        events.append(TextDelta(delta["content"], raw))
-    for position, call in enumerate(delta.get("tool_calls") or ()):
+    events = []
+    if "reasoning_content" in delta or "reasoning" in delta:
+        events += [ReasoningDelta(delta[name], raw) for name in REASONING_FIELDS
+                   if isinstance(delta.get(name), str) and delta[name]]
+    text = delta.get("content")
+    if text and isinstance(text, str):
+        events.append(TextDelta(text, raw))
+    if "tool_calls" in delta:
+        events += _tool_call_events(delta["tool_calls"], raw)
+    logprobs = choice.get("logprobs")
+    if logprobs and isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+        events.append(Logprobs(logprobs["content"], raw))
+    if choice.get("finish_reason"):
+        events.append(Finish(str(choice["finish_reason"]), chunk.get("model"),
+                             chunk.get("system_fingerprint"), raw))
+    return events
+
+
+def _tool_call_events(calls, raw: dict) -> list:
+    events = []
+    for position, call in enumerate(calls if isinstance(calls, list) else ()):
         if isinstance(call, dict):
             function = call.get("function") or {}
             events.append(ToolCallDelta(
                 call.get("index", position), call.get("id"), _str(function.get("name")),
                 _str(function.get("arguments")) or "", raw))
-    logprobs = choice.get("logprobs")
-    if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
-        events.append(Logprobs(logprobs["content"], raw))
-    if choice.get("finish_reason"):
-        events.append(Finish(str(choice["finish_reason"]), chunk.get("model"),
-                             chunk.get("system_fingerprint"), raw))
     return events
 
 
