@@ -27,8 +27,8 @@ from llmhub.errors import BadRequest
 from llmhub.events import Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 
 __all__ = ["to_messages_body", "from_messages_body", "message_to_anthropic",
-           "message_from_anthropic", "finish_reason", "stop_reason", "StreamReader",
-           "DEFAULT_MAX_TOKENS"]
+           "message_from_anthropic", "finish_reason", "stop_reason", "usage_from_anthropic",
+           "usage_to_anthropic", "StreamReader", "DEFAULT_MAX_TOKENS"]
 
 DEFAULT_MAX_TOKENS = 1024     # Anthropic requires max_tokens; OpenAI clients rarely send it
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
@@ -319,6 +319,10 @@ def usage_from_anthropic(usage: dict, previous: Usage | None = None) -> Usage:
         isinstance(n, int) for n in counted) else base.input_tokens
     output = usage.get("output_tokens")
     return Usage(input_tokens, output if isinstance(output, int) else base.output_tokens)
+
+
+def usage_to_anthropic(usage: Usage) -> dict:
+    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
 
 
 # --- the stream, Anthropic → typed events ------------------------------------------------------

@@ -159,10 +159,12 @@ class PipeStream(StreamRenderer):
         self.final: dict | None = None    # the finish chunk, held until usage can ride on it
         self.final_sent = False
         self.relayed = None               # the raw chunk sent last
+        self.usage = None                 # the Usage event, once it came
 
     def render(self, event) -> bytes:
         kind = event.kind
         if kind == "usage":
+            self.usage = event
             return self._final()
         if kind == "error":
             return frame(error_body(error_of(event)))
@@ -202,7 +204,7 @@ class PipeStream(StreamRenderer):
     def _final(self) -> bytes:
         if self.final is None:
             return b""
-        final, self.final = dict(self.final, usage=openai_usage(self.run)), None
+        final, self.final = dict(self.final, usage=openai_usage(self.usage, self.run)), None
         self.final_sent = True
         return frame(final)
 

@@ -19,6 +19,7 @@ from llmhub.completion import choice, chunk, delta_of
 from llmhub.context import estimate_tokens
 from llmhub.dialects.checks import SAMPLING, check_known, check_sampling
 from llmhub.errors import BadRequest, HubError, error_of
+from llmhub.events import Usage
 from llmhub.pipes import ChatRequest
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
@@ -110,9 +111,9 @@ def completion_id(run) -> str:
     return "chatcmpl-" + run.id.removeprefix("run_")
 
 
-def openai_usage(run) -> dict:
-    """The upstream's own usage object when it sent one (its extra fields intact)."""
-    usage = run.usage
+def openai_usage(usage: Usage | None, run) -> dict:
+    """A Usage event as OpenAI's usage object: the upstream's own when it sent one (its
+    extra fields intact). A run that ended before its usage was known is estimated."""
     if usage is not None and usage.raw:
         return usage.raw
     prompt = usage.input_tokens if usage else run.input_estimate
@@ -136,7 +137,7 @@ def completion_body(run) -> dict:
             "model": transcript.model or run.model,
             "choices": [{"index": 0, "message": transcript.message(), "logprobs": logprobs,
                          "finish_reason": finish}],
-            "usage": openai_usage(run)}
+            "usage": openai_usage(run.usage, run)}
     if transcript.system_fingerprint:
         body["system_fingerprint"] = transcript.system_fingerprint
     return body
@@ -159,8 +160,9 @@ class ChunkStream(StreamRenderer):
     def render(self, event) -> bytes:
         kind = event.kind
         if kind == "usage":
-            return sse(self._chunk([], usage=openai_usage(self.run))) if self.include_usage \
-                else b""
+            if not self.include_usage:
+                return b""
+            return sse(self._chunk([], usage=openai_usage(event, self.run)))
         if kind == "error":
             return sse(error_body(error_of(event)))
         if kind == "done":

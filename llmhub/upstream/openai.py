@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from llmhub.cancellation import Gate
 from llmhub.config import UpstreamConfig
-from llmhub.completion import choice, chunk
+from llmhub.completion import choice as build_choice, chunk as build_chunk
 from llmhub.errors import UpstreamError
 from llmhub.events import Finish, Logprobs, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from llmhub.redaction import public_url
@@ -352,15 +352,16 @@ def _has_finish(chunk: dict) -> bool:
 def chunks_from_completion(completion: dict) -> Iterator[dict]:
     """A whole chat.completion as the chunks a stream would have carried."""
     def whole(choices: list, **extra) -> dict:
-        return chunk(completion.get("id"), completion.get("created"), completion.get("model"),
-                     choices, system_fingerprint=completion.get("system_fingerprint"), **extra)
+        return build_chunk(completion.get("id"), completion.get("created"),
+                           completion.get("model"), choices,
+                           system_fingerprint=completion.get("system_fingerprint"), **extra)
 
     for one in completion.get("choices") or ():
         message = dict(one.get("message") or {})
         if message.get("tool_calls"):
             message["tool_calls"] = [dict(call, index=i)
                                      for i, call in enumerate(message["tool_calls"])]
-        yield whole([choice(message)])
-        yield whole([choice({}, one.get("finish_reason") or "stop", one.get("logprobs"))])
+        yield whole([build_choice(message)])
+        yield whole([build_choice({}, one.get("finish_reason") or "stop", one.get("logprobs"))])
     if completion.get("usage"):
         yield whole([], usage=completion["usage"])
