@@ -64,9 +64,9 @@ def main(size: int = SIZE) -> list[list]:
             lists = [timed(conn, "GET", "/v1/threads/big/messages") for _ in range(5)]
             run = {"messages": one, "stream": True}
             big = [timed(conn, "POST", "/v1/pipes/run", dict(run, threadId="big"),
-                         first_token=True) for _ in range(5)]
+                         first_token=True) for _ in range(15)]
             spaced = []   # each run schedules a summary of the backlog, in the background:
-            for _ in range(5):   # give it time, so the run measures its own start alone
+            for _ in range(15):  # give it time, so the run measures its own start alone
                 time.sleep(0.5)
                 spaced.append(timed(conn, "POST", "/v1/pipes/run", dict(run, threadId="big"),
                                     first_token=True))

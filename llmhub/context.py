@@ -36,7 +36,8 @@ SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
 
 
 def message_tokens(message: dict) -> int:
-    return estimate_messages([message])
+    """estimate_messages of one message, without the list (a window counts hundreds)."""
+    return 4 + estimate_tokens(content_text(message.get("content")))
 
 
 def build_input(system: str | None, history: list[dict], new: list[dict],

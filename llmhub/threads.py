@@ -267,9 +267,9 @@ class Store:
         with self._snapshot() as conn:
             self._require_thread_tx(conn, thread_id)
             start = self._seq_of(conn, thread_id, after) if after else 0
-            rows = conn.execute("SELECT * FROM messages WHERE thread_id = ? AND seq > ? "
-                                "ORDER BY seq LIMIT ?", (thread_id, start, -1 if limit is None
-                                                          else limit + 1)).fetchall()
+            rows = conn.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? "
+                                "AND seq > ? ORDER BY seq LIMIT ?",
+                                (thread_id, start, -1 if limit is None else limit + 1)).fetchall()
         more = limit is not None and len(rows) > limit
         return [_message(row) for row in rows[:limit]], more
 
@@ -358,7 +358,8 @@ class Store:
 
     @staticmethod
     def _rows_from_tx(conn, where: str, args: tuple) -> list[dict]:
-        rows = conn.execute(f"SELECT * FROM messages WHERE {where} ORDER BY seq", args)
+        rows = conn.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {where} ORDER BY seq",
+                            args)
         return [_message(row) for row in rows]
 
     @contextlib.contextmanager
@@ -522,14 +523,29 @@ def _thread(row) -> dict:
             "metadata": json.loads(row["metadata"])}
 
 
+MESSAGE_COLUMNS = ("id, thread_id, seq, created_at, role, content, tool_call_id, tool_calls, "
+                   "name, attachments, metadata, reasoning")
+
+
 def _message(row) -> dict:
-    return {"id": row["id"], "thread_id": row["thread_id"], "seq": row["seq"],
-            "created_at": row["created_at"], "role": row["role"],
-            "content": json.loads(row["content"]), "tool_call_id": row["tool_call_id"],
-            "tool_calls": _json_list(row["tool_calls"]), "name": row["name"],
-            "attachments": _json_list(row["attachments"]),
-            "metadata": {} if row["metadata"] == "{}" else json.loads(row["metadata"]),
-            "reasoning": row["reasoning"]}
+    # A run's start reads its whole window through here: by position, not by name, and
+    # plain strings without JSON's machinery (a third of the time of a start on a long thread).
+    (message_id, thread_id, seq, created_at, role, content, tool_call_id, tool_calls, name,
+     attachments, metadata, reasoning) = row
+    return {"id": message_id, "thread_id": thread_id, "seq": seq, "created_at": created_at,
+            "role": role, "content": _json_text(content), "tool_call_id": tool_call_id,
+            "tool_calls": _json_list(tool_calls), "name": name,
+            "attachments": _json_list(attachments),
+            "metadata": {} if metadata == "{}" else json.loads(metadata),
+            "reasoning": reasoning}
+
+
+def _json_text(text: str):
+    """Stored JSON, read; a string without escapes is its own text between the quotes
+    (stored with ensure_ascii=False, so only quotes, backslashes and controls are escaped)."""
+    if text[0] == '"' and "\\" not in text:
+        return text[1:-1]
+    return json.loads(text)
 
 
 def _json_list(text: str) -> list:
