@@ -11,7 +11,8 @@ What maps to what:
 - system and developer messages ↔ the top-level `system`;
 - text and image parts ↔ `text` and `image` blocks (base64 data URIs or URLs);
 - assistant `tool_calls` (JSON text arguments) ↔ `tool_use` blocks (a JSON object input);
-- `tool` messages ↔ `tool_result` blocks, in the user turn that follows the call;
+- `tool` messages ↔ `tool_result` blocks, in the user turn that follows the call (OpenAI
+  has no `is_error`: such a result's text starts "Error: ");
 - `reasoning` (or `reasoning_content`) with `reasoning_signature` ↔ `thinking` blocks:
   Anthropic refuses thinking it did not sign, so unsigned reasoning is not sent;
 - tools, tool_choice, stop, max_tokens ↔ their Messages names; finish reasons ↔ stop
@@ -228,7 +229,7 @@ def from_anthropic_message(message: dict) -> list[dict]:
     if role == "assistant":
         return [message_from_anthropic({"content": blocks})]
     out = [{"role": "tool", "tool_call_id": b.get("tool_use_id"),
-            "content": _result_text(b.get("content"))}
+            "content": ("Error: " if b.get("is_error") else "") + _result_text(b.get("content"))}
            for b in blocks if b.get("type") == "tool_result"]
     parts = [_part(b) for b in blocks if b.get("type") in ("text", "image")]
     if parts:

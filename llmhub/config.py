@@ -149,6 +149,8 @@ SCHEMA = [
     Key("mock", "max_chunks", _int(1, 10000), "10"),
     Key("providers", "allowed", _list, ""),
     Key("providers", "anthropic", _list, ""),
+    Key("anthropic", "strip_billing_header", _bool, "true"),
+    Key("anthropic", "store", _bool, "false"),
 ]
 UPSTREAM_KEYS = {k.name: k for k in SCHEMA if k.section == "upstream"}
 PIPE_KEYS = ("model", "system", "temperature", "max_tokens", "variables")
@@ -194,6 +196,8 @@ class Config:
     responses: dict
     mock: dict
     providers: dict
+    anthropic: dict = field(default_factory=lambda: {"strip_billing_header": True,
+                                                     "store": False})
     aliases: dict = field(default_factory=dict)
     fallbacks: dict = field(default_factory=dict)
     concurrency: dict = field(default_factory=dict)   # model → max_concurrent
@@ -233,7 +237,7 @@ def load_config(flags: dict | None = None, env: dict | None = None,
         upstreams=_upstreams(parser, sections["upstream"], source),
         models=sections["models"], context=sections["context"],
         responses=sections["responses"], mock=sections["mock"],
-        providers=sections["providers"],
+        providers=sections["providers"], anthropic=sections["anthropic"],
         aliases=_aliases(parser), fallbacks=_fallbacks(parser),
         concurrency=_concurrency(parser, source), pipes=_pipes(parser, source),
         source=source,
@@ -433,6 +437,7 @@ def redacted(config: Config) -> dict:
         "models": dict(config.models), "context": dict(config.context),
         "responses": dict(config.responses),
         "mock": dict(config.mock), "providers": section(config.providers),
+        "anthropic": dict(config.anthropic),
         "aliases": dict(config.aliases),
         "fallbacks": {k: list(v) for k, v in config.fallbacks.items()},
         "concurrency": dict(config.concurrency),

@@ -24,6 +24,7 @@ from llmhub.config import Config
 from llmhub.context import build_input, estimate_messages, estimate_tokens
 from llmhub.errors import HubError, UpstreamError
 from llmhub.events import Usage, stored
+from llmhub.messages import normalise_message
 from llmhub.redaction import config_secrets
 from llmhub.resolution import Resolver, Target
 from llmhub.threads import Store
@@ -58,6 +59,7 @@ class ChatRequest:
     upstream_key: str | None = None              # replaces the upstream's api_key (LB-LLM-Key)
     upstream: object = None                      # a client-chosen provider; no aliases then
     upstream_headers: dict = field(default_factory=dict)   # passed through (Helicone-Auth)
+    keep_in: str | None = None                   # a thread that keeps a resent conversation
 
 
 class Generation:
@@ -106,6 +108,8 @@ class Generation:
         Runs on one thread go one at a time, in order of arrival: a turn's input is built
         only once the turn before it and its answer are stored (DESIGN §6)."""
         budget = self.config.context["max_input_tokens"] if request.budget else None
+        if request.keep_in is not None:
+            self._keep_conversation(run, request)
         if not request.persist and not request.budget:     # sent as the client gave them
             system = [{"role": "system", "content": request.system}] if request.system else []
             return self._ready(run, system + request.messages)
@@ -123,6 +127,15 @@ class Generation:
         self.turns.join(run.thread_id, run)
         self._on_turn_finish(run)
         return turn
+
+    def _keep_conversation(self, run: Run, request: ChatRequest) -> None:
+        """A client that resends its whole conversation (the Messages API's) has the new
+        part of it kept in its thread, and the reply after it."""
+        turns = [normalise_message(m, f"messages[{i}]") for i, m in
+                 enumerate(request.messages) if m.get("role") != "system"]
+        self.store.append_new(request.keep_in, turns)
+        run.thread_id, run.turn_stored = request.keep_in, True
+        run.on_finish(self._record_reply)
 
     @staticmethod
     def _ready(run: Run, messages: list):

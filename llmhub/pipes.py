@@ -140,6 +140,10 @@ class Engine:
         does (LM Studio and WebP)."""
         return self.resolver.refusal(model, media_type)
 
+    def upstream_kind(self, model: str | None) -> str:
+        """The kind of upstream (lmstudio, openai, anthropic, mock) that would answer."""
+        return self.resolver.resolve(model)[0].upstream.kind
+
     def provider(self, base_url: str):
         """The upstream for a client-named base URL; 403 unless it is allowed."""
         return self.providers.get(base_url)

@@ -1,6 +1,7 @@
 """Which upstream and model answer a requested name (DESIGN §4).
 
-Rules, in order: `[aliases]` are followed to their end (config.py refuses cycles); `NAME:model`
+Rules, in order: `[aliases]` are followed to their end (config.py refuses cycles), an
+exact name before a pattern with `*` (`claude-* = deep`); `NAME:model`
 picks upstream NAME, and `lm:model` the LM Studio upstream (the seed's prefix); anything
 else goes to the default upstream. `[fallbacks]` of any name on the alias chain follow the
 target, without repeats. With no name at all, `[models] default`, else the first model the
@@ -9,6 +10,7 @@ upstream lists (cached for `models_cache_seconds`).
 
 import time
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from llmhub.config import Config
 from llmhub.errors import BadRequest, UpstreamError
@@ -34,9 +36,18 @@ class Resolver:
 
     def alias_chain(self, name: str) -> list[str]:
         chain = [name]
-        while chain[-1] in self.config.aliases:
-            chain.append(self.config.aliases[chain[-1]])
+        while (target := self._alias(chain[-1])) is not None and target not in chain:
+            chain.append(target)
         return chain
+
+    def _alias(self, name: str) -> str | None:
+        """The alias of a name: an exact entry, else the first pattern (`claude-*`) that
+        matches it (config.py refuses cycles of exact names; a pattern stops at a repeat)."""
+        aliases = self.config.aliases
+        if name in aliases:
+            return aliases[name]
+        return next((target for pattern, target in aliases.items()
+                     if "*" in pattern and fnmatchcase(name, pattern)), None)
 
     def resolve(self, requested: str | None) -> list[Target]:
         """The target for a requested name, then its fallbacks, without repeats."""

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
-from llmhub.dialects import edison, langbase, openai, responses, service, sessions, studio
+from llmhub.dialects import (anthropic, edison, langbase, openai, responses, service,
+                             sessions, studio)
 from llmhub.errors import MethodNotAllowed, NotFound
 
 __all__ = ["Route", "ROUTES", "match", "methods_for", "dialect_for", "not_found"]
@@ -68,6 +69,13 @@ ROUTES = [
           "OpenAI chat completions, streaming and not",
           {"model": "fast", "messages": HELLO, "stream": False}),
     Route("GET", "/v1/models", openai.list_models, openai, "Upstream models plus aliases"),
+    # Anthropic Messages
+    Route("POST", "/v1/messages", anthropic.create_message, anthropic,
+          "Anthropic Messages API, streaming and not, over any upstream",
+          {"model": "claude-sonnet-4-5", "max_tokens": 256, "messages": HELLO}),
+    Route("POST", "/v1/messages/count_tokens", anthropic.count_tokens, anthropic,
+          "Estimated input tokens of a Messages request",
+          {"model": "claude-sonnet-4-5", "messages": HELLO}),
     # sessions (nash)
     Route("POST", "/v1/chat/completions/stream", sessions.chat_stream, sessions,
           "Session-id stream, provider chosen per request (allow-listed)",

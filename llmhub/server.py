@@ -508,12 +508,13 @@ class Handler(BaseHTTPRequestHandler):
         if not keys or not route.auth:
             return
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            token = self.headers.get("x-api-key", "")   # Anthropic's SDKs send it so
         token = token.strip().encode()
-        if scheme.lower() == "bearer" and any(hmac.compare_digest(token, k.encode())
-                                              for k in keys):
+        if token and any(hmac.compare_digest(token, k.encode()) for k in keys):
             return
-        raise Unauthorized("Missing or invalid API key: send 'Authorization: Bearer <key>'",
-                           headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("Missing or invalid API key: send 'Authorization: Bearer <key>' "
+                           "(or x-api-key)", headers={"WWW-Authenticate": "Bearer"})
 
     def _send_result(self, result) -> None:
         if isinstance(result, BytesResponse):

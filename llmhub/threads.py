@@ -256,6 +256,25 @@ class Store:
             self._require_thread_tx(tx, thread_id)
             return self._append_tx(tx, thread_id, messages)
 
+    def append_new(self, thread_id: str, conversation: list) -> int:
+        """Keep a conversation that its client resends whole each turn: create the thread
+        if need be, and append what follows the longest stored prefix; how many were new.
+        A client that rewrote its history (compacted it) appends from where they part."""
+        with self.write_tx() as tx:
+            tx.execute("INSERT OR IGNORE INTO threads (id, created_at, metadata, updated_at) "
+                       "VALUES (?, ?, '{}', ?)", (thread_id, int(time.time()), time.time()))
+            stored = tx.execute("SELECT role, content, tool_call_id, tool_calls FROM messages "
+                                "WHERE thread_id = ? ORDER BY seq", (thread_id,)).fetchall()
+            same = 0
+            for row, message in zip(stored, conversation):
+                kept = {"role": row[0], "content": json.loads(row[1]), "tool_call_id": row[2],
+                        "tool_calls": json.loads(row[3])}
+                if _turn(kept) != _turn(message):
+                    break
+                same += 1
+            self._append_tx(tx, thread_id, conversation[same:])
+            return len(conversation) - same
+
     def list_messages(self, thread_id: str) -> list[dict]:
         """Every message of a thread, oldest first (for code, not for a client reply)."""
         return self.page_messages(thread_id)[0]
@@ -503,6 +522,14 @@ class Store:
             tx.execute("UPDATE threads SET updated_at = ?, title = COALESCE(title, ?) "
                        "WHERE id = ?", (time.time(), _title(messages), thread_id))
         return out
+
+
+def _turn(message: dict) -> tuple:
+    """What makes two copies of a turn the same one: its text and its tool calls by id and
+    name (a resent call's arguments are re-serialised JSON, not the model's own text)."""
+    calls = tuple((c.get("id"), (c.get("function") or {}).get("name"))
+                  for c in message["tool_calls"] if isinstance(c, dict))
+    return (message["role"], content_text(message["content"]), message["tool_call_id"], calls)
 
 
 def _title(messages: list) -> str | None:

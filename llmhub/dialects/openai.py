@@ -17,6 +17,7 @@ Wire rules kept here:
 from llmhub.cancellation import CANCELLED, FAILED
 from llmhub.completion import choice, chunk, delta_of
 from llmhub.context import estimate_tokens
+from llmhub.dialects import anthropic
 from llmhub.dialects.checks import SAMPLING, check_known, check_sampling
 from llmhub.errors import BadRequest, HubError, error_of
 from llmhub.events import Usage
@@ -63,10 +64,13 @@ def chat_completions(request):
 
 
 def list_models(request) -> JSONResponse:
+    """OpenAI's model list; Anthropic's, for a client that sends `anthropic-version`."""
     hub = request.hub
     listed, errors = hub.engine.list_models()
     if errors and not listed:
         raise errors[0]
+    if request.headers.get("anthropic-version"):
+        return JSONResponse(anthropic.model_list(listed, hub.config.aliases))
     data = [{"object": "model", "created": 0, "owned_by": "organization_owner", **m}
             for m in listed]
     data += [{"id": alias, "object": "model", "created": 0, "owned_by": "llmhub",

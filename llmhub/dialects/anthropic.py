@@ -1,0 +1,316 @@
+"""Anthropic's Messages API inbound (`POST /v1/messages`, `/v1/messages/count_tokens`), so
+Claude-style clients (the `anthropic` SDKs, Claude Code) run on any upstream.
+
+Wire rules kept here (the SDK's types are the ground truth):
+- a request needs `model`, `max_tokens` and `messages`; content is a string or blocks (text,
+  image, tool_use, tool_result, thinking, redacted_thinking); `system` is a string or text
+  blocks; `cache_control` is accepted anywhere and ignored; fields the hub does not use
+  (`context_management`, `output_config`, `thinking`, …) are accepted, the ones it reads are
+  type-checked; a server tool (any `type` but custom) is a 400 naming its type;
+- what local servers choke on is cleaned first: `system`-role messages inside `messages` are
+  folded into `system`, and Claude Code's `x-anthropic-billing-header:` block (a checksum
+  that changes every request) is dropped before any upstream but Anthropic;
+- a reply is a `message` with text, tool_use and thinking blocks, a stop reason and usage;
+  a stream is message_start, then per block content_block_start / _delta / _stop, then
+  message_delta and message_stop; `ping` events while the model is silent; a failure after
+  the first byte is an `error` event;
+- errors are `{"type": "error", "error": {"type", "message"}}` with Anthropic's types.
+The translation to and from the neutral form is anthropic_translator's, shared with the
+Anthropic upstream.
+"""
+
+import json
+import re
+
+from llmhub import anthropic_translator as translator
+from llmhub.cancellation import CANCELLED, FAILED
+from llmhub.context import estimate_messages, estimate_tokens
+from llmhub.dialects.checks import check_int, check_number, check_type
+from llmhub.errors import BadRequest, HubError, error_of
+from llmhub.pipes import ChatRequest
+from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
+
+__all__ = ["TITLE", "error_body", "create_message", "count_tokens", "model_list",
+           "MessageStream"]
+
+TITLE = "Anthropic Messages"
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+               403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+               429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
+BLOCKS = {"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking"}
+BILLING = "x-anthropic-billing-header:"
+SESSION = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+def error_body(error: HubError) -> dict:
+    kind = ERROR_TYPES.get(error.status) or ("invalid_request_error" if error.status < 500
+                                             else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
+# --- views -----------------------------------------------------------------------------------
+
+def create_message(request):
+    body = request.json_object()
+    chat = parse_request(body, request.hub, require_max_tokens=True)
+    chat.run_id = request.run_id()
+    chat.keep_in = session_thread(request, body)
+    run = request.hub.engine.prepare(chat)
+    if body.get("stream"):
+        return StreamResponse(run, MessageStream(run, body["model"]))
+    return RunResponse(run, lambda run: JSONResponse(message_body(run, body["model"])))
+
+
+def count_tokens(request) -> JSONResponse:
+    """The hub's estimate of the prompt: messages, system, and the tools' definitions."""
+    body = request.json_object()
+    chat = parse_request(body, request.hub, require_max_tokens=False)
+    tools = chat.params.get("tools")
+    tokens = estimate_messages(chat.messages) + (estimate_tokens(json.dumps(tools))
+                                                 if tools else 0)
+    return JSONResponse({"input_tokens": tokens})
+
+
+def session_thread(request, body: dict) -> str | None:
+    """With [anthropic] store, the thread a session's conversation is kept in."""
+    if not request.hub.config.anthropic["store"]:
+        return None
+    session = request.headers.get("X-Claude-Code-Session-Id") or \
+        (body.get("metadata") or {}).get("user_id")
+    if not isinstance(session, str) or not session:
+        return None
+    return "claude-" + SESSION.sub("-", session)[:100]
+
+
+def model_list(listed: list[dict], aliases: dict) -> dict:
+    """GET /v1/models as Anthropic's SDK reads it (asked with an anthropic-version header)."""
+    names = [m["id"] for m in listed] + [a for a in aliases if "*" not in a]
+    data = [{"type": "model", "id": name, "display_name": name,
+             "created_at": "1970-01-01T00:00:00Z"} for name in dict.fromkeys(names)]
+    return {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}
+
+
+# --- the request -----------------------------------------------------------------------------
+
+def parse_request(body: dict, hub, require_max_tokens: bool) -> ChatRequest:
+    check_fields(body, require_max_tokens)
+    body = clean(body, hub)
+    chat = translator.from_messages_body(body)
+    messages = chat.pop("messages")
+    anthropic_upstream = hub.engine.upstream_kind(body["model"]) == "anthropic"
+    replay = hub.config.context["replay_reasoning"]
+    for message in messages:
+        reasoning = message.pop("reasoning", None)
+        signature = message.pop("reasoning_signature", None)
+        if reasoning and (replay or anthropic_upstream and signature):
+            message["reasoning_content"] = reasoning
+            if anthropic_upstream and signature:
+                message["reasoning_signature"] = signature
+    chat.pop("model", None)
+    return ChatRequest(messages=messages, model=body["model"], params=chat,
+                       dialect="anthropic")
+
+
+def check_fields(body: dict, require_max_tokens: bool) -> None:
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise BadRequest("'model' is required: a string", param="model")
+    if require_max_tokens and body.get("max_tokens") is None:
+        raise BadRequest("'max_tokens' is required", param="max_tokens")
+    check_int(body, "max_tokens", 1)
+    check_number(body, "temperature", 0, 1)
+    check_number(body, "top_p", 0, 1)
+    check_int(body, "top_k", 0)
+    check_type(body, "stream", bool, "true or false")
+    check_type(body, "metadata", dict, "an object")
+    check_type(body, "stop_sequences", list, "a list of strings")
+    check_type(body, "system", (str, list), "a string or a list of text blocks")
+    check_messages(body.get("messages"))
+    check_tools(body.get("tools"), body.get("tool_choice"))
+
+
+def check_messages(messages) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty list", param="messages")
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant",
+                                                                        "system"):
+            raise BadRequest(f"'{where}.role' must be user or assistant", param=f"{where}.role")
+        content = message.get("content")
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            raise BadRequest(f"'{where}.content' must be a string or a list of blocks",
+                             param=f"{where}.content")
+        for j, block in enumerate(content):
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind not in BLOCKS:
+                raise BadRequest(f"'{where}.content[{j}].type' {kind!r} is not supported: "
+                                 f"use one of {', '.join(sorted(BLOCKS))}",
+                                 param=f"{where}.content[{j}].type")
+
+
+def check_tools(tools, choice) -> None:
+    if tools is not None and not isinstance(tools, list):
+        raise BadRequest("'tools' must be a list", param="tools")
+    for i, tool in enumerate(tools or ()):
+        if not isinstance(tool, dict):
+            raise BadRequest(f"'tools[{i}]' must be an object", param=f"tools[{i}]")
+        if tool.get("type") not in (None, "custom"):
+            raise BadRequest(f"'tools[{i}].type' {tool['type']!r} is a server tool, which "
+                             "local models cannot run; send custom tools with an "
+                             "input_schema", param=f"tools[{i}].type")
+        if not isinstance(tool.get("name"), str) or not isinstance(tool.get("input_schema"),
+                                                                   dict):
+            raise BadRequest(f"'tools[{i}]' needs a 'name' and an 'input_schema' object",
+                             param=f"tools[{i}]")
+    if choice is not None and (not isinstance(choice, dict) or choice.get("type") not in
+                               ("auto", "any", "tool", "none")):
+        raise BadRequest("'tool_choice.type' must be auto, any, tool or none",
+                         param="tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "tool" and \
+            not isinstance(choice.get("name"), str):
+        raise BadRequest("'tool_choice.name' is required with type tool",
+                         param="tool_choice.name")
+
+
+def clean(body: dict, hub) -> dict:
+    """System-role messages folded into `system`; the billing-header block dropped before a
+    local upstream (it changes every request, so the server's prompt cache never hits)."""
+    system = _blocks(body.get("system"))
+    messages = []
+    for message in body["messages"]:
+        if message["role"] == "system":
+            system += _blocks(message.get("content"))
+        else:
+            messages.append(message)
+    strip = hub.config.anthropic["strip_billing_header"] and \
+        hub.engine.upstream_kind(body["model"]) != "anthropic"
+    if strip:
+        system = [b for b in system if not (b.get("type") == "text" and
+                                            b.get("text", "").startswith(BILLING))]
+    text = "\n\n".join(b.get("text", "") for b in system if b.get("type") == "text")
+    return dict(body, system=text or None, messages=messages)
+
+
+def _blocks(content) -> list:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return [b for b in content or () if isinstance(b, dict)]
+
+
+# --- the reply -------------------------------------------------------------------------------
+
+def message_id(run) -> str:
+    return "msg_" + run.id.removeprefix("run_")
+
+
+def message_body(run, model: str) -> dict:
+    if run.status == FAILED:
+        raise run.failure()
+    transcript = run.transcript
+    usage = run.usage
+    message = {"content": transcript.text, "tool_calls": transcript.calls(),
+               "reasoning": transcript.reasoning}
+    return {"id": message_id(run), "type": "message", "role": "assistant", "model": model,
+            "content": translator.message_to_anthropic(message),
+            "stop_reason": stop(run.status, transcript.finish_reason), "stop_sequence": None,
+            "usage": translator.usage_to_anthropic(usage) if usage else
+            {"input_tokens": run.input_estimate, "output_tokens": 0}}
+
+
+def stop(status: str, finish_reason: str | None) -> str | None:
+    """A cancelled run has no stop reason: Anthropic has none for it."""
+    if status == CANCELLED:
+        return None
+    return translator.stop_reason(finish_reason or "stop")
+
+
+class MessageStream(StreamRenderer):
+    """Renders run events as the Messages stream the SDK's `messages.stream()` assembles:
+    each run of text, reasoning or one tool call's pieces is one content block."""
+
+    def __init__(self, run, model: str) -> None:
+        self.run, self.model = run, model
+        self.started = False
+        self.block: tuple | None = None   # (kind, tool call index) of the open block
+        self.index = -1                   # the open block's position in the message
+        self.finish: str | None = None
+        self.usage = None
+
+    def ping(self) -> bytes:
+        return sse({"type": "ping"}, event="ping")
+
+    def render(self, event) -> bytes:
+        kind = event.kind
+        if kind == "start":
+            return self._start()
+        if kind == "delta" and event.text:
+            return self._open(("text", None)) + self._delta(
+                {"type": "text_delta", "text": event.text})
+        if kind == "reasoning" and event.text:
+            return self._open(("thinking", None)) + self._delta(
+                {"type": "thinking_delta", "thinking": event.text})
+        if kind == "tool_call":
+            return self._tool_call(event)
+        if kind == "finish":
+            self.finish = event.reason
+        elif kind == "usage":
+            self.usage = event
+        elif kind == "error":
+            return self._event("error", error_body(error_of(event)))
+        elif kind == "done" and event.status != FAILED:
+            return self._end(event.status)
+        return b""
+
+    def _start(self) -> bytes:
+        if self.started:
+            return b""
+        self.started = True
+        return self._event("message_start", {"message": {
+            "id": message_id(self.run), "type": "message", "role": "assistant",
+            "model": self.model, "content": [], "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": self.run.input_estimate, "output_tokens": 0}}})
+
+    def _open(self, block: tuple, id_: str | None = None, name: str = "") -> bytes:
+        if self.block == block:
+            return b""
+        out = self._close()
+        self.block, self.index = block, self.index + 1
+        content = {"text": {"type": "text", "text": ""},
+                   "thinking": {"type": "thinking", "thinking": "", "signature": ""},
+                   "tool_use": {"type": "tool_use", "id": id_, "name": name, "input": {}}}
+        return out + self._event("content_block_start", {"index": self.index,
+                                                         "content_block": content[block[0]]})
+
+    def _tool_call(self, event) -> bytes:
+        block = ("tool_use", event.index)
+        out = b""
+        if self.block != block:
+            out = self._open(block, event.id or f"toolu_{event.index}", event.name or "")
+        if event.arguments:
+            out += self._delta({"type": "input_json_delta", "partial_json": event.arguments})
+        return out
+
+    def _delta(self, delta: dict) -> bytes:
+        return self._event("content_block_delta", {"index": self.index, "delta": delta})
+
+    def _close(self) -> bytes:
+        if self.block is None:
+            return b""
+        out = self._delta({"type": "signature_delta", "signature": ""}) \
+            if self.block[0] == "thinking" else b""
+        self.block = None
+        return out + self._event("content_block_stop", {"index": self.index})
+
+    def _end(self, status: str) -> bytes:
+        usage = self.usage
+        return self._start() + self._close() + self._event("message_delta", {
+            "delta": {"stop_reason": stop(status, self.finish), "stop_sequence": None},
+            "usage": translator.usage_to_anthropic(usage) if usage else
+            {"output_tokens": 0}}) + self._event("message_stop", {})
+
+    @staticmethod
+    def _event(name: str, data: dict) -> bytes:
+        return sse({"type": name, **data}, event=name)
