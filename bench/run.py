@@ -9,6 +9,8 @@ keep-alive connection per client thread:
 
 - non-streaming latency p50/p99, and the hub's added latency;
 - time to first token of a stream, and the hub's added time;
+- the same through Anthropic's Messages API (`/v1/messages`), against the direct
+  chat-completions stream it becomes;
 - chunks per second relayed by one long stream per client.
 
 Targets (issue 2): added p50 under 1 ms for non-streaming at concurrency 1; at least 10,000
@@ -29,6 +31,8 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "Hello!"}]}
+MESSAGES = {"model": "bench-model", "max_tokens": 256, "stream": True,
+            "messages": [{"role": "user", "content": "Hello!"}]}
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -74,6 +78,20 @@ class Client:
         started = time.perf_counter()
         response = self.post(dict(BODY, stream=True))
         while b'"content"' not in (line := response.readline()):
+            if not line:
+                raise RuntimeError("stream ended before a token")
+        elapsed = time.perf_counter() - started
+        response.read()
+        return elapsed
+
+    def first_message_token(self) -> float:
+        """Time to the first text_delta of an Anthropic Messages stream (/v1/messages)."""
+        started = time.perf_counter()
+        self.conn.request("POST", self.prefix + "/messages", body=json.dumps(MESSAGES).encode(),
+                          headers={"Content-Type": "application/json",
+                                   "anthropic-version": "2023-06-01"})
+        response = self.conn.getresponse()
+        while b'"text_delta"' not in (line := response.readline()):
             if not line:
                 raise RuntimeError("stream ended before a token")
         elapsed = time.perf_counter() - started
@@ -133,14 +151,16 @@ def percentile(samples: list, q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def latency_rows(name, task, direct, hub, levels, total):
-    rows = []
+def latency_rows(name, task, direct, hub, levels, total, hub_task=None):
+    """`hub_task` measures the hub with another request than the direct one (the same
+    model call in another dialect: /v1/messages against the fake's chat completions)."""
+    rows, hub_task = [], hub_task or task
     for concurrency in levels:
         per = max(5, total // concurrency)
         run_clients(direct, concurrency, 3, task)          # warm-up
-        run_clients(hub, concurrency, 3, task)
+        run_clients(hub, concurrency, 3, hub_task)
         d, d_err, _ = run_clients(direct, concurrency, per, task)
-        h, h_err, _ = run_clients(hub, concurrency, per, task)
+        h, h_err, _ = run_clients(hub, concurrency, per, hub_task)
         ms = [1000 * percentile(s, q) for s in (d, h) for q in (0.5, 0.99)]
         rows.append([name, concurrency, len(h), f"{ms[0]:.2f}", f"{ms[2]:.2f}",
                      f"{ms[2] - ms[0]:+.2f}", f"{ms[1]:.2f}", f"{ms[3]:.2f}",
@@ -210,6 +230,8 @@ def relay(quick: bool) -> None:
                                 levels, total)
             rows += latency_rows("time to first token (ms)", "first_token", direct, hub,
                                  levels, total // 2)
+            rows += latency_rows("/v1/messages first token (ms)", "first_token", direct, hub,
+                                 (1, 16), total // 2, hub_task="first_message_token")
             rows += throughput_rows(direct, hub, levels, chunks)
         finally:
             hub_process.terminate()
