@@ -72,6 +72,8 @@ def to_messages_body(chat: dict) -> dict:
             out["tool_choice"] = choice
     if chat.get("user"):
         out["metadata"] = {"user_id": chat["user"]}
+    if chat.get("thinking"):
+        out["thinking"] = chat["thinking"]    # passed through by the Messages dialect
     return out
 
 
@@ -342,7 +344,6 @@ class StreamReader:
         self.tool_index: dict[int, int] = {}   # content block index → tool call index
         self.usage = Usage(0, 0)
         self.stop: str | None = None
-        self.signature: str | None = None
         self.stopped = False
 
     def read(self, event: str, data: dict) -> list:
@@ -370,8 +371,8 @@ class StreamReader:
         if kind == "thinking_delta":
             return [ReasoningDelta(delta.get("thinking", ""))]
         if kind == "signature_delta":
-            self.signature = delta.get("signature")
-        elif kind == "input_json_delta" and data.get("index", 0) in self.tool_index:
+            return [ReasoningDelta("", signature=delta.get("signature") or "")]
+        if kind == "input_json_delta" and data.get("index", 0) in self.tool_index:
             return [ToolCallDelta(self.tool_index[data["index"]],
                                   arguments=delta.get("partial_json", ""))]
         return []

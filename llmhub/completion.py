@@ -18,6 +18,7 @@ class Transcript:
     def __init__(self) -> None:
         self.parts: list[str] = []
         self.reasoning_parts: list[str] = []
+        self.signature: str | None = None       # an Anthropic upstream's, for its thinking
         self.extra: dict[str, str] = {}         # the raw deltas' other string fields
         self.tool_calls: dict[int, dict] = {}
         self.logprobs: list = []
@@ -42,6 +43,7 @@ class Transcript:
                 self.parts.append(event.text)
         elif kind == "reasoning":
             self.reasoning_parts.append(event.text)
+            self.signature = event.signature or self.signature
         elif kind == "tool_call":
             self._fold_tool_call(event)
         elif kind == "logprobs":
@@ -108,11 +110,12 @@ def choice(delta: dict, finish_reason: str | None = None, logprobs=None) -> dict
 
 
 def delta_of(event) -> dict | None:
-    """A content event as a chunk's delta; None for events that are not content."""
+    """A content event as a chunk's delta; None for events that are not content, or say
+    nothing (an Anthropic thinking block's closing signature)."""
     if isinstance(event, TextDelta):
-        return {"content": event.text}
+        return {"content": event.text} if event.text else None
     if isinstance(event, ReasoningDelta):
-        return {"reasoning_content": event.text}
+        return {"reasoning_content": event.text} if event.text else None
     if isinstance(event, ToolCallDelta):
         call = {"index": event.index, "function": {"arguments": event.arguments}}
         if event.id is not None:

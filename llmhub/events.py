@@ -48,6 +48,7 @@ class ReasoningDelta:
     kind = "reasoning"
     text: str
     raw: dict | None = field(default=None, compare=False)
+    signature: str | None = None        # Anthropic's seal on a thinking block, at its end
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,3 +259,26 @@ def test_with_store_a_session_keeps_only_the_new_tail(make_hub, fake):
         ("user", ASK[0]["content"]), ("assistant", "Hello from the fake!"),
         ("user", "And tomorrow?"), ("assistant", "Hello from the fake!")]
     assert len(fake.chat_requests()[1].body["messages"]) == 3   # the client's, as it sent
+
+
+def test_thinking_passes_through_an_anthropic_upstream_with_its_signature(
+        make_hub, upstream_anthropic):
+    upstream_anthropic.replies = [
+        [{"type": "thinking", "thinking": "Cold, surely.", "signature": "sig-9"},
+         {"type": "text", "text": "Cold."}],
+        [{"type": "text", "text": "Still cold."}]]
+    hub = make_hub({"upstream": {"kind": "anthropic", "base_url": upstream_anthropic.url}})
+    client = client_for(hub)
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    with client.messages.stream(model="m", max_tokens=2048, messages=ASK,
+                                thinking=thinking) as stream:
+        first = stream.get_final_message()
+    assert [(b.type, getattr(b, "signature", None)) for b in first.content] == [
+        ("thinking", "sig-9"), ("text", None)]
+    client.messages.create(model="m", max_tokens=2048, thinking=thinking, messages=ASK + [
+        {"role": "assistant", "content": first.content},
+        {"role": "user", "content": "And now?"}])
+    passed = upstream_anthropic.requests[1]["body"]
+    assert passed["thinking"] == thinking
+    assert passed["messages"][1]["content"][0] == {
+        "type": "thinking", "thinking": "Cold, surely.", "signature": "sig-9"}

@@ -92,9 +92,10 @@ def test_anthropic_thinking_text_and_tool_use_become_typed_events(make_engine):
     finally:
         anthropic.stop()
     events = content(run)
-    assert events[:4] == [ReasoningDelta("Cold"), ReasoningDelta(" there."),
+    assert events[:5] == [ReasoningDelta("Cold"), ReasoningDelta(" there."),
+                          ReasoningDelta("", signature="sig"),       # the block's seal
                           TextDelta("Cold"), TextDelta(" there.")]
-    assert events[4] == ToolCallDelta(0, "toolu_1", "get_weather", "")
+    assert events[5] == ToolCallDelta(0, "toolu_1", "get_weather", "")
     arguments = "".join(e.arguments for e in events if isinstance(e, ToolCallDelta))
     assert json.loads(arguments) == {"city": "Oslo"}
     assert events[-2:] == [Finish("tool_calls", "m"), Usage(12, 2)]

@@ -108,6 +108,8 @@ def parse_request(body: dict, hub, require_max_tokens: bool) -> ChatRequest:
             if anthropic_upstream and signature:
                 message["reasoning_signature"] = signature
     chat.pop("model", None)
+    if anthropic_upstream and isinstance(body.get("thinking"), dict):
+        chat["thinking"] = body["thinking"]   # only Anthropic knows what to do with it
     return ChatRequest(messages=messages, model=body["model"], params=chat,
                        dialect="anthropic")
 
@@ -212,7 +214,8 @@ def message_body(run, model: str) -> dict:
     transcript = run.transcript
     usage = run.usage
     message = {"content": transcript.text, "tool_calls": transcript.calls(),
-               "reasoning": transcript.reasoning}
+               "reasoning": transcript.reasoning,
+               "reasoning_signature": transcript.signature or ""}
     return {"id": message_id(run), "type": "message", "role": "assistant", "model": model,
             "content": translator.message_to_anthropic(message),
             "stop_reason": stop(run.status, transcript.finish_reason), "stop_sequence": None,
@@ -236,6 +239,7 @@ class MessageStream(StreamRenderer):
         self.started = False
         self.block: tuple | None = None   # (kind, tool call index) of the open block
         self.index = -1                   # the open block's position in the message
+        self.signed = False               # the open thinking block has had its signature
         self.finish: str | None = None
         self.usage = None
 
@@ -249,9 +253,8 @@ class MessageStream(StreamRenderer):
         if kind == "delta" and event.text:
             return self._open(("text", None)) + self._delta(
                 {"type": "text_delta", "text": event.text})
-        if kind == "reasoning" and event.text:
-            return self._open(("thinking", None)) + self._delta(
-                {"type": "thinking_delta", "thinking": event.text})
+        if kind == "reasoning":
+            return self._thinking(event)
         if kind == "tool_call":
             return self._tool_call(event)
         if kind == "finish":
@@ -284,6 +287,15 @@ class MessageStream(StreamRenderer):
         return out + self._event("content_block_start", {"index": self.index,
                                                          "content_block": content[block[0]]})
 
+    def _thinking(self, event) -> bytes:
+        out = self._open(("thinking", None))
+        if event.text:
+            out += self._delta({"type": "thinking_delta", "thinking": event.text})
+        if event.signature is not None:
+            self.signed = True
+            out += self._delta({"type": "signature_delta", "signature": event.signature})
+        return out
+
     def _tool_call(self, event) -> bytes:
         block = ("tool_use", event.index)
         out = b""
@@ -299,9 +311,9 @@ class MessageStream(StreamRenderer):
     def _close(self) -> bytes:
         if self.block is None:
             return b""
-        out = self._delta({"type": "signature_delta", "signature": ""}) \
-            if self.block[0] == "thinking" else b""
-        self.block = None
+        unsigned = self.block[0] == "thinking" and not self.signed
+        out = self._delta({"type": "signature_delta", "signature": ""}) if unsigned else b""
+        self.block, self.signed = None, False
         return out + self._event("content_block_stop", {"index": self.index})
 
     def _end(self, status: str) -> bytes:
