@@ -144,6 +144,11 @@ class Engine:
         """The kind of upstream (lmstudio, openai, anthropic, mock) that would answer."""
         return self.resolver.resolve(model)[0].upstream.kind
 
+    def count_tokens(self, model: str | None, text: str) -> int | None:
+        """The answering upstream's own token count of `text`, if it has a tokenizer."""
+        counter = getattr(self.resolver.resolve(model)[0].upstream, "count_tokens", None)
+        return counter(text) if counter is not None else None
+
     def provider(self, base_url: str):
         """The upstream for a client-named base URL; 403 unless it is allowed."""
         return self.providers.get(base_url)

@@ -78,6 +78,7 @@ class FakeLMStudio:
         self.models = ["qwen2.5-7b-instruct", "qwen3-vl-4b-instruct"]
         self.loaded = {"qwen2.5-7b-instruct": ["qwen2.5-7b-instruct"]}
         self.native = "v1"            # "v1" (0.4+), "v0" (older: no /api/v1), "none"
+        self.tokenizer = False        # answer POST /tokenize as llama.cpp's server does
         self.load_hold: threading.Event | None = None   # a slow load waits for this
         self.load_error: tuple | None = None            # (status, body) to answer a load
         self.requests: list[Received] = []
@@ -171,6 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         if self.path == "/v1/chat/completions":
             return self._chat(body, fake.next_script(), received)
+        if self.path == "/tokenize" and fake.tokenizer:     # llama.cpp's server has one
+            return self._json(200, {"tokens": list(range(len(body["content"].split())))})
         if self.path.startswith("/api/v1/") and fake.native != "v1":
             return self._json(200, {"error": f"Unexpected endpoint or method. "
                                              f"(POST {self.path})"})

@@ -233,8 +233,9 @@ def test_an_unknown_model_before_the_first_byte_keeps_its_status(hub, fake):
     assert status == 404 and reply["error"]["type"] == "not_found_error"
 
 
-def test_a_client_that_drops_the_stream_stops_the_model(hub, fake):
-    fake.enqueue(Script(chunks=["one", "two"], hold_first=NEVER, hold_after=1))
+@pytest.mark.parametrize("hold_after", [None, 1])     # in the prefill, or mid-answer
+def test_a_client_that_drops_the_stream_stops_the_model(hub, fake, hold_after):
+    fake.enqueue(Script(chunks=["one", "two"], hold_first=NEVER, hold_after=hold_after))
     conn, response = open_stream(hub.url, "/v1/messages", {
         "model": "m", "max_tokens": 5, "stream": True, "messages": ASK})
     response.readline()
@@ -282,3 +283,19 @@ def test_thinking_passes_through_an_anthropic_upstream_with_its_signature(
     assert passed["thinking"] == thinking
     assert passed["messages"][1]["content"][0] == {
         "type": "thinking", "thinking": "Cold, surely.", "signature": "sig-9"}
+
+
+def test_count_tokens_asks_a_llama_cpp_tokenizer_and_remembers_one_is_missing(make_hub,
+                                                                              fake):
+    hub = make_hub({"upstream": {"kind": "openai"}})
+    body = {"model": "m", "messages": [{"role": "user", "content": "one two three"}]}
+    fake.tokenizer = True
+    _, _, counted = call(hub.url, "POST", "/v1/messages/count_tokens", body)
+    assert counted == {"input_tokens": 4}                  # "user:", "one", "two", "three"
+    fake.tokenizer = False
+    other = make_hub({"upstream": {"kind": "openai"}})
+    estimates = [call(other.url, "POST", "/v1/messages/count_tokens", body)[2]
+                 for _ in range(2)]
+    assert estimates[0] == estimates[1] and estimates[0]["input_tokens"] > 0
+    asked = [r for r in fake.requests if r.path == "/tokenize"]
+    assert len(asked) == 2        # once for the first hub, once for the second: then never

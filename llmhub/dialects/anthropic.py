@@ -24,7 +24,7 @@ import re
 
 from llmhub import anthropic_translator as translator
 from llmhub.cancellation import CANCELLED, FAILED
-from llmhub.context import estimate_messages, estimate_tokens
+from llmhub.context import content_text, estimate_messages, estimate_tokens
 from llmhub.dialects.checks import check_int, check_number, check_type
 from llmhub.errors import BadRequest, HubError, error_of
 from llmhub.pipes import ChatRequest
@@ -62,12 +62,15 @@ def create_message(request):
 
 
 def count_tokens(request) -> JSONResponse:
-    """The hub's estimate of the prompt: messages, system, and the tools' definitions."""
+    """The prompt's tokens (messages, system, tools' definitions): counted by the upstream's
+    tokenizer where it has one (llama.cpp), else the hub's estimate."""
     body = request.json_object()
     chat = parse_request(body, request.hub, require_max_tokens=False)
-    tools = chat.params.get("tools")
-    tokens = estimate_messages(chat.messages) + (estimate_tokens(json.dumps(tools))
-                                                 if tools else 0)
+    tools = json.dumps(chat.params["tools"]) if chat.params.get("tools") else ""
+    text = "\n".join(f"{m['role']}: {content_text(m.get('content'))}" for m in chat.messages)
+    counted = request.hub.engine.count_tokens(chat.model, text + "\n" + tools)
+    tokens = counted if counted is not None else \
+        estimate_messages(chat.messages) + estimate_tokens(tools)
     return JSONResponse({"input_tokens": tokens})
 
 

@@ -32,6 +32,7 @@ class NoNativeAPI(HubError):
 class LMStudio(OpenAICompatible):
     kind = "lmstudio"
     label = "LM Studio"
+    tokenizer = False    # no /tokenize: it answers 200 "Unexpected endpoint" (§1.6)
 
     @staticmethod
     def normalise_url(url: str) -> str:

@@ -42,6 +42,7 @@ REASONING_FIELDS = ("reasoning_content", "reasoning")
 class OpenAICompatible:
     kind = "openai"
     label = "upstream"
+    tokenizer = True     # may have llama.cpp's /tokenize (count_tokens asks once)
 
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
@@ -52,6 +53,7 @@ class OpenAICompatible:
         self.gate = Gate(config.max_concurrent)
         self.pool = Pool()
         self.timeouts = Timeouts.of(config)
+        self.has_tokenizer = self.tokenizer   # until it answers that it has none
 
     @staticmethod
     def normalise_url(url: str) -> str:
@@ -81,12 +83,15 @@ class OpenAICompatible:
         headers = {**self.headers(api_key), **(extra_headers or {})}
         return ChatCall(self, self.prepare(body), headers, api_key or self.config.api_key)
 
-    # -- small JSON requests (models, probes) ------------------------------------------------
-    def get_json(self, path: str, timeout: float = 10.0) -> dict:
+    # -- small JSON requests (models, probes, tokens) ----------------------------------------
+    def get_json(self, path: str, timeout: float = 10.0, body: dict | None = None) -> dict:
+        """GET `path` (POST with `body`) and read its JSON; UpstreamError on an error."""
         timeouts = Timeouts(min(timeout, self.timeouts.connect), timeout, timeout, timeout)
         exchange = Exchange(self.base_url, timeouts, self.label, self.pool)
+        payload = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
         try:
-            response = exchange.send("GET", path, None, self.headers())
+            response = exchange.send("POST" if payload else "GET", path, payload,
+                                     self.headers())
             body = exchange.read_all()
             exchange.finish()
         finally:
@@ -95,6 +100,22 @@ class OpenAICompatible:
         if response.status >= 400 or (isinstance(obj, dict) and "error" in obj):
             raise http_error(response.status, error_message(body), self.label)
         return obj if isinstance(obj, dict) else {}
+
+    def count_tokens(self, text: str) -> int | None:
+        """The upstream's own count of `text`, from llama.cpp's `POST /tokenize`; None where
+        the server has no tokenizer (found out once, then not asked again) or did not say."""
+        if not self.has_tokenizer:
+            return None
+        try:
+            tokens = self.get_json(self.prefix.removesuffix("/v1") + "/tokenize",
+                                   body={"content": text}).get("tokens")
+        except UpstreamError as exc:
+            self.has_tokenizer = exc.upstream_status is None   # it answered: it has none
+            return None
+        if not isinstance(tokens, list):
+            self.has_tokenizer = False
+            return None
+        return len(tokens)
 
     def list_models(self) -> list[dict]:
         data = self.get_json(self.prefix + "/models").get("data")
