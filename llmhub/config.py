@@ -149,6 +149,7 @@ SCHEMA = [
     Key("mock", "max_chunks", _int(1, 10000), "10"),
     Key("providers", "allowed", _list, ""),
     Key("providers", "anthropic", _list, ""),
+    Key("openai", "drop_fields", _list, ""),
     Key("anthropic", "strip_billing_header", _bool, "true"),
     Key("anthropic", "store", _bool, "false"),
 ]
@@ -198,6 +199,7 @@ class Config:
     providers: dict
     anthropic: dict = field(default_factory=lambda: {"strip_billing_header": True,
                                                      "store": False})
+    openai: dict = field(default_factory=lambda: {"drop_fields": ()})
     aliases: dict = field(default_factory=dict)
     fallbacks: dict = field(default_factory=dict)
     concurrency: dict = field(default_factory=dict)   # model → max_concurrent
@@ -238,6 +240,7 @@ def load_config(flags: dict | None = None, env: dict | None = None,
         models=sections["models"], context=sections["context"],
         responses=sections["responses"], mock=sections["mock"],
         providers=sections["providers"], anthropic=sections["anthropic"],
+        openai=sections["openai"],
         aliases=_aliases(parser), fallbacks=_fallbacks(parser),
         concurrency=_concurrency(parser, source), pipes=_pipes(parser, source),
         source=source,
@@ -438,6 +441,7 @@ def redacted(config: Config) -> dict:
         "responses": dict(config.responses),
         "mock": dict(config.mock), "providers": section(config.providers),
         "anthropic": dict(config.anthropic),
+        "openai": {"drop_fields": list(config.openai["drop_fields"])},
         "aliases": dict(config.aliases),
         "fallbacks": {k: list(v) for k, v in config.fallbacks.items()},
         "concurrency": dict(config.concurrency),

@@ -13,6 +13,7 @@ manages what LM Studio has loaded, providers.py guards the upstreams a client na
 
 from llmhub.cancellation import Registry, Run
 from llmhub.config import Config
+from llmhub.errors import HubError
 from llmhub.generation import ChatRequest, Generation
 from llmhub.models import ModelManager
 from llmhub.providers import Providers
@@ -130,6 +131,19 @@ class Engine:
 
     def unload_models(self, key: str | None, everything: bool, force: bool) -> list[str]:
         return self.models.unload(key, everything, force)
+
+    def model_details(self) -> dict[str, dict]:
+        """What LM Studio says of each model it has: loaded, type, context length; {} for
+        an upstream that does not say, or cannot be asked now."""
+        if not self.models.managed:
+            return {}
+        try:
+            entries, _ = self.models.catalog()
+        except HubError:
+            return {}
+        return {e["key"]: {"type": e["type"], "loaded": e["loaded"],
+                           "context_length": e["context_length"],
+                           "max_context_length": e["max_context_length"]} for e in entries}
 
     def loaded_model(self) -> str | None:
         """The first loaded chat model; None if none is, or models are not managed here."""

@@ -22,7 +22,8 @@ HELLO = [{"role": "user", "content": "Hello!"}]
 @dataclass(frozen=True)
 class Route:
     method: str
-    pattern: str                   # /v1/runs/{run_id}/cancel: {name} is one path segment
+    pattern: str                   # /v1/runs/{run_id}/cancel: {name} is one path segment,
+                                   # {name:path} the rest of the path, slashes and all
     view: Callable
     dialect: object                # the module whose error_body() shapes this route's errors
     summary: str
@@ -31,11 +32,21 @@ class Route:
     accept: str | None = None      # set: matches only requests whose Accept names it
     regex: re.Pattern = field(init=False, repr=False, compare=False)
 
+    @property
+    def path(self) -> str:
+        """The pattern as documentation shows it: /v1/models/{model_id}."""
+        return self.pattern.replace(":path}", "}")
+
     def __post_init__(self) -> None:
-        parts = re.split(r"\{(\w+)\}", self.pattern)
-        regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)"
+        parts = re.split(r"\{(\w+(?::path)?)\}", self.pattern)
+        regex = "".join(re.escape(p) if i % 2 == 0 else _group(p)
                         for i, p in enumerate(parts))
         object.__setattr__(self, "regex", re.compile(f"^{regex}$"))
+
+
+def _group(name: str) -> str:
+    name, _, kind = name.partition(":")
+    return f"(?P<{name}>.+)" if kind == "path" else f"(?P<{name}>[^/]+)"
 
 
 STUDIO_CHAT = {"messages": [{"role": "user", "content": "What is 2+2?"}],
@@ -69,6 +80,8 @@ ROUTES = [
           "OpenAI chat completions, streaming and not",
           {"model": "fast", "messages": HELLO, "stream": False}),
     Route("GET", "/v1/models", openai.list_models, openai, "Upstream models plus aliases"),
+    Route("GET", "/v1/models/{model_id:path}", openai.get_model, openai,
+          "One model or alias (ids may hold slashes: qwen/qwen3-4b-2507)"),
     # Anthropic Messages
     Route("POST", "/v1/messages", anthropic.create_message, anthropic,
           "Anthropic Messages API, streaming and not, over any upstream",

@@ -48,7 +48,7 @@ def test_openapi_describes_every_route(hub):
     assert status == 200 and spec["openapi"] == "3.1.0"
     assert spec["info"]["title"] == "llmhub" and spec["info"]["version"]
     described = {(m.upper(), path) for path, ops in spec["paths"].items() for m in ops}
-    assert described == {(r.method, r.pattern) for r in routes.ROUTES}
+    assert described == {(r.method, r.path) for r in routes.ROUTES}
     ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
     for path, operations in spec["paths"].items():

@@ -2,7 +2,9 @@
 
 Wire rules kept here:
 - every field of the request except `model`, `messages` and `stream` goes upstream as-is, so
-  tools, response_format, seed, and LM Studio's own extras (top_k, ttl, …) all work;
+  tools, response_format, seed, LM Studio's own extras (top_k, ttl, …) and whatever field
+  a newer SDK adds (verbosity, prompt_cache_key, …) all work; the fields the hub reads are
+  type-checked by name, and `[openai] drop_fields` are removed;
 - upstream chunks are relayed with their unknown delta fields untouched (tool_calls,
   reasoning, reasoning_content); only `id` is rewritten, so every chunk shares one id; an
   upstream that speaks no chunks (Anthropic, the mock) gets its typed events built into
@@ -18,24 +20,20 @@ from llmhub.cancellation import CANCELLED, FAILED
 from llmhub.completion import choice, chunk, delta_of
 from llmhub.context import estimate_tokens
 from llmhub.dialects import anthropic
-from llmhub.dialects.checks import SAMPLING, check_known, check_sampling
-from llmhub.errors import BadRequest, HubError, error_of
+from llmhub.dialects.checks import check_sampling
+from llmhub.errors import BadRequest, HubError, NotFound, error_of
 from llmhub.events import Usage
 from llmhub.pipes import ChatRequest
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
-__all__ = ["error_body", "chat_completions", "list_models", "ChunkStream", "completion_body",
+__all__ = ["error_body", "chat_completions", "list_models", "get_model", "ChunkStream",
+           "completion_body",
            "check_messages",
            "completion_id", "openai_usage"]
 
 TITLE = "OpenAI"
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-# OpenAI's chat fields, LM Studio's documented extras (lmstudio.md §1.2), and the legacy
-# function-calling pair; anything else is refused by name rather than silently dropped.
-KNOWN = SAMPLING | {"model", "messages", "stream", "functions", "function_call", "modalities",
-                    "audio", "prediction", "web_search_options", "top_k", "min_p",
-                    "repeat_penalty", "ttl", "draft_model"}
 DONE = b"data: [DONE]\n\n"
 
 
@@ -54,7 +52,7 @@ def _error_type(status: int) -> str:
 
 def chat_completions(request):
     body = request.json_object()
-    chat = parse_chat(body)
+    chat = parse_chat(body, request.hub.config.openai["drop_fields"])
     chat.run_id = request.run_id()
     run = request.hub.engine.prepare(chat)
     if body.get("stream"):
@@ -66,29 +64,61 @@ def chat_completions(request):
 def list_models(request) -> JSONResponse:
     """OpenAI's model list; Anthropic's, for a client that sends `anthropic-version`."""
     hub = request.hub
+    listed = upstream_models(hub)
+    if request.headers.get("anthropic-version"):
+        return JSONResponse(anthropic.model_list(listed, hub.config.aliases))
+    return JSONResponse({"object": "list", "data": model_entries(hub, listed)})
+
+
+def get_model(request, model_id: str) -> JSONResponse:
+    """One model or alias, as `models.retrieve` reads it; 404 model_not_found otherwise."""
+    hub = request.hub
+    entry = next((e for e in model_entries(hub, upstream_models(hub)) if e["id"] == model_id),
+                 None)
+    if entry is None:
+        raise NotFound(f"The model '{model_id}' does not exist", param="model",
+                       code="model_not_found")
+    return JSONResponse(entry)
+
+
+def upstream_models(hub) -> list[dict]:
     listed, errors = hub.engine.list_models()
     if errors and not listed:
         raise errors[0]
-    if request.headers.get("anthropic-version"):
-        return JSONResponse(anthropic.model_list(listed, hub.config.aliases))
-    data = [{"object": "model", "created": 0, "owned_by": "organization_owner", **m}
-            for m in listed]
+    return listed
+
+
+def model_entries(hub, listed: list[dict]) -> list[dict]:
+    """The upstreams' models, with what LM Studio knows of each (loaded, context length)
+    as extra fields the OpenAI shape leaves room for; then every alias."""
+    details = hub.engine.model_details()
+    data = [{"object": "model", "created": 0, "owned_by": "organization_owner", **m,
+             **details.get(m["id"], {})} for m in listed]
     data += [{"id": alias, "object": "model", "created": 0, "owned_by": "llmhub",
-              "alias_of": target} for alias, target in hub.config.aliases.items()]
-    return JSONResponse({"object": "list", "data": data})
+              "alias_of": target} for alias, target in hub.config.aliases.items()
+             if "*" not in alias]
+    return data
 
 
 # --- request validation ----------------------------------------------------------------------
 
-def parse_chat(body: dict) -> ChatRequest:
-    check_known(body, KNOWN)
+def parse_chat(body: dict, drop: tuple = ()) -> ChatRequest:
+    """Fields the hub reads are checked by name; every other one goes upstream as it came
+    (an OpenAI-compatible server ignores what it does not know), but for `drop`."""
     check_messages(body.get("messages"))
     check_sampling(body)
-    params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+    return ChatRequest(messages=body["messages"], model=body.get("model") or None,
+                       params=upstream_params(body, ("model", "messages", "stream"), drop),
+                       dialect="openai")
+
+
+def upstream_params(body: dict, read: tuple, drop: tuple) -> dict:
+    """The body's fields for the upstream: all but those the hub reads, and `[openai]
+    drop_fields`."""
+    params = {k: v for k, v in body.items() if k not in read and k not in drop}
     if params.get("stream_options") is None:
         params.pop("stream_options", None)
-    return ChatRequest(messages=body["messages"], model=body.get("model") or None,
-                       params=params, dialect="openai")
+    return params
 
 
 def check_messages(messages) -> None:

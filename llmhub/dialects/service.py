@@ -39,7 +39,7 @@ def index(request):
     return JSONResponse({
         "name": "llmhub", "version": hub.version, "status": "ok",
         "upstreams": hub.engine.upstream_list(),
-        "endpoints": [{"method": r.method, "path": r.pattern, "summary": r.summary}
+        "endpoints": [{"method": r.method, "path": r.path, "summary": r.summary}
                       for r in hub.routes],
     })
 
@@ -50,7 +50,7 @@ def help_page(request):
     sections: dict[str, list] = {}
     for route in request.hub.routes:
         sections.setdefault(route.dialect.TITLE, []).append({
-            "method": route.method, "path": route.pattern, "summary": route.summary,
+            "method": route.method, "path": route.path, "summary": route.summary,
             "example": route.example, "curl": curl(base, route)})
     if "text/html" in request.headers.get("Accept", ""):
         return BytesResponse(help_html(request.hub.version, sections).encode("utf-8"),
@@ -60,8 +60,8 @@ def help_page(request):
 
 
 def curl(base: str, route) -> str:
-    command = f"curl {base}{route.pattern}" if route.method == "GET" else \
-        f"curl -X {route.method} {base}{route.pattern}"
+    command = f"curl {base}{route.path}" if route.method == "GET" else \
+        f"curl -X {route.method} {base}{route.path}"
     if route.example is not None:
         body = json.dumps(route.example, ensure_ascii=False)
         command += f" -H 'Content-Type: application/json' -d '{body}'"
@@ -99,7 +99,7 @@ def openapi(request) -> JSONResponse:
     """OpenAPI 3.1 for every route, from the same table as /help."""
     paths: dict = {}
     for route in request.hub.routes:
-        operations = paths.setdefault(route.pattern, {})
+        operations = paths.setdefault(route.path, {})
         method = route.method.lower()
         if method in operations:            # /chat/stream: one path, two dialects by Accept
             operations[method]["description"] += f" With any other Accept: {route.summary}."
@@ -119,16 +119,16 @@ def openapi(request) -> JSONResponse:
 
 
 def operation(route) -> dict:
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", route.pattern).strip("_") or "root"
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", route.path).strip("_") or "root"
     op = {"operationId": f"{route.method.lower()}_{slug}",
           "summary": route.summary, "description": route.summary + ".",
           "tags": [route.dialect.TITLE],
-          "responses": {"200": {"description": STREAMS.get(route.pattern, "Success")},
+          "responses": {"200": {"description": STREAMS.get(route.path, "Success")},
                         "default": {"description": f"An error, in the "
                                                    f"{route.dialect.TITLE} dialect's shape"}}}
     if route.accept:
         op["description"] = f"With Accept: {route.accept}: {route.summary}."
-    names = re.findall(r"\{(\w+)\}", route.pattern)
+    names = re.findall(r"\{(\w+)\}", route.path)
     if names:
         op["parameters"] = [{"name": n, "in": "path", "required": True,
                              "schema": {"type": "string"}} for n in names]

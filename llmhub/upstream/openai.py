@@ -151,17 +151,17 @@ class ChatCall:
                                       payload, self.headers)
         content_type = response.getheader("Content-Type", "")
         if response.status >= 400:
-            raise http_error(response.status,
-                             error_message(self.exchange.read_all()),
-                             self.upstream.label)
+            body = self.exchange.read_all()
+            raise http_error(response.status, error_message(body), self.upstream.label,
+                             error_type(body))
         if "text/event-stream" not in content_type:
             # A JSON body where a stream was asked for: an error with HTTP 200 (LM Studio's
             # unknown routes), or a server that ignores `stream`.
             body = self.exchange.read_all()
             obj = _parse_json(body)
             if not isinstance(obj, dict) or "error" in obj or "choices" not in obj:
-                raise http_error(502, error_message(body),
-                                 self.upstream.label)
+                raise http_error(502, error_message(body), self.upstream.label,
+                                 error_type(body))
             self.exchange.finish()
             self._whole = obj
 
@@ -261,38 +261,57 @@ def _message_in(obj) -> str | None:
     return None
 
 
-def http_error(status: int, message: str, label: str) -> UpstreamError:
-    """Keep the upstream's message; keep 4xx statuses; a plain 500 becomes 502 Bad Gateway."""
-    missing = bool(_MODEL_MISSING.search(message)) and status in (400, 404)
-    code = "model_not_found" if missing else _code_for(message)
+def error_type(body: bytes) -> str:
+    """The `type` inside an error envelope (llama.cpp's exceed_context_size_error), or ''."""
+    obj = _parse_json(body)
+    error = obj.get("error") if isinstance(obj, dict) else None
+    return error.get("type") or "" if isinstance(error, dict) else ""
+
+
+def http_error(status: int, message: str, label: str, kind: str = "") -> UpstreamError:
+    """Keep the upstream's message; keep 4xx statuses; a plain 500 becomes 502 Bad Gateway;
+    a context overflow is a 400 `context_length_exceeded`, whatever the upstream said."""
+    code = _code_for(f"{message} {kind}")
+    missing = code != "context_length_exceeded" and bool(_MODEL_MISSING.search(message)) \
+        and status in (400, 404)
+    code = "model_not_found" if missing else code
+    if code == "context_length_exceeded":
+        status = 400
     return UpstreamError(message, status=502 if status == 500 or status < 400 else status,
                          code=code, param="model" if missing else None,
                          model_unavailable=missing or status >= 500,
-                         reason=_reason(message, missing), detail=message, where=label,
+                         reason=_reason(message, code), detail=message, where=label,
                          upstream_status=status)
 
 
 def stream_error(obj, label: str) -> UpstreamError:
     message = _message_in(obj) or json.dumps(obj)[:500]
-    status = 400 if _code_for(message) == "context_length_exceeded" else 502
+    kind = (obj.get("error") or {}).get("type", "") if isinstance(obj, dict) and \
+        isinstance(obj.get("error"), dict) else ""
+    code = _code_for(f"{message} {kind}")
+    status = 400 if code == "context_length_exceeded" else 502
     return UpstreamError(f"{label}: {message}" if status == 502 else message, status=status,
-                         code=_code_for(message), reason=_reason(message, False),
+                         code=code, reason=_reason(message, code),
                          detail=message, where=label)
 
 
-def _reason(message: str, missing: bool) -> str:
+def _reason(message: str, code: str) -> str:
     if _NONE_LOADED.search(message):
         return "no_model_loaded"
-    if missing:
-        return "model_not_found"
-    return "context_length" if _code_for(message) == "context_length_exceeded" else "refused"
+    return {"model_not_found": "model_not_found",
+            "context_length_exceeded": "context_length"}.get(code, "refused")
+
+
+# How each server says the prompt does not fit: LM Studio ("context length", "context the
+# overflows"), llama.cpp ("exceeds the available context size", exceed_context_size_error,
+# n_ctx), vLLM ("maximum context length"), Anthropic ("prompt is too long"), OpenAI.
+_OVERFLOW = re.compile(r"context length|context size|context window|n_ctx|context the "
+                       r"overflows|exceed_context_size|context_length_exceeded|prompt is "
+                       r"too long", re.I)
 
 
 def _code_for(message: str) -> str:
-    lowered = message.lower()
-    if "context length" in lowered or "n_ctx" in lowered or "context the overflows" in lowered:
-        return "context_length_exceeded"
-    return "upstream_error"
+    return "context_length_exceeded" if _OVERFLOW.search(message) else "upstream_error"
 
 
 # --- chunks as typed events ------------------------------------------------------------------
