@@ -15,7 +15,8 @@ KNOWN_DELTA = {"content", "role", "tool_calls"}
 
 
 class Transcript:
-    def __init__(self) -> None:
+    def __init__(self, index: int = 0) -> None:
+        self.index = index                      # which choice it folds
         self.parts: list[str] = []
         self.reasoning_parts: list[str] = []
         self.signature: str | None = None       # an Anthropic upstream's, for its thinking
@@ -26,6 +27,7 @@ class Transcript:
         self.model: str | None = None           # as the upstream reported it
         self.system_fingerprint: str | None = None
         self._raw = None                        # the last raw chunk folded for `extra`
+        self.others: dict[int, "Transcript"] = {}   # choices after the first, when n > 1
 
     @property
     def text(self) -> str:
@@ -36,7 +38,13 @@ class Transcript:
         return "".join(self.reasoning_parts)
 
     def add(self, event) -> None:
-        """Fold one event in (events with nothing to fold are passed by)."""
+        """Fold one event in (events with nothing to fold are passed by); an event of
+        another choice than the first goes to that choice's own Transcript."""
+        choice = getattr(event, "choice", 0)
+        if choice != self.index:
+            if self.index == 0:            # the run's transcript keeps the others'
+                self.other(choice).add(event)
+            return
         kind = event.kind
         if kind == "delta":
             if event.text:
@@ -61,8 +69,9 @@ class Transcript:
         self.model = raw.get("model") or self.model
         self.system_fingerprint = raw.get("system_fingerprint") or self.system_fingerprint
         for one in raw.get("choices") or ():
-            delta = (one.get("delta") or one.get("message") or {}) if isinstance(one, dict) \
-                else {}
+            if not isinstance(one, dict) or one.get("index", 0) != self.index:
+                continue
+            delta = one.get("delta") or one.get("message") or {}
             if delta.keys() <= KNOWN_DELTA:
                 continue                 # the usual chunk: nothing unknown to keep
             for key, value in delta.items():
@@ -77,6 +86,15 @@ class Transcript:
         if event.name:
             slot["function"]["name"] += event.name
         slot["function"]["arguments"] += event.arguments
+
+    def other(self, index: int) -> "Transcript":
+        if index not in self.others:
+            self.others[index] = Transcript(index)
+        return self.others[index]
+
+    def choices(self) -> list[tuple[int, "Transcript"]]:
+        """Every choice's transcript by index, the first (this one) first."""
+        return [(0, self)] + sorted(self.others.items())
 
     def calls(self) -> list[dict]:
         return [self.tool_calls[i] for i in sorted(self.tool_calls)]

@@ -11,12 +11,15 @@ object on every event made from it, so the OpenAI dialect can relay the upstream
 it came, unknown fields and all. Events without `raw` (Anthropic, the mock, a `<think>`
 split) are rendered from their fields.
 
+With `n` > 1 an upstream answers several choices at once; each content event says which
+(`choice`), and only the OpenAI dialect asks for more than one.
+
 Finish is the model's own stop ("stop", "length", "tool_calls"), in its place in the
 stream; Done is the run's end, with the run's status. A run that ends without the model
 finishing (a cancel, a failure) has a Done and no Finish.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 __all__ = ["Start", "TextDelta", "ReasoningDelta", "ToolCallDelta", "Logprobs", "Usage",
            "Finish", "Done", "Error", "stored", "from_stored", "weight"]
@@ -39,6 +42,7 @@ class TextDelta:
     kind = "delta"                      # the stored logs' name for it since the first release
     text: str                           # may be "" (a role-only chunk kept for its raw)
     raw: dict | None = field(default=None, compare=False)
+    choice: int = 0                     # which of `n` choices it belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class ReasoningDelta:
     text: str
     raw: dict | None = field(default=None, compare=False)
     signature: str | None = None        # Anthropic's seal on a thinking block, at its end
+    choice: int = 0                     # which of `n` choices it belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,7 @@ class ToolCallDelta:
     name: str | None = None
     arguments: str = ""
     raw: dict | None = field(default=None, compare=False)
+    choice: int = 0                     # which of `n` choices it belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,7 @@ class Logprobs:
     kind = "logprobs"
     content: list                       # OpenAI's per-token [{token, logprob, top_logprobs}]
     raw: dict | None = field(default=None, compare=False)
+    choice: int = 0                     # which of `n` choices it belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,7 @@ class Finish:
     model: str | None = None
     system_fingerprint: str | None = None
     raw: dict | None = field(default=None, compare=False)
+    choice: int = 0                     # which of `n` choices it belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +140,11 @@ _SLIM = {"raw"}    # never stored: the relay's copy of the upstream's wire chunk
 
 
 def stored(event) -> list:
-    """An event as a stored response keeps it: [kind, {fields}], without the raw chunk."""
-    return [event.kind, {name: getattr(event, name) for name in event.__slots__
-                         if name not in _SLIM and getattr(event, name) is not None}]
+    """An event as a stored response keeps it: [kind, {fields}], without the raw chunk and
+    without fields at their defaults (a long answer is thousands of deltas)."""
+    return [event.kind, {f.name: getattr(event, f.name) for f in fields(event)
+                         if f.name not in _SLIM and getattr(event, f.name) is not None and
+                         getattr(event, f.name) != f.default}]
 
 
 def from_stored(kind: str, data: dict):

@@ -255,6 +255,9 @@ class _Handler(BaseHTTPRequestHandler):
         asked = re.fullmatch(r"fake-chunks-(\d+)", str(body.get("model")))
         texts = [" tok"] * int(asked.group(1)) if asked else script.chunks
         chunks = script.raw_chunks or self._scripted(body, script, texts)
+        for index in range(1, body.get("n") or 1):   # more choices: the same, in capitals
+            chunks += [self._chunk(body, {"content": c.upper()}, index=index) for c in texts]
+            chunks.append(self._chunk(body, {}, script.finish_reason, index=index))
         for i, chunk in enumerate(chunks):
             if i == hold_at and not self._hold(script.hold_first):
                 return self._aborted(received)
@@ -322,6 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
         first delta carrying the role."""
         deltas = [{script.reasoning_field: r} for r in script.reasoning or ()]
         deltas += [{"content": c} for c in texts]
+        first_text = len(deltas) - len(texts)
         for index, call in enumerate(script.tool_calls or ()):
             arguments = call["arguments"]
             half = len(arguments) // 2
@@ -332,12 +336,19 @@ class _Handler(BaseHTTPRequestHandler):
                                            "function": {"arguments": arguments[half:]}}]})
         if deltas:
             deltas[0] = {"role": "assistant", **deltas[0]}
-        return [self._chunk(body, delta) for delta in deltas]
+        chunks = [self._chunk(body, delta) for delta in deltas]
+        if body.get("logprobs"):                       # llama-server sends them per token
+            for chunk, text in zip(chunks[first_text:], texts):
+                chunk["choices"][0]["logprobs"] = {"content": [
+                    {"token": text, "logprob": -0.5, "bytes": list(text.encode()),
+                     "top_logprobs": []}]}
+        return chunks
 
-    def _chunk(self, body: dict, delta: dict, finish_reason=None) -> dict:
+    def _chunk(self, body: dict, delta: dict, finish_reason=None, index: int = 0,
+               logprobs=None) -> dict:
         return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
                 "model": body.get("model"), "system_fingerprint": body.get("model"),
-                "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
                              "finish_reason": finish_reason}]}
 
     def _usage(self, body: dict, script: Script) -> dict:

@@ -54,8 +54,7 @@ def check_sampling(body: dict) -> None:
     check_type(body, "tool_choice", (str, dict), "a string or an object")
     check_type(body, "response_format", dict, "an object")
     check_type(body, "stream_options", dict, "an object")
-    if body.get("n", 1) != 1:
-        raise BadRequest("Only n = 1 is supported", param="n", code="invalid_value")
+    check_int(body, "n", 1)           # n > 1 goes upstream; a thread keeps choice 0
 
 
 def check_known(body: dict, known: set, where: str = "") -> None:

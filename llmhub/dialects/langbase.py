@@ -197,8 +197,8 @@ class PipeStream(StreamRenderer):
                                 *choices[1:]]
             self.role_sent = True
         if any(c.get("finish_reason") for c in chunk["choices"] if isinstance(c, dict)):
-            self.final = chunk
-            return b""
+            held, self.final = self.final, chunk     # with n > 1, an earlier choice's finish
+            return frame(held) if held is not None else b""
         return frame(chunk)
 
     def _final(self) -> bytes:

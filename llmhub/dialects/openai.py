@@ -165,12 +165,13 @@ def completion_body(run) -> dict:
     if run.status == FAILED:
         raise run.failure()
     transcript = run.transcript
-    finish = transcript.finish_reason or ("cancelled" if run.status == CANCELLED else "stop")
-    logprobs = {"content": transcript.logprobs} if transcript.logprobs else None
+    cancelled = "cancelled" if run.status == CANCELLED else "stop"
+    choices = [{"index": index, "message": one.message(),
+                "logprobs": {"content": one.logprobs} if one.logprobs else None,
+                "finish_reason": one.finish_reason or cancelled}
+               for index, one in transcript.choices()]
     body = {"id": completion_id(run), "object": "chat.completion", "created": run.created,
-            "model": transcript.model or run.model,
-            "choices": [{"index": 0, "message": transcript.message(), "logprobs": logprobs,
-                         "finish_reason": finish}],
+            "model": transcript.model or run.model, "choices": choices,
             "usage": openai_usage(run.usage, run)}
     if transcript.system_fingerprint:
         body["system_fingerprint"] = transcript.system_fingerprint

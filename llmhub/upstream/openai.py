@@ -322,9 +322,9 @@ def chunk_events(chunk: dict) -> list:
     events = []
     if chunk.get("choices"):
         raw = {k: v for k, v in chunk.items() if k != "usage"} if usage else chunk
-        for choice in chunk["choices"]:
-            if isinstance(choice, dict) and choice.get("index", 0) == 0:  # the hub asks for one
-                events += _choice_events(choice, chunk, raw)
+        for one in chunk["choices"]:
+            if isinstance(one, dict) and isinstance(one.get("index", 0), int):
+                events += _choice_events(one, chunk, raw)
         if not events:               # a role-only chunk: relayed, so the client sees it
             events.append(TextDelta("", raw))
     if isinstance(usage, dict):
@@ -335,32 +335,33 @@ def chunk_events(chunk: dict) -> list:
 def _choice_events(choice: dict, chunk: dict, raw: dict) -> list:
     # Every chunk of a long stream comes through here: each test is a key lookup.
     delta = choice.get("delta") or choice.get("message") or {}
+    index = choice.get("index", 0)
     events = []
     if "reasoning_content" in delta or "reasoning" in delta:
-        events += [ReasoningDelta(delta[name], raw) for name in REASONING_FIELDS
+        events += [ReasoningDelta(delta[name], raw, choice=index) for name in REASONING_FIELDS
                    if isinstance(delta.get(name), str) and delta[name]]
     text = delta.get("content")
     if text and isinstance(text, str):
-        events.append(TextDelta(text, raw))
+        events.append(TextDelta(text, raw, index))
     if "tool_calls" in delta:
-        events += _tool_call_events(delta["tool_calls"], raw)
+        events += _tool_call_events(delta["tool_calls"], raw, index)
     logprobs = choice.get("logprobs")
     if logprobs and isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
-        events.append(Logprobs(logprobs["content"], raw))
+        events.append(Logprobs(logprobs["content"], raw, index))
     if choice.get("finish_reason"):
         events.append(Finish(str(choice["finish_reason"]), chunk.get("model"),
-                             chunk.get("system_fingerprint"), raw))
+                             chunk.get("system_fingerprint"), raw, index))
     return events
 
 
-def _tool_call_events(calls, raw: dict) -> list:
+def _tool_call_events(calls, raw: dict, choice: int) -> list:
     events = []
     for position, call in enumerate(calls if isinstance(calls, list) else ()):
         if isinstance(call, dict):
             function = call.get("function") or {}
             events.append(ToolCallDelta(
                 call.get("index", position), call.get("id"), _str(function.get("name")),
-                _str(function.get("arguments")) or "", raw))
+                _str(function.get("arguments")) or "", raw, choice))
     return events
 
 

@@ -25,7 +25,7 @@ def wants_split(model: str, patterns: tuple) -> bool:
 def split_think(events: Iterable) -> Iterator:
     splitter = ThinkSplit()
     for event in events:
-        if isinstance(event, TextDelta):
+        if isinstance(event, TextDelta) and not event.choice:
             yield from splitter.feed(event.text)
         else:
             yield from splitter.flush()
