@@ -134,6 +134,7 @@ SCHEMA = [
     Key("models", "vision", _str, "qwen3-vl-4b-instruct", env=("DEFAULT_VISION_MODEL",)),
     Key("models", "summary", _str, ""),
     Key("models", "think_tags", _list, ""),
+    Key("models", "think_inline", _list, ""),
     Key("context", "max_input_tokens", _int(256, 10_000_000), "8192",
         env=("CTX_MAX_INPUT_TOKENS",)),
     Key("context", "summary_trigger_tokens", _int(256, 10_000_000), "6144",

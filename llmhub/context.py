@@ -8,7 +8,8 @@ input budget and summaries belong there.
 
 from llmhub.errors import BadRequest
 
-__all__ = ["estimate_tokens", "estimate_messages", "content_text", "message_tokens",
+__all__ = ["estimate_tokens", "estimate_messages", "estimate_input", "content_text",
+           "message_tokens",
            "build_input",
            "to_upstream", "split_for_summary", "SUMMARY_PREFIX"]
 
@@ -23,6 +24,18 @@ def estimate_messages(messages: list) -> int:
     """Content tokens plus a few for each message's role and framing."""
     return sum(4 + estimate_tokens(content_text(m.get("content")) if isinstance(m, dict)
                                    else "") for m in messages)
+
+
+def estimate_input(value) -> int:
+    """Tokens of a completion prompt or an embeddings input: a string, token ids, or a list
+    of either (token ids count one each)."""
+    if isinstance(value, str):
+        return estimate_tokens(value)
+    if isinstance(value, int):
+        return 1
+    if isinstance(value, list):
+        return sum(estimate_input(item) for item in value)
+    return 0
 
 
 def content_text(content) -> str:

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 
 from llmhub.cancellation import CANCELLED, FINAL, TRIMMED, Gate, Registry, Run, Turns
 from llmhub.config import Config
-from llmhub.context import build_input, estimate_messages, estimate_tokens
+from llmhub.context import build_input, estimate_input, estimate_messages, estimate_tokens
 from llmhub.errors import HubError, UpstreamError
 from llmhub.events import Usage, stored
 from llmhub.messages import normalise_message
 from llmhub.redaction import config_secrets
 from llmhub.resolution import Resolver, Target
 from llmhub.threads import Store
-from llmhub.upstream.think import split_think
+from llmhub.upstream.think import join_think, split_think
 from llmhub.workers import Workers
 
 __all__ = ["ChatRequest", "Generation", "stored_events"]
@@ -60,6 +60,7 @@ class ChatRequest:
     upstream: object = None                      # a client-chosen provider; no aliases then
     upstream_headers: dict = field(default_factory=dict)   # passed through (Helicone-Auth)
     keep_in: str | None = None                   # a thread that keeps a resent conversation
+    endpoint: str = "chat"                       # or "completions": legacy, with a prompt
 
 
 class Generation:
@@ -91,14 +92,17 @@ class Generation:
         run.secrets = self.secrets + ((request.upstream_key,) if request.upstream_key else ())
         try:
             turn = self._input(run, request)
+            if request.endpoint == "completions":
+                run.input_estimate = estimate_input(request.params.get("prompt"))
             if request.keep_response:
                 self._keep_response(run, request)
         except BaseException as exc:
             run.finish("fail", error=exc if isinstance(exc, HubError) else None)
             raise
-        # access = (api key, extra headers) for reaching the upstream on the client's behalf
+        # access = (api key, extra headers, endpoint): reaching the upstream for the client
         run.job = functools.partial(self._work, run, request.params, turn,
-                                    (request.upstream_key, request.upstream_headers), targets)
+                                    (request.upstream_key, request.upstream_headers,
+                                     request.endpoint), targets)
         return run
 
     def _input(self, run: Run, request: ChatRequest):
@@ -203,6 +207,61 @@ class Generation:
             provider=run.provider, context=run.context or {}, usage=usage.counts(),
             events=stored_events(run))
 
+    # -- embeddings --------------------------------------------------------------------------
+    def embed(self, model: str | None, body: dict) -> tuple[dict, Run]:
+        """Embeddings through the same aliases, prefixes, fallbacks and queues as a chat;
+        (the upstream's reply, the finished run). Usage the upstream gives as 0 (LM Studio
+        always does) is estimated."""
+        targets = self.resolver.resolve(model)
+        run = self.registry.create(None, dialect="embeddings", model=targets[0].model)
+        run.requested = model
+        failures = []
+        for target in targets:
+            try:
+                reply, name = self._embed_once(run, target, body)
+            except UpstreamError as exc:
+                failures.append((target, exc))
+                if run.status in FINAL or not exc.model_unavailable:
+                    break
+                continue
+            except HubError as exc:
+                failures.append((target, exc))
+                break
+            if reply is None:
+                break                         # cancelled while queued
+            run.start(name, target.upstream.provider)
+            run.usage = self._embedding_usage(reply, body.get("input"))
+            run.finish("complete", finish_reason="stop")
+            return reply, run
+        run.finish("fail", error=_summarise(failures) if failures else None)
+        raise run.failure() if run.error else HubError("Cancelled while queued", status=409,
+                                                       code="cancelled")
+
+    def _embed_once(self, run: Run, target: Target, body: dict):
+        entered = self._admit(run, target)
+        if entered is None:
+            return None, None
+        try:
+            upstream = target.upstream
+            name = target.model or self.resolver.default_model(upstream)
+            embed = getattr(upstream, "embeddings", None)
+            if embed is None:
+                raise UpstreamError(f"{upstream.label} has no embeddings endpoint", status=400,
+                                    code="unsupported_endpoint")
+            if run.upstream_at is None:
+                run.upstream_at = time.monotonic()
+            return embed(dict(body, model=name)), name
+        finally:
+            self._leave(entered)
+
+    @staticmethod
+    def _embedding_usage(reply: dict, given) -> Usage:
+        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+        prompt = usage.get("prompt_tokens")
+        if type(prompt) is int and prompt > 0:
+            return Usage(prompt, 0, raw=usage)
+        return Usage(estimate_input(given), 0, input_estimated=True)
+
     # -- running -----------------------------------------------------------------------------
     def _work(self, run: Run, params: dict, turn, access: tuple,
               targets: list[Target]) -> None:
@@ -215,7 +274,8 @@ class Generation:
                 return
             if messages is None:
                 return                      # cancelled while it waited for its turn
-            body = dict(params, messages=messages)
+            body = dict(params, messages=messages) if messages or "prompt" not in params \
+                else dict(params)         # a legacy completion has a prompt instead
             for target in targets:
                 error = self._attempt(run, body, access, target)
                 if error is None:
@@ -228,21 +288,35 @@ class Generation:
             log.exception("run %s crashed", run.id)
             run.finish("fail", error=HubError("Internal error in the hub; see its log"))
 
+    def _admit(self, run: Run, target: Target) -> list | None:
+        """Wait at the model's limit, then the upstream's; the gates entered, or None if the
+        run was cancelled while it queued."""
+        entered = []
+        for gate in (self.model_gates.get(target.model), target.upstream.gate):
+            if gate is None:
+                continue
+            if not gate.enter(run):
+                self._leave(entered)
+                return None
+            entered.append(gate)
+        return entered
+
+    @staticmethod
+    def _leave(gates: list) -> None:
+        for gate in gates:
+            gate.leave()
+
     def _attempt(self, run: Run, body: dict, access: tuple, target: Target) -> HubError | None:
         """One upstream try; returns its error if it failed before the upstream accepted."""
         upstream, call = target.upstream, None
-        gates = [g for g in (self.model_gates.get(target.model), upstream.gate) if g]
-        entered = []
-        for gate in gates:                    # the model's limit, then the upstream's
-            if not gate.enter(run):
-                for held in entered:
-                    held.leave()
-                return None                   # cancelled while queued
-            entered.append(gate)
+        entered = self._admit(run, target)
+        if entered is None:
+            return None                       # cancelled while queued
         try:
             model = target.model or self.resolver.default_model(upstream)
-            api_key, headers = access
-            call = upstream.chat(dict(body, model=model), api_key=api_key, extra_headers=headers)
+            api_key, headers, endpoint = access
+            opener = upstream.chat if endpoint == "chat" else completions_of(upstream)
+            call = opener(dict(body, model=model), api_key=api_key, extra_headers=headers)
             if not run.attach(call):
                 return None
             if run.upstream_at is None:
@@ -252,6 +326,8 @@ class Generation:
                 events = call.events()
                 if self.resolver.thinks_in_tags(model):
                     events = split_think(events)
+                elif self.resolver.inlines_thinking(model):
+                    events = join_think(events)
                 self._relay(run, events)
             return None
         except UpstreamError as exc:
@@ -262,8 +338,7 @@ class Generation:
         finally:
             if call is not None:
                 call.close()
-            for gate in entered:
-                gate.leave()
+            self._leave(entered)
 
     def _relay(self, run: Run, events) -> None:
         try:
@@ -309,6 +384,15 @@ class Generation:
         calls = "".join(c["function"]["name"] + c["function"]["arguments"]
                         for c in transcript.tool_calls.values())
         return estimate_tokens(transcript.text + transcript.reasoning + calls)
+
+
+def completions_of(upstream):
+    """The upstream's legacy text completions; 400 for one that has none (Anthropic)."""
+    complete = getattr(upstream, "complete", None)
+    if complete is None:
+        raise UpstreamError(f"{upstream.label} has no text completions endpoint; use chat "
+                            "completions", status=400, code="unsupported_endpoint")
+    return complete
 
 
 def stored_events(run: Run) -> list:

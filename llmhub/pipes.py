@@ -87,6 +87,14 @@ class Engine:
         run.wait(self.resolver.default_upstream.config.total_timeout_seconds)
         return run
 
+    def embed(self, model: str | None, body: dict) -> tuple[dict, Run]:
+        """Embeddings (generation.Generation.embed): the upstream's reply and its run."""
+        return self.generation.embed(model, body)
+
+    def accepts_token_ids(self, model: str | None) -> bool:
+        """Whether the upstream that would answer takes token-id arrays as input."""
+        return getattr(self.resolver.resolve(model)[0].upstream, "accepts_token_ids", False)
+
     # -- threads and messages ----------------------------------------------------------------
     def create_thread(self, thread_id: str | None, metadata: dict, messages: list) -> dict:
         return self.store.create_thread(thread_id, metadata, messages)

@@ -85,6 +85,10 @@ class Resolver:
         """Whether this model's `<think>` block is split out as reasoning (think_tags)."""
         return wants_split(model, self.config.models["think_tags"])
 
+    def inlines_thinking(self, model: str) -> bool:
+        """Whether this model's reasoning is sent as `<think>` text (think_inline)."""
+        return wants_split(model, self.config.models["think_inline"])
+
     def refusal(self, model: str | None, media_type: str) -> str | None:
         """Why the upstream that would answer `model` cannot take an image of this type."""
         upstream = self.resolve(model)[0].upstream

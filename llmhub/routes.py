@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
-from llmhub.dialects import (anthropic, edison, langbase, openai, responses, service,
-                             sessions, studio)
+from llmhub.dialects import (anthropic, completions, edison, embeddings, langbase, openai,
+                             responses, service, sessions, studio)
 from llmhub.errors import MethodNotAllowed, NotFound
 
 __all__ = ["Route", "ROUTES", "match", "methods_for", "dialect_for", "not_found"]
@@ -82,6 +82,12 @@ ROUTES = [
     Route("GET", "/v1/models", openai.list_models, openai, "Upstream models plus aliases"),
     Route("GET", "/v1/models/{model_id:path}", openai.get_model, openai,
           "One model or alias (ids may hold slashes: qwen/qwen3-4b-2507)"),
+    Route("POST", "/v1/embeddings", embeddings.create_embeddings, embeddings,
+          "OpenAI embeddings: strings or token ids, float or base64",
+          {"model": "text-embedding-nomic-embed-text-v1.5", "input": ["Hello", "world"]}),
+    Route("POST", "/v1/completions", completions.create_completion, completions,
+          "OpenAI legacy text completions, with suffix for fill-in-the-middle",
+          {"model": "fast", "prompt": "def add(a, b):", "max_tokens": 32}),
     # Anthropic Messages
     Route("POST", "/v1/messages", anthropic.create_message, anthropic,
           "Anthropic Messages API, streaming and not, over any upstream",

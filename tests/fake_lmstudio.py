@@ -172,6 +172,15 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         if self.path == "/v1/chat/completions":
             return self._chat(body, fake.next_script(), received)
+        if self.path == "/v1/completions":
+            return self._text_completion(body, fake.next_script(), received)
+        if self.path == "/v1/embeddings":             # LM Studio: floats, usage always 0
+            items = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            return self._json(200, {"object": "list", "model": body.get("model"), "data": [
+                {"object": "embedding", "index": i, "embedding": [len(str(item)) / 10, 0.5,
+                                                                  -0.25]}
+                for i, item in enumerate(items)], "usage": {"prompt_tokens": 0,
+                                                            "total_tokens": 0}})
         if self.path == "/tokenize" and fake.tokenizer:     # llama.cpp's server has one
             return self._json(200, {"tokens": list(range(len(body["content"].split())))})
         if self.path.startswith("/api/v1/") and fake.native != "v1":
@@ -319,6 +328,30 @@ class _Handler(BaseHTTPRequestHandler):
         received.aborted = True
         self.close_connection = True
         self.server.fake.aborted.set()
+
+    def _text_completion(self, body: dict, script: Script, received: Received) -> None:
+        """Legacy /v1/completions, streamed: text chunks (with legacy logprobs when asked),
+        the finish, the usage."""
+        chunks = [{"id": "cmpl-fake", "object": "text_completion", "created": 1700000000,
+                   "model": body.get("model"),
+                   "choices": [{"text": text, "index": 0, "finish_reason": None,
+                                "logprobs": {"tokens": [text], "token_logprobs": [-0.5],
+                                             "top_logprobs": [{text: -0.5}],
+                                             "text_offset": [i]}
+                                if body.get("logprobs") else None}]}
+                  for i, text in enumerate(script.chunks)]
+        chunks.append(dict(chunks[0], choices=[{"text": "", "index": 0, "logprobs": None,
+                                                "finish_reason": script.finish_reason}]))
+        chunks.append(dict(chunks[0], choices=[], usage=self._usage(
+            {"messages": [{"content": body.get("prompt")}]}, script)))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        self.close_connection = True          # the body is read until the connection closes
+        if script.hold_first and not self._hold(script.hold_first):
+            return self._aborted(received)
+        self.wfile.write(b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+                         + b"data: [DONE]\n\n")
 
     def _scripted(self, body: dict, script: Script, texts: list) -> list:
         """The chunks of a scripted answer: reasoning, text, then tool call pieces, the

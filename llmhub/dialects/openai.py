@@ -38,8 +38,16 @@ DONE = b"data: [DONE]\n\n"
 
 
 def error_body(error: HubError) -> dict:
-    return {"error": {"message": error.message, "type": _error_type(error.status),
+    message = error.message
+    if error.code == OVERFLOW and OVERFLOW not in message:
+        # LangChain tells an overflow (ContextOverflowError) by this text in the message,
+        # which is all the openai client prints of an error body
+        message = f"{message} ({OVERFLOW})"
+    return {"error": {"message": message, "type": _error_type(error.status),
                       "param": error.param, "code": error.code}}
+
+
+OVERFLOW = "context_length_exceeded"
 
 
 def _error_type(status: int) -> str:
@@ -184,6 +192,8 @@ class ChunkStream(StreamRenderer):
     An event made from an upstream chunk relays that chunk (once, with the run's id); any
     other content event is built into a chunk from its fields, the first with the role."""
 
+    object = "chat.completion.chunk"
+
     def __init__(self, run, include_usage: bool) -> None:
         self.run = run
         self.id = completion_id(run)
@@ -212,7 +222,7 @@ class ChunkStream(StreamRenderer):
             return b""
         self.relayed, self.role_sent = raw, True
         chunk = dict(raw, id=self.id)
-        chunk.setdefault("object", "chat.completion.chunk")
+        chunk.setdefault("object", self.object)
         self.finish_sent = self.finish_sent or any(
             isinstance(c, dict) and c.get("finish_reason") for c in chunk["choices"])
         return sse(chunk)
@@ -234,9 +244,13 @@ class ChunkStream(StreamRenderer):
         if status == FAILED:
             return b""    # the error frame said it all; the stream just ends
         if status == CANCELLED and not self.finish_sent:
-            return sse(self._chunk([choice({}, "cancelled")])) + DONE
+            return sse(self._chunk([self._cancelled()])) + DONE
         return DONE
 
+    def _cancelled(self) -> dict:
+        return choice({}, "cancelled")
+
     def _chunk(self, choices: list, **extra) -> dict:
-        return chunk(self.id, self.run.created, self.run.transcript.model or self.run.model,
-                     choices, **extra)
+        return dict(chunk(self.id, self.run.created,
+                          self.run.transcript.model or self.run.model, choices, **extra),
+                    object=self.object)

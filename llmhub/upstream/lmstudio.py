@@ -33,6 +33,7 @@ class LMStudio(OpenAICompatible):
     kind = "lmstudio"
     label = "LM Studio"
     tokenizer = False    # no /tokenize: it answers 200 "Unexpected endpoint" (§1.6)
+    accepts_token_ids = False   # embeddings of token ids: refused, with a confusing message
 
     @staticmethod
     def normalise_url(url: str) -> str:

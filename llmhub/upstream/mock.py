@@ -6,13 +6,15 @@ broken into words and punctuation, sent as `min_chunks`..`max_chunks` text event
 makes the choice repeatable. No network is involved; abort() stops it at once.
 """
 
+import hashlib
+import json
 import random
 import re
 import threading
 from typing import Iterator
 
 from llmhub.cancellation import Gate
-from llmhub.context import estimate_messages, estimate_tokens
+from llmhub.context import estimate_input, estimate_messages, estimate_tokens
 from llmhub.errors import UpstreamError
 from llmhub.events import Finish, TextDelta, Usage
 from llmhub.upstream.http import Aborted
@@ -35,6 +37,11 @@ _WORDS = re.compile(r"\s*[\w'-]+|\s*[^\w\s]")
 def split_words(text: str) -> list[str]:
     """Words (with their leading space) and punctuation marks, in order."""
     return _WORDS.findall(text)
+
+
+def vector(text: str) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(b / 127.5 - 1, 4) for b in digest[:8]]
 
 
 def group(pieces: list[str], count: int) -> list[str]:
@@ -73,6 +80,18 @@ class Mock:
     def chat(self, body: dict, api_key: str | None = None,
              extra_headers: dict | None = None) -> "MockCall":
         return MockCall(self, body)
+
+    complete = chat          # a legacy completion gets a sample answer too
+
+    def embeddings(self, body: dict) -> dict:
+        """A repeatable 8-number vector per input, from its hash: enough to try RAG code."""
+        given = body.get("input")
+        items = given if isinstance(given, list) and not all(isinstance(i, int) for i in given) \
+            else [given]
+        data = [{"object": "embedding", "index": i, "embedding": vector(json.dumps(item))}
+                for i, item in enumerate(items)]
+        return {"object": "list", "data": data, "model": body.get("model") or "mock-model",
+                "usage": {"prompt_tokens": 0, "total_tokens": 0}}
 
     def list_models(self) -> list[dict]:
         return [{"id": m, "object": "model", "created": 0, "owned_by": "llmhub-mock"}
@@ -128,7 +147,10 @@ class MockCall:
                 raise Aborted("aborted")
             yield TextDelta(piece)
         yield Finish("stop", self.body.get("model") or "mock-model", "llmhub-mock")
-        yield Usage(estimate_messages(self.body.get("messages") or []), estimate_tokens(text))
+        messages = self.body.get("messages")
+        prompt = estimate_messages(messages) if messages else \
+            estimate_input(self.body.get("prompt"))
+        yield Usage(prompt, estimate_tokens(text))
 
     def abort(self) -> None:
         self._aborted.set()

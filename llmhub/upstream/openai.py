@@ -42,6 +42,7 @@ REASONING_FIELDS = ("reasoning_content", "reasoning")
 class OpenAICompatible:
     kind = "openai"
     label = "upstream"
+    accepts_token_ids = True   # embeddings of token-id arrays (OpenAI, vLLM take them)
     tokenizer = True     # may have llama.cpp's /tokenize (count_tokens asks once)
 
     def __init__(self, config: UpstreamConfig) -> None:
@@ -78,10 +79,24 @@ class OpenAICompatible:
     def chat(self, body: dict, api_key: str | None = None,
              extra_headers: dict | None = None) -> "ChatCall":
         """A call for this body; `api_key` replaces the configured key for this call only."""
-        body = dict(body, stream=True)
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        headers = {**self.headers(api_key), **(extra_headers or {})}
-        return ChatCall(self, self.prepare(body), headers, api_key or self.config.api_key)
+        return ChatCall(self, self.prepare(streamed(body)), self._headers(api_key, extra_headers),
+                        api_key or self.config.api_key)
+
+    def complete(self, body: dict, api_key: str | None = None,
+                 extra_headers: dict | None = None) -> "ChatCall":
+        """A legacy text completion (`/completions`: a prompt, `suffix` for fill-in-the-
+        middle), streamed and read into the same typed events as a chat."""
+        return ChatCall(self, streamed(body), self._headers(api_key, extra_headers),
+                        api_key or self.config.api_key, path="/completions",
+                        adapt=text_events, unwrap=lambda whole: [whole])
+
+    def embeddings(self, body: dict) -> dict:
+        """`/embeddings`, answered whole; token-id input is refused here where the server
+        cannot take it (`accepts_token_ids`)."""
+        return self.get_json(self.prefix + "/embeddings", self.timeouts.total, body=body)
+
+    def _headers(self, api_key: str | None, extra: dict | None) -> dict:
+        return {**self.headers(api_key), **(extra or {})}
 
     # -- small JSON requests (models, probes, tokens) ----------------------------------------
     def get_json(self, path: str, timeout: float = 10.0, body: dict | None = None) -> dict:
@@ -135,11 +150,15 @@ class ChatCall:
     """One streamed chat completion: open(), then chunks(); abort() from any thread."""
 
     def __init__(self, upstream: OpenAICompatible, body: dict, headers: dict,
-                 key: str = "") -> None:
+                 key: str = "", path: str = "/chat/completions", adapt=None,
+                 unwrap=None) -> None:
         self.upstream = upstream
         self.body = body
         self.headers = headers
         self.key = key          # never repeated in an error message
+        self.path = path
+        self.adapt = adapt or chunk_events                  # a chunk → its typed events
+        self.unwrap = unwrap or chunks_from_completion      # a whole reply → its chunks
         self.exchange = Exchange(upstream.base_url, upstream.timeouts, upstream.label,
                                  upstream.pool)
         self._whole: dict | None = None
@@ -147,8 +166,8 @@ class ChatCall:
     def open(self) -> None:
         """Send the request; raise UpstreamError unless the upstream accepted it."""
         payload = json.dumps(self.body, ensure_ascii=False).encode("utf-8")
-        response = self.exchange.send("POST", self.upstream.prefix + "/chat/completions",
-                                      payload, self.headers)
+        response = self.exchange.send("POST", self.upstream.prefix + self.path, payload,
+                                      self.headers)
         content_type = response.getheader("Content-Type", "")
         if response.status >= 400:
             body = self.exchange.read_all()
@@ -168,11 +187,11 @@ class ChatCall:
     def events(self) -> Iterator:
         """The reply as typed run events."""
         for chunk in self.chunks():
-            yield from chunk_events(chunk)
+            yield from self.adapt(chunk)
 
     def chunks(self) -> Iterator[dict]:
         if self._whole is not None:
-            yield from chunks_from_completion(self._whole)
+            yield from self.unwrap(self._whole)
             return
         finished = False
         for event, payload in self._events():
@@ -209,6 +228,13 @@ class ChatCall:
 
     def close(self) -> None:
         self.exchange.close()
+
+
+def streamed(body: dict) -> dict:
+    """Always a stream, always with usage: what makes cancel and usage work (docstring)."""
+    body = dict(body, stream=True)
+    body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return body
 
 
 def basic_auth(url: str) -> str | None:
@@ -363,6 +389,36 @@ def _tool_call_events(calls, raw: dict, choice: int) -> list:
                 call.get("index", position), call.get("id"), _str(function.get("name")),
                 _str(function.get("arguments")) or "", raw, choice))
     return events
+
+
+def text_events(chunk: dict) -> list:
+    """One legacy text_completion chunk as typed events: `text`, the legacy logprobs
+    (parallel lists) as per-token entries, the finish, the usage."""
+    usage = chunk.get("usage")
+    raw = {k: v for k, v in chunk.items() if k != "usage"} if usage else chunk
+    events = []
+    for one in chunk.get("choices") or ():
+        if not isinstance(one, dict) or not isinstance(one.get("index", 0), int):
+            continue
+        index, text = one.get("index", 0), one.get("text")
+        events.append(TextDelta(text if isinstance(text, str) else "", raw, index))
+        if isinstance(one.get("logprobs"), dict):
+            events.append(Logprobs(per_token(one["logprobs"]), raw, index))
+        if one.get("finish_reason"):
+            events.append(Finish(str(one["finish_reason"]), chunk.get("model"),
+                                 chunk.get("system_fingerprint"), raw, index))
+    if isinstance(usage, dict):
+        events.append(usage_event(usage))
+    return events
+
+
+def per_token(legacy: dict) -> list:
+    """Legacy logprobs {tokens, token_logprobs, top_logprobs, text_offset} as entries."""
+    lists = [legacy.get(k) or [] for k in ("tokens", "token_logprobs", "top_logprobs",
+                                           "text_offset")]
+    return [{"token": t, "logprob": lp, "top_logprobs": top, "text_offset": offset}
+            for t, lp, top, offset in zip(lists[0], *[lst + [None] * (len(lists[0]) - len(lst))
+                                                      for lst in lists[1:]])]
 
 
 def _str(value) -> str | None:

@@ -1,4 +1,5 @@
-"""`<think>…</think>` in a model's text, split out as reasoning (`[models] think_tags`).
+"""`<think>…</think>` in a model's text, split out as reasoning (`[models] think_tags`), or
+reasoning put back inline as such a block (`[models] think_inline`).
 
 Models such as QwQ and the DeepSeek-R1 distills write their reasoning into the answer,
 inside a `<think>` block at its start, when the server does not separate it. For the models
@@ -6,14 +7,21 @@ named in `think_tags`, the block becomes ReasoningDelta events and the rest Text
 events, however the tags are cut across chunks. Only a block that opens the answer counts:
 a `<think>` later in the text is the model talking about tags. The split events have no
 `raw`, so the OpenAI dialect sends them as `reasoning_content` and `content` fields.
+
+The reverse is for clients that show reasoning only inline (older chat UIs): for the
+models in `think_inline`, reasoning becomes text wrapped in `<think>…</think>` before the
+answer. Every content event then loses its raw chunk, which would carry the reasoning a
+second time.
 """
 
 from fnmatch import fnmatchcase
 from typing import Iterable, Iterator
 
+import dataclasses
+
 from llmhub.events import ReasoningDelta, TextDelta
 
-__all__ = ["split_think", "ThinkSplit", "wants_split"]
+__all__ = ["split_think", "join_think", "ThinkSplit", "wants_split"]
 
 OPEN, CLOSE = "<think>", "</think>"
 
@@ -31,6 +39,24 @@ def split_think(events: Iterable) -> Iterator:
             yield from splitter.flush()
             yield event
     yield from splitter.flush()
+
+
+def join_think(events: Iterable) -> Iterator:
+    thinking = False
+    for event in events:
+        if getattr(event, "choice", 0) or not hasattr(event, "raw") or event.kind == "usage":
+            yield event
+        elif isinstance(event, ReasoningDelta):
+            if event.text:
+                yield TextDelta(("" if thinking else OPEN) + event.text)
+                thinking = True
+        else:
+            if thinking:
+                yield TextDelta(CLOSE + "\n\n")
+                thinking = False
+            yield dataclasses.replace(event, raw=None)
+    if thinking:
+        yield TextDelta(CLOSE)
 
 
 class ThinkSplit:
