@@ -11,6 +11,7 @@ keep-alive connection per client thread:
 - time to first token of a stream, and the hub's added time;
 - the same through Anthropic's Messages API (`/v1/messages`), against the direct
   chat-completions stream it becomes;
+- embeddings latency (`/v1/embeddings`);
 - chunks per second relayed by one long stream per client.
 
 Targets (issue 2): added p50 under 1 ms for non-streaming at concurrency 1; at least 10,000
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "Hello!"}]}
+EMBED = json.dumps({"model": "bench-embed", "input": ["Hello!", "A second passage."]}).encode()
 MESSAGES = {"model": "bench-model", "max_tokens": 256, "stream": True,
             "messages": [{"role": "user", "content": "Hello!"}]}
 
@@ -83,6 +85,16 @@ class Client:
         elapsed = time.perf_counter() - started
         response.read()
         return elapsed
+
+    def embed(self) -> float:
+        started = time.perf_counter()
+        self.conn.request("POST", self.prefix + "/embeddings", body=EMBED,
+                          headers={"Content-Type": "application/json"})
+        response = self.conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(response.status)
+        return time.perf_counter() - started
 
     def first_message_token(self) -> float:
         """Time to the first text_delta of an Anthropic Messages stream (/v1/messages)."""
@@ -232,6 +244,8 @@ def relay(quick: bool) -> None:
                                  levels, total // 2)
             rows += latency_rows("/v1/messages first token (ms)", "first_token", direct, hub,
                                  (1, 16), total // 2, hub_task="first_message_token")
+            rows += latency_rows("embeddings latency (ms)", "embed", direct, hub, (1, 16),
+                                 total // 2)
             rows += throughput_rows(direct, hub, levels, chunks)
         finally:
             hub_process.terminate()

@@ -194,3 +194,44 @@ def test_a_tool_call_comes_back_whole_without_streaming_from_anthropic(make_hub)
     assert (call.id, call.function.name, json.loads(call.function.arguments)) == \
         ("toolu_1", "get_weather", {"city": "Oslo"})
     assert sent["tool_choice"] == {"type": "any"}
+
+
+# --- the rest of the surface (issue 12) ------------------------------------------------------
+
+def test_embeddings_float_and_base64(client, fake):
+    # the SDK asks for base64 unless told otherwise, and decodes it back to floats
+    default = client.embeddings.create(model="nomic-embed", input=["Hello", "world!"])
+    assert [round(x, 4) for x in default.data[1].embedding] == [0.6, 0.5, -0.25]
+    floats = client.embeddings.create(model="nomic-embed", input="Hi",
+                                      encoding_format="float")
+    assert [round(x, 4) for x in floats.data[0].embedding] == [0.2, 0.5, -0.25]
+    assert default.usage.prompt_tokens == 4 and default.model == "nomic-embed"
+
+
+def test_legacy_completions_streamed_and_not(client, fake):
+    fake.enqueue(Script(chunks=["    return", " a + b"]), Script(chunks=["x", "y"]))
+    whole = client.completions.create(model="coder", prompt="def add(a, b):\n",
+                                      suffix="\n", max_tokens=16)
+    assert whole.choices[0].text == "    return a + b" and whole.usage.completion_tokens == 2
+    stream = client.completions.create(model="coder", prompt="p", stream=True,
+                                       stream_options={"include_usage": True})
+    pieces = list(stream)
+    assert "".join(c.choices[0].text for c in pieces if c.choices) == "xy"
+    assert pieces[-1].usage.completion_tokens == 2
+
+
+def test_models_retrieve(client):
+    model = client.models.retrieve("qwen2.5-7b-instruct")
+    assert model.id == "qwen2.5-7b-instruct" and model.object == "model"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
+def test_todays_request_fields_and_n(client, fake):
+    fake.enqueue(Script(chunks=["a"]))
+    response = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}], n=2, verbosity="low",
+        prompt_cache_key="session-1")
+    assert [c.message.content for c in response.choices] == ["a", "A"]
+    sent = fake.chat_requests()[-1].body
+    assert (sent["verbosity"], sent["prompt_cache_key"], sent["n"]) == ("low", "session-1", 2)
