@@ -61,6 +61,8 @@ class ChatRequest:
     upstream_headers: dict = field(default_factory=dict)   # passed through (Helicone-Auth)
     keep_in: str | None = None                   # a thread that keeps a resent conversation
     endpoint: str = "chat"                       # or "completions": legacy, with a prompt
+    history: list = field(default_factory=list)  # without persist: earlier turns, normalised,
+                                                 # cut from the oldest to fit the budget
 
 
 class Generation:
@@ -114,12 +116,12 @@ class Generation:
         budget = self.config.context["max_input_tokens"] if request.budget else None
         if request.keep_in is not None:
             self._keep_conversation(run, request)
-        if not request.persist and not request.budget:     # sent as the client gave them
+        if not request.persist and not request.budget and not request.history:
             system = [{"role": "system", "content": request.system}] if request.system else []
-            return self._ready(run, system + request.messages)
+            return self._ready(run, system + request.messages)   # as the client gave them
         if not request.persist:
-            messages, run.context = build_input(request.system, [], request.messages,
-                                                budget=budget)
+            messages, run.context = build_input(request.system, request.history,
+                                                request.messages, budget=budget)
             return self._ready(run, messages)
         build_input(request.system, [], request.messages, budget=budget)   # alone too big?
         if request.thread_id is None:                 # a new thread: nobody to wait for

@@ -27,6 +27,7 @@ class Hub:
         self.started = time.time()
         self.store = Store(config.server["db_path"])
         self.store.fail_interrupted_responses()   # their runs died with the last process
+        self.store.fail_interrupted_api_responses()
         self.metrics = Metrics()
         self.registry = Registry(on_retire=self.metrics.run_finished)
         self.upstreams = make_upstreams(config)

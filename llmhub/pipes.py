@@ -14,7 +14,7 @@ manages what LM Studio has loaded, providers.py guards the upstreams a client na
 from llmhub.cancellation import Registry, Run
 from llmhub.config import Config
 from llmhub.errors import HubError
-from llmhub.generation import ChatRequest, Generation
+from llmhub.generation import ChatRequest, Generation, stored_events
 from llmhub.models import ModelManager
 from llmhub.providers import Providers
 from llmhub.resolution import Resolver, Target
@@ -123,6 +123,33 @@ class Engine:
 
     def oldest_response_time(self) -> float | None:
         return self.store.oldest_response_time()
+
+    def create_api_response(self, record: dict) -> None:
+        """Keep a /v1/responses response from its start (retention as [responses] says)."""
+        kept = self.config.responses
+        self.store.create_api_response(record, kept["keep_count"], kept["keep_days"] * 86400)
+
+    def finish_api_response(self, run: Run, **fields) -> None:
+        """Record a /v1/responses run's end, with its event log for replay."""
+        self.store.finish_api_response(run.id, events=stored_events(run), **fields)
+
+    def api_response(self, response_id: str) -> dict | None:
+        return self.store.get_api_response(response_id)
+
+    def api_response_chain(self, response_id: str) -> list[dict] | None:
+        """The response and those it continues, oldest first; None if it is unknown."""
+        return self.store.api_response_chain(response_id)
+
+    def delete_api_response(self, response_id: str) -> bool:
+        return self.store.delete_api_response(response_id)
+
+    def delete_message(self, thread_id: str, message_id: str) -> None:
+        self.store.delete_message(thread_id, message_id)
+
+    def summarise_messages(self, messages: list) -> Run:
+        """A summary of these messages by [models] summary, run to its end."""
+        return self._generate(summary_prompt(None, messages), self.config.models["summary"]
+                              or None)
 
     # -- models and providers ----------------------------------------------------------------
     def list_models(self):

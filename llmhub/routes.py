@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
-from llmhub.dialects import (anthropic, completions, edison, embeddings, langbase, openai,
-                             responses, service, sessions, studio)
+from llmhub.dialects import (anthropic, completions, conversations, edison, embeddings,
+                             langbase, openai, openai_responses, responses, service,
+                             sessions, studio)
 from llmhub.errors import MethodNotAllowed, NotFound
 
 __all__ = ["Route", "ROUTES", "match", "methods_for", "dialect_for", "not_found"]
@@ -88,6 +89,42 @@ ROUTES = [
     Route("POST", "/v1/completions", completions.create_completion, completions,
           "OpenAI legacy text completions, with suffix for fill-in-the-middle",
           {"model": "fast", "prompt": "def add(a, b):", "max_tokens": 32}),
+    # OpenAI Responses and Conversations
+    Route("POST", "/v1/responses", openai_responses.create, openai_responses,
+          "OpenAI Responses: stored, streamed or background, cancellable, resumable",
+          {"model": "fast", "input": "Hello!"}),
+    Route("POST", "/v1/responses/input_tokens", openai_responses.input_tokens,
+          openai_responses, "Estimated input tokens of a Responses request",
+          {"model": "fast", "input": "Hello!"}),
+    Route("POST", "/v1/responses/compact", openai_responses.compact, openai_responses,
+          "The conversation so far as one compaction item (a summary)",
+          {"model": "fast", "input": "Hello!"}),
+    Route("GET", "/v1/responses/{response_id}", openai_responses.retrieve, openai_responses,
+          "A response; ?stream=true&starting_after=N replays its events and follows it"),
+    Route("DELETE", "/v1/responses/{response_id}", openai_responses.delete, openai_responses,
+          "Delete a stored response"),
+    Route("POST", "/v1/responses/{response_id}/cancel", openai_responses.cancel,
+          openai_responses, "Cancel a response: the model stops; the partial output stays"),
+    Route("GET", "/v1/responses/{response_id}/input_items", openai_responses.input_items,
+          openai_responses, "A response's input items, paged"),
+    Route("POST", "/v1/conversations", conversations.create, conversations,
+          "Create a conversation (a thread), optionally with items",
+          {"metadata": {"topic": "demo"}}),
+    Route("GET", "/v1/conversations/{conversation_id}", conversations.retrieve, conversations,
+          "A conversation"),
+    Route("POST", "/v1/conversations/{conversation_id}", conversations.update, conversations,
+          "Replace a conversation's metadata", {"metadata": {"topic": "demo"}}),
+    Route("DELETE", "/v1/conversations/{conversation_id}", conversations.delete,
+          conversations, "Delete a conversation and its items"),
+    Route("GET", "/v1/conversations/{conversation_id}/items", conversations.list_items,
+          conversations, "A conversation's items, paged"),
+    Route("POST", "/v1/conversations/{conversation_id}/items", conversations.create_items,
+          conversations, "Append items to a conversation",
+          {"items": [{"type": "message", "role": "user", "content": "Hello!"}]}),
+    Route("GET", "/v1/conversations/{conversation_id}/items/{item_id}", conversations.get_item,
+          conversations, "One item of a conversation"),
+    Route("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}",
+          conversations.delete_item, conversations, "Delete an item (its message)"),
     # Anthropic Messages
     Route("POST", "/v1/messages", anthropic.create_message, anthropic,
           "Anthropic Messages API, streaming and not, over any upstream",

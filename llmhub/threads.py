@@ -102,6 +102,20 @@ def _add_reasoning(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE messages ADD COLUMN reasoning TEXT")
 
 
+def _create_api_responses(conn: sqlite3.Connection) -> None:
+    # OpenAI's Responses API (/v1/responses), apart from the seed's /responses table: each
+    # row keeps its own input items and output items, and the id of the response it
+    # continues, so a chain is rebuilt by walking previous_id (two children may share a
+    # parent: a chain branches). `request` keeps what the response object echoes.
+    conn.execute("""CREATE TABLE api_responses (
+        id TEXT PRIMARY KEY, created_at REAL NOT NULL, status TEXT NOT NULL,
+        previous_id TEXT, conversation_id TEXT, model TEXT,
+        request TEXT NOT NULL DEFAULT '{}', input TEXT NOT NULL DEFAULT '[]',
+        output TEXT NOT NULL DEFAULT '[]', usage TEXT, error TEXT, events TEXT,
+        finished_at REAL)""")
+    conn.execute("CREATE INDEX api_responses_created ON api_responses (created_at)")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
     ("create_summaries", _create_summaries),
@@ -109,6 +123,7 @@ MIGRATIONS = [
     ("add_thread_activity", _add_thread_activity),
     ("add_running_tokens", _add_running_tokens),
     ("add_reasoning", _add_reasoning),
+    ("create_api_responses", _create_api_responses),
 ]
 
 
@@ -455,6 +470,74 @@ class Store:
             tx.execute(f"UPDATE responses SET {', '.join(f'{k} = ?' for k in encoded)} "
                        "WHERE id = ?", (*encoded.values(), response_id))
 
+    # -- OpenAI Responses (/v1/responses) ------------------------------------------------------
+    def create_api_response(self, record: dict, keep_count: int, keep_seconds: float) -> None:
+        """Insert a running response and prune beyond the retention bounds."""
+        with self.write_tx() as tx:
+            tx.execute("INSERT INTO api_responses (id, created_at, status, previous_id, "
+                       "conversation_id, model, request, input) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (record["id"], record["created_at"], record["status"],
+                        record["previous_id"], record["conversation_id"], record["model"],
+                        _json(record["request"]), _json(record["input"])))
+            tx.execute("DELETE FROM api_responses WHERE created_at < ? OR id IN (SELECT id "
+                       "FROM api_responses ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
+                       (time.time() - keep_seconds, keep_count))
+
+    def finish_api_response(self, response_id: str, **fields) -> None:
+        """Record the end: status, model, output, usage, error, events."""
+        encoded = {k: _json(v) if k in ("output", "usage", "error", "events") else v
+                   for k, v in fields.items()}
+        encoded["finished_at"] = time.time()
+        with self.write_tx() as tx:
+            tx.execute(f"UPDATE api_responses SET {', '.join(f'{k} = ?' for k in encoded)} "
+                       "WHERE id = ?", (*encoded.values(), response_id))
+
+    def get_api_response(self, response_id: str) -> dict | None:
+        rows = self._read("SELECT * FROM api_responses WHERE id = ?", (response_id,))
+        return _api_response(rows[0]) if rows else None
+
+    def api_response_chain(self, response_id: str, most: int = 10_000) -> list[dict] | None:
+        """The response and every one it continues, oldest first; None if it is unknown.
+        A link that has expired ends the chain there."""
+        chain, seen, current = [], set(), response_id
+        while current and current not in seen and len(chain) < most:
+            record = self.get_api_response(current)
+            if record is None:
+                break
+            seen.add(current)
+            chain.append(record)
+            current = record["previous_id"]
+        return chain[::-1] if chain else None
+
+    def delete_api_response(self, response_id: str) -> bool:
+        with self.write_tx() as tx:
+            return tx.execute("DELETE FROM api_responses WHERE id = ?",
+                              (response_id,)).rowcount > 0
+
+    def fail_interrupted_api_responses(self) -> int:
+        with self.write_tx() as tx:
+            return tx.execute("UPDATE api_responses SET status = 'failed', finished_at = ? "
+                              "WHERE status IN ('queued', 'in_progress')",
+                              (time.time(),)).rowcount
+
+    def delete_message(self, thread_id: str, message_id: str) -> None:
+        """Remove one message; later messages' running token counts drop by its share."""
+        with self.write_tx() as tx:
+            row = tx.execute("SELECT seq, cum_tokens FROM messages WHERE thread_id = ? AND "
+                             "id = ?", (thread_id, message_id)).fetchone()
+            if row is None:
+                raise NotFound(f"No message {message_id!r} in thread {thread_id!r}",
+                               param="item_id")
+            before = tx.execute("SELECT cum_tokens FROM messages WHERE thread_id = ? AND "
+                                "seq < ? ORDER BY seq DESC LIMIT 1",
+                                (thread_id, row[0])).fetchone()
+            share = (row[1] or 0) - ((before[0] or 0) if before else 0)
+            tx.execute("DELETE FROM messages WHERE thread_id = ? AND id = ?",
+                       (thread_id, message_id))
+            tx.execute("UPDATE messages SET cum_tokens = cum_tokens - ? WHERE thread_id = ? "
+                       "AND seq > ?", (share, thread_id, row[0]))
+
     def get_response(self, response_id: str) -> dict | None:
         rows = self._read("SELECT * FROM responses WHERE id = ?", (response_id,))
         if not rows:
@@ -530,6 +613,13 @@ def _turn(message: dict) -> tuple:
     calls = tuple((c.get("id"), (c.get("function") or {}).get("name"))
                   for c in message["tool_calls"] if isinstance(c, dict))
     return (message["role"], content_text(message["content"]), message["tool_call_id"], calls)
+
+
+def _api_response(row) -> dict:
+    record = dict(row)
+    for key in ("request", "input", "output", "usage", "error", "events"):
+        record[key] = json.loads(record[key]) if record[key] is not None else None
+    return record
 
 
 def _title(messages: list) -> str | None:

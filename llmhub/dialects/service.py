@@ -91,6 +91,7 @@ STREAMS = {"/chat/stream": "text/event-stream or application/x-ndjson",
            "/v1/chat/completions": "text/event-stream with stream: true",
            "/v1/messages": "text/event-stream with stream: true",
            "/v1/completions": "text/event-stream with stream: true",
+           "/v1/responses": "text/event-stream with stream: true",
            "/v1/pipes/run": "text/event-stream with stream: true",
            "/v1/chat/completions/stream": "text/event-stream",
            "/responses/{response_id}/events": "text/event-stream"}

@@ -1,0 +1,107 @@
+"""OpenAI's Conversations API (`/v1/conversations…`): a second face of the thread store.
+
+A conversation is a thread: its id is the thread's own (`conv_<hex>` when the hub makes
+one), so the same conversation shows in the Langbase threads API and on the web page, and
+`/v1/responses` with `conversation` appends to it. Items are the thread's messages as
+Responses items (response_items.py): one per message, one per tool call. Errors are OpenAI's.
+"""
+
+from llmhub import ids
+from llmhub.dialects.checks import check_known
+from llmhub.dialects.openai import error_body
+from llmhub.dialects.openai_responses import page
+from llmhub.errors import BadRequest, NotFound
+from llmhub.messages import check_metadata, check_thread_id, normalise_message
+from llmhub.response_items import items_to_messages, messages_to_items
+from llmhub.wire import JSONResponse
+
+__all__ = ["TITLE", "error_body", "create", "retrieve", "update", "delete", "list_items",
+           "create_items", "get_item", "delete_item"]
+
+TITLE = "OpenAI Conversations"
+
+
+def conversation_json(thread: dict) -> dict:
+    return {"id": thread["id"], "object": "conversation", "created_at": thread["created_at"],
+            "metadata": thread["metadata"]}
+
+
+def create(request) -> JSONResponse:
+    body = request.json_object() if request.body.strip() else {}
+    check_known(body, {"items", "metadata"})
+    messages = parse_items(body.get("items") or [])
+    thread = request.hub.engine.create_thread("conv_" + ids.uuid4().hex + ids.uuid4().hex[:16],
+                                              check_metadata(body.get("metadata")), messages)
+    return JSONResponse(conversation_json(thread))
+
+
+def retrieve(request, conversation_id: str) -> JSONResponse:
+    return JSONResponse(conversation_json(request.hub.engine.thread(
+        check_thread_id(conversation_id, "conversation_id"))))
+
+
+def update(request, conversation_id: str) -> JSONResponse:
+    body = request.json_object()
+    if "metadata" not in body:
+        raise BadRequest("'metadata' is required", param="metadata")
+    thread = request.hub.engine.update_thread(check_thread_id(conversation_id,
+                                                              "conversation_id"),
+                                              check_metadata(body["metadata"]))
+    return JSONResponse(conversation_json(thread))
+
+
+def delete(request, conversation_id: str) -> JSONResponse:
+    request.hub.engine.delete_thread(check_thread_id(conversation_id, "conversation_id"))
+    return JSONResponse({"id": conversation_id, "object": "conversation.deleted",
+                         "deleted": True})
+
+
+def list_items(request, conversation_id: str) -> JSONResponse:
+    return JSONResponse(page(all_items(request, conversation_id), request.query))
+
+
+def all_items(request, conversation_id: str) -> list[dict]:
+    thread_id = check_thread_id(conversation_id, "conversation_id")
+    messages, _ = request.hub.engine.page_messages(thread_id, None, None)
+    return messages_to_items(messages)
+
+
+def create_items(request, conversation_id: str) -> JSONResponse:
+    body = request.json_object()
+    check_known(body, {"items"})
+    messages = parse_items(body.get("items"))
+    created = request.hub.engine.append_messages(check_thread_id(conversation_id,
+                                                                 "conversation_id"), messages)
+    data = messages_to_items(created)
+    return JSONResponse({"object": "list", "data": data,
+                         "first_id": data[0]["id"] if data else None,
+                         "last_id": data[-1]["id"] if data else None, "has_more": False})
+
+
+def get_item(request, conversation_id: str, item_id: str) -> JSONResponse:
+    item = next((i for i in all_items(request, conversation_id) if i["id"] == item_id), None)
+    if item is None:
+        raise NotFound(f"No item {item_id!r} in conversation {conversation_id!r}",
+                       param="item_id")
+    return JSONResponse(item)
+
+
+def delete_item(request, conversation_id: str, item_id: str) -> JSONResponse:
+    """Removes the message the item is (a tool call's item: its whole message)."""
+    thread_id = check_thread_id(conversation_id, "conversation_id")
+    request.hub.engine.delete_message(thread_id, message_of(item_id))
+    return JSONResponse(conversation_json(request.hub.engine.thread(thread_id)))
+
+
+def message_of(item_id: str) -> str:
+    """The message an item id names: itself, or rs_<message>, or fc_<message>_<n>."""
+    if item_id.startswith("fc_"):
+        return item_id[3:].rpartition("_")[0]
+    return item_id.removeprefix("rs_")
+
+
+def parse_items(items) -> list[dict]:
+    if not isinstance(items, list):
+        raise BadRequest("'items' must be a list of items", param="items")
+    return [normalise_message(m, f"items[{i}]")
+            for i, m in enumerate(items_to_messages(items, "items"))]

@@ -1,0 +1,506 @@
+"""OpenAI's Responses API (`/v1/responses…`) on the hub's own store: persistent, cancellable,
+resumable. The seed's `/responses` dialect (responses.py) is a different wire and stays as
+it is.
+
+Wire rules kept here (the `openai` SDK's types are the ground truth):
+- `input` is a string or items (response_items.py); `instructions` are the system prompt of
+  this response only, never carried forward; function tools, `tool_choice`,
+  `parallel_tool_calls`, `text.format`, `reasoning.effort`, `max_output_tokens`,
+  `temperature`, `top_p` are translated; other fields go upstream as they came; any tool
+  but a function is a 400 naming `tools[i].type`;
+- `previous_response_id` rebuilds the history from the stored input and output of every
+  response up the chain (a chain may branch); `conversation` keeps the turn in a thread
+  (the conversation id is the thread id); both at once is a 400;
+- `truncation: auto` fits the history to `[context] max_input_tokens`, cutting the oldest;
+  `disabled` (the default, as at OpenAI) sends it all, and an overflow is the upstream's 400;
+- `store: false` keeps nothing: the response cannot be retrieved, but can be cancelled
+  while it runs; `background: true` answers at once and runs with no client;
+- a stream is the event sequence the SDK's `responses.stream()` assembles, every event with
+  a `sequence_number`; `GET /v1/responses/{id}?stream=true&starting_after=N` replays the
+  events after N and follows a live run to its end;
+- errors are OpenAI's shape; an unknown `previous_response_id` is 400
+  `previous_response_not_found`.
+"""
+
+import time
+
+from llmhub.cancellation import CANCELLED, COMPLETED, FAILED, QUEUED
+from llmhub.completion import Transcript
+from llmhub.context import estimate_messages, estimate_tokens, to_upstream
+from llmhub.dialects.checks import check_int, check_number, check_type
+from llmhub.dialects.openai import error_body
+from llmhub.dialects.responses import Replay, new_response_id
+from llmhub.errors import BadRequest, NotFound, error_of
+from llmhub.messages import check_thread_id
+from llmhub.pipes import ChatRequest
+from llmhub.response_items import function_call, items_to_messages, output_items
+from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
+
+__all__ = ["TITLE", "error_body", "create", "retrieve", "cancel", "delete", "input_items",
+           "input_tokens", "compact", "ResponseEvents"]
+
+TITLE = "OpenAI Responses"
+# What the hub reads; every other field goes upstream as it came.
+READ = {"model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls",
+        "text", "reasoning", "max_output_tokens", "temperature", "top_p", "store", "metadata",
+        "previous_response_id", "conversation", "background", "stream", "truncation",
+        "include", "stream_options"}
+ECHO = ("instructions", "tools", "tool_choice", "parallel_tool_calls", "text", "reasoning",
+        "max_output_tokens", "temperature", "top_p", "truncation", "metadata", "user",
+        "store", "background")
+STATUS = {QUEUED: "queued", "streaming": "in_progress", COMPLETED: "completed",
+          CANCELLED: "cancelled", FAILED: "failed"}
+
+
+# --- POST /v1/responses ----------------------------------------------------------------------
+
+def create(request):
+    hub, body = request.hub, request.json_object()
+    response_id = new_response_id()
+    chat, record = parse(body, hub, response_id)
+    run = hub.engine.prepare(chat)
+    if body.get("store", True):
+        hub.engine.create_api_response(record)
+        run.on_finish(lambda run: hub.engine.finish_api_response(run, **outcome(run)))
+    if body.get("background"):
+        hub.engine.launch(run)
+        return JSONResponse(response_body(record, outcome(run)))
+    if body.get("stream"):
+        grace = hub.config.responses["resume_grace_seconds"]
+        return StreamResponse(run, ResponseEvents(record, grace))
+    return RunResponse(run, lambda run: finished(run, record))
+
+
+def finished(run, record: dict) -> JSONResponse:
+    """The awaited reply; a run that failed answers with its error's real status."""
+    if run.status == FAILED:
+        raise run.failure()
+    return JSONResponse(response_body(record, outcome(run), run.context))
+
+
+def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
+    check_fields(body)
+    given = body["input"]
+    items = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) \
+        else given
+    new = items_to_messages(items)
+    conversation = conversation_id(body.get("conversation"))
+    if conversation is None:                 # sent as they are: without the store's fields
+        new = [to_upstream(m) for m in new]
+    history, previous = [], body.get("previous_response_id")
+    if previous and conversation:
+        raise BadRequest("Send 'previous_response_id' or 'conversation', not both",
+                         param="previous_response_id")
+    if previous:
+        chain = hub.engine.api_response_chain(previous)
+        if chain is None:
+            raise BadRequest(f"Previous response with id '{previous}' not found.",
+                             param="previous_response_id", code="previous_response_not_found")
+        for link in chain:
+            history += items_to_messages(link["input"]) + items_to_messages(link["output"])
+    auto = body.get("truncation") == "auto"
+    chat = ChatRequest(messages=new, model=body["model"], params=upstream_params(body),
+                       dialect="v1-responses", run_id=response_id,
+                       system=body.get("instructions"), history=history,
+                       thread_id=conversation, persist=conversation is not None, budget=auto)
+    record = {"id": response_id, "created_at": time.time(), "status": "queued",
+              "previous_id": previous, "conversation_id": conversation, "model": body["model"],
+              "request": {k: body.get(k) for k in ECHO},
+              "input": [dict(item, id=item.get("id") or f"in_{response_id[5:]}_{i}")
+                        for i, item in enumerate(items)]}
+    return chat, record
+
+
+def conversation_id(value) -> str | None:
+    if value is None:
+        return None
+    given = value.get("id") if isinstance(value, dict) else value
+    return check_thread_id(given, "conversation")
+
+
+def check_fields(body: dict) -> None:
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise BadRequest("'model' is required: a string", param="model", code="missing_field")
+    given = body.get("input")
+    if not (isinstance(given, str) or isinstance(given, list)):
+        raise BadRequest("'input' is required: a string or a list of items", param="input",
+                         code="missing_field" if given is None else "invalid_type")
+    check_type(body, "instructions", str, "a string")
+    check_type(body, "previous_response_id", str, "a string")
+    check_type(body, "metadata", dict, "an object")
+    for name in ("store", "background", "stream", "parallel_tool_calls"):
+        check_type(body, name, bool, "true or false")
+    check_int(body, "max_output_tokens", 1)
+    check_number(body, "temperature", 0, 2)
+    check_number(body, "top_p", 0, 1)
+    if body.get("truncation") not in (None, "auto", "disabled"):
+        raise BadRequest("'truncation' must be auto or disabled", param="truncation")
+    check_type(body, "tools", list, "a list")
+    for i, tool in enumerate(body.get("tools") or ()):
+        if not isinstance(tool, dict) or tool.get("type") != "function" or \
+                not isinstance(tool.get("name"), str):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise BadRequest(f"'tools[{i}].type' {kind!r} is not supported: the hub runs "
+                             "function tools (type function, with a name)",
+                             param=f"tools[{i}].type")
+
+
+def upstream_params(body: dict) -> dict:
+    """The Responses fields as the chat fields every upstream takes."""
+    params = {k: v for k, v in body.items() if k not in READ}
+    if body.get("tools"):
+        params["tools"] = [{"type": "function", "function": {
+            k: t[k] for k in ("name", "description", "parameters", "strict") if k in t}}
+            for t in body["tools"]]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        params["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+    elif choice is not None:
+        params["tool_choice"] = choice
+    for name, target in (("parallel_tool_calls", "parallel_tool_calls"),
+                         ("max_output_tokens", "max_tokens"), ("temperature", "temperature"),
+                         ("top_p", "top_p")):
+        if body.get(name) is not None:
+            params[target] = body[name]
+    fmt = ((body.get("text") or {}).get("format") or {})
+    if fmt.get("type") == "json_object":
+        params["response_format"] = {"type": "json_object"}
+    elif fmt.get("type") == "json_schema":
+        params["response_format"] = {"type": "json_schema", "json_schema": {
+            k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}}
+    effort = (body.get("reasoning") or {}).get("effort")
+    if effort:
+        params["reasoning_effort"] = effort
+    return params
+
+
+# --- the response object ---------------------------------------------------------------------
+
+def outcome(run) -> dict:
+    """What a run has made so far: status, model, output items, usage, error."""
+    status = STATUS[run.status]
+    if status == "completed" and run.transcript.finish_reason == "length":
+        status = "incomplete"
+    usage = run.usage
+    return {"status": status, "model": run.model,
+            "output": output_items(run.id, run.transcript) if run.status != QUEUED else [],
+            "usage": usage_json(usage.input_tokens, usage.output_tokens,
+                                usage.reasoning_tokens) if usage else None,
+            "error": {"code": run.error.code, "message": run.error.message}
+            if run.status == FAILED and run.error else None}
+
+
+def usage_json(input_tokens: int, output_tokens: int, reasoning: int | None) -> dict:
+    return {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": reasoning or 0},
+            "total_tokens": input_tokens + output_tokens}
+
+
+def response_body(record: dict, result: dict, context: dict | None = None) -> dict:
+    """The Response object: the record's echo of the request, and the run's outcome."""
+    request = record["request"]
+    status = result["status"]
+    incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
+    body = {"id": record["id"], "object": "response", "created_at": int(record["created_at"]),
+            "status": status, "background": bool(request.get("background")),
+            "error": result["error"], "incomplete_details": incomplete,
+            "instructions": request.get("instructions"),
+            "max_output_tokens": request.get("max_output_tokens"),
+            "model": result["model"] or record["model"], "output": result["output"],
+            "parallel_tool_calls": request.get("parallel_tool_calls", True),
+            "previous_response_id": record["previous_id"],
+            "conversation": {"id": record["conversation_id"]}
+            if record["conversation_id"] else None,
+            "reasoning": request.get("reasoning") or {"effort": None, "summary": None},
+            "store": request.get("store", True) is not False,
+            "temperature": request.get("temperature"),
+            "text": request.get("text") or {"format": {"type": "text"}},
+            "tool_choice": request.get("tool_choice") or "auto",
+            "tools": request.get("tools") or [], "top_p": request.get("top_p"),
+            "truncation": request.get("truncation") or "disabled",
+            "usage": result["usage"], "user": request.get("user"),
+            "metadata": request.get("metadata") or {}}
+    if context:
+        body["context"] = context     # llmhub's: what of a conversation went upstream
+    return body
+
+
+def stored_outcome(record: dict) -> dict:
+    return {k: record[k] for k in ("status", "model", "output", "usage", "error")}
+
+
+# --- retrieve, resume, cancel, delete ----------------------------------------------------------
+
+def find(hub, response_id: str) -> dict:
+    record = hub.engine.api_response(response_id)
+    if record is None:
+        raise NotFound(f"Response with id '{response_id}' not found.", param="response_id",
+                       code="response_not_found")
+    return record
+
+
+def retrieve(request, response_id: str):
+    hub = request.hub
+    record = find(hub, response_id)
+    run = hub.engine.run(response_id)
+    if request.query.get("stream", "").lower() not in ("1", "true"):
+        result = outcome(run) if run is not None else stored_outcome(record)
+        return JSONResponse(response_body(record, result))
+    after = request.query.get("starting_after")
+    if after is not None and not (after.isascii() and after.isdigit()):
+        raise BadRequest("'starting_after' must be a sequence number", param="starting_after")
+    if run is None:
+        run = Replay(replay_record(record))
+    grace = None if isinstance(run, Replay) else hub.config.responses["resume_grace_seconds"]
+    return StreamResponse(run, ResponseEvents(record, grace, int(after) if after else None))
+
+
+def replay_record(record: dict) -> dict:
+    """A stored /v1/responses record in the shape responses.Replay reads."""
+    return {"id": record["id"], "created_at": record["created_at"], "model": record["model"],
+            "provider": None, "status": STATUS_BACK.get(record["status"], record["status"]),
+            "thread_id": record["conversation_id"], "usage": None, "output": "",
+            "events": record["events"]}
+
+
+STATUS_BACK = {"in_progress": "failed", "queued": "failed", "incomplete": COMPLETED}
+
+
+def cancel(request, response_id: str) -> JSONResponse:
+    """Stop the model (its socket closes at once); a finished response comes back as it is."""
+    hub = request.hub
+    run = hub.engine.run(response_id)
+    record = hub.engine.api_response(response_id)
+    if run is None and record is None:
+        raise NotFound(f"Response with id '{response_id}' not found.", param="response_id",
+                       code="response_not_found")
+    if run is not None:
+        run.cancel("cancelled")
+        run.wait(5)                   # its finish hooks have stored the partial output
+        if record is None:            # store: false
+            return JSONResponse({"id": response_id, "object": "response",
+                                 "status": STATUS[run.status]})
+        record = hub.engine.api_response(response_id)
+    return JSONResponse(response_body(record, stored_outcome(record)))
+
+
+def delete(request, response_id: str) -> JSONResponse:
+    hub = request.hub
+    run = hub.engine.run(response_id)
+    if run is not None:
+        run.cancel("deleted")
+        run.wait(5)
+    if not hub.engine.delete_api_response(response_id):
+        raise NotFound(f"Response with id '{response_id}' not found.", param="response_id",
+                       code="response_not_found")
+    return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+
+
+def input_items(request, response_id: str) -> JSONResponse:
+    """The response's own input items, paged as OpenAI pages (`limit`, `order`, `after`)."""
+    items = find(request.hub, response_id)["input"]
+    return JSONResponse(page(items, request.query))
+
+
+def page(items: list, query: dict) -> dict:
+    limit = query.get("limit") or "20"
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 100:
+        raise BadRequest("'limit' must be a whole number from 1 to 100", param="limit")
+    order = query.get("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise BadRequest("'order' must be asc or desc", param="order")
+    ordered = items if order == "asc" else items[::-1]
+    after = query.get("after")
+    if after:
+        ids = [item.get("id") for item in ordered]
+        if after not in ids:
+            raise BadRequest(f"'after' names no item: {after!r}", param="after")
+        ordered = ordered[ids.index(after) + 1:]
+    data = ordered[:int(limit)]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": len(ordered) > len(data)}
+
+
+# --- input_tokens and compact ------------------------------------------------------------------
+
+def input_tokens(request) -> JSONResponse:
+    """The hub's estimate of what this request would send upstream."""
+    hub, body = request.hub, request.json_object()
+    chat, _ = parse(dict(body, model=body.get("model") or "any"), hub, new_response_id())
+    system = [{"role": "system", "content": chat.system}] if chat.system else []
+    tools = str(chat.params.get("tools") or "")
+    tokens = estimate_messages(system + chat.history + chat.messages) + estimate_tokens(tools)
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": tokens})
+
+
+def compact(request) -> JSONResponse:
+    """The conversation so far as its user messages and one compaction item: a summary by
+    [models] summary, which a later request sends back in place of the history."""
+    hub, body = request.hub, request.json_object()
+    chat, _ = parse(body, hub, new_response_id())
+    conversation = chat.history + chat.messages
+    run = hub.engine.summarise_messages(conversation)
+    if run.status != COMPLETED:
+        raise run.failure() if run.error else BadRequest("The summary was cancelled")
+    key = run.id.removeprefix("run_")
+    users = [{"id": f"msg_{key}_{i}", "type": "message", "role": "user",
+              "status": "completed", "content": [{"type": "input_text",
+                                                  "text": m["content"] if isinstance(
+                                                      m["content"], str) else ""}]}
+             for i, m in enumerate(conversation) if m["role"] == "user"]
+    summary = {"id": f"cmp_{key}", "type": "compaction", "created_by": "llmhub",
+               "encrypted_content": run.transcript.text.strip()}
+    usage = run.usage
+    return JSONResponse({"id": "resp_" + key, "object": "response.compaction",
+                         "created_at": run.created, "output": users + [summary],
+                         "usage": usage_json(usage.input_tokens, usage.output_tokens, None)
+                         if usage else usage_json(0, 0, None)})
+
+
+# --- the stream ------------------------------------------------------------------------------
+
+class ResponseEvents(StreamRenderer):
+    """Renders run events as the Responses stream. Sequence numbers count the SSE events
+    from the run's first, so a resume (`starting_after`) renders the run again and sends
+    only what comes after; item ids follow response_items.output_items."""
+
+    def __init__(self, record: dict, resume_grace: float | None,
+                 starting_after: int | None = None) -> None:
+        self.record, self.resume_grace = record, resume_grace
+        self.after = -1 if starting_after is None else starting_after
+        self.key = record["id"].removeprefix("resp_").replace("-", "")
+        self.seq = -1
+        self.items: list[dict] = []     # every output item so far, as the stream built it
+        self.open: dict | None = None   # the item that is still growing
+        self.transcript = Transcript()
+        self.usage = None
+        self.error = None
+        self.counts = {"message": 0, "reasoning": 0}
+
+    def render(self, event) -> bytes:
+        kind = event.kind
+        if kind == "start":
+            body = self._body("in_progress")
+            return self._emit("response.created", response=body) + \
+                self._emit("response.in_progress", response=body)
+        self.transcript.add(event)
+        if kind == "delta" and event.text and not event.choice:
+            return self._text(event.text)
+        if kind == "reasoning" and event.text and not event.choice:
+            return self._reasoning(event.text)
+        if kind == "tool_call" and not event.choice:
+            return self._tool_call(event)
+        if kind == "usage":
+            self.usage = event
+        elif kind == "error":
+            self.error = error_of(event)
+            return self._emit("error", code=self.error.code, message=self.error.message,
+                              param=self.error.param)
+        elif kind == "done":
+            return self._close() + self._end(event)
+        return b""
+
+    # -- items -------------------------------------------------------------------------------
+    def _open(self, item: dict) -> bytes:
+        """Close the item that was growing, and start this one (announced empty)."""
+        out = self._close()
+        self.open = item
+        self.items.append(item)
+        empty = {"content": []} if "content" in item else {}
+        return out + self._emit("response.output_item.added", output_index=self._index(),
+                                item=dict(item, status="in_progress", **empty))
+
+    def _text(self, text: str) -> bytes:
+        out = b""
+        if self.open is None or self.open["type"] != "message":
+            out = self._open(self._new_message())
+            out += self._emit("response.content_part.added", **self._at(), content_index=0,
+                              part={"type": "output_text", "text": "", "annotations": []})
+        self.open["content"][0]["text"] += text
+        return out + self._emit("response.output_text.delta", **self._at(), content_index=0,
+                                delta=text, logprobs=[])
+
+    def _reasoning(self, text: str) -> bytes:
+        out = b""
+        if self.open is None or self.open["type"] != "reasoning":
+            out = self._open({"id": self._id("rs", "reasoning"),
+                                           "type": "reasoning", "summary": [],
+                                           "content": [{"type": "reasoning_text", "text": ""}]})
+        self.open["content"][0]["text"] += text
+        return out + self._emit("response.reasoning_text.delta", **self._at(),
+                                content_index=0, delta=text)
+
+    def _tool_call(self, event) -> bytes:
+        out = b""
+        call_id = f"fc_{self.key}_{event.index}"
+        if self.open is None or self.open.get("id") != call_id:
+            out = self._open(function_call(call_id, {
+                "id": event.id, "function": {"name": event.name or "", "arguments": ""}}))
+        if event.arguments:
+            self.open["arguments"] += event.arguments
+            out += self._emit("response.function_call_arguments.delta", **self._at(),
+                              delta=event.arguments)
+        return out
+
+    def _close(self) -> bytes:
+        item, self.open = self.open, None
+        if item is None:
+            return b""
+        at = {"item_id": item["id"], "output_index": self.items.index(item)}
+        item["status"] = "completed"
+        if item["type"] == "message":
+            part = item["content"][0]
+            out = self._emit("response.output_text.done", **at, content_index=0,
+                             text=part["text"], logprobs=[])
+            out += self._emit("response.content_part.done", **at, content_index=0, part=part)
+        elif item["type"] == "reasoning":
+            out = self._emit("response.reasoning_text.done", **at, content_index=0,
+                             text=item["content"][0]["text"])
+        else:
+            out = self._emit("response.function_call_arguments.done", **at,
+                             name=item["name"], arguments=item["arguments"])
+        return out + self._emit("response.output_item.done", output_index=at["output_index"],
+                                item=item)
+
+    def _new_message(self) -> dict:
+        return {"id": self._id("msg", "message"), "type": "message", "role": "assistant",
+                "content": [{"type": "output_text", "text": "", "annotations": [],
+                             "logprobs": []}]}
+
+    def _id(self, prefix: str, kind: str) -> str:
+        self.counts[kind] += 1
+        n = self.counts[kind]
+        return f"{prefix}_{self.key}" + (f"_{n}" if n > 1 else "")
+
+    def _index(self) -> int:
+        return len(self.items) - 1
+
+    def _at(self) -> dict:
+        return {"item_id": self.open["id"], "output_index": self.items.index(self.open)}
+
+    # -- the response ------------------------------------------------------------------------
+    def _end(self, done) -> bytes:
+        status = STATUS.get(done.status, done.status)
+        if status == "completed" and self.transcript.finish_reason == "length":
+            status = "incomplete"
+        name = {"completed": "response.completed", "failed": "response.failed"}.get(
+            status, "response.incomplete")
+        return self._emit(name, response=self._body(status))
+
+    def _body(self, status: str) -> dict:
+        usage = self.usage
+        return response_body(self.record, {
+            "status": status, "model": self.record["model"], "output": list(self.items),
+            "usage": usage_json(usage.input_tokens, usage.output_tokens,
+                                usage.reasoning_tokens) if usage else None,
+            "error": {"code": self.error.code, "message": self.error.message}
+            if self.error is not None and status == "failed" else None})
+
+    def _emit(self, event_type: str, **fields) -> bytes:
+        self.seq += 1
+        if self.seq <= self.after:
+            return b""                # sent before the client reconnected
+        return sse({"type": event_type, "sequence_number": self.seq, **fields},
+                   event=event_type)
+
