@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     if args.only in (None, "cancel"):
         from bench import cancel
         rows = cancel.main(20 if args.quick else 100)
-        print("\nllmhub stop-latency benchmark (ms, from sending POST /chat/cancel)")
+        print("\nllmhub stop-latency benchmark (ms, from sending the cancel request)")
         print(table(rows, ["scenario", "n", "p50", "p99", "max"]))
     if args.only in (None, "load"):
         from bench import load
