@@ -18,10 +18,13 @@ A message's `seq` orders its thread; it is assigned inside the writing transacti
 concurrent appends to one thread are serialised and none is lost or reordered.
 """
 
+import bisect
+import collections
 import contextlib
 import json
 import queue
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -133,11 +136,16 @@ class Store:
     busy_timeout_ms = 5000   # the sqlite3 default, set explicitly so it is visible
     pool_size = 8            # idle connections kept; more are opened on demand and closed
     pragmas: tuple = ()      # more PRAGMAs for each new connection (tests: query_only)
+    windows_kept = 16        # threads whose newest messages are kept in memory (_window_tx),
+    window_rows = 2048       # … at most this many each
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._closed = False
+        self._windows: collections.OrderedDict[str, list] = collections.OrderedDict()
+        self._windows_lock = threading.Lock()
+        self._window_epoch = 0               # bumped by every delete
         self.write_error: dict | None = None   # the last failed write, until one succeeds
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as conn:
@@ -264,6 +272,7 @@ class Store:
         with self.write_tx() as tx:
             if tx.execute("DELETE FROM threads WHERE id = ?", (thread_id,)).rowcount == 0:
                 raise _thread_not_found(thread_id)   # messages go with it: ON DELETE CASCADE
+        self._forget_window(thread_id)       # an id may be used again for a new thread
 
     # -- messages ----------------------------------------------------------------------------
     def append_messages(self, thread_id: str, messages: list) -> list[dict]:
@@ -373,7 +382,34 @@ class Store:
             if first is None:
                 return []
             start = max(start, first)
-        return self._rows_from_tx(conn, "thread_id = ? AND seq >= ?", (thread_id, start))
+        return self._window_tx(conn, thread_id, start)
+
+    def _window_tx(self, conn, thread_id: str, start: int) -> list[dict]:
+        """The thread's messages from seq `start` on. A thread's newest messages are read at
+        every turn, and they never change once stored, so the last window read is kept per
+        thread and only what came after it is read again: a run's start on a long thread
+        costs the new messages, not the whole window (a delete forgets the window)."""
+        with self._windows_lock:
+            kept, epoch = self._windows.get(thread_id), self._window_epoch
+        if kept and kept[0]["seq"] <= start:
+            known = kept + self._rows_from_tx(conn, "thread_id = ? AND seq > ?",
+                                              (thread_id, kept[-1]["seq"]))
+        else:
+            known = self._rows_from_tx(conn, "thread_id = ? AND seq >= ?", (thread_id, start))
+        rows = known[bisect.bisect_left([r["seq"] for r in known], start):]
+        with self._windows_lock:
+            if epoch != self._window_epoch:
+                return rows               # a delete came in between: keep nothing of it
+            self._windows[thread_id] = known[-self.window_rows:]
+            self._windows.move_to_end(thread_id)
+            while len(self._windows) > self.windows_kept:
+                self._windows.popitem(last=False)
+        return rows
+
+    def _forget_window(self, thread_id: str) -> None:
+        with self._windows_lock:
+            self._windows.pop(thread_id, None)
+            self._window_epoch += 1
 
     def _oldest_tx(self, conn, thread_id: str, after: int, budget: int) -> list[dict]:
         """The oldest messages after seq `after` within `budget` tokens, oldest first."""
@@ -537,6 +573,7 @@ class Store:
                        (thread_id, message_id))
             tx.execute("UPDATE messages SET cum_tokens = cum_tokens - ? WHERE thread_id = ? "
                        "AND seq > ?", (share, thread_id, row[0]))
+        self._forget_window(thread_id)
 
     def get_response(self, response_id: str) -> dict | None:
         rows = self._read("SELECT * FROM responses WHERE id = ?", (response_id,))

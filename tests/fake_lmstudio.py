@@ -70,6 +70,7 @@ class Received:
     aborted_at: float | None = None    # time.monotonic() when the abort was seen
     sent_bytes: int = 0                # body bytes written so far (unbatched streams)
     finished: threading.Event = field(default_factory=threading.Event)   # whole body sent
+    arrived_at: float = field(default_factory=time.monotonic)   # its body read, parsed
 
 
 class FakeLMStudio:
@@ -150,6 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         if self.path == "/__fake/aborts":     # for the stop-latency benchmark
             return self._json(200, [r.aborted_at for r in fake.requests if r.aborted])
+        if self.path == "/__fake/arrivals":   # for the threads benchmark: when each chat came
+            return self._json(200, [r.arrived_at for r in fake.chat_requests()])
         if self.path == "/v1/models":
             return self._json(200, {"object": "list", "data": [
                 {"id": m, "object": "model", "owned_by": "organization_owner"}

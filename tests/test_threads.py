@@ -281,3 +281,27 @@ def test_a_tool_call_turn_continued_in_another_dialect_replays_in_order(hub, fak
     assert list(stored[1]) == MESSAGE_FIELDS          # Langbase's shape: no reasoning field
     assert [m["content"] for m in stored] == ["Weather?", None, "4", "And so?", "4 °C."]
 
+
+
+def test_the_kept_window_follows_appends_and_deletes(tmp_path):
+    """A turn's window is served from memory after the first read; what is appended since
+    joins it, and a deleted message leaves it."""
+    store = Store(tmp_path / "w.db")
+    store.create_thread("w", {}, [normalise_message({"role": "user", "content": f"m{i}"})
+                                  for i in range(5)])
+
+    def window() -> list:
+        seen = {}
+        store.begin_turn("w", [normalise_message({"role": "user", "content": "next"})],
+                         lambda history, summary, totals: seen.setdefault("h", history), None)
+        return [m["content"] for m in seen["h"]]
+
+    assert window() == ["m0", "m1", "m2", "m3", "m4"]
+    store.append_messages("w", [normalise_message({"role": "assistant", "content": "a"})])
+    assert window() == ["m0", "m1", "m2", "m3", "m4", "next", "a"]
+    victim = store.list_messages("w")[1]["id"]
+    store.delete_message("w", victim)
+    assert window() == ["m0", "m2", "m3", "m4", "next", "a", "next"]
+    store.delete_thread("w")
+    store.create_thread("w", {}, [normalise_message({"role": "user", "content": "fresh"})])
+    assert window() == ["fresh"]
