@@ -30,7 +30,8 @@ from llmhub.errors import Conflict, Gone, HubError, NotFound
 from llmhub.events import Done, Error, Start, Usage, weight
 from llmhub.redaction import redact_error
 
-__all__ = ["RunContract", "Run", "Registry", "Gate", "Turns", "EventsGone", "TRIMMED",
+__all__ = ["RunContract", "Run", "Registry", "Gate", "QueueFull", "Turns", "EventsGone",
+           "TRIMMED",
            "transition", "QUEUED", "STREAMING", "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
 
 log = logging.getLogger("llmhub.runs")
@@ -447,8 +448,9 @@ class Gate:
     cancelled while it waits.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_queued: int = 0) -> None:
         self.limit = limit
+        self.max_queued = max_queued     # waiting runs allowed; 0: any number
         self._cond = threading.Condition()
         self._active = 0
         self._waiting: collections.deque[Run] = collections.deque()
@@ -458,6 +460,9 @@ class Gate:
         if not self.limit:
             return True
         with self._cond:
+            busy = self._waiting or self._active >= self.limit
+            if busy and self.max_queued and len(self._waiting) >= self.max_queued:
+                raise QueueFull(len(self._waiting))
             self._waiting.append(run)
             run.gate = self
             try:
@@ -487,6 +492,16 @@ class Gate:
     def queued(self) -> int:
         with self._cond:
             return len(self._waiting)
+
+
+class QueueFull(HubError):
+    """A gate's line is as long as `max_queued` allows: refused now rather than held."""
+    status, code = 503, "queue_full"
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(f"The model server is busy: {waiting} requests are already waiting "
+                         "([upstream] max_queued); try again shortly",
+                         headers={"Retry-After": "1"})
 
 
 class Turns:

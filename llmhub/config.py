@@ -127,6 +127,7 @@ SCHEMA = [
     Key("upstream", "idle_timeout_seconds", _float(0.1, 86400), "120"),
     Key("upstream", "total_timeout_seconds", _float(0.1, 604800), "3600"),
     Key("upstream", "max_concurrent", _int(0, 10000), "0"),
+    Key("upstream", "max_queued", _int(0, 1_000_000), "0"),
     Key("upstream", "load_timeout_seconds", _float(1, 86400), "600"),
     Key("upstream", "max_event_bytes", _int(1024, 1 << 30), "8388608"),
     Key("models", "default", _str, ""),
@@ -177,6 +178,7 @@ class UpstreamConfig:
     max_concurrent: int
     load_timeout_seconds: float
     max_event_bytes: int
+    max_queued: int = 0
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from llmhub.cancellation import CANCELLED, FINAL, TRIMMED, Gate, Registry, Run, Turns
+from llmhub.cancellation import (CANCELLED, FINAL, TRIMMED, Gate, QueueFull, Registry, Run,
+                                 Turns)
 from llmhub.config import Config
 from llmhub.context import build_input, estimate_input, estimate_messages, estimate_tokens
 from llmhub.errors import HubError, UpstreamError
@@ -73,7 +74,8 @@ class Generation:
         self.registry = registry
         self.store = store
         self.workers = workers
-        self.model_gates = {model: Gate(limit) for model, limit in config.concurrency.items()}
+        self.model_gates = {model: Gate(limit, config.upstream.max_queued)
+                            for model, limit in config.concurrency.items()}
         self.turns = Turns()
         self.secrets = config_secrets(config)
         self.finish_hooks: list = []     # run after a thread turn's reply is stored
@@ -292,12 +294,17 @@ class Generation:
 
     def _admit(self, run: Run, target: Target) -> list | None:
         """Wait at the model's limit, then the upstream's; the gates entered, or None if the
-        run was cancelled while it queued."""
+        run was cancelled while it queued, or refused because the line was full."""
         entered = []
         for gate in (self.model_gates.get(target.model), target.upstream.gate):
             if gate is None:
                 continue
-            if not gate.enter(run):
+            try:
+                admitted = gate.enter(run)
+            except QueueFull as exc:
+                run.finish("fail", error=exc)
+                admitted = False
+            if not admitted:
                 self._leave(entered)
                 return None
             entered.append(gate)

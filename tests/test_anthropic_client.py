@@ -13,6 +13,7 @@ import pytest
 from fake_anthropic import FakeAnthropic
 from fake_lmstudio import Script
 from http_client import call, open_stream, sse_events
+from test_hostile import wait_for
 
 ASK = [{"role": "user", "content": "What is the weather in Oslo?"}]
 WEATHER = {"name": "get_weather", "description": "The weather in a city",
@@ -299,3 +300,22 @@ def test_count_tokens_asks_a_llama_cpp_tokenizer_and_remembers_one_is_missing(ma
     assert estimates[0] == estimates[1] and estimates[0]["input_tokens"] > 0
     asked = [r for r in fake.requests if r.path == "/tokenize"]
     assert len(asked) == 2        # once for the first hub, once for the second: then never
+
+
+def test_a_full_queue_is_529_overloaded(make_hub, fake):
+    hub = make_hub({"upstream": {"max_concurrent": 1, "max_queued": 1}})
+    fake.enqueue(Script(hold_first=NEVER), Script())
+    body = {"model": "m", "max_tokens": 5, "stream": True, "messages": ASK}
+    first = open_stream(hub.url, "/v1/messages", body)        # running
+    second = threading.Thread(target=call, args=(hub.url, "POST", "/v1/messages",
+                                                 dict(body, stream=False)), daemon=True)
+    second.start()                                             # waiting for the slot
+    assert fake.wait_requests(1)
+    gate = hub.hub.engine.resolver.default_upstream.gate
+    assert wait_for(lambda: gate.queued == 1)
+    status, _, reply = call(hub.url, "POST", "/v1/messages", body)
+    assert status == 529 and reply["error"]["type"] == "overloaded_error"
+    status, _, reply = call(hub.url, "POST", "/v1/chat/completions",
+                            {"model": "m", "messages": ASK})
+    assert status == 503 and reply["error"]["code"] == "queue_full"
+    first[0].close()

@@ -42,9 +42,14 @@ BILLING = "x-anthropic-billing-header:"
 SESSION = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
-def error_body(error: HubError) -> dict:
-    kind = ERROR_TYPES.get(error.status) or ("invalid_request_error" if error.status < 500
-                                             else "api_error")
+def error_body(error: HubError):
+    """Anthropic's error shape; a full queue is its 529, what it answers when overloaded."""
+    return (529, error_json(error)) if error.code == "queue_full" else error_json(error)
+
+
+def error_json(error: HubError) -> dict:
+    kind = "overloaded_error" if error.code == "queue_full" else ERROR_TYPES.get(
+        error.status) or ("invalid_request_error" if error.status < 500 else "api_error")
     return {"type": "error", "error": {"type": kind, "message": error.message}}
 
 
@@ -265,7 +270,7 @@ class MessageStream(StreamRenderer):
         elif kind == "usage":
             self.usage = event
         elif kind == "error":
-            return self._event("error", error_body(error_of(event)))
+            return self._event("error", error_json(error_of(event)))
         elif kind == "done" and event.status != FAILED:
             return self._end(event.status)
         return b""

@@ -35,7 +35,7 @@ class Anthropic:
         self.base_url = public_url(config.base_url.rstrip("/"))   # shown everywhere
         path = urlsplit(self.base_url).path.rstrip("/")
         self.prefix = path[:-3] if path.endswith("/v1") else path
-        self.gate = Gate(config.max_concurrent)
+        self.gate = Gate(config.max_concurrent, config.max_queued)
         self.pool = Pool()
         self.timeouts = Timeouts.of(config)
 

@@ -71,7 +71,7 @@ class Mock:
         self.catalog = {m: [] for m in self.models}
         self.catalog["mock-model"] = ["mock-model"]
         self._lock = threading.Lock()
-        self.gate = Gate(config.max_concurrent)
+        self.gate = Gate(config.max_concurrent, config.max_queued)
 
     @property
     def provider(self) -> dict:

@@ -51,7 +51,7 @@ class OpenAICompatible:
         self.base_url = public_url(self.normalise_url(config.base_url))   # shown everywhere
         self.prefix = urlsplit(self.base_url).path.rstrip("/")
         self.basic_auth = basic_auth(config.base_url)   # http://user:pw@host, used, never shown
-        self.gate = Gate(config.max_concurrent)
+        self.gate = Gate(config.max_concurrent, config.max_queued)
         self.pool = Pool()
         self.timeouts = Timeouts.of(config)
         self.has_tokenizer = self.tokenizer   # until it answers that it has none
