@@ -330,8 +330,16 @@ def input_tokens(request) -> JSONResponse:
     chat, _ = parse(dict(body, model=body.get("model") or "any"), hub, new_response_id())
     system = [{"role": "system", "content": chat.system}] if chat.system else []
     tools = str(chat.params.get("tools") or "")
-    tokens = estimate_messages(system + chat.history + chat.messages) + estimate_tokens(tools)
+    tokens = estimate_messages(system + so_far(hub, chat) + chat.messages) + \
+        estimate_tokens(tools)
     return JSONResponse({"object": "response.input_tokens", "input_tokens": tokens})
+
+
+def so_far(hub, chat: ChatRequest) -> list[dict]:
+    """The history a request continues: its chain's, or its conversation's messages."""
+    if chat.persist and chat.thread_id:
+        return hub.engine.page_messages(chat.thread_id, None, None)[0]
+    return chat.history
 
 
 def compact(request) -> JSONResponse:
@@ -339,7 +347,7 @@ def compact(request) -> JSONResponse:
     [models] summary, which a later request sends back in place of the history."""
     hub, body = request.hub, request.json_object()
     chat, _ = parse(body, hub, new_response_id())
-    conversation = chat.history + chat.messages
+    conversation = so_far(hub, chat) + chat.messages
     run = hub.engine.summarise_messages(conversation)
     if run.status != COMPLETED:
         raise run.failure() if run.error else BadRequest("The summary was cancelled")
