@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "Hello!"}]}
-EMBED = json.dumps({"model": "bench-embed", "input": ["Hello!", "A second passage."]}).encode()
+EMBED = {"model": "bench-embed", "input": ["Hello!", "A second passage."]}
 MESSAGES = {"model": "bench-model", "max_tokens": 256, "stream": True,
             "messages": [{"role": "user", "content": "Hello!"}]}
 
@@ -62,24 +62,25 @@ class Client:
         self.conn.connect()
         self.prefix = parts.path.rstrip("/")
 
-    def post(self, body: dict) -> http.client.HTTPResponse:
-        self.conn.request("POST", self.prefix + "/chat/completions",
-                          body=json.dumps(body).encode(),
-                          headers={"Content-Type": "application/json"})
+    def post(self, body: dict, path: str = "/chat/completions",
+             headers: dict | None = None) -> http.client.HTTPResponse:
+        self.conn.request("POST", self.prefix + path, body=json.dumps(body).encode(),
+                          headers={"Content-Type": "application/json", **(headers or {})})
         return self.conn.getresponse()
 
-    def complete(self) -> float:
+    def complete(self, body: dict = BODY, path: str = "/chat/completions") -> float:
         started = time.perf_counter()
-        response = self.post(BODY)
+        response = self.post(body, path)
         response.read()
         if response.status != 200:
             raise RuntimeError(response.status)
         return time.perf_counter() - started
 
-    def first_token(self) -> float:
+    def first_token(self, body: dict | None = None, path: str = "/chat/completions",
+                    marker: bytes = b'"content"', headers: dict | None = None) -> float:
         started = time.perf_counter()
-        response = self.post(dict(BODY, stream=True))
-        while b'"content"' not in (line := response.readline()):
+        response = self.post(body or dict(BODY, stream=True), path, headers)
+        while marker not in (line := response.readline()):
             if not line:
                 raise RuntimeError("stream ended before a token")
         elapsed = time.perf_counter() - started
@@ -87,28 +88,12 @@ class Client:
         return elapsed
 
     def embed(self) -> float:
-        started = time.perf_counter()
-        self.conn.request("POST", self.prefix + "/embeddings", body=EMBED,
-                          headers={"Content-Type": "application/json"})
-        response = self.conn.getresponse()
-        response.read()
-        if response.status != 200:
-            raise RuntimeError(response.status)
-        return time.perf_counter() - started
+        return self.complete(EMBED, "/embeddings")
 
     def first_message_token(self) -> float:
         """Time to the first text_delta of an Anthropic Messages stream (/v1/messages)."""
-        started = time.perf_counter()
-        self.conn.request("POST", self.prefix + "/messages", body=json.dumps(MESSAGES).encode(),
-                          headers={"Content-Type": "application/json",
-                                   "anthropic-version": "2023-06-01"})
-        response = self.conn.getresponse()
-        while b'"text_delta"' not in (line := response.readline()):
-            if not line:
-                raise RuntimeError("stream ended before a token")
-        elapsed = time.perf_counter() - started
-        response.read()
-        return elapsed
+        return self.first_token(MESSAGES, "/messages", b'"text_delta"',
+                                {"anthropic-version": "2023-06-01"})
 
     def relay(self, chunks: int) -> float:
         started = time.perf_counter()

@@ -493,18 +493,19 @@ class Store:
                         _json(record["provider"]), record["status"],
                         _json(record["metadata"]), _json(record["context"]),
                         record["created_at"]))
-            tx.execute("DELETE FROM responses WHERE created_at < ? OR id IN (SELECT id FROM "
-                       "responses ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
-                       (time.time() - keep_seconds, keep_count))
+            _prune_tx(tx, "responses", keep_count, keep_seconds)
 
     def finish_response(self, response_id: str, **fields) -> None:
         """Record a response's end: status, output, usage, model, provider, context, events."""
-        encoded = {k: _json(v) if k in ("usage", "provider", "context", "events") else v
-                   for k, v in fields.items()}
+        self._finish_row("responses", response_id, fields,
+                         ("usage", "provider", "context", "events"))
+
+    def _finish_row(self, table: str, row_id: str, fields: dict, as_json: tuple) -> None:
+        encoded = {k: _json(v) if k in as_json else v for k, v in fields.items()}
         encoded["finished_at"] = time.time()
         with self.write_tx() as tx:
-            tx.execute(f"UPDATE responses SET {', '.join(f'{k} = ?' for k in encoded)} "
-                       "WHERE id = ?", (*encoded.values(), response_id))
+            tx.execute(f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in encoded)} "
+                       "WHERE id = ?", (*encoded.values(), row_id))
 
     # -- OpenAI Responses (/v1/responses) ------------------------------------------------------
     def create_api_response(self, record: dict, keep_count: int, keep_seconds: float) -> None:
@@ -516,18 +517,12 @@ class Store:
                        (record["id"], record["created_at"], record["status"],
                         record["previous_id"], record["conversation_id"], record["model"],
                         _json(record["request"]), _json(record["input"])))
-            tx.execute("DELETE FROM api_responses WHERE created_at < ? OR id IN (SELECT id "
-                       "FROM api_responses ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
-                       (time.time() - keep_seconds, keep_count))
+            _prune_tx(tx, "api_responses", keep_count, keep_seconds)
 
     def finish_api_response(self, response_id: str, **fields) -> None:
         """Record the end: status, model, output, usage, error, events."""
-        encoded = {k: _json(v) if k in ("output", "usage", "error", "events") else v
-                   for k, v in fields.items()}
-        encoded["finished_at"] = time.time()
-        with self.write_tx() as tx:
-            tx.execute(f"UPDATE api_responses SET {', '.join(f'{k} = ?' for k in encoded)} "
-                       "WHERE id = ?", (*encoded.values(), response_id))
+        self._finish_row("api_responses", response_id, fields,
+                         ("output", "usage", "error", "events"))
 
     def get_api_response(self, response_id: str) -> dict | None:
         rows = self._read("SELECT * FROM api_responses WHERE id = ?", (response_id,))
@@ -650,6 +645,13 @@ def _turn(message: dict) -> tuple:
     calls = tuple((c.get("id"), (c.get("function") or {}).get("name"))
                   for c in message["tool_calls"] if isinstance(c, dict))
     return (message["role"], content_text(message["content"]), message["tool_call_id"], calls)
+
+
+def _prune_tx(tx, table: str, keep_count: int, keep_seconds: float) -> None:
+    """Responses older than the retention, or past the newest `keep_count`, go."""
+    tx.execute(f"DELETE FROM {table} WHERE created_at < ? OR id IN (SELECT id FROM {table} "
+               "ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
+               (time.time() - keep_seconds, keep_count))
 
 
 def _api_response(row) -> dict:
