@@ -47,10 +47,24 @@ VALID = {
                       "stream": False},
                      {"model": "o", "max_tokens": "n", "messages": "o", "temperature": "n",
                       "stream": "b"}, ["model", "max_tokens", "messages"]),
+    "/v1/responses": ({"model": "m", "input": "Hi", "temperature": 0.5, "stream": False,
+                       "max_output_tokens": 10},
+                      {"model": "o", "input": "o", "temperature": "n", "stream": "b",
+                       "max_output_tokens": "n"}, ["model", "input"]),
+    "/v1/embeddings": ({"model": "m", "input": "Hi", "dimensions": 8},
+                       {"model": "o", "input": "o", "dimensions": "n"}, ["input"]),
+    "/v1/completions": ({"model": "m", "prompt": "Hi", "max_tokens": 5, "stream": False},
+                        {"model": "o", "prompt": "o", "max_tokens": "n", "stream": "b"},
+                        ["prompt"]),
+    "/v1/conversations": ({"metadata": {"a": "b"}, "items": [
+        {"type": "message", "role": "user", "content": "Hi"}]},
+        {"metadata": "o", "items": "o"}, []),
 }
 # These pass fields they do not read to the upstream, as the APIs they imitate do (an
 # OpenAI-compatible server ignores what it does not know; Claude Code sends new fields).
-LENIENT = {"/v1/chat/completions", "/v1/messages"}
+EMPTY_OK = {"/v1/threads", "/v1/conversations"}    # an SDK may send no body at all
+LENIENT = {"/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/embeddings",
+           "/v1/completions"}
 SHAPES = {
     "Service": lambda b: {"message", "code", "status"} <= set(b["error"]),
     "OpenAI": lambda b: set(b["error"]) == {"message", "type", "param", "code"},
@@ -62,6 +76,8 @@ SHAPES = {
     "Sessions (nash)": lambda b: isinstance(b["error"], str),
     "Anthropic Messages": lambda b: b["type"] == "error" and set(b["error"]) == {"type",
                                                                                  "message"},
+    "OpenAI Responses": lambda b: set(b["error"]) == {"message", "type", "param", "code"},
+    "OpenAI Conversations": lambda b: set(b["error"]) == {"message", "type", "param", "code"},
 }
 WRONG = {"n": "seven", "b": "yes", "o": 7}
 
@@ -84,7 +100,7 @@ def suite_hub(make_hub):
 def counts(hub) -> tuple:
     store = hub.hub.store
     return tuple(store._read(f"SELECT COUNT(*) FROM {t}")[0][0]
-                 for t in ("threads", "messages", "responses"))
+                 for t in ("threads", "messages", "responses", "api_responses"))
 
 
 def check(hub, pattern: str, status: int, body, field: str | None = None) -> None:
@@ -124,7 +140,7 @@ def test_malformed_bodies(suite_hub, pattern):
     deep = b"[" * 10_000 + b"]" * 10_000
     for payload, headers, field in [
         (b'{"model": ', {}, None),                                   # invalid JSON
-        (b"", {}, None) if pattern != "/v1/threads" else (b"{", {}, None),  # empty
+        (b"", {}, None) if pattern not in EMPTY_OK else (b"{", {}, None),  # empty
         # (POST /v1/threads with no body is valid: the Python SDK sends none)
         (json.dumps(VALID[pattern][0]).encode(), {"Content-Type": "application/xml"},
          "Content-Type"),                                            # wrong type
