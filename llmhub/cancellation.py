@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from llmhub import ids
+from llmhub import accounting, ids
 from llmhub.completion import Transcript
 from llmhub.errors import Conflict, Gone, HubError, NotFound
 from llmhub.events import Done, Error, Start, Usage, weight
@@ -392,6 +392,9 @@ class Registry:
 
     def create(self, run_id: str | None = None, **info: Any) -> Run:
         run_id = run_id or "run_" + ids.uuid4().hex
+        caller = accounting.current.get()           # whose request made it, by key name
+        info.setdefault("key", caller.key)
+        info.setdefault("route", caller.route)
         with self._lock:
             if run_id in self._live or run_id in self._finished:
                 raise Conflict(f"Run id {run_id!r} is already in use", param="X-Run-Id")

@@ -151,6 +151,8 @@ SCHEMA = [
     Key("mock", "max_chunks", _int(1, 10000), "10"),
     Key("providers", "allowed", _list, ""),
     Key("providers", "anthropic", _list, ""),
+    Key("log", "keep_count", _int(0, 10_000_000), "10000"),
+    Key("log", "keep_days", _float(0, 3650), "30"),
     Key("openai", "drop_fields", _list, ""),
     Key("anthropic", "strip_billing_header", _bool, "true"),
     Key("anthropic", "store", _bool, "false"),
@@ -203,6 +205,8 @@ class Config:
     anthropic: dict = field(default_factory=lambda: {"strip_billing_header": True,
                                                      "store": False})
     openai: dict = field(default_factory=lambda: {"drop_fields": ()})
+    keys: dict = field(default_factory=dict)      # key name → key ([keys], or name:key)
+    log: dict = field(default_factory=lambda: {"keep_count": 10000, "keep_days": 30.0})
     aliases: dict = field(default_factory=dict)
     fallbacks: dict = field(default_factory=dict)
     concurrency: dict = field(default_factory=dict)   # model → max_concurrent
@@ -237,13 +241,15 @@ def load_config(flags: dict | None = None, env: dict | None = None,
     sections = {}
     for (section, name), value in values.items():
         sections.setdefault(section, {})[name] = value
+    keys = _keys(parser, sections["server"]["api_keys"])
+    sections["server"]["api_keys"] = tuple(keys.values())   # the secrets alone, as before
     config = Config(
-        server=sections["server"],
+        server=sections["server"], keys=keys,
         upstreams=_upstreams(parser, sections["upstream"], source),
         models=sections["models"], context=sections["context"],
         responses=sections["responses"], mock=sections["mock"],
         providers=sections["providers"], anthropic=sections["anthropic"],
-        openai=sections["openai"],
+        openai=sections["openai"], log=sections["log"],
         aliases=_aliases(parser), fallbacks=_fallbacks(parser),
         concurrency=_concurrency(parser, source), pipes=_pipes(parser, source),
         source=source,
@@ -295,7 +301,7 @@ def _check_sections(parser) -> None:
     fixed = {k.section for k in SCHEMA}
     for section in parser.sections():
         if section.startswith(("upstream:", "pipe:")) or section in ("aliases", "fallbacks",
-                                                                     "concurrency"):
+                                                                     "concurrency", "keys"):
             continue
         if section not in fixed:
             raise ConfigError(f"[{section}]: unknown section (known: "
@@ -333,6 +339,26 @@ def _upstreams(parser, default: dict, source: str) -> tuple:
             values[key] = _parse("upstream", key, raw, source)
         upstreams.append(UpstreamConfig(name=name, **values))
     return tuple(upstreams)
+
+
+def _keys(parser, listed: tuple) -> dict:
+    """Every API key by its name: `[keys] name = key`, `name:key` in api_keys, or a plain
+    key in api_keys, named key1, key2, … by its place. Names show in logs; keys never do."""
+    keys = {}
+    for i, entry in enumerate(listed, 1):
+        name, sep, key = entry.partition(":")
+        if not sep or not NAME_RE.match(name):
+            name, key = f"key{i}", entry
+        keys[name] = key
+    if parser.has_section("keys"):
+        for name, key in parser.items("keys"):
+            if not NAME_RE.match(name) or not key.strip():
+                raise ConfigError(f"[keys] {name}: a key name is letters, digits, '_', '.', "
+                                  "'-', and it needs a key")
+            keys[name] = key.strip()
+    if len(set(keys.values())) < len(keys):
+        raise ConfigError("[keys]: two names share one key; give each client its own")
+    return keys
 
 
 def _aliases(parser) -> dict:
@@ -445,6 +471,8 @@ def redacted(config: Config) -> dict:
         "mock": dict(config.mock), "providers": section(config.providers),
         "anthropic": dict(config.anthropic),
         "openai": {"drop_fields": list(config.openai["drop_fields"])},
+        "log": dict(config.log),
+        "keys": {name: "***" for name in config.keys},
         "aliases": dict(config.aliases),
         "fallbacks": {k: list(v) for k, v in config.fallbacks.items()},
         "concurrency": dict(config.concurrency),

@@ -9,6 +9,7 @@ database; `close()` cancels every live run and closes the database.
 import time
 
 from llmhub import __version__
+from llmhub.accounting import RequestLog
 from llmhub.cancellation import Registry
 from llmhub.config import Config
 from llmhub.metrics import Metrics
@@ -29,13 +30,22 @@ class Hub:
         self.store.fail_interrupted_responses()   # their runs died with the last process
         self.store.fail_interrupted_api_responses()
         self.metrics = Metrics()
-        self.registry = Registry(on_retire=self.metrics.run_finished)
+        self.request_log = RequestLog(self.store, config.log["keep_count"],
+                                      config.log["keep_days"])
+        self.registry = Registry(on_retire=self._retired)
         self.upstreams = make_upstreams(config)
-        self.engine = Engine(config, self.upstreams, self.registry, self.store)
+        self.engine = Engine(config, self.upstreams, self.registry, self.store,
+                             self.request_log)
         self.sessions = SessionLog()
         self.routes: tuple = ()   # the API's route table, handed over by the server that
                                   # serves it (service views list it: /, /help, OpenAPI)
 
+    def _retired(self, run) -> None:
+        """Every run, once, as it ends: counted, and its record logged."""
+        self.metrics.run_finished(run)
+        run.info["record"] = self.request_log.record(run)
+
     def close(self, reason: str = "shutdown") -> None:
         self.registry.cancel_all(reason)
+        self.request_log.close()
         self.store.close()

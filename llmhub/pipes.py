@@ -27,9 +27,10 @@ __all__ = ["ChatRequest", "Target", "Engine", "summary_prompt"]
 
 class Engine:
     def __init__(self, config: Config, upstreams: dict, registry: Registry,
-                 store: Store) -> None:
+                 store: Store, request_log=None) -> None:
         self.config = config
         self.store = store
+        self.request_log = request_log      # accounting.RequestLog
         self.registry = registry
         self.workers = Workers()
         self.resolver = Resolver(config, upstreams)
@@ -94,6 +95,20 @@ class Engine:
     def accepts_token_ids(self, model: str | None) -> bool:
         """Whether the upstream that would answer takes token-id arrays as input."""
         return getattr(self.resolver.resolve(model)[0].upstream, "accepts_token_ids", False)
+
+    # -- the request log ---------------------------------------------------------------------
+    def requests(self, limit: int, before: float | None, match: dict) -> list[dict]:
+        """Finished runs' records, newest first (the log is flushed first: none is missed)."""
+        self.request_log.flush()
+        return self.store.list_requests(limit, before, match)
+
+    def request_record(self, run_id: str) -> dict | None:
+        self.request_log.flush()
+        return self.store.get_request(run_id)
+
+    def usage(self, group: str, since: float, until: float) -> list[dict]:
+        self.request_log.flush()
+        return self.store.usage(group, since, until)
 
     # -- threads and messages ----------------------------------------------------------------
     def create_thread(self, thread_id: str | None, metadata: dict, messages: list) -> dict:

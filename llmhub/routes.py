@@ -12,7 +12,7 @@ from typing import Callable
 
 from llmhub.dialects import (anthropic, completions, conversations, edison, embeddings,
                              langbase, openai, openai_responses, responses, service,
-                             sessions, studio)
+                             sessions, studio, usage)
 from llmhub.errors import MethodNotAllowed, NotFound
 
 __all__ = ["Route", "ROUTES", "match", "methods_for", "dialect_for", "not_found"]
@@ -73,6 +73,11 @@ ROUTES = [
           "Prometheus metrics: requests, runs, tokens, time to first token, hub overhead"),
     Route("GET", "/openapi.json", service.openapi, service,
           "OpenAPI 3.1 description of every endpoint, from this same table"),
+    Route("GET", "/v1/requests", usage.list_requests, usage,
+          "The request log: every finished run's record, newest first, filterable"),
+    Route("GET", "/v1/requests/{run_id}", usage.get_request, usage, "One run's record"),
+    Route("GET", "/v1/usage", usage.usage, usage,
+          "Requests, tokens, errors, cancels and first-token p50 by key, model or day"),
     Route("GET", "/v1/runs/{run_id}", service.get_run, service, "A run's status"),
     Route("POST", "/v1/runs/{run_id}/cancel", service.cancel_run, service,
           "Cancel a run by id (idempotent)"),

@@ -32,7 +32,7 @@ from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote
 
-from llmhub import __version__, routes
+from llmhub import __version__, accounting, routes
 from llmhub.dialects import service
 from llmhub.errors import BadRequest, Forbidden, HubError, Unauthorized, UnsupportedMediaType
 from llmhub.framing import FramingError, check_length, discard_body, read_body, read_head
@@ -445,7 +445,8 @@ class Handler(BaseHTTPRequestHandler):
             route, params = routes.match("GET" if self.command == "HEAD" else self.command, path,
                                          self.headers.get("Accept", ""))
             self.state.dialect, self.state.route = route.dialect, route.pattern
-            self._authorise(route)
+            key = self._authorise(route)
+            accounting.current.set(accounting.Caller((key, route.pattern)))
             body = self._read_body()
             self.expires_at = None    # the request is in; a run may take as long as it takes
             self._send_result(route.view(Request(self, path, query, body), **params))
@@ -503,16 +504,20 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.close_connection = self.linger = True
 
-    def _authorise(self, route) -> None:
-        keys = self.server.hub.config.server["api_keys"]
-        if not keys or not route.auth:
-            return
+    def _authorise(self, route) -> str:
+        """The name of the key the request presents ("local" with no keys configured, "-"
+        on a public route); 401 for a guarded route without a valid one."""
+        keys = self.server.hub.config.keys
+        if not keys:
+            return "local"
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             token = self.headers.get("x-api-key", "")   # Anthropic's SDKs send it so
         token = token.strip().encode()
-        if token and any(hmac.compare_digest(token, k.encode()) for k in keys):
-            return
+        name = next((n for n, k in keys.items() if hmac.compare_digest(token, k.encode())),
+                    None) if token else None
+        if name is not None or not route.auth:
+            return name or "-"
         raise Unauthorized("Missing or invalid API key: send 'Authorization: Bearer <key>' "
                            "(or x-api-key)", headers={"WWW-Authenticate": "Bearer"})
 
@@ -669,11 +674,13 @@ class Handler(BaseHTTPRequestHandler):
                   "path": self.path.partition("?")[0], "status": self.state.status,
                   "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                   "client": self.client_address[0]}
-        if run is not None:
-            usage = run.usage
-            fields.update(run_id=run.id, model=run.model, outcome=run.status,
-                          reason=run.cancel_reason,
-                          tokens_in=usage.input_tokens if usage else None,
-                          tokens_out=usage.output_tokens if usage else None)
+        record = run.info.get("record") if run is not None else None
+        if record is not None:             # the request log's own record of the run
+            fields.update(run_id=record["run_id"], key=record["key"], model=record["model"],
+                          outcome=record["status"], reason=run.cancel_reason,
+                          tokens_in=record["input_tokens"], tokens_out=record["output_tokens"],
+                          ttft_ms=record["ttft_ms"])
+        elif run is not None:
+            fields.update(run_id=run.id, model=run.model, outcome=run.status)
         access_log.info("%s %s %s", self.command, fields["path"], self.state.status,
                         extra={"fields": fields})

@@ -119,6 +119,17 @@ def _create_api_responses(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX api_responses_created ON api_responses (created_at)")
 
 
+def _create_requests(conn: sqlite3.Connection) -> None:
+    # The request log: one row per finished run, written in batches (accounting.py), kept
+    # by count and age. Key names only: a key itself is never stored.
+    conn.execute("""CREATE TABLE requests (
+        run_id TEXT PRIMARY KEY, at REAL NOT NULL, key TEXT NOT NULL, route TEXT,
+        dialect TEXT, requested_model TEXT, model TEXT, upstream TEXT, status TEXT NOT NULL,
+        finish_reason TEXT, ttft_ms REAL, duration_ms REAL, input_tokens INTEGER,
+        output_tokens INTEGER, estimated INTEGER NOT NULL DEFAULT 0, error_code TEXT)""")
+    conn.execute("CREATE INDEX requests_at ON requests (at)")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
     ("create_summaries", _create_summaries),
@@ -127,6 +138,7 @@ MIGRATIONS = [
     ("add_running_tokens", _add_running_tokens),
     ("add_reasoning", _add_reasoning),
     ("create_api_responses", _create_api_responses),
+    ("create_requests", _create_requests),
 ]
 
 
@@ -570,6 +582,48 @@ class Store:
                        "AND seq > ?", (share, thread_id, row[0]))
         self._forget_window(thread_id)
 
+    # -- the request log ---------------------------------------------------------------------
+    def insert_requests(self, rows: list[dict], keep_count: int, keep_seconds: float) -> None:
+        with self.write_tx() as tx:
+            tx.executemany(f"INSERT OR REPLACE INTO requests ({', '.join(REQUEST_FIELDS)}) "
+                           f"VALUES ({', '.join('?' * len(REQUEST_FIELDS))})",
+                           [tuple(row[f] for f in REQUEST_FIELDS) for row in rows])
+            tx.execute("DELETE FROM requests WHERE at < ? OR run_id IN (SELECT run_id FROM "
+                       "requests ORDER BY at DESC LIMIT -1 OFFSET ?)",
+                       (time.time() - keep_seconds, keep_count))
+
+    def list_requests(self, limit: int, before: float | None, match: dict) -> list[dict]:
+        """Newest first; `match` narrows by exact key, model, status or dialect."""
+        where = ["at < ?"] + [f"{name} = ?" for name in match]
+        rows = self._read(f"SELECT * FROM requests WHERE {' AND '.join(where)} "
+                          "ORDER BY at DESC LIMIT ?",
+                          (before if before is not None else float("inf"), *match.values(),
+                           limit))
+        return [_request(row) for row in rows]
+
+    def get_request(self, run_id: str) -> dict | None:
+        rows = self._read("SELECT * FROM requests WHERE run_id = ?", (run_id,))
+        return _request(rows[0]) if rows else None
+
+    def usage(self, group: str, since: float, until: float) -> list[dict]:
+        """Runs, tokens, errors and cancels per key, model or UTC day; with each group's
+        time to first token p50."""
+        column = {"key": "key", "model": "model",
+                  "day": "date(at, 'unixepoch')"}[group]
+        rows = self._read(
+            f"SELECT {column} AS grp, COUNT(*) AS requests, "
+            "COALESCE(SUM(input_tokens), 0) AS input_tokens, "
+            "COALESCE(SUM(output_tokens), 0) AS output_tokens, "
+            "SUM(estimated) AS estimated, SUM(status = 'failed') AS errors, "
+            "SUM(status = 'cancelled') AS cancels, "
+            "GROUP_CONCAT(ttft_ms) AS ttfts FROM requests WHERE at >= ? AND at < ? "
+            f"GROUP BY grp ORDER BY grp", (since, until))
+        return [{"group": row["grp"], "requests": row["requests"],
+                 "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
+                 "estimated_requests": row["estimated"], "errors": row["errors"],
+                 "cancels": row["cancels"], "ttft_p50_ms": _median(row["ttfts"])}
+                for row in rows]
+
     def get_response(self, response_id: str) -> dict | None:
         rows = self._read("SELECT * FROM responses WHERE id = ?", (response_id,))
         if not rows:
@@ -645,6 +699,22 @@ def _turn(message: dict) -> tuple:
     calls = tuple((c.get("id"), (c.get("function") or {}).get("name"))
                   for c in message["tool_calls"] if isinstance(c, dict))
     return (message["role"], content_text(message["content"]), message["tool_call_id"], calls)
+
+
+REQUEST_FIELDS = ("run_id", "at", "key", "route", "dialect", "requested_model", "model",
+                  "upstream", "status", "finish_reason", "ttft_ms", "duration_ms",
+                  "input_tokens", "output_tokens", "estimated", "error_code")
+
+
+def _request(row) -> dict:
+    record = {name: row[name] for name in REQUEST_FIELDS}
+    record["estimated"] = bool(record["estimated"])
+    return record
+
+
+def _median(joined: str | None) -> float | None:
+    values = sorted(float(v) for v in (joined or "").split(",") if v)
+    return values[len(values) // 2] if values else None
 
 
 def _prune_tx(tx, table: str, keep_count: int, keep_seconds: float) -> None:
