@@ -11,18 +11,24 @@ costs a dict and an append in the request's own thread. Retention is by count an
 (`[log] keep_count`, `keep_days`); nothing grows without bound.
 """
 
+import collections
 import contextvars
 import logging
+import math
 import threading
 import time
+from fnmatch import fnmatchcase
 
-__all__ = ["current", "Caller", "record", "RequestLog"]
+from llmhub.errors import Forbidden, HubError
+
+__all__ = ["current", "Caller", "Limits", "RateLimited", "record", "RequestLog"]
 
 log = logging.getLogger("llmhub.accounting")
 
 
 class Caller(tuple):
-    """(key name, route pattern) of the request being served."""
+    """(key name, route pattern, the model patterns the key may use) of the request being
+    served; no patterns: any model."""
     __slots__ = ()
 
     @property
@@ -33,9 +39,72 @@ class Caller(tuple):
     def route(self) -> str:
         return self[1]
 
+    def check_model(self, *names: str | None) -> None:
+        """403 naming `model` unless this key may use one of these names (the requested
+        one, an alias, or what it resolved to)."""
+        patterns = self[2]
+        if patterns and not any(fnmatchcase(n or "", p) for n in names for p in patterns):
+            raise Forbidden(f"Key {self.key!r} may not use model {names[0]!r} (allowed: "
+                            f"{', '.join(patterns)})", param="model", code="model_not_allowed")
+
 
 current: contextvars.ContextVar = contextvars.ContextVar("caller",
-                                                         default=Caller(("local", "-")))
+                                                         default=Caller(("local", "-", ())))
+
+
+class Limits:
+    """Each named key's [key:NAME] limits: routes and methods it may use, requests per
+    minute and tokens per UTC day. Counts live in memory (a restart forgets them)."""
+
+    def __init__(self, limits: dict) -> None:
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._recent: dict[str, collections.deque] = {}   # key → request times, last minute
+        self._tokens: dict[str, tuple[str, int]] = {}     # key → (UTC day, tokens spent)
+
+    def admit(self, key: str, method: str, path: str) -> None:
+        """Refuse what the key may not do: 403 for a route or method, 429 (with
+        Retry-After) past a rate."""
+        limits = self.limits.get(key)
+        if limits is None:
+            return
+        if limits.routes and not any(fnmatchcase(path, p) for p in limits.routes) or \
+                limits.methods and method not in limits.methods:
+            raise Forbidden(f"Key {key!r} may not {method} {path}", param="Authorization",
+                            code="route_not_allowed")
+        now = time.time()
+        with self._lock:
+            if limits.tokens_per_day and self._spent(key, now) >= limits.tokens_per_day:
+                raise RateLimited(f"Key {key!r} has spent its {limits.tokens_per_day} tokens "
+                                  "today", 86400 - now % 86400)
+            if limits.requests_per_minute:
+                recent = self._recent.setdefault(key, collections.deque())
+                while recent and recent[0] <= now - 60:
+                    recent.popleft()
+                if len(recent) >= limits.requests_per_minute:
+                    raise RateLimited(f"Key {key!r} may make {limits.requests_per_minute} "
+                                      "requests a minute", recent[0] + 60 - now)
+                recent.append(now)
+
+    def spend(self, key: str, tokens: int) -> None:
+        if key in self.limits and tokens:
+            with self._lock:
+                self._tokens[key] = (_day(time.time()), self._spent(key, time.time()) + tokens)
+
+    def _spent(self, key: str, now: float) -> int:
+        day, tokens = self._tokens.get(key, ("", 0))
+        return tokens if day == _day(now) else 0
+
+
+def _day(moment: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(moment))
+
+
+class RateLimited(HubError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
 def record(run) -> dict:

@@ -184,6 +184,21 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class KeyLimits:
+    """What one named key may do ([key:NAME]); empty and 0 mean no limit."""
+    routes: tuple = ()             # path patterns (/v1/threads*)
+    methods: tuple = ()            # GET, POST, …
+    models: tuple = ()             # model name patterns (qwen*)
+    requests_per_minute: int = 0
+    tokens_per_day: int = 0
+
+
+KEY_LIMIT_KEYS = {"routes": _list, "methods": _list, "models": _list,
+                  "requests_per_minute": _int(0, 1_000_000),
+                  "tokens_per_day": _int(0, 1 << 40)}
+
+
+@dataclass(frozen=True)
 class PipeConfig:
     name: str
     model: str = ""
@@ -207,6 +222,7 @@ class Config:
     openai: dict = field(default_factory=lambda: {"drop_fields": ()})
     keys: dict = field(default_factory=dict)      # key name → key ([keys], or name:key)
     log: dict = field(default_factory=lambda: {"keep_count": 10000, "keep_days": 30.0})
+    key_limits: dict = field(default_factory=dict)   # key name → KeyLimits
     aliases: dict = field(default_factory=dict)
     fallbacks: dict = field(default_factory=dict)
     concurrency: dict = field(default_factory=dict)   # model → max_concurrent
@@ -252,6 +268,7 @@ def load_config(flags: dict | None = None, env: dict | None = None,
         openai=sections["openai"], log=sections["log"],
         aliases=_aliases(parser), fallbacks=_fallbacks(parser),
         concurrency=_concurrency(parser, source), pipes=_pipes(parser, source),
+        key_limits=_key_limits(parser, keys, source),
         source=source,
     )
     _validate(config)
@@ -300,8 +317,8 @@ def _read_file(path) -> tuple[configparser.ConfigParser, str]:
 def _check_sections(parser) -> None:
     fixed = {k.section for k in SCHEMA}
     for section in parser.sections():
-        if section.startswith(("upstream:", "pipe:")) or section in ("aliases", "fallbacks",
-                                                                     "concurrency", "keys"):
+        if section.startswith(("upstream:", "pipe:", "key:")) or section in (
+                "aliases", "fallbacks", "concurrency", "keys"):
             continue
         if section not in fixed:
             raise ConfigError(f"[{section}]: unknown section (known: "
@@ -359,6 +376,32 @@ def _keys(parser, listed: tuple) -> dict:
     if len(set(keys.values())) < len(keys):
         raise ConfigError("[keys]: two names share one key; give each client its own")
     return keys
+
+
+def _key_limits(parser, keys: dict, source: str) -> dict:
+    limits = {}
+    for section in parser.sections():
+        if not section.startswith("key:"):
+            continue
+        name = section.split(":", 1)[1].strip()
+        if name not in keys:
+            raise ConfigError(f"[{section}]: no key is named {name!r} (named: "
+                              f"{', '.join(keys) or 'none'})")
+        values = {}
+        for option, raw in parser.items(section):
+            parse = KEY_LIMIT_KEYS.get(option)
+            if parse is None:
+                raise ConfigError(f"[{section}] {option}: unknown key (known: "
+                                  f"{', '.join(KEY_LIMIT_KEYS)})")
+            try:
+                values[option] = parse(raw)
+            except ValueError:
+                raise ConfigError(f"[{section}] {option} = {raw!r} (from {source}): expected "
+                                  f"{parse.allowed}") from None
+        if "methods" in values:
+            values["methods"] = tuple(m.upper() for m in values["methods"])
+        limits[name] = KeyLimits(**values)
+    return limits
 
 
 def _aliases(parser) -> dict:

@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from llmhub import accounting
 from llmhub.cancellation import (CANCELLED, FINAL, TRIMMED, Gate, QueueFull, Registry, Run,
                                  Turns)
 from llmhub.config import Config
@@ -87,6 +88,7 @@ class Generation:
         which saves a thread hand-off per request: a quarter of the hub's CPU under load."""
         targets = [Target(request.upstream, request.model or "")] if request.upstream \
             else self.resolver.resolve(request.model)
+        accounting.current.get().check_model(request.model, targets[0].model)
         run = self.registry.create(request.run_id, dialect=request.dialect,
                                    model=targets[0].model)
         run.requested = request.model
@@ -217,6 +219,7 @@ class Generation:
         (the upstream's reply, the finished run). Usage the upstream gives as 0 (LM Studio
         always does) is estimated."""
         targets = self.resolver.resolve(model)
+        accounting.current.get().check_model(model, targets[0].model)
         run = self.registry.create(None, dialect="embeddings", model=targets[0].model)
         run.requested = model
         failures = []

@@ -9,7 +9,7 @@ database; `close()` cancels every live run and closes the database.
 import time
 
 from llmhub import __version__
-from llmhub.accounting import RequestLog
+from llmhub.accounting import Limits, RequestLog
 from llmhub.cancellation import Registry
 from llmhub.config import Config
 from llmhub.metrics import Metrics
@@ -32,6 +32,7 @@ class Hub:
         self.metrics = Metrics()
         self.request_log = RequestLog(self.store, config.log["keep_count"],
                                       config.log["keep_days"])
+        self.limits = Limits(config.key_limits)
         self.registry = Registry(on_retire=self._retired)
         self.upstreams = make_upstreams(config)
         self.engine = Engine(config, self.upstreams, self.registry, self.store,
@@ -43,7 +44,9 @@ class Hub:
     def _retired(self, run) -> None:
         """Every run, once, as it ends: counted, and its record logged."""
         self.metrics.run_finished(run)
-        run.info["record"] = self.request_log.record(run)
+        record = run.info["record"] = self.request_log.record(run)
+        self.limits.spend(record["key"], (record["input_tokens"] or 0) +
+                          (record["output_tokens"] or 0))
 
     def close(self, reason: str = "shutdown") -> None:
         self.registry.cancel_all(reason)

@@ -446,7 +446,11 @@ class Handler(BaseHTTPRequestHandler):
                                          self.headers.get("Accept", ""))
             self.state.dialect, self.state.route = route.dialect, route.pattern
             key = self._authorise(route)
-            accounting.current.set(accounting.Caller((key, route.pattern)))
+            hub = self.server.hub
+            hub.limits.admit(key, self.command, path)
+            limits = hub.config.key_limits.get(key)
+            accounting.current.set(accounting.Caller(
+                (key, route.pattern, limits.models if limits else ())))
             body = self._read_body()
             self.expires_at = None    # the request is in; a run may take as long as it takes
             self._send_result(route.view(Request(self, path, query, body), **params))

@@ -88,3 +88,65 @@ def test_key_names_in_config(tmp_path):
     with pytest.raises(ConfigError, match="share one key"):
         load_config(env={}, path=write_ini(tmp_path / "b.ini", {
             "server": {"api_keys": "a:sk-1"}, "keys": {"b": "sk-1"}}))
+
+
+LIMITED = {"keys": {"reader": "sk-reader-1", "small": "sk-small-2", "burst": "sk-burst-3",
+                    "thrifty": "sk-thrifty-4"},
+           "key:reader": {"routes": "/v1/threads*", "methods": "GET"},
+           "key:small": {"models": "qwen*"},
+           "key:burst": {"requests_per_minute": "2"},
+           "key:thrifty": {"tokens_per_day": "10"},
+           "aliases": {"fast": "qwen2.5-7b-instruct"}}
+
+
+def test_a_key_limited_to_routes_and_methods(make_hub):
+    hub = make_hub(LIMITED)
+    reader = as_key("sk-reader-1")
+    assert call(hub.url, "GET", "/v1/threads", headers=reader)[0] == 200
+    status, _, body = call(hub.url, "POST", "/v1/threads", {}, headers=reader)
+    assert status == 403 and "may not POST" in body["error"]["message"]
+    status, _, body = call(hub.url, "POST", "/v1/chat/completions",
+                           {"model": "m", "messages": USER}, headers=reader)
+    assert status == 403 and body["error"]["type"] == "permission_error"
+
+
+def test_a_key_limited_to_models(make_hub, fake):
+    hub = make_hub(LIMITED)
+    small = as_key("sk-small-2")
+    for model in ("qwen3-4b", "fast"):               # a pattern, and an alias onto one
+        assert call(hub.url, "POST", "/v1/chat/completions",
+                    {"model": model, "messages": USER}, headers=small)[0] == 200
+    status, _, body = call(hub.url, "POST", "/v1/chat/completions",
+                           {"model": "llama-3", "messages": USER}, headers=small)
+    assert status == 403 and body["error"]["param"] == "model"
+    status, _, body = call(hub.url, "POST", "/v1/messages", {
+        "model": "llama-3", "max_tokens": 5, "messages": USER}, headers=small)
+    assert status == 403 and body["error"]["type"] == "permission_error"
+    assert len(fake.chat_requests()) == 2
+
+
+def test_rate_limits_answer_429_with_retry_after(make_hub, fake):
+    hub = make_hub(LIMITED)
+    burst = as_key("sk-burst-3")
+    for _ in range(2):
+        assert call(hub.url, "GET", "/v1/threads", headers=burst)[0] == 200
+    status, headers, body = call(hub.url, "GET", "/v1/threads", headers=burst)
+    assert status == 429 and 1 <= int(headers["Retry-After"]) <= 60
+    assert body["error"]["code"] == "RATE_LIMITED"            # in Langbase's shape
+    thrifty = as_key("sk-thrifty-4")
+    assert call(hub.url, "POST", "/v1/chat/completions", {"model": "m", "messages": USER},
+                headers=thrifty)[0] == 200         # 11 tokens: over the day's 10
+    status, headers, body = call(hub.url, "POST", "/v1/chat/completions",
+                                 {"model": "m", "messages": USER}, headers=thrifty)
+    assert status == 429 and body["error"]["type"] == "rate_limit_error"
+    assert int(headers["Retry-After"]) <= 86400
+    assert call(hub.url, "GET", "/v1/threads", headers=as_key("sk-small-2"))[0] == 200
+
+
+def test_limits_name_a_known_key(tmp_path):
+    with pytest.raises(ConfigError, match="no key is named 'ghost'"):
+        load_config(env={}, path=write_ini(tmp_path / "c.ini", {
+            "keys": {"real": "sk-1"}, "key:ghost": {"models": "x"}}))
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(env={}, path=write_ini(tmp_path / "d.ini", {
+            "keys": {"real": "sk-1"}, "key:real": {"colour": "x"}}))
