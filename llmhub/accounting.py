@@ -109,12 +109,13 @@ class RateLimited(HubError):
 
 def record(run) -> dict:
     """A finished run as the request log keeps it: no text, no secret."""
-    usage = run.usage
-    first = run.first_token_at
+    usage, first, provider = run.usage, run.first_token_at, run.provider or {}
     return {"run_id": run.id, "at": time.time(), "key": run.info.get("key", "local"),
             "route": run.info.get("route", "-"), "dialect": run.info.get("dialect", ""),
             "requested_model": run.requested, "model": run.model,
-            "upstream": (run.provider or {}).get("base_url"),
+            "provider": provider.get("name"), "upstream": provider.get("base_url"),
+            "overhead_ms": round((run.upstream_at - run.started) * 1000, 3)
+            if run.upstream_at is not None else None,
             "status": run.status, "finish_reason": run.transcript.finish_reason,
             "ttft_ms": round((first - run.started) * 1000, 2) if first else None,
             "duration_ms": round((time.monotonic() - run.started) * 1000, 2),

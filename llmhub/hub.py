@@ -43,8 +43,8 @@ class Hub:
 
     def _retired(self, run) -> None:
         """Every run, once, as it ends: counted, and its record logged."""
-        self.metrics.run_finished(run)
         record = run.info["record"] = self.request_log.record(run)
+        self.metrics.run_finished(record)
         self.limits.spend(record["key"], (record["input_tokens"] or 0) +
                           (record["output_tokens"] or 0))
 

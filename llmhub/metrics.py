@@ -10,7 +10,7 @@ import bisect
 import threading
 import time
 
-from llmhub.cancellation import FAILED, QUEUED
+from llmhub.cancellation import QUEUED
 
 __all__ = ["Metrics"]
 
@@ -51,21 +51,20 @@ class Metrics:
         with self._lock:
             self.requests[key] = self.requests.get(key, 0) + 1
 
-    def run_finished(self, run) -> None:
-        usage = run.usage
+    def run_finished(self, record: dict) -> None:
+        """Count a finished run from its request-log record (accounting.record), the one
+        record the log, the access line and these counters all read."""
         with self._lock:
-            key = (run.info.get("dialect", ""), run.status)
+            key = (record["dialect"], record["status"])
             self.runs[key] = self.runs.get(key, 0) + 1
-            if usage is not None:
-                self.tokens["in"] += usage.input_tokens
-                self.tokens["out"] += usage.output_tokens
-            if run.first_token_at is not None:
-                self.ttft.observe(run.first_token_at - run.started)
-            if run.upstream_at is not None:
-                self.overhead.observe(run.upstream_at - run.started)
-            if run.error is not None and run.status == FAILED:
-                provider = (run.provider or {}).get("name", "")
-                key = (provider, run.error.code)
+            self.tokens["in"] += record["input_tokens"] or 0
+            self.tokens["out"] += record["output_tokens"] or 0
+            if record["ttft_ms"] is not None:
+                self.ttft.observe(record["ttft_ms"] / 1000)
+            if record["overhead_ms"] is not None:
+                self.overhead.observe(record["overhead_ms"] / 1000)
+            if record["error_code"] is not None:
+                key = (record["provider"] or "", record["error_code"])
                 self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
 
     def render(self, live_runs: list, sessions: int) -> str:
