@@ -20,6 +20,7 @@ import time
 from fnmatch import fnmatchcase
 
 from llmhub.errors import Forbidden, HubError
+from llmhub.redaction import redact
 
 __all__ = ["current", "Caller", "Limits", "RateLimited", "record", "RequestLog"]
 
@@ -129,10 +130,13 @@ def record(run) -> dict:
 class RequestLog:
     flush_seconds = 0.2
 
-    def __init__(self, store, keep_count: int, keep_days: float) -> None:
+    def __init__(self, store, keep_count: int, keep_days: float,
+                 max_body_bytes: int = 65536) -> None:
         self.store = store
         self.keep_count, self.keep_seconds = keep_count, keep_days * 86400
+        self.max_body_bytes = max_body_bytes
         self._pending: list[dict] = []
+        self._bodies: list[tuple] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._writer: threading.Thread | None = None
@@ -147,15 +151,27 @@ class RequestLog:
                 self._writer.start()
         return row
 
+    def bodies(self, run_id: str, request: bytes, response: bytes, secrets) -> None:
+        """Keep a run's request and response with its record: secrets masked, each cut at
+        `max_body_bytes`."""
+        def kept(data: bytes) -> str:
+            text = data[:self.max_body_bytes].decode("utf-8", "replace")
+            return redact(text, secrets) + ("…" if len(data) > self.max_body_bytes else "")
+        with self._lock:
+            self._bodies.append((run_id, kept(request), kept(response)))
+
     def flush(self) -> None:
         """Write what is pending now (the API reads after this, so it sees every run)."""
         with self._lock:
             rows, self._pending = self._pending, []
-        if rows:
-            try:
+            bodies, self._bodies = self._bodies, []
+        try:
+            if rows:
                 self.store.insert_requests(rows, self.keep_count, self.keep_seconds)
-            except Exception:   # a full disk must not take the runs down with it
-                log.exception("the request log could not store %d records", len(rows))
+            if bodies:
+                self.store.add_request_bodies(bodies)
+        except Exception:   # a full disk must not take the runs down with it
+            log.exception("the request log could not store %d records", len(rows))
 
     def close(self) -> None:
         self._closed.set()

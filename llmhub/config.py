@@ -153,6 +153,8 @@ SCHEMA = [
     Key("providers", "anthropic", _list, ""),
     Key("log", "keep_count", _int(0, 10_000_000), "10000"),
     Key("log", "keep_days", _float(0, 3650), "30"),
+    Key("log", "capture_bodies", _bool, "false"),
+    Key("log", "max_body_bytes", _int(0, 1 << 30), "65536"),
     Key("openai", "drop_fields", _list, ""),
     Key("anthropic", "strip_billing_header", _bool, "true"),
     Key("anthropic", "store", _bool, "false"),
@@ -221,7 +223,9 @@ class Config:
                                                      "store": False})
     openai: dict = field(default_factory=lambda: {"drop_fields": ()})
     keys: dict = field(default_factory=dict)      # key name → key ([keys], or name:key)
-    log: dict = field(default_factory=lambda: {"keep_count": 10000, "keep_days": 30.0})
+    log: dict = field(default_factory=lambda: {"keep_count": 10000, "keep_days": 30.0,
+                                               "capture_bodies": False,
+                                               "max_body_bytes": 65536})
     key_limits: dict = field(default_factory=dict)   # key name → KeyLimits
     aliases: dict = field(default_factory=dict)
     fallbacks: dict = field(default_factory=dict)

@@ -31,7 +31,7 @@ class Hub:
         self.store.fail_interrupted_api_responses()
         self.metrics = Metrics()
         self.request_log = RequestLog(self.store, config.log["keep_count"],
-                                      config.log["keep_days"])
+                                      config.log["keep_days"], config.log["max_body_bytes"])
         self.limits = Limits(config.key_limits)
         self.registry = Registry(on_retire=self._retired)
         self.upstreams = make_upstreams(config)

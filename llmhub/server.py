@@ -284,9 +284,11 @@ class StreamOut:
         else:
             handler.close_connection = True
         handler._begin(200, headers)
+        handler._capture(data)
         handler._end_headers(self._frame(data) if data and handler.command != "HEAD" else b"")
 
     def send(self, data: bytes) -> None:
+        self.handler._capture(data)
         self.handler.wfile.write(self._frame(data))
 
     def end(self) -> None:
@@ -305,7 +307,7 @@ class RequestState:
     connection, so nothing of one request leaks into the next."""
 
     __slots__ = ("head", "request_id", "sent", "status", "run", "dialect", "route",
-                 "body_read")
+                 "body_read", "body", "captured")
 
     def __init__(self, head) -> None:
         self.head = head               # framing.RequestHead, None before one was read
@@ -316,6 +318,8 @@ class RequestState:
         self.dialect = None            # whose error shape answers it
         self.route = "unmatched"       # for metrics
         self.body_read = head is None or head.body == "none"
+        self.body = b""                # the request body, once read
+        self.captured: bytearray | None = None   # what was sent, with [log] capture_bodies
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -451,7 +455,9 @@ class Handler(BaseHTTPRequestHandler):
             limits = hub.config.key_limits.get(key)
             accounting.current.set(accounting.Caller(
                 (key, route.pattern, limits.models if limits else ())))
-            body = self._read_body()
+            body = self.state.body = self._read_body()
+            if hub.config.log["capture_bodies"]:
+                self.state.captured = bytearray()
             self.expires_at = None    # the request is in; a run may take as long as it takes
             self._send_result(route.view(Request(self, path, query, body), **params))
         except CLIENT_GONE:
@@ -471,6 +477,7 @@ class Handler(BaseHTTPRequestHandler):
             if self.state.status is None:   # nothing was sent: the client left first
                 self.server.hub.metrics.request(self.state.route, self.command, None)
             self._log_request(started)
+            self._keep_bodies()
 
     def _guard(self) -> None:
         """DNS rebinding and cross-origin pages are refused before anything runs."""
@@ -547,6 +554,7 @@ class Handler(BaseHTTPRequestHandler):
         self._begin(status, headers)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
+        self._capture(payload)
         self._end_headers(b"" if self.command == "HEAD" else payload)
 
     def send_error_json(self, exc: HubError) -> None:
@@ -666,6 +674,17 @@ class Handler(BaseHTTPRequestHandler):
                        {"X-Run-Id": run.id, **response.headers, **result.headers})
 
     # -- logging -----------------------------------------------------------------------------
+    def _keep_bodies(self) -> None:
+        state, hub = self.state, self.server.hub
+        if state.captured is not None and state.run is not None:
+            hub.request_log.bodies(state.run.id, state.body, bytes(state.captured),
+                                   hub.engine.secrets + state.run.secrets)
+
+    def _capture(self, data: bytes) -> None:
+        captured = self.state.captured
+        if captured is not None and len(captured) <= self.server.hub.request_log.max_body_bytes:
+            captured += data
+
     def _request_id(self) -> str:
         given = self.headers.get("X-Request-Id", "")
         return given if _SAFE_ID.match(given) else f"{_request_ids.getrandbits(64):016x}"

@@ -130,6 +130,12 @@ def _create_requests(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX requests_at ON requests (at)")
 
 
+def _add_request_bodies(conn: sqlite3.Connection) -> None:
+    # With [log] capture_bodies: the run's request and response, redacted and cut short.
+    conn.execute("ALTER TABLE requests ADD COLUMN request_body TEXT")
+    conn.execute("ALTER TABLE requests ADD COLUMN response_body TEXT")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
     ("create_summaries", _create_summaries),
@@ -139,6 +145,7 @@ MIGRATIONS = [
     ("add_reasoning", _add_reasoning),
     ("create_api_responses", _create_api_responses),
     ("create_requests", _create_requests),
+    ("add_request_bodies", _add_request_bodies),
 ]
 
 
@@ -592,6 +599,13 @@ class Store:
                        "requests ORDER BY at DESC LIMIT -1 OFFSET ?)",
                        (time.time() - keep_seconds, keep_count))
 
+    def add_request_bodies(self, bodies: list[tuple]) -> None:
+        """(run id, request body, response body) each, onto records already written."""
+        with self.write_tx() as tx:
+            tx.executemany("UPDATE requests SET request_body = ?, response_body = ? "
+                           "WHERE run_id = ?", [(req, resp, run_id)
+                                                for run_id, req, resp in bodies])
+
     def list_requests(self, limit: int, before: float | None, match: dict) -> list[dict]:
         """Newest first; `match` narrows by exact key, model, status or dialect."""
         where = ["at < ?"] + [f"{name} = ?" for name in match]
@@ -602,8 +616,12 @@ class Store:
         return [_request(row) for row in rows]
 
     def get_request(self, run_id: str) -> dict | None:
+        """One record, with its bodies when they were captured."""
         rows = self._read("SELECT * FROM requests WHERE run_id = ?", (run_id,))
-        return _request(rows[0]) if rows else None
+        if not rows:
+            return None
+        return dict(_request(rows[0]), request_body=rows[0]["request_body"],
+                    response_body=rows[0]["response_body"])
 
     def usage(self, group: str, since: float, until: float) -> list[dict]:
         """Runs, tokens, errors and cancels per key, model or UTC day; with each group's

@@ -150,3 +150,27 @@ def test_limits_name_a_known_key(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(env={}, path=write_ini(tmp_path / "d.ini", {
             "keys": {"real": "sk-1"}, "key:real": {"colour": "x"}}))
+
+
+def test_captured_bodies_are_kept_redacted_and_capped(make_hub, fake):
+    hub = make_hub({"log": {"capture_bodies": "true", "max_body_bytes": "300"},
+                    "upstream": {"api_key": "sk-upstream-secret-77"}})
+    fake.enqueue(Script(chunks=["Your key is sk-upstream-secret-77 ", "x" * 400]))
+    _, headers, _ = call(hub.url, "POST", "/v1/chat/completions",
+                         {"model": "m", "messages": [{"role": "user", "content":
+                                                      "Echo sk-upstream-secret-77"}]})
+    record = call(hub.url, "GET", f"/v1/requests/{headers['X-Run-Id']}")[2]
+    assert "Echo ***" in record["request_body"]
+    assert record["response_body"].startswith('{"id":') and "Your key is ***" in \
+        record["response_body"]
+    assert record["response_body"].endswith("…") and len(record["response_body"]) <= 301
+    assert "sk-upstream-secret-77" not in json.dumps(record)
+    listed = call(hub.url, "GET", "/v1/requests")[2]["data"][0]
+    assert "request_body" not in listed               # bodies only in the one record
+
+
+def test_bodies_are_not_kept_unless_asked(hub, fake):
+    _, headers, _ = call(hub.url, "POST", "/v1/chat/completions",
+                         {"model": "m", "messages": USER})
+    record = call(hub.url, "GET", f"/v1/requests/{headers['X-Run-Id']}")[2]
+    assert record["request_body"] is None and record["response_body"] is None
