@@ -7,12 +7,15 @@ Errors here, and for paths no route has, use the hub's generic shape:
 import html
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
+from llmhub.cancellation import RunContract
 from llmhub.config import redacted
+from llmhub.context import estimate_tokens
 from llmhub.errors import NotFound
-from llmhub.wire import BytesResponse, JSONResponse
+from llmhub.wire import BytesResponse, JSONResponse, StreamRenderer, StreamResponse, sse
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -21,7 +24,8 @@ TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=u
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}$")
 
 __all__ = ["error_body", "index", "health", "show_config", "help_page", "get_run",
-           "cancel_run", "static_file", "metrics", "openapi"]
+           "cancel_run", "static_file", "metrics", "openapi", "runs_page", "live_runs",
+           "runs_events"]
 
 TITLE = "Service"
 
@@ -92,6 +96,7 @@ STREAMS = {"/chat/stream": "text/event-stream or application/x-ndjson",
            "/v1/messages": "text/event-stream with stream: true",
            "/v1/completions": "text/event-stream with stream: true",
            "/v1/responses": "text/event-stream with stream: true",
+           "/v1/runs/events": "text/event-stream",
            "/v1/pipes/run": "text/event-stream with stream: true",
            "/v1/chat/completions/stream": "text/event-stream",
            "/responses/{response_id}/events": "text/event-stream"}
@@ -176,6 +181,87 @@ def health(request) -> JSONResponse:
 
 def show_config(request) -> JSONResponse:
     return JSONResponse(redacted(request.hub.config))
+
+
+def runs_page(request):
+    """The live runs page: what runs now (with Cancel), the request log, usage by key."""
+    return static_file(request, "runs.html")
+
+
+def live_runs(request) -> JSONResponse:
+    return JSONResponse({"object": "list", "data": [run_json(run) for run in
+                                                    request.hub.engine.live_runs()]})
+
+
+def run_json(run) -> dict:
+    """A live run as the runs page shows it: whose, which model, how far, how long."""
+    return {"id": run.id, "dialect": run.info.get("dialect"), "key": run.info.get("key"),
+            "requested_model": run.requested, "model": run.model, "status": run.status,
+            "queue_position": run.queue_position,
+            "elapsed_ms": round((time.monotonic() - run.started) * 1000),
+            "tokens": estimate_tokens(run.transcript.text)}
+
+
+def runs_events(request):
+    """The runs page's feed: a snapshot of live runs, the newest records and usage, every
+    half second, for as long as the page reads it."""
+    engine = request.hub.engine
+
+    def snapshot() -> dict:
+        return {"runs": [run_json(run) for run in engine.live_runs()],
+                "requests": engine.requests(25, None, {}),
+                "usage": {group: engine.usage(group, 0, float("inf"))
+                          for group in ("key", "model")}}
+    monitor = Monitor(snapshot, every=0.5)
+    return StreamResponse(monitor, SnapshotStream())
+
+
+class Snapshot:
+    kind = "snapshot"
+
+    def __init__(self, data: dict) -> None:
+        self.data = data
+
+
+class Monitor(RunContract):
+    """A feed read the way a run is read (cancellation.RunContract), so the stream pump
+    serves it: one Snapshot every `every` seconds until its reader leaves."""
+
+    job = None
+    base = 0
+    status = "streaming"
+    secrets = ()
+
+    def __init__(self, snapshot, every: float) -> None:
+        self.id, self.created, self.info = "monitor", int(time.time()), {}
+        self.snapshot, self.every = snapshot, every
+        self._next = 0.0
+        self._over = threading.Event()
+
+    def read(self, cursor: int, timeout: float, reader: int | None = None) -> list:
+        wait = self._next - time.monotonic()
+        if wait > 0 and self._over.wait(min(wait, timeout)) or wait > timeout:
+            return []
+        self._next = time.monotonic() + self.every
+        return [Snapshot(self.snapshot())]
+
+    def follow(self, cursor: int) -> int:
+        return 0
+
+    def unfollow(self, reader: int, grace: float | None = None) -> None:
+        self._over.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._over.wait(timeout)
+
+    def cancel(self, reason: str = "") -> str:
+        self._over.set()
+        return "cancelled"
+
+
+class SnapshotStream(StreamRenderer):
+    def render(self, event) -> bytes:
+        return sse(event.data, event="snapshot")
 
 
 def get_run(request, run_id: str) -> JSONResponse:
