@@ -257,3 +257,35 @@ def test_an_openai_agents_agent_calls_a_tool(hub, fake):
     assert result.final_output == "It is 4 °C."
     tool_message = fake.chat_requests()[-1].body["messages"][-1]
     assert tool_message == {"role": "tool", "content": "4 °C", "tool_call_id": "call_oslo"}
+
+
+def test_a_finished_response_streams_again_from_the_store(client, fake):
+    fake.enqueue(Script(chunks=["Stored", " answer."]))
+    response = client.responses.create(model="m", input="Hello!")
+    events = list(client.responses.retrieve(response.id, stream=True))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert events[-1].response.output_text == "Stored answer."
+    later = list(client.responses.retrieve(response.id, stream=True,
+                                           starting_after=events[2].sequence_number))
+    assert [e.sequence_number for e in later] == [e.sequence_number for e in events[3:]]
+
+
+def test_a_streamed_turn_in_a_conversation_is_kept(client, fake):
+    fake.enqueue(Script(chunks=["First."]), Script(chunks=["Second."]))
+    conversation = client.conversations.create()
+    with client.responses.stream(model="m", input="One?",
+                                 conversation=conversation.id) as stream:
+        assert stream.get_final_response().output_text == "First."
+    client.responses.create(model="m", input="Two?", conversation=conversation.id)
+    assert sent_messages(fake) == [("user", "One?"), ("assistant", "First."),
+                                   ("user", "Two?")]
+
+
+def test_an_unstored_background_response_can_still_be_cancelled(client, fake):
+    fake.enqueue(Script(hold_first=NEVER))
+    response = client.responses.create(model="m", input="x", background=True, store=False)
+    assert fake.wait_requests(1)
+    assert client.responses.cancel(response.id).status == "cancelled"
+    assert fake.aborted.wait(2)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
