@@ -123,8 +123,7 @@ def record(run) -> dict:
             "input_tokens": usage.input_tokens if usage else None,
             "output_tokens": usage.output_tokens if usage else None,
             "estimated": bool(usage and usage.estimated),
-            "error_code": run.error.code if run.error is not None and run.status == "failed"
-            else None}
+            "error_code": run.error.code if run.error is not None else None}   # failed only
 
 
 class RequestLog:
