@@ -2,29 +2,13 @@
 the model, and it shows in the request log."""
 
 import json
-import sys
 import threading
 
-import pytest
-
-from chromium import Chromium, find_chromium
 from fake_lmstudio import Script
 from http_client import call, open_stream
+from test_browser import browser, pytestmark  # noqa: F401  (the Chromium fixture and skips)
 
-BINARY = find_chromium()
-pytestmark = [
-    pytest.mark.skipif(BINARY is None, reason="no Chromium installed (Debian: apt-get install "
-                                              "chromium); .ci/run installs it"),
-    pytest.mark.skipif(sys.platform == "win32", reason="the DevTools pipe needs fds 3 and 4"),
-]
 NEVER = threading.Event()
-
-
-@pytest.fixture
-def browser(tmp_path):
-    chromium = Chromium.start(BINARY, tmp_path / "profile")
-    yield chromium
-    chromium.close()
 
 
 def test_a_live_run_appears_is_cancelled_by_its_button_and_is_logged(browser, make_hub, fake):

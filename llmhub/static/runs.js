@@ -120,29 +120,11 @@ async function follow() {
         continue;
       }
       problem.textContent = "";
-      await readEvents(response.body.getReader());
+      await readEvents(response, (event, data) => { latest = data; draw(); });
     } catch (error) {
       problem.textContent = "The hub is not answering; retrying…";
     }
     await new Promise(done => setTimeout(done, 1000));
-  }
-}
-
-async function readEvents(reader) {
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += decoder.decode(value, { stream: true });
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const frame = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = frame.split("\n").filter(l => l.startsWith("data:"))
-        .map(l => l.slice(5).trim()).join("\n");
-      if (data) { latest = JSON.parse(data); draw(); }
-    }
   }
 }
 
