@@ -99,11 +99,14 @@ class Transcript:
     def calls(self) -> list[dict]:
         return [self.tool_calls[i] for i in sorted(self.tool_calls)]
 
+    @property
+    def content(self) -> str | None:
+        # OpenAI sends content null for a pure tool-call turn, and "" for an empty answer
+        return None if self.tool_calls and not self.parts else self.text
+
     def message(self) -> dict:
         """The assistant message in OpenAI's chat.completion shape."""
-        # OpenAI sends content null for a pure tool-call turn, and "" for an empty answer
-        content = None if self.tool_calls and not self.parts else self.text
-        message = {"role": "assistant", "content": content}
+        message = {"role": "assistant", "content": self.content}
         if self.tool_calls:
             message["tool_calls"] = self.calls()
         message.update(self.extra)

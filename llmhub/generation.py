@@ -190,8 +190,8 @@ class Generation:
         if run.error is not None:
             metadata["error"] = run.error.message
         self.store.record_reply(run.thread_id, {
-            "role": "assistant", "content": None if transcript.tool_calls and
-            not transcript.parts else transcript.text, "name": None, "tool_call_id": None,
+            "role": "assistant", "content": transcript.content, "name": None,
+            "tool_call_id": None,
             "tool_calls": transcript.calls(), "attachments": [], "metadata": metadata,
             "reasoning": transcript.reasoning or None},
             tokens=run.usage.output_tokens if run.usage else None)

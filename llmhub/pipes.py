@@ -94,7 +94,7 @@ class Engine:
 
     def accepts_token_ids(self, model: str | None) -> bool:
         """Whether the upstream that would answer takes token-id arrays as input."""
-        return getattr(self.resolver.resolve(model)[0].upstream, "accepts_token_ids", False)
+        return getattr(self.resolver.upstream_for(model), "accepts_token_ids", False)
 
     # -- the request log ---------------------------------------------------------------------
     def requests(self, limit: int, before: float | None, match: dict) -> list[dict]:
@@ -206,11 +206,11 @@ class Engine:
 
     def upstream_kind(self, model: str | None) -> str:
         """The kind of upstream (lmstudio, openai, anthropic, mock) that would answer."""
-        return self.resolver.resolve(model)[0].upstream.kind
+        return self.resolver.upstream_for(model).kind
 
     def count_tokens(self, model: str | None, text: str) -> int | None:
         """The answering upstream's own token count of `text`, if it has a tokenizer."""
-        counter = getattr(self.resolver.resolve(model)[0].upstream, "count_tokens", None)
+        counter = getattr(self.resolver.upstream_for(model), "count_tokens", None)
         return counter(text) if counter is not None else None
 
     def provider(self, base_url: str):

@@ -89,10 +89,13 @@ class Resolver:
         """Whether this model's reasoning is sent as `<think>` text (think_inline)."""
         return wants_split(model, self.config.models["think_inline"])
 
+    def upstream_for(self, model: str | None):
+        """The upstream that would answer a request for `model` (its first target)."""
+        return self.resolve(model)[0].upstream
+
     def refusal(self, model: str | None, media_type: str) -> str | None:
         """Why the upstream that would answer `model` cannot take an image of this type."""
-        upstream = self.resolve(model)[0].upstream
-        refuses = getattr(upstream, "image_refusal", None)
+        refuses = getattr(self.upstream_for(model), "image_refusal", None)
         return refuses(media_type) if refuses is not None else None
 
     def list_models(self) -> tuple[list[dict], list[UpstreamError]]:

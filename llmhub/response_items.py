@@ -187,7 +187,7 @@ def output_items(response_id: str, transcript) -> list[dict]:
         items.append({"id": f"rs_{key}", "type": "reasoning", "summary": [],
                       "content": [{"type": "reasoning_text", "text": transcript.reasoning}],
                       "status": "completed"})
-    if transcript.parts or not transcript.tool_calls:
+    if transcript.content is not None:          # a pure tool-call turn has no message
         items.append({"id": f"msg_{key}", "type": "message", "role": "assistant",
                       "status": "completed",
                       "content": [{"type": "output_text", "text": transcript.text,

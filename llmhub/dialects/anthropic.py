@@ -103,10 +103,11 @@ def model_list(listed: list[dict], aliases: dict) -> dict:
 
 def parse_request(body: dict, hub, require_max_tokens: bool) -> ChatRequest:
     check_fields(body, require_max_tokens)
-    body = clean(body, hub)
+    anthropic_upstream = hub.engine.upstream_kind(body["model"]) == "anthropic"
+    body = clean(body, strip=hub.config.anthropic["strip_billing_header"] and
+                 not anthropic_upstream)
     chat = translator.from_messages_body(body)
     messages = chat.pop("messages")
-    anthropic_upstream = hub.engine.upstream_kind(body["model"]) == "anthropic"
     replay = hub.config.context["replay_reasoning"]
     for message in messages:
         reasoning = message.pop("reasoning", None)
@@ -185,9 +186,9 @@ def check_tools(tools, choice) -> None:
                          param="tool_choice.name")
 
 
-def clean(body: dict, hub) -> dict:
-    """System-role messages folded into `system`; the billing-header block dropped before a
-    local upstream (it changes every request, so the server's prompt cache never hits)."""
+def clean(body: dict, strip: bool) -> dict:
+    """System-role messages folded into `system`; with `strip`, the billing-header block
+    dropped (it changes every request, so a local server's prompt cache never hits)."""
     system = _blocks(body.get("system"))
     messages = []
     for message in body["messages"]:
@@ -195,8 +196,6 @@ def clean(body: dict, hub) -> dict:
             system += _blocks(message.get("content"))
         else:
             messages.append(message)
-    strip = hub.config.anthropic["strip_billing_header"] and \
-        hub.engine.upstream_kind(body["model"]) != "anthropic"
     if strip:
         system = [b for b in system if not (b.get("type") == "text" and
                                             b.get("text", "").startswith(BILLING))]

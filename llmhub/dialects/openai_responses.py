@@ -24,7 +24,7 @@ Wire rules kept here (the `openai` SDK's types are the ground truth):
 
 import time
 
-from llmhub.cancellation import CANCELLED, COMPLETED, FAILED, QUEUED
+from llmhub.cancellation import CANCELLED, COMPLETED, FAILED, QUEUED, STREAMING
 from llmhub.completion import Transcript
 from llmhub.context import estimate_messages, estimate_tokens, to_upstream
 from llmhub.dialects.checks import check_int, check_number, check_type
@@ -48,7 +48,7 @@ READ = {"model", "input", "instructions", "tools", "tool_choice", "parallel_tool
 ECHO = ("instructions", "tools", "tool_choice", "parallel_tool_calls", "text", "reasoning",
         "max_output_tokens", "temperature", "top_p", "truncation", "metadata", "user",
         "store", "background")
-STATUS = {QUEUED: "queued", "streaming": "in_progress", COMPLETED: "completed",
+STATUS = {QUEUED: "queued", STREAMING: "in_progress", COMPLETED: "completed",
           CANCELLED: "cancelled", FAILED: "failed"}
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from llmhub.cancellation import RunContract
+from llmhub.cancellation import STREAMING, RunContract
 from llmhub.config import redacted
 from llmhub.context import estimate_tokens
 from llmhub.errors import NotFound
@@ -229,7 +229,7 @@ class Monitor(RunContract):
 
     job = None
     base = 0
-    status = "streaming"
+    status = STREAMING
     secrets = ()
 
     def __init__(self, snapshot, every: float) -> None:
