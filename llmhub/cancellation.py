@@ -31,8 +31,8 @@ from llmhub.events import Done, Error, Start, Usage, weight
 from llmhub.redaction import redact_error
 
 __all__ = ["RunContract", "Run", "Registry", "Gate", "QueueFull", "Turns", "EventsGone",
-           "TRIMMED",
-           "transition", "QUEUED", "STREAMING", "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
+           "TRIMMED", "transition", "QUEUED", "STREAMING", "COMPLETED", "CANCELLED", "FAILED",
+           "FINAL"]
 
 log = logging.getLogger("llmhub.runs")
 
@@ -133,7 +133,7 @@ class Run(RunContract):
         self.started = time.monotonic()
         self.requested: str | None = None   # the model name the client gave
         self.state = QUEUED
-        self.info = info               # the dialect, for metrics
+        self.info = info               # dialect, key name, route; its record once retired
         self.model = info.get("model")
         self.thread_id: str | None = None
         self.provider: dict | None = None

@@ -9,9 +9,8 @@ input budget and summaries belong there.
 from llmhub.errors import BadRequest
 
 __all__ = ["estimate_tokens", "estimate_messages", "estimate_input", "content_text",
-           "message_tokens",
-           "build_input",
-           "to_upstream", "split_for_summary", "SUMMARY_PREFIX"]
+           "message_tokens", "build_input", "to_upstream", "split_for_summary",
+           "SUMMARY_PREFIX"]
 
 CHARS_PER_TOKEN = 4   # the usual rule of thumb for English; Cyrillic runs a little denser
 
@@ -22,8 +21,7 @@ def estimate_tokens(text: str) -> int:
 
 def estimate_messages(messages: list) -> int:
     """Content tokens plus a few for each message's role and framing."""
-    return sum(4 + estimate_tokens(content_text(m.get("content")) if isinstance(m, dict)
-                                   else "") for m in messages)
+    return sum(message_tokens(m) if isinstance(m, dict) else 4 for m in messages)
 
 
 def estimate_input(value) -> int:
@@ -49,7 +47,7 @@ SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
 
 
 def message_tokens(message: dict) -> int:
-    """estimate_messages of one message, without the list (a window counts hundreds)."""
+    """One message's tokens: its content's, and 4 for its role and framing."""
     return 4 + estimate_tokens(content_text(message.get("content")))
 
 
