@@ -115,6 +115,7 @@ def record(run) -> dict:
             "route": run.info.get("route", "-"), "dialect": run.info.get("dialect", ""),
             "requested_model": run.requested, "model": run.model,
             "provider": provider.get("name"), "upstream": provider.get("base_url"),
+            "target": run.info.get("target"),      # the configured upstream's name
             "overhead_ms": round((run.upstream_at - run.started) * 1000, 3)
             if run.upstream_at is not None else None,
             "status": run.status, "finish_reason": run.transcript.finish_reason,

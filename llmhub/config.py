@@ -2,7 +2,7 @@
 
 `SCHEMA` is the single list of fixed keys: their parser, default and environment names all
 come from it, and tests check that config.ini documents each one. Sections that hold names
-(`[aliases]`, `[fallbacks]`, `[upstream:NAME]`, `[pipe:NAME]`) are read by their own
+(`[aliases]`, `[fallbacks]`, `[upstream:NAME]`, `[pool:NAME]`, `[pipe:NAME]`) are read by their own
 functions. Any bad value raises `ConfigError` with one line naming the key, the value and what
 is allowed; the CLI prints it and exits 2.
 """
@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 
 from llmhub.redaction import public_url
 
-__all__ = ["Config", "ConfigError", "UpstreamConfig", "load_config", "redacted", "SCHEMA"]
+__all__ = ["Config", "ConfigError", "UpstreamConfig", "PoolMember", "load_config", "redacted",
+           "SCHEMA"]
 
-UPSTREAM_KINDS = ("lmstudio", "openai", "anthropic", "mock")
+UPSTREAM_KINDS = ("lmstudio", "openai", "llamacpp", "vllm", "anthropic", "mock")
 SECRET_KEYS = {"api_key", "api_keys"}
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -130,6 +131,17 @@ SCHEMA = [
     Key("upstream", "max_queued", _int(0, 1_000_000), "0"),
     Key("upstream", "load_timeout_seconds", _float(1, 86400), "600"),
     Key("upstream", "max_event_bytes", _int(1024, 1 << 30), "8388608"),
+    Key("upstream", "load_on_demand", _bool, "true"),
+    Key("upstream", "load_context_length", _int(0, 100_000_000), "0"),
+    Key("upstream", "idle_unload_seconds", _float(0, 31_536_000), "0"),
+    Key("health", "interval_seconds", _float(0, 86400), "10"),
+    Key("health", "timeout_seconds", _float(0.1, 600), "2"),
+    Key("health", "failures", _int(1, 1000), "3"),
+    Key("health", "cooldown_seconds", _float(0, 86400), "30"),
+    Key("routing", "discover", _bool, "false"),
+    Key("routing", "retries", _int(0, 100), "2"),
+    Key("routing", "affinity_seconds", _float(0, 31_536_000), "1800"),
+    Key("routing", "affinity_max", _int(0, 100_000_000), "10000"),
     Key("models", "default", _str, ""),
     Key("models", "regular", _str, "qwen/qwen3-4b-2507", env=("DEFAULT_REGULAR_MODEL",)),
     Key("models", "vision", _str, "qwen3-vl-4b-instruct", env=("DEFAULT_VISION_MODEL",)),
@@ -183,6 +195,19 @@ class UpstreamConfig:
     load_timeout_seconds: float
     max_event_bytes: int
     max_queued: int = 0
+    load_on_demand: bool = True
+    load_context_length: int = 0
+    idle_unload_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """One target of a `[pool:NAME]`: an upstream's model, its weight and tier."""
+    upstream: str
+    model: str
+    weight: float = 1.0        # share of the traffic, relative to the pool's others
+    tier: int = 1              # lower first: a higher tier is used only when these are not
+    max_concurrent: int = 0    # this target's capacity; 0: the upstream's, or what it reports
 
 
 @dataclass(frozen=True)
@@ -231,6 +256,13 @@ class Config:
     fallbacks: dict = field(default_factory=dict)
     concurrency: dict = field(default_factory=dict)   # model → max_concurrent
     pipes: dict = field(default_factory=dict)
+    pools: dict = field(default_factory=dict)         # name → tuple of PoolMember
+    health: dict = field(default_factory=lambda: {"interval_seconds": 0.0,
+                                                  "timeout_seconds": 2.0, "failures": 3,
+                                                  "cooldown_seconds": 30.0})
+    routing: dict = field(default_factory=lambda: {"discover": False, "retries": 2,
+                                                   "affinity_seconds": 1800.0,
+                                                   "affinity_max": 10000})
     source: str = ""          # the config file read, if any
 
     @property
@@ -263,9 +295,10 @@ def load_config(flags: dict | None = None, env: dict | None = None,
         sections.setdefault(section, {})[name] = value
     keys = _keys(parser, sections["server"]["api_keys"])
     sections["server"]["api_keys"] = tuple(keys.values())   # the secrets alone, as before
+    upstreams = _upstreams(parser, sections["upstream"], source)
     config = Config(
-        server=sections["server"], keys=keys,
-        upstreams=_upstreams(parser, sections["upstream"], source),
+        server=sections["server"], keys=keys, upstreams=upstreams,
+        pools=_pools(parser, {u.name for u in upstreams}, source),
         models=sections["models"], context=sections["context"],
         responses=sections["responses"], mock=sections["mock"],
         providers=sections["providers"], anthropic=sections["anthropic"],
@@ -273,6 +306,7 @@ def load_config(flags: dict | None = None, env: dict | None = None,
         aliases=_aliases(parser), fallbacks=_fallbacks(parser),
         concurrency=_concurrency(parser, source), pipes=_pipes(parser, source),
         key_limits=_key_limits(parser, keys, source),
+        health=sections["health"], routing=sections["routing"],
         source=source,
     )
     _validate(config)
@@ -321,13 +355,13 @@ def _read_file(path) -> tuple[configparser.ConfigParser, str]:
 def _check_sections(parser) -> None:
     fixed = {k.section for k in SCHEMA}
     for section in parser.sections():
-        if section.startswith(("upstream:", "pipe:", "key:")) or section in (
+        if section.startswith(("upstream:", "pool:", "pipe:", "key:")) or section in (
                 "aliases", "fallbacks", "concurrency", "keys"):
             continue
         if section not in fixed:
             raise ConfigError(f"[{section}]: unknown section (known: "
                               f"{', '.join(sorted(fixed | {'aliases', 'fallbacks'}))}, "
-                              "upstream:NAME, pipe:NAME)")
+                              "upstream:NAME, pool:NAME, pipe:NAME, key:NAME)")
         known = [k.name for k in SCHEMA if k.section == section]
         for name in parser.options(section):
             if name not in known:
@@ -360,6 +394,49 @@ def _upstreams(parser, default: dict, source: str) -> tuple:
             values[key] = _parse("upstream", key, raw, source)
         upstreams.append(UpstreamConfig(name=name, **values))
     return tuple(upstreams)
+
+
+def _pools(parser, upstreams: set, source: str) -> dict:
+    """`[pool:NAME] targets = gpu:qwen3-8b weight=2, laptop:qwen3-8b tier=2`."""
+    pools = {}
+    for section in parser.sections():
+        if not section.startswith("pool:"):
+            continue
+        name = section.split(":", 1)[1].strip()
+        unknown = set(parser.options(section)) - {"targets"}
+        if not name or unknown:
+            raise ConfigError(f"[{section}]: a pool needs a name and has one key, targets")
+        members = tuple(_pool_member(section, raw, upstreams, source)
+                        for raw in _list(parser.get(section, "targets", fallback="")))
+        if not members:
+            raise ConfigError(f"[{section}] targets: expected UPSTREAM:model, ... "
+                              f"(from {source})")
+        pools[name] = members
+    return pools
+
+
+MEMBER_OPTIONS = {"weight": _float(0.001, 1000), "tier": _int(1, 100),
+                  "max_concurrent": _int(0, 10000)}
+
+
+def _pool_member(section: str, raw: str, upstreams: set, source: str) -> PoolMember:
+    target, *options = raw.split()
+    upstream, sep, model = target.partition(":")
+    if not sep or upstream not in upstreams or not model:
+        raise ConfigError(f"[{section}] targets: {target!r} (from {source}): expected "
+                          f"UPSTREAM:model with UPSTREAM one of {', '.join(sorted(upstreams))}")
+    values = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in MEMBER_OPTIONS:
+            raise ConfigError(f"[{section}] targets: {option!r} (from {source}): expected "
+                              f"{', '.join(k + '=N' for k in MEMBER_OPTIONS)}")
+        try:
+            values[key] = MEMBER_OPTIONS[key](value)
+        except ValueError:
+            raise ConfigError(f"[{section}] targets: {option!r} (from {source}): expected "
+                              f"{MEMBER_OPTIONS[key].allowed}") from None
+    return PoolMember(upstream, model, **values)
 
 
 def _keys(parser, listed: tuple) -> dict:
@@ -523,6 +600,9 @@ def redacted(config: Config) -> dict:
         "aliases": dict(config.aliases),
         "fallbacks": {k: list(v) for k, v in config.fallbacks.items()},
         "concurrency": dict(config.concurrency),
+        "health": dict(config.health), "routing": dict(config.routing),
+        "pools": {name: [{f.name: getattr(m, f.name) for f in fields(m)} for m in members]
+                  for name, members in config.pools.items()},
         "pipes": {name: {f.name: getattr(p, f.name) for f in fields(p) if f.name != "name"}
                   for name, p in config.pipes.items()},
     }

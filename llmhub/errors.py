@@ -4,6 +4,8 @@ Domain code raises these; server.py turns them into the dialect's JSON error sha
 function. `param` names the request field at fault, so every 4xx can say which field it was.
 """
 
+import math
+
 __all__ = [
     "HubError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "MethodNotAllowed", "Conflict",
     "Gone", "PayloadTooLarge", "UnsupportedMediaType", "UpstreamError", "error_of",
@@ -93,11 +95,14 @@ class UpstreamError(HubError):
     def __init__(self, message: str, *, model_unavailable: bool = False,
                  reason: str | None = None, detail: str | None = None,
                  where: str | None = None, upstream_status: int | None = None,
-                 **kwargs) -> None:
+                 retry_after: float | None = None, **kwargs) -> None:
         super().__init__(message, **kwargs)
         self.model_unavailable = model_unavailable
         self.reason, self.detail, self.where = reason, detail, where
         self.upstream_status = upstream_status
+        self.retry_after = retry_after      # seconds the upstream asked for (Retry-After)
+        if retry_after is not None:         # carried as a detail, so it survives a run
+            self.headers.setdefault("Retry-After", str(max(1, math.ceil(retry_after))))
 
     def as_dict(self) -> dict:
         details = {name: getattr(self, name) for name in DETAILS
@@ -105,7 +110,7 @@ class UpstreamError(HubError):
         return {**super().as_dict(), "details": details or None}
 
 
-DETAILS = ("reason", "detail", "where", "upstream_status")
+DETAILS = ("reason", "detail", "where", "upstream_status", "retry_after")
 
 
 def error_of(event) -> HubError:

@@ -7,8 +7,12 @@ Rules:
 - Each run has one thread, the only reader of its upstream call: a worker for a stream, the
   handler itself for an awaited reply. Cancel comes from other threads through
   `Run.cancel`, which finishes the run and aborts the call's socket.
-- `[fallbacks]` are tried only while nothing has reached the client, that is before the
-  upstream accepted the request; after that a failure ends the run with an error event.
+- A name resolves to pools of targets: its own, then its `[fallbacks]`' (resolution.py).
+  The router picks a target of a pool (routing.py); one that fails before it accepted the
+  request is left for the next target of the pool, up to `[routing] retries` more, then for
+  the next pool while the failure says another model may do (model_unavailable). Nothing
+  has reached the client then; after that a failure ends the run with an error event.
+- A target whose model is not loaded has it loaded first (lifecycle.py).
 - The upstream's typed events are folded into the run's Transcript and published as they
   come; the upstream's usage counts are checked, and estimated where they are not counts.
 """
@@ -29,6 +33,7 @@ from llmhub.events import Usage, stored
 from llmhub.messages import normalise_message
 from llmhub.redaction import config_secrets
 from llmhub.resolution import Resolver, Target
+from llmhub.routing import retryable
 from llmhub.threads import Store
 from llmhub.upstream.think import join_think, split_think
 from llmhub.workers import Workers
@@ -65,13 +70,17 @@ class ChatRequest:
     endpoint: str = "chat"                       # or "completions": legacy, with a prompt
     history: list = field(default_factory=list)  # without persist: earlier turns, normalised,
                                                  # cut from the oldest to fit the budget
+    session: str | None = None                   # keeps a conversation on one target (the
+                                                 # thread's id when None)
 
 
 class Generation:
     def __init__(self, config: Config, resolver: Resolver, registry: Registry, store: Store,
-                 workers: Workers) -> None:
+                 workers: Workers, lifecycle) -> None:
         self.config = config
         self.resolver = resolver
+        self.router = resolver.router
+        self.lifecycle = lifecycle
         self.registry = registry
         self.store = store
         self.workers = workers
@@ -86,13 +95,13 @@ class Generation:
         """A registered run with its input stored, not yet started: the caller must
         `drive(run)`. A handler that awaits the whole reply drives it in its own thread,
         which saves a thread hand-off per request: a quarter of the hub's CPU under load."""
-        targets = [Target(request.upstream, request.model or "")] if request.upstream \
+        pools = [[Target(request.upstream, request.model or "")]] if request.upstream \
             else self.resolver.resolve(request.model)
-        accounting.current.get().check_model(request.model, targets[0].model)
-        run = self.registry.create(request.run_id, dialect=request.dialect,
-                                   model=targets[0].model)
+        first = pools[0][0]
+        accounting.current.get().check_model(request.model, first.model)
+        run = self.registry.create(request.run_id, dialect=request.dialect, model=first.model)
         run.requested = request.model
-        run.provider = targets[0].upstream.provider
+        run.provider = first.upstream.provider
         run.buffer_limit = self.config.server["stream_buffer_bytes"]
         run.log_limit = self.config.responses["max_event_log_bytes"]
         run.secrets = self.secrets + ((request.upstream_key,) if request.upstream_key else ())
@@ -108,7 +117,7 @@ class Generation:
         # access = (api key, extra headers, endpoint): reaching the upstream for the client
         run.job = functools.partial(self._work, run, request.params, turn,
                                     (request.upstream_key, request.upstream_headers,
-                                     request.endpoint), targets)
+                                     request.endpoint), pools, request.session)
         return run
 
     def _input(self, run: Run, request: ChatRequest):
@@ -215,27 +224,25 @@ class Generation:
 
     # -- embeddings --------------------------------------------------------------------------
     def embed(self, model: str | None, body: dict) -> tuple[dict, Run]:
-        """Embeddings through the same aliases, prefixes, fallbacks and queues as a chat;
-        (the upstream's reply, the finished run). Usage the upstream gives as 0 (LM Studio
-        always does) is estimated."""
-        targets = self.resolver.resolve(model)
-        accounting.current.get().check_model(model, targets[0].model)
-        run = self.registry.create(None, dialect="embeddings", model=targets[0].model)
+        """Embeddings through the same aliases, prefixes, pools, fallbacks and queues as a
+        chat; (the upstream's reply, the finished run). Usage the upstream gives as 0 (LM
+        Studio always does) is estimated."""
+        pools = self.resolver.resolve(model)
+        accounting.current.get().check_model(model, pools[0][0].model)
+        run = self.registry.create(None, dialect="embeddings", model=pools[0][0].model)
         run.requested = model
-        failures = []
-        for target in targets:
+        replies = []
+
+        def attempt(target: Target) -> HubError | None:
             try:
-                reply, name = self._embed_once(run, target, body)
-            except UpstreamError as exc:
-                failures.append((target, exc))
-                if run.status in FINAL or not exc.model_unavailable:
-                    break
-                continue
+                replies.append(self._embed_once(run, target, body))
             except HubError as exc:
-                failures.append((target, exc))
-                break
-            if reply is None:
-                break                         # cancelled while queued
+                return exc
+            return None
+
+        failures = self._through_pools(run, pools, None, attempt)
+        if replies and replies[-1][0] is not None:
+            reply, name, target = replies[-1]
             run.start(name, target.upstream.provider)
             run.usage = self._embedding_usage(reply, body.get("input"))
             run.finish("complete", finish_reason="stop")
@@ -247,7 +254,7 @@ class Generation:
     def _embed_once(self, run: Run, target: Target, body: dict):
         entered = self._admit(run, target)
         if entered is None:
-            return None, None
+            return None, None, target
         try:
             upstream = target.upstream
             name = target.model or self.resolver.default_model(upstream)
@@ -257,7 +264,9 @@ class Generation:
                                     code="unsupported_endpoint")
             if run.upstream_at is None:
                 run.upstream_at = time.monotonic()
-            return embed(dict(body, model=name)), name
+            reply = embed(dict(body, model=name))
+            self.router.opened(target, None)
+            return reply, name, target
         finally:
             self._leave(entered)
 
@@ -270,9 +279,8 @@ class Generation:
         return Usage(estimate_input(given), 0, input_estimated=True)
 
     # -- running -----------------------------------------------------------------------------
-    def _work(self, run: Run, params: dict, turn, access: tuple,
-              targets: list[Target]) -> None:
-        failures = []
+    def _work(self, run: Run, params: dict, turn, access: tuple, pools: list,
+              session: str | None) -> None:
         try:
             try:
                 messages = turn()
@@ -283,17 +291,57 @@ class Generation:
                 return                      # cancelled while it waited for its turn
             body = dict(params, messages=messages) if messages or "prompt" not in params \
                 else dict(params)         # a legacy completion has a prompt instead
-            for target in targets:
-                error = self._attempt(run, body, access, target)
-                if error is None:
-                    return
-                failures.append((target, error))
-                if run.status in FINAL or not error.model_unavailable:
-                    break
-            run.finish("fail", error=_summarise(failures))
+            session = session or run.thread_id
+            failures = self._through_pools(
+                run, pools, session,
+                lambda target: self._attempt(run, body, access, target, session))
+            if failures:
+                run.finish("fail", error=_summarise(failures))
         except Exception:  # a bug: the run must still end, and the client hear of it
             log.exception("run %s crashed", run.id)
             run.finish("fail", error=HubError("Internal error in the hub; see its log"))
+
+    def _through_pools(self, run: Run, pools: list, session: str | None, attempt) -> list:
+        """Try each pool in turn while the failures say another model may do; the
+        (target, error) failures, [] once an attempt succeeded or the run ended."""
+        failures = []
+        for pool in pools:
+            failure = self._through_pool(run, pool, session, attempt)
+            if failure is None:
+                return []
+            failures.append(failure)
+            if run.status in FINAL or not getattr(failure[1], "model_unavailable", False):
+                break
+        return failures
+
+    def _through_pool(self, run: Run, pool: list, session: str | None, attempt):
+        """Targets of one pool, the router's choice each time, while each fails before the
+        upstream accepted: at most 1 + [routing] retries of them. None, or the last
+        (target, error)."""
+        tried = ()
+        while True:
+            try:
+                target = self.router.acquire(run, pool, session, tried)
+            except HubError as exc:          # every target asked for time; a full line
+                if run.status not in FINAL and isinstance(exc, UpstreamError):
+                    return pool[0], exc
+                run.finish("fail", error=exc)
+                return None
+            if target is None:
+                return None                  # the run ended while it waited
+            tried += (target,)
+            try:
+                error = attempt(target)
+            finally:
+                self.router.release(target)
+            if error is None:
+                return None
+            self.router.failed(target, error)
+            if run.status in FINAL or not retryable(error) or len(tried) == len(pool) \
+                    or len(tried) > self.router.retries:
+                return target, error
+            log.info("run %s: %s failed before any byte (%s); trying another target",
+                     run.id, target.upstream.name, error.message)
 
     def _admit(self, run: Run, target: Target) -> list | None:
         """Wait at the model's limit, then the upstream's; the gates entered, or None if the
@@ -318,29 +366,36 @@ class Generation:
         for gate in gates:
             gate.leave()
 
-    def _attempt(self, run: Run, body: dict, access: tuple, target: Target) -> HubError | None:
-        """One upstream try; returns its error if it failed before the upstream accepted."""
-        upstream, call = target.upstream, None
-        entered = self._admit(run, target)
-        if entered is None:
-            return None                       # cancelled while queued
+    def _attempt(self, run: Run, body: dict, access: tuple, target: Target,
+                 session: str | None) -> HubError | None:
+        """One upstream try; returns its error if it failed before the upstream accepted.
+        The router counts the target in flight meanwhile (_through_pool)."""
+        upstream, call, entered = target.upstream, None, None
         try:
+            entered = self._admit(run, target)
+            if entered is None:
+                return None                   # cancelled while queued
+            self._load_model(target)
             model = target.model or self.resolver.default_model(upstream)
             api_key, headers, endpoint = access
             opener = upstream.chat if endpoint == "chat" else completions_of(upstream)
             call = opener(dict(body, model=model), api_key=api_key, extra_headers=headers)
             if not run.attach(call):
                 return None
+            sent = time.monotonic()
             if run.upstream_at is None:
-                run.upstream_at = time.monotonic()
+                run.upstream_at = sent
             call.open()
+            self.router.opened(target, session)
             if run.start(model, upstream.provider):
                 events = call.events()
                 if self.resolver.thinks_in_tags(model):
                     events = split_think(events)
                 elif self.resolver.inlines_thinking(model):
                     events = join_think(events)
-                self._relay(run, events)
+                self._relay(run, events, target)
+                if run.first_token_at is not None:
+                    self.router.first_token(target, run.first_token_at - sent)
             return None
         except UpstreamError as exc:
             return exc
@@ -350,14 +405,28 @@ class Generation:
         finally:
             if call is not None:
                 call.close()
-            self._leave(entered)
+            if entered is not None:
+                self._leave(entered)
 
-    def _relay(self, run: Run, events) -> None:
+    def _load_model(self, target: Target) -> None:
+        """Its model loaded; a failed load is the target's failure, so a pool moves on."""
+        try:
+            self.lifecycle.ready(target)
+        except UpstreamError:
+            raise
+        except HubError as exc:
+            raise UpstreamError(f"Could not load {target.model} on {target.upstream.name}: "
+                                f"{exc.message}", status=exc.status if exc.status >= 500
+                                else 502, code=exc.code, model_unavailable=True,
+                                reason="load_failed", where=target.upstream.name) from None
+
+    def _relay(self, run: Run, events, target: Target) -> None:
         try:
             for event in events:
                 if not self._push(run, event):
                     return
         except UpstreamError as exc:
+            self.router.failed(target, exc)     # a box that died mid-stream is counted
             run.finish("fail", error=exc, finish_reason=run.transcript.finish_reason)
             return
         if run.usage is None:

@@ -49,6 +49,7 @@ class Hub:
                           (record["output_tokens"] or 0))
 
     def close(self, reason: str = "shutdown") -> None:
+        self.engine.close()
         self.registry.cancel_all(reason)
         self.request_log.close()
         self.store.close()

@@ -1,13 +1,17 @@
-"""Model management through the default upstream: list, load, unload (LM Studio hub seed).
+"""Model management on one upstream: list, load, unload (LM Studio hub seed). There is one
+manager per upstream (lifecycle.py); the LM Studio hub's /models endpoints pick one by name.
 
 Rules (lmstudio.md §2.4, §3.1; gateway-pitfalls #14):
 - a model already loaded gets no new instance: LM Studio's load always makes `key:2`;
-- concurrent loads of one model make one upstream request (single-flight);
-- `exclusive` unloads every other instance first;
+- concurrent loads of one model make one upstream request (single-flight), per box;
+- `exclusive` unloads every other instance on that box first;
+- a load asked for a context length is checked: LM Studio may fit a smaller one without a
+  word (lmstudio.md "Context length may be silently changed"), and that is a 502 naming both;
 - a model with runs in flight is never unloaded from under them: 409 naming the runs,
   unless `force`, which cancels them first.
 """
 
+import logging
 import re
 import threading
 
@@ -16,10 +20,16 @@ from llmhub.errors import Conflict, HubError, NotFound, UpstreamError
 __all__ = ["ModelManager", "NotManaged"]
 
 INSTANCE_SUFFIX = re.compile(r":\d+$")
+log = logging.getLogger("llmhub.models")
 
 
 class NotManaged(HubError):
     status, code = 501, "not_implemented"
+
+
+class ContextNotApplied(HubError):
+    """The model loaded, but with another context length than the one asked for."""
+    status, code = 502, "context_length_not_applied"
 
 
 class _Flight:
@@ -33,10 +43,11 @@ class _Flight:
 
 
 class ModelManager:
-    def __init__(self, upstream, registry, load_timeout: float) -> None:
+    def __init__(self, upstream, registry, load_timeout: float, on_load=None) -> None:
         self.upstream = upstream
         self.registry = registry
         self.load_timeout = load_timeout
+        self.on_load = on_load     # (upstream, key) after the upstream loaded a model
         self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()
 
@@ -46,8 +57,8 @@ class ModelManager:
 
     def _require(self) -> None:
         if not self.managed:
-            raise NotManaged(f"Model management needs an LM Studio upstream; this one is "
-                             f"{self.upstream.kind}")
+            raise NotManaged(f"Model management needs an LM Studio upstream; "
+                             f"{self.upstream.name} is {self.upstream.kind}")
 
     # -- reading -----------------------------------------------------------------------------
     def catalog(self) -> tuple[list[dict], str]:
@@ -74,7 +85,9 @@ class ModelManager:
 
     # -- loading -----------------------------------------------------------------------------
     def load(self, key: str, exclusive: bool = False, context_length: int | None = None,
-             force: bool = False) -> dict:
+             force: bool = False, strict: bool = True) -> dict:
+        """Load `key` unless loaded; `strict`: a context length other than the one asked
+        for is an error (else only logged: a request's on-demand load goes on)."""
         self._require()
         with self._lock:
             flight = self._flights.get(key)
@@ -90,7 +103,7 @@ class ModelManager:
             return flight.result
         try:
             flight.result = self._load(key, exclusive, context_length, force)
-            return flight.result
+            return self._checked(flight.result, context_length, strict)
         except HubError as error:
             flight.error = error
             raise
@@ -117,9 +130,28 @@ class ModelManager:
             return {"loaded": True, "model_key": entry["key"], "instance_id": keep[0],
                     "load_time_seconds": 0.0, "unloaded": unloaded}
         reply = self.upstream.load(entry["key"], context_length, self.load_timeout)
-        return {"loaded": True, "model_key": entry["key"],
-                "instance_id": reply.get("instance_id", entry["key"]),
-                "load_time_seconds": reply.get("load_time_seconds"), "unloaded": unloaded}
+        if self.on_load is not None:
+            self.on_load(self.upstream, entry["key"])
+        instance = reply.get("instance_id", entry["key"])
+        applied = (reply.get("load_config") or {}).get("context_length")
+        if context_length and applied is None:       # not echoed: read what it has
+            applied = next((e["context_length"] for e in self.catalog()[0]
+                            if instance in e["instances"]), None)
+        return {"loaded": True, "model_key": entry["key"], "instance_id": instance,
+                "load_time_seconds": reply.get("load_time_seconds"), "unloaded": unloaded,
+                "context_length": applied}
+
+    def _checked(self, result: dict, asked: int | None, strict: bool) -> dict:
+        got = result.get("context_length")
+        if not asked or got in (None, asked):
+            return result
+        message = (f"{self.upstream.name} loaded {result['model_key']} with a context of "
+                   f"{got} tokens, not the {asked} asked for (it may not fit in memory); "
+                   "the model stays loaded")
+        if strict:
+            raise ContextNotApplied(message)
+        log.warning("%s", message)
+        return result
 
     # -- unloading ---------------------------------------------------------------------------
     def unload(self, key: str | None = None, everything: bool = False,

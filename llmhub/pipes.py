@@ -13,11 +13,13 @@ manages what LM Studio has loaded, providers.py guards the upstreams a client na
 
 from llmhub.cancellation import Registry, Run
 from llmhub.config import Config
-from llmhub.errors import HubError
+from llmhub.errors import HubError, NotFound
 from llmhub.generation import ChatRequest, Generation, stored_events
-from llmhub.models import ModelManager
+from llmhub.health import Prober
+from llmhub.lifecycle import Lifecycle
 from llmhub.providers import Providers
 from llmhub.resolution import Resolver, Target
+from llmhub.routing import Router
 from llmhub.summaries import Summaries, summary_prompt
 from llmhub.threads import Store
 from llmhub.workers import Workers
@@ -33,13 +35,18 @@ class Engine:
         self.request_log = request_log      # accounting.RequestLog
         self.registry = registry
         self.workers = Workers()
-        self.resolver = Resolver(config, upstreams)
-        self.generation = Generation(config, self.resolver, registry, store, self.workers)
+        self.router = Router(config, upstreams)
+        self.resolver = Resolver(config, upstreams, self.router)
+        self.lifecycle = Lifecycle(self.router, upstreams, registry)
+        self.prober = Prober(self.router, config.health["interval_seconds"],
+                             config.health["timeout_seconds"],
+                             ticks=[self.lifecycle.unload_idle])
+        self.generation = Generation(config, self.resolver, registry, store, self.workers,
+                                     self.lifecycle)
         self.summaries = Summaries(config, store, self._generate, self.workers.submit)
         self.generation.finish_hooks.append(self.summaries.if_due)
-        self.models = ModelManager(self.resolver.default_upstream, registry,
-                                   config.upstream.load_timeout_seconds)
         self.providers = Providers(config, upstreams)
+        self.prober.start()
         self.turns = self.generation.turns
         self.secrets = self.generation.secrets
 
@@ -171,24 +178,34 @@ class Engine:
         """(every upstream's models, the errors of those that could not say)."""
         return self.resolver.list_models()
 
-    def model_catalog(self) -> tuple[list[dict], str]:
-        """Every model the default upstream has (LM Studio's), and which endpoint said so."""
-        return self.models.catalog()
+    def model_catalog(self, upstream: str | None = None) -> tuple[list[dict], str]:
+        """Every model an upstream has (LM Studio's; the default upstream unless named),
+        and which endpoint said so."""
+        return self._manager(upstream).catalog()
 
     def load_model(self, key: str, exclusive: bool, context_length: int | None,
-                   force: bool) -> dict:
-        return self.models.load(key, exclusive, context_length, force)
+                   force: bool, upstream: str | None = None) -> dict:
+        return self._manager(upstream).load(key, exclusive, context_length, force)
 
-    def unload_models(self, key: str | None, everything: bool, force: bool) -> list[str]:
-        return self.models.unload(key, everything, force)
+    def unload_models(self, key: str | None, everything: bool, force: bool,
+                      upstream: str | None = None) -> list[str]:
+        return self._manager(upstream).unload(key, everything, force)
+
+    def _manager(self, upstream: str | None):
+        if upstream is not None and upstream not in self.lifecycle.managers:
+            raise NotFound(f"No upstream named {upstream!r} (configured: "
+                           f"{', '.join(self.lifecycle.managers)})", param="upstream",
+                           code="upstream_not_found")
+        return self.lifecycle.manager(upstream)
 
     def model_details(self) -> dict[str, dict]:
         """What LM Studio says of each model it has: loaded, type, context length; {} for
         an upstream that does not say, or cannot be asked now."""
-        if not self.models.managed:
+        manager = self._manager(None)
+        if not manager.managed:
             return {}
         try:
-            entries, _ = self.models.catalog()
+            entries, _ = manager.catalog()
         except HubError:
             return {}
         return {e["key"]: {"type": e["type"], "loaded": e["loaded"],
@@ -197,7 +214,8 @@ class Engine:
 
     def loaded_model(self) -> str | None:
         """The first loaded chat model; None if none is, or models are not managed here."""
-        return self.models.loaded_model() if self.models.managed else None
+        manager = self._manager(None)
+        return manager.loaded_model() if manager.managed else None
 
     def image_refusal(self, model: str | None, media_type: str) -> str | None:
         """Why the upstream that would answer `model` refuses images of this type, if it
@@ -225,6 +243,13 @@ class Engine:
     def upstream_list(self) -> list[dict]:
         """Each configured upstream's name, kind and (public) address."""
         return [{"name": u.name, **u.provider} for u in self.resolver.upstreams.values()]
+
+    def upstream_states(self) -> list[dict]:
+        """Each upstream's health, breaker, models and targets (routing.Router.view)."""
+        return self.router.view()
+
+    def close(self) -> None:
+        self.prober.stop()
 
     @property
     def default_upstream(self):

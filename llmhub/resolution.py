@@ -1,38 +1,38 @@
-"""Which upstream and model answer a requested name (DESIGN §4).
+"""Which upstreams and models answer a requested name (DESIGN §4).
 
 Rules, in order: `[aliases]` are followed to their end (config.py refuses cycles), an
-exact name before a pattern with `*` (`claude-* = deep`); `NAME:model`
-picks upstream NAME, and `lm:model` the LM Studio upstream (the seed's prefix); anything
-else goes to the default upstream. `[fallbacks]` of any name on the alias chain follow the
-target, without repeats. With no name at all, `[models] default`, else the first model the
-upstream lists (cached for `models_cache_seconds`).
+exact name before a pattern with `*` (`claude-* = deep`); a `[pool:NAME]` name is its
+targets; `NAME:model` picks upstream NAME, and `lm:model` the LM Studio upstream (the
+seed's prefix); with `[routing] discover`, a bare name that several upstreams' last probes
+listed is a pool of them (the default upstream first); anything else goes to the default
+upstream. `[fallbacks]` of any name on the alias chain follow as further pools, without
+repeats. With no name at all, `[models] default`, else the first model the upstream lists
+(cached for `models_cache_seconds`). Which target of a pool answers is routing.py's.
 """
 
 import time
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from llmhub.config import Config
 from llmhub.errors import BadRequest, UpstreamError
+from llmhub.routing import Router, Target
 from llmhub.upstream.think import wants_split
 
 __all__ = ["Target", "Resolver"]
 
 
-@dataclass(frozen=True)
-class Target:
-    upstream: object
-    model: str
-
-
 class Resolver:
     models_cache_seconds = 30   # how long an upstream's model list answers "default model"
 
-    def __init__(self, config: Config, upstreams: dict) -> None:
+    def __init__(self, config: Config, upstreams: dict, router: Router) -> None:
         self.config = config
         self.upstreams = upstreams
+        self.router = router
         self.default_upstream = next(iter(upstreams.values()))
         self._listed: dict[str, tuple[float, list]] = {}
+        self.pools = {name: [Target(upstreams[m.upstream], m.model, m.weight, m.tier,
+                                    m.max_concurrent) for m in members]
+                      for name, members in config.pools.items()}
 
     def alias_chain(self, name: str) -> list[str]:
         chain = [name]
@@ -49,16 +49,33 @@ class Resolver:
         return next((target for pattern, target in aliases.items()
                      if "*" in pattern and fnmatchcase(name, pattern)), None)
 
-    def resolve(self, requested: str | None) -> list[Target]:
-        """The target for a requested name, then its fallbacks, without repeats."""
+    def resolve(self, requested: str | None) -> list[list[Target]]:
+        """The pool for a requested name, then its fallbacks' pools, without repeats."""
         chain = self.alias_chain(requested or self.config.models["default"])
-        targets = [self.target(chain[-1])]
+        pools = [self.pool(chain[-1])]
         for step in chain:
             if step in self.config.fallbacks:
-                targets += [self.target(self.alias_chain(f)[-1])
-                            for f in self.config.fallbacks[step]]
+                pools += [self.pool(self.alias_chain(f)[-1]) for f in self.config.fallbacks[step]]
                 break
-        return list(dict.fromkeys(targets))
+        seen, out = set(), []
+        for pool in pools:
+            pool = [t for t in pool if t not in seen]
+            seen.update(pool)
+            if pool:
+                out.append(pool)
+        return out
+
+    def pool(self, name: str) -> list[Target]:
+        if name in self.pools:
+            return self.pools[name]
+        target = self.target(name)
+        if target.upstream is self.default_upstream and self.config.routing["discover"] \
+                and name:
+            listing = self.router.listing(name)
+            if len(listing) > 1 or (listing and listing[0] is not self.default_upstream):
+                ordered = sorted(listing, key=lambda u: u is not self.default_upstream)
+                return [Target(u, name) for u in ordered]
+        return [target]
 
     def target(self, name: str) -> Target:
         prefix, sep, rest = name.partition(":")
@@ -91,7 +108,7 @@ class Resolver:
 
     def upstream_for(self, model: str | None):
         """The upstream that would answer a request for `model` (its first target)."""
-        return self.resolve(model)[0].upstream
+        return self.resolve(model)[0][0].upstream
 
     def refusal(self, model: str | None, media_type: str) -> str | None:
         """Why the upstream that would answer `model` cannot take an image of this type."""

@@ -700,6 +700,7 @@ class Handler(BaseHTTPRequestHandler):
         record = run.info.get("record") if run is not None else None
         if record is not None:             # the request log's own record of the run
             fields.update(run_id=record["run_id"], key=record["key"], model=record["model"],
+                          target=record["target"],
                           outcome=record["status"], reason=run.cancel_reason,
                           tokens_in=record["input_tokens"], tokens_out=record["output_tokens"],
                           ttft_ms=record["ttft_ms"])

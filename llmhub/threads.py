@@ -136,6 +136,11 @@ def _add_request_bodies(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE requests ADD COLUMN response_body TEXT")
 
 
+def _add_request_target(conn: sqlite3.Connection) -> None:
+    # Which configured upstream served the run (a pool spreads one model over several).
+    conn.execute("ALTER TABLE requests ADD COLUMN target TEXT")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
     ("create_summaries", _create_summaries),
@@ -146,6 +151,7 @@ MIGRATIONS = [
     ("create_api_responses", _create_api_responses),
     ("create_requests", _create_requests),
     ("add_request_bodies", _add_request_bodies),
+    ("add_request_target", _add_request_target),
 ]
 
 
@@ -721,7 +727,7 @@ def _turn(message: dict) -> tuple:
 
 REQUEST_FIELDS = ("run_id", "at", "key", "route", "dialect", "requested_model", "model",
                   "upstream", "status", "finish_reason", "ttft_ms", "duration_ms",
-                  "input_tokens", "output_tokens", "estimated", "error_code")
+                  "input_tokens", "output_tokens", "estimated", "error_code", "target")
 
 
 def _request(row) -> dict:

@@ -1,7 +1,9 @@
 """A scriptable fake of LM Studio, standard library only, for tests and benchmarks.
 
 Speaks `/v1/models`, `/v1/chat/completions` (streaming and not, with usage when asked),
-`/api/v1/models`, `/api/v1/models/load` and `/api/v1/models/unload`. Each chat request takes
+`/api/v1/models`, `/api/v1/models/load` and `/api/v1/models/unload`; with `llama = True`
+also llama.cpp's `/health` and `/props` (`total_slots`). `kill()` drops every connection
+at once, as a box that loses power; `revive()` serves again on the same port. Each chat request takes
 the next `Script` from `enqueue()` (or `default`), records what it received, and notes whether
 the client aborted: while a script holds, the fake watches its socket for the client closing.
 
@@ -37,6 +39,7 @@ class Script:
     delay: float = 0.0                 # seconds between chunks (token pacing, not sync)
     status: int = 200                  # non-200: answer `error` as JSON with this status
     error: object = None               # the error body's "error" value (string or object)
+    headers: dict = field(default_factory=dict)   # sent with an error status (Retry-After)
     json_body: object = None           # answer this JSON (status 200) instead of a stream
     hold_headers: threading.Event | None = None   # wait before sending any response
     hold_first: threading.Event | None = None     # send headers, then wait before chunk 1
@@ -82,6 +85,15 @@ class FakeLMStudio:
         self.tokenizer = False        # answer POST /tokenize as llama.cpp's server does
         self.load_hold: threading.Event | None = None   # a slow load waits for this
         self.load_error: tuple | None = None            # (status, body) to answer a load
+        self.parallel: dict = {}      # model → loaded_instances[].config.parallel
+        self.contexts: dict = {}      # instance → the context length it was loaded with
+        self.fit_context: int | None = None   # a load asked for more gets this (auto-fit)
+        self.llama = False            # answer /health and /props as llama-server does
+        self.slots = 1                # llama-server's total_slots
+        self.health_status = 200      # /health's status (503: "Loading model")
+        self.in_flight = 0            # chat requests being answered now
+        self.most_in_flight = 0
+        self.served = 0               # chat requests answered to their end
         self.requests: list[Received] = []
         self.aborted = threading.Event()
         self.received = threading.Condition()
@@ -99,6 +111,21 @@ class FakeLMStudio:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def kill(self) -> None:
+        """Stop at once: refuse new connections and cut every open one, mid-stream."""
+        self.stop()
+        for conn in list(self.server.open):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def revive(self) -> None:
+        """Serve again on the same port (a box that came back)."""
+        port = self.server.server_address[1]
+        self.server = _Server(self, port)
+        self.start()
 
     @property
     def url(self) -> str:
@@ -130,9 +157,17 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 1024
 
-    def __init__(self, fake: FakeLMStudio) -> None:
+    def __init__(self, fake: FakeLMStudio, port: int = 0) -> None:
         self.fake = fake
-        super().__init__(("127.0.0.1", 0), _Handler)
+        self.open: set = set()           # connections being served (kill() cuts them)
+        super().__init__(("127.0.0.1", port), _Handler)
+
+    def process_request_thread(self, request, client_address) -> None:
+        self.open.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.open.discard(request)
 
     def handle_error(self, request, client_address) -> None:
         pass   # aborted clients are the point of this fake
@@ -162,10 +197,18 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/api/v1/models" and fake.native == "v1":
             return self._json(200, {"models": [
                 {"type": "vlm" if "vl" in m else "llm", "key": m,
-                 "loaded_instances": [{"id": i, "config": {"context_length": 4096}}
+                 "loaded_instances": [{"id": i, "config": self._instance_config(fake, m, i)}
                                       for i in fake.loaded.get(m, [])],
                  "max_context_length": 32768, "capabilities": {"vision": "vl" in m}}
                 for m in fake.models]})
+        if self.path == "/health" and fake.llama:
+            if fake.health_status != 200:
+                return self._json(fake.health_status, {"error": {
+                    "code": 503, "message": "Loading model", "type": "unavailable_error"}})
+            return self._json(200, {"status": "ok"})
+        if self.path == "/props" and fake.llama:
+            return self._json(200, {"total_slots": fake.slots,
+                                    "default_generation_settings": {"n_ctx": 4096}})
         self._json(200, {"error": f"Unexpected endpoint or method. (GET {self.path})"})
 
     def do_POST(self) -> None:
@@ -211,8 +254,21 @@ class _Handler(BaseHTTPRequestHandler):
         instances = fake.loaded.setdefault(key, [])
         instance = key if not instances else f"{key}:{len(instances) + 1}"   # always new
         instances.append(instance)
-        self._json(200, {"type": "llm", "instance_id": instance, "load_time_seconds": 0.01,
-                         "status": "loaded"})
+        asked = body.get("context_length")
+        if asked:
+            fake.contexts[instance] = min(asked, fake.fit_context or asked)
+        reply = {"type": "llm", "instance_id": instance, "load_time_seconds": 0.01,
+                 "status": "loaded"}
+        if body.get("echo_load_config"):
+            reply["load_config"] = self._instance_config(fake, key, instance)
+        self._json(200, reply)
+
+    @staticmethod
+    def _instance_config(fake: FakeLMStudio, model: str, instance: str) -> dict:
+        config = {"context_length": fake.contexts.get(instance, 4096)}
+        if model in fake.parallel:
+            config["parallel"] = fake.parallel[model]
+        return config
 
     def _v0_rows(self, fake: FakeLMStudio) -> list:
         """v0 lists each loaded instance as its own row, and unloaded models once."""
@@ -236,11 +292,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- chat --------------------------------------------------------------------------------
     def _chat(self, body: dict, script: Script, received: Received) -> None:
+        fake = self.server.fake
+        with fake._lock:
+            fake.in_flight += 1
+            fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
+        try:
+            self._answer(body, script, received)
+            with fake._lock:
+                fake.served += 1
+        finally:
+            with fake._lock:
+                fake.in_flight -= 1
+
+    def _answer(self, body: dict, script: Script, received: Received) -> None:
         try:
             if script.hold_headers and not self._hold(script.hold_headers):
                 return self._aborted(received)
             if script.status != 200:
-                return self._json(script.status, {"error": script.error})
+                return self._json(script.status, {"error": script.error}, script.headers)
             if script.json_body is not None:
                 return self._json(200, script.json_body)
             if not body.get("stream"):
@@ -400,9 +469,11 @@ class _Handler(BaseHTTPRequestHandler):
                              "message": {"role": "assistant", "content": "".join(script.chunks)}}],
                 "usage": self._usage(body, script)}
 
-    def _json(self, status: int, obj) -> None:
+    def _json(self, status: int, obj, headers: dict | None = None) -> None:
         data = json.dumps(obj).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

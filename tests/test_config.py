@@ -59,7 +59,7 @@ def test_upstream_flag_mock_and_url(tmp_path):
     ({"server": {"port": "eighty"}}, {}, "[server] port = 'eighty' (from "),
     ({}, {"LLMHUB_SERVER_PORT": "70000"}, "(from environment LLMHUB_SERVER_PORT): expected a "
                                           "whole number from 0 to 65535"),
-    ({"upstream": {"kind": "ollama"}}, {}, "expected one of lmstudio, openai, anthropic, mock"),
+    ({"upstream": {"kind": "ollama"}}, {}, "expected one of lmstudio, openai, llamacpp, vllm, anthropic, mock"),
     ({"upstream": {"base_url": "localhost:1234"}}, {}, "expected an http:// or https:// URL"),
     ({"server": {"prot": "1"}}, {}, "[server] prot: unknown key"),
     ({"sever": {"port": "1"}}, {}, "[sever]: unknown section"),

@@ -48,7 +48,7 @@ def test_models_lists_loaded_and_available(hub):
     text, vision = body["models"]
     assert text == {"key": "qwen2.5-7b-instruct", "type": "llm", "vision": False,
                     "loaded": True, "instances": ["qwen2.5-7b-instruct"],
-                    "context_length": 4096, "max_context_length": 32768}
+                    "context_length": 4096, "parallel": None, "max_context_length": 32768}
     assert vision["type"] == "vlm" and vision["vision"] and not vision["loaded"]
 
 
@@ -68,8 +68,10 @@ def test_load_a_model_that_is_not_loaded(hub, fake):
                            {"model_key": "qwen3-vl-4b-instruct", "context_length": 8192})
     assert status == 200 and body == {"loaded": True, "model_key": "qwen3-vl-4b-instruct",
                                       "instance_id": "qwen3-vl-4b-instruct",
-                                      "load_time_seconds": 0.01, "unloaded": []}
-    assert loads(fake)[0].body == {"model": "qwen3-vl-4b-instruct", "context_length": 8192}
+                                      "load_time_seconds": 0.01, "unloaded": [],
+                                      "context_length": 8192}
+    assert loads(fake)[0].body == {"model": "qwen3-vl-4b-instruct", "context_length": 8192,
+                                   "echo_load_config": True}
 
 
 def test_a_loaded_model_gets_no_second_instance(hub, fake):
@@ -96,7 +98,7 @@ def test_concurrent_loads_of_one_model_make_one_request(hub, fake):
         for _ in range(5)]
     for client in clients:
         client.start()
-    flights, pause = hub.hub.engine.models._flights, threading.Event()
+    flights, pause = hub.hub.engine.lifecycle.manager(None)._flights, threading.Event()
     for _ in range(2000):                  # until all four followers ride on the one load
         if flights and next(iter(flights.values())).waiters == 4:
             break

@@ -65,6 +65,9 @@ class Anthropic:
         return [{"id": m["id"], "object": "model", "created": 0, "owned_by": "anthropic"}
                 for m in json.loads(raw).get("data") or () if m.get("id")]
 
+    def check(self, timeout: float) -> dict:
+        return {"models": [m["id"] for m in self.list_models()], "loaded": None, "slots": {}}
+
     def probe(self, timeout: float = 3.0) -> dict:
         started = time.perf_counter()
         try:

@@ -70,10 +70,24 @@ class LMStudio(OpenAICompatible):
             return [model_entry(m, path) for m in listed.get(key) or ()], path
         return [model_entry(m, "/v1/models") for m in self.list_models()], "/v1/models"
 
+    def check(self, timeout: float) -> dict:
+        """LM Studio 0.4+ says which models are loaded and each instance's parallel slots
+        (`loaded_instances[].config.parallel`); older ones only list models."""
+        try:
+            listed = self.get_json("/api/v1/models", timeout)
+        except UpstreamError as exc:
+            if not _unknown_route(exc):
+                raise
+            return super().check(timeout)
+        entries = [model_entry(m, "/api/v1/models") for m in listed.get("models") or ()]
+        return {"models": [e["key"] for e in entries],
+                "loaded": {e["key"] for e in entries if e["loaded"]},
+                "slots": {e["key"]: e["parallel"] for e in entries if e["parallel"]}}
+
     def load(self, key: str, context_length: int | None, timeout: float) -> dict:
         body = {"model": key}
-        if context_length:
-            body["context_length"] = context_length
+        if context_length:   # and say what was applied: LM Studio may fit it smaller
+            body.update(context_length=context_length, echo_load_config=True)
         return self._native_post("/api/v1/models/load", body, timeout)
 
     def unload(self, instance_id: str) -> None:
@@ -113,17 +127,20 @@ def model_entry(model: dict, source: str) -> dict:
         vision = bool((model.get("capabilities") or {}).get("vision"))
         instances = model.get("loaded_instances") or []
         kind = "embedding" if model.get("type") == "embedding" else "vlm" if vision else "llm"
-        context = next((i.get("config", {}).get("context_length") for i in instances), None)
+        configs = [i.get("config") or {} for i in instances]
+        context = next((c.get("context_length") for c in configs), None)
+        parallel = [c["parallel"] for c in configs if type(c.get("parallel")) is int]
         return {"key": model["key"], "type": kind, "vision": vision,
                 "loaded": bool(instances), "instances": [i["id"] for i in instances],
-                "context_length": context,
+                "context_length": context, "parallel": sum(parallel) or None,
                 "max_context_length": model.get("max_context_length")}
     if source == "/api/v0/models":
         kind = {"embeddings": "embedding"}.get(model.get("type"), model.get("type") or "llm")
         loaded = model.get("state") == "loaded"
         return {"key": model["id"], "type": kind, "vision": kind == "vlm", "loaded": loaded,
                 "instances": [model["id"]] if loaded else [],
-                "context_length": model.get("loaded_context_length"),
+                "context_length": model.get("loaded_context_length"), "parallel": None,
                 "max_context_length": model.get("max_context_length")}
     return {"key": model["id"], "type": "llm", "vision": False, "loaded": None,
-            "instances": [], "context_length": None, "max_context_length": None}
+            "instances": [], "context_length": None, "parallel": None,
+            "max_context_length": None}

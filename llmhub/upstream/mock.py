@@ -100,13 +100,18 @@ class Mock:
     def probe(self, timeout: float = 0) -> dict:
         return {"reachable": True, "latency_ms": 0.0}
 
+    def check(self, timeout: float = 0) -> dict:
+        with self._lock:
+            return {"models": list(self.catalog), "slots": {},
+                    "loaded": {key for key, instances in self.catalog.items() if instances}}
+
     # -- model management, in memory, with LM Studio's `key:2` habit ---------------------------
     def native_models(self) -> tuple[list[dict], str]:
         with self._lock:
             return [{"key": key, "type": "vlm" if key == self.vision else "llm",
                      "vision": key == self.vision, "loaded": bool(instances),
                      "instances": list(instances), "context_length": 4096 if instances
-                     else None, "max_context_length": 32768}
+                     else None, "parallel": None, "max_context_length": 32768}
                     for key, instances in self.catalog.items()], "mock"
 
     def load(self, key: str, context_length: int | None, timeout: float) -> dict:

@@ -26,6 +26,7 @@ from llmhub.config import UpstreamConfig
 from llmhub.completion import choice as build_choice, chunk as build_chunk
 from llmhub.errors import UpstreamError
 from llmhub.events import Finish, Logprobs, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from llmhub.health import retry_after
 from llmhub.redaction import public_url
 from llmhub.upstream.http import Exchange, Pool, Timeouts
 from llmhub.upstream.sse import EventTooLarge, SSEParser
@@ -145,6 +146,14 @@ class OpenAICompatible:
         return {"reachable": True,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
 
+    def check(self, timeout: float) -> dict:
+        """What a health probe learns (health.py reads it): the models listed, and, where
+        the server says, which are loaded and how many requests each serves at once.
+        Raises UpstreamError when the server cannot be asked."""
+        listed = self.get_json(self.prefix + "/models", timeout).get("data") or ()
+        return {"models": [m["id"] for m in listed if isinstance(m, dict) and m.get("id")],
+                "loaded": None, "slots": {}}
+
 
 class ChatCall:
     """One streamed chat completion: open(), then chunks(); abort() from any thread."""
@@ -171,8 +180,10 @@ class ChatCall:
         content_type = response.getheader("Content-Type", "")
         if response.status >= 400:
             body = self.exchange.read_all()
+            wait = retry_after(response.getheader("Retry-After")) \
+                if response.status in (429, 503) else None
             raise http_error(response.status, error_message(body), self.upstream.label,
-                             error_type(body))
+                             error_type(body), retry_after=wait)
         if "text/event-stream" not in content_type:
             # A JSON body where a stream was asked for: an error with HTTP 200 (LM Studio's
             # unknown routes), or a server that ignores `stream`.
@@ -294,7 +305,8 @@ def error_type(body: bytes) -> str:
     return error.get("type") or "" if isinstance(error, dict) else ""
 
 
-def http_error(status: int, message: str, label: str, kind: str = "") -> UpstreamError:
+def http_error(status: int, message: str, label: str, kind: str = "",
+               retry_after: float | None = None) -> UpstreamError:
     """Keep the upstream's message; keep 4xx statuses; a plain 500 becomes 502 Bad Gateway;
     a context overflow is a 400 `context_length_exceeded`, whatever the upstream said."""
     code = _code_for(f"{message} {kind}")
@@ -307,7 +319,7 @@ def http_error(status: int, message: str, label: str, kind: str = "") -> Upstrea
                          code=code, param="model" if missing else None,
                          model_unavailable=missing or status >= 500,
                          reason=_reason(message, code), detail=message, where=label,
-                         upstream_status=status)
+                         upstream_status=status, retry_after=retry_after)
 
 
 def stream_error(obj, label: str) -> UpstreamError:

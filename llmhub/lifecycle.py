@@ -1,0 +1,75 @@
+"""Models loaded when first asked for and unloaded when idle, on every upstream that can.
+
+Rules:
+- A run for a model its box's last probe did not list as loaded loads it first
+  (`[upstream] load_on_demand`, with `load_context_length`); one load per model and box
+  at a time (models.ModelManager single-flights it), and the runs that want it wait,
+  queued, the stream sending pings. A failed load fails those runs as the upstream said.
+- A model the hub loaded (on demand or by POST /models/load) is unloaded after
+  `idle_unload_seconds` with no run on it: LM Studio never unloads API-loaded models by
+  itself. A model someone else loaded is theirs, and stays.
+- Only upstreams that manage models (LM Studio, the mock) load or unload; for the others a
+  model is what the server serves.
+"""
+
+import logging
+import threading
+import time
+
+from llmhub.errors import HubError
+from llmhub.models import ModelManager
+
+__all__ = ["Lifecycle"]
+
+log = logging.getLogger("llmhub.lifecycle")
+
+
+class Lifecycle:
+    def __init__(self, router, upstreams: dict, registry) -> None:
+        self.router = router
+        self.managers = {name: ModelManager(u, registry, u.config.load_timeout_seconds,
+                                            on_load=self._loaded)
+                         for name, u in upstreams.items()}
+        self._ours: dict[tuple, float] = {}      # (upstream, key) the hub loaded → when
+        self._lock = threading.Lock()
+
+    def manager(self, upstream_name: str | None) -> ModelManager:
+        return self.managers[upstream_name] if upstream_name else \
+            next(iter(self.managers.values()))
+
+    def ready(self, target) -> None:
+        """Load the target's model first if its box says it is not loaded."""
+        upstream = target.upstream
+        manager = self.managers.get(upstream.name)
+        if manager is None or not manager.managed or not upstream.config.load_on_demand \
+                or self.router.warm(target):
+            return
+        log.info("loading %s on %s for a request", target.model, upstream.name)
+        manager.load(target.model, context_length=upstream.config.load_context_length or None,
+                     strict=False)
+
+    def _loaded(self, upstream, key: str) -> None:
+        with self._lock:
+            self._ours[upstream.name, key] = time.monotonic()
+        self.router.note_loaded(upstream.name, key, True)
+
+    def unload_idle(self) -> None:
+        """Unload each model the hub loaded that has had no run for idle_unload_seconds."""
+        now = time.monotonic()
+        with self._lock:
+            ours = list(self._ours.items())
+        for (name, key), loaded_at in ours:
+            manager = self.managers[name]
+            idle = manager.upstream.config.idle_unload_seconds
+            since = self.router.idle_since(name, key)
+            if not idle or since is None or now - max(since, loaded_at) < idle:
+                continue
+            try:
+                manager.unload(key)
+            except HubError as exc:      # a run started meanwhile (409), or the box is down
+                log.info("idle %s on %s stays loaded: %s", key, name, exc.message)
+                continue
+            log.info("unloaded %s on %s after %g s idle", key, name, idle)
+            with self._lock:
+                self._ours.pop((name, key), None)
+            self.router.note_loaded(name, key, False)
