@@ -18,7 +18,6 @@ Rules (README "Several model machines"):
 import logging
 import math
 import threading
-import time
 
 from llmhub.errors import UpstreamError
 

@@ -67,7 +67,7 @@ class Metrics:
                 key = (record["provider"] or "", record["error_code"])
                 self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
 
-    def render(self, live_runs: list, sessions: int) -> str:
+    def render(self, live_runs: list, sessions: int, upstreams: list = ()) -> str:
         queued = sum(1 for run in live_runs if run.status == QUEUED)
         with self._lock:
             out = [
@@ -94,11 +94,47 @@ class Metrics:
                 "# HELP llmhub_hub_overhead_seconds From run start to its upstream request",
                 "# TYPE llmhub_hub_overhead_seconds histogram",
                 *self.overhead.lines("llmhub_hub_overhead_seconds"),
+                *upstream_lines(upstreams),
                 "# HELP llmhub_uptime_seconds Seconds since the hub started",
                 "# TYPE llmhub_uptime_seconds gauge",
                 f"llmhub_uptime_seconds {time.time() - self.started:.1f}",
             ]
         return "\n".join(out) + "\n"
+
+
+STATES = ("healthy", "loading", "busy", "down", "auth")
+TARGET_SERIES = (   # (metric, type, help, the target field it reads)
+    ("llmhub_target_in_flight", "gauge", "Runs in flight on a target", "in_flight"),
+    ("llmhub_target_capacity", "gauge", "A target's slots (0: not known)", "capacity"),
+    ("llmhub_target_requests_total", "counter", "Runs sent to a target", "requests"),
+    ("llmhub_target_errors_total", "counter", "Runs a target failed", "errors"),
+    ("llmhub_target_affinity_hits_total", "counter",
+     "Runs routed to a target because their thread was last served there", "affinity_hits"),
+)
+
+
+def upstream_lines(upstreams: list) -> list[str]:
+    """Each upstream's health state, queue and cooldowns, and its targets' counters
+    (routing.Router.view)."""
+    states = {(u["name"], state): int(u["state"] == state) for u in upstreams
+              for state in STATES}
+    out = [*family("llmhub_upstream_state", "gauge",
+                   "An upstream's health state (1 for the state it is in)",
+                   {("upstream", "state"): states}),
+           *family("llmhub_upstream_queued", "gauge", "Runs waiting for an upstream's slot",
+                   {("upstream",): {(u["name"],): u["queued"] for u in upstreams}}),
+           *family("llmhub_upstream_cooldowns_total", "counter",
+                   "Times an upstream's circuit breaker opened",
+                   {("upstream",): {(u["name"],): u["cooldowns"] for u in upstreams}})]
+    targets = [(u["name"], t) for u in upstreams for t in u["targets"]]
+    for name, kind, help_text, field in TARGET_SERIES:
+        out += family(name, kind, help_text, {("upstream", "model"): {
+            (upstream, t["model"]): t[field] or 0 for upstream, t in targets}})
+    ttft = {(upstream, t["model"]): t["ttft_ms_avg"] / 1000 for upstream, t in targets
+            if t["ttft_ms_avg"] is not None}
+    return out + family("llmhub_target_time_to_first_token_seconds_avg", "gauge",
+                        "A target's mean time from request sent to first token",
+                        {("upstream", "model"): ttft})
 
 
 def family(name: str, kind: str, help_text: str, series: dict) -> list[str]:

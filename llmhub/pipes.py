@@ -18,6 +18,7 @@ from llmhub.generation import ChatRequest, Generation, stored_events
 from llmhub.health import Prober
 from llmhub.lifecycle import Lifecycle
 from llmhub.providers import Providers
+from llmhub.redaction import redact
 from llmhub.resolution import Resolver, Target
 from llmhub.routing import Router
 from llmhub.summaries import Summaries, summary_prompt
@@ -25,6 +26,9 @@ from llmhub.threads import Store
 from llmhub.workers import Workers
 
 __all__ = ["ChatRequest", "Target", "Engine", "summary_prompt"]
+
+# what /health adds to each upstream's live probe, from the router's view of it
+HEALTH_FIELDS = ("state", "detail", "in_flight", "queued", "cooldowns", "targets")
 
 
 class Engine:
@@ -237,16 +241,27 @@ class Engine:
 
     # -- health ------------------------------------------------------------------------------
     def health(self) -> tuple[list[dict], dict]:
-        """(each upstream's probe, the database's state)."""
-        return self.resolver.probe_all(), self.store.health()
+        """(each upstream's probe now, with its state and targets as the router knows
+        them; the database's state)."""
+        states = {state["name"]: state for state in self.upstream_states()}
+        probes = self.resolver.probe_all()
+        for probe in probes:
+            state = states.get(probe["name"], {})
+            probe.update({key: state[key] for key in HEALTH_FIELDS if key in state})
+        return probes, self.store.health()
 
     def upstream_list(self) -> list[dict]:
         """Each configured upstream's name, kind and (public) address."""
         return [{"name": u.name, **u.provider} for u in self.resolver.upstreams.values()]
 
     def upstream_states(self) -> list[dict]:
-        """Each upstream's health, breaker, models and targets (routing.Router.view)."""
-        return self.router.view()
+        """Each upstream's health, breaker, models and targets (routing.Router.view); an
+        upstream's error text may echo a key, so it is redacted."""
+        states = self.router.view()
+        for state in states:
+            if state["detail"]:
+                state["detail"] = redact(state["detail"], self.secrets)
+        return states
 
     def close(self) -> None:
         self.prober.stop()

@@ -116,8 +116,10 @@ class Resolver:
         return refuses(media_type) if refuses is not None else None
 
     def list_models(self) -> tuple[list[dict], list[UpstreamError]]:
-        """Every upstream's models; the upstreams that could not say, as errors."""
-        models, errors = [], []
+        """Every upstream's models, each id once (several boxes serving one model is one
+        model to a client), then each pool once, naming its targets; the upstreams that
+        could not say, as errors."""
+        models, errors = {}, []
         for upstream in self.upstreams.values():
             try:
                 listed = upstream.list_models()
@@ -125,8 +127,13 @@ class Resolver:
                 errors.append(exc)
                 continue
             self._listed[upstream.name] = (time.monotonic(), [m["id"] for m in listed])
-            models += listed
-        return models, errors
+            for model in listed:
+                models.setdefault(model["id"], model)
+        for name, pool in self.pools.items():
+            entry = models.setdefault(name, {"id": name, "object": "model", "created": 0,
+                                             "owned_by": "llmhub"})
+            models[name] = dict(entry, pool=[f"{t.upstream.name}:{t.model}" for t in pool])
+        return list(models.values()), errors
 
     def probe_all(self) -> list[dict]:
         return [{"name": u.name, "kind": u.kind, "base_url": u.base_url, **u.probe()}

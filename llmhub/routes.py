@@ -81,6 +81,8 @@ ROUTES = [
     Route("GET", "/runs", service.runs_page, service,
           "The live runs page: runs now (with Cancel), the request log, usage by key",
           auth=False),
+    Route("GET", "/v1/upstreams", service.upstreams, service,
+          "Every model server: health, circuit breaker, loaded models, targets' load"),
     Route("GET", "/v1/runs", service.live_runs, service, "The runs alive now"),
     Route("GET", "/v1/runs/events", service.runs_events, service,
           "The runs page's feed: live runs, newest records and usage, twice a second"),

@@ -19,7 +19,6 @@ Rules:
 """
 
 import collections
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -155,7 +154,7 @@ class Router:
             return None
         with self.lock:
             if len(pool) == 1:         # a lone target: its upstream's own gate queues
-                return self._take(self._lone(candidates[0], time.monotonic()), run, False)
+                return self._take(self._lone(candidates[0], time.monotonic()), False, run)
             line = self._lines.get(tuple(pool))
             if line is None:
                 line = self._lines[tuple(pool)] = Line(self)
@@ -193,7 +192,7 @@ class Router:
             raise self._refusal([target], now)
         return target
 
-    def _take(self, target: Target, run, pinned: bool) -> Target:
+    def _take(self, target: Target, pinned: bool, run) -> Target:
         slot = self.slot(target)
         slot.inflight += 1
         slot.requests += 1
@@ -228,8 +227,7 @@ class Router:
         wait = min(self.box(t).retry_at for t in candidates) - now
         names = ", ".join(t.upstream.name for t in candidates)
         return NoTarget(f"The model servers ({names}) asked for time: retry in "
-                        f"{wait:.1f} s", reason="busy",
-                        headers={"Retry-After": str(max(1, math.ceil(wait)))})
+                        f"{wait:.1f} s", reason="busy", retry_after=wait)
 
     def _has_room(self, target: Target) -> bool:
         capacity = self.capacity(target)

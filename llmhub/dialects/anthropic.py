@@ -60,6 +60,7 @@ def create_message(request):
     chat = parse_request(body, request.hub, require_max_tokens=True)
     chat.run_id = request.run_id()
     chat.keep_in = session_thread(request, body)
+    chat.session = chat.keep_in or session_of(request, body)   # the same box, turn by turn
     run = request.hub.engine.prepare(chat)
     if body.get("stream"):
         return StreamResponse(run, MessageStream(run, body["model"]))
@@ -83,11 +84,15 @@ def session_thread(request, body: dict) -> str | None:
     """With [anthropic] store, the thread a session's conversation is kept in."""
     if not request.hub.config.anthropic["store"]:
         return None
+    session = session_of(request, body)
+    return "claude-" + SESSION.sub("-", session)[:100] if session else None
+
+
+def session_of(request, body: dict) -> str | None:
+    """Claude Code's session id, or the Messages API's metadata.user_id."""
     session = request.headers.get("X-Claude-Code-Session-Id") or \
         (body.get("metadata") or {}).get("user_id")
-    if not isinstance(session, str) or not session:
-        return None
-    return "claude-" + SESSION.sub("-", session)[:100]
+    return session if isinstance(session, str) and session else None
 
 
 def model_list(listed: list[dict], aliases: dict) -> dict:

@@ -87,7 +87,7 @@ def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
     conversation = conversation_id(body.get("conversation"))
     if conversation is None:                 # sent as they are: without the store's fields
         new = [to_upstream(m) for m in new]
-    history, previous = [], body.get("previous_response_id")
+    history, previous, session = [], body.get("previous_response_id"), response_id
     if previous and conversation:
         raise BadRequest("Send 'previous_response_id' or 'conversation', not both",
                          param="previous_response_id")
@@ -98,11 +98,13 @@ def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
                              param="previous_response_id", code="previous_response_not_found")
         for link in chain:
             history += items_to_messages(link["input"]) + items_to_messages(link["output"])
+        session = chain[0]["id"]           # a chain stays on one box: its prompt cache
     auto = body.get("truncation") == "auto"
     chat = ChatRequest(messages=new, model=body["model"], params=upstream_params(body),
                        dialect="v1-responses", run_id=response_id,
                        system=body.get("instructions"), history=history,
-                       thread_id=conversation, persist=conversation is not None, budget=auto)
+                       thread_id=conversation, persist=conversation is not None, budget=auto,
+                       session=None if conversation else session)
     record = {"id": response_id, "created_at": time.time(), "status": "queued",
               "previous_id": previous, "conversation_id": conversation, "model": body["model"],
               "request": {k: body.get(k) for k in ECHO},

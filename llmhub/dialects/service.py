@@ -25,7 +25,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}$")
 
 __all__ = ["error_body", "index", "health", "show_config", "help_page", "get_run",
            "cancel_run", "static_file", "metrics", "openapi", "runs_page", "live_runs",
-           "runs_events"]
+           "runs_events", "upstreams"]
 
 TITLE = "Service"
 
@@ -150,7 +150,8 @@ def operation(route) -> dict:
 
 def metrics(request) -> BytesResponse:
     hub = request.hub
-    text = hub.metrics.render(hub.engine.live_runs(), len(hub.sessions))
+    text = hub.metrics.render(hub.engine.live_runs(), len(hub.sessions),
+                              hub.engine.upstream_states())
     return BytesResponse(text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -161,6 +162,12 @@ def static_file(request, name: str) -> BytesResponse:
         raise NotFound(f"No static file {name!r}")
     return BytesResponse(path.read_bytes(), TYPES[path.suffix],
                          headers={"Cache-Control": "no-cache"})
+
+
+def upstreams(request) -> JSONResponse:
+    """Every upstream: health state, breaker, what it has loaded, and its targets'
+    counters (in flight, capacity, requests, errors, affinity hits, first-token time)."""
+    return JSONResponse({"object": "list", "data": request.hub.engine.upstream_states()})
 
 
 def health(request) -> JSONResponse:

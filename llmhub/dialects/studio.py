@@ -76,16 +76,20 @@ def error_body(error: HubError):
 # --- model management ------------------------------------------------------------------------
 
 def list_models(request) -> JSONResponse:
-    entries, source = request.hub.engine.model_catalog()
+    """?upstream=NAME: that upstream's models (each box has its own); else the default's."""
+    upstream = request.query.get("upstream") or None
+    entries, source = request.hub.engine.model_catalog(upstream)
     return JSONResponse({"models": entries, "loaded": [e["key"] for e in entries if e["loaded"]],
-                         "source": source})
+                         "source": source, "upstream": upstream or
+                         request.hub.engine.default_upstream.name})
 
 
 def load_model(request) -> JSONResponse:
     body = request.json_object()
-    problems = _unknown(body, {"model_key", "exclusive", "force", "context_length"})
+    problems = _unknown(body, {"model_key", "exclusive", "force", "context_length", "upstream"})
     problems += _check_fields(body, {"model_key": str, "exclusive": bool, "force": bool,
-                                    "context_length": int}, required=("model_key",))
+                                    "context_length": int, "upstream": str},
+                              required=("model_key",))
     length = body.get("context_length")
     if isinstance(length, int) and not isinstance(length, bool) and length < 1:
         problems.append(problem(["context_length"], "must be a whole number of at least 1"))
@@ -94,7 +98,7 @@ def load_model(request) -> JSONResponse:
     try:
         result = request.hub.engine.load_model(body["model_key"], bool(body.get("exclusive")),
                                                body.get("context_length"),
-                                               bool(body.get("force")))
+                                               bool(body.get("force")), body.get("upstream"))
     except HubError as error:
         status = error.status if error.status != 400 else 502
         return JSONResponse({"loaded": False, "error": f"Failed to load model: {error.message}"},
@@ -104,15 +108,16 @@ def load_model(request) -> JSONResponse:
 
 def unload_model(request) -> JSONResponse:
     body = request.json_object()
-    problems = _unknown(body, {"model_key", "unload_all", "force"})
-    problems += _check_fields(body, {"model_key": str, "unload_all": bool, "force": bool})
+    problems = _unknown(body, {"model_key", "unload_all", "force", "upstream"})
+    problems += _check_fields(body, {"model_key": str, "unload_all": bool, "force": bool,
+                                    "upstream": str})
     if not problems and not body.get("model_key") and not body.get("unload_all"):
         problems = [problem(["model_key"], "give model_key, or unload_all: true", "missing")]
     if problems:
         raise Invalid(problems)
     unloaded = request.hub.engine.unload_models(body.get("model_key"),
                                                 bool(body.get("unload_all")),
-                                                bool(body.get("force")))
+                                                bool(body.get("force")), body.get("upstream"))
     return JSONResponse({"unloaded": unloaded})
 
 
