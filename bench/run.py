@@ -1,6 +1,6 @@
 """Relay benchmark: the hub against the direct upstream, side by side in one run.
 
-    python -m bench            (or: python bench/run.py)  [--quick] [--only relay|threads|cancel|load]
+    python -m bench    (or: python bench/run.py)  [--quick] [--only relay|threads|cancel|load|routing]
 
 The fake LM Studio (tests/fake_lmstudio.py) and the hub each run in their own process, so
 neither shares a GIL with the load generator. Each scenario is measured direct (client →
@@ -193,7 +193,7 @@ def table(rows: list, header: list = HEADER) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
-    parser.add_argument("--only", choices=("relay", "threads", "cancel", "load"),
+    parser.add_argument("--only", choices=("relay", "threads", "cancel", "load", "routing"),
                         help="run one benchmark")
     args = parser.parse_args(argv)
     if args.only in (None, "relay"):
@@ -212,6 +212,10 @@ def main(argv=None) -> int:
         from bench import load
         print("\nllmhub load benchmark")
         print(table(load.main(), ["scenario", "direct to the fake", "through the hub"]))
+    if args.only in (None, "routing"):
+        from bench import routing
+        print("\nllmhub routing benchmark (concurrency 1, interleaved blocks)")
+        print(table(routing.main(args.quick), ["scenario", "n", "p50", "p99", "mean"]))
     return 0
 
 

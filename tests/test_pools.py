@@ -400,3 +400,77 @@ def test_model_management_takes_an_upstream_name(make_hub, boxes):
     assert boxes[0].loaded == {"m": ["m"]} and boxes[2].loaded == {"m": ["m"]}
     status, _, body = call(hub.url, "GET", "/models?upstream=nope")
     assert status == 404 and "nope" in json.dumps(body)
+
+
+def test_a_request_waiting_for_its_model_to_load_gets_pings(make_hub, fake):
+    fake.models, fake.loaded = ["m", "cold"], {"m": ["m"]}
+    fake.load_hold = threading.Event()
+    hub = make_hub({"health": {"interval_seconds": 3600}})
+    assert hub.hub.engine.prober.wait_rounds(1)
+    conn, response = open_stream(hub.url, "/v1/chat/completions",
+                                 {"model": "cold", "messages": ASK, "stream": True})
+    assert response.status == 200 and response.readline() == b": ping\n"
+    assert upstream_state(hub, "default")["targets"][0]["in_flight"] == 1
+    fake.load_hold.set()
+    assert b"Hello" in response.read() and len(loads(fake)) == 1
+    conn.close()
+
+
+# --- the line and the weights ----------------------------------------------------------------
+
+def test_a_full_pool_serves_its_line_first_in_first_out(make_hub, boxes):
+    release_a, release_b = threading.Event(), threading.Event()
+    boxes[0].default, boxes[1].default = Script(hold_first=release_a), \
+        Script(hold_first=release_b)
+    hub = pool_hub(make_hub, boxes, targets="default:m max_concurrent=1, "
+                   "b:m max_concurrent=1")
+    streams = [open_stream(hub.url, "/v1/chat/completions",
+                           {"model": "qwen", "messages": ASK, "stream": True})
+               for _ in range(2)]
+    assert boxes[0].wait_requests(1) and boxes[1].wait_requests(1)
+    waiting = []
+    for i in range(4):
+        waiting.append(threading.Thread(target=ask, args=(hub,), kwargs={
+            "model": "qwen", "messages": [{"role": "user", "content": f"r{i}"}]}))
+        waiting[-1].start()
+        assert wait_for(lambda: line_length(hub) == i + 1)
+    positions = [run.queue_position for run in hub.hub.engine.live_runs()
+                 if run.queue_position]
+    assert sorted(positions) == [1, 2, 3, 4]
+    release_a.set()                       # one box frees: the line drains through it
+    for thread in waiting:
+        thread.join(10)
+    asked = [r.body["messages"][-1]["content"] for r in boxes[0].chat_requests()]
+    assert asked == ["Hi", "r0", "r1", "r2", "r3"]
+    release_b.set()
+    for conn, response in streams:
+        response.read()
+        conn.close()
+
+
+def test_weights_share_out_targets_of_unknown_capacity(make_hub, boxes):
+    release = threading.Event()
+    for fake in boxes:
+        fake.default = Script(hold_first=release)
+    hub = pool_hub(make_hub, boxes, targets="default:m weight=2, b:m")
+    streams = [open_stream(hub.url, "/v1/chat/completions",
+                           {"model": "qwen", "messages": ASK, "stream": True})
+               for _ in range(6)]
+    assert wait_for(lambda: sum(served(boxes)) == 6)
+    assert served(boxes) == [4, 2, 0]
+    release.set()
+    for conn, response in streams:
+        response.read()
+        conn.close()
+
+
+def test_affinity_forgets_after_its_ttl_and_past_its_size():
+    from llmhub.routing import Affinity, Target
+    affinity = Affinity(seconds=10, most=2)
+    a, b = Target(object(), "a"), Target(object(), "b")
+    affinity.put("t1", a, now=0)
+    affinity.put("t2", b, now=1)
+    assert affinity.get("t1", now=5) is a and affinity.get("t1", now=11) is None
+    affinity.put("t3", a, now=2)
+    affinity.put("t4", a, now=3)          # t2 is the oldest of three: forgotten
+    assert affinity.get("t2", now=4) is None and len(affinity) == 2
