@@ -41,6 +41,7 @@ class Engine:
         self.workers = Workers()
         self.router = Router(config, upstreams)
         self.resolver = Resolver(config, upstreams, self.router)
+        self.router.register(self.resolver.pools.values())
         self.lifecycle = Lifecycle(self.router, upstreams, registry)
         self.prober = Prober(self.router, config.health["interval_seconds"],
                              config.health["timeout_seconds"],

@@ -40,8 +40,11 @@ class Target:
 
 
 class NoTarget(UpstreamError):
-    """Every target of the pool asked the hub to wait (Retry-After)."""
+    """Every target of the pool asked the hub to wait (Retry-After); a fallback may do."""
     status, code = 503, "upstream_busy"
+
+    def __init__(self, message: str, **kwargs) -> None:
+        super().__init__(message, model_unavailable=True, **kwargs)
 
 
 def retryable(error: HubError) -> bool:
@@ -114,8 +117,19 @@ class Router:
         self.affinity = Affinity(routing["affinity_seconds"], routing["affinity_max"])
         self.lock = threading.Condition()
         self.slots: dict[tuple, Slot] = {}
+        self.declared: dict[tuple, int] = {}   # a pool member's own max_concurrent
         self._lines: dict[tuple, Line] = {}
         self.waiting = 0           # runs in any line: release() wakes them only if any
+
+    def register(self, pools) -> None:
+        """The configured pools' targets, so that /v1/upstreams lists them before use."""
+        with self.lock:
+            for pool in pools:
+                for target in pool:
+                    self.slot(target)
+                    if target.max_concurrent:
+                        self.declared[target.upstream.name, target.model] = \
+                            target.max_concurrent
 
     def box(self, target: Target) -> Box:
         box = self.boxes.get(target.upstream.name)
@@ -165,10 +179,13 @@ class Router:
             limit = max(t.upstream.config.max_queued for t in pool)
             if limit and len(line.runs) >= limit:
                 raise QueueFull(len(line.runs))
-            return self._wait(run, line, candidates, session)
+            return self._wait(run, line, candidates, session, bool(tried))
 
-    def _wait(self, run, line: Line, candidates: list, session: str | None):
-        line.runs.append(run)
+    def _wait(self, run, line: Line, candidates: list, session: str | None, retry: bool):
+        if retry:
+            line.runs.appendleft(run)    # it came before those behind it: it stays first
+        else:
+            line.runs.append(run)
         run.gate = line
         self.waiting += 1
         try:
@@ -206,7 +223,7 @@ class Router:
         now = time.monotonic()
         usable = [t for t in candidates if self.box(t).blocked(now) is None]
         if not usable:
-            return self._anyway(candidates, now), False
+            return self._anyway(candidates, now)
         roomy = [t for t in usable if self._has_room(t)]
         if not roomy:
             return None
@@ -216,12 +233,14 @@ class Router:
         return min(roomy, key=lambda t: (t.tier, not self.warm(t), self._load(t),
                                          candidates.index(t))), False
 
-    def _anyway(self, candidates: list, now: float) -> Target:
-        """Every target is skipped: the one free soonest, unless all asked for time."""
+    def _anyway(self, candidates: list, now: float):
+        """Every target is skipped: (the one free soonest with room, False), None to wait
+        for room; NoTarget if every one asked for time."""
         untimed = [t for t in candidates if now >= self.box(t).retry_at]
         if not untimed:
             raise self._refusal(candidates, now)
-        return min(untimed, key=lambda t: self.box(t).free_at())
+        roomy = [t for t in untimed if self._has_room(t)]
+        return (min(roomy, key=lambda t: self.box(t).free_at()), False) if roomy else None
 
     def _refusal(self, candidates: list, now: float) -> NoTarget:
         wait = min(self.box(t).retry_at for t in candidates) - now
@@ -242,6 +261,8 @@ class Router:
             slot = self.slot(target)
             slot.inflight -= 1
             slot.last_done = time.monotonic()
+            self.box(target).trial = False   # a trial that ended without a verdict
+                                             # (cancelled first) lets the next one try
             if self.waiting:
                 self.lock.notify_all()
 
@@ -306,7 +327,8 @@ class Router:
                 for (upstream, model), slot in self.slots.items():
                     if upstream != name:
                         continue
-                    capacity = box.upstream.config.max_concurrent or box.slots.get(model) or 0
+                    capacity = self.declared.get((upstream, model)) or \
+                        box.upstream.config.max_concurrent or box.slots.get(model) or 0
                     targets.append({
                         "model": model, "in_flight": slot.inflight, "capacity": capacity or None,
                         "requests": slot.requests, "errors": slot.errors,
