@@ -108,7 +108,8 @@ class Affinity:
 
 
 class Router:
-    poll = 0.05     # a waiting run notices its own cancel this often
+    poll = 0.05          # a waiting run notices its own cancel this often
+    max_slots = 4096     # targets counted at once
 
     def __init__(self, config, upstreams: dict) -> None:
         self.boxes = {name: Box(u, config.health) for name, u in upstreams.items()}
@@ -118,6 +119,7 @@ class Router:
         self.lock = threading.Condition()
         self.slots: dict[tuple, Slot] = {}
         self.declared: dict[tuple, int] = {}   # a pool member's own max_concurrent
+        self.registered: set = set()           # the configured pools' targets
         self._lines: dict[tuple, Line] = {}
         self.waiting = 0           # runs in any line: release() wakes them only if any
 
@@ -127,6 +129,7 @@ class Router:
             for pool in pools:
                 for target in pool:
                     self.slot(target)
+                    self.registered.add((target.upstream.name, target.model))
                     if target.max_concurrent:
                         self.declared[target.upstream.name, target.model] = \
                             target.max_concurrent
@@ -141,8 +144,17 @@ class Router:
         key = (target.upstream.name, target.model)
         slot = self.slots.get(key)
         if slot is None:
+            if len(self.slots) >= self.max_slots:
+                self._forget_idle()
             slot = self.slots[key] = Slot()
         return slot
+
+    def _forget_idle(self) -> None:
+        """Clients may name any model: the counters of idle, unconfigured targets go, so
+        that weeks of made-up names cannot grow this without bound."""
+        for key in [k for k, slot in self.slots.items()
+                    if not slot.inflight and k not in self.registered]:
+            del self.slots[key]
 
     def capacity(self, target: Target) -> int:
         """Runs at once; 0: unknown, never full."""

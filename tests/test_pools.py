@@ -474,3 +474,12 @@ def test_affinity_forgets_after_its_ttl_and_past_its_size():
     affinity.put("t3", a, now=2)
     affinity.put("t4", a, now=3)          # t2 is the oldest of three: forgotten
     assert affinity.get("t2", now=4) is None and len(affinity) == 2
+
+
+def test_made_up_model_names_do_not_grow_the_routers_counters(make_hub, fake):
+    hub = make_hub()
+    router = hub.hub.engine.router
+    router.max_slots = 8
+    for i in range(30):
+        assert ask(hub, model=f"made-up-{i}")[0] == 200
+    assert len(router.slots) <= 8
