@@ -377,12 +377,16 @@ def _parse(section: str, name: str, raw: str, source: str):
                           f"expected {parse.allowed}") from None
 
 
+def _named(parser, kind: str):
+    """(section, NAME) of each [kind:NAME] section, in file order."""
+    for section in parser.sections():
+        if section.startswith(kind + ":"):
+            yield section, section.split(":", 1)[1].strip()
+
+
 def _upstreams(parser, default: dict, source: str) -> tuple:
     upstreams = [UpstreamConfig(name="default", **default)]
-    for section in parser.sections():
-        if not section.startswith("upstream:"):
-            continue
-        name = section.split(":", 1)[1].strip()
+    for section, name in _named(parser, "upstream"):
         if not NAME_RE.match(name) or name == "default":
             raise ConfigError(f"[{section}]: upstream names are letters, digits, '_', '.', '-' "
                               "and not 'default'")
@@ -399,10 +403,7 @@ def _upstreams(parser, default: dict, source: str) -> tuple:
 def _pools(parser, upstreams: set, source: str) -> dict:
     """`[pool:NAME] targets = gpu:qwen3-8b weight=2, laptop:qwen3-8b tier=2`."""
     pools = {}
-    for section in parser.sections():
-        if not section.startswith("pool:"):
-            continue
-        name = section.split(":", 1)[1].strip()
+    for section, name in _named(parser, "pool"):
         unknown = set(parser.options(section)) - {"targets"}
         if not name or unknown:
             raise ConfigError(f"[{section}]: a pool needs a name and has one key, targets")
@@ -461,10 +462,7 @@ def _keys(parser, listed: tuple) -> dict:
 
 def _key_limits(parser, keys: dict, source: str) -> dict:
     limits = {}
-    for section in parser.sections():
-        if not section.startswith("key:"):
-            continue
-        name = section.split(":", 1)[1].strip()
+    for section, name in _named(parser, "key"):
         if name not in keys:
             raise ConfigError(f"[{section}]: no key is named {name!r} (named: "
                               f"{', '.join(keys) or 'none'})")
@@ -520,10 +518,7 @@ def _concurrency(parser, source: str) -> dict:
 
 def _pipes(parser, source: str) -> dict:
     pipes = {}
-    for section in parser.sections():
-        if not section.startswith("pipe:"):
-            continue
-        name = section.split(":", 1)[1].strip()
+    for section, name in _named(parser, "pipe"):
         values = {}
         for key, raw in parser.items(section):
             if key not in PIPE_KEYS:

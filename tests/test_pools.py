@@ -57,6 +57,19 @@ def upstream_state(hub, name: str) -> dict:
     return next(s for s in states if s["name"] == name)
 
 
+def streams(hub, count: int, model: str = "qwen") -> list:
+    """`count` streams, each open once its upstream has accepted it."""
+    return [open_stream(hub.url, "/v1/chat/completions",
+                        {"model": model, "messages": ASK, "stream": True})
+            for _ in range(count)]
+
+
+def drain(held: list) -> None:
+    for conn, response in held:
+        response.read()
+        conn.close()
+
+
 def ask(hub, model="qwen", headers=None, **fields):
     return call(hub.url, "POST", "/v1/chat/completions",
                 {"model": model, "messages": ASK, **fields}, headers=headers)
@@ -100,15 +113,12 @@ def test_tiers_use_the_laptop_only_when_the_gpu_boxes_are_full(make_hub, boxes):
     boxes[0].default = boxes[1].default = Script(hold_first=release)
     hub = pool_hub(make_hub, boxes, targets="default:m max_concurrent=1, "
                    "b:m max_concurrent=1, c:m tier=2")
-    held = [open_stream(hub.url, "/v1/chat/completions",
-                        {"model": "qwen", "messages": ASK, "stream": True}) for _ in range(2)]
+    held = streams(hub, 2)
     assert boxes[0].wait_requests(1) and boxes[1].wait_requests(1)
     assert ask(hub)[0] == 200
     assert served(boxes) == [1, 1, 1]
     release.set()
-    for conn, response in held:
-        response.read()
-        conn.close()
+    drain(held)
 
 
 # --- thread affinity -------------------------------------------------------------------------
@@ -117,30 +127,33 @@ def busy_first_box(hub, boxes):
     """Hold one stream on the first box, so that the next new conversation goes to b."""
     release = threading.Event()
     boxes[0].enqueue(Script(hold_first=release))
-    held = open_stream(hub.url, "/v1/chat/completions",
-                       {"model": "qwen", "messages": ASK, "stream": True})
+    held = streams(hub, 1)
     assert boxes[0].wait_requests(1)
     return release, held
 
 
 def finish(release, held):
     release.set()
-    conn, response = held
-    response.read()
-    conn.close()
+    drain(held)
 
 
 AFFINITY = {"targets": "default:m max_concurrent=1, b:m max_concurrent=1, "
                        "c:m max_concurrent=1"}
 
 
-def test_a_langbase_threads_turns_stay_on_the_box_of_its_first(make_hub, boxes):
+def thread_begun_on_b(make_hub, boxes):
+    """A hub whose pool's first box was full when a Langbase thread began: it began on b.
+    The first box is free again, and idle."""
     hub = pool_hub(make_hub, boxes, **AFFINITY)
     release, held = busy_first_box(hub, boxes)
     _, headers, _ = call(hub.url, "POST", "/v1/pipes/run",
                          {"model": "qwen", "messages": ASK, "stream": False})
-    thread_id = headers["lb-thread-id"]
-    finish(release, held)                 # the first box is free again, and idle
+    finish(release, held)
+    return hub, headers["lb-thread-id"]
+
+
+def test_a_langbase_threads_turns_stay_on_the_box_of_its_first(make_hub, boxes):
+    hub, thread_id = thread_begun_on_b(make_hub, boxes)
     for turn in range(3):
         status, _, _ = call(hub.url, "POST", "/v1/pipes/run",
                             {"model": "qwen", "threadId": thread_id, "stream": False,
@@ -171,16 +184,10 @@ def test_a_responses_chain_and_a_claude_session_stay_on_one_box(make_hub, boxes)
 
 
 def test_a_thread_leaves_its_box_when_that_box_is_full(make_hub, boxes):
-    hub = pool_hub(make_hub, boxes, **AFFINITY)
-    release, held = busy_first_box(hub, boxes)
-    _, headers, _ = call(hub.url, "POST", "/v1/pipes/run",
-                         {"model": "qwen", "messages": ASK, "stream": False})
-    thread_id = headers["lb-thread-id"]
-    finish(release, held)
-    release, held = threading.Event(), None
+    hub, thread_id = thread_begun_on_b(make_hub, boxes)
+    release = threading.Event()
     boxes[1].enqueue(Script(hold_first=release))
-    held = open_stream(hub.url, "/v1/chat/completions",
-                       {"model": "b:m", "messages": ASK, "stream": True})   # b is full now
+    held = streams(hub, 1, model="b:m")                  # b is full now
     assert boxes[1].wait_requests(2)
     assert call(hub.url, "POST", "/v1/pipes/run", {
         "model": "qwen", "threadId": thread_id, "stream": False, "messages": ASK})[0] == 200
@@ -302,10 +309,9 @@ def test_discovered_pools_spread_a_bare_name_over_the_boxes_that_list_it(make_hu
     hub = pool_hub(make_hub, boxes, routing={"discover": "true"},
                    health={"interval_seconds": 3600}, upstream={"max_concurrent": 1})
     assert hub.hub.engine.prober.wait_rounds(1)
-    release, held = threading.Event(), None
+    release = threading.Event()
     boxes[0].enqueue(Script(hold_first=release))
-    held = open_stream(hub.url, "/v1/chat/completions",
-                       {"model": "m", "messages": ASK, "stream": True})
+    held = streams(hub, 1, model="m")
     assert boxes[0].wait_requests(1)
     assert ask(hub, model="m")[0] == 200
     assert served(boxes) == [1, 1, 0]
@@ -424,9 +430,7 @@ def test_a_full_pool_serves_its_line_first_in_first_out(make_hub, boxes):
         Script(hold_first=release_b)
     hub = pool_hub(make_hub, boxes, targets="default:m max_concurrent=1, "
                    "b:m max_concurrent=1")
-    streams = [open_stream(hub.url, "/v1/chat/completions",
-                           {"model": "qwen", "messages": ASK, "stream": True})
-               for _ in range(2)]
+    held = streams(hub, 2)
     assert boxes[0].wait_requests(1) and boxes[1].wait_requests(1)
     waiting = []
     for i in range(4):
@@ -443,9 +447,7 @@ def test_a_full_pool_serves_its_line_first_in_first_out(make_hub, boxes):
     asked = [r.body["messages"][-1]["content"] for r in boxes[0].chat_requests()]
     assert asked == ["Hi", "r0", "r1", "r2", "r3"]
     release_b.set()
-    for conn, response in streams:
-        response.read()
-        conn.close()
+    drain(held)
 
 
 def test_weights_share_out_targets_of_unknown_capacity(make_hub, boxes):
@@ -453,15 +455,11 @@ def test_weights_share_out_targets_of_unknown_capacity(make_hub, boxes):
     for fake in boxes:
         fake.default = Script(hold_first=release)
     hub = pool_hub(make_hub, boxes, targets="default:m weight=2, b:m")
-    streams = [open_stream(hub.url, "/v1/chat/completions",
-                           {"model": "qwen", "messages": ASK, "stream": True})
-               for _ in range(6)]
+    held = streams(hub, 6)
     assert wait_for(lambda: sum(served(boxes)) == 6)
     assert served(boxes) == [4, 2, 0]
     release.set()
-    for conn, response in streams:
-        response.read()
-        conn.close()
+    drain(held)
 
 
 def test_affinity_forgets_after_its_ttl_and_past_its_size():
