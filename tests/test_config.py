@@ -134,3 +134,21 @@ def test_insecure_flag_allows_a_remote_bind_without_keys(tmp_path):
                             timeout=30)
     assert result.returncode == 2
     assert "binding beyond loopback needs api_keys (or --insecure" in result.stderr
+
+
+def test_pools_are_read_and_their_mistakes_named(tmp_path):
+    ini = write_ini(tmp_path / "c.ini", {
+        "upstream:gpu": {"base_url": "http://10.0.0.2:8080/v1"},
+        "pool:qwen": {"targets": "gpu:qwen3-8b weight=2 max_concurrent=4, "
+                                 "default:qwen3-8b tier=2"}})
+    pool = load_config(env={}, path=ini).pools["qwen"]
+    assert [(m.upstream, m.model, m.weight, m.tier, m.max_concurrent) for m in pool] == [
+        ("gpu", "qwen3-8b", 2.0, 1, 4), ("default", "qwen3-8b", 1.0, 2, 0)]
+    for targets, expected in [("laptop:m", "UPSTREAM one of default, gpu"),
+                              ("gpu:m speed=3", "expected weight=N, tier=N"),
+                              ("gpu:m tier=0", "a whole number from 1 to 100"),
+                              ("", "expected UPSTREAM:model")]:
+        write_ini(ini, {"upstream:gpu": {"base_url": "http://10.0.0.2:8080/v1"},
+                        "pool:qwen": {"targets": targets}})
+        with pytest.raises(ConfigError, match=expected):
+            load_config(env={}, path=ini)

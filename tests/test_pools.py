@@ -481,3 +481,16 @@ def test_made_up_model_names_do_not_grow_the_routers_counters(make_hub, fake):
     for i in range(30):
         assert ask(hub, model=f"made-up-{i}")[0] == 200
     assert len(router.slots) <= 8
+
+
+def test_upstreams_are_behind_the_keys_and_health_shows_their_state(make_hub, boxes):
+    hub = pool_hub(make_hub, boxes, server={"api_keys": "sk-local-1"})
+    assert call(hub.url, "GET", "/v1/upstreams")[0] == 401
+    key = {"Authorization": "Bearer sk-local-1"}
+    assert ask(hub, headers=key)[0] == 200
+    listed = call(hub.url, "GET", "/v1/upstreams", headers=key)[2]["data"]
+    assert [s["name"] for s in listed] == ["default", "b", "c"]
+    health = call(hub.url, "GET", "/health")[2]["upstreams"]
+    assert [(u["name"], u["state"], u["in_flight"]) for u in health] == [
+        ("default", "healthy", 0), ("b", "healthy", 0), ("c", "healthy", 0)]
+    assert health[0]["targets"][0]["requests"] == 1

@@ -106,6 +106,8 @@ async function upstreams() {
       cell(row, u.name); cell(row, u.kind); cell(row, u.base_url);
       cell(row, u.reachable ? `up, ${u.latency_ms} ms` : `down: ${u.error}`,
            u.reachable ? "" : "status-failed");
+      cell(row, u.state || "", ["down", "auth"].includes(u.state) ? "status-failed" : "");
+      cell(row, `${u.in_flight || 0} running, ${u.queued || 0} queued`);
     });
   } catch (error) { /* the feed reports the hub being away */ }
 }
