@@ -198,6 +198,7 @@ class Generation:
                     ("cancelled" if run.status == CANCELLED else run.status)}
         if run.error is not None:
             metadata["error"] = run.error.message
+        metadata.update(reply_stats(run))
         self.store.record_reply(run.thread_id, {
             "role": "assistant", "content": transcript.content, "name": None,
             "tool_call_id": None,
@@ -465,6 +466,22 @@ class Generation:
         calls = "".join(c["function"]["name"] + c["function"]["arguments"]
                         for c in transcript.tool_calls.values())
         return estimate_tokens(transcript.text + transcript.reasoning + calls)
+
+
+def reply_stats(run: Run) -> dict:
+    """What a reply's line on the chat page says: the name asked for (when another answered:
+    an alias or a fallback), tokens, time to first token, tokens a second after it."""
+    stats = {}
+    if run.requested and run.requested != run.model:
+        stats["requested_model"] = run.requested
+    if run.usage is not None and run.usage.output_tokens is not None:
+        stats["output_tokens"] = run.usage.output_tokens
+    if run.first_token_at is not None:
+        stats["ttft_ms"] = round((run.first_token_at - run.started) * 1000, 1)
+        generating = time.monotonic() - run.first_token_at
+        if stats.get("output_tokens") and generating > 0:
+            stats["tokens_per_second"] = round(stats["output_tokens"] / generating, 1)
+    return stats
 
 
 def completions_of(upstream):

@@ -126,8 +126,16 @@ class Engine:
     def create_thread(self, thread_id: str | None, metadata: dict, messages: list) -> dict:
         return self.store.create_thread(thread_id, metadata, messages)
 
-    def list_threads(self, limit: int, before: float | None) -> list[dict]:
-        return self.store.list_threads(limit, before)
+    def list_threads(self, limit: int, before: float | None,
+                     search: str | None = None) -> list[dict]:
+        return self.store.list_threads(limit, before, search)
+
+    def name_thread(self, thread_id: str, title: str | None = None) -> str:
+        """Set a thread's title, or with none have the summary model name it."""
+        if title is None:
+            return self.summaries.title(thread_id)
+        self.store.set_title(thread_id, title)
+        return title
 
     def thread(self, thread_id: str) -> dict:
         return self.store.get_thread(thread_id)

@@ -1,4 +1,5 @@
-"""Thread summaries (DESIGN §7): when one is due, and writing it with the summary model.
+"""Thread summaries (DESIGN §7): when one is due, and writing it with the summary model;
+and thread titles, a few words by the same model (the web page asks after a first reply).
 
 A summary runs in the background after the turn that made it due, so no response ever waits
 for it; the turn that triggered it reports `summary_scheduled`, the next ones `summarised`.
@@ -8,10 +9,12 @@ request.
 """
 
 import logging
+import re
 import threading
 
 from llmhub.cancellation import COMPLETED
 from llmhub.context import content_text, estimate_tokens, message_tokens, split_for_summary
+from llmhub.errors import BadRequest, UpstreamError
 
 __all__ = ["Summaries", "summary_prompt", "SUMMARY_INSTRUCTION"]
 
@@ -21,6 +24,27 @@ SUMMARY_INSTRUCTION = (
     "Summarise the conversation below for your own later use. Keep every fact, name, number, "
     "decision and open question; drop pleasantries. Write plain prose, at most a few "
     "paragraphs, in the conversation's language.")
+
+
+TITLE_INSTRUCTION = (
+    "Name the conversation below in three to six words, in its language. Answer with the "
+    "title alone: no quotes, no full stop.")
+TITLE_MOST = 80            # characters kept of a generated title
+_THINKING = re.compile(r"<think>.*?(</think>|$)", re.S)
+
+
+def title_prompt(messages: list[dict]) -> list[dict]:
+    lines = [f"{m['role']}: {content_text(m['content'])[:1500]}" for m in messages]
+    return [{"role": "system", "content": TITLE_INSTRUCTION},
+            {"role": "user", "content": "\n".join(lines)}]
+
+
+def clean_title(text: str) -> str:
+    """The title in a model's answer: no reasoning, one line, no quotes or markup."""
+    line = next((l for l in _THINKING.sub("", text).splitlines() if l.strip()), "")
+    line = line.strip().strip("\"'`*#“”«»").strip()
+    line = re.sub(r"^(title|название)\s*:\s*", "", line, flags=re.I).rstrip(".。!")
+    return line[:TITLE_MOST].strip()
 
 
 def summary_prompt(previous: dict | None, messages: list[dict]) -> list[dict]:
@@ -74,6 +98,20 @@ class Summaries:
         finally:
             with self._lock:
                 self._running.discard(thread_id)
+
+    def title(self, thread_id: str) -> str:
+        """Name a thread from its first exchange with [models] summary, and store it."""
+        first = [m for m in self.store.page_messages(thread_id, 6, None)[0]
+                 if m["role"] in ("user", "assistant")][:2]
+        if not first:
+            raise BadRequest("The thread has no messages to name it by", param="thread_id")
+        run = self.generate(title_prompt(first), self.config.models["summary"] or None)
+        title = clean_title(run.transcript.text)
+        if run.status != COMPLETED or not title:
+            raise UpstreamError("The summary model gave no title" + (
+                f": {run.error.message}" if run.error else ""), code="no_title")
+        self.store.set_title(thread_id, title)
+        return title
 
     def _to_summarise(self, thread_id: str) -> tuple[list[dict], dict | None]:
         """The oldest unsummarised messages, short of the recent tail, within one budget."""

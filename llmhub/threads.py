@@ -188,6 +188,8 @@ class Store:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                timeout=self.busy_timeout_ms / 1000)
         conn.row_factory = sqlite3.Row
+        # LIKE folds ASCII only; a search for "мир" must find "Мир" too
+        conn.create_function("folded", 1, _folded, deterministic=True)
         conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         conn.execute("PRAGMA foreign_keys=ON")      # per connection, off by default
         conn.execute("PRAGMA synchronous=NORMAL")   # with WAL: a crash loses no commit
@@ -269,12 +271,27 @@ class Store:
             self._append_tx(tx, thread["id"], messages or [])
         return thread
 
-    def list_threads(self, limit: int = 50, before: float | None = None) -> list[dict]:
-        """Threads by last activity, newest first; `before` pages on from an updated_at."""
-        rows = self._read("SELECT * FROM threads WHERE updated_at < ? ORDER BY updated_at DESC "
-                          "LIMIT ?", (before if before is not None else float("inf"), limit))
+    def list_threads(self, limit: int = 50, before: float | None = None,
+                     search: str | None = None) -> list[dict]:
+        """Threads by last activity, newest first; `before` pages on from an updated_at;
+        `search` keeps those whose title or any message holds it (case-insensitive)."""
+        where, args = "updated_at < ?", [before if before is not None else float("inf")]
+        if search:
+            pattern = "%" + search.casefold().replace("\\", "\\\\").replace("%", "\\%") \
+                .replace("_", "\\_") + "%"
+            where += (" AND (folded(title) LIKE ? ESCAPE '\\' OR id IN (SELECT thread_id "
+                      "FROM messages WHERE folded(content) LIKE ? ESCAPE '\\'))")
+            args += [pattern, pattern]
+        rows = self._read(f"SELECT * FROM threads WHERE {where} ORDER BY updated_at DESC "
+                          "LIMIT ?", (*args, limit))
         return [dict(_thread(row), title=row["title"], updated_at=row["updated_at"])
                 for row in rows]
+
+    def set_title(self, thread_id: str, title: str) -> None:
+        with self.write_tx() as tx:
+            if tx.execute("UPDATE threads SET title = ? WHERE id = ?",
+                          (title, thread_id)).rowcount == 0:
+                raise _thread_not_found(thread_id)
 
     def get_thread(self, thread_id: str) -> dict:
         rows = self._read("SELECT * FROM threads WHERE id = ?", (thread_id,))
@@ -753,6 +770,10 @@ def _api_response(row) -> dict:
     for key in ("request", "input", "output", "usage", "error", "events"):
         record[key] = json.loads(record[key]) if record[key] is not None else None
     return record
+
+
+def _folded(text):
+    return text.casefold() if isinstance(text, str) else text
 
 
 def _title(messages: list) -> str | None:

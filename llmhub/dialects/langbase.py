@@ -25,7 +25,7 @@ from llmhub.messages import check_metadata, check_thread_id, normalise_message
 from llmhub.pipes import ChatRequest
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, json_bytes
 
-__all__ = ["error_body", "run_pipe", "list_pipes", "create_thread", "list_threads", "get_thread",
+__all__ = ["name_thread", "error_body", "run_pipe", "list_pipes", "create_thread", "list_threads", "get_thread",
            "update_thread", "delete_thread", "append_messages", "list_messages", "PipeStream"]
 
 TITLE = "Langbase"
@@ -231,6 +231,20 @@ def list_pipes(request) -> JSONResponse:
 
 # --- threads ---------------------------------------------------------------------------------
 
+def name_thread(request, thread_id: str) -> JSONResponse:
+    """POST /v1/threads/{id}/title (llmhub's own): {"title"} renames; an empty body has the
+    summary model name the thread from its first exchange. Answers {"id", "title"}."""
+    body = request.json_object() if request.body.strip() else {}
+    check_known(body, {"title"})
+    title = body.get("title")
+    if title is not None and (not isinstance(title, str) or not title.strip()
+                              or len(title) > 200):
+        raise BadRequest("'title' must be text of 1 to 200 characters", param="title")
+    check_thread_id(thread_id, "thread_id")
+    named = request.hub.engine.name_thread(thread_id, title.strip() if title else None)
+    return JSONResponse({"id": thread_id, "title": named})
+
+
 def create_thread(request) -> JSONResponse:
     body = request.json_object() if request.body.strip() else {}
     check_known(body, {"threadId", "thread_id", "metadata", "messages"})
@@ -244,16 +258,20 @@ def create_thread(request) -> JSONResponse:
 
 
 def list_threads(request) -> JSONResponse:
-    """GET /v1/threads?limit=&before= (llmhub's own; Langbase has no list): newest first."""
+    """GET /v1/threads?limit=&before=&q= (llmhub's own; Langbase has no list): newest
+    first; `q` keeps threads whose title or messages hold it."""
     query = request.query
     limit = page_limit(query, 50, 500)
+    search = query.get("q", "").strip() or None
+    if search is not None and len(search) > 200:
+        raise BadRequest("'q' is at most 200 characters", param="q")
     try:
         before = float(query["before"]) if query.get("before") else None
     except ValueError:
         raise BadRequest("'before' must be a time from 'updated_at'", param="before") from None
     if before is not None and before != before:
         raise BadRequest("'before' must be a time from 'updated_at'", param="before")
-    threads = request.hub.engine.list_threads(limit + 1, before)
+    threads = request.hub.engine.list_threads(limit + 1, before, search)
     data = [dict(thread_json(t), title=t["title"], updated_at=t["updated_at"])
             for t in threads[:limit]]
     return JSONResponse({"object": "list", "data": data, "has_more": len(threads) > limit})

@@ -25,7 +25,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}$")
 
 __all__ = ["error_body", "index", "health", "show_config", "help_page", "get_run",
            "cancel_run", "static_file", "metrics", "openapi", "runs_page", "live_runs",
-           "runs_events", "upstreams"]
+           "runs_events", "upstreams", "chat_page", "favicon"]
 
 TITLE = "Service"
 
@@ -46,6 +46,15 @@ def index(request):
         "endpoints": [{"method": r.method, "path": r.path, "summary": r.summary}
                       for r in hub.routes],
     })
+
+
+def chat_page(request, thread_id: str):
+    """/c/<thread id>: the chat page; it reads the thread's id from its own address."""
+    return static_file(request, "index.html")
+
+
+def favicon(request):
+    return static_file(request, "favicon.ico")
 
 
 def help_page(request):
