@@ -76,9 +76,19 @@ class Received:
     arrived_at: float = field(default_factory=time.monotonic)   # its body read, parsed
 
 
+def is_title_request(body) -> bool:
+    """The summary model asked to name a thread (the chat page does after a first reply)."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    first = messages[0] if isinstance(messages, list) and messages else {}
+    return isinstance(first, dict) and str(first.get("content", "")).startswith(
+        "Name the conversation")
+
+
 class FakeLMStudio:
     def __init__(self) -> None:
         self.default = Script()
+        self.title = Script(chunks=["A", " fine", " title"])   # answers title requests,
+                                                               # never taking a queued script
         self.models = ["qwen2.5-7b-instruct", "qwen3-vl-4b-instruct"]
         self.loaded = {"qwen2.5-7b-instruct": ["qwen2.5-7b-instruct"]}
         self.native = "v1"            # "v1" (0.4+), "v0" (older: no /api/v1), "none"
@@ -140,7 +150,13 @@ class FakeLMStudio:
             return self._scripts.pop(0) if self._scripts else self.default
 
     def chat_requests(self) -> list[Received]:
-        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+        """Chat requests, but for the chat page's requests for a thread title."""
+        return [r for r in self.requests if r.path.endswith("/chat/completions")
+                and not is_title_request(r.body)]
+
+    def title_requests(self) -> list[Received]:
+        return [r for r in self.requests if r.path.endswith("/chat/completions")
+                and is_title_request(r.body)]
 
     def wait_requests(self, count: int, timeout: float = 5.0) -> bool:
         with self.received:
@@ -217,7 +233,8 @@ class _Handler(BaseHTTPRequestHandler):
         received = self._record(body)
         fake = self.server.fake
         if self.path == "/v1/chat/completions":
-            return self._chat(body, fake.next_script(), received)
+            script = fake.title if is_title_request(body) else fake.next_script()
+            return self._chat(body, script, received)
         if self.path == "/v1/completions":
             return self._text_completion(body, fake.next_script(), received)
         if self.path == "/v1/embeddings":             # LM Studio: floats, usage always 0

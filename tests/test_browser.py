@@ -134,3 +134,322 @@ def test_a_reload_or_a_thread_switch_mid_stream_does_not_cancel(browser, make_hu
     page.wait_for("location.pathname === '/' && !document.querySelector('.msg')")
     page.goto(url)                                         # a bookmark opens the chat
     page.wait_for("document.querySelectorAll('.msg').length === 2")
+
+
+# --- Markdown, safely ------------------------------------------------------------------------
+
+MARKDOWN = """## Plan for **today**
+
+Some *italic*, some _more_, some `inline <b>code</b>` and a [safe link](https://example.com/a?b=1).
+A [bad link](javascript:alert(1)) and [data](data:text/html,<script>alert(1)</script>) stay text.
+Mail [me](mailto:me@example.com).
+
+- first
+- second
+  - nested **bold**
+1. one
+2. two
+
+| name | value |
+|:-----|------:|
+| a    | 1     |
+| <img src=x onerror=window.pwned=1> | 2 |
+
+> quoted *words*
+
+````markdown
+```js
+alert("inner fence")
+```
+````
+
+<script>window.pwned = 1</script>
+<img src=x onerror="window.pwned=1">
+"""
+
+
+def test_markdown_renders_as_nodes_and_nothing_a_model_writes_runs(browser, make_hub, fake):
+    hub = make_hub()
+    page = fresh(browser, hub)
+    fake.enqueue(Script(chunks=[MARKDOWN[:40], MARKDOWN[40:]]))
+    send(page, "Show me Markdown")
+    page.wait_for(f"{IDLE} && {LAST}.querySelector('table')")
+    body = f"{LAST}.querySelector('.body')"
+    count = lambda selector: page.evaluate(f"{body}.querySelectorAll('{selector}').length")
+    assert page.evaluate(f"{body}.querySelector('h2').textContent") == "Plan for today"
+    assert page.evaluate(f"{body}.querySelector('h2 strong').textContent") == "today"
+    assert count("em") == 3 and count("strong") == 2
+    assert page.evaluate(f"{body}.querySelector('p code').textContent") == "inline <b>code</b>"
+    links = page.evaluate(f"[...{body}.querySelectorAll('a')].map(a => a.href)")
+    assert links == ["https://example.com/a?b=1", "mailto:me@example.com"]
+    first = page.text("#messages .msg.assistant:last-of-type p")
+    assert "A bad link and" in first and "stay text" in first
+    assert count("ul > li") == 3 and count("ul ul > li") == 1 and count("ol > li") == 2
+    assert page.evaluate(f"[...{body}.querySelectorAll('td')].map(c => c.textContent)") == [
+        "a", "1", "<img src=x onerror=window.pwned=1>", "2"]
+    assert page.evaluate(f"{body}.querySelector('td:nth-child(2)').style.textAlign") == "right"
+    assert page.evaluate(f"{body}.querySelector('blockquote em').textContent") == "words"
+    assert page.evaluate(f"{body}.querySelector('.code .lang').textContent") == "markdown"
+    assert page.evaluate(f"{body}.querySelector('pre code').textContent") == \
+        '```js\nalert("inner fence")\n```'
+    assert count("img") == 0 and count("script") == 0
+    assert page.evaluate("document.querySelectorAll('[onerror]').length") == 0
+    assert page.evaluate("window.pwned === undefined")
+    assert "<script>window.pwned = 1</script>" in page.text(
+        "#messages .msg.assistant:last-of-type .body")
+
+
+# --- copy, regenerate, edit and branches -----------------------------------------------------
+
+def test_copy_regenerate_and_edit_keep_every_branch_reachable(browser, make_hub, fake):
+    hub = make_hub()
+    page = fresh(browser, hub)
+    page.evaluate("navigator.clipboard.writeText = (text) => { window.copied = text; "
+                  "return Promise.resolve(); }")
+    fake.enqueue(Script(chunks=["Answer A:\n```py\nprint(1)\n```"]))
+    send(page, "Question one")
+    page.wait_for(f"{IDLE} && {LAST}.querySelector('.copy-code')")
+    page.click("#messages .msg.assistant .copy-code")
+    assert page.evaluate("window.copied") == "print(1)"
+    page.click("#messages .msg.user .copy")
+    assert page.evaluate("window.copied") == "Question one"
+    page.click("#messages .msg.assistant .tools .copy")
+    assert page.evaluate("window.copied").startswith("Answer A:")
+
+    first = thread_of(page)
+    fake.enqueue(Script(chunks=["Answer B"]))
+    page.click("#messages .msg.assistant .regenerate")
+    page.wait_for(f"{IDLE} && {LAST_REPLY} === 'Answer B'")
+    assert thread_of(page) != first
+    assert page.text("#messages .msg.user .switcher .count") == "2/2"
+    assert fake.chat_requests()[-1].body["messages"][-1]["content"] == "Question one"
+    page.click("#messages .msg.user .switcher .prev")
+    page.wait_for(f"{LAST_REPLY}.startsWith('Answer A')")
+    assert thread_of(page) == first and page.text(".msg.user .switcher .count") == "1/2"
+
+    fake.enqueue(Script(chunks=["Answer C"]))
+    page.click("#messages .msg.user .edit")
+    page.type("#messages .msg.user .edit-input", "Question one, edited")
+    page.click("#messages .msg.user .save-edit")
+    page.wait_for(f"{IDLE} && {LAST_REPLY} === 'Answer C'")
+    assert shown(page) == ["Question one, edited", "Answer C"]
+    assert page.text("#messages .msg.user .switcher .count") == "3/3"
+    page.click("#messages .msg.user .switcher .prev")
+    page.wait_for(f"{LAST_REPLY} === 'Answer B'")
+    assert len(page.evaluate("[...document.querySelectorAll('#thread-list li')]")) == 1
+
+
+# --- threads: titles, rename, delete, search, paging, export, import -------------------------
+
+def item(title: str) -> str:
+    return (f"[...document.querySelectorAll('#thread-list li')].find(li => "
+            f"li.querySelector('.open') && li.querySelector('.open').textContent === {title!r})")
+
+
+def test_threads_are_named_renamed_searched_paged_deleted_exported_imported(
+        browser, make_hub, fake):
+    hub = make_hub()
+    for i in range(55):                     # made by an API client: they show up too
+        call(hub.url, "POST", "/v1/threads", {"messages": [
+            {"role": "user", "content": f"API thread number {i}"}]})
+    page = fresh(browser, hub)
+    page.wait_for("document.querySelectorAll('#thread-list li').length === 50")
+    page.click("#more-threads")
+    page.wait_for("document.querySelectorAll('#thread-list li').length === 55")
+    assert page.evaluate("document.querySelector('#more-threads').hidden")
+
+    fake.enqueue(Script(chunks=["Go in spring."]))
+    fake.title = Script(chunks=["\"Paris trip plans.\""])
+    send(page, "When should I visit Paris?")
+    page.wait_for(item("Paris trip plans"))               # named by the summary model
+    assert "When should I visit Paris?" in \
+        fake.title_requests()[-1].body["messages"][1]["content"]
+
+    page.evaluate(f"{item('Paris trip plans')}.querySelector('.rename').click()")
+    page.type("#thread-list .rename-input", "Spring in Paris")
+    page.evaluate("document.querySelector('#thread-list .rename-input').dispatchEvent("
+                  "new KeyboardEvent('keydown', {key: 'Enter'}))")
+    page.wait_for(item("Spring in Paris"))
+
+    page.type("#search", "spring")                        # a title
+    page.evaluate("document.querySelector('#search').dispatchEvent(new Event('input'))")
+    page.wait_for("document.querySelectorAll('#thread-list li').length === 1")
+    page.type("#search", "number 7")                      # a message's content
+    page.evaluate("document.querySelector('#search').dispatchEvent(new Event('input'))")
+    page.wait_for("document.querySelectorAll('#thread-list li').length === 1 && "
+                  "document.querySelector('#thread-list .open').textContent.includes('7')")
+    page.type("#search", "")
+    page.evaluate("document.querySelector('#search').dispatchEvent(new Event('input'))")
+    page.wait_for("document.querySelectorAll('#thread-list li').length === 50")
+
+    exported = json.loads(page.evaluate("exportJSON()"))
+    assert exported["thread"]["title"] == "Spring in Paris"
+    assert [m["content"] for m in exported["messages"]] == ["When should I visit Paris?",
+                                                            "Go in spring."]
+    markdown = page.evaluate("exportMarkdown()")
+    assert markdown.startswith("# Spring in Paris") and "**You:**" in markdown
+    assert "**Assistant (qwen2.5-7b-instruct):**" in markdown
+    page.evaluate("window.downloads = []; const click = HTMLAnchorElement.prototype.click; "
+                  "HTMLAnchorElement.prototype.click = function () { "
+                  "window.downloads.push(this.download); }")
+    page.click("#export-md")
+    page.click("#export-json")
+    assert page.evaluate("window.downloads") == ["Spring in Paris.md", "Spring in Paris.json"]
+
+    exported["thread"]["title"] = "Imported trip"
+    page.evaluate(f"importChat({json.dumps(json.dumps(exported))})")
+    page.wait_for(f"{item('Imported trip')} && document.querySelectorAll('.msg').length === 2")
+    assert shown(page) == ["When should I visit Paris?", "Go in spring."]
+    page.evaluate(f"importChat('not json')")
+    page.wait_for("document.querySelector('#problems').textContent.includes('not JSON')")
+
+    page.evaluate(f"{item('Imported trip')}.querySelector('.delete').click()")
+    page.wait_for("document.querySelector('#thread-list .confirm')")
+    page.click("#thread-list .cancel-delete")             # kept
+    page.wait_for(item("Imported trip"))
+    page.evaluate(f"{item('Imported trip')}.querySelector('.delete').click()")
+    page.click("#thread-list .confirm-delete")
+    page.wait_for(f"!{item('Imported trip')} && location.pathname === '/'")
+
+
+# --- attachments, reasoning, settings, themes, scrolling -------------------------------------
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360f8cf00000301010018dd8db00000"
+                    "000049454e44ae426082")
+
+
+def attach(page, *paths) -> None:
+    """Choose files in the hidden file input, as the file dialog would."""
+    document = page.send("DOM.getDocument")["root"]["nodeId"]
+    node = page.send("DOM.querySelector", {"nodeId": document, "selector": "#file"})["nodeId"]
+    page.send("DOM.setFileInputFiles", {"nodeId": node, "files": [str(p) for p in paths]})
+
+
+def test_images_and_text_files_reach_the_model_and_come_back(browser, make_hub, fake,
+                                                            tmp_path):
+    hub = make_hub()
+    page = fresh(browser, hub)
+    image, notes = tmp_path / "dot.png", tmp_path / "notes.txt"
+    image.write_bytes(PNG)
+    notes.write_text("remember the milk", encoding="utf-8")
+    attach(page, image)
+    page.wait_for("document.querySelectorAll('#attachments .chip').length === 1")
+    send(page, "What is this?")                 # the text model cannot see: refused here
+    page.wait_for("document.querySelector('#problems').textContent.includes('cannot see "
+                  "images')")
+    assert not fake.chat_requests()
+    page.evaluate("const s = document.querySelector('#model'); s.value = "
+                  "'qwen3-vl-4b-instruct'; s.dispatchEvent(new Event('change'))")
+    attach(page, notes)
+    page.wait_for("document.querySelectorAll('#attachments .chip').length === 2")
+    page.click("#send")
+    page.wait_for(IDLE + " && document.querySelectorAll('.msg').length === 2")
+    sent = fake.chat_requests()[-1].body["messages"][-1]["content"]
+    assert sent[0]["type"] == "text" and "remember the milk" in sent[0]["text"]
+    assert sent[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert page.evaluate("document.querySelectorAll('#attachments .chip').length") == 0
+    page.goto(page.evaluate("location.href"))   # reopened: the stored image is shown again
+    page.wait_for("document.querySelector('.msg.user img.attached')")
+    assert page.evaluate("document.querySelector('.msg.user img.attached').naturalWidth") == 1
+
+
+def test_reasoning_streams_in_a_thinking_block_after_a_waiting_indicator(browser, make_hub,
+                                                                         fake):
+    hub = make_hub()
+    page = fresh(browser, hub)
+    accepted, thought = threading.Event(), threading.Event()
+    fake.enqueue(Script(reasoning=["Let me", " think."], chunks=["Forty-two."],
+                        hold_headers=accepted, hold_first=thought, hold_after=2))
+    send(page, "Think first")
+    page.wait_for("document.querySelector('.msg.live .typing')")     # alive, before tokens
+    accepted.set()
+    page.wait_for("document.querySelector('.msg.live .thinking .thought') && document"
+                  ".querySelector('.msg.live .thinking .thought').textContent === "
+                  "'Let me think.'")
+    assert page.evaluate("document.querySelector('.msg.live .thinking').open")
+    thought.set()
+    page.wait_for(f"{IDLE} && {LAST_REPLY} === 'Forty-two.'")
+    assert page.text("#messages .msg.assistant:last-of-type .thought") == "Let me think."
+    assert not page.evaluate(f"{LAST}.querySelector('.thinking').open")   # folded when done
+
+    during = threading.Event()
+    fake.enqueue(Script(chunks=["<think>Inline", " thoughts</think>", "The answer."],
+                        hold_first=during, hold_after=2))
+    send(page, "Think inline")
+    page.wait_for("document.querySelector('.msg.live .thinking .thought') && document"
+                  ".querySelector('.msg.live .thinking .thought').textContent === "
+                  "'Inline thoughts'")
+    during.set()
+    page.wait_for(f"{IDLE} && {LAST_REPLY} === 'The answer.'")
+    assert page.text("#messages .msg.assistant:last-of-type .thought") == "Inline thoughts"
+
+
+def set_value(page, selector: str, value: str, event: str = "change") -> None:
+    page.evaluate(f"(() => {{ const el = document.querySelector({json.dumps(selector)}); "
+                  f"el.value = {json.dumps(value)}; "
+                  f"el.dispatchEvent(new Event({json.dumps(event)})); }})()")
+
+
+BACKGROUND = "getComputedStyle(document.body).backgroundColor"
+
+
+def test_settings_persist_and_shape_the_request_and_the_theme_follows(browser, make_hub,
+                                                                     fake):
+    hub = make_hub()
+    page = fresh(browser, hub)
+    page.click("#open-settings")
+    set_value(page, "#setting-system", "Answer like a pirate.")
+    set_value(page, "#setting-temperature", "0.3")
+    set_value(page, "#setting-max-tokens", "64")
+    set_value(page, "#setting-top-p", "0.9")
+    set_value(page, "#setting-theme", "dark")
+    assert page.evaluate(BACKGROUND) == "rgb(23, 24, 27)"
+    page.goto(hub.url + "/")                                # kept across a reload
+    page.wait_for("document.querySelectorAll('#model option').length > 0")
+    assert page.evaluate("[document.querySelector('#setting-system').value, document."
+                         "querySelector('#setting-temperature').value, document.querySelector("
+                         "'#setting-theme').value]") == ["Answer like a pirate.", "0.3", "dark"]
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    send(page, "Ahoy?")
+    page.wait_for(IDLE + " && document.querySelectorAll('.msg').length === 2")
+    body = fake.chat_requests()[-1].body
+    assert body["messages"][0] == {"role": "system", "content": "Answer like a pirate."}
+    assert (body["temperature"], body["max_tokens"], body["top_p"]) == (0.3, 64, 0.9)
+    set_value(page, "#setting-theme", "light")
+    assert page.evaluate(BACKGROUND) == "rgb(246, 246, 247)"
+    set_value(page, "#setting-theme", "system")             # the default follows the OS
+    page.send("Emulation.setEmulatedMedia", {"features": [
+        {"name": "prefers-color-scheme", "value": "dark"}]})
+    assert page.evaluate(BACKGROUND) == "rgb(23, 24, 27)"
+    page.send("Emulation.setEmulatedMedia", {"features": [
+        {"name": "prefers-color-scheme", "value": "light"}]})
+    assert page.evaluate(BACKGROUND) == "rgb(246, 246, 247)"
+
+
+def test_auto_scroll_follows_until_the_user_scrolls_up_and_replies_are_announced_whole(
+        browser, make_hub, fake):
+    hub = make_hub()
+    page = fresh(browser, hub)
+    rest = threading.Event()
+    lines = [f"Line {i} of a long answer.\n\n" for i in range(80)]
+    fake.enqueue(Script(chunks=lines, hold_first=rest, hold_after=40))
+    send(page, "Write a lot")
+    at_bottom = ("(() => { const m = document.querySelector('#messages'); "
+                 "return m.scrollHeight - m.scrollTop - m.clientHeight < 40; })()")
+    page.wait_for("document.querySelector('.msg.live .body') && document.querySelector("
+                  "'.msg.live .body').textContent.includes('Line 39')")
+    page.wait_for(at_bottom)                               # it followed the reply down
+    assert page.evaluate("document.querySelector('#messages').scrollHeight > "
+                         "document.querySelector('#messages').clientHeight")
+    assert page.text("#announce") == ""                    # not token by token
+    page.evaluate("const m = document.querySelector('#messages'); m.scrollTop = 0; "
+                  "m.dispatchEvent(new Event('scroll'))")
+    page.wait_for("!document.querySelector('#jump').hidden")
+    rest.set()
+    page.wait_for(IDLE)
+    assert page.evaluate("document.querySelector('#messages').scrollTop") == 0   # left alone
+    page.click("#jump")
+    page.wait_for(at_bottom + " && document.querySelector('#jump').hidden")
+    assert page.text("#announce").startswith("Line 0 of a long answer.")
+    assert "Line 79" in page.text("#announce")

@@ -12,7 +12,8 @@ const state = {
   threadId: null, thread: null, parent: null, messages: [], models: [],
   live: new Map(),                        // threadId → the run being followed
   cursor: null, search: "", attachments: [], stick: true, problems: new Map(),
-};
+  thoughts: new Map(),                    // threadId → the reasoning of its last reply, as
+};                                        // streamed (the thread's messages do not carry it)
 
 // --- settings, kept in localStorage ------------------------------------------------------
 
@@ -226,6 +227,7 @@ function threadFromPath() {
 }
 
 async function openThread(threadId, push = true) {
+  const refresh = state.threadId === threadId && !push;
   state.threadId = threadId;
   if (push && threadFromPath() !== threadId) history.pushState({}, "", "/c/" + encodeURIComponent(threadId));
   closeDrawer();
@@ -241,7 +243,7 @@ async function openThread(threadId, push = true) {
     state.parent = parent ? await api("GET", `/v1/threads/${encodeURIComponent(parent)}`)
       .catch(() => null) : null;
     clearProblem("open");
-    drawMessages();
+    drawMessages(refresh);
     resume(threadId);
   } catch (error) { setProblem("open", error, () => openThread(threadId, false)); }
 }
@@ -264,14 +266,17 @@ function markCurrent() {
 
 // --- drawing messages --------------------------------------------------------------------
 
-function drawMessages() {
+function drawMessages(refresh = false) {
+  // a refresh (the same thread, redrawn) keeps where the reader had scrolled to
   const box = $("#messages");
+  const top = box.scrollTop;
   box.replaceChildren(...state.messages.map((message, index) => messageBox(message, index)));
   const live = state.live.get(state.threadId);
   if (live) box.append(liveBox(live));
   $("#chat-actions").hidden = !state.threadId;
   updateComposer();
-  scrollToEnd(true);
+  if (refresh && !state.stick) box.scrollTop = top;
+  scrollToEnd(!refresh);
 }
 
 function textOf(content) {
@@ -311,7 +316,8 @@ function messageBox(message, index) {
     for (const url of imagesOf(message.content)) image(box, url);
   } else {
     const { reasoning, answer } = splitThinking(text);
-    if (reasoning) thinking(box, reasoning, false);
+    const streamed = index === state.messages.length - 1 && state.thoughts.get(state.threadId);
+    if (reasoning || streamed) thinking(box, reasoning || streamed, false);
     renderMarkdown($(".body", box), answer);
     statLine(box, meta);
   }
@@ -461,7 +467,8 @@ async function fork(index, text, images) {
     }
     clearProblem("branch");
     await openThread(branch.id);
-    await send(text, images.map((url) => ({ kind: "image", dataUrl: url, name: "image" })));
+    await send(text, images.map((url) => ({ kind: "image", dataUrl: url, name: "image" })),
+               { name: false });           // a branch keeps its parent's title
   } catch (error) { setProblem("branch", error, () => fork(index, text, images)); }
 }
 
@@ -483,7 +490,7 @@ function content(text, attachments) {
           ...images.map((a) => ({ type: "input_image", image_url: a.dataUrl }))];
 }
 
-async function send(text, attachments = state.attachments) {
+async function send(text, attachments = state.attachments, { name = true } = {}) {
   if (!text.trim() && !attachments.length) return;
   if (busy()) return;
   const model = $("#model").value;
@@ -512,7 +519,8 @@ async function send(text, attachments = state.attachments) {
     state.messages.push({ role: "user", content: input, metadata: {} });
     const created = await api("POST", "/v1/responses", body);
     const live = { id: created.id, threadId, stream: settings.stream, seq: -1, text: "",
-                   reasoning: "", firstReply: !state.messages.some((m) => m.role === "assistant") };
+                   reasoning: "",
+                   firstReply: name && !state.messages.some((m) => m.role === "assistant") };
     remember(live);
     clearAttachments();
     follow(live);
@@ -540,7 +548,7 @@ async function follow(live) {
   state.live.set(live.threadId, live);
   live.controller = new AbortController();
   live.started = performance.now();
-  if (live.threadId === state.threadId) drawMessages();
+  if (live.threadId === state.threadId) drawMessages(true);
   try {
     const after = live.seq >= 0 ? `&starting_after=${live.seq}` : "";
     const response = await request("GET", `/v1/responses/${encodeURIComponent(live.id)}` +
@@ -610,6 +618,8 @@ function fillLive(box, live) {
 
 async function settle(live) {
   live.done = true;
+  if (live.reasoning) state.thoughts.set(live.threadId, live.reasoning);
+  else state.thoughts.delete(live.threadId);
   remember(live);
   state.live.delete(live.threadId);
   if (live.error && live.status !== "cancelled") {

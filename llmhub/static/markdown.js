@@ -57,11 +57,11 @@ function inline(parent, text) {
       if (end > i + 2) { flush(); inline(el("del", parent), text.slice(i + 2, end)); i = end + 2; continue; }
     }
     if (c === "[" || (c === "!" && text[i + 1] === "[")) {
-      const link = text.slice(i).match(/^!?\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?(?:\s+"[^"]*")?\s*\)/);
+      const link = linkAt(text, i);
       if (link) {
         flush();
-        const href = safeHref(link[2]);
-        const label = link[1] || link[2];
+        const href = safeHref(link.url);
+        const label = link.label || link.url;
         if (href) {
           const a = el("a", parent);
           a.href = href; a.rel = "noopener noreferrer"; a.target = "_blank";
@@ -69,7 +69,7 @@ function inline(parent, text) {
         } else {
           inline(parent, label);      // not a safe address: its text alone
         }
-        i += link[0].length;
+        i = link.end;
         continue;
       }
     }
@@ -88,6 +88,23 @@ function inline(parent, text) {
     buffer += c; i++;
   }
   flush();
+}
+
+function linkAt(text, i) {
+  // [label](url "title"): the url may hold balanced parentheses, as CommonMark allows
+  const head = text.slice(i).match(/^!?\[([^\]\n]*)\]\(\s*/);
+  if (!head) return null;
+  let j = i + head[0].length, depth = 0, url = "";
+  for (; j < text.length; j++) {
+    const c = text[j];
+    if (/\s/.test(c)) break;
+    if (c === "(") depth++;
+    if (c === ")") { if (depth === 0) break; depth--; }
+    url += c;
+  }
+  const tail = text.slice(j).match(/^(?:\s+"[^"]*")?\s*\)/);
+  if (!tail) return null;
+  return { label: head[1], url: url.replace(/^<(.*)>$/, "$1"), end: j + tail[0].length };
 }
 
 function findEmphasisEnd(text, from, marker) {
