@@ -90,6 +90,16 @@ def test_tokens_stream_and_stop_stops_the_model_in_both_modes(browser, make_hub,
     assert fake.aborted.wait(5)
     page.wait_for(f"{LAST}.dataset.state === 'stopped' && {IDLE}")
     assert page.text(f"#messages .msg.assistant:last-of-type .who").endswith("stopped")
+    assert page.evaluate("document.activeElement.id") == "input"
+
+    # Esc stops too
+    fake.aborted.clear()
+    fake.enqueue(Script(chunks=["Esc", " never"], hold_first=NEVER, hold_after=1))
+    send(page, "Stop me with Esc")
+    page.wait_for(f"{LAST_REPLY} === 'Esc'")
+    page.press("Escape")
+    assert fake.aborted.wait(5)
+    page.wait_for(f"{LAST}.dataset.state === 'stopped' && {IDLE}")
 
     # Stop with streaming off: /chat/cancel, and the stored partial answer, marked stopped
     fake.aborted.clear()
@@ -98,7 +108,7 @@ def test_tokens_stream_and_stop_stops_the_model_in_both_modes(browser, make_hub,
     fake.enqueue(Script(chunks=["Half", " an answer", " never"], hold_first=NEVER,
                         hold_after=2))
     send(page, "Third question")
-    assert fake.wait_requests(3)
+    assert fake.wait_requests(4)
     page.wait_for("document.querySelector('.msg.live .typing')")   # no tokens shown
     page.click("#stop")
     assert fake.aborted.wait(5)
@@ -396,8 +406,14 @@ BACKGROUND = "getComputedStyle(document.body).backgroundColor"
 
 def test_settings_persist_and_shape_the_request_and_the_theme_follows(browser, make_hub,
                                                                      fake):
-    hub = make_hub()
+    hub = make_hub({"aliases": {"quick": "qwen2.5-7b-instruct"}})
     page = fresh(browser, hub)
+    set_value(page, "#model", "quick")                      # an alias: the line says who
+    send(page, "Who answers?")
+    page.wait_for(IDLE + " && document.querySelector('.msg.assistant .stats')")
+    assert page.text(".msg.assistant .stats").startswith(
+        "qwen2.5-7b-instruct (asked: quick) · 5 tokens")
+    page.click("#new-thread")
     page.click("#open-settings")
     set_value(page, "#setting-system", "Answer like a pirate.")
     set_value(page, "#setting-temperature", "0.3")
@@ -453,3 +469,114 @@ def test_auto_scroll_follows_until_the_user_scrolls_up_and_replies_are_announced
     page.wait_for(at_bottom + " && document.querySelector('#jump').hidden")
     assert page.text("#announce").startswith("Line 0 of a long answer.")
     assert "Line 79" in page.text("#announce")
+
+
+# --- errors that stay until fixed --------------------------------------------------------------
+
+def problems(page) -> str:
+    return page.text("#problems")
+
+
+def test_errors_stay_named_with_retry_until_the_request_works(browser, make_hub, fake):
+    fake.kill()                                            # the model server is down
+    hub = make_hub()
+    page = browser.open(hub.url + "/")
+    page.evaluate("localStorage.clear()")
+    page.goto(hub.url + "/")
+    page.wait_for("document.querySelector('#problems').textContent.includes("
+                  "'GET /v1/models failed')")
+    assert page.evaluate("!!document.querySelector('#problems .retry')")
+    assert "GET /v1/models failed" in problems(page)       # a later failure does not hide it
+    fake.revive()                                          # it comes back: the list refreshes
+    page.wait_for("document.querySelectorAll('#model option').length > 0 && "
+                  "!document.querySelector('#problems').textContent.includes('/v1/models')",
+                  timeout=10)
+    fake.enqueue(Script(status=500, error={"message": "CUDA out of memory"}))
+    send(page, "Will this work?")
+    page.wait_for("document.querySelector('#problems').textContent.includes("
+                  "'CUDA out of memory')")
+    page.wait_for(f"{LAST} && {LAST}.dataset.state === 'failed' && {IDLE}")
+    page.click("#problems .retry")                         # Retry asks again, and it works
+    page.wait_for(f"{IDLE} && {LAST_REPLY} === 'Hello from the fake!' && "
+                  "document.querySelector('#problems').hidden")
+
+
+def test_a_key_error_clears_once_the_key_works(browser, make_hub, fake):
+    hub = make_hub({"server": {"api_keys": "sk-page-key"}})
+    page = browser.open(hub.url + "/")
+    page.evaluate("localStorage.clear()")
+    page.goto(hub.url + "/")
+    page.wait_for("document.querySelector('#problems').textContent.includes('API key')")
+    page.click("#open-settings")
+    set_value(page, "#api-key", "sk-page-key")
+    page.wait_for("document.querySelectorAll('#model option').length > 0 && "
+                  "document.querySelector('#problems').hidden")
+
+
+# --- phone, keyboard, icon, screenshots --------------------------------------------------------
+
+def box_of(page, selector: str) -> dict:
+    return page.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+                         ".getBoundingClientRect(); return {width: r.width, height: r.height}; })()")
+
+
+def key(page, name: str, **modifiers) -> None:
+    flags = (2 if modifiers.get("ctrl") else 0) | (8 if modifiers.get("shift") else 0)
+    for kind in ("keyDown", "keyUp"):
+        page.send("Input.dispatchKeyEvent", {"type": kind, "key": name, "modifiers": flags,
+                                             "code": "Key" + name.upper(),
+                                             "windowsVirtualKeyCode": ord(name.upper())})
+
+
+def test_phone_keyboard_shortcuts_icon_and_screenshots(browser, make_hub, fake):
+    hub = make_hub()
+    page = fresh(browser, hub)
+    status, headers, icon = call(hub.url, "GET", "/favicon.ico")
+    assert status == 200 and headers["Content-Type"] == "image/x-icon" and icon[:4] == \
+        b"\x00\x00\x01\x00"
+    fake.enqueue(Script(chunks=["# A heading\n\nSome **bold** text, a list:\n\n- one\n- two\n\n"
+                                "```python\nprint('hello')\n```"]))
+    send(page, "Show the look")
+    page.wait_for(IDLE + " && document.querySelectorAll('.msg').length === 2")
+    paint = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0]"
+                          "?.startTime ?? null")
+
+    key(page, "k", ctrl=True)                               # search
+    assert page.evaluate("document.activeElement.id") == "search"
+    key(page, "o", ctrl=True, shift=True)                   # new chat
+    page.wait_for("location.pathname === '/' && !document.querySelector('.msg')")
+    page.evaluate("history.back()")
+    page.wait_for("document.querySelectorAll('.msg').length === 2")
+
+    SHOTS.mkdir(exist_ok=True)
+    for width, height, name in ((1280, 800, "desktop"), (390, 844, "phone")):
+        page.send("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": height, "deviceScaleFactor": 1,
+            "mobile": width < 700})
+        for theme in ("light", "dark"):
+            set_value(page, "#setting-theme", theme)
+            page.screenshot(SHOTS / f"chat-{name}-{theme}.png")
+    set_value(page, "#setting-theme", "system")
+
+    # the phone: the drawer opens from its button and closes on Esc or a tap outside
+    assert page.evaluate("getComputedStyle(document.querySelector('nav')).display") == "none"
+    page.click("#toggle-threads")
+    page.wait_for("getComputedStyle(document.querySelector('nav')).display !== 'none'")
+    page.screenshot(SHOTS / "chat-phone-drawer.png")
+    page.press("Escape")
+    page.wait_for("getComputedStyle(document.querySelector('nav')).display === 'none'")
+    key(page, "b", ctrl=True)                               # toggle the sidebar
+    page.wait_for("getComputedStyle(document.querySelector('nav')).display !== 'none'")
+    page.click("#messages")
+    page.wait_for("getComputedStyle(document.querySelector('nav')).display === 'none'")
+    for selector in ("#send", "#stop", "#attach", "#toggle-threads", "#model",
+                     "#messages .msg .tools button", "#messages .copy-code"):
+        size = box_of(page, selector)
+        assert size["height"] >= 44 and size["width"] >= 44, (selector, size)
+    assert page.evaluate("document.querySelector('#input').placeholder") == "Message"
+    one_line = box_of(page, "#input")["height"]
+    page.type("#input", "one\ntwo\nthree\nfour")
+    page.evaluate("document.querySelector('#input').dispatchEvent(new Event('input'))")
+    assert box_of(page, "#input")["height"] > one_line + 30      # it grows with its text
+    page.send("Emulation.clearDeviceMetricsOverride")
+    (SHOTS / "first-paint.json").write_text(json.dumps({"first_contentful_paint_ms": paint}))

@@ -165,7 +165,7 @@ function threadItem(thread) {
   open.addEventListener("click", () => openThread(thread.id));
   const rename = button("✎", "rename", "Rename");
   rename.addEventListener("click", () => renameThread(item, thread));
-  const remove = button("🗑", "delete", "Delete");
+  const remove = button("✕", "delete", "Delete");
   remove.addEventListener("click", () => confirmDelete(item, thread));
   item.append(open, rename, remove);
   return item;
@@ -363,7 +363,9 @@ function statLine(box, meta) {
   if (!meta.model) return;
   const parts = [meta.requested_model ? `${meta.model} (asked: ${meta.requested_model})`
                                       : meta.model];
-  if (meta.output_tokens != null) parts.push(`${meta.output_tokens} tokens`);
+  if (meta.output_tokens != null) {
+    parts.push(`${meta.output_tokens} ${meta.output_tokens === 1 ? "token" : "tokens"}`);
+  }
   if (meta.tokens_per_second != null) parts.push(`${meta.tokens_per_second} tokens/s`);
   if (meta.ttft_ms != null) parts.push(`first token ${(meta.ttft_ms / 1000).toFixed(2)} s`);
   let line = $(".stats", box);
@@ -693,7 +695,7 @@ function drawAttachments() {
   $("#attachments").replaceChildren(...state.attachments.map((a, i) => {
     const chip = document.createElement("span");
     chip.className = "chip";
-    chip.textContent = (a.kind === "image" ? "🖼 " : "📄 ") + a.name;
+    chip.textContent = (a.kind === "image" ? "image: " : "file: ") + a.name;
     const remove = button("×", "remove", "Remove " + a.name);
     remove.addEventListener("click", () => { state.attachments.splice(i, 1); drawAttachments(); });
     chip.append(remove);
@@ -895,6 +897,13 @@ function wireSettings() {
 }
 
 applyTheme();
+const phone = matchMedia("(max-width: 700px)");
+const placeholder = () => {
+  $("#input").placeholder = phone.matches ? "Message"
+    : "Message (Enter sends, Shift+Enter for a new line, Esc stops)";
+};
+phone.addEventListener("change", placeholder);
+placeholder();
 wire();
 loadModels();
 loadThreads();
