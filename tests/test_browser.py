@@ -209,6 +209,32 @@ def test_markdown_renders_as_nodes_and_nothing_a_model_writes_runs(browser, make
         "#messages .msg.assistant:last-of-type .body")
 
 
+VECTORS = ["<svg onload=window.pwned=1>", "[x](JAVASCRIPT:window.pwned=1)",
+           "[x]( javascript:window.pwned=1)", "[x](java&#x73;cript:window.pwned=1)",
+           "<a href=\"javascript:window.pwned=1\">a</a>", "![x](javascript:window.pwned=1)",
+           "<javascript:window.pwned=1>", "[x](vbscript:msgbox(1))",
+           "<iframe src=javascript:window.pwned=1>", "`<img src=x onerror=window.pwned=1>`",
+           "```\n</code></pre><img src=x onerror=window.pwned=1>\n```",
+           "[a](https://ok.example/\" onmouseover=\"window.pwned=1)"]
+
+
+def test_xss_vectors_stay_inert(browser, make_hub, fake):
+    hub = make_hub()
+    page = fresh(browser, hub)
+    fake.enqueue(Script(chunks=["\n\n".join(VECTORS)]))
+    send(page, "Try to escape")
+    page.wait_for(f"{IDLE} && document.querySelectorAll('.msg').length === 2")
+    body = f"{LAST}.querySelector('.body')"
+    hrefs = page.evaluate(f"[...{body}.querySelectorAll('a')].map(a => a.href)")
+    assert all(h.startswith(("https:", "http:", "mailto:")) for h in hrefs), hrefs
+    assert page.evaluate(f"{body}.querySelectorAll('svg, img, iframe, script').length") == 0
+    assert page.evaluate("[...document.querySelectorAll('*')].filter(e => [...e.attributes]"
+                         ".some(a => a.name.startsWith('on'))).length") == 0
+    page.evaluate(f"[...{body}.querySelectorAll('a')].forEach(a => a.dispatchEvent("
+                  "new MouseEvent('mouseover')))")
+    assert page.evaluate("window.pwned === undefined")
+
+
 # --- copy, regenerate, edit and branches -----------------------------------------------------
 
 def test_copy_regenerate_and_edit_keep_every_branch_reachable(browser, make_hub, fake):
@@ -362,6 +388,22 @@ def test_images_and_text_files_reach_the_model_and_come_back(browser, make_hub, 
     page.goto(page.evaluate("location.href"))   # reopened: the stored image is shown again
     page.wait_for("document.querySelector('.msg.user img.attached')")
     assert page.evaluate("document.querySelector('.msg.user img.attached').naturalWidth") == 1
+
+    # paste and drop attach too; a file that is neither image nor text is refused by name
+    files = ("(() => { const dt = new DataTransfer(); dt.items.add(new File([new Uint8Array("
+             f"{list(PNG)})], 'pasted.png', {{type: 'image/png'}})); ")
+    page.evaluate(files + "document.querySelector('#input').dispatchEvent("
+                  "new ClipboardEvent('paste', {clipboardData: dt, bubbles: true})); })()")
+    page.evaluate("(() => { const dt = new DataTransfer(); dt.items.add(new File(['a,b'], "
+                  "'data.csv', {type: 'text/csv'})); dt.items.add(new File(['MZ'], 'tool.exe', "
+                  "{type: 'application/x-msdownload'})); document.querySelector('main')"
+                  ".dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true})); "
+                  "})()")
+    page.wait_for("document.querySelectorAll('#attachments .chip').length === 2")
+    assert "tool.exe is neither an image" in page.text("#problems")
+    assert page.evaluate("[...document.querySelectorAll('#attachments .chip')].map(c => "
+                         "c.firstChild.textContent)") in (
+        ["image: pasted.png", "file: data.csv"], ["file: data.csv", "image: pasted.png"])
 
 
 def test_reasoning_streams_in_a_thinking_block_after_a_waiting_indicator(browser, make_hub,

@@ -671,6 +671,7 @@ async function stop() {
 const MAX_IMAGE = 10 * 1024 * 1024, MAX_TEXT = 512 * 1024;
 
 function addFiles(files) {
+  clearProblem("attach");                 // a refusal stays until the next files come
   for (const file of files) {
     if (/^image\/(png|jpeg|gif|webp)$/.test(file.type)) {
       if (file.size > MAX_IMAGE) { refuseFile(file, "is over 10 MB"); continue; }
@@ -691,7 +692,6 @@ function refuseFile(file, why) {
 }
 
 function drawAttachments() {
-  clearProblem("attach");
   $("#attachments").replaceChildren(...state.attachments.map((a, i) => {
     const chip = document.createElement("span");
     chip.className = "chip";
