@@ -274,6 +274,12 @@ def test_copy_regenerate_and_edit_keep_every_branch_reachable(browser, make_hub,
     page.wait_for(f"{LAST_REPLY} === 'Answer B'")
     assert len(page.evaluate("[...document.querySelectorAll('#thread-list li')]")) == 1
 
+    # deleting the chat deletes its branches with it: none is left unreachable
+    page.click("#thread-list .delete")
+    page.click("#thread-list .confirm-delete")
+    page.wait_for("location.pathname === '/' && !document.querySelector('#thread-list li')")
+    assert call(hub.url, "GET", "/v1/threads")[2]["data"] == []
+
 
 # --- threads: titles, rename, delete, search, paging, export, import -------------------------
 

@@ -209,14 +209,26 @@ function confirmDelete(item, thread) {
   no.addEventListener("click", () => loadThreads());
   yes.addEventListener("click", async () => {
     try {
-      await api("DELETE", `/v1/threads/${encodeURIComponent(thread.id)}`);
+      const deleted = await deleteTree(thread);
       clearProblem("delete");
-      if (thread.id === state.threadId) newChat();
+      if (deleted.includes(state.threadId)) newChat();
     } catch (error) { setProblem("delete", error); }
     loadThreads();
   });
   item.replaceChildren(ask, yes, no);
   yes.focus();
+}
+
+async function deleteTree(thread) {
+  // its branches first: they are reached only through it. The ids deleted.
+  const deleted = [];
+  for (const branch of branchesOf(thread)) {
+    const child = await api("GET", `/v1/threads/${encodeURIComponent(branch.id)}`)
+      .catch(() => null);
+    if (child) deleted.push(...await deleteTree(child));
+  }
+  await api("DELETE", `/v1/threads/${encodeURIComponent(thread.id)}`);
+  return [...deleted, thread.id];
 }
 
 // --- opening a thread --------------------------------------------------------------------
