@@ -15,7 +15,6 @@ import pytest
 from chromium import Chromium, find_chromium
 from fake_lmstudio import Script
 from http_client import call
-from test_runs import closed_port
 
 BINARY = find_chromium()
 pytestmark = [
@@ -78,7 +77,7 @@ def test_tokens_stream_and_stop_stops_the_model_in_both_modes(browser, make_hub,
     release.set()
     page.wait_for(IDLE)
     assert shown(page) == ["First question", "Hello from the page"]
-    assert "qwen2.5-7b-instruct" in page.text(f"#messages .msg.assistant .stats")
+    assert "qwen2.5-7b-instruct" in page.text("#messages .msg.assistant .stats")
     assert "4 tokens" in page.text("#messages .msg.assistant .stats")
     assert page.evaluate("document.activeElement.id") == "input"   # focus stays for typing
 
@@ -89,7 +88,7 @@ def test_tokens_stream_and_stop_stops_the_model_in_both_modes(browser, make_hub,
     page.click("#stop")
     assert fake.aborted.wait(5)
     page.wait_for(f"{LAST}.dataset.state === 'stopped' && {IDLE}")
-    assert page.text(f"#messages .msg.assistant:last-of-type .who").endswith("stopped")
+    assert page.text("#messages .msg.assistant:last-of-type .who").endswith("stopped")
     assert page.evaluate("document.activeElement.id") == "input"
 
     # Esc stops too
@@ -258,6 +257,7 @@ def test_copy_regenerate_and_edit_keep_every_branch_reachable(browser, make_hub,
     page.wait_for(f"{IDLE} && {LAST_REPLY} === 'Answer B'")
     assert thread_of(page) != first
     assert page.text("#messages .msg.user .switcher .count") == "2/2"
+    assert json.loads(page.evaluate("exportJSON()"))["thread"]["title"] == "A fine title"
     assert fake.chat_requests()[-1].body["messages"][-1]["content"] == "Question one"
     page.click("#messages .msg.user .switcher .prev")
     page.wait_for(f"{LAST_REPLY}.startsWith('Answer A')")
@@ -342,7 +342,7 @@ def test_threads_are_named_renamed_searched_paged_deleted_exported_imported(
     page.evaluate(f"importChat({json.dumps(json.dumps(exported))})")
     page.wait_for(f"{item('Imported trip')} && document.querySelectorAll('.msg').length === 2")
     assert shown(page) == ["When should I visit Paris?", "Go in spring."]
-    page.evaluate(f"importChat('not json')")
+    page.evaluate("importChat('not json')")
     page.wait_for("document.querySelector('#problems').textContent.includes('not JSON')")
 
     page.evaluate(f"{item('Imported trip')}.querySelector('.delete').click()")

@@ -13,7 +13,9 @@ const state = {
   live: new Map(),                        // threadId → the run being followed
   cursor: null, search: "", attachments: [], stick: true, problems: new Map(),
   thoughts: new Map(),                    // threadId → the reasoning of its last reply, as
-};                                        // streamed (the thread's messages do not carry it)
+                                          // streamed (the thread's messages do not carry it)
+  titles: new Map(),                      // threadId → title, as the list last said
+};
 
 // --- settings, kept in localStorage ------------------------------------------------------
 
@@ -158,6 +160,7 @@ async function loadThreads(more = false) {
 }
 
 function threadItem(thread) {
+  state.titles.set(thread.id, thread.title || "Untitled chat");
   const item = document.createElement("li");
   item.dataset.threadId = thread.id;
   const open = button(thread.title || "Untitled chat", "open");
@@ -476,9 +479,8 @@ async function fork(index, text, images) {
     const branches = [...branchesOf(parent), { id: branch.id, at: index }];
     await api("POST", `/v1/threads/${encodeURIComponent(parent.id)}`,
               { metadata: { branches: JSON.stringify(branches) } });
-    if (parent.title) {
-      await api("POST", `/v1/threads/${encodeURIComponent(branch.id)}/title`, { title: parent.title });
-    }
+    await api("POST", `/v1/threads/${encodeURIComponent(branch.id)}/title`,
+              { title: threadTitle(parent.id) });
     clearProblem("branch");
     await openThread(branch.id);
     await send(text, images.map((url) => ({ kind: "image", dataUrl: url, name: "image" })),
@@ -736,9 +738,10 @@ function exportMarkdown() {
   return lines.join("\n");
 }
 
-function threadTitle() {
-  const item = document.querySelector(`#thread-list li[data-thread-id="${CSS.escape(state.threadId)}"] .open`);
-  return (item && item.textContent) || "Chat";
+function threadTitle(threadId = state.threadId) {
+  // as listed; a branch (not listed) goes by its parent's
+  const branchOf = threadId === state.threadId && ((state.thread || {}).metadata || {}).branch_of;
+  return state.titles.get(threadId) || (branchOf && state.titles.get(branchOf)) || "Chat";
 }
 
 function download(text, type, extension) {
