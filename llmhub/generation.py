@@ -333,11 +333,12 @@ class Generation:
             tried += (target,)
             try:
                 error = attempt(target)
+                if error is not None:        # counted while it is still the trial
+                    self.router.failed(target, error)
             finally:
                 self.router.release(target)
             if error is None:
                 return None
-            self.router.failed(target, error)
             if run.status in FINAL or not retryable(error) or len(tried) == len(pool) \
                     or len(tried) > self.router.retries:
                 return target, error

@@ -494,3 +494,17 @@ def test_upstreams_are_behind_the_keys_and_health_shows_their_state(make_hub, bo
     assert [(u["name"], u["state"], u["in_flight"]) for u in health] == [
         ("default", "healthy", 0), ("b", "healthy", 0), ("c", "healthy", 0)]
     assert health[0]["targets"][0]["requests"] == 1
+
+
+def test_a_trial_the_box_answers_even_with_a_4xx_closes_its_breaker(make_hub, boxes):
+    boxes[1].kill()
+    hub = pool_hub(make_hub, boxes, targets="b:m, default:m",
+                   health={"failures": 2, "cooldown_seconds": 0})
+    for _ in range(2):
+        assert ask(hub)[0] == 200
+    assert upstream_state(hub, "b")["state"] == "down"
+    boxes[1].revive()
+    boxes[1].enqueue(Script(status=400, error={"message": "bad sampling value"}))
+    status, _, body = ask(hub)                         # the trial: the box is up
+    assert status == 400 and "bad sampling value" in body["error"]["message"]
+    assert upstream_state(hub, "b")["state"] == "healthy"
