@@ -7,8 +7,10 @@ store, the run registry, the model manager or the upstreams directly, so each of
 change without any dialect knowing.
 
 The work is split by job: generation.py runs a generation, resolution.py decides which
-upstream and model answer a name, summaries.py keeps long threads within budget, models.py
-manages what LM Studio has loaded, providers.py guards the upstreams a client names.
+pools of targets answer a name and routing.py which target of a pool, health.py watches
+each model server, lifecycle.py and models.py load and unload models per box, summaries.py
+keeps long threads within budget (and names them), providers.py guards the upstreams a
+client names.
 """
 
 from llmhub.cancellation import Registry, Run

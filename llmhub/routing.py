@@ -158,9 +158,12 @@ class Router:
 
     def capacity(self, target: Target) -> int:
         """Runs at once; 0: unknown, never full."""
-        box = self.box(target)
-        return target.max_concurrent or box.upstream.config.max_concurrent or \
-            box.slots.get(target.model) or 0
+        return target.max_concurrent or self._capacity(self.box(target), target.model)
+
+    def _capacity(self, box: Box, model: str) -> int:
+        """A target's capacity but for a pool member's own max_concurrent."""
+        return self.declared.get((box.upstream.name, model)) or \
+            box.upstream.config.max_concurrent or box.slots.get(model) or 0
 
     def warm(self, target: Target) -> bool:
         """Loaded, or not known to need loading (not said, or a model the box does not
@@ -339,8 +342,7 @@ class Router:
                 for (upstream, model), slot in self.slots.items():
                     if upstream != name:
                         continue
-                    capacity = self.declared.get((upstream, model)) or \
-                        box.upstream.config.max_concurrent or box.slots.get(model) or 0
+                    capacity = self._capacity(box, model)
                     targets.append({
                         "model": model, "in_flight": slot.inflight, "capacity": capacity or None,
                         "requests": slot.requests, "errors": slot.errors,

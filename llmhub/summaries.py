@@ -34,9 +34,13 @@ _THINKING = re.compile(r"<think>.*?(</think>|$)", re.S)
 
 
 def title_prompt(messages: list[dict]) -> list[dict]:
-    lines = [f"{m['role']}: {content_text(m['content'])[:1500]}" for m in messages]
     return [{"role": "system", "content": TITLE_INSTRUCTION},
-            {"role": "user", "content": "\n".join(lines)}]
+            {"role": "user", "content": "\n".join(transcript_lines(messages, 1500))}]
+
+
+def transcript_lines(messages: list[dict], most: int | None = None) -> list[str]:
+    """`role: text` a line per message, each text cut at `most` characters if given."""
+    return [f"{m['role']}: {content_text(m['content'])[:most]}" for m in messages]
 
 
 def clean_title(text: str) -> str:
@@ -49,7 +53,7 @@ def clean_title(text: str) -> str:
 
 def summary_prompt(previous: dict | None, messages: list[dict]) -> list[dict]:
     lines = [f"Earlier summary: {previous['text']}"] if previous else []
-    lines += [f"{m['role']}: {content_text(m['content'])}" for m in messages]
+    lines += transcript_lines(messages)
     return [{"role": "system", "content": SUMMARY_INSTRUCTION},
             {"role": "user", "content": "\n".join(lines)}]
 
