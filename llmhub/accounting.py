@@ -22,7 +22,8 @@ from fnmatch import fnmatchcase
 from llmhub.errors import Forbidden, HubError
 from llmhub.redaction import redact
 
-__all__ = ["current", "Caller", "Limits", "RateLimited", "record", "RequestLog"]
+__all__ = ["current", "Caller", "Limits", "Budget", "RateLimited", "TokensSpent", "record",
+           "RequestLog"]
 
 log = logging.getLogger("llmhub.accounting")
 
@@ -55,13 +56,20 @@ current: contextvars.ContextVar = contextvars.ContextVar("caller",
 
 class Limits:
     """Each named key's [key:NAME] limits: routes and methods it may use, requests per
-    minute and tokens per UTC day. Counts live in memory (a restart forgets them)."""
+    minute and tokens per UTC day. Counts live in memory (a restart forgets them).
+
+    What each counts (README "Limits"): `requests_per_minute` every HTTP request the key
+    makes (a background run's creation, a poll, a refused one not), and each retry the hub
+    makes on another target for it; `tokens_per_day` the input and output tokens of every
+    run, however it ended, counted while it streams (`budget`), so a run is cut where the
+    budget ends rather than after it."""
 
     def __init__(self, limits: dict) -> None:
         self.limits = limits
         self._lock = threading.Lock()
         self._recent: dict[str, collections.deque] = {}   # key → request times, last minute
         self._tokens: dict[str, tuple[str, int]] = {}     # key → (UTC day, tokens spent)
+        self._held: dict[str, int] = {}                   # key → tokens of its live runs
 
     def admit(self, key: str, method: str, path: str) -> None:
         """Refuse what the key may not do: 403 for a route or method, 429 (with
@@ -77,19 +85,51 @@ class Limits:
         with self._lock:
             if limits.tokens_per_day and self._spent(key, now) >= limits.tokens_per_day:
                 raise RateLimited(f"Key {key!r} has spent its {limits.tokens_per_day} tokens "
-                                  "today", 86400 - now % 86400)
+                                  "today", _until_midnight(now))
             if limits.requests_per_minute:
-                recent = self._recent.setdefault(key, collections.deque())
-                while recent and recent[0] <= now - 60:
-                    recent.popleft()
+                recent = self._window(key, now)
                 if len(recent) >= limits.requests_per_minute:
                     raise RateLimited(f"Key {key!r} may make {limits.requests_per_minute} "
                                       "requests a minute", recent[0] + 60 - now)
                 recent.append(now)
 
-    def spend(self, key: str, tokens: int) -> None:
-        if key in self.limits and tokens:
+    def count_request(self, key: str | None) -> None:
+        """A request the hub makes for the key on its own (a retry): counted, not refused."""
+        limits = self.limits.get(key)
+        if limits is not None and limits.requests_per_minute:
             with self._lock:
+                self._window(key, time.time()).append(time.time())
+
+    def _window(self, key: str, now: float) -> collections.deque:
+        recent = self._recent.setdefault(key, collections.deque())
+        while recent and recent[0] <= now - 60:
+            recent.popleft()
+        return recent
+
+    def budget(self, key: str, input_tokens: int) -> "Budget | None":
+        """A run's share of its key's tokens_per_day, its input held from now on; None for
+        a key without one. 429 if the input alone would cross what is left."""
+        limits = self.limits.get(key)
+        if limits is None or not limits.tokens_per_day:
+            return None
+        now = time.time()
+        with self._lock:
+            used = self._spent(key, now) + self._held.get(key, 0)
+            if used + input_tokens > limits.tokens_per_day:
+                raise TokensSpent(key, limits.tokens_per_day, used, input_tokens)
+            self._held[key] = self._held.get(key, 0) + input_tokens
+        return Budget(self, key, limits.tokens_per_day, input_tokens)
+
+    def spend(self, key: str, tokens: int, budget: "Budget | None" = None) -> None:
+        """A finished run's tokens, as its record counts them; what its budget held for it
+        while it ran is let go in the same step, so nothing is counted twice or not at all."""
+        if key not in self.limits:
+            return
+        with self._lock:
+            if budget is not None:
+                self._held[key] = self._held.get(key, 0) - budget.held
+                budget.held = 0
+            if tokens:
                 self._tokens[key] = (_day(time.time()), self._spent(key, time.time()) + tokens)
 
     def _spent(self, key: str, now: float) -> int:
@@ -97,15 +137,57 @@ class Limits:
         return tokens if day == _day(now) else 0
 
 
+class Budget:
+    """One live run's share of its key's tokens_per_day: charged as the run streams; the
+    run is over budget once its key's spent and held tokens pass the day's."""
+
+    __slots__ = ("limits", "key", "cap", "held")
+
+    def __init__(self, limits: Limits, key: str, cap: int, held: int) -> None:
+        self.limits, self.key, self.cap, self.held = limits, key, cap, held
+
+    def charge(self, tokens: int) -> bool:
+        """Count `tokens` more; False once the key has crossed its budget."""
+        limits = self.limits
+        with limits._lock:
+            self.held += tokens
+            limits._held[self.key] = limits._held.get(self.key, 0) + tokens
+            used = limits._spent(self.key, time.time()) + limits._held[self.key]
+        return used <= self.cap
+
+    def spent(self) -> "TokensSpent":
+        return TokensSpent(self.key, self.cap, self.cap, 0, during=True)
+
+
 def _day(moment: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(moment))
+
+
+def _until_midnight(now: float) -> float:
+    return 86400 - now % 86400
 
 
 class RateLimited(HubError):
     status, code = 429, "rate_limited"
 
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+    def __init__(self, message: str, retry_after: float, **fields) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+                         **fields)
+
+
+class TokensSpent(RateLimited):
+    """A key's tokens_per_day would be crossed: before a run by its input, or during it by
+    its output (then the run is cut there)."""
+    code = "tokens_per_day_exceeded"
+
+    def __init__(self, key: str, cap: int, used: int, wanted: int, during: bool = False) -> None:
+        if during:
+            message = (f"Key {key!r} reached its {cap} tokens for today during this reply; "
+                       "the reply was cut there")
+        else:
+            message = (f"Key {key!r} has {max(0, cap - used)} of its {cap} tokens left "
+                       f"today; this request's input alone is about {wanted}")
+        super().__init__(message, _until_midnight(time.time()), param="tokens_per_day")
 
 
 def record(run) -> dict:

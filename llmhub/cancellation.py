@@ -1,21 +1,34 @@
-"""Live runs: their state table, their event log, the registry, and cancel by id.
+"""Live runs: who owns them, who ends them, and how each is finished exactly once.
 
-Rules:
-1. Every state change goes through `transition()`, which raises on a move the table lacks.
-2. A run finishes exactly once (`Run.finish`); the first finisher wins and later ones are
-   no-ops. Cancel (or a failure) finishes the run at once, from its thread, and shuts the
-   upstream socket, so a run stuck in a connect or a silent prefill still reports
-   `cancelled` at once.
-3. Events (typed: events.py) are appended to `Run.events`; any number of readers follow
-   it by absolute cursor (`Run.read`), which is what lets a stream be re-attached. The log
-   is bounded in bytes: its oldest events go once no reader needs them, and a cursor
-   before them is refused.
-4. Finish hooks (persistence) run before the final events are published, so a client that
-   sees `done` can already read what was stored; they see those final events in
-   `Run.closing`. A hook that fails makes the run failed: nothing reports success for a
-   reply that was not stored.
-5. A resumable stream's client going away is not a cancel: `unfollow(reader, grace)` cancels
-   only if nobody has re-attached (`follow`) when the grace period ends.
+A run is three parts, each with one job:
+- its event log (eventlog.EventLog), which any number of readers follow by cursor;
+- its course through the state table below: `transition()` is the only way a state moves,
+  and it raises on a move the table lacks;
+- the `Run` itself, the object dialects hold: who made it, what it asked for, what the model
+  has said so far, and the rules of its end.
+
+Who ends a run (DESIGN §5; README "Runs"):
+1. Its owner (or an admin) with an explicit cancel, and the hub's shutdown. Cancel is
+   idempotent; cancelling a finished run says how it ended.
+2. A run nothing can resume is cancelled as soon as its last reader goes away: any stream
+   that is not stored, `/v1/responses` with `store: false`, chat completions, Messages,
+   Langbase, the seed dialects, and every awaited (non-streaming) call.
+3. A stored stream that can be resumed (`allow_resume(grace)`: `/responses`, `/v1/responses`
+   with `store`) waits `grace` seconds after its last reader left; a reader that re-attaches
+   meanwhile keeps it alive, and only the last departure's timer may end it.
+4. A background run (`detach()`) is never ended by a reader leaving.
+
+How a run ends: any thread may ask (`finish`, `cancel`); the first end asked for wins. Asking
+sets the run's final status at once, wakes its driver and shuts the upstream socket. The
+run's driver, the one thread that does its work (`drive`: a worker for a stream, the handler
+for an awaited reply), then concludes it: counts what it spent, runs its finish hooks
+(persistence), leaves the registry (which records it once) and publishes its closing events.
+A run that no thread drives (its work not yet taken) is concluded by the thread that asked.
+So persistence and recording never run on a canceller's thread, and never twice.
+
+Finish hooks run before the closing events are published, so a client that sees `done` can
+already read what was stored; they see those events in `Run.closing`. A hook that fails
+makes the run failed: nothing reports success for a reply that was not stored.
 """
 
 import collections
@@ -26,13 +39,15 @@ from typing import Any, Callable
 
 from llmhub import accounting, ids
 from llmhub.completion import Transcript
-from llmhub.errors import Conflict, Gone, HubError, NotFound
-from llmhub.events import Done, Error, Start, Usage, weight
+from llmhub.context import estimate_tokens
+from llmhub.errors import Conflict, HubError, NotFound
+from llmhub.eventlog import TRIMMED, EventLog, EventsGone
+from llmhub.events import Done, Error, Start, Usage
 from llmhub.redaction import redact_error
 
 __all__ = ["RunContract", "Run", "Registry", "Gate", "QueueFull", "Turns", "EventsGone",
-           "TRIMMED", "transition", "QUEUED", "STREAMING", "COMPLETED", "CANCELLED", "FAILED",
-           "FINAL"]
+           "TRIMMED", "transition", "estimated_usage", "QUEUED", "STREAMING", "COMPLETED",
+           "CANCELLED", "FAILED", "FINAL"]
 
 log = logging.getLogger("llmhub.runs")
 
@@ -66,7 +81,8 @@ class RunContract:
     the kept window of the run's typed event log, whose first event is at absolute position
     `base`; the log begins with Start, ends with Done (after an Error if the run failed), and
     holds the content events between. `transcript` is the result so far: text, reasoning,
-    tool calls, finish reason. `usage` is the Usage event once known.
+    tool calls, finish reason. `usage` is the Usage event once known. `info` holds who made
+    it and, once it is over, its request-log record (a replay has none).
     """
 
     __slots__ = ()
@@ -80,6 +96,8 @@ class RunContract:
     events: list
     transcript: Transcript
     usage: Usage | None
+    info: dict
+    cancel_reason: str | None
     job: Callable[[], None] | None   # the engine's work, until a thread takes it
 
     def read(self, cursor: int, timeout: float, reader: int | None = None) -> list:
@@ -91,11 +109,12 @@ class RunContract:
         """Register a reader from `cursor` (its events are kept for it); its key."""
         raise NotImplementedError
 
-    def unfollow(self, reader: int, grace: float | None = None) -> None:
+    def unfollow(self, reader: int) -> None:
+        """The reader left; the run's own rule says whether that ends it."""
         raise NotImplementedError
 
-    def wait(self, timeout: float) -> bool:
-        """Block until the run is final; True if it is."""
+    def wait(self, timeout: float | None) -> bool:
+        """Block until the run is over; True if it is."""
         raise NotImplementedError
 
     def cancel(self, reason: str = "cancelled") -> str:
@@ -104,46 +123,32 @@ class RunContract:
 
 
 class Run(RunContract):
-    """One generation. Created by the registry; driven by the engine; read by dialects.
-
-    Memory is bounded twice over. While a stream reads the run (`follow`), the engine's
-    `emit` blocks once the events that reader has not taken pass `buffer_limit` bytes: the
-    worker stops reading the upstream, and TCP pushes back on the model server. And the log
-    keeps at most `log_limit` bytes, dropping its oldest events, never ones a reader still
-    needs; a resume from before the window is told so (`EventsGone`).
-    """
+    """One generation. Created by the registry; driven by the engine; read by dialects."""
 
     # Slots: a thousand held streams are a thousand runs, and a run's attribute dict was
     # a kilobyte and a half of each one's memory.
     __slots__ = (
-        'buffer_limit', 'log_limit', 'secrets', 'id', 'created', 'started', 'requested',
-        'state', 'info', 'model', 'thread_id', 'provider', 'cancel_reason',
-        'error', 'events', 'base', '_ends', '_bytes', '_base_bytes',
-        'transcript', 'usage', 'input_estimate', 'context', 'turn_stored',
-        'closing', 'gate', 'job', '_readers', '_next_reader', '_over',
-        'first_token_at', 'upstream_at', '_registry', '_cond', '_call',
-        '_final', '_finish_reason', '_hooks')
+        'log', 'secrets', 'id', 'created', 'started', 'requested', 'state', 'info', 'model',
+        'thread_id', 'provider', 'cancel_reason', 'error', 'transcript', 'usage',
+        'input_estimate', 'context', 'turn_stored', 'closing', 'gate', 'job', 'budget',
+        'background', 'resume_grace', 'first_token_at', 'upstream_at', '_registry',
+        '_lock', '_call', '_final', '_finish_reason', '_hooks', '_driver', '_concluding',
+        '_departures', '_over')
 
     def __init__(self, run_id: str, registry: "Registry", **info: Any) -> None:
-        self.buffer_limit = 1 << 20    # set per run by the engine from the config
-        self.log_limit = 8 << 20
-        self.secrets: tuple = ()       # redacted from every error message the run carries
+        self.log = EventLog()              # its bounds are set per run by the engine
+        self.secrets: tuple = ()           # redacted from every error message the run carries
         self.id = run_id
         self.created = int(time.time())
         self.started = time.monotonic()
-        self.requested: str | None = None   # the model name the client gave
+        self.requested: str | None = None  # the model name the client gave
         self.state = QUEUED
-        self.info = info               # dialect, key name, route; its record once retired
+        self.info = info                   # dialect, key name, route; its record once retired
         self.model = info.get("model")
         self.thread_id: str | None = None
         self.provider: dict | None = None
         self.cancel_reason: str | None = None
         self.error: HubError | None = None
-        self.events: list = []
-        self.base = 0                      # absolute position of events[0]
-        self._ends: list[int] = []         # bytes emitted up to the end of each kept event
-        self._bytes = 0                    # bytes emitted in all (an estimate: see _size)
-        self._base_bytes = 0               # … of which before `base`, dropped from the log
         self.transcript = Transcript()     # what the model has said so far
         self.usage: Usage | None = None    # the Usage event, once known
         self.input_estimate = 0            # prompt tokens, estimated before the upstream says
@@ -151,73 +156,100 @@ class Run(RunContract):
         self.turn_stored = False           # its input is in its thread: its reply goes too
         self.closing: list = []            # the final events, set just before finish hooks
         self.gate: "Gate | None" = None    # the gate this run is queued at, while it waits
-        self.job: Callable[[], None] | None = None   # the engine's work, until a thread runs it
-        self._readers: dict[int, int] = {}           # reader key → the cursor it has reached
-        self._next_reader = 0
-        self._over = threading.Event()     # set once finished: waiting for the end must not
-                                           # wake on every token, as the condition does
+        self.job: Callable[[], None] | None = None   # the engine's work, until a driver takes it
+        self.budget = None                 # accounting.Budget: its key's tokens, counted live
+        self.background = False            # never ended by a reader leaving
+        self.resume_grace: float | None = None   # seconds a resumable run waits for a reader
         self.first_token_at: float | None = None
-        self.upstream_at: float | None = None   # when the first upstream request went out
+        self.upstream_at: float | None = None    # when the first upstream request went out
         self._registry = registry
-        self._cond = threading.Condition(threading.Lock())   # new events, for readers;
-                                           # readers moving on, for a held-back worker
-        self._call = None              # the upstream call to abort on cancel
-        self._final: str | None = None # set once finishing has begun; emits stop there
+        self._lock = threading.Lock()      # the end asked for, the driver, the upstream call
+        self._call = None                  # the upstream call to abort on cancel
+        self._final: str | None = None     # the final status, once an end was asked for
         self._finish_reason: str | None = None
         self._hooks: list[Callable[["Run"], None]] = []
+        self._driver: int | None = None    # the thread doing the run's work, while it does
+        self._concluding = False
+        self._departures = 0               # readers that left: only the last one's grace counts
+        self._over = threading.Event()     # set once concluded: waiting for the end must not
+                                           # wake on every token, as the log's condition does
 
     # -- reading -----------------------------------------------------------------------------
-    def read(self, cursor: int, timeout: float, reader: int | None = None) -> list:
-        with self._cond:
-            if reader is not None and self._readers.get(reader, cursor) < cursor:
-                self._readers[reader] = cursor
-                self._cond.notify_all()
-                if self._bytes - self._base_bytes > self.log_limit:
-                    self._trim()          # what this reader held back may go now
-            if cursor < self.base:
-                raise EventsGone(cursor, self.base)
-            if self.base + len(self.events) <= cursor:
-                self._cond.wait(timeout)
-            return self.events[cursor - self.base:]
+    @property
+    def events(self) -> list:
+        return self.log.events
 
-    def wait(self, timeout: float) -> bool:
-        return self._over.wait(timeout)
+    @property
+    def base(self) -> int:
+        return self.log.base
+
+    def read(self, cursor: int, timeout: float, reader: int | None = None) -> list:
+        return self.log.read(cursor, timeout, reader)
 
     def follow(self, cursor: int) -> int:
-        """A stream reads from `cursor` on: keep its events, and hold the worker back when it
-        falls behind."""
-        with self._cond:
-            if cursor < self.base:
-                raise EventsGone(cursor, self.base)
-            self._next_reader += 1
-            self._readers[self._next_reader] = cursor
-            return self._next_reader
+        return self.log.follow(cursor)
 
-    def unfollow(self, reader: int, grace: float | None = None) -> None:
-        """A reader left. With `grace` (a resumable stream) and nobody reading after that
-        many seconds, the run is cancelled; without, it is the caller's to cancel."""
-        with self._cond:
-            self._readers.pop(reader, None)
-            self._cond.notify_all()
-            if grace is None or self._readers or self._final:
-                return
-        timer = threading.Timer(grace, self._abandon_if_alone)
+    def unfollow(self, reader: int) -> None:
+        """A reader left. Rules 2-4 of the module's docstring decide what that ends."""
+        if self.log.unfollow(reader) or self.background or self._final:
+            return
+        if self.resume_grace is None:
+            self.cancel("client_gone")
+            return
+        with self._lock:
+            self._departures += 1
+            departure = self._departures
+        timer = threading.Timer(self.resume_grace, self._abandon_if_alone, (departure,))
         timer.daemon = True
         timer.start()
 
-    def _abandon_if_alone(self) -> None:
-        with self._cond:
-            if self._readers:
-                return
-        self.cancel("client_gone")
+    def _abandon_if_alone(self, departure: int) -> None:
+        if not self.log.followed and departure == self._departures:
+            self.cancel("client_gone")
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._over.wait(timeout)
+
+    # -- who ends it -------------------------------------------------------------------------
+    def detach(self) -> None:
+        """A background run: only a cancel or the hub's shutdown ends it early."""
+        self.background = True
+
+    def allow_resume(self, grace: float) -> None:
+        """A stored stream: a reader may come back within `grace` seconds of the last one
+        leaving."""
+        self.resume_grace = grace
 
     # -- driving (engine side) ---------------------------------------------------------------
+    def drive(self) -> None:
+        """Do the run's work in this thread, which becomes its driver: the one thread that
+        reads its upstream and concludes it. Nothing if another thread has taken the work
+        or the run ended before anyone did."""
+        with self._lock:
+            job, self.job = self.job, None
+            if job is None:
+                return
+            self._driver = threading.get_ident()
+        try:
+            job()
+        except Exception:   # a bug: the run must still end, and its client hear of it
+            log.exception("run %s crashed", self.id)
+            self.finish("fail", error=HubError("Internal error in the hub; see its log"))
+        finally:
+            with self._lock:
+                self._driver = None
+                unfinished = self._final is None
+            if unfinished:     # the work returned without ending the run: a bug too
+                log.error("run %s: its work returned without ending it", self.id)
+                self.finish("fail", error=HubError("Internal error in the hub; see its log"))
+            self._conclude()
+
     def on_finish(self, hook: Callable[["Run"], None]) -> None:
         self._hooks.append(hook)
 
     def attach(self, call) -> bool:
         """Record the upstream call cancel must abort; False (and aborted) if already over."""
-        with self._cond:
+        with self._lock:
             self._call = call
             over = self._final is not None
         if over:
@@ -225,60 +257,81 @@ class Run(RunContract):
         return not over
 
     def start(self, model: str, provider: dict) -> bool:
-        with self._cond:
+        with self._lock:
             if self._final:
                 return False
             self.state = transition(self.state, "start")
             self.model, self.provider = model, provider
-            self._append(Start(self.id, self.created, model, provider, self.requested,
-                               self.thread_id))
+        self.log.append(Start(self.id, self.created, model, provider, self.requested,
+                              self.thread_id))
         return True
 
     def emit(self, event) -> bool:
-        """Publish a content event; False once the run is finishing (the caller should stop).
+        """Publish a content event; False once the run is ending (the caller should stop).
 
-        Blocks while a following stream has more than `buffer_limit` bytes untaken, so the
-        caller stops reading the upstream until the client catches up (or goes)."""
-        with self._cond:
-            if self._final:
-                return False
-            if self.first_token_at is None and event.kind in TOKENS and \
-                    (getattr(event, "text", None) or getattr(event, "id", None)):
-                self.first_token_at = time.monotonic()
-            self._append(event)
-            while self._readers and not self._final and self._untaken() > self.buffer_limit:
-                self._cond.wait(0.5)
-            return not self._final
+        Blocks while a following stream has more than the log's `buffer_limit` bytes
+        untaken, so the caller stops reading the upstream until the client catches up (or
+        goes)."""
+        if self._final:
+            return False
+        if self.first_token_at is None and event.kind in TOKENS and \
+                (getattr(event, "text", None) or getattr(event, "id", None)):
+            self.first_token_at = time.monotonic()
+        self.log.append(event)
+        if self.log.followed:
+            self.log.hold_back(lambda: self._final is not None)
+        return self._final is None
 
     def finish(self, event: str, *, reason: str | None = None, error: HubError | None = None,
                finish_reason: str | None = None) -> bool:
-        """complete / cancel / fail; the first call wins and returns True.
-
-        Total: whatever fails inside (a hook, the store, a metric), the run still ends, its
-        readers get their closing events, and it leaves the registry. A finish hook that fails
-        (the reply could not be stored) turns the run's end into a failure."""
-        with self._cond:
+        """Ask the run to end: complete / cancel / fail, from any thread; the first call wins
+        and returns True. The driver concludes the run; with no driver, this thread does."""
+        with self._lock:
             if self._final:
                 return False
             self._final = transition(self.state, event)
-            self._cond.notify_all()        # a worker held back by a slow reader: stop
-        try:
             self.cancel_reason, self._finish_reason = reason, finish_reason
             self.error = redact_error(error, self.secrets)
-            if event != "complete" and self._call is not None:
-                self._abort_call()        # a failure from outside the worker stops it too
+            me = threading.get_ident()
+            here = self._driver in (None, me)
+            if self._driver is None:
+                self.job = None        # nobody took the work: nobody will now
+            call = self._call if event != "complete" else None
+        self.log.wake()                # a driver held back by a slow reader: stop
+        if call is not None:
+            self._abort(call)          # a failure from outside the driver stops it too
+        if here:
+            self._conclude()
+        return True
+
+    def cancel(self, reason: str = "cancelled") -> str:
+        """Cancel if still live; returns the run's final status either way."""
+        self.finish("cancel", reason=reason)
+        return self.status
+
+    def _abort(self, call) -> None:
+        try:
+            call.abort()
+        except Exception:   # the end must still come
+            log.exception("aborting the upstream call of run %s failed", self.id)
+
+    # -- concluding (the driver's thread) ----------------------------------------------------
+    def _conclude(self) -> None:
+        """Count, store, record and publish the end, once. Total: whatever fails inside (a
+        hook, the store, a metric), the run still ends, its readers get their closing
+        events, and it leaves the registry."""
+        with self._lock:
+            if self._concluding or self._final is None:
+                return
+            self._concluding = True
+        try:
+            if self.usage is None:
+                self.usage = estimated_usage(self)
             self._run_hooks()
         except Exception:   # a bug here must not leave readers waiting forever
             log.exception("finishing run %s failed", self.id)
         finally:
             self._close()
-        return True
-
-    def _abort_call(self) -> None:
-        try:
-            self._call.abort()
-        except Exception:   # the hooks must still run
-            log.exception("aborting the upstream call of run %s failed", self.id)
 
     def _run_hooks(self) -> None:
         self.closing = self._closing_events()
@@ -307,23 +360,17 @@ class Run(RunContract):
     def _close(self) -> None:
         # Retire before the closing events go out: a client that has read `done` may at
         # once ask for the run's status (cancel, metrics) and must find it finished.
+        self.state = self._final
         try:
             self._registry._retire(self)
         except Exception:
             log.exception("retiring run %s failed", self.id)
-        with self._cond:
-            self.state = self._final
-            if not self.closing or self.closing[-1].kind != "done":
-                self.closing = self._closing_events()
-            for closing in self.closing:
-                self._append(closing)
+        if not self.closing or self.closing[-1].kind != "done":
+            self.closing = self._closing_events()
+        self.log.extend(self.closing)
         self._over.set()
 
-    def cancel(self, reason: str = "cancelled") -> str:
-        """Cancel if still live; returns the run's final status either way."""
-        self.finish("cancel", reason=reason)
-        return self.status
-
+    # -- what it is --------------------------------------------------------------------------
     @property
     def status(self) -> str:
         return self._final or self.state
@@ -338,45 +385,22 @@ class Run(RunContract):
         gate = self.gate
         return gate.position(self) if gate is not None else None
 
-    # -- the log -----------------------------------------------------------------------------
-    def _append(self, event) -> None:
-        self._bytes += weight(event)
-        self.events.append(event)
-        self._ends.append(self._bytes)
-        self._cond.notify_all()
-        if self._bytes - self._base_bytes > self.log_limit:
-            self._trim()
 
-    def _trim(self) -> None:
-        """Drop the older half of the kept log, but nothing a reader has not taken."""
-        keep_from = self.base + len(self.events) // 2
-        if self._readers:
-            keep_from = min(keep_from, min(self._readers.values()))
-        drop = keep_from - self.base
-        if drop > 0:
-            self._base_bytes = self._ends[drop - 1]
-            del self.events[:drop], self._ends[:drop]
-            self.base = keep_from
-
-    def _untaken(self) -> int:
-        """Bytes emitted after the slowest reader's cursor."""
-        slowest = min(self._readers.values())
-        taken = self._base_bytes if slowest <= self.base else \
-            self._ends[min(slowest - self.base, len(self._ends)) - 1]
-        return self._bytes - taken
-
-
-TRIMMED = "trimmed"    # a stored log's first entry when the bounded log dropped its start
 TOKENS = ("delta", "reasoning", "tool_call")   # the events that are the model saying something
 
 
-class EventsGone(Gone):
-    """A reader asked for events the bounded log has already dropped."""
+def estimated_usage(run: Run) -> Usage:
+    """What a run spent when its upstream never said: the input it sent (none if nothing
+    reached an upstream) and the output delivered so far, both marked estimated."""
+    sent = run.input_estimate if run.upstream_at is not None else 0
+    return Usage(sent, output_estimate(run.transcript), input_estimated=True,
+                 output_estimated=True)
 
-    def __init__(self, cursor: int, base: int) -> None:
-        super().__init__(f"Events before {base} are no longer kept (asked from {cursor}); "
-                         "[responses] max_event_log_bytes bounds the log",
-                         code="events_expired", param="Last-Event-ID")
+
+def output_estimate(transcript: Transcript) -> int:
+    calls = "".join(c["function"]["name"] + c["function"]["arguments"]
+                    for c in transcript.tool_calls.values())
+    return estimate_tokens(transcript.text + transcript.reasoning + calls)
 
 
 class Registry:
@@ -386,7 +410,7 @@ class Registry:
 
     def __init__(self, on_retire: Callable[[Run], None] | None = None) -> None:
         self._lock = threading.Lock()
-        self._on_retire = on_retire      # metrics: every run is seen once, as it ends
+        self._on_retire = on_retire      # records and counts every run once, as it ends
         self._live: dict[str, Run] = {}
         self._finished: collections.OrderedDict[str, str] = collections.OrderedDict()
 
@@ -421,10 +445,15 @@ class Registry:
             return self.status(run_id)
         return run.cancel(reason)
 
-    def cancel_all(self, reason: str) -> int:
+    def cancel_all(self, reason: str, wait: float = 5.0) -> int:
+        """Cancel every live run and give their drivers up to `wait` seconds to conclude
+        them (store what they made), so a shutdown loses nothing it could keep."""
         runs = self.live()
         for run in runs:
             run.cancel(reason)
+        deadline = time.monotonic() + wait
+        for run in runs:
+            run.wait(max(0.0, deadline - time.monotonic()))
         return len(runs)
 
     def live(self) -> list[Run]:

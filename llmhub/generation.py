@@ -1,12 +1,13 @@
 """Running one generation: a run's input, its upstream attempts, and its typed events.
 
 Rules:
-- Dialects never talk to an upstream: they build a ChatRequest and call
-  `Engine.prepare()`; the server then starts the run on a worker for a stream, or drives it
-  in the handler's own thread for an awaited reply. Code outside a request calls `start()`.
-- Each run has one thread, the only reader of its upstream call: a worker for a stream, the
-  handler itself for an awaited reply. Cancel comes from other threads through
-  `Run.cancel`, which finishes the run and aborts the call's socket.
+- Dialects never talk to an upstream: they build a ChatRequest (an input plan, inputs.py,
+  and what to ask) and call `Engine.prepare()`; the server then drives the run on a worker
+  for a stream, or in the handler's own thread for an awaited reply. Code outside a request
+  calls `start()`.
+- Each run has one driver, the only reader of its upstream call and the only thread that
+  concludes the run (cancellation.Run). Cancel comes from other threads through
+  `Run.cancel`, which shuts the call's socket; the driver notices and concludes.
 - A name resolves to pools of targets: its own, then its `[fallbacks]`' (resolution.py).
   The router picks a target of a pool (routing.py); one that fails before it accepted the
   request is left for the next target of the pool, up to `[routing] retries` more, then for
@@ -15,6 +16,9 @@ Rules:
 - A target whose model is not loaded has it loaded first (lifecycle.py).
 - The upstream's typed events are folded into the run's Transcript and published as they
   come; the upstream's usage counts are checked, and estimated where they are not counts.
+- A key with `tokens_per_day` has its run's tokens counted as they stream (accounting.Budget):
+  a run whose input alone would cross what is left is refused with a 429 before it starts,
+  and one whose output crosses it is ended there, failed with that 429's error.
 """
 
 import dataclasses
@@ -24,13 +28,12 @@ import time
 from dataclasses import dataclass, field
 
 from llmhub import accounting
-from llmhub.cancellation import (CANCELLED, FINAL, TRIMMED, Gate, QueueFull, Registry, Run,
-                                 Turns)
+from llmhub.cancellation import (CANCELLED, COMPLETED, FINAL, TOKENS, TRIMMED, Gate, QueueFull,
+                                 Registry, Run, Turns, estimated_usage, output_estimate)
 from llmhub.config import Config
 from llmhub.context import build_input, estimate_input, estimate_messages, estimate_tokens
 from llmhub.errors import HubError, UpstreamError
 from llmhub.events import Usage, stored
-from llmhub.messages import normalise_message
 from llmhub.redaction import config_secrets
 from llmhub.resolution import Resolver, Target
 from llmhub.routing import retryable
@@ -38,45 +41,36 @@ from llmhub.threads import Store
 from llmhub.upstream.think import join_think, split_think
 from llmhub.workers import Workers
 
-__all__ = ["ChatRequest", "Generation", "stored_events"]
+__all__ = ["Access", "ChatRequest", "Generation", "stored_events"]
 
 log = logging.getLogger("llmhub.pipes")
 
 
+@dataclass(frozen=True)
+class Access:
+    """How a client reaches an upstream itself: its own key (LB-LLM-Key), headers passed
+    through (Helicone-Auth), or a provider it named (the sessions dialect); no aliases then."""
+    api_key: str | None = None
+    headers: dict = field(default_factory=dict)
+    provider: object = None
+
+
 @dataclass
 class ChatRequest:
-    """What every dialect translates its wire request into.
-
-    With `persist`, `messages` must be normalised (messages.normalise_message): they are
-    stored in the thread (a new one when `thread_id` is None) before the upstream is called,
-    and the upstream sees `system` + the thread's history + them. Without it they go
-    upstream as-is.
-    """
-    messages: list
+    """What every dialect translates its wire request into: an input plan and what to ask."""
+    input: object                                # inputs.Stateless, Chain, ThreadTurn, …
     model: str | None = None
     params: dict = field(default_factory=dict)   # OpenAI-named fields, sent upstream as-is
     dialect: str = "openai"
     run_id: str | None = None
-    system: str | None = None
-    thread_id: str | None = None
-    persist: bool = False
-    budget: bool = False                         # apply [context] max_input_tokens
-    keep_response: bool = False                  # record it in the responses table
-    metadata: dict = field(default_factory=dict) # the client's, kept with the response
-    upstream_key: str | None = None              # replaces the upstream's api_key (LB-LLM-Key)
-    upstream: object = None                      # a client-chosen provider; no aliases then
-    upstream_headers: dict = field(default_factory=dict)   # passed through (Helicone-Auth)
-    keep_in: str | None = None                   # a thread that keeps a resent conversation
-    endpoint: str = "chat"                       # or "completions": legacy, with a prompt
-    history: list = field(default_factory=list)  # without persist: earlier turns, normalised,
-                                                 # cut from the oldest to fit the budget
+    access: Access = field(default_factory=Access)
     session: str | None = None                   # keeps a conversation on one target (the
                                                  # thread's id when None)
 
 
 class Generation:
     def __init__(self, config: Config, resolver: Resolver, registry: Registry, store: Store,
-                 workers: Workers, lifecycle) -> None:
+                 workers: Workers, lifecycle, limits: accounting.Limits | None = None) -> None:
         self.config = config
         self.resolver = resolver
         self.router = resolver.router
@@ -84,6 +78,7 @@ class Generation:
         self.registry = registry
         self.store = store
         self.workers = workers
+        self.limits = limits or accounting.Limits({})
         self.model_gates = {model: Gate(limit, config.upstream.max_queued)
                             for model, limit in config.concurrency.items()}
         self.turns = Turns()
@@ -93,102 +88,67 @@ class Generation:
     # -- preparing ---------------------------------------------------------------------------
     def prepare(self, request: ChatRequest) -> Run:
         """A registered run with its input stored, not yet started: the caller must
-        `drive(run)`. A handler that awaits the whole reply drives it in its own thread,
+        `drive` it. A handler that awaits the whole reply drives it in its own thread,
         which saves a thread hand-off per request: a quarter of the hub's CPU under load."""
-        pools = [[Target(request.upstream, request.model or "")]] if request.upstream \
+        access = request.access
+        pools = [[Target(access.provider, request.model or "")]] if access.provider \
             else self.resolver.resolve(request.model)
         first = pools[0][0]
-        accounting.current.get().check_model(request.model, first.model)
+        caller = accounting.current.get()
+        caller.check_model(request.model, first.model)
         run = self.registry.create(request.run_id, dialect=request.dialect, model=first.model)
         run.requested = request.model
         run.provider = first.upstream.provider
-        run.buffer_limit = self.config.server["stream_buffer_bytes"]
-        run.log_limit = self.config.responses["max_event_log_bytes"]
-        run.secrets = self.secrets + ((request.upstream_key,) if request.upstream_key else ())
+        run.log.buffer_limit = self.config.server["stream_buffer_bytes"]
+        run.log.log_limit = self.config.responses["max_event_log_bytes"]
+        run.secrets = self.secrets + ((access.api_key,) if access.api_key else ())
         try:
-            turn = self._input(run, request)
-            if request.endpoint == "completions":
-                run.input_estimate = estimate_input(request.params.get("prompt"))
-            if request.keep_response:
-                self._keep_response(run, request)
+            turn = request.input.prepare(self, run)
+            run.budget = self.limits.budget(run.info["key"], run.input_estimate)
         except BaseException as exc:
             run.finish("fail", error=exc if isinstance(exc, HubError) else None)
             raise
-        # access = (api key, extra headers, endpoint): reaching the upstream for the client
         run.job = functools.partial(self._work, run, request.params, turn,
-                                    (request.upstream_key, request.upstream_headers,
-                                     request.endpoint), pools, request.session)
+                                    (access.api_key, access.headers, request.input.endpoint),
+                                    pools, request.session)
         return run
 
-    def _input(self, run: Run, request: ChatRequest):
-        """What the upstream gets: the messages, or for a turn on an existing thread a
-        function that waits for the thread's earlier runs and then stores and builds them.
-
-        Runs on one thread go one at a time, in order of arrival: a turn's input is built
-        only once the turn before it and its answer are stored (DESIGN §6)."""
-        budget = self.config.context["max_input_tokens"] if request.budget else None
-        if request.keep_in is not None:
-            self._keep_conversation(run, request)
-        if not request.persist and not request.budget and not request.history:
-            system = [{"role": "system", "content": request.system}] if request.system else []
-            return self._ready(run, system + request.messages)   # as the client gave them
-        if not request.persist:
-            messages, run.context = build_input(request.system, request.history,
-                                                request.messages, budget=budget)
-            return self._ready(run, messages)
-        build_input(request.system, [], request.messages, budget=budget)   # alone too big?
-        if request.thread_id is None:                 # a new thread: nobody to wait for
-            turn = self._ready(run, self._store_turn(run, request, budget))
-        else:
-            self.store.get_thread(request.thread_id)  # 404 before anything runs
-            run.thread_id = request.thread_id
-            turn = functools.partial(self._take_turn, run, request, budget)
+    # -- thread turns (inputs.ThreadTurn's) ---------------------------------------------------
+    def join_thread(self, run: Run) -> None:
+        """Take the run's place in its thread's line; its reply is stored before the next
+        turn on the thread may start."""
         self.turns.join(run.thread_id, run)
-        self._on_turn_finish(run)
-        return turn
-
-    def _keep_conversation(self, run: Run, request: ChatRequest) -> None:
-        """A client that resends its whole conversation (the Messages API's) has the new
-        part of it kept in its thread, and the reply after it."""
-        turns = [normalise_message(m, f"messages[{i}]") for i, m in
-                 enumerate(request.messages) if m.get("role") != "system"]
-        self.store.append_new(request.keep_in, turns)
-        run.thread_id, run.turn_stored = request.keep_in, True
-        run.on_finish(self._record_reply)
-
-    @staticmethod
-    def _ready(run: Run, messages: list):
-        run.input_estimate = estimate_messages(messages)
-        return lambda: messages
-
-    def _on_turn_finish(self, run: Run) -> None:
-        # in this order: the reply is stored before the next turn on the thread may start
-        run.on_finish(self._record_reply)
+        run.on_finish(self.record_reply)
         for hook in self.finish_hooks:
             run.on_finish(hook)
         run.on_finish(lambda run: self.turns.leave(run.thread_id, run))
 
-    def _take_turn(self, run: Run, request: ChatRequest, budget: int | None) -> list | None:
-        """Wait for this thread's earlier runs, then store the turn; None if cancelled."""
+    def take_turn(self, run: Run, plan, budget: int | None) -> list | None:
+        """Wait for this thread's earlier runs, then store the turn; None if the run ended
+        first. The whole input is known only now: the key's budget is charged the rest."""
         if not self.turns.wait(run.thread_id, run):
             return None
-        messages = self._store_turn(run, request, budget)
+        known = run.input_estimate
+        messages = self.store_turn(run, plan, budget)
         run.input_estimate = estimate_messages(messages)
+        if run.budget is not None and not run.budget.charge(run.input_estimate - known):
+            run.finish("fail", error=run.budget.spent())
+            return None
         return messages
 
-    def _store_turn(self, run: Run, request: ChatRequest, budget: int | None) -> list:
+    def store_turn(self, run: Run, plan, budget: int | None) -> list:
         planned = {}
         replay = self.config.context["replay_reasoning"]
 
-        def plan(history, summary, totals):   # before the write: an over-budget turn stores nothing
+        def build(history, summary, totals):   # before the write: an over-budget turn stores nothing
             planned["messages"], run.context = build_input(
-                request.system, history, request.messages, summary, budget, totals, replay)
+                plan.system, history, plan.messages, summary, budget, totals, replay)
 
-        run.thread_id = self.store.begin_turn(request.thread_id, request.messages, plan, budget)
+        run.thread_id = self.store.begin_turn(plan.thread_id, plan.messages, build, budget)
         run.turn_stored = True
         return planned["messages"]
 
-    def _record_reply(self, run: Run) -> None:
+    def record_reply(self, run: Run) -> None:
         """Store what the model said, even partial, with the run's status (a finish hook)."""
         if not run.turn_stored:
             return                     # cancelled while it waited for its turn: nothing asked
@@ -206,34 +166,52 @@ class Generation:
             "reasoning": transcript.reasoning or None},
             tokens=run.usage.output_tokens if run.usage else None)
 
-    # -- the responses record (the responses dialect's) ---------------------------------------
-    def _keep_response(self, run: Run, request: ChatRequest) -> None:
+    # -- the responses record (the seed responses dialect's) ----------------------------------
+    def keep_response(self, run: Run, metadata: dict) -> None:
+        """Keep a /responses run in the responses table from now to its end."""
         kept = self.config.responses
-        self.store.create_response({
-            "id": run.id, "thread_id": run.thread_id, "model": run.model,
-            "provider": run.provider, "status": "in_progress", "metadata": request.metadata,
-            "context": run.context or {}, "created_at": time.time()},
-            kept["keep_count"], kept["keep_days"] * 86400)
+        try:
+            self.store.create_response({
+                "id": run.id, "thread_id": run.thread_id, "model": run.model,
+                "provider": run.provider, "status": "in_progress", "metadata": metadata,
+                "context": run.context or {}, "created_at": time.time()},
+                kept["keep_count"], kept["keep_days"] * 86400)
+        except BaseException as exc:
+            run.finish("fail", error=exc if isinstance(exc, HubError) else None)
+            raise
         run.on_finish(self._finish_response)
 
     def _finish_response(self, run: Run) -> None:
-        usage = run.usage or self._estimated_usage(run)
         self.store.finish_response(
             run.id, status=run.status, output=run.transcript.text, model=run.model,
-            provider=run.provider, context=run.context or {}, usage=usage.counts(),
+            provider=run.provider, context=run.context or {}, usage=run.usage.counts(),
             events=stored_events(run))
 
     # -- embeddings --------------------------------------------------------------------------
     def embed(self, model: str | None, body: dict) -> tuple[dict, Run]:
         """Embeddings through the same aliases, prefixes, pools, fallbacks and queues as a
-        chat; (the upstream's reply, the finished run). Usage the upstream gives as 0 (LM
-        Studio always does) is estimated."""
+        chat, driven in the caller's thread; (the upstream's reply, the finished run). The
+        input counts against the key's budget before the call; usage the upstream gives as 0
+        (LM Studio always does) is estimated."""
         pools = self.resolver.resolve(model)
         accounting.current.get().check_model(model, pools[0][0].model)
         run = self.registry.create(None, dialect="embeddings", model=pools[0][0].model)
         run.requested = model
-        replies = []
+        run.input_estimate = estimate_input(body.get("input"))
+        try:
+            run.budget = self.limits.budget(run.info["key"], run.input_estimate)
+        except HubError as exc:
+            run.finish("fail", error=exc)
+            raise
+        replies: list = []
+        run.job = functools.partial(self._embed_work, run, pools, body, replies)
+        run.drive()
+        if run.status == COMPLETED:
+            return replies[-1][0], run
+        raise run.failure() if run.error else HubError("Cancelled while queued", status=409,
+                                                       code="cancelled")
 
+    def _embed_work(self, run: Run, pools: list, body: dict, replies: list) -> None:
         def attempt(target: Target) -> HubError | None:
             try:
                 replies.append(self._embed_once(run, target, body))
@@ -244,13 +222,11 @@ class Generation:
         failures = self._through_pools(run, pools, None, attempt)
         if replies and replies[-1][0] is not None:
             reply, name, target = replies[-1]
-            run.start(name, target.upstream.provider)
-            run.usage = self._embedding_usage(reply, body.get("input"))
-            run.finish("complete", finish_reason="stop")
-            return reply, run
+            if run.start(name, target.upstream.provider):
+                run.usage = self._embedding_usage(reply, body.get("input"))
+                run.finish("complete", finish_reason="stop")
+            return
         run.finish("fail", error=_summarise(failures) if failures else None)
-        raise run.failure() if run.error else HubError("Cancelled while queued", status=409,
-                                                       code="cancelled")
 
     def _embed_once(self, run: Run, target: Target, body: dict):
         entered = self._admit(run, target)
@@ -282,25 +258,21 @@ class Generation:
     # -- running -----------------------------------------------------------------------------
     def _work(self, run: Run, params: dict, turn, access: tuple, pools: list,
               session: str | None) -> None:
+        """The run's work, done by its driver (Run.drive, which also catches its bugs)."""
         try:
-            try:
-                messages = turn()
-            except HubError as exc:         # the thread went, or the store failed
-                run.finish("fail", error=exc)
-                return
-            if messages is None:
-                return                      # cancelled while it waited for its turn
-            body = dict(params, messages=messages) if messages or "prompt" not in params \
-                else dict(params)         # a legacy completion has a prompt instead
-            session = session or run.thread_id
-            failures = self._through_pools(
-                run, pools, session,
-                lambda target: self._attempt(run, body, access, target, session))
-            if failures:
-                run.finish("fail", error=_summarise(failures))
-        except Exception:  # a bug: the run must still end, and the client hear of it
-            log.exception("run %s crashed", run.id)
-            run.finish("fail", error=HubError("Internal error in the hub; see its log"))
+            messages = turn()
+        except HubError as exc:         # the thread went, or the store failed
+            run.finish("fail", error=exc)
+            return
+        if messages is None:
+            return                      # it ended while it waited for its turn
+        body = dict(params, messages=messages) if messages or "prompt" not in params \
+            else dict(params)         # a legacy completion has a prompt instead
+        session = session or run.thread_id
+        failures = self._through_pools(
+            run, pools, session, lambda target: self._attempt(run, body, access, target, session))
+        if failures:
+            run.finish("fail", error=_summarise(failures))
 
     def _through_pools(self, run: Run, pools: list, session: str | None, attempt) -> list:
         """Try each pool in turn while the failures say another model may do; the
@@ -344,6 +316,7 @@ class Generation:
                 return target, error
             log.info("run %s: %s failed before any byte (%s); trying another target",
                      run.id, target.upstream.name, error.message)
+            self.limits.count_request(run.info.get("key"))   # a retry is a request too
 
     def _admit(self, run: Run, target: Target) -> list | None:
         """Wait at the model's limit, then the upstream's; the gates entered, or None if the
@@ -377,7 +350,8 @@ class Generation:
             entered = self._admit(run, target)
             if entered is None:
                 return None                   # cancelled while queued
-            self._load_model(target)
+            if not self._load_model(run, target):
+                return None                   # it ended while its model loaded
             model = target.model or self.resolver.default_model(upstream)
             api_key, headers, endpoint = access
             opener = upstream.chat if endpoint == "chat" else completions_of(upstream)
@@ -410,10 +384,11 @@ class Generation:
             if entered is not None:
                 self._leave(entered)
 
-    def _load_model(self, target: Target) -> None:
-        """Its model loaded; a failed load is the target's failure, so a pool moves on."""
+    def _load_model(self, run: Run, target: Target) -> bool:
+        """Its model loaded; a failed load is the target's failure, so a pool moves on.
+        False if the run ended while it waited for the load."""
         try:
-            self.lifecycle.ready(target)
+            return self.lifecycle.ready(target, run)
         except UpstreamError:
             raise
         except HubError as exc:
@@ -432,16 +407,21 @@ class Generation:
             run.finish("fail", error=exc, finish_reason=run.transcript.finish_reason)
             return
         if run.usage is None:
-            run.usage = self._estimated_usage(run)
+            run.usage = estimated_usage(run)
             run.emit(run.usage)
         run.finish("complete", finish_reason=run.transcript.finish_reason or "stop")
 
     def _push(self, run: Run, event) -> bool:
         if event.kind == "usage":
             event = run.usage = self._checked_usage(run, event)
-        else:
-            run.transcript.add(event)
-        return run.emit(event)
+            return run.emit(event)
+        run.transcript.add(event)
+        published = run.emit(event)
+        if run.budget is not None and event.kind in TOKENS and \
+                not run.budget.charge(tokens_of(event)):
+            run.finish("fail", error=run.budget.spent(), finish_reason="length")
+            return False
+        return published
 
     def _checked_usage(self, run: Run, usage: Usage) -> Usage:
         """The upstream's counts where they are counts; each one that is not (the adapter
@@ -454,19 +434,15 @@ class Generation:
         if usage.output_tokens is None:
             log.warning("run %s: the upstream's output token count is not a count; estimated",
                         run.id)
-            fixes.update(output_tokens=self._output_estimate(run), output_estimated=True)
+            fixes.update(output_tokens=output_estimate(run.transcript), output_estimated=True)
         return dataclasses.replace(usage, **fixes) if fixes else usage
 
-    def _estimated_usage(self, run: Run) -> Usage:
-        return Usage(run.input_estimate, self._output_estimate(run), input_estimated=True,
-                     output_estimated=True)
 
-    @staticmethod
-    def _output_estimate(run: Run) -> int:
-        transcript = run.transcript
-        calls = "".join(c["function"]["name"] + c["function"]["arguments"]
-                        for c in transcript.tool_calls.values())
-        return estimate_tokens(transcript.text + transcript.reasoning + calls)
+def tokens_of(event) -> int:
+    """A content event's tokens, estimated: what a budget is charged as it streams."""
+    return estimate_tokens((getattr(event, "text", None) or "") +
+                           (getattr(event, "name", None) or "") +
+                           (getattr(event, "arguments", None) or ""))
 
 
 def reply_stats(run: Run) -> dict:

@@ -36,17 +36,18 @@ class Hub:
         self.registry = Registry(on_retire=self._retired)
         self.upstreams = make_upstreams(config)
         self.engine = Engine(config, self.upstreams, self.registry, self.store,
-                             self.request_log)
+                             self.request_log, self.limits)
         self.sessions = SessionLog()
         self.routes: tuple = ()   # the API's route table, handed over by the server that
                                   # serves it (service views list it: /, /help, OpenAPI)
 
     def _retired(self, run) -> None:
-        """Every run, once, as it ends: counted, and its record logged."""
+        """Every run, once, as it ends (on its driver's thread): counted, and its record
+        logged, whatever its end."""
         record = run.info["record"] = self.request_log.record(run)
         self.metrics.run_finished(record)
         self.limits.spend(record["key"], (record["input_tokens"] or 0) +
-                          (record["output_tokens"] or 0))
+                          (record["output_tokens"] or 0), run.budget)
 
     def close(self, reason: str = "shutdown") -> None:
         self.engine.close()

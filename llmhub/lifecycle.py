@@ -12,10 +12,12 @@ Rules:
   model is what the server serves.
 """
 
+import functools
 import logging
 import threading
 import time
 
+from llmhub.cancellation import FINAL
 from llmhub.errors import HubError
 from llmhub.models import ModelManager
 
@@ -37,16 +39,41 @@ class Lifecycle:
         return self.managers[upstream_name] if upstream_name else \
             next(iter(self.managers.values()))
 
-    def ready(self, target) -> None:
-        """Load the target's model first if its box says it is not loaded."""
+    def ready(self, target, run=None) -> bool:
+        """Load the target's model first if its box says it is not loaded; False if `run`
+        ended while it waited (the load goes on for the runs that still want it)."""
         upstream = target.upstream
         manager = self.managers.get(upstream.name)
         if manager is None or not manager.managed or not upstream.config.load_on_demand \
                 or self.router.warm(target):
-            return
+            return True
         log.info("loading %s on %s for a request", target.model, upstream.name)
-        manager.load(target.model, context_length=upstream.config.load_context_length or None,
-                     strict=False)
+        load = functools.partial(manager.load, target.model, strict=False,
+                                 context_length=upstream.config.load_context_length or None)
+        return self._await(load, run)
+
+    @staticmethod
+    def _await(load, run) -> bool:
+        """Do `load` on a thread of its own, so the run that waits for it can be cancelled
+        meanwhile: its driver notices within a poll, and concludes it."""
+        outcome: dict = {}
+        done = threading.Event()
+
+        def loading():
+            try:
+                load()
+            except BaseException as exc:   # handed to the waiting run's thread
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=loading, name="model load", daemon=True).start()
+        while not done.wait(0.05):
+            if run is not None and run.status in FINAL:
+                return False
+        if "error" in outcome:
+            raise outcome["error"]
+        return True
 
     def _loaded(self, upstream, key: str) -> None:
         with self._lock:

@@ -1,10 +1,10 @@
 """The engine: the one thing a dialect talks to (DESIGN §2).
 
-A dialect translates its wire request into a ChatRequest, calls `prepare()`, and renders the
-run's typed events; for everything else it calls one of the methods below: threads and
-their messages, stored responses, runs by id, models, providers. No dialect reaches the
-store, the run registry, the model manager or the upstreams directly, so each of those can
-change without any dialect knowing.
+A dialect translates its wire request into a ChatRequest (an input plan: inputs.py), calls
+`prepare()`, and renders the run's typed events; for everything else it calls one of the
+methods below: threads and their messages, stored responses, runs by id, models, providers.
+No dialect reaches the store, the run registry, the model manager or the upstreams
+directly, so each of those can change without any dialect knowing.
 
 The work is split by job: generation.py runs a generation, resolution.py decides which
 pools of targets answer a name and routing.py which target of a pool, health.py watches
@@ -16,8 +16,9 @@ client names.
 from llmhub.cancellation import Registry, Run
 from llmhub.config import Config
 from llmhub.errors import HubError, NotFound
-from llmhub.generation import ChatRequest, Generation, stored_events
+from llmhub.generation import Access, ChatRequest, Generation, stored_events
 from llmhub.health import Prober
+from llmhub.inputs import Chain, Prompt, Resent, Stateless, Summary, ThreadTurn
 from llmhub.lifecycle import Lifecycle
 from llmhub.providers import Providers
 from llmhub.redaction import redact
@@ -27,7 +28,8 @@ from llmhub.summaries import Summaries, summary_prompt
 from llmhub.threads import Store
 from llmhub.workers import Workers
 
-__all__ = ["ChatRequest", "Target", "Engine", "summary_prompt"]
+__all__ = ["Access", "ChatRequest", "Chain", "Prompt", "Resent", "Stateless", "Summary",
+           "ThreadTurn", "Target", "Engine", "summary_prompt"]
 
 # what /health adds to each upstream's live probe, from the router's view of it
 HEALTH_FIELDS = ("state", "detail", "in_flight", "queued", "cooldowns", "targets")
@@ -35,7 +37,7 @@ HEALTH_FIELDS = ("state", "detail", "in_flight", "queued", "cooldowns", "targets
 
 class Engine:
     def __init__(self, config: Config, upstreams: dict, registry: Registry,
-                 store: Store, request_log=None) -> None:
+                 store: Store, request_log=None, limits=None) -> None:
         self.config = config
         self.store = store
         self.request_log = request_log      # accounting.RequestLog
@@ -49,7 +51,7 @@ class Engine:
                              config.health["timeout_seconds"],
                              ticks=[self.lifecycle.unload_idle])
         self.generation = Generation(config, self.resolver, registry, store, self.workers,
-                                     self.lifecycle)
+                                     self.lifecycle, limits)
         self.summaries = Summaries(config, store, self._generate, self.workers.submit)
         self.generation.finish_hooks.append(self.summaries.if_due)
         self.providers = Providers(config, upstreams)
@@ -76,9 +78,11 @@ class Engine:
     @staticmethod
     def drive(run: Run) -> None:
         """Do a prepared run's work in this thread, until the run ends; once only."""
-        job, run.job = run.job, None
-        if job is not None:
-            job()
+        run.drive()
+
+    def keep_response(self, run: Run, metadata: dict) -> None:
+        """Keep a prepared /responses run in the seed's responses table, to its end."""
+        self.generation.keep_response(run, metadata)
 
     def run(self, run_id: str) -> Run | None:
         """The live run with this id, if it is live."""
@@ -98,7 +102,7 @@ class Engine:
         return self.summaries.summarise(thread_id)
 
     def _generate(self, messages: list, model: str | None) -> Run:
-        run = self.start(ChatRequest(messages=messages, model=model, dialect="summary"))
+        run = self.start(ChatRequest(Summary(messages), model=model, dialect="summary"))
         run.wait(self.resolver.default_upstream.config.total_timeout_seconds)
         return run
 
@@ -161,14 +165,19 @@ class Engine:
     def oldest_response_time(self) -> float | None:
         return self.store.oldest_response_time()
 
-    def create_api_response(self, record: dict) -> None:
-        """Keep a /v1/responses response from its start (retention as [responses] says)."""
+    def keep_api_response(self, run: Run, record: dict, outcome) -> None:
+        """Keep a prepared /v1/responses run from its start (retention as [responses] says)
+        to its end, when `outcome(run)` gives the fields stored, with the event log for
+        replay. A store that fails fails the run before it starts."""
         kept = self.config.responses
-        self.store.create_api_response(record, kept["keep_count"], kept["keep_days"] * 86400)
-
-    def finish_api_response(self, run: Run, **fields) -> None:
-        """Record a /v1/responses run's end, with its event log for replay."""
-        self.store.finish_api_response(run.id, events=stored_events(run), **fields)
+        try:
+            self.store.create_api_response(record, kept["keep_count"],
+                                           kept["keep_days"] * 86400)
+        except BaseException as exc:
+            run.finish("fail", error=exc if isinstance(exc, HubError) else None)
+            raise
+        run.on_finish(lambda run: self.store.finish_api_response(
+            run.id, events=stored_events(run), **outcome(run)))
 
     def api_response(self, response_id: str) -> dict | None:
         return self.store.get_api_response(response_id)

@@ -625,16 +625,13 @@ class Handler(BaseHTTPRequestHandler):
             return out.start(b"")                  # the headers a GET would get, no body
         reader = run.follow(response.cursor)       # before launch: no event is trimmed unseen
         self.server.hub.engine.launch(run)     # a worker reads the upstream; this thread writes
-        resumable = renderer.resume_grace is not None
         pump = Pump(run, renderer, out, self.server.hub.config.server["ping_interval_seconds"],
                     response.cursor, reader)
         with self.server.busy():
             try:
                 pump.pump()
             except CLIENT_GONE:
-                self.close_connection = True
-                if not resumable:
-                    run.cancel("client_gone")
+                self.close_connection = True       # the run's own rule says what this ends
             except HubError as error:              # failed before a byte went out: it is
                 run.cancel("stream_error")         # over already, and gets its real status
                 error.headers.update({"X-Run-Id": run.id, **response.headers})
@@ -650,7 +647,7 @@ class Handler(BaseHTTPRequestHandler):
                 if not self.state.sent:
                     raise error from None          # still time for a status
             finally:
-                run.unfollow(reader, renderer.resume_grace)
+                run.unfollow(reader)               # a run nothing can resume ends here
 
     def serve_awaited(self, response: RunResponse) -> None:
         """Drive the run in this thread (no hand-off to a worker), while the hangup watch

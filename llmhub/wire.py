@@ -40,8 +40,6 @@ class StreamRenderer:
         eager        -- send headers (and `opening`) before the upstream accepts the request;
                         otherwise they wait for it or the first ping, so an early error can
                         still have a real status
-        resume_grace -- None: a client that goes away cancels the run at once; a number: the
-                        run waits that many seconds for a client to re-attach
     Methods that may be overridden:
         opening(run) -- bytes sent with eager headers
         ping()       -- bytes sent while the run is silent (keep-alive and disconnect probe)
@@ -50,7 +48,6 @@ class StreamRenderer:
 
     content_type = "text/event-stream; charset=utf-8"
     eager = False
-    resume_grace: float | None = None
 
     def opening(self, run) -> bytes:
         return b""

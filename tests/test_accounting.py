@@ -134,8 +134,10 @@ def test_rate_limits_answer_429_with_retry_after(make_hub, fake):
     assert status == 429 and 1 <= int(headers["Retry-After"]) <= 60
     assert body["error"]["code"] == "RATE_LIMITED"            # in Langbase's shape
     thrifty = as_key("sk-thrifty-4")
-    assert call(hub.url, "POST", "/v1/chat/completions", {"model": "m", "messages": USER},
-                headers=thrifty)[0] == 200         # 11 tokens: over the day's 10
+    status, _, body = call(hub.url, "POST", "/v1/chat/completions",
+                           {"model": "m", "messages": USER}, headers=thrifty)
+    assert status == 429       # 6 tokens in, then the reply crossed the day's 10: cut there
+    assert body["error"]["code"] == "tokens_per_day_exceeded"
     status, headers, body = call(hub.url, "POST", "/v1/chat/completions",
                                  {"model": "m", "messages": USER}, headers=thrifty)
     assert status == 429 and body["error"]["type"] == "rate_limit_error"

@@ -17,7 +17,7 @@ from llmhub.events import (Done, Finish, Logprobs, ReasoningDelta, Start, TextDe
                            ToolCallDelta, Usage, from_stored, stored)
 from llmhub.hub import Hub
 from llmhub.messages import normalise_message
-from llmhub.pipes import ChatRequest
+from llmhub.pipes import ChatRequest, Stateless, ThreadTurn
 from llmhub.upstream.openai import chunk_events
 from llmhub.upstream.think import split_think
 
@@ -44,8 +44,9 @@ def make_engine(tmp_path, fake):
         hub.close()
 
 
-def finished(hub: Hub, **request) -> object:
-    run = hub.engine.start(ChatRequest(**{"messages": ASK, "model": "m", **request}))
+def finished(hub: Hub, messages=ASK, thread_id=None, persist=False, **request) -> object:
+    plan = ThreadTurn(messages, thread_id) if persist else Stateless(messages)
+    run = hub.engine.start(ChatRequest(plan, **{"model": "m", **request}))
     assert run.wait(5)
     return run
 
@@ -275,9 +276,9 @@ def test_a_model_limit_queues_runs_first_in_first_out(make_engine, fake):
     hub = make_engine({"concurrency": {"m": 1}})
     release = threading.Event()
     fake.enqueue(Script(hold_first=release))
-    first = hub.engine.start(ChatRequest(messages=ASK, model="m"))
+    first = hub.engine.start(ChatRequest(Stateless(ASK), model="m"))
     assert fake.wait_requests(1)
-    second = hub.engine.start(ChatRequest(messages=ASK, model="m"))
+    second = hub.engine.start(ChatRequest(Stateless(ASK), model="m"))
     other = finished(hub, model="n")              # another model does not wait
     assert other.status == COMPLETED and second.status == QUEUED
     assert second.queue_position == 1
@@ -290,11 +291,11 @@ def test_turns_on_one_thread_run_one_at_a_time_in_order(make_engine, fake):
     release = threading.Event()
     fake.enqueue(Script(chunks=["A1"], hold_first=release), Script(chunks=["A2"]))
     turn = [normalise_message({"role": "user", "content": "Q1"})]
-    first = hub.engine.start(ChatRequest(messages=turn, model="m", persist=True))
+    first = hub.engine.start(ChatRequest(ThreadTurn(turn), model="m"))
     assert fake.wait_requests(1)
     second = hub.engine.start(ChatRequest(
-        messages=[normalise_message({"role": "user", "content": "Q2"})], model="m",
-        persist=True, thread_id=first.thread_id))
+        ThreadTurn([normalise_message({"role": "user", "content": "Q2"})], first.thread_id),
+        model="m"))
     assert hub.engine.turns.waiting(first.thread_id) == 2 and len(fake.chat_requests()) == 1
     release.set()
     assert first.wait(5) and second.wait(5)

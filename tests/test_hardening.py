@@ -207,9 +207,9 @@ def test_a_client_that_stops_reading_stops_the_upstream_too(make_hub, fake):
     assert wait_for(lambda: live_runs(hub))
     run = live_runs(hub)[0]
     # the worker is held back: what the client has not taken stays near the bound …
-    assert wait_for(lambda: run._readers and run._untaken() > run.buffer_limit, 10)
+    assert wait_for(lambda: run.log.followed and run.log.untaken() > run.log.buffer_limit, 10)
     received = fake.chat_requests()[0]
-    assert run._untaken() < run.buffer_limit + 10_000
+    assert run.log.untaken() < run.log.buffer_limit + 10_000
     assert not received.finished.is_set()       # … and the model server is held back too
     assert received.sent_bytes < 10 << 20
     # read_timeout_seconds without reading: the client is dropped and the run cancelled

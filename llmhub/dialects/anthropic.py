@@ -27,7 +27,7 @@ from llmhub.cancellation import CANCELLED, FAILED
 from llmhub.context import content_text, estimate_messages, estimate_tokens
 from llmhub.dialects.checks import check_int, check_number, check_type
 from llmhub.errors import BadRequest, HubError, error_of
-from llmhub.pipes import ChatRequest
+from llmhub.pipes import ChatRequest, Resent, Stateless
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["TITLE", "error_body", "create_message", "count_tokens", "model_list",
@@ -59,8 +59,10 @@ def create_message(request):
     body = request.json_object()
     chat = parse_request(body, request.hub, require_max_tokens=True)
     chat.run_id = request.run_id()
-    chat.keep_in = session_thread(request, body)
-    chat.session = chat.keep_in or session_of(request, body)   # the same box, turn by turn
+    keep_in = session_thread(request, body)
+    if keep_in is not None:       # the conversation, resent each turn, is kept in a thread
+        chat.input = Resent(chat.input.messages, keep_in)
+    chat.session = keep_in or session_of(request, body)   # the same box, turn by turn
     run = request.hub.engine.prepare(chat)
     if body.get("stream"):
         return StreamResponse(run, MessageStream(run, body["model"]))
@@ -73,10 +75,11 @@ def count_tokens(request) -> JSONResponse:
     body = request.json_object()
     chat = parse_request(body, request.hub, require_max_tokens=False)
     tools = json.dumps(chat.params["tools"]) if chat.params.get("tools") else ""
-    text = "\n".join(f"{m['role']}: {content_text(m.get('content'))}" for m in chat.messages)
+    messages = chat.input.messages
+    text = "\n".join(f"{m['role']}: {content_text(m.get('content'))}" for m in messages)
     counted = request.hub.engine.count_tokens(chat.model, text + "\n" + tools)
     tokens = counted if counted is not None else \
-        estimate_messages(chat.messages) + estimate_tokens(tools)
+        estimate_messages(messages) + estimate_tokens(tools)
     return JSONResponse({"input_tokens": tokens})
 
 
@@ -124,7 +127,7 @@ def parse_request(body: dict, hub, require_max_tokens: bool) -> ChatRequest:
     chat.pop("model", None)
     if anthropic_upstream and isinstance(body.get("thinking"), dict):
         chat["thinking"] = body["thinking"]   # only Anthropic knows what to do with it
-    return ChatRequest(messages=messages, model=body["model"], params=chat,
+    return ChatRequest(Stateless(messages), model=body["model"], params=chat,
                        dialect="anthropic")
 
 

@@ -15,7 +15,7 @@ from llmhub.dialects.checks import check_int, check_number, check_type
 from llmhub.dialects.embeddings import is_token_ids
 from llmhub.dialects.openai import ChunkStream, error_body, openai_usage, upstream_params
 from llmhub.errors import BadRequest
-from llmhub.pipes import ChatRequest
+from llmhub.pipes import ChatRequest, Prompt
 from llmhub.wire import JSONResponse, RunResponse, StreamResponse, sse
 
 __all__ = ["TITLE", "error_body", "create_completion", "TextStream"]
@@ -29,8 +29,8 @@ def create_completion(request):
     check_fields(body)
     params = upstream_params(body, ("model", "stream"), hub.config.openai["drop_fields"])
     run = hub.engine.prepare(ChatRequest(
-        messages=[], model=body.get("model") or None, params=params, dialect="completions",
-        run_id=request.run_id(), endpoint="completions"))
+        Prompt(body.get("prompt")), model=body.get("model") or None, params=params,
+        dialect="completions", run_id=request.run_id()))
     if body.get("stream"):
         options = body.get("stream_options") or {}
         return StreamResponse(run, TextStream(run, bool(options.get("include_usage"))))

@@ -17,7 +17,7 @@ from llmhub import ids
 from llmhub.cancellation import CANCELLED, COMPLETED, QUEUED
 from llmhub.dialects.checks import check_int, check_known, check_number, check_type
 from llmhub.errors import BadRequest, HubError
-from llmhub.pipes import ChatRequest
+from llmhub.pipes import ChatRequest, ThreadTurn
 from llmhub.messages import check_thread_id, normalise_message
 from llmhub.wire import JSONResponse, StreamRenderer, StreamResponse, sse
 
@@ -67,8 +67,8 @@ def parse_request(body: dict) -> ChatRequest:
     for name in ("max_tokens", "maxTokens"):
         check_int(config, name, 1)
     params = {CONFIG[k]: v for k, v in config.items() if k in CONFIG and v is not None}
-    return ChatRequest(messages=messages, model=body.get("model"), params=params,
-                       dialect="edison", thread_id=thread_id, persist=True, budget=True)
+    return ChatRequest(ThreadTurn(messages, thread_id), model=body.get("model"), params=params,
+                       dialect="edison")
 
 
 def cancel(request) -> JSONResponse:

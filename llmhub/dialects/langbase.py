@@ -22,7 +22,7 @@ from llmhub.dialects.checks import SAMPLING, check_known, check_sampling
 from llmhub.dialects.openai import completion_body, completion_id, openai_usage
 from llmhub.errors import BadRequest, HubError, NotFound, error_of
 from llmhub.messages import check_metadata, check_thread_id, normalise_message
-from llmhub.pipes import ChatRequest
+from llmhub.pipes import Access, ChatRequest, ThreadTurn
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, json_bytes
 
 __all__ = ["name_thread", "error_body", "run_pipe", "list_pipes", "create_thread", "list_threads", "get_thread",
@@ -71,9 +71,9 @@ def run_pipe(request):
     if not messages and not system and thread_id is None:
         raise BadRequest("'messages' is required", param="messages")
     run = request.hub.engine.prepare(ChatRequest(
-        messages=messages, model=body.get("model") or pipe.model or None, params=params,
-        dialect="langbase", run_id=request.run_id(), system=system, thread_id=thread_id,
-        persist=True, budget=True, upstream_key=llm_key(request, body)))
+        ThreadTurn(messages, thread_id, system), model=body.get("model") or pipe.model or None,
+        params=params, dialect="langbase", run_id=request.run_id(),
+        access=Access(api_key=llm_key(request, body))))
     headers = {"lb-thread-id": run.thread_id}
     if body.get("stream"):
         return StreamResponse(run, PipeStream(run), headers)

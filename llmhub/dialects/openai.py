@@ -23,7 +23,7 @@ from llmhub.dialects import anthropic
 from llmhub.dialects.checks import check_sampling
 from llmhub.errors import BadRequest, HubError, NotFound, error_of
 from llmhub.events import Usage
-from llmhub.pipes import ChatRequest
+from llmhub.pipes import ChatRequest, Stateless
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["error_body", "chat_completions", "list_models", "get_model", "ChunkStream",
@@ -115,7 +115,7 @@ def parse_chat(body: dict, drop: tuple = ()) -> ChatRequest:
     (an OpenAI-compatible server ignores what it does not know), but for `drop`."""
     check_messages(body.get("messages"))
     check_sampling(body)
-    return ChatRequest(messages=body["messages"], model=body.get("model") or None,
+    return ChatRequest(Stateless(body["messages"]), model=body.get("model") or None,
                        params=upstream_params(body, ("model", "messages", "stream"), drop),
                        dialect="openai")
 

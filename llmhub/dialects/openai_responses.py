@@ -14,7 +14,10 @@ Wire rules kept here (the `openai` SDK's types are the ground truth):
 - `truncation: auto` fits the history to `[context] max_input_tokens`, cutting the oldest;
   `disabled` (the default, as at OpenAI) sends it all, and an overflow is the upstream's 400;
 - `store: false` keeps nothing: the response cannot be retrieved, but can be cancelled
-  while it runs; `background: true` answers at once and runs with no client;
+  while it runs, and its stream's client leaving cancels it at once (nothing can resume
+  it); a stored stream waits `[responses] resume_grace_seconds` for its client to come back;
+- `background: true` runs with no client, and no reader leaving ends it (only a cancel):
+  without `stream` it answers at once, with `stream` it answers with the event stream;
 - a stream is the event sequence the SDK's `responses.stream()` assembles, every event with
   a `sequence_number`; `GET /v1/responses/{id}?stream=true&starting_after=N` replays the
   events after N and follows a live run to its end;
@@ -32,7 +35,7 @@ from llmhub.dialects.openai import error_body
 from llmhub.dialects.responses import Replay, new_response_id
 from llmhub.errors import BadRequest, NotFound, error_of
 from llmhub.messages import check_thread_id
-from llmhub.pipes import ChatRequest
+from llmhub.pipes import Chain, ChatRequest, ThreadTurn
 from llmhub.response_items import function_call, items_to_messages, output_items
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
@@ -59,15 +62,19 @@ def create(request):
     response_id = new_response_id()
     chat, record = parse(body, hub, response_id)
     run = hub.engine.prepare(chat)
-    if body.get("store", True):
-        hub.engine.create_api_response(record)
-        run.on_finish(lambda run: hub.engine.finish_api_response(run, **outcome(run)))
+    stored = body.get("store", True)
+    if stored:
+        hub.engine.keep_api_response(run, record, lambda run: outcome(run))
     if body.get("background"):
+        run.detach()                  # no reader leaving ends it: only a cancel
+        if body.get("stream"):        # the event stream, resumable by sequence number
+            return StreamResponse(run, ResponseEvents(record))
         hub.engine.launch(run)
         return JSONResponse(response_body(record, outcome(run)))
     if body.get("stream"):
-        grace = hub.config.responses["resume_grace_seconds"]
-        return StreamResponse(run, ResponseEvents(record, grace))
+        if stored:                    # resumable (starting_after) for a while
+            run.allow_resume(hub.config.responses["resume_grace_seconds"])
+        return StreamResponse(run, ResponseEvents(record))
     return RunResponse(run, lambda run: finished(run, record))
 
 
@@ -87,6 +94,7 @@ def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
     conversation = conversation_id(body.get("conversation"))
     if conversation is None:                 # sent as they are: without the store's fields
         new = [to_upstream(m) for m in new]
+    system = body.get("instructions")
     history, previous, session = [], body.get("previous_response_id"), response_id
     if previous and conversation:
         raise BadRequest("Send 'previous_response_id' or 'conversation', not both",
@@ -100,10 +108,10 @@ def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
             history += items_to_messages(link["input"]) + items_to_messages(link["output"])
         session = chain[0]["id"]           # a chain stays on one box: its prompt cache
     auto = body.get("truncation") == "auto"
-    chat = ChatRequest(messages=new, model=body["model"], params=upstream_params(body),
+    plan = ThreadTurn(new, conversation, system, budget=auto) if conversation else \
+        Chain(new, history, system, budget=auto)
+    chat = ChatRequest(plan, model=body["model"], params=upstream_params(body),
                        dialect="v1-responses", run_id=response_id,
-                       system=body.get("instructions"), history=history,
-                       thread_id=conversation, persist=conversation is not None, budget=auto,
                        session=None if conversation else session)
     record = {"id": response_id, "created_at": time.time(), "status": "queued",
               "previous_id": previous, "conversation_id": conversation, "model": body["model"],
@@ -254,8 +262,7 @@ def retrieve(request, response_id: str):
         raise BadRequest("'starting_after' must be a sequence number", param="starting_after")
     if run is None:
         run = Replay(replay_record(record))
-    grace = None if isinstance(run, Replay) else hub.config.responses["resume_grace_seconds"]
-    return StreamResponse(run, ResponseEvents(record, grace, int(after) if after else None))
+    return StreamResponse(run, ResponseEvents(record, int(after) if after else None))
 
 
 def replay_record(record: dict) -> dict:
@@ -330,18 +337,18 @@ def input_tokens(request) -> JSONResponse:
     """The hub's estimate of what this request would send upstream."""
     hub, body = request.hub, request.json_object()
     chat, _ = parse(dict(body, model=body.get("model") or "any"), hub, new_response_id())
-    system = [{"role": "system", "content": chat.system}] if chat.system else []
+    system = [{"role": "system", "content": chat.input.system}] if chat.input.system else []
     tools = str(chat.params.get("tools") or "")
-    tokens = estimate_messages(system + so_far(hub, chat) + chat.messages) + \
+    tokens = estimate_messages(system + so_far(hub, chat) + chat.input.messages) + \
         estimate_tokens(tools)
     return JSONResponse({"object": "response.input_tokens", "input_tokens": tokens})
 
 
 def so_far(hub, chat: ChatRequest) -> list[dict]:
     """The history a request continues: its chain's, or its conversation's messages."""
-    if chat.persist and chat.thread_id:
-        return hub.engine.page_messages(chat.thread_id, None, None)[0]
-    return chat.history
+    if isinstance(chat.input, ThreadTurn):
+        return hub.engine.page_messages(chat.input.thread_id, None, None)[0]
+    return chat.input.history
 
 
 def compact(request) -> JSONResponse:
@@ -349,7 +356,7 @@ def compact(request) -> JSONResponse:
     [models] summary, which a later request sends back in place of the history."""
     hub, body = request.hub, request.json_object()
     chat, _ = parse(body, hub, new_response_id())
-    conversation = so_far(hub, chat) + chat.messages
+    conversation = so_far(hub, chat) + chat.input.messages
     run = hub.engine.summarise_messages(conversation)
     if run.status != COMPLETED:
         raise run.failure() if run.error else BadRequest("The summary was cancelled")
@@ -375,9 +382,8 @@ class ResponseEvents(StreamRenderer):
     from the run's first, so a resume (`starting_after`) renders the run again and sends
     only what comes after; item ids follow response_items.output_items."""
 
-    def __init__(self, record: dict, resume_grace: float | None,
-                 starting_after: int | None = None) -> None:
-        self.record, self.resume_grace = record, resume_grace
+    def __init__(self, record: dict, starting_after: int | None = None) -> None:
+        self.record = record
         self.after = -1 if starting_after is None else starting_after
         self.key = record["id"].removeprefix("resp_").replace("-", "")
         self.seq = -1

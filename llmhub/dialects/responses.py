@@ -23,7 +23,7 @@ from llmhub.dialects.service import utc_now
 from llmhub.errors import BadRequest, Gone, HubError, NotFound
 from llmhub.events import Done, Usage, from_stored
 from llmhub.messages import check_thread_id, normalise_message
-from llmhub.pipes import ChatRequest
+from llmhub.pipes import Chain, ChatRequest, ThreadTurn
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["error_body", "create_response", "get_response", "cancel_response",
@@ -59,15 +59,15 @@ def created_at(response_id: str) -> float | None:
 # --- POST /responses -------------------------------------------------------------------------
 
 def create_response(request):
-    body = request.json_object()
+    hub, body = request.hub, request.json_object()
     chat = parse_request(body)
     chat.run_id = new_response_id()
-    run = request.hub.engine.prepare(chat)
+    run = hub.engine.prepare(chat)
+    hub.engine.keep_response(run, body.get("metadata") or {})
     if body.get("stream") or request.query.get("stream", "").lower() in ("1", "true", "yes"):
-        renderer = ResponseStream(run_meta(run),
-                                  request.hub.config.responses["resume_grace_seconds"])
-        return StreamResponse(run, renderer)
-    return RunResponse(run, lambda run: finished(request.hub, run))
+        run.allow_resume(hub.config.responses["resume_grace_seconds"])   # it is stored
+        return StreamResponse(run, ResponseStream(run_meta(run)))
+    return RunResponse(run, lambda run: finished(hub, run))
 
 
 KNOWN = {"model", "input", "system", "temperature", "max_output_tokens", "top_p", "stop",
@@ -91,11 +91,11 @@ def parse_request(body: dict) -> ChatRequest:
     params = {k: body[k] for k in ("temperature", "top_p", "stop") if body.get(k) is not None}
     if body.get("max_output_tokens") is not None:
         params["max_tokens"] = body["max_output_tokens"]
-    return ChatRequest(messages=parse_input(body.get("input")), model=body.get("model"),
-                       params=params, dialect="responses", system=body.get("system"),
-                       thread_id=thread_id,
-                       persist=thread_id is not None or bool(body.get("create_thread")),
-                       budget=True, keep_response=True, metadata=body.get("metadata") or {})
+    messages, system = parse_input(body.get("input")), body.get("system")
+    plan = ThreadTurn(messages, thread_id, system) \
+        if thread_id is not None or body.get("create_thread") else \
+        Chain(messages, system=system, budget=True)
+    return ChatRequest(plan, model=body.get("model"), params=params, dialect="responses")
 
 
 def parse_input(value) -> list[dict]:
@@ -184,8 +184,7 @@ def response_events(request, response_id: str):
             return JSONResponse(None, status=204)
     if cursor < run.base:
         raise EventsGone(cursor, run.base)
-    grace = None if isinstance(run, Replay) else hub.config.responses["resume_grace_seconds"]
-    renderer = ResponseStream(run_meta(run), grace, cursor=cursor, with_meta=after is None)
+    renderer = ResponseStream(run_meta(run), cursor=cursor, with_meta=after is None)
     return StreamResponse(run, renderer, cursor=cursor)
 
 
@@ -194,8 +193,10 @@ class Replay(RunContract):
     (cancellation.RunContract)."""
 
     job = None        # nothing left to do: Engine.launch() passes it by
+    secrets = ()
 
     def __init__(self, record: dict) -> None:
+        self.info: dict = {}          # no request-log record: the live run had that
         self.id, self.created = record["id"], int(record["created_at"])
         self.model, self.provider, self.status = record["model"], record["provider"], \
             record["status"]
@@ -221,10 +222,10 @@ class Replay(RunContract):
     def follow(self, cursor: int) -> int:
         return 0
 
-    def unfollow(self, reader: int, grace: float | None = None) -> None:
+    def unfollow(self, reader: int) -> None:
         pass
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float | None) -> bool:
         return True
 
     def cancel(self, reason: str = "") -> str:
@@ -243,10 +244,8 @@ class ResponseStream(StreamRenderer):
 
     eager = True   # meta goes out before the upstream answers
 
-    def __init__(self, meta: dict, resume_grace: float | None, cursor: int = 0,
-                 with_meta: bool = True) -> None:
+    def __init__(self, meta: dict, cursor: int = 0, with_meta: bool = True) -> None:
         self.meta = meta
-        self.resume_grace = resume_grace
         self.position = cursor
         self.with_meta = with_meta
 

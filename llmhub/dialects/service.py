@@ -264,10 +264,10 @@ class Monitor(RunContract):
     def follow(self, cursor: int) -> int:
         return 0
 
-    def unfollow(self, reader: int, grace: float | None = None) -> None:
+    def unfollow(self, reader: int) -> None:
         self._over.set()
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float | None) -> bool:
         return self._over.wait(timeout)
 
     def cancel(self, reason: str = "") -> str:

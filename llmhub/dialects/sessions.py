@@ -20,7 +20,7 @@ from llmhub.context import estimate_messages
 from llmhub.dialects.checks import check_known, check_type
 from llmhub.dialects.openai import check_messages
 from llmhub.errors import BadRequest, HubError
-from llmhub.pipes import ChatRequest, summary_prompt
+from llmhub.pipes import Access, ChatRequest, Stateless, Summary, summary_prompt
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["TITLE", "error_body", "chat_stream", "summarize", "SessionStream"]
@@ -50,10 +50,9 @@ def parse_request(request) -> tuple[ChatRequest, str]:
     headers = {"Helicone-Auth": request.headers["Helicone-Auth"]} \
         if request.headers.get("Helicone-Auth") else {}
     hub.sessions.seen(session_id)
-    return ChatRequest(messages=body["messages"], model=body["model"], dialect="sessions",
-                       run_id=request.run_id(), upstream=upstream,
-                       upstream_key=body.get("api_key") or None,
-                       upstream_headers=headers), session_id
+    access = Access(api_key=body.get("api_key") or None, headers=headers, provider=upstream)
+    return ChatRequest(Stateless(body["messages"]), model=body["model"], dialect="sessions",
+                       run_id=request.run_id(), access=access), session_id
 
 
 def chat_stream(request):
@@ -65,8 +64,8 @@ def chat_stream(request):
 def summarize(request):
     try:
         chat, session_id = parse_request(request)
-        before = estimate_messages(chat.messages)
-        chat.messages = summary_prompt(None, chat.messages)
+        before = estimate_messages(chat.input.messages)
+        chat.input = Summary(summary_prompt(None, chat.input.messages))
         run = request.hub.engine.prepare(chat)
     except HubError as error:
         return JSONResponse({"success": False, "error": error.message}, status=error.status)

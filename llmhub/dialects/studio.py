@@ -17,7 +17,7 @@ import re
 from llmhub.cancellation import CANCELLED, FAILED
 from llmhub.context import estimate_tokens
 from llmhub.errors import HubError
-from llmhub.pipes import ChatRequest
+from llmhub.pipes import ChatRequest, Stateless
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, ndjson
 
 __all__ = ["TITLE", "error_body", "list_models", "load_model", "unload_model", "chat",
@@ -155,8 +155,8 @@ def _run(request, kind: str, stream: bool):
     if problems:
         raise Invalid(problems)
     model = choose_model(hub, kind, body.get("model_key"))
-    run = hub.engine.prepare(ChatRequest(messages=messages, model=model, params=params,
-                                       dialect="studio", run_id=request.run_id()))
+    run = hub.engine.prepare(ChatRequest(Stateless(messages), model=model, params=params,
+                                         dialect="studio", run_id=request.run_id()))
     if stream:
         return StreamResponse(run, FragmentStream(run))
     return RunResponse(run, reply)

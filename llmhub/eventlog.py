@@ -1,0 +1,138 @@
+"""A run's event log: its typed events in order, for any number of readers.
+
+Readers follow the log by absolute cursor, which is what lets a stream be re-attached.
+Memory is bounded twice over. While a reader follows the log, the writer's `hold_back`
+blocks once the events that reader has not taken pass `buffer_limit` bytes: the run's
+driver stops reading the upstream, and TCP pushes back on the model server. And the log keeps
+at most `log_limit` bytes, dropping its oldest events, never ones a reader still needs; a
+resume from before the window is told so (`EventsGone`).
+
+The log knows nothing of runs: who may write, and when the log is over, is the run's
+business (cancellation.Run).
+"""
+
+import threading
+from typing import Callable
+
+from llmhub.errors import Gone
+from llmhub.events import weight
+
+__all__ = ["EventLog", "EventsGone", "TRIMMED"]
+
+TRIMMED = "trimmed"    # a stored log's first entry when the bounded log dropped its start
+
+
+class EventsGone(Gone):
+    """A reader asked for events the bounded log has already dropped."""
+
+    def __init__(self, cursor: int, base: int) -> None:
+        super().__init__(f"Events before {base} are no longer kept (asked from {cursor}); "
+                         "[responses] max_event_log_bytes bounds the log",
+                         code="events_expired", param="Last-Event-ID")
+
+
+class EventLog:
+    # Slots: a thousand held streams are a thousand logs.
+    __slots__ = ("buffer_limit", "log_limit", "events", "base", "_ends", "_bytes",
+                 "_base_bytes", "_readers", "_next_reader", "_cond")
+
+    def __init__(self, buffer_limit: int = 1 << 20, log_limit: int = 8 << 20) -> None:
+        self.buffer_limit = buffer_limit
+        self.log_limit = log_limit
+        self.events: list = []
+        self.base = 0                      # absolute position of events[0]
+        self._ends: list[int] = []         # bytes emitted up to the end of each kept event
+        self._bytes = 0                    # bytes emitted in all (an estimate: events.weight)
+        self._base_bytes = 0               # … of which before `base`, dropped from the log
+        self._readers: dict[int, int] = {}   # reader key → the cursor it has reached
+        self._next_reader = 0
+        self._cond = threading.Condition(threading.Lock())   # new events, for readers;
+                                           # readers moving on, for a held-back writer
+
+    # -- readers -----------------------------------------------------------------------------
+    def read(self, cursor: int, timeout: float, reader: int | None = None) -> list:
+        """Events from absolute position `cursor` on, waiting up to `timeout` for one;
+        EventsGone if the log no longer holds `cursor`."""
+        with self._cond:
+            if reader is not None and self._readers.get(reader, cursor) < cursor:
+                self._readers[reader] = cursor
+                self._cond.notify_all()
+                if self._bytes - self._base_bytes > self.log_limit:
+                    self._trim()          # what this reader held back may go now
+            if cursor < self.base:
+                raise EventsGone(cursor, self.base)
+            if self.base + len(self.events) <= cursor:
+                self._cond.wait(timeout)
+            return self.events[cursor - self.base:]
+
+    def follow(self, cursor: int) -> int:
+        """A reader from `cursor` on: its events are kept for it, and the writer is held back
+        when it falls behind. Returns the reader's key."""
+        with self._cond:
+            if cursor < self.base:
+                raise EventsGone(cursor, self.base)
+            self._next_reader += 1
+            self._readers[self._next_reader] = cursor
+            return self._next_reader
+
+    def unfollow(self, reader: int) -> int:
+        """The reader left; how many readers are still following."""
+        with self._cond:
+            self._readers.pop(reader, None)
+            self._cond.notify_all()
+            return len(self._readers)
+
+    @property
+    def followed(self) -> bool:
+        return bool(self._readers)
+
+    # -- the writer --------------------------------------------------------------------------
+    def append(self, event) -> None:
+        with self._cond:
+            self._append(event)
+
+    def extend(self, events: list) -> None:
+        with self._cond:
+            for event in events:
+                self._append(event)
+
+    def hold_back(self, stop: Callable[[], bool]) -> None:
+        """Block while a reader has more than `buffer_limit` bytes untaken, until it catches
+        up or `stop()` says the writer should give up (checked on every wake)."""
+        with self._cond:
+            while self._readers and not stop() and self.untaken() > self.buffer_limit:
+                self._cond.wait(0.5)
+
+    def wake(self) -> None:
+        """Wake a held-back writer and waiting readers (the run is ending)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- the bounds --------------------------------------------------------------------------
+    def _append(self, event) -> None:
+        self._bytes += weight(event)
+        self.events.append(event)
+        self._ends.append(self._bytes)
+        self._cond.notify_all()
+        if self._bytes - self._base_bytes > self.log_limit:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Drop the older half of the kept log, but nothing a reader has not taken."""
+        keep_from = self.base + len(self.events) // 2
+        if self._readers:
+            keep_from = min(keep_from, min(self._readers.values()))
+        drop = keep_from - self.base
+        if drop > 0:
+            self._base_bytes = self._ends[drop - 1]
+            del self.events[:drop], self._ends[:drop]
+            self.base = keep_from
+
+    def untaken(self) -> int:
+        """Bytes emitted after the slowest reader's cursor (0 with no reader)."""
+        if not self._readers:
+            return 0
+        slowest = min(self._readers.values())
+        taken = self._base_bytes if slowest <= self.base else \
+            self._ends[min(slowest - self.base, len(self._ends)) - 1]
+        return self._bytes - taken
