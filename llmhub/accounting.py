@@ -62,7 +62,8 @@ class Limits:
     makes (a background run's creation, a poll, a refused one not), and each retry the hub
     makes on another target for it; `tokens_per_day` the input and output tokens of every
     run, however it ended, counted while it streams (`budget`), so a run is cut where the
-    budget ends rather than after it."""
+    budget ends rather than after it. A key past its tokens may still read (GET) its
+    records and usage."""
 
     def __init__(self, limits: dict) -> None:
         self.limits = limits
@@ -83,7 +84,8 @@ class Limits:
                             code="route_not_allowed")
         now = time.time()
         with self._lock:
-            if limits.tokens_per_day and self._spent(key, now) >= limits.tokens_per_day:
+            if limits.tokens_per_day and method == "POST" and \
+                    self._spent(key, now) >= limits.tokens_per_day:   # reading spends none
                 raise RateLimited(f"Key {key!r} has spent its {limits.tokens_per_day} tokens "
                                   "today", _until_midnight(now))
             if limits.requests_per_minute:

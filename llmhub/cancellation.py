@@ -117,8 +117,9 @@ class RunContract:
         """Block until the run is over; True if it is."""
         raise NotImplementedError
 
-    def cancel(self, reason: str = "cancelled") -> str:
-        """Cancel if still live; the final status either way."""
+    def cancel(self, reason: str = "cancelled", wait: float = 0.0) -> str:
+        """Cancel if still live; the final status either way. `wait`: how long to give the
+        run to be concluded (stored, recorded) before answering."""
         raise NotImplementedError
 
 
@@ -304,9 +305,13 @@ class Run(RunContract):
             self._conclude()
         return True
 
-    def cancel(self, reason: str = "cancelled") -> str:
-        """Cancel if still live; returns the run's final status either way."""
+    def cancel(self, reason: str = "cancelled", wait: float = 0.0) -> str:
+        """Cancel if still live; returns the run's final status either way. With `wait`,
+        give its driver that long to conclude it, so that what it made is stored and
+        recorded when the caller answers (an API's cancel); a watcher thread never waits."""
         self.finish("cancel", reason=reason)
+        if wait:
+            self.wait(wait)
         return self.status
 
     def _abort(self, call) -> None:
@@ -438,12 +443,13 @@ class Registry:
             raise NotFound(f"No run with id {run_id!r}", code="run_not_found")
         return run.status
 
-    def cancel(self, run_id: str, reason: str = "cancelled") -> str:
-        """Cancel a live run; idempotent. Unknown ids raise NotFound."""
+    def cancel(self, run_id: str, reason: str = "cancelled", wait: float = 5.0) -> str:
+        """Cancel a live run and wait (bounded) for it to be concluded; idempotent. Unknown
+        ids raise NotFound."""
         run = self.get(run_id)
         if run is None:
             return self.status(run_id)
-        return run.cancel(reason)
+        return run.cancel(reason, wait)
 
     def cancel_all(self, reason: str, wait: float = 5.0) -> int:
         """Cancel every live run and give their drivers up to `wait` seconds to conclude

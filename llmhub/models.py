@@ -174,7 +174,7 @@ class ModelManager:
                            f"{', '.join(r.id for r in busy)}. Send 'force': true to "
                            "cancel them first.", code="runs_in_flight")
         for run in busy:
-            run.cancel("model_unloaded")
+            run.cancel("model_unloaded", wait=5)   # their partial replies stored first
         for instance in ids:
             try:
                 self.upstream.unload(instance)

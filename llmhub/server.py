@@ -666,7 +666,11 @@ class Handler(BaseHTTPRequestHandler):
         if hung_up.is_set():
             self.close_connection = True
             return
-        result = response.finish(run)
+        try:
+            result = response.finish(run)
+        except HubError as error:          # its record can be found by the run's id
+            error.headers.setdefault("X-Run-Id", run.id)
+            raise
         self.send_json(result.status, result.body,
                        {"X-Run-Id": run.id, **response.headers, **result.headers})
 

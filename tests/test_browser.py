@@ -8,6 +8,7 @@ dark, are written to tests/screenshots/ for a person to look at.
 import json
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,50 @@ def test_a_reload_or_a_thread_switch_mid_stream_does_not_cancel(browser, make_hu
     page.wait_for("location.pathname === '/' && !document.querySelector('.msg')")
     page.goto(url)                                         # a bookmark opens the chat
     page.wait_for("document.querySelectorAll('.msg').length === 2")
+
+
+def response_status(hub, response_id: str) -> str:
+    return call(hub.url, "GET", f"/v1/responses/{response_id}")[2]["status"]
+
+
+def test_closing_the_tab_mid_reply_does_not_cancel_it(browser, make_hub, fake):
+    # a short grace: were a background run still ended when its follower leaves, it would be
+    # cancelled well inside the wait below
+    hub = make_hub({"responses": {"resume_grace_seconds": "0.2"}})
+    page = fresh(browser, hub)
+    release = threading.Event()
+    fake.enqueue(Script(chunks=["First", " part", " and", " the", " rest."],
+                        hold_first=release, hold_after=2))
+    send(page, "Keep going without me")
+    page.wait_for(f"{LAST_REPLY} === 'First part'")
+    thread = thread_of(page)
+    response_id = page.evaluate(
+        f"JSON.parse(localStorage.getItem('llmhub.live'))[{json.dumps(thread)}].id")
+    [run] = [r for r in hub.hub.engine.live_runs() if r.id == response_id]
+    assert run.log.followed                                 # the page is its reader
+
+    target = page.send("Target.getTargetInfo")["targetInfo"]["targetId"]
+    browser.send("Target.closeTarget", {"targetId": target})
+    deadline = time.monotonic() + 5                         # seen on the pump's next quiet tick
+    while run.log.followed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not run.log.followed, "the hub never saw the closed tab's stream end"
+    alone_until = time.monotonic() + 1.0                    # five graces with no reader
+    while time.monotonic() < alone_until:
+        assert response_status(hub, response_id) == "in_progress"
+        time.sleep(0.05)
+    assert not fake.chat_requests()[0].aborted
+
+    release.set()
+    deadline = time.monotonic() + 5
+    while response_status(hub, response_id) == "in_progress" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert response_status(hub, response_id) == "completed"
+    stored = call(hub.url, "GET", f"/v1/threads/{thread}/messages")[2]
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert stored[-1]["content"] == "First part and the rest."
+    assert fake.chat_requests()[0].finished.is_set()
+    assert not fake.chat_requests()[0].aborted
 
 
 # --- Markdown, safely ------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def cancel(request) -> JSONResponse:
     if not isinstance(request_id, str) or not request_id:
         raise BadRequest("'request_id' is required", param="request_id")
     run = request.hub.engine.run(request_id)
-    if run is not None and run.cancel("stop") == CANCELLED:
+    if run is not None and run.cancel("stop", wait=5) == CANCELLED:
         return JSONResponse({"ok": True, "cancelled": True})
     # finished already (or just now, by itself); NotFound if it never existed
     return JSONResponse({"ok": True, "cancelled": False,

@@ -285,8 +285,7 @@ def cancel(request, response_id: str) -> JSONResponse:
         raise NotFound(f"Response with id '{response_id}' not found.", param="response_id",
                        code="response_not_found")
     if run is not None:
-        run.cancel("cancelled")
-        run.wait(5)                   # its finish hooks have stored the partial output
+        run.cancel("cancelled", wait=5)   # its finish hooks have stored the partial output
         if record is None:            # store: false
             return JSONResponse({"id": response_id, "object": "response",
                                  "status": STATUS[run.status]})
@@ -298,8 +297,7 @@ def delete(request, response_id: str) -> JSONResponse:
     hub = request.hub
     run = hub.engine.run(response_id)
     if run is not None:
-        run.cancel("deleted")
-        run.wait(5)
+        run.cancel("deleted", wait=5)
     if not hub.engine.delete_api_response(response_id):
         raise NotFound(f"Response with id '{response_id}' not found.", param="response_id",
                        code="response_not_found")
@@ -394,12 +392,23 @@ class ResponseEvents(StreamRenderer):
         self.error = None
         self.counts = {"message": 0, "reasoning": 0}
 
+    @property
+    def eager(self) -> bool:
+        """A background response exists before any model answers: its stream says so at
+        once, and every stream of it (a resume too) counts these first two events."""
+        return bool(self.record["request"].get("background"))
+
+    def opening(self, run) -> bytes:
+        body = self._body("queued")
+        return self._emit("response.created", response=body) + \
+            self._emit("response.queued", response=body)
+
     def render(self, event) -> bytes:
         kind = event.kind
         if kind == "start":
             body = self._body("in_progress")
-            return self._emit("response.created", response=body) + \
-                self._emit("response.in_progress", response=body)
+            created = b"" if self.eager else self._emit("response.created", response=body)
+            return created + self._emit("response.in_progress", response=body)
         self.transcript.add(event)
         if kind == "delta" and event.text and not event.choice:
             return self._text(event.text)

@@ -162,7 +162,7 @@ def get_response(request, response_id: str) -> JSONResponse:
 def cancel_response(request, response_id: str) -> JSONResponse:
     hub = request.hub
     run = hub.engine.run(response_id)
-    status = run.cancel("cancelled") if run else find(hub, response_id)["status"]
+    status = run.cancel("cancelled", wait=5) if run else find(hub, response_id)["status"]
     return JSONResponse({"id": response_id, "status": status})
 
 
@@ -228,7 +228,7 @@ class Replay(RunContract):
     def wait(self, timeout: float | None) -> bool:
         return True
 
-    def cancel(self, reason: str = "") -> str:
+    def cancel(self, reason: str = "", wait: float = 0.0) -> str:
         return self.status
 
 

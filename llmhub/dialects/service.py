@@ -270,7 +270,7 @@ class Monitor(RunContract):
     def wait(self, timeout: float | None) -> bool:
         return self._over.wait(timeout)
 
-    def cancel(self, reason: str = "") -> str:
+    def cancel(self, reason: str = "", wait: float = 0.0) -> str:
         self._over.set()
         return "cancelled"
 
