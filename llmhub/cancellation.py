@@ -132,7 +132,7 @@ class Run(RunContract):
         'log', 'secrets', 'id', 'created', 'started', 'requested', 'state', 'info', 'model',
         'thread_id', 'provider', 'cancel_reason', 'error', 'transcript', 'usage',
         'input_estimate', 'context', 'turn_stored', 'closing', 'gate', 'job', 'budget',
-        'background', 'resume_grace', 'first_token_at', 'upstream_at', '_registry',
+        'background', 'resume_grace', 'awaited', 'first_token_at', 'upstream_at', '_registry',
         '_lock', '_call', '_final', '_finish_reason', '_hooks', '_driver', '_concluding',
         '_departures', '_over')
 
@@ -161,6 +161,7 @@ class Run(RunContract):
         self.budget = None                 # accounting.Budget: its key's tokens, counted live
         self.background = False            # never ended by a reader leaving
         self.resume_grace: float | None = None   # seconds a resumable run waits for a reader
+        self.awaited = False               # a caller awaits the whole reply (not a reader)
         self.first_token_at: float | None = None
         self.upstream_at: float | None = None    # when the first upstream request went out
         self._registry = registry
@@ -191,8 +192,9 @@ class Run(RunContract):
         return self.log.follow(cursor)
 
     def unfollow(self, reader: int) -> None:
-        """A reader left. Rules 2-4 of the module's docstring decide what that ends."""
-        if self.log.unfollow(reader) or self.background or self._final:
+        """A reader left. Rules 2-4 of the module's docstring decide what that ends; a run
+        awaited whole by its caller is that caller's to end, not a passing reader's."""
+        if self.log.unfollow(reader) or self.background or self.awaited or self._final:
             return
         if self.resume_grace is None:
             self.cancel("client_gone")
@@ -222,15 +224,17 @@ class Run(RunContract):
         self.resume_grace = grace
 
     # -- driving (engine side) ---------------------------------------------------------------
-    def drive(self) -> None:
+    def drive(self, awaited: bool = False) -> None:
         """Do the run's work in this thread, which becomes its driver: the one thread that
         reads its upstream and concludes it. Nothing if another thread has taken the work
-        or the run ended before anyone did."""
+        or the run ended before anyone did. `awaited`: the caller waits for the whole
+        reply (its own disconnect watch ends the run), rather than streaming it."""
         with self._lock:
             job, self.job = self.job, None
             if job is None:
                 return
             self._driver = threading.get_ident()
+            self.awaited = awaited
         try:
             job()
         except Exception:   # a bug: the run must still end, and its client hear of it
@@ -264,7 +268,7 @@ class Run(RunContract):
             self.state = transition(self.state, "start")
             self.model, self.provider = model, provider
         self.log.append(Start(self.id, self.created, model, provider, self.requested,
-                              self.thread_id))
+                              self.thread_id, self.input_estimate))
         return True
 
     def emit(self, event) -> bool:

@@ -1,7 +1,9 @@
 """A run's answer, folded from its typed events, and the chat.completion shapes (sans-IO).
 
 The engine folds every content event into the run's Transcript; dialects read the text,
-reasoning, tool calls and finish reason from it, and the store saves it. Unknown string
+reasoning, tool calls and finish reason from it, and the store saves it. A stream renderer
+keeps its own `Seen`: the run as the events it has rendered tell it, never the live run,
+whose driver moves on meanwhile (and a replay has no live run). Unknown string
 fields of an upstream's raw delta (refusal, a server's own extras) are concatenated and
 kept, so nothing the model said is lost. `chunk` is the one builder of a
 chat.completion.chunk, which the OpenAI and Langbase dialects share.
@@ -9,7 +11,7 @@ chat.completion.chunk, which the OpenAI and Langbase dialects share.
 
 from llmhub.events import ReasoningDelta, TextDelta, ToolCallDelta
 
-__all__ = ["Transcript", "chunk", "choice", "delta_of"]
+__all__ = ["Transcript", "Seen", "chunk", "choice", "delta_of"]
 
 KNOWN_DELTA = {"content", "role", "tool_calls"}
 
@@ -116,6 +118,46 @@ class Transcript:
 
 
 REASONING_NAMES = ("reasoning_content", "reasoning")
+
+
+class Seen:
+    """A run as a renderer knows it: its identity (given when the renderer is made, before
+    any event) and what its events have said so far. `fold`: keep the whole transcript
+    (for renderers that repeat the text at the end); without it, only what a chunk's
+    header needs (the model the upstream names), which keeps relaying cheap."""
+
+    __slots__ = ("id", "created", "thread_id", "input_estimate", "usage", "status",
+                 "transcript", "_model", "_raw", "_fold")
+
+    def __init__(self, run, fold: bool = False) -> None:
+        self.id, self.created, self.thread_id = run.id, run.created, run.thread_id
+        self._model = run.model            # the model it resolved to, until Start says
+        self.input_estimate = 0
+        self.usage = None
+        self.status = "queued"
+        self.transcript = Transcript()
+        self._raw: dict | None = None      # the last upstream chunk seen
+        self._fold = fold
+
+    def add(self, event) -> None:
+        kind = event.kind
+        if kind == "start":
+            self._model, self.input_estimate = event.model, event.input_tokens or 0
+            self.status = "streaming"
+        elif kind == "usage":
+            self.usage = event
+        elif kind == "done":
+            self.status = event.status
+        elif self._fold or kind == "finish":
+            self.transcript.add(event)
+        elif getattr(event, "raw", None) is not None:
+            self._raw = event.raw
+
+    @property
+    def model(self) -> str | None:
+        """The model as the upstream reported it last, else the one it was asked for."""
+        reported = self._raw.get("model") if self._raw is not None else None
+        return reported or self.transcript.model or self._model
 
 
 # --- the chunk shape -------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class Start:
     provider: dict                      # {name, base_url} of the upstream
     requested_model: str | None = None  # what the client named (an alias, a prefix, none)
     thread_id: str | None = None
+    input_tokens: int | None = None     # the input as estimated before the upstream counts
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,7 +140,7 @@ class Generation:
         planned = {}
         replay = self.config.context["replay_reasoning"]
 
-        def build(history, summary, totals):   # before the write: an over-budget turn stores nothing
+        def build(history, summary, totals):   # before the write: too big a turn stores nothing
             planned["messages"], run.context = build_input(
                 plan.system, history, plan.messages, summary, budget, totals, replay)
 

@@ -73,12 +73,14 @@ class Engine:
     def launch(self, run: Run) -> None:
         """Start a prepared run's work on a worker thread; nothing if it has started."""
         if run.job is not None:
-            self.workers.submit(self.drive, run)
+            self.workers.submit(run.drive)
 
     @staticmethod
     def drive(run: Run) -> None:
-        """Do a prepared run's work in this thread, until the run ends; once only."""
-        run.drive()
+        """Do a prepared run's work in this thread, for a caller awaiting the whole reply,
+        until the run ends; once only. That caller, not a reader of its events, is then
+        the client whose leaving ends it."""
+        run.drive(awaited=True)
 
     def keep_response(self, run: Run, metadata: dict) -> None:
         """Keep a prepared /responses run in the seed's responses table, to its end."""

@@ -122,6 +122,30 @@ def test_only_the_last_departure_starts_the_grace():
     assert run.wait(2) and run.status == "cancelled" and run.cancel_reason == "client_gone"
 
 
+def test_a_reader_leaving_an_awaited_response_leaves_it_to_its_caller(make_hub, fake):
+    """Someone follows a stored response that its caller awaits whole, then leaves: the
+    caller, still waiting, gets the whole reply."""
+    hub = make_hub({"responses": {"resume_grace_seconds": "0.1"}})
+    release = threading.Event()
+    fake.enqueue(Script(chunks=["all", " of", " it"], hold_first=release, hold_after=1))
+    result = {}
+    caller = threading.Thread(target=lambda: result.update(reply=call(
+        hub.url, "POST", "/v1/responses", {"model": "m", "input": "Hi"})))
+    caller.start()
+    assert wait_for(lambda: any(r.transcript.text for r in live(hub)))
+    response_id = live(hub)[0].id
+    reader = connect(hub.url)
+    reader.request("GET", f"/v1/responses/{response_id}?stream=true")
+    read_until(reader.getresponse(), "response.output_text.delta")
+    drop(reader)
+    assert not fake.aborted.wait(0.5)
+    release.set()
+    caller.join(5)
+    status, _, body = result["reply"]
+    assert status == 200 and body["status"] == "completed"
+    assert body["output"][0]["content"][0]["text"] == "all of it"
+
+
 def test_a_background_run_outlives_every_reader(make_hub, fake):
     hub = make_hub({"responses": {"resume_grace_seconds": "0.1"}})
     release = threading.Event()
@@ -209,6 +233,12 @@ def test_a_cancelled_stream_counts_what_it_delivered(hub, fake):
     usage = usage_by_key(hub)["local"]
     assert usage["cancels"] == 1 and usage["output_tokens"] == 3
     assert tokens_metric(hub, "out") == 3
+    feed = connect(hub.url)                 # the runs page's feed shows the same record
+    feed.request("GET", "/v1/runs/events")
+    snapshot = read_until(feed.getresponse(), "snapshot")[0]["data"]
+    feed.close()
+    shown = next(r for r in snapshot["requests"] if r["run_id"] == run_id)
+    assert (shown["status"], shown["output_tokens"]) == ("cancelled", 3)
 
 
 def test_a_run_failed_mid_stream_counts_what_it_delivered(hub, fake):
@@ -352,26 +382,45 @@ def test_a_cancel_racing_the_end_ends_the_run_once(hub, fake):
     recorded = []
     real = hub.hub.request_log.record
     hub.hub.request_log.record = lambda run: recorded.append(run.id) or real(run)
-    outcomes = set()
-    _, _, conversation = call(hub.url, "POST", "/v1/conversations", {})
+    ids = []
     for i in range(40):
+        fake.enqueue(Script(chunks=["a", "b", "c"]))
+        _, _, created = call(hub.url, "POST", "/v1/responses",
+                             {"model": "m", "input": f"Q{i}", "background": True})
+        ids.append(created["id"])
+        cancelled = call(hub.url, "POST", f"/v1/responses/{created['id']}/cancel")[2]
+        text = "".join(part["text"] for item in cancelled["output"]
+                       for part in item.get("content") or ())
+        if cancelled["status"] == "completed":
+            assert text == "abc"
+        else:
+            assert cancelled["status"] == "cancelled" and text in ("", "a", "ab", "abc")
+        again = call(hub.url, "GET", f"/v1/responses/{created['id']}")[2]
+        assert (again["status"], again["output"]) == (cancelled["status"], cancelled["output"])
+    assert wait_for(lambda: not live(hub))
+    assert sorted(recorded) == sorted(ids)   # each once
+    hub.hub.request_log.record = real
+
+
+def test_cancels_racing_turns_on_one_thread_leave_it_whole(hub, fake):
+    """A turn cancelled while it waited for the one before stores nothing; every turn that
+    was stored has exactly one reply after it, whole or partial."""
+    _, _, conversation = call(hub.url, "POST", "/v1/conversations", {})
+    for i in range(20):
         fake.enqueue(Script(chunks=["a", "b", "c"]))
         _, _, created = call(hub.url, "POST", "/v1/responses", {
             "model": "m", "input": f"Q{i}", "background": True,
             "conversation": conversation["id"]})
-        cancelled = call(hub.url, "POST", f"/v1/responses/{created['id']}/cancel")[2]
-        outcomes.add(cancelled["status"])
-        assert cancelled["status"] in ("completed", "cancelled")
+        status = call(hub.url, "POST", f"/v1/responses/{created['id']}/cancel")[2]["status"]
+        assert status in ("completed", "cancelled")
     assert wait_for(lambda: not live(hub))
     items = call(hub.url, "GET", f"/v1/conversations/{conversation['id']}/items?limit=100"
                                  "&order=asc")[2]["data"]
-    replies = [item for item in items if item.get("role") == "assistant"]
-    assert len(replies) == 40               # one reply per turn, never two
-    for reply in replies:
+    roles = [item.get("role") for item in items]
+    assert roles and roles == ["user", "assistant"] * (len(roles) // 2)
+    for reply in items[1::2]:
         text = reply["content"][0]["text"] if reply["content"] else ""
         assert text in ("", "a", "ab", "abc")
-    assert len(recorded) == len(set(recorded)) == 40
-    hub.hub.request_log.record = real
 
 
 # --- 5. a replayed response's log line -----------------------------------------------------------

@@ -24,6 +24,7 @@ import re
 
 from llmhub import anthropic_translator as translator
 from llmhub.cancellation import CANCELLED, FAILED
+from llmhub.completion import Seen
 from llmhub.context import content_text, estimate_messages, estimate_tokens
 from llmhub.dialects.checks import check_int, check_number, check_type
 from llmhub.errors import BadRequest, HubError, error_of
@@ -250,7 +251,7 @@ class MessageStream(StreamRenderer):
     each run of text, reasoning or one tool call's pieces is one content block."""
 
     def __init__(self, run, model: str) -> None:
-        self.run, self.model = run, model
+        self.seen, self.model = Seen(run), model
         self.started = False
         self.block: tuple | None = None   # (kind, tool call index) of the open block
         self.index = -1                   # the open block's position in the message
@@ -262,6 +263,7 @@ class MessageStream(StreamRenderer):
         return sse({"type": "ping"}, event="ping")
 
     def render(self, event) -> bytes:
+        self.seen.add(event)
         kind = event.kind
         if kind == "start":
             return self._start()
@@ -287,9 +289,9 @@ class MessageStream(StreamRenderer):
             return b""
         self.started = True
         return self._event("message_start", {"message": {
-            "id": message_id(self.run), "type": "message", "role": "assistant",
+            "id": message_id(self.seen), "type": "message", "role": "assistant",
             "model": self.model, "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": self.run.input_estimate, "output_tokens": 0}}})
+            "usage": {"input_tokens": self.seen.input_estimate, "output_tokens": 0}}})
 
     def _open(self, block: tuple, id_: str | None = None, name: str = "") -> bytes:
         if self.block == block:

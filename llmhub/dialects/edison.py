@@ -15,6 +15,7 @@ Wire rules kept here:
 
 from llmhub import ids
 from llmhub.cancellation import CANCELLED, COMPLETED, QUEUED
+from llmhub.completion import Seen
 from llmhub.dialects.checks import check_int, check_known, check_number, check_type
 from llmhub.errors import BadRequest, HubError
 from llmhub.pipes import ChatRequest, ThreadTurn
@@ -89,21 +90,23 @@ class EdisonStream(StreamRenderer):
     eager = True   # init goes out before the upstream answers
 
     def __init__(self, run) -> None:
-        self.run = run
+        self.seen = Seen(run, fold=True)
+        self.line = run          # only where it waits in line: no event says that
 
     def _ids(self) -> dict:
-        return {"request_id": self.run.id, "thread_id": self.run.thread_id}
+        return {"request_id": self.seen.id, "thread_id": self.seen.thread_id}
 
     def opening(self, run) -> bytes:
-        return sse({**self._ids(), "model": run.model}, event="init")
+        return sse({**self._ids(), "model": self.seen.model}, event="init")
 
     def ping(self) -> bytes:
-        position = self.run.queue_position if self.run.status == QUEUED else None
+        position = self.line.queue_position if self.seen.status == QUEUED else None
         if position:
             return sse({"position": position}, event="queue")
         return b": ping\n\n"
 
     def render(self, event) -> bytes:
+        self.seen.add(event)
         kind = event.kind
         if kind == "delta" and event.text:
             return sse({"t": event.text}, event="token")
@@ -114,11 +117,11 @@ class EdisonStream(StreamRenderer):
         return b""
 
     def _done(self, status: str) -> dict:
-        text = self.run.transcript.text
+        text = self.seen.transcript.text
         if status == COMPLETED:
-            usage = self.run.usage
+            usage = self.seen.usage
             return {"ok": True, "response": text, **self._ids(),
-                    "model": self.run.transcript.model or self.run.model,
+                    "model": self.seen.model,
                     "usage": usage.counts() if usage else
                     dict.fromkeys(("input_tokens", "output_tokens", "total_tokens"))}
         return {"ok": False, "stopped": status == CANCELLED, "response": text, **self._ids()}

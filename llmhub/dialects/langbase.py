@@ -16,7 +16,7 @@ small differences, so these rules are kept exactly:
 import re
 
 from llmhub.cancellation import CANCELLED, COMPLETED
-from llmhub.completion import choice, chunk, delta_of
+from llmhub.completion import Seen, choice, chunk, delta_of
 from llmhub.config import PipeConfig
 from llmhub.dialects.checks import SAMPLING, check_known, check_sampling
 from llmhub.dialects.openai import completion_body, completion_id, openai_usage
@@ -153,7 +153,7 @@ class PipeStream(StreamRenderer):
     an upstream's own chunk relayed once, other content events built into chunks."""
 
     def __init__(self, run) -> None:
-        self.run = run
+        self.seen = Seen(run)
         self.id = completion_id(run)
         self.role_sent = False
         self.final: dict | None = None    # the finish chunk, held until usage can ride on it
@@ -162,6 +162,7 @@ class PipeStream(StreamRenderer):
         self.usage = None                 # the Usage event, once it came
 
     def render(self, event) -> bytes:
+        self.seen.add(event)
         kind = event.kind
         if kind == "usage":
             self.usage = event
@@ -204,15 +205,14 @@ class PipeStream(StreamRenderer):
     def _final(self) -> bytes:
         if self.final is None:
             return b""
-        final, self.final = dict(self.final, usage=openai_usage(self.usage, self.run)), None
+        final, self.final = dict(self.final, usage=openai_usage(self.usage, self.seen)), None
         self.final_sent = True
         return frame(final)
 
     def _chunk(self, delta: dict, finish_reason: str | None = None) -> dict:
         if not self.role_sent and finish_reason:
             delta = {"role": "assistant", **delta}
-        return chunk(self.id, self.run.created, self.run.transcript.model or self.run.model,
-                     [choice(delta, finish_reason)])
+        return chunk(self.id, self.seen.created, self.seen.model, [choice(delta, finish_reason)])
 
 
 def frame(data) -> bytes:

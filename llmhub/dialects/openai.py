@@ -17,7 +17,7 @@ Wire rules kept here:
 """
 
 from llmhub.cancellation import CANCELLED, FAILED
-from llmhub.completion import choice, chunk, delta_of
+from llmhub.completion import Seen, choice, chunk, delta_of
 from llmhub.context import estimate_tokens
 from llmhub.dialects import anthropic
 from llmhub.dialects.checks import check_sampling
@@ -195,7 +195,7 @@ class ChunkStream(StreamRenderer):
     object = "chat.completion.chunk"
 
     def __init__(self, run, include_usage: bool) -> None:
-        self.run = run
+        self.seen = Seen(run)
         self.id = completion_id(run)
         self.include_usage = include_usage
         self.finish_sent = False
@@ -203,11 +203,12 @@ class ChunkStream(StreamRenderer):
         self.relayed = None            # the raw chunk sent last: its other events are in it
 
     def render(self, event) -> bytes:
+        self.seen.add(event)
         kind = event.kind
         if kind == "usage":
             if not self.include_usage:
                 return b""
-            return sse(self._chunk([], usage=openai_usage(event, self.run)))
+            return sse(self._chunk([], usage=openai_usage(event, self.seen)))
         if kind == "error":
             return sse(error_body(error_of(event)))
         if kind == "done":
@@ -251,6 +252,5 @@ class ChunkStream(StreamRenderer):
         return choice({}, "cancelled")
 
     def _chunk(self, choices: list, **extra) -> dict:
-        return dict(chunk(self.id, self.run.created,
-                          self.run.transcript.model or self.run.model, choices, **extra),
+        return dict(chunk(self.id, self.seen.created, self.seen.model, choices, **extra),
                     object=self.object)

@@ -15,6 +15,7 @@ import binascii
 import re
 
 from llmhub.cancellation import CANCELLED, FAILED
+from llmhub.completion import Seen
 from llmhub.context import estimate_tokens
 from llmhub.errors import HubError
 from llmhub.pipes import ChatRequest, Stateless
@@ -296,19 +297,20 @@ class FragmentStream(StreamRenderer):
     content_type = "application/x-ndjson"
 
     def __init__(self, run) -> None:
-        self.run = run
+        self.seen = Seen(run, fold=True)
 
     def ping(self) -> bytes:
         return b""   # NDJSON has no comment line; a silent client is still polled
 
     def render(self, event) -> bytes:
+        self.seen.add(event)
         kind = event.kind
         if kind == "delta" and event.text:
             return ndjson({"type": "fragment", "content": event.text})
         if kind == "error":
             return ndjson({"type": "error", "message": event.message})
         if kind == "done" and event.status != FAILED:
-            return ndjson({"type": "done", "model": self.run.transcript.model or self.run.model,
-                           "predicted_tokens": predicted_tokens(self.run),
-                           "stop_reason": stop_reason(self.run)})
+            return ndjson({"type": "done", "model": self.seen.model,
+                           "predicted_tokens": predicted_tokens(self.seen),
+                           "stop_reason": stop_reason(self.seen)})
         return b""
