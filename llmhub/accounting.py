@@ -29,8 +29,12 @@ log = logging.getLogger("llmhub.accounting")
 
 
 class Caller(tuple):
-    """(key name, route pattern, the model patterns the key may use) of the request being
-    served; no patterns: any model."""
+    """(key name, route pattern, the key's KeyLimits) of the request being served.
+
+    Keys are owners: every run and stored thing belongs to the key that made it. Without
+    keys everything is `local`'s, and `local` sees all, as a single user should; with keys,
+    an `admin` key sees and controls everything and a `user` key only its own. A public
+    route reached without a key is `-`, which owns and sees nothing."""
     __slots__ = ()
 
     @property
@@ -41,17 +45,56 @@ class Caller(tuple):
     def route(self) -> str:
         return self[1]
 
+    @property
+    def limits(self):
+        return self[2]
+
+    @property
+    def admin(self) -> bool:
+        return self.key == LOCAL or self.limits is not None and self.limits.admin
+
+    def sees(self, owner: str | None) -> bool:
+        return self.admin or owner == self.key
+
+    @property
+    def only(self) -> str | None:
+        """The owner a listing is narrowed to: None for an admin (everyone's)."""
+        return None if self.admin else self.key
+
+    def may_use(self, *names: str | None) -> bool:
+        """Whether this key may use one of these names (the requested one, an alias, or
+        what it resolved to); a key with no `models` may use any."""
+        patterns = self.limits.models if self.limits is not None else ()
+        return not patterns or any(fnmatchcase(n or "", p) for n in names for p in patterns)
+
     def check_model(self, *names: str | None) -> None:
-        """403 naming `model` unless this key may use one of these names (the requested
-        one, an alias, or what it resolved to)."""
-        patterns = self[2]
-        if patterns and not any(fnmatchcase(n or "", p) for n in names for p in patterns):
+        """403 naming `model` unless this key may use one of these names."""
+        if not self.may_use(*names):
             raise Forbidden(f"Key {self.key!r} may not use model {names[0]!r} (allowed: "
-                            f"{', '.join(patterns)})", param="model", code="model_not_allowed")
+                            f"{', '.join(self.limits.models)})", param="model",
+                            code="model_not_allowed")
+
+    def check_admin(self, what: str) -> None:
+        if not self.admin:
+            raise Forbidden(f"Key {self.key!r} may not {what}: that takes an admin key",
+                            param="Authorization", code="admin_only")
+
+    def check_manage(self, model: str | None) -> None:
+        """403 unless this key may load and unload models (an admin, or `manage_models`),
+        and this one (a key's `models`)."""
+        if self.admin:
+            return
+        if self.limits is None or not self.limits.manage_models:
+            raise Forbidden(f"Key {self.key!r} may not load or unload models ([key:"
+                            f"{self.key}] manage_models)", param="Authorization",
+                            code="model_management_not_allowed")
+        if model is not None:
+            self.check_model(model)
 
 
+LOCAL = "local"
 current: contextvars.ContextVar = contextvars.ContextVar("caller",
-                                                         default=Caller(("local", "-", ())))
+                                                         default=Caller((LOCAL, "-", None)))
 
 
 class Limits:

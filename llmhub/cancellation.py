@@ -45,9 +45,9 @@ from llmhub.eventlog import TRIMMED, EventLog, EventsGone
 from llmhub.events import Done, Error, Start, Usage
 from llmhub.redaction import redact_error
 
-__all__ = ["RunContract", "Run", "Registry", "Gate", "QueueFull", "Turns", "EventsGone",
-           "TRIMMED", "transition", "estimated_usage", "QUEUED", "STREAMING", "COMPLETED",
-           "CANCELLED", "FAILED", "FINAL"]
+__all__ = ["RunContract", "Run", "Registry", "TooManyRuns", "Gate", "QueueFull", "Turns",
+           "EventsGone", "TRIMMED", "transition", "estimated_usage", "QUEUED", "STREAMING",
+           "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
 
 log = logging.getLogger("llmhub.runs")
 
@@ -421,38 +421,63 @@ class Registry:
         self._lock = threading.Lock()
         self._on_retire = on_retire      # records and counts every run once, as it ends
         self._live: dict[str, Run] = {}
-        self._finished: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._per_key: collections.Counter = collections.Counter()   # live runs by owner
+        # finished run id → (its final status, its owner)
+        self._finished: collections.OrderedDict[str, tuple] = collections.OrderedDict()
 
-    def create(self, run_id: str | None = None, **info: Any) -> Run:
+    def create(self, run_id: str | None = None, most: int = 0, **info: Any) -> Run:
+        """A new live run, its owner the key whose request made it; with `most`, refused
+        (429) when that key already has so many live."""
         run_id = run_id or "run_" + ids.uuid4().hex
         caller = accounting.current.get()           # whose request made it, by key name
         info.setdefault("key", caller.key)
         info.setdefault("route", caller.route)
+        key = info["key"]
         with self._lock:
             if run_id in self._live or run_id in self._finished:
                 raise Conflict(f"Run id {run_id!r} is already in use", param="X-Run-Id")
+            if most and self._per_key[key] >= most:
+                raise TooManyRuns(key, most, "runs at once", "max_concurrent")
             run = self._live[run_id] = Run(run_id, self, **info)
+            self._per_key[key] += 1
         return run
 
-    def get(self, run_id: str) -> Run | None:
+    def detach(self, run: Run, most: int = 0) -> None:
+        """Make `run` a background run (Run.detach); with `most`, refused (429) when its
+        key already has so many background runs queued or running."""
+        key = run.info["key"]
         with self._lock:
-            return self._live.get(run_id)
+            if most and sum(1 for r in self._live.values()
+                            if r.background and r.info["key"] == key) >= most:
+                raise TooManyRuns(key, most, "background runs queued or running",
+                                  "max_background")
+            run.detach()
 
-    def status(self, run_id: str) -> str:
+    def get(self, run_id: str, caller=None) -> Run | None:
+        """The live run; with `caller`, only if that caller may see it (else None, as for
+        an unknown id)."""
         with self._lock:
             run = self._live.get(run_id)
-            if run is None and run_id in self._finished:
-                return self._finished[run_id]
-        if run is None:
-            raise NotFound(f"No run with id {run_id!r}", code="run_not_found")
-        return run.status
+        return run if run is None or caller is None or caller.sees(run.info["key"]) else None
 
-    def cancel(self, run_id: str, reason: str = "cancelled", wait: float = 5.0) -> str:
+    def status(self, run_id: str, caller=None) -> str:
+        """A live or recently finished run's status; NotFound for an unknown one, or one
+        `caller` may not see."""
+        with self._lock:
+            run = self._live.get(run_id)
+            status, owner = (run.status, run.info["key"]) if run is not None else \
+                self._finished.get(run_id, (None, None))
+        if status is None or caller is not None and not caller.sees(owner):
+            raise NotFound(f"No run with id {run_id!r}", code="run_not_found")
+        return status
+
+    def cancel(self, run_id: str, reason: str = "cancelled", wait: float = 5.0,
+               caller=None) -> str:
         """Cancel a live run and wait (bounded) for it to be concluded; idempotent. Unknown
-        ids raise NotFound."""
-        run = self.get(run_id)
+        ids (and with `caller`, another key's runs) raise NotFound."""
+        run = self.get(run_id, caller)
         if run is None:
-            return self.status(run_id)
+            return self.status(run_id, caller)
         return run.cancel(reason, wait)
 
     def cancel_all(self, reason: str, wait: float = 5.0) -> int:
@@ -466,14 +491,20 @@ class Registry:
             run.wait(max(0.0, deadline - time.monotonic()))
         return len(runs)
 
-    def live(self) -> list[Run]:
+    def live(self, caller=None) -> list[Run]:
+        """Every live run; with `caller`, those it may see."""
         with self._lock:
-            return list(self._live.values())
+            runs = list(self._live.values())
+        return runs if caller is None or caller.admin else \
+            [run for run in runs if caller.sees(run.info["key"])]
 
     def _retire(self, run: Run) -> None:
         with self._lock:
-            self._live.pop(run.id, None)
-            self._finished[run.id] = run.status
+            if self._live.pop(run.id, None) is not None:
+                self._per_key[run.info["key"]] -= 1
+                if not self._per_key[run.info["key"]]:
+                    del self._per_key[run.info["key"]]
+            self._finished[run.id] = (run.status, run.info["key"])
             while len(self._finished) > self.remember_finished:
                 self._finished.popitem(last=False)
         if self._on_retire is not None:
@@ -481,6 +512,16 @@ class Registry:
                 self._on_retire(run)
             except Exception:   # a metric must never keep a run alive
                 log.exception("on_retire failed for run %s", run.id)
+
+
+class TooManyRuns(accounting.RateLimited):
+    """A key has as many runs as its [key:NAME] allows at once: refused, not queued, so
+    one key never holds every slot of a shared hub."""
+    code = "too_many_runs"
+
+    def __init__(self, key: str, most: int, what: str, setting: str) -> None:
+        super().__init__(f"Key {key!r} already has {most} {what} ([key:{key}] {setting}); "
+                         "try again when one ends", 1, param=setting)
 
 
 class Gate:

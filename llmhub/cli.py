@@ -17,6 +17,7 @@ from llmhub.config import ConfigError, load_config
 from llmhub.errors import HubError
 from llmhub.hub import Hub
 from llmhub.origins import startup_warnings
+from llmhub.redaction import redact
 from llmhub.server import make_server
 
 __all__ = ["main", "parse_args"]
@@ -47,8 +48,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(flags=vars(args), path=args.config)
-    except ConfigError as exc:
-        print(f"llmhub: {exc}", file=sys.stderr)
+    except ConfigError as exc:     # it may quote a value: a URL with its password
+        print(f"llmhub: {redact(str(exc))}", file=sys.stderr)
         return 2
     logs.setup(config.server["log_level"], config.server["log_format"])
     for warning in startup_warnings(config.server):
@@ -76,8 +77,8 @@ def startup_line(server, hub) -> str:
         state = (f"reachable, {probe['latency_ms']:g} ms" if probe["reachable"]
                  else f"NOT reachable: {probe['error']}")
         parts.append(f"{upstream.kind} {upstream.base_url} ({state})")
-    return (f"llmhub {hub.version} listening on {server.url} - upstream "
-            + "; ".join(parts))
+    line = f"llmhub {hub.version} listening on {server.url} - upstream " + "; ".join(parts)
+    return redact(line, hub.engine.secrets)    # a probe's error may echo the key it was sent
 
 
 def serve(server, hub) -> int:

@@ -212,17 +212,28 @@ class PoolMember:
 
 @dataclass(frozen=True)
 class KeyLimits:
-    """What one named key may do ([key:NAME]); empty and 0 mean no limit."""
+    """What one named key is and may do ([key:NAME]); empty and 0 mean no limit. Every
+    named key has one, with these defaults where its section (if any) is silent."""
+    role: str = "user"             # user: its own work only; admin: everyone's
     routes: tuple = ()             # path patterns (/v1/threads*)
     methods: tuple = ()            # GET, POST, …
     models: tuple = ()             # model name patterns (qwen*)
+    manage_models: bool = False    # may load and unload (the models it may use); admins may
     requests_per_minute: int = 0
     tokens_per_day: int = 0
+    max_concurrent: int = 8        # its runs at once: one key never takes every slot
+    max_background: int = 4        # its background runs queued or running at once
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
 
 
-KEY_LIMIT_KEYS = {"routes": _list, "methods": _list, "models": _list,
+KEY_LIMIT_KEYS = {"role": _choice("user", "admin"), "routes": _list, "methods": _list,
+                  "models": _list, "manage_models": _bool,
                   "requests_per_minute": _int(0, 1_000_000),
-                  "tokens_per_day": _int(0, 1 << 40)}
+                  "tokens_per_day": _int(0, 1 << 40), "max_concurrent": _int(0, 100_000),
+                  "max_background": _int(0, 100_000)}
 
 
 @dataclass(frozen=True)
@@ -461,7 +472,7 @@ def _keys(parser, listed: tuple) -> dict:
 
 
 def _key_limits(parser, keys: dict, source: str) -> dict:
-    limits = {}
+    limits = dict.fromkeys(keys, KeyLimits())      # the defaults, for a key with no section
     for section, name in _named(parser, "key"):
         if name not in keys:
             raise ConfigError(f"[{section}]: no key is named {name!r} (named: "

@@ -37,7 +37,7 @@ from llmhub.events import Usage, stored
 from llmhub.redaction import config_secrets
 from llmhub.resolution import Resolver, Target
 from llmhub.routing import retryable
-from llmhub.threads import Store
+from llmhub.threads import Store, thread_not_found
 from llmhub.upstream.think import join_think, split_think
 from llmhub.workers import Workers
 
@@ -96,7 +96,9 @@ class Generation:
         first = pools[0][0]
         caller = accounting.current.get()
         caller.check_model(request.model, first.model)
-        run = self.registry.create(request.run_id, dialect=request.dialect, model=first.model)
+        pools = allowed(caller, request.model, pools)
+        run = self.registry.create(request.run_id, most=most_runs(caller),
+                                   dialect=request.dialect, model=first.model)
         run.requested = request.model
         run.provider = first.upstream.provider
         run.log.buffer_limit = self.config.server["stream_buffer_bytes"]
@@ -114,6 +116,14 @@ class Generation:
         return run
 
     # -- thread turns (inputs.ThreadTurn's) ---------------------------------------------------
+    def require_thread(self, thread_id: str) -> None:
+        """404 for a thread that does not exist or that the caller may not see: the same
+        answer, so that another key's thread ids are not even confirmed."""
+        caller = accounting.current.get()
+        owner = self.store.thread_owner(thread_id)
+        if owner is None or not caller.sees(owner):
+            raise thread_not_found(thread_id)
+
     def join_thread(self, run: Run) -> None:
         """Take the run's place in its thread's line; its reply is stored before the next
         turn on the thread may start."""
@@ -144,7 +154,8 @@ class Generation:
             planned["messages"], run.context = build_input(
                 plan.system, history, plan.messages, summary, budget, totals, replay)
 
-        run.thread_id = self.store.begin_turn(plan.thread_id, plan.messages, build, budget)
+        run.thread_id = self.store.begin_turn(plan.thread_id, plan.messages, build, budget,
+                                              run.info["key"])
         run.turn_stored = True
         return planned["messages"]
 
@@ -174,7 +185,8 @@ class Generation:
             self.store.create_response({
                 "id": run.id, "thread_id": run.thread_id, "model": run.model,
                 "provider": run.provider, "status": "in_progress", "metadata": metadata,
-                "context": run.context or {}, "created_at": time.time()},
+                "context": run.context or {}, "created_at": time.time(),
+                "owner": run.info["key"]},
                 kept["keep_count"], kept["keep_days"] * 86400)
         except BaseException as exc:
             run.finish("fail", error=exc if isinstance(exc, HubError) else None)
@@ -194,8 +206,11 @@ class Generation:
         input counts against the key's budget before the call; usage the upstream gives as 0
         (LM Studio always does) is estimated."""
         pools = self.resolver.resolve(model)
-        accounting.current.get().check_model(model, pools[0][0].model)
-        run = self.registry.create(None, dialect="embeddings", model=pools[0][0].model)
+        caller = accounting.current.get()
+        caller.check_model(model, pools[0][0].model)
+        pools = allowed(caller, model, pools)
+        run = self.registry.create(None, most=most_runs(caller), dialect="embeddings",
+                                   model=pools[0][0].model)
         run.requested = model
         run.input_estimate = estimate_input(body.get("input"))
         try:
@@ -436,6 +451,24 @@ class Generation:
                         run.id)
             fixes.update(output_tokens=output_estimate(run.transcript), output_estimated=True)
         return dataclasses.replace(usage, **fixes) if fixes else usage
+
+
+def allowed(caller, requested: str | None, pools: list) -> list:
+    """What a key may be answered by: the whole first pool when it may use the name it
+    asked for (an alias or pool its admin made), else that pool's targets whose model it
+    may use; and of each fallback only such targets: a fallback it may not use is skipped,
+    not taken. (check_model has made sure the first pool keeps one.)"""
+    if caller.limits is None or not caller.limits.models:
+        return pools
+    first = pools[0] if caller.may_use(requested) else \
+        [target for target in pools[0] if caller.may_use(target.model)]
+    rest = [[target for target in pool if caller.may_use(target.model)] for pool in pools[1:]]
+    return [pool for pool in [first, *rest] if pool]
+
+
+def most_runs(caller) -> int:
+    """How many runs the key may have at once (0: no bound, as for `local`)."""
+    return caller.limits.max_concurrent if caller.limits is not None else 0
 
 
 def tokens_of(event) -> int:

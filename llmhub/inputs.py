@@ -47,7 +47,7 @@ class Stateless:
 
 @dataclass
 class Summary(Stateless):
-    """The hub asking the summary model; counted as the key whose thread it summarises."""
+    """The hub asking the summary model, for itself or for a client."""
 
 
 @dataclass
@@ -79,7 +79,7 @@ class ThreadTurn:
         if self.thread_id is None:                 # a new thread: nobody to wait for
             turn = ready(run, generation.store_turn(run, self, budget))
         else:
-            generation.store.get_thread(self.thread_id)   # 404 before anything runs
+            generation.require_thread(self.thread_id)   # 404 before anything runs
             run.thread_id = self.thread_id
             run.input_estimate = estimate_messages(self.messages)   # until the turn is built
             turn = functools.partial(generation.take_turn, run, self, budget)
@@ -96,7 +96,7 @@ class Resent:
     def prepare(self, generation, run):
         turns = [normalise_message(m, f"messages[{i}]") for i, m in
                  enumerate(self.messages) if m.get("role") != "system"]
-        generation.store.append_new(self.keep_in, turns)
+        generation.store.append_new(self.keep_in, turns, run.info["key"])
         run.thread_id, run.turn_stored = self.keep_in, True
         run.on_finish(generation.record_reply)
         return ready(run, self.messages)

@@ -13,9 +13,10 @@ keeps long threads within budget (and names them), providers.py guards the upstr
 client names.
 """
 
+from llmhub import accounting
 from llmhub.cancellation import Registry, Run
 from llmhub.config import Config
-from llmhub.errors import HubError, NotFound
+from llmhub.errors import Conflict, Forbidden, HubError, NotFound
 from llmhub.generation import Access, ChatRequest, Generation, stored_events
 from llmhub.health import Prober
 from llmhub.inputs import Chain, Prompt, Resent, Stateless, Summary, ThreadTurn
@@ -87,21 +88,33 @@ class Engine:
         self.generation.keep_response(run, metadata)
 
     def run(self, run_id: str) -> Run | None:
-        """The live run with this id, if it is live."""
-        return self.registry.get(run_id)
+        """The live run with this id, if it is live and the caller's to see."""
+        return self.registry.get(run_id, caller())
 
     def run_status(self, run_id: str) -> str:
-        """A live or recently finished run's status; NotFound otherwise."""
-        return self.registry.status(run_id)
+        """A live or recently finished run's status; NotFound otherwise (another key's
+        run too)."""
+        return self.registry.status(run_id, caller())
 
     def cancel_run(self, run_id: str, reason: str = "cancelled") -> str:
-        return self.registry.cancel(run_id, reason)
+        return self.registry.cancel(run_id, reason, caller=caller())
 
     def live_runs(self) -> list[Run]:
-        return self.registry.live()
+        """The live runs the caller may see: its own, or every one for an admin."""
+        return self.registry.live(caller())
 
     def summarise(self, thread_id: str) -> bool:
         return self.summaries.summarise(thread_id)
+
+    def detach(self, run: Run) -> None:
+        """Make a prepared run a background run, within its key's max_background (429
+        past it, and the run ends unstarted)."""
+        limits = caller().limits
+        try:
+            self.registry.detach(run, limits.max_background if limits is not None else 0)
+        except HubError as exc:
+            run.finish("fail", error=exc)
+            raise
 
     def _generate(self, messages: list, model: str | None) -> Run:
         run = self.start(ChatRequest(Summary(messages), model=model, dialect="summary"))
@@ -118,51 +131,72 @@ class Engine:
 
     # -- the request log ---------------------------------------------------------------------
     def requests(self, limit: int, before: float | None, match: dict) -> list[dict]:
-        """Finished runs' records, newest first (the log is flushed first: none is missed)."""
+        """Finished runs' records, newest first (the log is flushed first: none is missed);
+        a user key's own only."""
         self.request_log.flush()
+        only = caller().only
+        if only is not None:
+            if match.get("key", only) != only:
+                return []                  # another key's records: as if there were none
+            match = {**match, "key": only}
         return self.store.list_requests(limit, before, match)
 
     def request_record(self, run_id: str) -> dict | None:
+        """One run's record (with its captured bodies); None for an unknown run or another
+        key's."""
         self.request_log.flush()
-        return self.store.get_request(run_id)
+        record = self.store.get_request(run_id)
+        return record if record is not None and caller().sees(record["key"]) else None
 
     def usage(self, group: str, since: float, until: float) -> list[dict]:
+        """Usage by key, model or day: every key's for an admin, a user key's own."""
         self.request_log.flush()
-        return self.store.usage(group, since, until)
+        return self.store.usage(group, since, until, caller().only)
 
     # -- threads and messages ----------------------------------------------------------------
+    # Every thread method below answers another key's thread as the store answers an
+    # unknown one (require_thread): the same 404, so ids are not even confirmed.
     def create_thread(self, thread_id: str | None, metadata: dict, messages: list) -> dict:
-        return self.store.create_thread(thread_id, metadata, messages)
+        if thread_id is not None and self.store.thread_owner(thread_id) is not None:
+            self.generation.require_thread(thread_id)   # another key's id: as unknown
+        return self.store.create_thread(thread_id, metadata, messages, caller().key)
 
     def list_threads(self, limit: int, before: float | None,
                      search: str | None = None) -> list[dict]:
-        return self.store.list_threads(limit, before, search)
+        return self.store.list_threads(limit, before, search, caller().only)
 
     def name_thread(self, thread_id: str, title: str | None = None) -> str:
         """Set a thread's title, or with none have the summary model name it."""
+        self.generation.require_thread(thread_id)
         if title is None:
             return self.summaries.title(thread_id)
         self.store.set_title(thread_id, title)
         return title
 
     def thread(self, thread_id: str) -> dict:
+        self.generation.require_thread(thread_id)
         return self.store.get_thread(thread_id)
 
     def update_thread(self, thread_id: str, metadata: dict) -> dict:
+        self.generation.require_thread(thread_id)
         return self.store.update_thread(thread_id, metadata)
 
     def delete_thread(self, thread_id: str) -> None:
+        self.generation.require_thread(thread_id)
         self.store.delete_thread(thread_id)
 
     def append_messages(self, thread_id: str, messages: list) -> list[dict]:
+        self.generation.require_thread(thread_id)
         return self.store.append_messages(thread_id, messages)
 
     def page_messages(self, thread_id: str, limit: int, after: str | None):
+        self.generation.require_thread(thread_id)
         return self.store.page_messages(thread_id, limit, after)
 
     # -- stored responses --------------------------------------------------------------------
+    # Another key's response is None here, as an unknown one is: each dialect's 404.
     def response(self, response_id: str) -> dict | None:
-        return self.store.get_response(response_id)
+        return visible(self.store.get_response(response_id))
 
     def oldest_response_time(self) -> float | None:
         return self.store.oldest_response_time()
@@ -173,8 +207,8 @@ class Engine:
         replay. A store that fails fails the run before it starts."""
         kept = self.config.responses
         try:
-            self.store.create_api_response(record, kept["keep_count"],
-                                           kept["keep_days"] * 86400)
+            self.store.create_api_response({**record, "owner": run.info["key"]},
+                                           kept["keep_count"], kept["keep_days"] * 86400)
         except BaseException as exc:
             run.finish("fail", error=exc if isinstance(exc, HubError) else None)
             raise
@@ -182,16 +216,21 @@ class Engine:
             run.id, events=stored_events(run), **outcome(run)))
 
     def api_response(self, response_id: str) -> dict | None:
-        return self.store.get_api_response(response_id)
+        return visible(self.store.get_api_response(response_id))
 
     def api_response_chain(self, response_id: str) -> list[dict] | None:
-        """The response and those it continues, oldest first; None if it is unknown."""
-        return self.store.api_response_chain(response_id)
+        """The response and those it continues, oldest first; None if it is unknown (or
+        another key's)."""
+        chain = self.store.api_response_chain(response_id)
+        return chain if chain is not None and visible(chain[-1]) is not None else None
 
     def delete_api_response(self, response_id: str) -> bool:
+        if self.api_response(response_id) is None:
+            return False
         return self.store.delete_api_response(response_id)
 
     def delete_message(self, thread_id: str, message_id: str) -> None:
+        self.generation.require_thread(thread_id)
         self.store.delete_message(thread_id, message_id)
 
     def summarise_messages(self, messages: list) -> Run:
@@ -209,12 +248,32 @@ class Engine:
         and which endpoint said so."""
         return self._manager(upstream).catalog()
 
+    # Loading and unloading are shared matters: an admin's, or a key's whose section says
+    # manage_models, and then only for the models it may use and never over other keys'
+    # runs (`exclusive` and `force` would end them).
     def load_model(self, key: str, exclusive: bool, context_length: int | None,
                    force: bool, upstream: str | None = None) -> dict:
+        who = caller()
+        who.check_manage(key)
+        if not who.admin and (exclusive or force):
+            raise Forbidden(f"Key {who.key!r} may not load exclusively or by force: that "
+                            "unloads what others use, and takes an admin key",
+                            param="exclusive" if exclusive else "force",
+                            code="admin_only")
         return self._manager(upstream).load(key, exclusive, context_length, force)
 
     def unload_models(self, key: str | None, everything: bool, force: bool,
                       upstream: str | None = None) -> list[str]:
+        who = caller()
+        who.check_manage(key)
+        if not who.admin:
+            if everything or key is None:
+                raise Forbidden(f"Key {who.key!r} may unload only a model it names",
+                                param="model_key", code="admin_only")
+            if any(not who.sees(run.info["key"]) and run.model == key
+                   for run in self.registry.live()):
+                raise Conflict(f"Other runs use {key}; only an admin key may unload it now",
+                               code="runs_in_flight")
         return self._manager(upstream).unload(key, everything, force)
 
     def _manager(self, upstream: str | None):
@@ -291,3 +350,13 @@ class Engine:
     @property
     def default_upstream(self):
         return self.resolver.default_upstream
+
+
+def caller() -> accounting.Caller:
+    """Whose request is being served: its key's name and role (accounting.Caller)."""
+    return accounting.current.get()
+
+
+def visible(record: dict | None) -> dict | None:
+    """A stored record if the caller may see it; None, as for an unknown id, if not."""
+    return record if record is not None and caller().sees(record.get("owner")) else None

@@ -30,6 +30,7 @@ class Route:
     summary: str
     example: object = None         # a request body, for /help
     auth: bool = True              # False: reachable without an API key
+    admin: bool = False            # True: with keys set, an admin key's only (403 otherwise)
     accept: str | None = None      # set: matches only requests whose Accept names it
     regex: re.Pattern = field(init=False, repr=False, compare=False)
 
@@ -69,7 +70,7 @@ ROUTES = [
     Route("GET", "/health", service.health, service,
           "Liveness, upstream reachability, database state, active runs", auth=False),
     Route("GET", "/config", service.show_config, service,
-          "The effective configuration, secrets redacted"),
+          "The effective configuration, secrets redacted", admin=True),
     Route("GET", "/help", service.help_page, service,
           "This documentation: JSON, or HTML for browsers"),
     Route("GET", "/metrics", service.metrics, service,
@@ -85,7 +86,8 @@ ROUTES = [
           "The live runs page: runs now (with Cancel), the request log, usage by key",
           auth=False),
     Route("GET", "/v1/upstreams", service.upstreams, service,
-          "Every model server: health, circuit breaker, loaded models, targets' load"),
+          "Every model server: health, circuit breaker, loaded models, targets' load",
+          admin=True),
     Route("GET", "/v1/runs", service.live_runs, service, "The runs alive now"),
     Route("GET", "/v1/runs/events", service.runs_events, service,
           "The runs page's feed: live runs, newest records and usage, twice a second"),

@@ -452,9 +452,10 @@ class Handler(BaseHTTPRequestHandler):
             key = self._authorise(route)
             hub = self.server.hub
             hub.limits.admit(key, self.command, path)
-            limits = hub.config.key_limits.get(key)
-            accounting.current.set(accounting.Caller(
-                (key, route.pattern, limits.models if limits else ())))
+            caller = accounting.Caller((key, route.pattern, hub.config.key_limits.get(key)))
+            accounting.current.set(caller)
+            if route.admin:
+                caller.check_admin(f"{self.command} {route.path}")
             body = self.state.body = self._read_body()
             if hub.config.log["capture_bodies"]:
                 self.state.captured = bytearray()

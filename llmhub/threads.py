@@ -33,7 +33,7 @@ from llmhub.context import content_text, message_tokens
 from llmhub.errors import BadRequest, Conflict, HubError, NotFound
 from llmhub.messages import normalise_message
 
-__all__ = ["Store", "StorageError", "MIGRATIONS", "normalise_message"]
+__all__ = ["Store", "StorageError", "MIGRATIONS", "normalise_message", "thread_not_found"]
 
 
 # --- migrations ------------------------------------------------------------------------------
@@ -141,6 +141,16 @@ def _add_request_target(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE requests ADD COLUMN target TEXT")
 
 
+def _add_owners(conn: sqlite3.Connection) -> None:
+    # Every stored thing belongs to the key that made it (its name; `local` without keys).
+    # Rows from before keys were owners belong to `local`: an admin key sees them, and
+    # README "Sharing one hub" says how to hand them to a key.
+    for table in ("threads", "responses", "api_responses"):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT NOT NULL DEFAULT 'local'")
+    conn.execute("CREATE INDEX threads_owner ON threads (owner, updated_at)")
+    conn.execute("CREATE INDEX requests_key ON requests (key, at)")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
     ("create_summaries", _create_summaries),
@@ -152,6 +162,7 @@ MIGRATIONS = [
     ("create_requests", _create_requests),
     ("add_request_bodies", _add_request_bodies),
     ("add_request_target", _add_request_target),
+    ("add_owners", _add_owners),
 ]
 
 
@@ -265,17 +276,20 @@ class Store:
 
     # -- threads -----------------------------------------------------------------------------
     def create_thread(self, thread_id: str | None = None, metadata: dict | None = None,
-                      messages: list | None = None) -> dict:
+                      messages: list | None = None, owner: str = "local") -> dict:
         with self.write_tx() as tx:
-            thread = self._create_thread_tx(tx, thread_id, metadata or {})
+            thread = self._create_thread_tx(tx, thread_id, metadata or {}, owner)
             self._append_tx(tx, thread["id"], messages or [])
         return thread
 
     def list_threads(self, limit: int = 50, before: float | None = None,
-                     search: str | None = None) -> list[dict]:
+                     search: str | None = None, owner: str | None = None) -> list[dict]:
         """Threads by last activity, newest first; `before` pages on from an updated_at;
-        `search` keeps those whose title or any message holds it (case-insensitive)."""
+        `search` keeps those whose title or any message holds it (case-insensitive);
+        `owner` keeps one key's (None: everyone's)."""
         where, args = "updated_at < ?", [before if before is not None else float("inf")]
+        if owner is not None:
+            where, args = "owner = ? AND " + where, [owner, *args]
         if search:
             pattern = "%" + search.casefold().replace("\\", "\\\\").replace("%", "\\%") \
                 .replace("_", "\\_") + "%"
@@ -291,12 +305,17 @@ class Store:
         with self.write_tx() as tx:
             if tx.execute("UPDATE threads SET title = ? WHERE id = ?",
                           (title, thread_id)).rowcount == 0:
-                raise _thread_not_found(thread_id)
+                raise thread_not_found(thread_id)
+
+    def thread_owner(self, thread_id: str) -> str | None:
+        """Whose thread it is; None for an unknown one."""
+        rows = self._read("SELECT owner FROM threads WHERE id = ?", (thread_id,))
+        return rows[0][0] if rows else None
 
     def get_thread(self, thread_id: str) -> dict:
         rows = self._read("SELECT * FROM threads WHERE id = ?", (thread_id,))
         if not rows:
-            raise _thread_not_found(thread_id)
+            raise thread_not_found(thread_id)
         return _thread(rows[0])
 
     def update_thread(self, thread_id: str, metadata: dict) -> dict:
@@ -304,7 +323,7 @@ class Store:
         with self.write_tx() as tx:
             row = tx.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
             if row is None:
-                raise _thread_not_found(thread_id)
+                raise thread_not_found(thread_id)
             merged = {**json.loads(row["metadata"]), **metadata}
             tx.execute("UPDATE threads SET metadata = ? WHERE id = ?",
                        (_json(merged), thread_id))
@@ -313,7 +332,7 @@ class Store:
     def delete_thread(self, thread_id: str) -> None:
         with self.write_tx() as tx:
             if tx.execute("DELETE FROM threads WHERE id = ?", (thread_id,)).rowcount == 0:
-                raise _thread_not_found(thread_id)   # messages go with it: ON DELETE CASCADE
+                raise thread_not_found(thread_id)   # messages go with it: ON DELETE CASCADE
         self._forget_window(thread_id)       # an id may be used again for a new thread
 
     # -- messages ----------------------------------------------------------------------------
@@ -322,13 +341,18 @@ class Store:
             self._require_thread_tx(tx, thread_id)
             return self._append_tx(tx, thread_id, messages)
 
-    def append_new(self, thread_id: str, conversation: list) -> int:
+    def append_new(self, thread_id: str, conversation: list, owner: str = "local") -> int:
         """Keep a conversation that its client resends whole each turn: create the thread
         if need be, and append what follows the longest stored prefix; how many were new.
-        A client that rewrote its history (compacted it) appends from where they part."""
+        A client that rewrote its history (compacted it) appends from where they part.
+        Another owner's thread of that id is as good as none: 404, nothing written."""
         with self.write_tx() as tx:
-            tx.execute("INSERT OR IGNORE INTO threads (id, created_at, metadata, updated_at) "
-                       "VALUES (?, ?, '{}', ?)", (thread_id, int(time.time()), time.time()))
+            tx.execute("INSERT OR IGNORE INTO threads (id, created_at, metadata, updated_at, "
+                       "owner) VALUES (?, ?, '{}', ?, ?)",
+                       (thread_id, int(time.time()), time.time(), owner))
+            if tx.execute("SELECT owner FROM threads WHERE id = ?",
+                          (thread_id,)).fetchone()[0] != owner:
+                raise thread_not_found(thread_id)
             stored = tx.execute("SELECT role, content, tool_call_id, tool_calls FROM messages "
                                 "WHERE thread_id = ? ORDER BY seq", (thread_id,)).fetchall()
             same = 0
@@ -367,11 +391,11 @@ class Store:
         return row["seq"]
 
     def begin_turn(self, thread_id: str | None, messages: list, check=None,
-                   budget: int | None = None) -> str:
+                   budget: int | None = None, owner: str = "local") -> str:
         """Store a turn's input (and its thread, if new); return the thread id.
 
-        No thread id: a new thread is created. An unknown id is a 404, not a new thread: a
-        typo must not silently start an empty conversation. Only messages after the
+        No thread id: a new thread is created, `owner`'s. An unknown id is a 404, not a new
+        thread: a typo must not silently start an empty conversation. Only messages after the
         summary are read, and with a `budget` only the newest that could fit it (each
         carries its `seq`). `check(history, summary, totals)` may raise to refuse the turn
         before anything is written; `totals` counts every unsummarised message and
@@ -383,7 +407,7 @@ class Store:
         """
         if thread_id is None:
             with self.write_tx() as tx:
-                thread_id = self._create_thread_tx(tx, None, {})["id"]
+                thread_id = self._create_thread_tx(tx, None, {}, owner)["id"]
                 if check is not None:
                     check([], None, {"messages": 0, "tokens": 0})
                 self._append_tx(tx, thread_id, messages)
@@ -530,11 +554,12 @@ class Store:
         """Insert a response (status in_progress) and prune beyond the retention bounds."""
         with self.write_tx() as tx:
             tx.execute("INSERT INTO responses (id, thread_id, model, provider, status, "
-                       "metadata, context, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       "metadata, context, created_at, owner) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (record["id"], record["thread_id"], record["model"],
                         _json(record["provider"]), record["status"],
                         _json(record["metadata"]), _json(record["context"]),
-                        record["created_at"]))
+                        record["created_at"], record.get("owner", "local")))
             _prune_tx(tx, "responses", keep_count, keep_seconds)
 
     def finish_response(self, response_id: str, **fields) -> None:
@@ -554,11 +579,12 @@ class Store:
         """Insert a running response and prune beyond the retention bounds."""
         with self.write_tx() as tx:
             tx.execute("INSERT INTO api_responses (id, created_at, status, previous_id, "
-                       "conversation_id, model, request, input) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       "conversation_id, model, request, input, owner) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (record["id"], record["created_at"], record["status"],
                         record["previous_id"], record["conversation_id"], record["model"],
-                        _json(record["request"]), _json(record["input"])))
+                        _json(record["request"]), _json(record["input"]),
+                        record.get("owner", "local")))
             _prune_tx(tx, "api_responses", keep_count, keep_seconds)
 
     def finish_api_response(self, response_id: str, **fields) -> None:
@@ -646,11 +672,13 @@ class Store:
         return dict(_request(rows[0]), request_body=rows[0]["request_body"],
                     response_body=rows[0]["response_body"])
 
-    def usage(self, group: str, since: float, until: float) -> list[dict]:
+    def usage(self, group: str, since: float, until: float,
+              key: str | None = None) -> list[dict]:
         """Runs, tokens, errors and cancels per key, model or UTC day; with each group's
-        time to first token p50."""
+        time to first token p50; `key`: that key's runs only."""
         column = {"key": "key", "model": "model",
                   "day": "date(at, 'unixepoch')"}[group]
+        mine = "" if key is None else "AND key = ? "
         rows = self._read(
             f"SELECT {column} AS grp, COUNT(*) AS requests, "
             "COALESCE(SUM(input_tokens), 0) AS input_tokens, "
@@ -658,7 +686,7 @@ class Store:
             "SUM(estimated) AS estimated, SUM(status = 'failed') AS errors, "
             "SUM(status = 'cancelled') AS cancels, "
             "GROUP_CONCAT(ttft_ms) AS ttfts FROM requests WHERE at >= ? AND at < ? "
-            f"GROUP BY grp ORDER BY grp", (since, until))
+            f"{mine}GROUP BY grp ORDER BY grp", (since, until, *(() if key is None else (key,))))
         return [{"group": row["grp"], "requests": row["requests"],
                  "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
                  "estimated_requests": row["estimated"], "errors": row["errors"],
@@ -697,20 +725,21 @@ class Store:
         return {"status": "ok", "migrations": count}
 
     # -- inside a transaction ----------------------------------------------------------------
-    def _create_thread_tx(self, tx, thread_id: str | None, metadata: dict) -> dict:
+    def _create_thread_tx(self, tx, thread_id: str | None, metadata: dict,
+                          owner: str) -> dict:
         thread_id = thread_id or str(ids.uuid4())
         created = int(time.time())
         try:
-            tx.execute("INSERT INTO threads (id, created_at, metadata, updated_at) "
-                       "VALUES (?, ?, ?, ?)", (thread_id, created, _json(metadata),
-                                               time.time()))
+            tx.execute("INSERT INTO threads (id, created_at, metadata, updated_at, owner) "
+                       "VALUES (?, ?, ?, ?, ?)", (thread_id, created, _json(metadata),
+                                                  time.time(), owner))
         except sqlite3.IntegrityError:
             raise Conflict(f"Thread {thread_id!r} already exists", param="threadId") from None
         return {"id": thread_id, "created_at": created, "metadata": metadata}
 
     def _require_thread_tx(self, tx, thread_id: str) -> None:
         if not tx.execute("SELECT 1 FROM threads WHERE id = ?", (thread_id,)).fetchone():
-            raise _thread_not_found(thread_id)
+            raise thread_not_found(thread_id)
 
     def _append_tx(self, tx, thread_id: str, messages: list, tokens: int | None = None):
         seq, running = self._tail_tx(tx, thread_id)
@@ -845,5 +874,6 @@ def _in_transaction(conn: sqlite3.Connection) -> bool:
         return True
 
 
-def _thread_not_found(thread_id: str) -> NotFound:
+def thread_not_found(thread_id: str) -> NotFound:
+    """The one answer for a thread that does not exist or is another key's."""
     return NotFound(f"Thread {thread_id!r} not found", param="threadId")

@@ -12,7 +12,8 @@ from conftest import write_ini
 
 USER = [{"role": "user", "content": "Hello!"}]
 KEYS = {"server": {"api_keys": "editor:sk-editor-1111, sk-plain-2222"},
-        "keys": {"agents": "sk-agents-3333"}}
+        "keys": {"agents": "sk-agents-3333"},
+        "key:editor": {"role": "admin"}}         # sees every key's records
 
 
 def as_key(key: str) -> dict:
@@ -36,7 +37,8 @@ def test_runs_are_recorded_under_their_keys_name_never_the_key(make_hub, fake, c
     lines = [r for r in caplog.records if getattr(r, "fields", {}).get("run_id")]
     assert {r.fields["key"] for r in lines} == {"editor", "key2", "agents"}
     assert not any("sk-" in json.dumps(r.fields, default=str) for r in lines)
-    _, _, config = call(hub.url, "GET", "/config", headers=as_key("sk-plain-2222"))
+    assert call(hub.url, "GET", "/config", headers=as_key("sk-plain-2222"))[0] == 403
+    _, _, config = call(hub.url, "GET", "/config", headers=as_key("sk-editor-1111"))
     assert config["keys"] == {"editor": "***", "key2": "***", "agents": "***"}
 
 

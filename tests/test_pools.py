@@ -484,13 +484,16 @@ def test_made_up_model_names_do_not_grow_the_routers_counters(make_hub, fake):
 
 
 def test_upstreams_are_behind_the_keys_and_health_shows_their_state(make_hub, boxes):
-    hub = pool_hub(make_hub, boxes, server={"api_keys": "sk-local-1"})
+    hub = pool_hub(make_hub, boxes, server={"api_keys": "sk-local-1, sk-user-2"},
+                   **{"key:key1": {"role": "admin"}})
     assert call(hub.url, "GET", "/v1/upstreams")[0] == 401
+    user = {"Authorization": "Bearer sk-user-2"}
+    assert call(hub.url, "GET", "/v1/upstreams", headers=user)[0] == 403   # admins' only
     key = {"Authorization": "Bearer sk-local-1"}
     assert ask(hub, headers=key)[0] == 200
     listed = call(hub.url, "GET", "/v1/upstreams", headers=key)[2]["data"]
     assert [s["name"] for s in listed] == ["default", "b", "c"]
-    health = call(hub.url, "GET", "/health")[2]["upstreams"]
+    health = call(hub.url, "GET", "/health", headers=key)[2]["upstreams"]
     assert [(u["name"], u["state"], u["in_flight"]) for u in health] == [
         ("default", "healthy", 0), ("b", "healthy", 0), ("c", "healthy", 0)]
     assert health[0]["targets"][0]["requests"] == 1

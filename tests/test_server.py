@@ -126,10 +126,13 @@ def test_cors_follows_the_configured_origins(make_hub):
 
 
 def test_api_keys_guard_everything_but_health(make_hub):
-    hub = make_hub({"server": {"api_keys": "secret-1, secret-2"}})
+    hub = make_hub({"server": {"api_keys": "secret-1, secret-2"},
+                    "key:key2": {"role": "admin"}})
     status, headers, body = call(hub.url, "GET", "/config")
     assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
     assert call(hub.url, "GET", "/config", headers={"Authorization": "Bearer nope"})[0] == 401
+    assert call(hub.url, "GET", "/config",
+                headers={"Authorization": "Bearer secret-1"})[0] == 403   # a user key
     status, _, body = call(hub.url, "GET", "/config",
                            headers={"Authorization": "Bearer secret-2"})
     assert status == 200 and "secret-1" not in json.dumps(body)

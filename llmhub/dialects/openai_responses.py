@@ -66,7 +66,7 @@ def create(request):
     if stored:
         hub.engine.keep_api_response(run, record, lambda run: outcome(run))
     if body.get("background"):
-        run.detach()                  # no reader leaving ends it: only a cancel
+        hub.engine.detach(run)        # no reader leaving ends it: only a cancel
         if body.get("stream"):        # the event stream, resumable by sequence number
             return StreamResponse(run, ResponseEvents(record))
         hub.engine.launch(run)

@@ -11,10 +11,12 @@ import threading
 import time
 from pathlib import Path
 
+from llmhub import accounting
 from llmhub.cancellation import STREAMING, RunContract
 from llmhub.config import redacted
 from llmhub.context import estimate_tokens
 from llmhub.errors import NotFound
+from llmhub.redaction import redact
 from llmhub.wire import BytesResponse, JSONResponse, StreamRenderer, StreamResponse, sse
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -180,12 +182,20 @@ def upstreams(request) -> JSONResponse:
 
 
 def health(request) -> JSONResponse:
-    """200 even when the upstream is down: the hub itself is up, and says what is not."""
+    """200 even when the upstream is down: the hub itself is up, and says what is not. With
+    keys configured, a caller without a valid one learns only that much: upstreams, their
+    addresses and errors, and the runs are for key holders (DESIGN §10)."""
     hub = request.hub
     upstreams, database = hub.engine.health()
     healthy = database["status"] == "ok" and all(u["reachable"] for u in upstreams)
+    status = "ok" if healthy else "degraded"
+    if accounting.current.get().key == "-":      # keys are set, and none valid came
+        return JSONResponse({"status": status})
+    for upstream in upstreams:      # a probe's error is the server's words: a second net
+        if upstream.get("error"):
+            upstream["error"] = redact(upstream["error"], hub.engine.secrets)
     return JSONResponse({
-        "status": "ok" if healthy else "degraded",
+        "status": status,
         "time": utc_now(),
         "version": hub.version,
         "uptime_seconds": round(time.time() - hub.started, 1),

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from llmhub.anthropic_translator import StreamReader, to_messages_body
 from llmhub.cancellation import Gate
 from llmhub.errors import UpstreamError
-from llmhub.redaction import public_url
+from llmhub.redaction import public_url, redact, upstream_secrets
 from llmhub.upstream.http import Exchange, Pool, Timeouts
 from llmhub.upstream.openai import error_message, http_error, sse_events, stream_error
 
@@ -38,6 +38,7 @@ class Anthropic:
         self.gate = Gate(config.max_concurrent, config.max_queued)
         self.pool = Pool()
         self.timeouts = Timeouts.of(config)
+        self.secrets = upstream_secrets(config)   # masked in what the server echoes
 
     @property
     def provider(self) -> dict:
@@ -61,7 +62,8 @@ class Anthropic:
         finally:
             exchange.close()
         if response.status >= 400:
-            raise http_error(response.status, error_message(raw), self.label)
+            raise http_error(response.status, error_message(raw), self.label,
+                             secrets=self.secrets)
         return [{"id": m["id"], "object": "model", "created": 0, "owned_by": "anthropic"}
                 for m in json.loads(raw).get("data") or () if m.get("id")]
 
@@ -81,6 +83,7 @@ class Anthropic:
 class AnthropicCall:
     def __init__(self, upstream: Anthropic, body: dict, headers: dict, key: str) -> None:
         self.upstream, self.body, self.headers, self.key = upstream, body, headers, key
+        self.secrets = (key, *upstream.secrets) if key else upstream.secrets
         self.exchange = Exchange(upstream.base_url, upstream.timeouts, upstream.label,
                                  upstream.pool)
 
@@ -91,15 +94,15 @@ class AnthropicCall:
                 response.getheader("Content-Type", ""):
             message = error_message(self.exchange.read_all())
             raise http_error(response.status if response.status >= 400 else 502, message,
-                             self.upstream.label)
+                             self.upstream.label, secrets=self.secrets)
 
     def events(self) -> Iterator:
         """The reply as typed run events (anthropic_translator.StreamReader)."""
         reader = StreamReader(self.body["model"])
         for event, payload in sse_events(self.exchange, self.upstream):
-            data = _decode(payload, self.upstream.label)
+            data = _decode(payload, self.upstream.label, self.secrets)
             if event == "error":
-                raise stream_error(data, self.upstream.label)
+                raise stream_error(data, self.upstream.label, self.secrets)
             yield from reader.read(event, data)
             if reader.stopped:
                 self.exchange.finish()
@@ -115,13 +118,13 @@ class AnthropicCall:
         self.exchange.close()
 
 
-def _decode(payload: str, label: str) -> dict:
+def _decode(payload: str, label: str, secrets=()) -> dict:
     try:
         data = json.loads(payload)
     except ValueError:
         data = None
     if not isinstance(data, dict):
         raise UpstreamError(f"{label} sent a stream event that is not a JSON object: "
-                            f"{payload[:200]!r}", code="upstream_garbage", reason="garbage",
-                            where=label)
+                            f"{redact(payload[:200], secrets)!r}", code="upstream_garbage",
+                            reason="garbage", where=label)
     return data

@@ -108,7 +108,7 @@ class LMStudio(OpenAICompatible):
         except ValueError:
             reply = None
         if response.status >= 400 or not isinstance(reply, dict) or "error" in reply:
-            error = http_error(response.status, message, self.label)
+            error = http_error(response.status, message, self.label, secrets=self.secrets)
             if _unknown_route(error):
                 raise NoNativeAPI("This LM Studio has no /api/v1 (it is older than 0.4), so "
                                   "the hub cannot load or unload models. Load one with "

@@ -27,7 +27,7 @@ from llmhub.completion import choice as build_choice, chunk as build_chunk
 from llmhub.errors import UpstreamError
 from llmhub.events import Finish, Logprobs, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from llmhub.health import retry_after
-from llmhub.redaction import public_url
+from llmhub.redaction import public_url, redact, upstream_secrets
 from llmhub.upstream.http import Exchange, Pool, Timeouts
 from llmhub.upstream.sse import EventTooLarge, SSEParser
 
@@ -52,6 +52,9 @@ class OpenAICompatible:
         self.base_url = public_url(self.normalise_url(config.base_url))   # shown everywhere
         self.prefix = urlsplit(self.base_url).path.rstrip("/")
         self.basic_auth = basic_auth(config.base_url)   # http://user:pw@host, used, never shown
+        # A server echoes the key it refused: masked in every error made of what it said,
+        # before a probe, a model load or the startup line shows that error.
+        self.secrets = upstream_secrets(config)
         self.gate = Gate(config.max_concurrent, config.max_queued)
         self.pool = Pool()
         self.timeouts = Timeouts.of(config)
@@ -114,7 +117,8 @@ class OpenAICompatible:
             exchange.close()
         obj = _parse_json(body)
         if response.status >= 400 or (isinstance(obj, dict) and "error" in obj):
-            raise http_error(response.status, error_message(body), self.label)
+            raise http_error(response.status, error_message(body), self.label,
+                             secrets=self.secrets)
         return obj if isinstance(obj, dict) else {}
 
     def count_tokens(self, text: str) -> int | None:
@@ -165,6 +169,7 @@ class ChatCall:
         self.body = body
         self.headers = headers
         self.key = key          # never repeated in an error message
+        self.secrets = (key, *upstream.secrets) if key else upstream.secrets
         self.path = path
         self.adapt = adapt or chunk_events                  # a chunk → its typed events
         self.unwrap = unwrap or chunks_from_completion      # a whole reply → its chunks
@@ -183,7 +188,7 @@ class ChatCall:
             wait = retry_after(response.getheader("Retry-After")) \
                 if response.status in (429, 503) else None
             raise http_error(response.status, error_message(body), self.upstream.label,
-                             error_type(body), retry_after=wait)
+                             error_type(body), retry_after=wait, secrets=self.secrets)
         if "text/event-stream" not in content_type:
             # A JSON body where a stream was asked for: an error with HTTP 200 (LM Studio's
             # unknown routes), or a server that ignores `stream`.
@@ -191,7 +196,7 @@ class ChatCall:
             obj = _parse_json(body)
             if not isinstance(obj, dict) or "error" in obj or "choices" not in obj:
                 raise http_error(502, error_message(body), self.upstream.label,
-                                 error_type(body))
+                                 error_type(body), secrets=self.secrets)
             self.exchange.finish()
             self._whole = obj
 
@@ -227,11 +232,12 @@ class ChatCall:
             obj = json.loads(payload)
         except ValueError:
             raise UpstreamError(f"{self.upstream.label} sent a stream event that is not JSON: "
-                                f"{payload[:200]!r}", code="upstream_garbage",
-                                reason="garbage", where=self.upstream.label) from None
+                                f"{redact(payload[:200], self.secrets)!r}",
+                                code="upstream_garbage", reason="garbage",
+                                where=self.upstream.label) from None
         if event == "error" or not isinstance(obj, dict) or \
                 ("error" in obj and "choices" not in obj):
-            raise stream_error(obj, self.upstream.label)
+            raise stream_error(obj, self.upstream.label, self.secrets)
         return obj
 
     def abort(self) -> None:
@@ -306,9 +312,11 @@ def error_type(body: bytes) -> str:
 
 
 def http_error(status: int, message: str, label: str, kind: str = "",
-               retry_after: float | None = None) -> UpstreamError:
-    """Keep the upstream's message; keep 4xx statuses; a plain 500 becomes 502 Bad Gateway;
-    a context overflow is a 400 `context_length_exceeded`, whatever the upstream said."""
+               retry_after: float | None = None, secrets=()) -> UpstreamError:
+    """Keep the upstream's message, with `secrets` (the keys it was sent) masked; keep 4xx
+    statuses; a plain 500 becomes 502 Bad Gateway; a context overflow is a 400
+    `context_length_exceeded`, whatever the upstream said."""
+    message = redact(message, secrets)
     code = _code_for(f"{message} {kind}")
     missing = code != "context_length_exceeded" and bool(_MODEL_MISSING.search(message)) \
         and status in (400, 404)
@@ -322,8 +330,9 @@ def http_error(status: int, message: str, label: str, kind: str = "",
                          upstream_status=status, retry_after=retry_after)
 
 
-def stream_error(obj, label: str) -> UpstreamError:
-    message = _message_in(obj) or json.dumps(obj)[:500]
+def stream_error(obj, label: str, secrets=()) -> UpstreamError:
+    """An error frame inside a stream, with `secrets` masked as in http_error."""
+    message = redact(_message_in(obj) or json.dumps(obj)[:500], secrets)
     kind = (obj.get("error") or {}).get("type", "") if isinstance(obj, dict) and \
         isinstance(obj.get("error"), dict) else ""
     code = _code_for(f"{message} {kind}")
