@@ -282,8 +282,9 @@ class RequestLog:
         """Keep a run's request and response with its record: secrets masked, each cut at
         `max_body_bytes`."""
         def kept(data: bytes) -> str:
-            text = data[:self.max_body_bytes].decode("utf-8", "replace")
-            return redact(text, secrets) + ("…" if len(data) > self.max_body_bytes else "")
+            # masked before the cut: a key the cut splits would leave its first part
+            text = redact(data.decode("utf-8", "replace"), secrets)
+            return text[:self.max_body_bytes] + ("…" if len(data) > self.max_body_bytes else "")
         with self._lock:
             self._bodies.append((run_id, kept(request), kept(response)))
 
