@@ -92,7 +92,8 @@ class Caller(tuple):
             self.check_model(model)
 
 
-LOCAL = "local"
+LOCAL = "local"     # the one owner when no keys are configured
+PUBLIC = "-"        # a public route reached without a valid key while keys are set
 current: contextvars.ContextVar = contextvars.ContextVar("caller",
                                                          default=Caller((LOCAL, "-", None)))
 

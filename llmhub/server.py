@@ -521,7 +521,7 @@ class Handler(BaseHTTPRequestHandler):
         on a public route); 401 for a guarded route without a valid one."""
         keys = self.server.hub.config.keys
         if not keys:
-            return "local"
+            return accounting.LOCAL
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             token = self.headers.get("x-api-key", "")   # Anthropic's SDKs send it so
@@ -529,7 +529,7 @@ class Handler(BaseHTTPRequestHandler):
         name = next((n for n, k in keys.items() if hmac.compare_digest(token, k.encode())),
                     None) if token else None
         if name is not None or not route.auth:
-            return name or "-"
+            return name or accounting.PUBLIC
         raise Unauthorized("Missing or invalid API key: send 'Authorization: Bearer <key>' "
                            "(or x-api-key)", headers={"WWW-Authenticate": "Bearer"})
 

@@ -189,7 +189,7 @@ def health(request) -> JSONResponse:
     upstreams, database = hub.engine.health()
     healthy = database["status"] == "ok" and all(u["reachable"] for u in upstreams)
     status = "ok" if healthy else "degraded"
-    if accounting.current.get().key == "-":      # keys are set, and none valid came
+    if accounting.current.get().key == accounting.PUBLIC:   # keys are set, none valid came
         return JSONResponse({"status": status})
     for upstream in upstreams:      # a probe's error is the server's words: a second net
         if upstream.get("error"):
