@@ -32,6 +32,7 @@ makes the run failed: nothing reports success for a reply that was not stored.
 """
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -249,6 +250,16 @@ class Run(RunContract):
                 self.finish("fail", error=HubError("Internal error in the hub; see its log"))
             self._conclude()
 
+    @contextlib.contextmanager
+    def failing_on_error(self):
+        """Whatever raises in the block fails the run before it propagates (with the error,
+        when it is a HubError): a run that will never be driven must not stay live."""
+        try:
+            yield
+        except BaseException as exc:
+            self.finish("fail", error=exc if isinstance(exc, HubError) else None)
+            raise
+
     def on_finish(self, hook: Callable[["Run"], None]) -> None:
         self._hooks.append(hook)
 
@@ -282,10 +293,11 @@ class Run(RunContract):
         if self.first_token_at is None and event.kind in TOKENS and \
                 (getattr(event, "text", None) or getattr(event, "id", None)):
             self.first_token_at = time.monotonic()
-        self.log.append(event)
-        if self.log.followed:
-            self.log.hold_back(lambda: self._final is not None)
+        self.log.append(event, self._ending)
         return self._final is None
+
+    def _ending(self) -> bool:
+        return self._final is not None
 
     def finish(self, event: str, *, reason: str | None = None, error: HubError | None = None,
                finish_reason: str | None = None) -> bool:

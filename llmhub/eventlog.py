@@ -1,7 +1,7 @@
 """A run's event log: its typed events in order, for any number of readers.
 
 Readers follow the log by absolute cursor, which is what lets a stream be re-attached.
-Memory is bounded twice over. While a reader follows the log, the writer's `hold_back`
+Memory is bounded twice over. While a reader follows the log, the writer's `append`
 blocks once the events that reader has not taken pass `buffer_limit` bytes: the run's
 driver stops reading the upstream, and TCP pushes back on the model server. And the log keeps
 at most `log_limit` bytes, dropping its oldest events, never ones a reader still needs; a
@@ -87,21 +87,20 @@ class EventLog:
         return bool(self._readers)
 
     # -- the writer --------------------------------------------------------------------------
-    def append(self, event) -> None:
+    def append(self, event, stop: Callable[[], bool] | None = None) -> None:
+        """Add an event. With `stop`, the writer is then held back (in the same lock) while
+        a reader has more than `buffer_limit` bytes untaken, until it catches up or `stop()`
+        says the writer should give up (checked on every wake)."""
         with self._cond:
             self._append(event)
+            while stop is not None and self._readers and not stop() and \
+                    self.untaken() > self.buffer_limit:
+                self._cond.wait(0.5)
 
     def extend(self, events: list) -> None:
         with self._cond:
             for event in events:
                 self._append(event)
-
-    def hold_back(self, stop: Callable[[], bool]) -> None:
-        """Block while a reader has more than `buffer_limit` bytes untaken, until it catches
-        up or `stop()` says the writer should give up (checked on every wake)."""
-        with self._cond:
-            while self._readers and not stop() and self.untaken() > self.buffer_limit:
-                self._cond.wait(0.5)
 
     def wake(self) -> None:
         """Wake a held-back writer and waiting readers (the run is ending)."""

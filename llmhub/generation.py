@@ -104,12 +104,9 @@ class Generation:
         run.log.buffer_limit = self.config.server["stream_buffer_bytes"]
         run.log.log_limit = self.config.responses["max_event_log_bytes"]
         run.secrets = self.secrets + ((access.api_key,) if access.api_key else ())
-        try:
+        with run.failing_on_error():
             turn = request.input.prepare(self, run)
             run.budget = self.limits.budget(run.info["key"], run.input_estimate)
-        except BaseException as exc:
-            run.finish("fail", error=exc if isinstance(exc, HubError) else None)
-            raise
         run.job = functools.partial(self._work, run, request.params, turn,
                                     (access.api_key, access.headers, request.input.endpoint),
                                     pools, request.session)
@@ -181,16 +178,13 @@ class Generation:
     def keep_response(self, run: Run, metadata: dict) -> None:
         """Keep a /responses run in the responses table from now to its end."""
         kept = self.config.responses
-        try:
+        with run.failing_on_error():
             self.store.create_response({
                 "id": run.id, "thread_id": run.thread_id, "model": run.model,
                 "provider": run.provider, "status": "in_progress", "metadata": metadata,
                 "context": run.context or {}, "created_at": time.time(),
                 "owner": run.info["key"]},
                 kept["keep_count"], kept["keep_days"] * 86400)
-        except BaseException as exc:
-            run.finish("fail", error=exc if isinstance(exc, HubError) else None)
-            raise
         run.on_finish(self._finish_response)
 
     def _finish_response(self, run: Run) -> None:
@@ -213,11 +207,8 @@ class Generation:
                                    model=pools[0][0].model)
         run.requested = model
         run.input_estimate = estimate_input(body.get("input"))
-        try:
+        with run.failing_on_error():
             run.budget = self.limits.budget(run.info["key"], run.input_estimate)
-        except HubError as exc:
-            run.finish("fail", error=exc)
-            raise
         replies: list = []
         run.job = functools.partial(self._embed_work, run, pools, body, replies)
         run.drive()

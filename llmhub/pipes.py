@@ -110,11 +110,8 @@ class Engine:
         """Make a prepared run a background run, within its key's max_background (429
         past it, and the run ends unstarted)."""
         limits = caller().limits
-        try:
+        with run.failing_on_error():
             self.registry.detach(run, limits.max_background if limits is not None else 0)
-        except HubError as exc:
-            run.finish("fail", error=exc)
-            raise
 
     def _generate(self, messages: list, model: str | None) -> Run:
         run = self.start(ChatRequest(Summary(messages), model=model, dialect="summary"))
@@ -206,12 +203,9 @@ class Engine:
         to its end, when `outcome(run)` gives the fields stored, with the event log for
         replay. A store that fails fails the run before it starts."""
         kept = self.config.responses
-        try:
+        with run.failing_on_error():
             self.store.create_api_response({**record, "owner": run.info["key"]},
                                            kept["keep_count"], kept["keep_days"] * 86400)
-        except BaseException as exc:
-            run.finish("fail", error=exc if isinstance(exc, HubError) else None)
-            raise
         run.on_finish(lambda run: self.store.finish_api_response(
             run.id, events=stored_events(run), **outcome(run)))
 

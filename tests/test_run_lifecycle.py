@@ -11,6 +11,7 @@ import pytest
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream
 from llmhub.cancellation import Registry
+from test_hostile import wait_for
 from test_responses import read_until
 
 NEVER = threading.Event()      # a hold that is never released
@@ -24,17 +25,19 @@ def drop(conn) -> None:
     conn.close()
 
 
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    done = threading.Event()
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return True
-        done.wait(0.02)
-    return predicate()
-
-
 def live(hub) -> list:
     return hub.hub.engine.live_runs()
+
+
+def stored_stream_dropped(hub, fake, release) -> tuple[str, list]:
+    """A stored /v1/responses stream held after its first delta, whose client then goes:
+    (the response id, the events it had seen)."""
+    fake.enqueue(Script(chunks=["one", " two"], hold_first=release, hold_after=1))
+    conn, response = open_stream(hub.url, "/v1/responses",
+                                 {"model": "m", "input": "Hi", "stream": True})
+    seen = read_until(response, "response.output_text.delta")
+    drop(conn)
+    return seen[0]["data"]["response"]["id"], seen
 
 
 # --- 1. who ends a run -------------------------------------------------------------------------
@@ -72,12 +75,7 @@ def test_a_stream_nothing_can_resume_is_cancelled_when_its_client_goes(make_hub,
 def test_a_stored_responses_stream_waits_for_its_client_and_a_resume_keeps_it(make_hub, fake):
     hub = make_hub({"responses": {"resume_grace_seconds": "0.3"}})
     release = threading.Event()
-    fake.enqueue(Script(chunks=["one", " two"], hold_first=release, hold_after=1))
-    conn, response = open_stream(hub.url, "/v1/responses",
-                                 {"model": "m", "input": "Hi", "stream": True})
-    seen = read_until(response, "response.output_text.delta")
-    response_id = seen[0]["data"]["response"]["id"]
-    drop(conn)
+    response_id, seen = stored_stream_dropped(hub, fake, release)
     # a second reader attaches within the grace and stays: the first one's timer must
     # not end the run under it
     again = connect(hub.url)
@@ -96,12 +94,7 @@ def test_a_stored_responses_stream_waits_for_its_client_and_a_resume_keeps_it(ma
 
 def test_a_stored_responses_stream_left_alone_is_cancelled_after_the_grace(make_hub, fake):
     hub = make_hub({"responses": {"resume_grace_seconds": "0.2"}})
-    fake.enqueue(Script(chunks=["one", " two"], hold_first=NEVER, hold_after=1))
-    conn, response = open_stream(hub.url, "/v1/responses",
-                                 {"model": "m", "input": "Hi", "stream": True})
-    seen = read_until(response, "response.output_text.delta")
-    response_id = seen[0]["data"]["response"]["id"]
-    drop(conn)
+    response_id, _ = stored_stream_dropped(hub, fake, NEVER)
     assert fake.aborted.wait(3)
     assert wait_for(lambda: call(hub.url, "GET", f"/v1/responses/{response_id}")[2]["status"]
                     == "cancelled")
