@@ -8,7 +8,8 @@ import math
 
 __all__ = [
     "HubError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "MethodNotAllowed", "Conflict",
-    "Gone", "PayloadTooLarge", "UnsupportedMediaType", "UpstreamError", "error_of",
+    "Gone", "PayloadTooLarge", "UnsupportedMediaType", "UpgradeRequired", "UpstreamError",
+    "error_of",
 ]
 
 
@@ -76,6 +77,11 @@ class PayloadTooLarge(HubError):
 
 class UnsupportedMediaType(HubError):
     status, code = 415, "unsupported_media_type"
+
+
+class UpgradeRequired(HubError):
+    """A WebSocket upgrade: 426 is what makes a client (Codex) fall back to HTTP at once."""
+    status, code = 426, "upgrade_required"
 
 
 class UpstreamError(HubError):

@@ -6,7 +6,9 @@ The Responses API speaks in items; the engine and the store speak in chat messag
   `output_text`, `input_image` parts) ↔ a message with text and `image_url` parts;
 - `function_call` (call_id, name, arguments) ↔ an assistant message's `tool_calls`
   (consecutive calls, and a call right after the assistant's text, share one message);
-- `function_call_output` ↔ a `tool` message;
+  `custom_tool_call` (call_id, name, input) is one too, its input the function's one
+  argument, and a call's `namespace` is part of the function's name (response_tools.py);
+- `function_call_output` and `custom_tool_call_output` ↔ a `tool` message;
 - `reasoning` ↔ the `reasoning` of the assistant message that follows it;
 - `compaction` (what /v1/responses/compact returns) ↔ a system message with the summary.
 
@@ -16,10 +18,14 @@ stream and the stored response name the same items the same way.
 
 from llmhub.context import SUMMARY_PREFIX, content_text
 from llmhub.errors import BadRequest
+from llmhub.response_tools import Toolbox, custom_arguments, upstream_name
 
 __all__ = ["items_to_messages", "messages_to_items", "output_items", "ITEM_TYPES"]
 
-ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning", "compaction")
+ITEM_TYPES = ("message", "function_call", "function_call_output", "custom_tool_call",
+              "custom_tool_call_output", "reasoning", "compaction")
+CALLS = ("function_call", "custom_tool_call")
+OUTPUTS = ("function_call_output", "custom_tool_call_output")
 ROLES = ("user", "assistant", "system", "developer")
 
 
@@ -43,9 +49,9 @@ def items_to_messages(items, where: str = "input") -> list[dict]:
             reasoning = reasoning_text(item)
         elif kind == "message":
             messages.append(_message_item(item, at))
-        elif kind == "function_call":
+        elif kind in CALLS:
             _add_call(messages, item, at)
-        elif kind == "function_call_output":
+        elif kind in OUTPUTS:
             messages.append(dict(message("tool", _output_text(item.get("output"))),
                                  tool_call_id=_required(item, "call_id", at)))
         else:
@@ -96,9 +102,11 @@ def _part(part, at: str) -> dict:
 
 
 def _add_call(messages: list, item: dict, at: str) -> None:
+    name = upstream_name(item.get("namespace"), _required(item, "name", at))
+    arguments = custom_arguments(str(item.get("input") or "")) \
+        if item["type"] == "custom_tool_call" else item.get("arguments") or "{}"
     call = {"id": _required(item, "call_id", at), "type": "function",
-            "function": {"name": _required(item, "name", at),
-                         "arguments": item.get("arguments") or "{}"}}
+            "function": {"name": name, "arguments": arguments}}
     last = messages[-1] if messages else None
     if last is not None and last["role"] == "assistant":
         last["tool_calls"] = last["tool_calls"] + [call]
@@ -124,8 +132,14 @@ def _output_text(output) -> str:
 
 
 def reasoning_text(item: dict) -> str:
-    parts = (item.get("content") or []) + (item.get("summary") or [])
-    return "".join(p.get("text", "") for p in parts if isinstance(p, dict))
+    """The reasoning an item carries: its text, else its summary, else the copy the hub
+    gave as `encrypted_content` (a store: false client sends only that back)."""
+    for parts in (item.get("content"), item.get("summary")):
+        text = "".join(p.get("text", "") for p in parts or () if isinstance(p, dict))
+        if text:
+            return text
+    opaque = item.get("encrypted_content")
+    return opaque if isinstance(opaque, str) else ""
 
 
 # --- messages → items ------------------------------------------------------------------------
@@ -178,20 +192,34 @@ def function_call(item_id: str, call: dict, status: str = "completed") -> dict:
             "arguments": function.get("arguments", "")}
 
 
-def output_items(response_id: str, transcript) -> list[dict]:
+def output_items(response_id: str, transcript, tools: Toolbox | None = None,
+                 request: dict | None = None) -> list[dict]:
     """A run's answer as output items, in the order a stream sends them: reasoning, the
-    message, then each function call."""
+    message, then each tool call (read back through the request's tools)."""
     key = response_id.removeprefix("resp_").replace("-", "")
+    tools = tools or Toolbox(())
     items = []
     if transcript.reasoning:
-        items.append({"id": f"rs_{key}", "type": "reasoning", "summary": [],
-                      "content": [{"type": "reasoning_text", "text": transcript.reasoning}],
-                      "status": "completed"})
+        items.append(dict(reasoning_item(f"rs_{key}", transcript.reasoning, request or {}),
+                          status="completed"))
     if transcript.content is not None:          # a pure tool-call turn has no message
         items.append({"id": f"msg_{key}", "type": "message", "role": "assistant",
                       "status": "completed",
                       "content": [{"type": "output_text", "text": transcript.text,
                                    "annotations": [], "logprobs": []}]})
-    items += [function_call(f"fc_{key}_{i}", call)
-              for i, call in enumerate(transcript.calls())]
+    items += [tools.call_item(key, i, call) for i, call in enumerate(transcript.calls())]
     return items
+
+
+def reasoning_item(item_id: str, text: str, request: dict) -> dict:
+    """Reasoning as its text; as a summary too when the request asks for one (the AI SDK
+    and Codex read only the summary); and as `encrypted_content` when `include` asks for
+    it, which a store: false client sends back next turn."""
+    wanted = request.get("reasoning") or {}
+    item = {"id": item_id, "type": "reasoning",
+            "summary": [{"type": "summary_text", "text": text}]
+            if wanted.get("summary") and text else [],
+            "content": [{"type": "reasoning_text", "text": text}]}
+    if "reasoning.encrypted_content" in (request.get("include") or ()):
+        item["encrypted_content"] = text
+    return item

@@ -34,7 +34,8 @@ from urllib.parse import parse_qs, unquote
 
 from llmhub import __version__, accounting, routes
 from llmhub.dialects import service
-from llmhub.errors import BadRequest, Forbidden, HubError, Unauthorized, UnsupportedMediaType
+from llmhub.errors import (BadRequest, Forbidden, HubError, Unauthorized, UnsupportedMediaType,
+                           UpgradeRequired)
 from llmhub.framing import FramingError, check_length, discard_body, read_body, read_head
 from llmhub.origins import OriginPolicy
 from llmhub.redaction import redact_error
@@ -443,6 +444,10 @@ class Handler(BaseHTTPRequestHandler):
             path, _, query = self.path.partition("?")
             path = unquote(path)
             self._guard()
+            if "websocket" in self.headers.get("Upgrade", "").lower():
+                raise UpgradeRequired("The hub speaks HTTP only here: send the same request "
+                                      "as an HTTP POST (WebSocket is not served)",
+                                      param="Upgrade", code="websocket_not_supported")
             if self.command == "OPTIONS":
                 self._read_body()
                 return self._preflight(path)

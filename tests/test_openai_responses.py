@@ -205,7 +205,9 @@ def test_delete_input_items_and_store_false(client, fake):
     ({"model": "m", "input": [{"type": "web_search_call"}]}, "input[0].type", None),
     ({"model": "m", "input": "x", "previous_response_id": "resp_nope"},
      "previous_response_id", "previous_response_not_found"),
-    ({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type", None),
+    ({"model": "m", "input": "x", "tools": [{"name": "web_search"}]}, "tools[0].type", None),
+        ({"model": "m", "input": "x", "tools": [{"type": "namespace", "name": "n", "tools": [
+            {"type": "web_search"}]}]}, "tools[0].tools[0].type", None),
     ({"input": "x"}, "model", None),
 ])
 def test_bad_requests_are_400_naming_the_field(hub, fake, body, param, code):

@@ -183,6 +183,18 @@ def test_a_responses_chain_and_a_claude_session_stay_on_one_box(make_hub, boxes)
     assert served(boxes) == [1, 6, 0]
 
 
+def test_a_client_that_stores_nothing_stays_on_one_box_by_its_prompt_cache_key(make_hub,
+                                                                             boxes):
+    hub = pool_hub(make_hub, boxes, **AFFINITY)
+    release, held = busy_first_box(hub, boxes)
+    codex = {"model": "qwen", "input": "One", "store": False, "prompt_cache_key": "sess-9"}
+    assert call(hub.url, "POST", "/v1/responses", codex)[0] == 200
+    finish(release, held)
+    for _ in range(2):        # each turn resends it all, as a new response
+        assert call(hub.url, "POST", "/v1/responses", dict(codex, input="More"))[0] == 200
+    assert served(boxes) == [1, 3, 0]
+
+
 def test_a_thread_leaves_its_box_when_that_box_is_full(make_hub, boxes):
     hub, thread_id = thread_begun_on_b(make_hub, boxes)
     release = threading.Event()

@@ -4,10 +4,13 @@ it is.
 
 Wire rules kept here (the `openai` SDK's types are the ground truth):
 - `input` is a string or items (response_items.py); `instructions` are the system prompt of
-  this response only, never carried forward; function tools, `tool_choice`,
-  `parallel_tool_calls`, `text.format`, `reasoning.effort`, `max_output_tokens`,
-  `temperature`, `top_p` are translated; other fields go upstream as they came; any tool
-  but a function is a 400 naming `tools[i].type`;
+  this response only, never carried forward; tools (response_tools.py: functions,
+  namespaces and custom tools run; hosted tools are left out and named in a header),
+  `tool_choice`, `parallel_tool_calls`, `text.format`, `reasoning.effort`,
+  `max_output_tokens`, `temperature`, `top_p` are translated; `client_metadata` stays
+  here; other fields go upstream as they came;
+- `reasoning.summary` gives the reasoning as a summary too, streamed as
+  `response.reasoning_summary_text.delta` (the AI SDK reads nothing else);
 - `previous_response_id` rebuilds the history from the stored input and output of every
   response up the chain (a chain may branch); `conversation` keeps the turn in a thread
   (the conversation id is the thread id); both at once is a 400;
@@ -36,7 +39,8 @@ from llmhub.dialects.responses import Replay, new_response_id
 from llmhub.errors import BadRequest, NotFound, error_of
 from llmhub.messages import check_thread_id
 from llmhub.pipes import Chain, ChatRequest, ThreadTurn
-from llmhub.response_items import function_call, items_to_messages, output_items
+from llmhub.response_items import items_to_messages, output_items, reasoning_item
+from llmhub.response_tools import OMITTED_HEADER, Toolbox, custom_input
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["TITLE", "error_body", "create", "retrieve", "cancel", "delete", "input_items",
@@ -47,10 +51,10 @@ TITLE = "OpenAI Responses"
 READ = {"model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls",
         "text", "reasoning", "max_output_tokens", "temperature", "top_p", "store", "metadata",
         "previous_response_id", "conversation", "background", "stream", "truncation",
-        "include", "stream_options"}
+        "include", "stream_options", "client_metadata"}
 ECHO = ("instructions", "tools", "tool_choice", "parallel_tool_calls", "text", "reasoning",
         "max_output_tokens", "temperature", "top_p", "truncation", "metadata", "user",
-        "store", "background")
+        "store", "background", "include")
 STATUS = {QUEUED: "queued", STREAMING: "in_progress", COMPLETED: "completed",
           CANCELLED: "cancelled", FAILED: "failed"}
 
@@ -63,30 +67,33 @@ def create(request):
     chat, record = parse(body, hub, response_id)
     run = hub.engine.prepare(chat)
     stored = body.get("store", True)
+    omitted = Toolbox(body.get("tools")).omitted
+    headers = {OMITTED_HEADER: ", ".join(omitted)} if omitted else {}
     if stored:
-        hub.engine.keep_api_response(run, record, lambda run: outcome(run))
+        hub.engine.keep_api_response(run, record, lambda run: outcome(run, record))
     if body.get("background"):
         hub.engine.detach(run)        # no reader leaving ends it: only a cancel
         if body.get("stream"):        # the event stream, resumable by sequence number
-            return StreamResponse(run, ResponseEvents(record))
+            return StreamResponse(run, ResponseEvents(record), headers=headers)
         hub.engine.launch(run)
-        return JSONResponse(response_body(record, outcome(run)))
+        return JSONResponse(response_body(record, outcome(run, record)), headers=headers)
     if body.get("stream"):
         if stored:                    # resumable (starting_after) for a while
             run.allow_resume(hub.config.responses["resume_grace_seconds"])
-        return StreamResponse(run, ResponseEvents(record))
-    return RunResponse(run, lambda run: finished(run, record))
+        return StreamResponse(run, ResponseEvents(record), headers=headers)
+    return RunResponse(run, lambda run: finished(run, record), headers=headers)
 
 
 def finished(run, record: dict) -> JSONResponse:
     """The awaited reply; a run that failed answers with its error's real status."""
     if run.status == FAILED:
         raise run.failure()
-    return JSONResponse(response_body(record, outcome(run), run.context))
+    return JSONResponse(response_body(record, outcome(run, record), run.context))
 
 
 def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
     check_fields(body)
+    tools = Toolbox(body.get("tools"))
     given = body["input"]
     items = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) \
         else given
@@ -95,7 +102,10 @@ def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
     if conversation is None:                 # sent as they are: without the store's fields
         new = [to_upstream(m) for m in new]
     system = body.get("instructions")
-    history, previous, session = [], body.get("previous_response_id"), response_id
+    # the same box turn by turn, for its prompt cache: a client that keeps nothing here
+    # (Codex, store: false) names its session in prompt_cache_key
+    history, previous = [], body.get("previous_response_id")
+    session = cache_key(body) or response_id
     if previous and conversation:
         raise BadRequest("Send 'previous_response_id' or 'conversation', not both",
                          param="previous_response_id")
@@ -110,7 +120,7 @@ def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
     auto = body.get("truncation") == "auto"
     plan = ThreadTurn(new, conversation, system, budget=auto) if conversation else \
         Chain(new, history, system, budget=auto)
-    chat = ChatRequest(plan, model=body["model"], params=upstream_params(body),
+    chat = ChatRequest(plan, model=body["model"], params=upstream_params(body, tools),
                        dialect="v1-responses", run_id=response_id,
                        session=None if conversation else session)
     record = {"id": response_id, "created_at": time.time(), "status": "queued",
@@ -119,6 +129,11 @@ def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
               "input": [dict(item, id=item.get("id") or f"in_{response_id[5:]}_{i}")
                         for i, item in enumerate(items)]}
     return chat, record
+
+
+def cache_key(body: dict) -> str | None:
+    key = body.get("prompt_cache_key")
+    return f"cache-{key}" if isinstance(key, str) and key else None
 
 
 def conversation_id(value) -> str | None:
@@ -146,26 +161,16 @@ def check_fields(body: dict) -> None:
     if body.get("truncation") not in (None, "auto", "disabled"):
         raise BadRequest("'truncation' must be auto or disabled", param="truncation")
     check_type(body, "tools", list, "a list")
-    for i, tool in enumerate(body.get("tools") or ()):
-        if not isinstance(tool, dict) or tool.get("type") != "function" or \
-                not isinstance(tool.get("name"), str):
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            raise BadRequest(f"'tools[{i}].type' {kind!r} is not supported: the hub runs "
-                             "function tools (type function, with a name)",
-                             param=f"tools[{i}].type")
+    check_type(body, "include", list, "a list")
 
 
-def upstream_params(body: dict) -> dict:
+def upstream_params(body: dict, tools: Toolbox) -> dict:
     """The Responses fields as the chat fields every upstream takes."""
     params = {k: v for k, v in body.items() if k not in READ}
-    if body.get("tools"):
-        params["tools"] = [{"type": "function", "function": {
-            k: t[k] for k in ("name", "description", "parameters", "strict") if k in t}}
-            for t in body["tools"]]
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        params["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
-    elif choice is not None:
+    choice = tools.choice(body.get("tool_choice"))   # allowed_tools narrows the tools
+    if tools.functions:
+        params["tools"] = tools.functions
+    if choice is not None:
         params["tool_choice"] = choice
     for name, target in (("parallel_tool_calls", "parallel_tool_calls"),
                          ("max_output_tokens", "max_tokens"), ("temperature", "temperature"),
@@ -186,14 +191,15 @@ def upstream_params(body: dict) -> dict:
 
 # --- the response object ---------------------------------------------------------------------
 
-def outcome(run) -> dict:
+def outcome(run, record: dict) -> dict:
     """What a run has made so far: status, model, output items, usage, error."""
     status = STATUS[run.status]
     if status == "completed" and run.transcript.finish_reason == "length":
         status = "incomplete"
-    usage = run.usage
-    return {"status": status, "model": run.model,
-            "output": output_items(run.id, run.transcript) if run.status != QUEUED else [],
+    usage, request = run.usage, record["request"]
+    output = output_items(run.id, run.transcript, Toolbox(request.get("tools")), request) \
+        if run.status != QUEUED else []
+    return {"status": status, "model": run.model, "output": output,
             "usage": usage_json(usage.input_tokens, usage.output_tokens,
                                 usage.reasoning_tokens) if usage else None,
             "error": {"code": run.error.code, "message": run.error.message}
@@ -255,7 +261,7 @@ def retrieve(request, response_id: str):
     record = find(hub, response_id)
     run = hub.engine.run(response_id)
     if request.query.get("stream", "").lower() not in ("1", "true"):
-        result = outcome(run) if run is not None else stored_outcome(record)
+        result = outcome(run, record) if run is not None else stored_outcome(record)
         return JSONResponse(response_body(record, result))
     after = request.query.get("starting_after")
     if after is not None and not (after.isascii() and after.isdigit()):
@@ -388,6 +394,8 @@ class ResponseEvents(StreamRenderer):
         self.items: list[dict] = []     # every output item so far, as the stream built it
         self.open: dict | None = None   # the item that is still growing
         self.transcript = Transcript()
+        self.tools = Toolbox(record["request"].get("tools"))
+        self.summarise = bool((record["request"].get("reasoning") or {}).get("summary"))
         self.usage = None
         self.error = None
         self.counts = {"message": 0, "reasoning": 0}
@@ -434,7 +442,7 @@ class ResponseEvents(StreamRenderer):
         self.items.append(item)
         empty = {"content": []} if "content" in item else {}
         return out + self._emit("response.output_item.added", output_index=self._index(),
-                                item=dict(item, status="in_progress", **empty))
+                                item=sent(dict(item, status="in_progress", **empty)))
 
     def _text(self, text: str) -> bytes:
         out = b""
@@ -449,23 +457,36 @@ class ResponseEvents(StreamRenderer):
     def _reasoning(self, text: str) -> bytes:
         out = b""
         if self.open is None or self.open["type"] != "reasoning":
-            out = self._open({"id": self._id("rs", "reasoning"),
-                                           "type": "reasoning", "summary": [],
-                                           "content": [{"type": "reasoning_text", "text": ""}]})
+            out = self._open(reasoning_item(self._id("rs", "reasoning"), "",
+                                            self.record["request"]))
+            if self.summarise:
+                out += self._emit("response.reasoning_summary_part.added", **self._at(),
+                                  summary_index=0, part={"type": "summary_text", "text": ""})
+                self.open["summary"] = [{"type": "summary_text", "text": ""}]
         self.open["content"][0]["text"] += text
-        return out + self._emit("response.reasoning_text.delta", **self._at(),
-                                content_index=0, delta=text)
+        out += self._emit("response.reasoning_text.delta", **self._at(), content_index=0,
+                          delta=text)
+        if self.summarise:
+            self.open["summary"][0]["text"] += text
+            out += self._emit("response.reasoning_summary_text.delta", **self._at(),
+                              summary_index=0, delta=text)
+        return out
 
     def _tool_call(self, event) -> bytes:
+        """A function call streams its arguments; a custom tool's input is the `input`
+        inside them, so it is sent whole when the call is complete."""
         out = b""
-        call_id = f"fc_{self.key}_{event.index}"
-        if self.open is None or self.open.get("id") != call_id:
-            out = self._open(function_call(call_id, {
-                "id": event.id, "function": {"name": event.name or "", "arguments": ""}}))
+        if self.open is None or self.open.get("index") != event.index:
+            call = {"id": event.id, "function": {"name": event.name or "", "arguments": ""}}
+            item = self.tools.call_item(self.key, event.index, call, "in_progress")
+            out = self._open(item)
+            self.open["index"], self.open["raw"] = event.index, ""   # the hub's, not sent
         if event.arguments:
-            self.open["arguments"] += event.arguments
-            out += self._emit("response.function_call_arguments.delta", **self._at(),
-                              delta=event.arguments)
+            self.open["raw"] += event.arguments
+            if self.open["type"] == "function_call":
+                self.open["arguments"] += event.arguments
+                out += self._emit("response.function_call_arguments.delta", **self._at(),
+                                  delta=event.arguments)
         return out
 
     def _close(self) -> bytes:
@@ -480,13 +501,32 @@ class ResponseEvents(StreamRenderer):
                              text=part["text"], logprobs=[])
             out += self._emit("response.content_part.done", **at, content_index=0, part=part)
         elif item["type"] == "reasoning":
-            out = self._emit("response.reasoning_text.done", **at, content_index=0,
-                             text=item["content"][0]["text"])
+            out = self._reasoning_done(item, at)
+        elif item["type"] == "custom_tool_call":
+            item["input"] = custom_input(item["raw"])
+            out = self._emit("response.custom_tool_call_input.delta", **at,
+                             delta=item["input"])
+            out += self._emit("response.custom_tool_call_input.done", **at, input=item["input"])
         else:
             out = self._emit("response.function_call_arguments.done", **at,
                              name=item["name"], arguments=item["arguments"])
+        item = sent(item)
+        self.items[at["output_index"]] = item
         return out + self._emit("response.output_item.done", output_index=at["output_index"],
                                 item=item)
+
+    def _reasoning_done(self, item: dict, at: dict) -> bytes:
+        text = item["content"][0]["text"]
+        if "encrypted_content" in item:
+            item["encrypted_content"] = text
+        out = self._emit("response.reasoning_text.done", **at, content_index=0, text=text)
+        if self.summarise:
+            part = item["summary"][0]
+            out += self._emit("response.reasoning_summary_text.done", **at, summary_index=0,
+                              text=part["text"])
+            out += self._emit("response.reasoning_summary_part.done", **at, summary_index=0,
+                              part=part)
+        return out
 
     def _new_message(self) -> dict:
         return {"id": self._id("msg", "message"), "type": "message", "role": "assistant",
@@ -503,6 +543,7 @@ class ResponseEvents(StreamRenderer):
 
     def _at(self) -> dict:
         return {"item_id": self.open["id"], "output_index": self.items.index(self.open)}
+
 
     # -- the response ------------------------------------------------------------------------
     def _end(self, done) -> bytes:
@@ -529,3 +570,7 @@ class ResponseEvents(StreamRenderer):
         return sse({"type": event_type, "sequence_number": self.seq, **fields},
                    event=event_type)
 
+
+def sent(item: dict) -> dict:
+    """An item as the client sees it: without the fields the stream keeps for itself."""
+    return {k: v for k, v in item.items() if k not in ("index", "raw")}
