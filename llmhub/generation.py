@@ -32,7 +32,7 @@ from llmhub.cancellation import (CANCELLED, COMPLETED, FINAL, TOKENS, TRIMMED, G
                                  Registry, Run, Turns, estimated_usage, output_estimate)
 from llmhub.config import Config
 from llmhub.context import build_input, estimate_input, estimate_messages, estimate_tokens
-from llmhub.errors import HubError, UpstreamError
+from llmhub.errors import BadRequest, HubError, UpstreamError
 from llmhub.events import Usage, stored
 from llmhub.redaction import config_secrets
 from llmhub.resolution import Resolver, Target
@@ -66,6 +66,8 @@ class ChatRequest:
     access: Access = field(default_factory=Access)
     session: str | None = None                   # keeps a conversation on one target (the
                                                  # thread's id when None)
+    must_fit: bool = False                       # an input over the model's context is a
+                                                 # 400, not cut by the upstream unsaid
 
 
 class Generation:
@@ -104,6 +106,7 @@ class Generation:
         run.log.buffer_limit = self.config.server["stream_buffer_bytes"]
         run.log.log_limit = self.config.responses["max_event_log_bytes"]
         run.secrets = self.secrets + ((access.api_key,) if access.api_key else ())
+        run.must_fit = request.must_fit
         with run.failing_on_error():
             turn = request.input.prepare(self, run)
             run.budget = self.limits.budget(run.info["key"], run.input_estimate)
@@ -359,6 +362,8 @@ class Generation:
             if not self._load_model(run, target):
                 return None                   # it ended while its model loaded
             model = target.model or self.resolver.default_model(upstream)
+            if run.must_fit:
+                self._check_fits(run, target, model)
             api_key, headers, endpoint = access
             opener = upstream.chat if endpoint == "chat" else completions_of(upstream)
             call = opener(dict(body, model=model), api_key=api_key, extra_headers=headers)
@@ -389,6 +394,17 @@ class Generation:
                 call.close()
             if entered is not None:
                 self._leave(entered)
+
+    def _check_fits(self, run: Run, target: Target, model: str) -> None:
+        """LM Studio cuts an input its context cannot hold without a word (its overflow
+        policy). The estimate counts low (code and Cyrillic take more tokens than it
+        says), so an input it finds too big surely is."""
+        context = self.router.context_length(target, model)
+        if context is not None and run.input_estimate > context:
+            raise BadRequest(f"Your input exceeds the context window of this model "
+                             f"({run.input_estimate} tokens > {context}). Please adjust your "
+                             "input and try again, or send truncation: auto.", param="input",
+                             code="context_length_exceeded")
 
     def _load_model(self, run: Run, target: Target) -> bool:
         """Its model loaded; a failed load is the target's failure, so a pool moves on.

@@ -56,6 +56,7 @@ class Box:
         self.models: set | None = None   # what it lists; None until probed
         self.loaded: set | None = None   # which of them are loaded; None: not said
         self.slots: dict = {}            # model → requests served at once, where it says
+        self.contexts: dict = {}         # model → the context length it is loaded with
         self.checked_at: float | None = None
         self.cooldowns = 0
 
@@ -125,6 +126,7 @@ class Box:
         self.models = set(facts["models"])
         self.loaded = facts["loaded"]
         self.slots = facts["slots"]
+        self.contexts = facts.get("contexts") or {}
         if self.state in (DOWN, AUTH) and now < self.open_until:
             return
         self.succeeded()

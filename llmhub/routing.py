@@ -165,6 +165,11 @@ class Router:
         return self.declared.get((box.upstream.name, model)) or \
             box.upstream.config.max_concurrent or box.slots.get(model) or 0
 
+    def context_length(self, target: Target, model: str) -> int | None:
+        """The context the model is loaded with on the target's box, as its last probe
+        said; None where the server does not say."""
+        return self.box(target).contexts.get(model)
+
     def warm(self, target: Target) -> bool:
         """Loaded, or not known to need loading (not said, or a model the box does not
         list, which its server will answer for)."""

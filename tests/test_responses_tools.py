@@ -202,3 +202,47 @@ def test_a_websocket_upgrade_is_told_to_use_http(hub, fake):
     error = json.loads(body)["error"]
     assert error["code"] == "websocket_not_supported" and "HTTP" in error["message"]
     assert not fake.chat_requests()
+
+
+# --- small shapes agents read ----------------------------------------------------------------
+
+def test_compact_takes_a_previous_response_alone(hub, fake):
+    first = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": "Hello"})[2]
+    fake.enqueue(Script(chunks=["They greeted."]))
+    status, _, compacted = call(hub.url, "POST", "/v1/responses/compact",
+                                {"model": "m", "previous_response_id": first["id"]})
+    assert status == 200 and compacted["output"][-1]["encrypted_content"] == "They greeted."
+    asked = json.dumps(fake.chat_requests()[-1].body["messages"])
+    assert "Hello" in asked and "Hello from the fake!" in asked
+    status, _, reply = call(hub.url, "POST", "/v1/responses/compact", {"model": "m"})
+    assert status == 400 and reply["error"]["param"] == "input"
+
+
+def test_input_items_say_they_are_messages(hub, fake):
+    reply = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": [
+        {"role": "user", "content": "Hi"}, {"type": "message", "role": "user",
+                                            "content": "Again"}]})[2]
+    items = call(hub.url, "GET", f"/v1/responses/{reply['id']}/input_items?order=asc")[2]
+    assert [i["type"] for i in items["data"]] == ["message", "message"]
+    assert all(i["id"] for i in items["data"])
+
+
+def test_the_streamed_response_names_the_model_retrieve_names(make_hub, fake):
+    hub = make_hub({"aliases": {"quick": "qwen2.5-7b-instruct"}})
+    _, events = stream(hub, {"model": "quick", "input": "Hi", "stream": True})
+    final = events[-1]["response"]
+    again = call(hub.url, "GET", f"/v1/responses/{final['id']}")[2]
+    assert final["model"] == again["model"] == "qwen2.5-7b-instruct"
+
+
+def test_an_input_over_the_loaded_context_is_a_400_unless_truncation_is_auto(hub, fake):
+    hub.hub.engine.prober.probe_all()      # LM Studio says: loaded with 4096 tokens
+    body = {"model": "qwen2.5-7b-instruct", "input": "word " * 4000}      # ~5000 tokens
+    status, _, reply = call(hub.url, "POST", "/v1/responses", body)
+    assert status == 400 and reply["error"]["code"] == "context_length_exceeded"
+    assert reply["error"]["param"] == "input" and "4096" in reply["error"]["message"]
+    assert not fake.chat_requests()       # LM Studio would have cut it without a word
+    status, _, _ = call(hub.url, "POST", "/v1/responses", dict(body, input="word " * 3000))
+    assert status == 200                   # under the context: it goes
+    status, _, _ = call(hub.url, "POST", "/v1/responses", dict(body, truncation="auto"))
+    assert status == 200 and len(fake.chat_requests()) == 2

@@ -122,13 +122,19 @@ def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
         Chain(new, history, system, budget=auto)
     chat = ChatRequest(plan, model=body["model"], params=upstream_params(body, tools),
                        dialect="v1-responses", run_id=response_id,
-                       session=None if conversation else session)
+                       session=None if conversation else session, must_fit=not auto)
     record = {"id": response_id, "created_at": time.time(), "status": "queued",
               "previous_id": previous, "conversation_id": conversation, "model": body["model"],
               "request": {k: body.get(k) for k in ECHO},
-              "input": [dict(item, id=item.get("id") or f"in_{response_id[5:]}_{i}")
+              "input": [input_item(item, f"in_{response_id[5:]}_{i}")
                         for i, item in enumerate(items)]}
     return chat, record
+
+
+def input_item(item: dict, item_id: str) -> dict:
+    """An input item as input_items lists it: with an id, and a message says it is one
+    (the shorthand `{"role", "content"}` leaves the type out)."""
+    return {"type": "message", **item, "id": item.get("id") or item_id}
 
 
 def cache_key(body: dict) -> str | None:
@@ -359,8 +365,13 @@ def compact(request) -> JSONResponse:
     """The conversation so far as its user messages and one compaction item: a summary by
     [models] summary, which a later request sends back in place of the history."""
     hub, body = request.hub, request.json_object()
+    if body.get("input") is None and body.get("previous_response_id") is not None:
+        body = dict(body, input=[])   # the chain so far is the whole conversation
     chat, _ = parse(body, hub, new_response_id())
     conversation = so_far(hub, chat) + chat.input.messages
+    if not conversation:
+        raise BadRequest("Nothing to compact: send 'input' or 'previous_response_id'",
+                         param="input")
     run = hub.engine.summarise_messages(conversation)
     if run.status != COMPLETED:
         raise run.failure() if run.error else BadRequest("The summary was cancelled")
@@ -396,6 +407,7 @@ class ResponseEvents(StreamRenderer):
         self.transcript = Transcript()
         self.tools = Toolbox(record["request"].get("tools"))
         self.summarise = bool((record["request"].get("reasoning") or {}).get("summary"))
+        self.model = record["model"]
         self.usage = None
         self.error = None
         self.counts = {"message": 0, "reasoning": 0}
@@ -414,6 +426,7 @@ class ResponseEvents(StreamRenderer):
     def render(self, event) -> bytes:
         kind = event.kind
         if kind == "start":
+            self.model = event.model      # what retrieve names too, not the alias asked for
             body = self._body("in_progress")
             created = b"" if self.eager else self._emit("response.created", response=body)
             return created + self._emit("response.in_progress", response=body)
@@ -557,7 +570,7 @@ class ResponseEvents(StreamRenderer):
     def _body(self, status: str) -> dict:
         usage = self.usage
         return response_body(self.record, {
-            "status": status, "model": self.record["model"], "output": list(self.items),
+            "status": status, "model": self.model, "output": list(self.items),
             "usage": usage_json(usage.input_tokens, usage.output_tokens,
                                 usage.reasoning_tokens) if usage else None,
             "error": {"code": self.error.code, "message": self.error.message}

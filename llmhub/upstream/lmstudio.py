@@ -82,7 +82,9 @@ class LMStudio(OpenAICompatible):
         entries = [model_entry(m, "/api/v1/models") for m in listed.get("models") or ()]
         return {"models": [e["key"] for e in entries],
                 "loaded": {e["key"] for e in entries if e["loaded"]},
-                "slots": {e["key"]: e["parallel"] for e in entries if e["parallel"]}}
+                "slots": {e["key"]: e["parallel"] for e in entries if e["parallel"]},
+                "contexts": {e["key"]: e["context_length"] for e in entries
+                             if e["context_length"]}}
 
     def load(self, key: str, context_length: int | None, timeout: float) -> dict:
         body = {"model": key}
