@@ -15,7 +15,9 @@ Wire rules kept here (the `openai` SDK's types are the ground truth):
   response up the chain (a chain may branch); `conversation` keeps the turn in a thread
   (the conversation id is the thread id); both at once is a 400;
 - `truncation: auto` fits the history to `[context] max_input_tokens`, cutting the oldest;
-  `disabled` (the default, as at OpenAI) sends it all, and an overflow is the upstream's 400;
+  `disabled` (the default, as at OpenAI) sends it all, and an overflow is a 400: the
+  upstream's, or the engine's where the box says its context and the input is over it;
+- the stream and retrieve name the model that answered, not the alias asked for;
 - `store: false` keeps nothing: the response cannot be retrieved, but can be cancelled
   while it runs, and its stream's client leaving cancels it at once (nothing can resume
   it); a stored stream waits `[responses] resume_grace_seconds` for its client to come back;
