@@ -133,9 +133,9 @@ class Run(RunContract):
         'log', 'secrets', 'id', 'created', 'started', 'requested', 'state', 'info', 'model',
         'thread_id', 'provider', 'cancel_reason', 'error', 'transcript', 'usage',
         'input_estimate', 'context', 'turn_stored', 'closing', 'gate', 'job', 'budget',
-        'background', 'resume_grace', 'awaited', 'must_fit', 'first_token_at', 'upstream_at', '_registry',
-        '_lock', '_call', '_final', '_finish_reason', '_hooks', '_driver', '_concluding',
-        '_departures', '_over')
+        'background', 'resume_grace', 'awaited', 'must_fit', 'first_token_at', 'upstream_at',
+        '_registry', '_lock', '_call', '_final', '_finish_reason', '_hooks', '_driver',
+        '_concluding', '_departures', '_over')
 
     def __init__(self, run_id: str, registry: "Registry", **info: Any) -> None:
         self.log = EventLog()              # its bounds are set per run by the engine

@@ -206,6 +206,14 @@ def test_a_websocket_upgrade_is_told_to_use_http(hub, fake):
 
 # --- small shapes agents read ----------------------------------------------------------------
 
+@pytest.mark.parametrize("field, value", [("reasoning", "high"), ("text", "json"),
+                                          ("include", "reasoning.encrypted_content")])
+def test_fields_that_must_be_objects_or_lists_are_400s_naming_them(hub, fake, field, value):
+    status, _, reply = call(hub.url, "POST", "/v1/responses",
+                            {"model": "m", "input": "x", field: value})
+    assert status == 400 and reply["error"]["param"] == field
+
+
 def test_compact_takes_a_previous_response_alone(hub, fake):
     first = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": "Hello"})[2]
     fake.enqueue(Script(chunks=["They greeted."]))

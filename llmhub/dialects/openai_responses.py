@@ -170,6 +170,8 @@ def check_fields(body: dict) -> None:
         raise BadRequest("'truncation' must be auto or disabled", param="truncation")
     check_type(body, "tools", list, "a list")
     check_type(body, "include", list, "a list")
+    check_type(body, "reasoning", dict, "an object")
+    check_type(body, "text", dict, "an object")
 
 
 def upstream_params(body: dict, tools: Toolbox) -> dict:
@@ -558,7 +560,6 @@ class ResponseEvents(StreamRenderer):
 
     def _at(self) -> dict:
         return {"item_id": self.open["id"], "output_index": self.items.index(self.open)}
-
 
     # -- the response ------------------------------------------------------------------------
     def _end(self, done) -> bytes:
