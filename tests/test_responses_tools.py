@@ -254,3 +254,16 @@ def test_an_input_over_the_loaded_context_is_a_400_unless_truncation_is_auto(hub
     assert status == 200                   # under the context: it goes
     status, _, _ = call(hub.url, "POST", "/v1/responses", dict(body, truncation="auto"))
     assert status == 200 and len(fake.chat_requests()) == 2
+
+
+def test_the_opening_developer_messages_go_up_as_one_system_message(hub, fake):
+    developer = [{"type": "message", "role": "developer",
+                  "content": [{"type": "input_text", "text": text}]}
+                 for text in ("Rules.", "Permissions.")]
+    call(hub.url, "POST", "/v1/responses", dict(CODEX, stream=False,
+                                                input=developer + CODEX["input"]))
+    assert sent_roles(fake) == [("system", "You are Codex.\n\nRules.\n\nPermissions."),
+                                ("user", "Fix the bug")]
+    later = CODEX["input"] + [{"role": "assistant", "content": "On it."}] + developer[:1]
+    call(hub.url, "POST", "/v1/responses", dict(CODEX, stream=False, input=later))
+    assert [r for r, _ in sent_roles(fake)] == ["system", "user", "assistant", "system"]

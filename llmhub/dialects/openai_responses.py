@@ -104,6 +104,8 @@ def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
     if conversation is None:                 # sent as they are: without the store's fields
         new = [to_upstream(m) for m in new]
     system = body.get("instructions")
+    if conversation is None and not body.get("previous_response_id"):
+        system, new = one_system(system, new)
     # the same box turn by turn, for its prompt cache: a client that keeps nothing here
     # (Codex, store: false) names its session in prompt_cache_key
     history, previous = [], body.get("previous_response_id")
@@ -131,6 +133,16 @@ def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
               "input": [input_item(item, f"in_{response_id[5:]}_{i}")
                         for i, item in enumerate(items)]}
     return chat, record
+
+
+def one_system(system: str | None, new: list[dict]) -> tuple[str | None, list[dict]]:
+    """The instructions and the developer messages that open the input, as one system
+    prompt: Codex sends two, and many chat templates take one system message, first."""
+    texts = [system] if system else []
+    while new and new[0]["role"] == "system" and isinstance(new[0]["content"], str):
+        texts.append(new[0]["content"])
+        new = new[1:]
+    return ("\n\n".join(texts) if texts else None), new
 
 
 def input_item(item: dict, item_id: str) -> dict:
