@@ -47,7 +47,7 @@ def codex_or_skip() -> str:
     return binary
 
 
-def codex_home(path: Path, base_url: str) -> Path:
+def codex_home(path: Path, base_url: str, extra: str = "") -> Path:
     """A CODEX_HOME whose config.toml points at the hub, as README's snippet does."""
     path.mkdir()
     (path / "config.toml").write_text(f'''
@@ -59,7 +59,7 @@ name = "llmhub"
 base_url = "{base_url}"
 env_key = "{KEY_ENV}"
 wire_api = "responses"
-''', encoding="utf-8")
+{extra}''', encoding="utf-8")
     return path
 
 
@@ -112,3 +112,23 @@ def test_codex_exec_runs_its_shell_tool_through_the_hub(make_hub, fake, tmp_path
     assert "wrote-it" in str(results[0]["content"])
     # The first turn's messages come first again: the conversation is replayed whole.
     assert messages[:len(first["messages"])] == first["messages"]
+
+
+def test_codex_with_websockets_on_falls_back_to_http_at_once(make_hub, fake, tmp_path):
+    """`supports_websockets = true` makes Codex try a WebSocket upgrade of /v1/responses
+    first. The hub answers it 426 Upgrade Required, on which Codex goes over to HTTP at
+    once; any other refusal (404, 405) makes it retry the upgrade five times with backoff
+    ("Reconnecting... n/5", seconds) before it falls back."""
+    binary = codex_or_skip()
+    hub = make_hub()
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    fake.enqueue(Script(chunks=["Over", " HTTP."]))
+    home = codex_home(tmp_path / "codex-home", hub.url + "/v1", "supports_websockets = true\n")
+
+    done = run_codex(binary, home, workdir, "Say hi.")
+
+    report = f"codex exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0 and "Over HTTP." in done.stdout, report
+    assert "Reconnecting" not in done.stderr, report
+    assert len(fake.chat_requests()) == 1, report
