@@ -114,6 +114,38 @@ def test_codex_exec_runs_its_shell_tool_through_the_hub(make_hub, fake, tmp_path
     assert messages[:len(first["messages"])] == first["messages"]
 
 
+def test_codex_applies_a_patch_through_its_custom_tool(make_hub, fake, tmp_path):
+    """Named like an OpenAI model, Codex sends `apply_patch` as a custom tool with a
+    grammar (and tool_search, web_search, which the hub leaves out): the model's call comes
+    back as a custom_tool_call, Codex applies the patch, and its custom_tool_call_output
+    goes back to the model as the tool's result."""
+    binary = codex_or_skip()
+    hub = make_hub({"aliases": {"gpt-5.5": MODEL}})
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    patch = "*** Begin Patch\n*** Add File: patched.txt\n+patched by codex\n*** End Patch\n"
+    fake.enqueue(
+        Script(chunks=[], tool_calls=[{"id": "call_patch_1", "name": "apply_patch",
+                                       "arguments": json.dumps({"input": patch})}]),
+        Script(chunks=["Patched."]))
+    home = codex_home(tmp_path / "codex-home", hub.url + "/v1").joinpath("config.toml")
+    home.write_text(home.read_text().replace(f'model = "{MODEL}"', 'model = "gpt-5.5"'))
+
+    done = run_codex(binary, home.parent, workdir, "Add patched.txt.")
+
+    report = f"codex exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, report
+    assert (workdir / "patched.txt").read_text().strip() == "patched by codex", report
+    first, second = (r.body for r in fake.chat_requests())
+    tool = next(t["function"] for t in first["tools"] if t["function"]["name"] == "apply_patch")
+    assert tool["parameters"]["required"] == ["input"], report
+    assert not {"tool_search", "web_search"} & {t["function"]["name"] for t in first["tools"]}
+    calls = [c for m in second["messages"] for c in m.get("tool_calls") or ()]
+    assert json.loads(calls[0]["function"]["arguments"]) == {"input": patch}, report
+    results = [m for m in second["messages"] if m["role"] == "tool"]
+    assert results[0]["tool_call_id"] == "call_patch_1" and results[0]["content"], report
+
+
 def test_codex_with_websockets_on_falls_back_to_http_at_once(make_hub, fake, tmp_path):
     """`supports_websockets = true` makes Codex try a WebSocket upgrade of /v1/responses
     first. The hub answers it 426 Upgrade Required, on which Codex goes over to HTTP at
