@@ -16,6 +16,9 @@ Item ids are derived from what they belong to (`msg_<response>`, `fc_<response>_
 stream and the stored response name the same items the same way.
 """
 
+import re
+import uuid
+
 from llmhub.context import SUMMARY_PREFIX, content_text
 from llmhub.errors import BadRequest
 from llmhub.response_tools import Toolbox, custom_arguments, upstream_name
@@ -27,6 +30,9 @@ ITEM_TYPES = ("message", "function_call", "function_call_output", "custom_tool_c
 CALLS = ("function_call", "custom_tool_call")
 OUTPUTS = ("function_call_output", "custom_tool_call_output")
 ROLES = ("user", "assistant", "system", "developer")
+# the ids output_items and the record's input give: the response's key in each
+OUTPUT_ID = re.compile(r"(?:rs|msg|fc|ctc)_([0-9a-f]{32})(?:_\d+)?")
+INPUT_ID = re.compile(r"in_([0-9a-f-]{36})_\d+")
 
 
 # --- items → messages ------------------------------------------------------------------------
@@ -211,15 +217,29 @@ def output_items(response_id: str, transcript, tools: Toolbox | None = None,
     return items
 
 
+def response_of(item_id: str) -> str | None:
+    """The id of the response an item id the hub gave belongs to; None for another's."""
+    if found := OUTPUT_ID.fullmatch(item_id):
+        return "resp_" + str(uuid.UUID(hex=found[1]))
+    if found := INPUT_ID.fullmatch(item_id):
+        return "resp_" + found[1]
+    return None
+
+
 def reasoning_item(item_id: str, text: str, request: dict) -> dict:
-    """Reasoning as its text; as a summary too when the request asks for one (the AI SDK
-    and Codex read only the summary); and as `encrypted_content` when `include` asks for
-    it, which a store: false client sends back next turn."""
-    wanted = request.get("reasoning") or {}
+    """Reasoning as its text; as a summary too when the request asks for one, or says
+    nothing of reasoning (the AI SDK and Codex read only the summary, and the AI SDK asks
+    for none for a model name it does not know); and as `encrypted_content` when
+    `include` asks for it, which a store: false client sends back next turn."""
     item = {"id": item_id, "type": "reasoning",
             "summary": [{"type": "summary_text", "text": text}]
-            if wanted.get("summary") and text else [],
+            if wants_summary(request) and text else [],
             "content": [{"type": "reasoning_text", "text": text}]}
     if "reasoning.encrypted_content" in (request.get("include") or ()):
         item["encrypted_content"] = text
     return item
+
+
+def wants_summary(request: dict) -> bool:
+    wanted = request.get("reasoning")
+    return wanted is None or bool(wanted.get("summary"))

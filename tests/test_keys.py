@@ -126,6 +126,14 @@ def test_a_stored_response_is_its_owners_alone(team, fake):
                            headers=BOB)
     assert status == 400 and body["error"]["code"] == "previous_response_not_found"
     assert call(team.url, "GET", f"/v1/responses/{rid}", headers=ROOT)[0] == 200
+    reference = [{"type": "item_reference", "id": mine["output"][0]["id"]}]
+    theirs = call(team.url, "POST", "/v1/responses", {"model": "m", "input": reference},
+                  headers=BOB)
+    never = call(team.url, "POST", "/v1/responses", {"model": "m", "input": [
+        {"type": "item_reference", "id": never_id(fake_id)}]}, headers=BOB)
+    assert theirs[0] == never[0] == 400
+    assert theirs[2]["error"]["message"].replace(reference[0]["id"], "X") == \
+        never[2]["error"]["message"].replace(never_id(fake_id), "X")
     _, _, seed = call(team.url, "POST", "/responses", {"model": "m", "input": "Hi"},
                       headers=ALICE)
     for method, path in [("GET", f"/responses/{seed['id']}"),
@@ -134,6 +142,10 @@ def test_a_stored_response_is_its_owners_alone(team, fake):
         status, _, body = call(team.url, method, path, headers=BOB)
         assert status in (404, 410) and set(body["error"]) == {"message", "code"}
     assert call(team.url, "GET", f"/responses/{seed['id']}", headers=ALICE)[0] == 200
+
+
+def never_id(response_id: str) -> str:
+    return "msg_" + response_id[5:].replace("-", "")
 
 
 # --- runs, the runs page, the request log and usage ----------------------------------------------

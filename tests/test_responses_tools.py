@@ -180,9 +180,10 @@ def sent_roles(fake) -> list:
     return [(m["role"], m["content"]) for m in fake.chat_requests()[-1].body["messages"]]
 
 
-def test_reasoning_without_a_summary_asked_streams_no_summary(hub, fake):
+def test_a_request_that_chose_its_reasoning_without_a_summary_gets_none(hub, fake):
     fake.enqueue(Script(chunks=["Done."], reasoning=["Hmm."]))
-    _, events = stream(hub, {"model": "m", "input": "x", "stream": True})
+    _, events = stream(hub, {"model": "m", "input": "x", "stream": True,
+                             "reasoning": {"effort": "low"}})
     assert not any("summary" in e["type"] for e in events)
     item = next(e["item"] for e in events if e["type"] == "response.output_item.done")
     assert item["summary"] == [] and "encrypted_content" not in item
@@ -267,3 +268,39 @@ def test_the_opening_developer_messages_go_up_as_one_system_message(hub, fake):
     later = CODEX["input"] + [{"role": "assistant", "content": "On it."}] + developer[:1]
     call(hub.url, "POST", "/v1/responses", dict(CODEX, stream=False, input=later))
     assert [r for r, _ in sent_roles(fake)] == ["system", "user", "assistant", "system"]
+
+
+def test_an_item_reference_is_the_stored_item_it_names(hub, fake):
+    """The AI SDK (store: true, its default) sends earlier output items back by id."""
+    fake.enqueue(Script(chunks=["Four."], reasoning=["Two and two."]))
+    first = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": "2+2?"})[2]
+    reasoning, message = first["output"]
+    fake.enqueue(Script(chunks=["Five."]))
+    status, _, second = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": [
+        {"role": "user", "content": "2+2?"},
+        {"type": "item_reference", "id": reasoning["id"]},
+        {"type": "item_reference", "id": message["id"]},
+        {"role": "user", "content": "And 2+3?"}]})
+    assert status == 200
+    assert sent_roles(fake) == [("user", "2+2?"), ("assistant", "Four."),
+                                ("user", "And 2+3?")]
+    items = call(hub.url, "GET", f"/v1/responses/{second['id']}/input_items?order=asc")[2]
+    assert [i["type"] for i in items["data"]] == ["message", "reasoning", "message", "message"]
+    again = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": [
+        {"type": "item_reference", "id": items["data"][0]["id"]}]})
+    assert again[0] == 200 and sent_roles(fake) == [("user", "2+2?")]
+    for unknown in ("msg_" + "0" * 32, "nope", None):
+        status, _, reply = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": [
+            {"role": "user", "content": "x"}, {"type": "item_reference", "id": unknown}]})
+        assert status == 400 and reply["error"]["param"] == "input[1].id"
+
+
+def test_reasoning_is_a_summary_too_when_the_request_says_nothing_of_reasoning(hub, fake):
+    """The AI SDK asks for no summary for a model name it does not know, and reads only
+    summaries; a request that chose its reasoning settings gets what it chose."""
+    fake.enqueue(Script(chunks=["Done."], reasoning=["Hmm."]))
+    _, events = stream(hub, {"model": "m", "input": "x", "stream": True})
+    assert [e["delta"] for e in events
+            if e["type"] == "response.reasoning_summary_text.delta"] == ["Hmm."]
+    assert events[-1]["response"]["output"][0]["summary"] == [
+        {"type": "summary_text", "text": "Hmm."}]

@@ -9,8 +9,10 @@ Wire rules kept here (the `openai` SDK's types are the ground truth):
   `tool_choice`, `parallel_tool_calls`, `text.format`, `reasoning.effort`,
   `max_output_tokens`, `temperature`, `top_p` are translated; `client_metadata` stays
   here; other fields go upstream as they came;
-- `reasoning.summary` gives the reasoning as a summary too, streamed as
-  `response.reasoning_summary_text.delta` (the AI SDK reads nothing else);
+- `reasoning.summary`, or no `reasoning` at all, gives the reasoning as a summary too,
+  streamed as `response.reasoning_summary_text.delta` (the AI SDK reads nothing else);
+- an `item_reference` input item is the stored item it names (one of this key's
+  responses' output or input items: the AI SDK sends them for items it was given);
 - `previous_response_id` rebuilds the history from the stored input and output of every
   response up the chain (a chain may branch); `conversation` keeps the turn in a thread
   (the conversation id is the thread id); both at once is a 400;
@@ -41,7 +43,8 @@ from llmhub.dialects.responses import Replay, new_response_id
 from llmhub.errors import BadRequest, NotFound, error_of
 from llmhub.messages import check_thread_id
 from llmhub.pipes import Chain, ChatRequest, ThreadTurn
-from llmhub.response_items import items_to_messages, output_items, reasoning_item
+from llmhub.response_items import (items_to_messages, output_items, reasoning_item, response_of,
+                                   wants_summary)
 from llmhub.response_tools import OMITTED_HEADER, Toolbox, custom_input
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
@@ -98,7 +101,7 @@ def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
     tools = Toolbox(body.get("tools"))
     given = body["input"]
     items = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) \
-        else given
+        else resolved(hub, given)
     new = items_to_messages(items)
     conversation = conversation_id(body.get("conversation"))
     if conversation is None:                 # sent as they are: without the store's fields
@@ -133,6 +136,23 @@ def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
               "input": [input_item(item, f"in_{response_id[5:]}_{i}")
                         for i, item in enumerate(items)]}
     return chat, record
+
+
+def resolved(hub, items: list) -> list:
+    """Input items with each `item_reference` replaced by the stored item it names."""
+    return [referenced(hub, item.get("id"), f"input[{i}]") if isinstance(item, dict) and
+            item.get("type") == "item_reference" else item for i, item in enumerate(items)]
+
+
+def referenced(hub, item_id, at: str) -> dict:
+    """An item of one of the caller's stored responses, by its id; another key's is as
+    unknown as an id never given."""
+    response_id = response_of(item_id) if isinstance(item_id, str) else None
+    record = hub.engine.api_response(response_id) if response_id else None
+    for item in (record["output"] + record["input"]) if record else ():
+        if item.get("id") == item_id:
+            return item
+    raise BadRequest(f"Item with id {item_id!r} not found.", param=f"{at}.id")
 
 
 def one_system(system: str | None, new: list[dict]) -> tuple[str | None, list[dict]]:
@@ -422,7 +442,7 @@ class ResponseEvents(StreamRenderer):
         self.open: dict | None = None   # the item that is still growing
         self.transcript = Transcript()
         self.tools = Toolbox(record["request"].get("tools"))
-        self.summarise = bool((record["request"].get("reasoning") or {}).get("summary"))
+        self.summarise = wants_summary(record["request"])
         self.model = record["model"]
         self.usage = None
         self.error = None
