@@ -41,7 +41,7 @@ from llmhub.threads import Store, thread_not_found
 from llmhub.upstream.think import join_think, split_think
 from llmhub.workers import Workers
 
-__all__ = ["Access", "ChatRequest", "Generation", "stored_events"]
+__all__ = ["Access", "ChatRequest", "Native", "Generation", "stored_events"]
 
 log = logging.getLogger("llmhub.pipes")
 
@@ -55,6 +55,18 @@ class Access:
     provider: object = None
 
 
+@dataclass(frozen=True)
+class Native:
+    """The client's own request in its own dialect, for a target whose upstream speaks that
+    dialect too (`upstream.speaks`, Anthropic → Anthropic): it is relayed as it came, only
+    the model renamed, so what the neutral form has no room for (cache_control marks,
+    context_management, system blocks, betas in `headers`) still reaches the model and its
+    prompt cache. Every other target gets the neutral request, as before."""
+    dialect: str
+    body: dict
+    headers: dict = field(default_factory=dict)
+
+
 @dataclass
 class ChatRequest:
     """What every dialect translates its wire request into: an input plan and what to ask."""
@@ -66,6 +78,7 @@ class ChatRequest:
     access: Access = field(default_factory=Access)
     session: str | None = None                   # keeps a conversation on one target (the
                                                  # thread's id when None)
+    native: Native | None = None                 # the wire request, for a same-dialect target
 
 
 class Generation:
@@ -108,7 +121,8 @@ class Generation:
             turn = request.input.prepare(self, run)
             run.budget = self.limits.budget(run.info["key"], run.input_estimate)
         run.job = functools.partial(self._work, run, request.params, turn,
-                                    (access.api_key, access.headers, request.input.endpoint),
+                                    (access.api_key, access.headers, request.input.endpoint,
+                                     request.native),
                                     pools, request.session)
         return run
 
@@ -359,9 +373,7 @@ class Generation:
             if not self._load_model(run, target):
                 return None                   # it ended while its model loaded
             model = target.model or self.resolver.default_model(upstream)
-            api_key, headers, endpoint = access
-            opener = upstream.chat if endpoint == "chat" else completions_of(upstream)
-            call = opener(dict(body, model=model), api_key=api_key, extra_headers=headers)
+            call = upstream_call(upstream, dict(body, model=model), access)
             if not run.attach(call):
                 return None
             sent = time.monotonic()
@@ -483,6 +495,17 @@ def reply_stats(run: Run) -> dict:
         if stats.get("output_tokens") and generating > 0:
             stats["tokens_per_second"] = round(stats["output_tokens"] / generating, 1)
     return stats
+
+
+def upstream_call(upstream, body: dict, access: tuple):
+    """The call for one target: the client's own request where the upstream speaks the
+    client's dialect (Native), else the neutral body as a chat or a legacy completion."""
+    api_key, headers, endpoint, native = access
+    if native is not None and getattr(upstream, "speaks", None) == native.dialect:
+        return upstream.relay(dict(native.body, model=body["model"]), api_key=api_key,
+                              extra_headers={**native.headers, **headers})
+    opener = upstream.chat if endpoint == "chat" else completions_of(upstream)
+    return opener(body, api_key=api_key, extra_headers=headers)
 
 
 def completions_of(upstream):

@@ -17,7 +17,7 @@ from llmhub import accounting
 from llmhub.cancellation import Registry, Run
 from llmhub.config import Config
 from llmhub.errors import Conflict, Forbidden, HubError, NotFound
-from llmhub.generation import Access, ChatRequest, Generation, stored_events
+from llmhub.generation import Access, ChatRequest, Generation, Native, stored_events
 from llmhub.health import Prober
 from llmhub.inputs import Chain, Prompt, Resent, Stateless, Summary, ThreadTurn
 from llmhub.lifecycle import Lifecycle
@@ -29,7 +29,7 @@ from llmhub.summaries import Summaries, summary_prompt
 from llmhub.threads import Store
 from llmhub.workers import Workers
 
-__all__ = ["Access", "ChatRequest", "Chain", "Prompt", "Resent", "Stateless", "Summary",
+__all__ = ["Access", "ChatRequest", "Native", "Chain", "Prompt", "Resent", "Stateless", "Summary",
            "ThreadTurn", "Target", "Engine", "summary_prompt"]
 
 # what /health adds to each upstream's live probe, from the router's view of it

@@ -6,6 +6,12 @@ and the SSE events that come back (message_start, content_block_*, message_delta
 message_stop, error, ping) become typed run events, so every dialect renders an Anthropic
 answer, tool calls and thinking included, exactly like an OpenAI one. The key goes in
 `x-api-key`, with `anthropic-version`.
+
+A Messages client's own request (generation.Native) is relayed instead of rebuilt: the
+neutral form has no room for `cache_control`, system blocks, `context_management` and the
+other fields Anthropic adds, and without the cache marks every turn of an agent pays full
+price for its long prefix. `relay` sends that body as it came (the model renamed, always
+streamed), with the client's `anthropic-version` and `anthropic-beta` headers.
 """
 
 import json
@@ -28,6 +34,7 @@ VERSION = "2023-06-01"
 class Anthropic:
     kind = "anthropic"
     label = "Anthropic"
+    speaks = "anthropic"     # a Messages client's request is relayed as it came (relay)
 
     def __init__(self, config) -> None:
         self.config = config
@@ -52,6 +59,14 @@ class Anthropic:
              extra_headers: dict | None = None) -> "AnthropicCall":
         headers = {**self.headers(api_key), **(extra_headers or {})}
         return AnthropicCall(self, to_messages_body(body), headers, api_key or self.config.api_key)
+
+    def relay(self, body: dict, api_key: str | None = None,
+              extra_headers: dict | None = None) -> "AnthropicCall":
+        """A Messages body as the client sent it; the client's `anthropic-version` and
+        `anthropic-beta` (in `extra_headers`) win over the hub's default version."""
+        headers = {**self.headers(api_key), **(extra_headers or {})}
+        return AnthropicCall(self, dict(body, stream=True), headers,
+                             api_key or self.config.api_key)
 
     def list_models(self) -> list[dict]:
         exchange = Exchange(self.base_url, self.timeouts, self.label, self.pool)
