@@ -292,6 +292,7 @@ class Generation:
         failures = self._through_pools(
             run, pools, session, lambda target: self._attempt(run, body, access, target, session))
         if failures:
+            self._count_overflow(run, *failures[0])
             run.finish("fail", error=_summarise(failures))
 
     def _through_pools(self, run: Run, pools: list, session: str | None, attempt) -> list:
@@ -387,6 +388,8 @@ class Generation:
                     events = split_think(events)
                 elif self.resolver.inlines_thinking(model):
                     events = join_think(events)
+                if body.get("stop"):
+                    events = named_stops(events, body["stop"], run.transcript)
                 self._relay(run, events, target)
                 if run.first_token_at is not None:
                     self.router.first_token(target, run.first_token_at - sent)
@@ -422,6 +425,7 @@ class Generation:
                     return
         except UpstreamError as exc:
             self.router.failed(target, exc)     # a box that died mid-stream is counted
+            self._count_overflow(run, target, exc)
             run.finish("fail", error=exc, finish_reason=run.transcript.finish_reason)
             return
         if run.usage is None:
@@ -440,6 +444,26 @@ class Generation:
             run.finish("fail", error=run.budget.spent(), finish_reason="length")
             return False
         return published
+
+    def _count_overflow(self, run: Run, target: Target, error: HubError) -> None:
+        """A context overflow says what was sent and what fits (agents compact by the
+        gap): as the upstream said, else the run's input estimate and the context length
+        the model's box says it is loaded with (LM Studio's catalog, asked only now)."""
+        if error.code != "context_length_exceeded" or not isinstance(error, UpstreamError):
+            return
+        error.prompt_tokens = error.prompt_tokens or run.input_estimate or None
+        if error.context_length is None:
+            error.context_length = self._loaded_context(target)
+
+    def _loaded_context(self, target: Target) -> int | None:
+        manager = self.lifecycle.managers.get(target.upstream.name)
+        if manager is None or not manager.managed:
+            return None
+        try:
+            entries, _ = manager.catalog()
+        except HubError:
+            return None
+        return next((e["context_length"] for e in entries if e["key"] == target.model), None)
 
     def _checked_usage(self, run: Run, usage: Usage) -> Usage:
         """The upstream's counts where they are counts; each one that is not (the adapter
@@ -495,6 +519,22 @@ def reply_stats(run: Run) -> dict:
         if stats.get("output_tokens") and generating > 0:
             stats["tokens_per_second"] = round(stats["output_tokens"] / generating, 1)
     return stats
+
+
+def named_stops(events, stop, transcript):
+    """Events with the stop sequence named on a finish that did not name it: OpenAI's
+    finish_reason "stop" says neither which sequence nor whether one stopped it. A server
+    that leaves the sequence in its output ends the text with it; one that neither says
+    (as llama.cpp's `stopping_word` and Anthropic do) nor shows it stays unnamed, since
+    a stop sequence cannot then be told from the model's own end of turn."""
+    stops = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str) and s]
+    for event in events:
+        if event.kind == "finish" and event.reason == "stop" and event.choice == 0 and \
+                event.stop_sequence is None:
+            text = transcript.text
+            reached = next((s for s in stops if s and text.endswith(s)), None)
+            event = dataclasses.replace(event, stop_sequence=reached) if reached else event
+        yield event
 
 
 def upstream_call(upstream, body: dict, access: tuple):

@@ -18,6 +18,8 @@ class FakeAnthropic:
         self.texts = ["Hi", " there", "!"]
         self.replies: list[list[dict]] = []    # content blocks, one list per request
         self.error: tuple | None = None        # (status, body)
+        self.usage = {"input_tokens": 12, "output_tokens": 1}   # message_start's
+        self.ending: tuple | None = None       # (stop_reason, stop_sequence) to end with
         self.requests: list[dict] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
@@ -56,12 +58,13 @@ class _Handler(BaseHTTPRequestHandler):
             [{"type": "text", "text": "".join(fake.texts)}]
         events = [("message_start", {"type": "message_start", "message": {
             "id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
-            "usage": {"input_tokens": 12, "output_tokens": 1}}}), ("ping", {"type": "ping"})]
+            "usage": fake.usage}}), ("ping", {"type": "ping"})]
         for index, block in enumerate(blocks):
             events += block_events(index, block, fake.texts)
         stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
+        stop, sequence = fake.ending or (stop, None)
         events += [("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": stop},
+                                      "delta": {"stop_reason": stop, "stop_sequence": sequence},
                                       "usage": {"output_tokens": len(fake.texts)}}),
                    ("message_stop", {"type": "message_stop"})]
         self._send(200, "text/event-stream", "".join(

@@ -60,6 +60,9 @@ class Script:
     reasoning_field: str = "reasoning_content"   # LM Studio's name; some servers: reasoning
     tool_calls: list | None = None     # [{id, name, arguments}]: streamed in pieces after
                                        # the text; the finish reason becomes tool_calls
+    usage_extra: dict = field(default_factory=dict)   # merged into usage (prompt_tokens_details)
+    final_extra: dict = field(default_factory=dict)   # merged into the finish chunk and the
+                                       # usage chunk (llama.cpp's stopping_word, timings)
 
 
 @dataclass
@@ -376,10 +379,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             if not script.raw_chunks:
                 finish = "tool_calls" if script.tool_calls else script.finish_reason
-                self._send(b"data: " + json.dumps(self._chunk(
-                    body, {}, finish)).encode() + b"\n\n")
+                self._send(b"data: " + json.dumps(dict(self._chunk(
+                    body, {}, finish), **script.final_extra)).encode() + b"\n\n")
             if script.usage and (body.get("stream_options") or {}).get("include_usage"):
-                usage = dict(self._chunk(body, {}), choices=[], usage=self._usage(body, script))
+                usage = dict(self._chunk(body, {}), choices=[], usage=self._usage(body, script),
+                             **script.final_extra)
                 self._send(b"data: " + json.dumps(usage).encode() + b"\n\n")
             if script.done:
                 # [DONE] and the terminator in one write: the hub closes right after [DONE]
@@ -477,7 +481,7 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
         completion = len(script.chunks)
         return {"prompt_tokens": prompt, "completion_tokens": completion,
-                "total_tokens": prompt + completion}
+                "total_tokens": prompt + completion, **script.usage_extra}
 
     def _completion(self, body: dict, script: Script) -> dict:
         return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000,

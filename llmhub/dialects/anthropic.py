@@ -46,6 +46,7 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
 BLOCKS = {"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking"}
 BILLING = "x-anthropic-billing-header:"
 SESSION = re.compile(r"[^A-Za-z0-9_.:-]")
+OVERFLOW = "context_length_exceeded"     # the engine's code for a prompt that does not fit
 RELAYED_HEADERS = ("anthropic-version", "anthropic-beta")   # to an Anthropic upstream
 
 
@@ -57,7 +58,21 @@ def error_body(error: HubError):
 def error_json(error: HubError) -> dict:
     kind = "overloaded_error" if error.code == "queue_full" else ERROR_TYPES.get(
         error.status) or ("invalid_request_error" if error.status < 500 else "api_error")
-    return {"type": "error", "error": {"type": kind, "message": error.message}}
+    message = too_long(error) if error.code == OVERFLOW else error.message
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def too_long(error: HubError) -> str:
+    """Anthropic's words for a context overflow, which Claude Code and LangChain match
+    (and compact by the gap): the tokens sent and the context length, as the upstream or
+    the engine counted them. A context length nobody knows is given as one less than was
+    sent: all that is known is that it did not fit."""
+    sent = getattr(error, "prompt_tokens", None)
+    fits = getattr(error, "context_length", None)
+    if sent is None:
+        return f"prompt is too long: {error.message}"
+    fits = fits if fits is not None else max(sent - 1, 0)
+    return f"prompt is too long: {sent} tokens > {fits} maximum"
 
 
 # --- views -----------------------------------------------------------------------------------
@@ -268,15 +283,19 @@ def message_body(run, model: str) -> dict:
                "reasoning_signature": transcript.signature or ""}
     return {"id": message_id(run), "type": "message", "role": "assistant", "model": model,
             "content": translator.message_to_anthropic(message),
-            "stop_reason": stop(run.status, transcript.finish_reason), "stop_sequence": None,
+            "stop_reason": stop(run.status, transcript.finish_reason, transcript.stop_sequence),
+            "stop_sequence": transcript.stop_sequence,
             "usage": translator.usage_to_anthropic(usage) if usage else
             {"input_tokens": run.input_estimate, "output_tokens": 0}}
 
 
-def stop(status: str, finish_reason: str | None) -> str | None:
-    """A cancelled run has no stop reason: Anthropic has none for it."""
+def stop(status: str, finish_reason: str | None, sequence: str | None = None) -> str | None:
+    """A cancelled run has no stop reason: Anthropic has none for it. A finish that named
+    the request's stop sequence it reached is `stop_sequence` (pipes named it)."""
     if status == CANCELLED:
         return None
+    if sequence:
+        return "stop_sequence"
     return translator.stop_reason(finish_reason or "stop")
 
 
@@ -291,6 +310,7 @@ class MessageStream(StreamRenderer):
         self.index = -1                   # the open block's position in the message
         self.signed = False               # the open thinking block has had its signature
         self.finish: str | None = None
+        self.stop_sequence: str | None = None
         self.usage = None
 
     def ping(self) -> bytes:
@@ -308,8 +328,8 @@ class MessageStream(StreamRenderer):
             return self._thinking(event)
         if kind == "tool_call":
             return self._tool_call(event)
-        if kind == "finish":
-            self.finish = event.reason
+        if kind == "finish" and event.choice == 0:
+            self.finish, self.stop_sequence = event.reason, event.stop_sequence
         elif kind == "usage":
             self.usage = event
         elif kind == "error":
@@ -370,7 +390,8 @@ class MessageStream(StreamRenderer):
     def _end(self, status: str) -> bytes:
         usage = self.usage
         return self._start() + self._close() + self._event("message_delta", {
-            "delta": {"stop_reason": stop(status, self.finish), "stop_sequence": None},
+            "delta": {"stop_reason": stop(status, self.finish, self.stop_sequence),
+                      "stop_sequence": self.stop_sequence},
             "usage": translator.usage_to_anthropic(usage) if usage else
             {"output_tokens": 0}}) + self._event("message_stop", {})
 

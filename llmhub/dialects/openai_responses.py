@@ -195,13 +195,17 @@ def outcome(run) -> dict:
     return {"status": status, "model": run.model,
             "output": output_items(run.id, run.transcript) if run.status != QUEUED else [],
             "usage": usage_json(usage.input_tokens, usage.output_tokens,
-                                usage.reasoning_tokens) if usage else None,
+                                usage.reasoning_tokens, usage.cached_tokens) if usage else None,
             "error": {"code": run.error.code, "message": run.error.message}
             if run.status == FAILED and run.error else None}
 
 
-def usage_json(input_tokens: int, output_tokens: int, reasoning: int | None) -> dict:
-    return {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+def usage_json(input_tokens: int, output_tokens: int, reasoning: int | None,
+               cached: int | None = None) -> dict:
+    """OpenAI's usage; `cached` is the part of the input the upstream's prompt cache
+    served (events.Usage.cached_tokens), 0 where it did not say."""
+    return {"input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": cached or 0},
             "output_tokens": output_tokens,
             "output_tokens_details": {"reasoning_tokens": reasoning or 0},
             "total_tokens": input_tokens + output_tokens}
@@ -518,7 +522,7 @@ class ResponseEvents(StreamRenderer):
         return response_body(self.record, {
             "status": status, "model": self.record["model"], "output": list(self.items),
             "usage": usage_json(usage.input_tokens, usage.output_tokens,
-                                usage.reasoning_tokens) if usage else None,
+                                usage.reasoning_tokens, usage.cached_tokens) if usage else None,
             "error": {"code": self.error.code, "message": self.error.message}
             if self.error is not None and status == "failed" else None})
 

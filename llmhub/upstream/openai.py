@@ -323,11 +323,14 @@ def http_error(status: int, message: str, label: str, kind: str = "",
     code = "model_not_found" if missing else code
     if code == "context_length_exceeded":
         status = 400
+    tokens, limit = overflow_counts(message) if code == "context_length_exceeded" else (None,
+                                                                                       None)
     return UpstreamError(message, status=502 if status == 500 or status < 400 else status,
                          code=code, param="model" if missing else None,
                          model_unavailable=missing or status >= 500,
                          reason=_reason(message, code), detail=message, where=label,
-                         upstream_status=status, retry_after=retry_after)
+                         upstream_status=status, retry_after=retry_after,
+                         prompt_tokens=tokens, context_length=limit)
 
 
 def stream_error(obj, label: str, secrets=()) -> UpstreamError:
@@ -337,9 +340,11 @@ def stream_error(obj, label: str, secrets=()) -> UpstreamError:
         isinstance(obj.get("error"), dict) else ""
     code = _code_for(f"{message} {kind}")
     status = 400 if code == "context_length_exceeded" else 502
+    tokens, limit = overflow_counts(message) if status == 400 else (None, None)
     return UpstreamError(f"{label}: {message}" if status == 502 else message, status=status,
                          code=code, reason=_reason(message, code),
-                         detail=message, where=label)
+                         detail=message, where=label, prompt_tokens=tokens,
+                         context_length=limit)
 
 
 def _reason(message: str, code: str) -> str:
@@ -355,6 +360,33 @@ def _reason(message: str, code: str) -> str:
 _OVERFLOW = re.compile(r"context length|context size|context window|n_ctx|context the "
                        r"overflows|exceed_context_size|context_length_exceeded|prompt is "
                        r"too long", re.I)
+
+
+# The numbers in those messages, (tokens sent, tokens that fit) in the order each names them:
+# llama.cpp "request (N tokens) exceeds the available context size (M tokens)"; LM Studio
+# "(n_keep: N>= n_ctx: M)", "The input has N tokens, but the context length only supports
+# M tokens", "Trying to keep the first N tokens when context the overflows" (no M);
+# Anthropic "prompt is too long: N tokens > M maximum"; vLLM and OpenAI "maximum context
+# length is M tokens. However, you requested N tokens" (or "your messages resulted in N").
+_SENT_FIT = re.compile(r"request \((\d+) tokens\) exceeds the available context size \((\d+)|"
+                       r"n_keep: (\d+)\s*>=?\s*n_ctx: (\d+)|input has (\d+) tokens, but the "
+                       r"context length only supports (\d+)|too long: (\d+) tokens > (\d+)", re.I)
+_FIT_SENT = re.compile(r"maximum context length is (\d+) tokens.*?(?:requested|resulted in|"
+                       r"request has|contains?) (\d+)", re.I | re.S)
+_SENT_ONLY = re.compile(r"keep the first (\d+) tokens", re.I)
+
+
+def overflow_counts(message: str) -> tuple[int | None, int | None]:
+    """(tokens sent, context length) as an overflow message says them; None where not."""
+    if match := _SENT_FIT.search(message):
+        numbers = [int(n) for n in match.groups() if n is not None]
+        return numbers[0], numbers[1]
+    if match := _FIT_SENT.search(message):
+        return int(match.group(2)), int(match.group(1))
+    if match := _SENT_ONLY.search(message):
+        return int(match.group(1)), None
+    fit = re.search(r"maximum context length is (\d+)", message, re.I)
+    return None, int(fit.group(1)) if fit else None
 
 
 def _code_for(message: str) -> str:
@@ -375,7 +407,7 @@ def chunk_events(chunk: dict) -> list:
         if not events:               # a role-only chunk: relayed, so the client sees it
             events.append(TextDelta("", raw))
     if isinstance(usage, dict):
-        events.append(usage_event(usage))
+        events.append(usage_event(usage, chunk.get("timings")))
     return events
 
 
@@ -397,8 +429,20 @@ def _choice_events(choice: dict, chunk: dict, raw: dict) -> list:
         events.append(Logprobs(logprobs["content"], raw, index))
     if choice.get("finish_reason"):
         events.append(Finish(str(choice["finish_reason"]), chunk.get("model"),
-                             chunk.get("system_fingerprint"), raw, index))
+                             chunk.get("system_fingerprint"), raw, index,
+                             stopping_word(chunk, choice)))
     return events
+
+
+def stopping_word(chunk: dict, choice: dict) -> str | None:
+    """The stop sequence llama.cpp says it stopped at (`stopping_word`, with `stop_type`
+    "word"), in its final chunk or choice in some versions, or in `__verbose`; OpenAI's
+    finish_reason "stop" does not say which, or whether one did."""
+    for where in (choice, chunk, chunk.get("__verbose")):
+        word = where.get("stopping_word") if isinstance(where, dict) else None
+        if isinstance(word, str) and word:
+            return word
+    return None
 
 
 def _tool_call_events(calls, raw: dict, choice: int) -> list:
@@ -429,7 +473,7 @@ def text_events(chunk: dict) -> list:
             events.append(Finish(str(one["finish_reason"]), chunk.get("model"),
                                  chunk.get("system_fingerprint"), raw, index))
     if isinstance(usage, dict):
-        events.append(usage_event(usage))
+        events.append(usage_event(usage, chunk.get("timings")))
     return events
 
 
@@ -446,15 +490,26 @@ def _str(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def usage_event(usage: dict) -> Usage:
+def usage_event(usage: dict, timings=None) -> Usage:
     """The upstream's counts as they came; one that is not a count is None, for the engine
-    to estimate (it knows what was sent and said)."""
+    to estimate (it knows what was sent and said). Cached prompt tokens are OpenAI's
+    `prompt_tokens_details.cached_tokens`, else llama.cpp's `timings.cache_n` (the
+    prompt tokens it reused from its KV cache); both are part of `prompt_tokens`."""
     prompt, completion = (usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens"))
     details = usage.get("completion_tokens_details")
     reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
     return Usage(prompt if is_count(prompt) else None,
                  completion if is_count(completion) else None,
-                 reasoning if is_count(reasoning) else None, raw=usage)
+                 reasoning if is_count(reasoning) else None, raw=usage,
+                 cached_tokens=cached_of(usage, timings))
+
+
+def cached_of(usage: dict, timings) -> int | None:
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if not is_count(cached) and isinstance(timings, dict):
+        cached = timings.get("cache_n")
+    return cached if is_count(cached) else None
 
 
 def is_count(value) -> bool:
