@@ -79,6 +79,22 @@ class Received:
     arrived_at: float = field(default_factory=time.monotonic)   # its body read, parsed
 
 
+def chat_template(body: dict) -> str:
+    """A ChatML-like rendering with its markers as words of their own, so /tokenize counts
+    them: "<|im_start|> user one two <|im_end|> … <|im_start|> assistant"."""
+    turns = [f"<|im_start|> system tools: {json.dumps(body['tools'])} <|im_end|>"] \
+        if body.get("tools") else []
+    turns += [f"<|im_start|> {m['role']} {text_of(m.get('content'))} <|im_end|>"
+              for m in body["messages"]]
+    return " ".join(turns + ["<|im_start|> assistant"])
+
+
+def text_of(content) -> str:
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content)
+    return content or ""
+
+
 def is_title_request(body) -> bool:
     """The summary model asked to name a thread (the chat page does after a first reply)."""
     messages = body.get("messages") if isinstance(body, dict) else None
@@ -96,6 +112,7 @@ class FakeLMStudio:
         self.loaded = {"qwen2.5-7b-instruct": ["qwen2.5-7b-instruct"]}
         self.native = "v1"            # "v1" (0.4+), "v0" (older: no /api/v1), "none"
         self.tokenizer = False        # answer POST /tokenize as llama.cpp's server does
+        self.template = True          # with tokenizer: POST /apply-template too (404 if not)
         self.load_hold: threading.Event | None = None   # a slow load waits for this
         self.load_error: tuple | None = None            # (status, body) to answer a load
         self.parallel: dict = {}      # model → loaded_instances[].config.parallel
@@ -249,6 +266,11 @@ class _Handler(BaseHTTPRequestHandler):
                                                             "total_tokens": 0}})
         if self.path == "/tokenize" and fake.tokenizer:     # llama.cpp's server has one
             return self._json(200, {"tokens": list(range(len(body["content"].split())))})
+        if self.path == "/apply-template" and fake.tokenizer:
+            if not fake.template:                            # an older llama-server
+                return self._json(404, {"error": {"code": 404, "message": "File Not Found",
+                                                  "type": "not_found_error"}})
+            return self._json(200, {"prompt": chat_template(body)})
         if self.path.startswith("/api/v1/") and fake.native != "v1":
             return self._json(200, {"error": f"Unexpected endpoint or method. "
                                              f"(POST {self.path})"})

@@ -176,3 +176,60 @@ def test_anthropic_cache_counts_reach_every_dialect(make_hub, upstream_anthropic
     response = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": "Hi"})[2]
     assert response["usage"]["input_tokens"] == 112
     assert response["usage"]["input_tokens_details"] == {"cached_tokens": 100}
+
+
+# --- token counts ------------------------------------------------------------------------------
+
+COUNT = {"model": "m", "system": "Be brief.",
+         "messages": [{"role": "user", "content": "one two three"}]}
+RESPONSES_COUNT = {"model": "m", "instructions": "Be brief.", "input": "one two three"}
+# the fake's template: "<|im_start|> system Be brief. <|im_end|> <|im_start|> user one two
+# three <|im_end|> <|im_start|> assistant", which its /tokenize counts by words
+TEMPLATED = 13
+
+
+def counts(hub) -> list:
+    """(body, X-Llmhub-Token-Count) from both token count routes, for one conversation."""
+    out = []
+    for path, body in (("/v1/messages/count_tokens", COUNT),
+                       ("/v1/responses/input_tokens", RESPONSES_COUNT)):
+        status, headers, reply = call(hub.url, "POST", path, body)
+        assert status == 200, reply
+        out.append((reply, headers["X-Llmhub-Token-Count"]))
+    return out
+
+
+def test_llama_cpp_counts_the_rendered_chat_template(make_hub, fake):
+    fake.llama = fake.tokenizer = True
+    hub = make_hub({"upstream": {"kind": "llamacpp"}})
+    assert counts(hub) == [({"input_tokens": TEMPLATED}, "counted"),
+                           ({"object": "response.input_tokens", "input_tokens": TEMPLATED},
+                            "counted")]
+    rendered = [r.body for r in fake.requests if r.path == "/apply-template"]
+    assert rendered[0] == {"messages": [{"role": "system", "content": "Be brief."},
+                                        {"role": "user", "content": "one two three"}]}
+
+
+def test_lm_studio_has_no_tokenizer_so_both_routes_say_estimated(hub, fake):
+    (anthropic, said), (openai, said_too) = counts(hub)
+    assert said == said_too == "estimated"
+    assert anthropic["input_tokens"] > 0 and openai["input_tokens"] > 0
+    assert set(openai) == {"object", "input_tokens"} and set(anthropic) == {"input_tokens"}
+    assert not [r for r in fake.requests if r.path in ("/tokenize", "/apply-template")]
+
+
+def test_an_anthropic_upstream_counts_the_clients_own_body(make_hub, upstream_anthropic):
+    hub = make_hub({"upstream": {"kind": "anthropic", "base_url": upstream_anthropic.url}})
+    body = dict(COUNT, system=[{"type": "text", "text": "Be brief.",
+                                "cache_control": {"type": "ephemeral"}}])
+    status, headers, reply = call(hub.url, "POST", "/v1/messages/count_tokens", body,
+                                  headers={"anthropic-beta": "token-counting-2024-11-01"})
+    assert (status, reply) == (200, {"input_tokens": 321})
+    assert headers["X-Llmhub-Token-Count"] == "counted"
+    asked = upstream_anthropic.requests[0]
+    assert asked["path"] == "/v1/messages/count_tokens" and asked["body"] == body
+    assert {k.lower(): v for k, v in asked["headers"].items()}["anthropic-beta"] == \
+        "token-counting-2024-11-01"
+    status, headers, reply = call(hub.url, "POST", "/v1/responses/input_tokens",
+                                  RESPONSES_COUNT)
+    assert reply["input_tokens"] == 321 and headers["X-Llmhub-Token-Count"] == "counted"

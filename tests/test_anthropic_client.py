@@ -320,9 +320,10 @@ def test_count_tokens_asks_a_llama_cpp_tokenizer_and_remembers_one_is_missing(ma
                                                                               fake):
     hub = make_hub({"upstream": {"kind": "openai"}})
     body = {"model": "m", "messages": [{"role": "user", "content": "one two three"}]}
-    fake.tokenizer = True
-    _, _, counted = call(hub.url, "POST", "/v1/messages/count_tokens", body)
+    fake.tokenizer, fake.template = True, False           # a llama-server without templates
+    _, headers, counted = call(hub.url, "POST", "/v1/messages/count_tokens", body)
     assert counted == {"input_tokens": 4}                  # "user:", "one", "two", "three"
+    assert headers["X-Llmhub-Token-Count"] == "counted"
     fake.tokenizer = False
     other = make_hub({"upstream": {"kind": "openai"}})
     estimates = [call(other.url, "POST", "/v1/messages/count_tokens", body)[2]

@@ -24,17 +24,16 @@ The translation to and from the neutral form is anthropic_translator's, shared w
 Anthropic upstream.
 """
 
-import json
 import re
 
 from llmhub import anthropic_translator as translator
 from llmhub.cancellation import CANCELLED, FAILED
 from llmhub.completion import Seen
-from llmhub.context import content_text, estimate_messages, estimate_tokens
 from llmhub.dialects.checks import check_int, check_number, check_type
 from llmhub.errors import BadRequest, HubError, error_of
 from llmhub.pipes import ChatRequest, Native, Resent, Stateless
-from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
+from llmhub.wire import (JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse,
+                         token_count_header)
 
 __all__ = ["TITLE", "error_body", "create_message", "count_tokens", "model_list",
            "MessageStream"]
@@ -94,16 +93,13 @@ def create_message(request):
 
 def count_tokens(request) -> JSONResponse:
     """The prompt's tokens (messages, system, tools' definitions): counted by the upstream's
-    tokenizer where it has one (llama.cpp), else the hub's estimate."""
+    tokenizer where it has one, else the hub's estimate; `X-Llmhub-Token-Count` says which
+    (pipes.Engine.count_input), the body keeps Anthropic's exact shape."""
     body = request.json_object()
     chat = parse_request(body, request.hub, require_max_tokens=False)
-    tools = json.dumps(chat.params["tools"]) if chat.params.get("tools") else ""
-    messages = chat.input.messages
-    text = "\n".join(f"{m['role']}: {content_text(m.get('content'))}" for m in messages)
-    counted = request.hub.engine.count_tokens(chat.model, text + "\n" + tools)
-    tokens = counted if counted is not None else \
-        estimate_messages(messages) + estimate_tokens(tools)
-    return JSONResponse({"input_tokens": tokens})
+    chat.native = Native("anthropic", native_body(body), relayed_headers(request))
+    tokens, counted = request.hub.engine.count_input(chat, chat.input.messages)
+    return JSONResponse({"input_tokens": tokens}, headers=token_count_header(counted))
 
 
 def native_body(body: dict) -> dict:

@@ -29,7 +29,7 @@ import time
 
 from llmhub.cancellation import CANCELLED, COMPLETED, FAILED, QUEUED, STREAMING
 from llmhub.completion import Transcript
-from llmhub.context import estimate_messages, estimate_tokens, to_upstream
+from llmhub.context import to_upstream
 from llmhub.dialects.checks import check_int, check_number, check_type
 from llmhub.dialects.openai import error_body
 from llmhub.dialects.responses import Replay, new_response_id
@@ -37,7 +37,8 @@ from llmhub.errors import BadRequest, NotFound, error_of
 from llmhub.messages import check_thread_id
 from llmhub.pipes import Chain, ChatRequest, ThreadTurn
 from llmhub.response_items import function_call, items_to_messages, output_items
-from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
+from llmhub.wire import (JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse,
+                         token_count_header)
 
 __all__ = ["TITLE", "error_body", "create", "retrieve", "cancel", "delete", "input_items",
            "input_tokens", "compact", "ResponseEvents"]
@@ -336,14 +337,15 @@ def page(items: list, query: dict) -> dict:
 # --- input_tokens and compact ------------------------------------------------------------------
 
 def input_tokens(request) -> JSONResponse:
-    """The hub's estimate of what this request would send upstream."""
+    """What this request would send upstream, counted by the upstream's tokenizer where it
+    has one, else estimated; `X-Llmhub-Token-Count` says which (pipes.Engine.count_input)."""
     hub, body = request.hub, request.json_object()
     chat, _ = parse(dict(body, model=body.get("model") or "any"), hub, new_response_id())
     system = [{"role": "system", "content": chat.input.system}] if chat.input.system else []
-    tools = str(chat.params.get("tools") or "")
-    tokens = estimate_messages(system + so_far(hub, chat) + chat.input.messages) + \
-        estimate_tokens(tools)
-    return JSONResponse({"object": "response.input_tokens", "input_tokens": tokens})
+    tokens, counted = hub.engine.count_input(
+        chat, system + so_far(hub, chat) + chat.input.messages)
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": tokens},
+                        headers=token_count_header(counted))
 
 
 def so_far(hub, chat: ChatRequest) -> list[dict]:

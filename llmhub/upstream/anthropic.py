@@ -20,6 +20,10 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from llmhub.anthropic_translator import StreamReader, to_messages_body
+
+# What /v1/messages/count_tokens takes: it refuses the rest (max_tokens, stream, sampling)
+COUNTED = ("model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers",
+           "context_management")
 from llmhub.cancellation import Gate
 from llmhub.errors import UpstreamError
 from llmhub.redaction import public_url, redact, upstream_secrets
@@ -67,6 +71,31 @@ class Anthropic:
         headers = {**self.headers(api_key), **(extra_headers or {})}
         return AnthropicCall(self, dict(body, stream=True), headers,
                              api_key or self.config.api_key)
+
+    def count_input(self, body: dict) -> int | None:
+        """Anthropic's own count of a neutral chat's prompt (POST /v1/messages/count_tokens)."""
+        return self.count_native(to_messages_body(body))
+
+    def count_native(self, body: dict, extra_headers: dict | None = None) -> int | None:
+        """Anthropic's count of a Messages body; None if it could not be asked (the hub
+        estimates then); a request it refuses is the client's error, with its status."""
+        exchange = Exchange(self.base_url, self.timeouts, self.label, self.pool)
+        payload = json.dumps({k: body[k] for k in COUNTED if k in body}).encode()
+        headers = {**self.headers(), "Accept": "application/json", **(extra_headers or {})}
+        try:
+            response = exchange.send("POST", self.prefix + "/v1/messages/count_tokens",
+                                     payload, headers)
+            raw = exchange.read_all()
+            exchange.finish()
+        except UpstreamError:
+            return None
+        finally:
+            exchange.close()
+        if response.status in (400, 413):
+            raise http_error(response.status, error_message(raw), self.label,
+                             secrets=self.secrets)
+        tokens = (_json_object(raw) or {}).get("input_tokens")
+        return tokens if response.status == 200 and type(tokens) is int else None
 
     def list_models(self) -> list[dict]:
         exchange = Exchange(self.base_url, self.timeouts, self.label, self.pool)
@@ -131,6 +160,14 @@ class AnthropicCall:
 
     def close(self) -> None:
         self.exchange.close()
+
+
+def _json_object(raw: bytes) -> dict | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _decode(payload: str, label: str, secrets=()) -> dict:

@@ -59,6 +59,7 @@ class OpenAICompatible:
         self.pool = Pool()
         self.timeouts = Timeouts.of(config)
         self.has_tokenizer = self.tokenizer   # until it answers that it has none
+        self.has_template = self.tokenizer    # llama.cpp's /apply-template, likewise
 
     @staticmethod
     def normalise_url(url: str) -> str:
@@ -120,6 +121,35 @@ class OpenAICompatible:
             raise http_error(response.status, error_message(body), self.label,
                              secrets=self.secrets)
         return obj if isinstance(obj, dict) else {}
+
+    def count_input(self, body: dict) -> int | None:
+        """The upstream's own count of a chat's prompt as the model sees it: llama.cpp's
+        chat template rendered (`POST /apply-template`: the messages and tools → {"prompt"})
+        and tokenized (`/tokenize`); a server without /apply-template (older llama.cpp)
+        has the messages' text tokenized. None where it has no tokenizer."""
+        if not self.has_tokenizer:
+            return None
+        prompt = self.rendered(body)
+        if prompt is None:
+            tools = json.dumps(body["tools"], ensure_ascii=False) if body.get("tools") else ""
+            prompt = "\n".join(f"{m.get('role')}: {_text_of(m.get('content'))}"
+                               for m in body.get("messages") or ()) + "\n" + tools
+        return self.count_tokens(prompt)
+
+    def rendered(self, body: dict) -> str | None:
+        """The prompt llama.cpp's chat template makes of a chat; None without the endpoint
+        (found out once) or when it refused this one (tools without --jinja)."""
+        if not self.has_template:
+            return None
+        asked = {k: body[k] for k in ("messages", "tools", "tool_choice") if body.get(k)}
+        try:
+            prompt = self.get_json(self.prefix.removesuffix("/v1") + "/apply-template",
+                                   body=asked).get("prompt")
+        except UpstreamError as exc:
+            # no such route: 404, or LM Studio's HTTP 200 "Unexpected endpoint"
+            self.has_template = exc.upstream_status not in (200, 404, 405)
+            return None
+        return prompt if isinstance(prompt, str) else None
 
     def count_tokens(self, text: str) -> int | None:
         """The upstream's own count of `text`, from llama.cpp's `POST /tokenize`; None where
@@ -484,6 +514,12 @@ def per_token(legacy: dict) -> list:
     return [{"token": t, "logprob": lp, "top_logprobs": top, "text_offset": offset}
             for t, lp, top, offset in zip(lists[0], *[lst + [None] * (len(lists[0]) - len(lst))
                                                       for lst in lists[1:]])]
+
+
+def _text_of(content) -> str:
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
 
 
 def _str(value) -> str | None:
