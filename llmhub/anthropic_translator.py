@@ -16,7 +16,8 @@ What maps to what:
 - `reasoning` (or `reasoning_content`) with `reasoning_signature` ↔ `thinking` blocks:
   Anthropic refuses thinking it did not sign, so unsigned reasoning is not sent;
 - tools, tool_choice, stop, max_tokens ↔ their Messages names; finish reasons ↔ stop
-  reasons; usage ↔ usage.
+  reasons (with the stop sequence named); usage ↔ usage, where Anthropic's `input_tokens`
+  leave out the cache's reads and writes and the neutral input (OpenAI's) includes them.
 Consecutive turns of one role are merged into one: the Messages API alternates roles, and
 the results of parallel tool calls must all sit in the one user turn after the calls.
 """

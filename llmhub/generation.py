@@ -19,6 +19,12 @@ Rules:
 - A key with `tokens_per_day` has its run's tokens counted as they stream (accounting.Budget):
   a run whose input alone would cross what is left is refused with a 429 before it starts,
   and one whose output crosses it is ended there, failed with that 429's error.
+- A request that carries its client's own wire body (Native) sends that body to a target
+  whose upstream speaks the same dialect (Anthropic → Anthropic), and the neutral body to
+  every other target.
+- A finish "stop" is named with the request's stop sequence when the output ends with one
+  (named_stops); a context overflow carries the tokens sent and the context length, as the
+  upstream said them, else estimated (_count_overflow).
 """
 
 import dataclasses

@@ -11,7 +11,11 @@ where a stream was asked for, and a stream that ends without `[DONE]` after its 
 The adapter reads `content` as text, `reasoning_content` and `reasoning` as reasoning (the
 two names servers use), `tool_calls` as tool call pieces, `logprobs.content` as logprobs, a
 `finish_reason` as the model's finish, and `usage` as usage; every event made from a chunk
-keeps the chunk in `raw`, so the OpenAI dialect relays what the upstream sent.
+keeps the chunk in `raw`, so the OpenAI dialect relays what the upstream sent. Usage carries
+the cached prompt tokens (`prompt_tokens_details.cached_tokens`, else llama.cpp's
+`timings.cache_n`), a finish llama.cpp's `stopping_word`, and an overflow error the token
+numbers its message gives (overflow_counts). `count_input` counts a chat's prompt with
+llama.cpp's own template and tokenizer, where the server has them.
 """
 
 import base64
