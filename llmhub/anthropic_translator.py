@@ -16,7 +16,8 @@ What maps to what:
 - `reasoning` (or `reasoning_content`) with `reasoning_signature` ↔ `thinking` blocks:
   Anthropic refuses thinking it did not sign, so unsigned reasoning is not sent;
 - tools, tool_choice, stop, max_tokens ↔ their Messages names; finish reasons ↔ stop
-  reasons; usage ↔ usage.
+  reasons (with the stop sequence named); usage ↔ usage, where Anthropic's `input_tokens`
+  leave out the cache's reads and writes and the neutral input (OpenAI's) includes them.
 Consecutive turns of one role are merged into one: the Messages API alternates roles, and
 the results of parallel tool calls must all sit in the one user turn after the calls.
 """
@@ -314,18 +315,32 @@ def tool_choice_from_anthropic(choice: dict) -> dict:
 
 
 def usage_from_anthropic(usage: dict, previous: Usage | None = None) -> Usage:
-    """Anthropic counts input apart from cache reads and writes; the neutral input is all."""
+    """Anthropic counts input apart from cache reads and writes; the neutral input is all
+    (OpenAI's prompt_tokens), with the cache's parts of it kept beside it. A later event
+    (message_delta) repeats or leaves out what an earlier one (message_start) said."""
     base = previous or Usage(0, 0)
-    counted = [usage.get(k) for k in ("input_tokens", "cache_read_input_tokens",
-                                      "cache_creation_input_tokens")]
-    input_tokens = sum(n for n in counted if isinstance(n, int)) if any(
-        isinstance(n, int) for n in counted) else base.input_tokens
+    known = [base.input_tokens - (base.cached_tokens or 0) - (base.cache_creation_tokens or 0),
+             base.cached_tokens, base.cache_creation_tokens]
+    counted = [usage.get(k) if _count(usage.get(k)) else before for k, before in zip(
+        ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"), known)]
+    input_tokens = sum(n for n in counted if _count(n))
     output = usage.get("output_tokens")
-    return Usage(input_tokens, output if isinstance(output, int) else base.output_tokens)
+    return Usage(input_tokens, output if _count(output) else base.output_tokens,
+                 cached_tokens=counted[1] if _count(counted[1]) else None,
+                 cache_creation_tokens=counted[2] if _count(counted[2]) else None)
+
+
+def _count(value) -> bool:
+    return type(value) is int and value >= 0
 
 
 def usage_to_anthropic(usage: Usage) -> dict:
-    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+    """Anthropic's usage: its `input_tokens` are those neither read from nor written to
+    the cache, so the neutral (OpenAI-style, all-inclusive) input has both taken off."""
+    read, written = usage.cached_tokens or 0, usage.cache_creation_tokens or 0
+    return {"input_tokens": max(usage.input_tokens - read - written, 0),
+            "cache_creation_input_tokens": written, "cache_read_input_tokens": read,
+            "output_tokens": usage.output_tokens}
 
 
 # --- the stream, Anthropic → typed events ------------------------------------------------------
@@ -344,6 +359,7 @@ class StreamReader:
         self.tool_index: dict[int, int] = {}   # content block index → tool call index
         self.usage = Usage(0, 0)
         self.stop: str | None = None
+        self.stop_sequence: str | None = None
         self.stopped = False
 
     def read(self, event: str, data: dict) -> list:
@@ -378,10 +394,13 @@ class StreamReader:
         return []
 
     def _message_delta(self, data: dict) -> list:
-        self.stop = (data.get("delta") or {}).get("stop_reason") or self.stop
+        delta = data.get("delta") or {}
+        self.stop = delta.get("stop_reason") or self.stop
+        self.stop_sequence = delta.get("stop_sequence") or self.stop_sequence
         self.usage = usage_from_anthropic(data.get("usage") or {}, self.usage)
         return []
 
     def _message_stop(self, data: dict) -> list:
         self.stopped = True
-        return [Finish(finish_reason(self.stop) or "stop", model=self.model), self.usage]
+        return [Finish(finish_reason(self.stop) or "stop", model=self.model,
+                       stop_sequence=self.stop_sequence), self.usage]

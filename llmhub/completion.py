@@ -26,6 +26,7 @@ class Transcript:
         self.tool_calls: dict[int, dict] = {}
         self.logprobs: list = []
         self.finish_reason: str | None = None
+        self.stop_sequence: str | None = None   # the request's stop sequence that ended it
         self.model: str | None = None           # as the upstream reported it
         self.system_fingerprint: str | None = None
         self._raw = None                        # the last raw chunk folded for `extra`
@@ -60,6 +61,7 @@ class Transcript:
             self.logprobs += event.content
         elif kind == "finish":
             self.finish_reason = event.reason
+            self.stop_sequence = event.stop_sequence
             self.model = event.model or self.model
             self.system_fingerprint = event.system_fingerprint or self.system_fingerprint
         raw = getattr(event, "raw", None)

@@ -93,7 +93,9 @@ class UpstreamError(HubError):
     `reason`, a stable word for the cause (unreachable, timeout, no_model_loaded,
     model_not_found, context_length, …); `detail`, the cause in words ("Connection
     refused"); `where`, the upstream's label ("LM Studio"); `upstream_status`, the HTTP
-    status the upstream answered with, if it answered.
+    status the upstream answered with, if it answered. A context overflow also says
+    `prompt_tokens` (what was sent) and `context_length` (what fits), as the upstream said
+    them or, where it did not, as the engine estimated them.
     """
 
     status, code = 502, "upstream_error"
@@ -101,8 +103,10 @@ class UpstreamError(HubError):
     def __init__(self, message: str, *, model_unavailable: bool = False,
                  reason: str | None = None, detail: str | None = None,
                  where: str | None = None, upstream_status: int | None = None,
-                 retry_after: float | None = None, **kwargs) -> None:
+                 retry_after: float | None = None, prompt_tokens: int | None = None,
+                 context_length: int | None = None, **kwargs) -> None:
         super().__init__(message, **kwargs)
+        self.prompt_tokens, self.context_length = prompt_tokens, context_length
         self.model_unavailable = model_unavailable
         self.reason, self.detail, self.where = reason, detail, where
         self.upstream_status = upstream_status
@@ -116,7 +120,8 @@ class UpstreamError(HubError):
         return {**super().as_dict(), "details": details or None}
 
 
-DETAILS = ("reason", "detail", "where", "upstream_status", "retry_after")
+DETAILS = ("reason", "detail", "where", "upstream_status", "retry_after", "prompt_tokens",
+           "context_length")
 
 
 def error_of(event) -> HubError:

@@ -80,6 +80,11 @@ class Logprobs:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """A run's token counts. `input_tokens` is the whole prompt, OpenAI's way (its
+    `prompt_tokens` includes cached tokens); `cached_tokens` (read from the upstream's
+    prompt cache) and `cache_creation_tokens` (written to it: Anthropic's) are parts of
+    it, None where the upstream did not say. Anthropic counts its `input_tokens` apart
+    from both, so its adapter adds them up and its dialect takes them off again."""
     kind = "usage"
     input_tokens: int
     output_tokens: int
@@ -87,6 +92,8 @@ class Usage:
     input_estimated: bool = False
     output_estimated: bool = False
     raw: dict | None = field(default=None, compare=False)   # the upstream's own usage object
+    cached_tokens: int | None = None
+    cache_creation_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -110,6 +117,7 @@ class Finish:
     system_fingerprint: str | None = None
     raw: dict | None = field(default=None, compare=False)
     choice: int = 0                     # which of `n` choices it belongs to
+    stop_sequence: str | None = None    # which of the request's stop sequences ended it
 
 
 @dataclass(frozen=True, slots=True)

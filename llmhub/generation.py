@@ -19,6 +19,12 @@ Rules:
 - A key with `tokens_per_day` has its run's tokens counted as they stream (accounting.Budget):
   a run whose input alone would cross what is left is refused with a 429 before it starts,
   and one whose output crosses it is ended there, failed with that 429's error.
+- A request that carries its client's own wire body (Native) sends that body to a target
+  whose upstream speaks the same dialect (Anthropic → Anthropic), and the neutral body to
+  every other target.
+- A finish "stop" is named with the request's stop sequence when the output ends with one
+  (named_stops); a context overflow carries the tokens sent and the context length, as the
+  upstream said them, else estimated (_count_overflow).
 """
 
 import dataclasses
@@ -41,7 +47,7 @@ from llmhub.threads import Store, thread_not_found
 from llmhub.upstream.think import join_think, split_think
 from llmhub.workers import Workers
 
-__all__ = ["Access", "ChatRequest", "Generation", "stored_events"]
+__all__ = ["Access", "ChatRequest", "Native", "Generation", "stored_events"]
 
 log = logging.getLogger("llmhub.pipes")
 
@@ -53,6 +59,18 @@ class Access:
     api_key: str | None = None
     headers: dict = field(default_factory=dict)
     provider: object = None
+
+
+@dataclass(frozen=True)
+class Native:
+    """The client's own request in its own dialect, for a target whose upstream speaks that
+    dialect too (`upstream.speaks`, Anthropic → Anthropic): it is relayed as it came, only
+    the model renamed, so what the neutral form has no room for (cache_control marks,
+    context_management, system blocks, betas in `headers`) still reaches the model and its
+    prompt cache. Every other target gets the neutral request, as before."""
+    dialect: str
+    body: dict
+    headers: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -68,6 +86,7 @@ class ChatRequest:
                                                  # thread's id when None)
     must_fit: bool = False                       # an input over the model's context is a
                                                  # 400, not cut by the upstream unsaid
+    native: Native | None = None                 # the wire request, for a same-dialect target
 
 
 class Generation:
@@ -111,7 +130,8 @@ class Generation:
             turn = request.input.prepare(self, run)
             run.budget = self.limits.budget(run.info["key"], run.input_estimate)
         run.job = functools.partial(self._work, run, request.params, turn,
-                                    (access.api_key, access.headers, request.input.endpoint),
+                                    (access.api_key, access.headers, request.input.endpoint,
+                                     request.native),
                                     pools, request.session)
         return run
 
@@ -281,6 +301,7 @@ class Generation:
         failures = self._through_pools(
             run, pools, session, lambda target: self._attempt(run, body, access, target, session))
         if failures:
+            self._count_overflow(run, *failures[0])
             run.finish("fail", error=_summarise(failures))
 
     def _through_pools(self, run: Run, pools: list, session: str | None, attempt) -> list:
@@ -364,9 +385,7 @@ class Generation:
             model = target.model or self.resolver.default_model(upstream)
             if run.must_fit:
                 self._check_fits(run, target, model)
-            api_key, headers, endpoint = access
-            opener = upstream.chat if endpoint == "chat" else completions_of(upstream)
-            call = opener(dict(body, model=model), api_key=api_key, extra_headers=headers)
+            call = upstream_call(upstream, dict(body, model=model), access)
             if not run.attach(call):
                 return None
             sent = time.monotonic()
@@ -380,6 +399,8 @@ class Generation:
                     events = split_think(events)
                 elif self.resolver.inlines_thinking(model):
                     events = join_think(events)
+                if body.get("stop"):
+                    events = named_stops(events, body["stop"], run.transcript)
                 self._relay(run, events, target)
                 if run.first_token_at is not None:
                     self.router.first_token(target, run.first_token_at - sent)
@@ -426,6 +447,7 @@ class Generation:
                     return
         except UpstreamError as exc:
             self.router.failed(target, exc)     # a box that died mid-stream is counted
+            self._count_overflow(run, target, exc)
             run.finish("fail", error=exc, finish_reason=run.transcript.finish_reason)
             return
         if run.usage is None:
@@ -444,6 +466,26 @@ class Generation:
             run.finish("fail", error=run.budget.spent(), finish_reason="length")
             return False
         return published
+
+    def _count_overflow(self, run: Run, target: Target, error: HubError) -> None:
+        """A context overflow says what was sent and what fits (agents compact by the
+        gap): as the upstream said, else the run's input estimate and the context length
+        the model's box says it is loaded with (LM Studio's catalog, asked only now)."""
+        if error.code != "context_length_exceeded" or not isinstance(error, UpstreamError):
+            return
+        error.prompt_tokens = error.prompt_tokens or run.input_estimate or None
+        if error.context_length is None:
+            error.context_length = self._loaded_context(target)
+
+    def _loaded_context(self, target: Target) -> int | None:
+        manager = self.lifecycle.managers.get(target.upstream.name)
+        if manager is None or not manager.managed:
+            return None
+        try:
+            entries, _ = manager.catalog()
+        except HubError:
+            return None
+        return next((e["context_length"] for e in entries if e["key"] == target.model), None)
 
     def _checked_usage(self, run: Run, usage: Usage) -> Usage:
         """The upstream's counts where they are counts; each one that is not (the adapter
@@ -499,6 +541,33 @@ def reply_stats(run: Run) -> dict:
         if stats.get("output_tokens") and generating > 0:
             stats["tokens_per_second"] = round(stats["output_tokens"] / generating, 1)
     return stats
+
+
+def named_stops(events, stop, transcript):
+    """Events with the stop sequence named on a finish that did not name it: OpenAI's
+    finish_reason "stop" says neither which sequence nor whether one stopped it. A server
+    that leaves the sequence in its output ends the text with it; one that neither says
+    (as llama.cpp's `stopping_word` and Anthropic do) nor shows it stays unnamed, since
+    a stop sequence cannot then be told from the model's own end of turn."""
+    stops = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str) and s]
+    for event in events:
+        if event.kind == "finish" and event.reason == "stop" and event.choice == 0 and \
+                event.stop_sequence is None:
+            text = transcript.text
+            reached = next((s for s in stops if s and text.endswith(s)), None)
+            event = dataclasses.replace(event, stop_sequence=reached) if reached else event
+        yield event
+
+
+def upstream_call(upstream, body: dict, access: tuple):
+    """The call for one target: the client's own request where the upstream speaks the
+    client's dialect (Native), else the neutral body as a chat or a legacy completion."""
+    api_key, headers, endpoint, native = access
+    if native is not None and getattr(upstream, "speaks", None) == native.dialect:
+        return upstream.relay(dict(native.body, model=body["model"]), api_key=api_key,
+                              extra_headers={**native.headers, **headers})
+    opener = upstream.chat if endpoint == "chat" else completions_of(upstream)
+    return opener(body, api_key=api_key, extra_headers=headers)
 
 
 def completions_of(upstream):

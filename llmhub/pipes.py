@@ -13,11 +13,14 @@ keeps long threads within budget (and names them), providers.py guards the upstr
 client names.
 """
 
+import json
+
 from llmhub import accounting
 from llmhub.cancellation import Registry, Run
 from llmhub.config import Config
+from llmhub.context import estimate_messages, estimate_tokens
 from llmhub.errors import Conflict, Forbidden, HubError, NotFound
-from llmhub.generation import Access, ChatRequest, Generation, stored_events
+from llmhub.generation import Access, ChatRequest, Generation, Native, stored_events
 from llmhub.health import Prober
 from llmhub.inputs import Chain, Prompt, Resent, Stateless, Summary, ThreadTurn
 from llmhub.lifecycle import Lifecycle
@@ -29,7 +32,7 @@ from llmhub.summaries import Summaries, summary_prompt
 from llmhub.threads import Store
 from llmhub.workers import Workers
 
-__all__ = ["Access", "ChatRequest", "Chain", "Prompt", "Resent", "Stateless", "Summary",
+__all__ = ["Access", "ChatRequest", "Native", "Chain", "Prompt", "Resent", "Stateless", "Summary",
            "ThreadTurn", "Target", "Engine", "summary_prompt"]
 
 # what /health adds to each upstream's live probe, from the router's view of it
@@ -305,10 +308,27 @@ class Engine:
         """The kind of upstream (lmstudio, openai, anthropic, mock) that would answer."""
         return self.resolver.upstream_for(model).kind
 
-    def count_tokens(self, model: str | None, text: str) -> int | None:
-        """The answering upstream's own token count of `text`, if it has a tokenizer."""
-        counter = getattr(self.resolver.upstream_for(model), "count_tokens", None)
-        return counter(text) if counter is not None else None
+    def count_input(self, request: ChatRequest, messages: list) -> tuple[int, bool]:
+        """A request's input tokens (these messages, and the tools in its params) and
+        whether they were counted: by the answering upstream's own tokenizer (llama.cpp's
+        template and /tokenize, Anthropic's count_tokens, given the client's own body as
+        a run would be), else the hub's estimate (LM Studio has no REST tokenizer). The
+        one count behind /v1/messages/count_tokens and /v1/responses/input_tokens."""
+        target = self.resolver.resolve(request.model)[0][0]
+        upstream = target.upstream
+        model = target.model or self.resolver.default_model(upstream)
+        native = request.native
+        if native is not None and getattr(upstream, "speaks", None) == native.dialect:
+            counted = upstream.count_native(dict(native.body, model=model), native.headers)
+        else:
+            counter = getattr(upstream, "count_input", None)
+            counted = counter(dict(request.params, messages=messages, model=model)) \
+                if counter is not None else None
+        if counted is not None:
+            return counted, True
+        tools = request.params.get("tools")
+        return estimate_messages(messages) + (estimate_tokens(json.dumps(tools))
+                                              if tools else 0), False
 
     def provider(self, base_url: str):
         """The upstream for a client-named base URL; 403 unless it is allowed."""

@@ -15,7 +15,7 @@ from llmhub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
     "JSONResponse", "BytesResponse", "StreamRenderer", "StreamResponse", "RunResponse", "decode_json", "json_bytes",
-    "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK",
+    "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK", "token_count_header",
 ]
 
 BOM = b"\xef\xbb\xbf"
@@ -24,6 +24,12 @@ _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 
 # --- responses a view can return -------------------------------------------------------------
+
+def token_count_header(counted: bool) -> dict:
+    """What a token count route adds to its official body: whether the upstream's tokenizer
+    counted, or the hub estimated (pipes.Engine.count_input)."""
+    return {"X-Llmhub-Token-Count": "counted" if counted else "estimated"}
+
 
 @dataclass
 class JSONResponse:

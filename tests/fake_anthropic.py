@@ -1,6 +1,6 @@
 """A fake of Anthropic's Messages API (streaming), standard library only, for tests.
 
-Answers POST /v1/messages with the real event sequence (message_start, content_block_*,
+Answers POST /v1/messages/count_tokens with `counted` input tokens, and POST /v1/messages with the real event sequence (message_start, content_block_*,
 ping, message_delta, message_stop), or with `error` as an HTTP error; records what it got.
 Each request takes the next reply from `replies` (a list of content blocks: text, thinking
 with its signature, tool_use with its input), else one text block of `texts`. Text and
@@ -18,6 +18,9 @@ class FakeAnthropic:
         self.texts = ["Hi", " there", "!"]
         self.replies: list[list[dict]] = []    # content blocks, one list per request
         self.error: tuple | None = None        # (status, body)
+        self.usage = {"input_tokens": 12, "output_tokens": 1}   # message_start's
+        self.ending: tuple | None = None       # (stop_reason, stop_sequence) to end with
+        self.counted = 321                     # what /v1/messages/count_tokens says
         self.requests: list[dict] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
@@ -52,16 +55,20 @@ class _Handler(BaseHTTPRequestHandler):
         fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
         if fake.error:
             return self._send(fake.error[0], "application/json", json.dumps(fake.error[1]))
+        if self.path.endswith("/count_tokens"):
+            return self._send(200, "application/json",
+                              json.dumps({"input_tokens": fake.counted}))
         blocks = fake.replies.pop(0) if fake.replies else \
             [{"type": "text", "text": "".join(fake.texts)}]
         events = [("message_start", {"type": "message_start", "message": {
             "id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
-            "usage": {"input_tokens": 12, "output_tokens": 1}}}), ("ping", {"type": "ping"})]
+            "usage": fake.usage}}), ("ping", {"type": "ping"})]
         for index, block in enumerate(blocks):
             events += block_events(index, block, fake.texts)
         stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
+        stop, sequence = fake.ending or (stop, None)
         events += [("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": stop},
+                                      "delta": {"stop_reason": stop, "stop_sequence": sequence},
                                       "usage": {"output_tokens": len(fake.texts)}}),
                    ("message_stop", {"type": "message_stop"})]
         self._send(200, "text/event-stream", "".join(

@@ -60,6 +60,9 @@ class Script:
     reasoning_field: str = "reasoning_content"   # LM Studio's name; some servers: reasoning
     tool_calls: list | None = None     # [{id, name, arguments}]: streamed in pieces after
                                        # the text; the finish reason becomes tool_calls
+    usage_extra: dict = field(default_factory=dict)   # merged into usage (prompt_tokens_details)
+    final_extra: dict = field(default_factory=dict)   # merged into the finish chunk and the
+                                       # usage chunk (llama.cpp's stopping_word, timings)
 
 
 @dataclass
@@ -74,6 +77,22 @@ class Received:
     sent_bytes: int = 0                # body bytes written so far (unbatched streams)
     finished: threading.Event = field(default_factory=threading.Event)   # whole body sent
     arrived_at: float = field(default_factory=time.monotonic)   # its body read, parsed
+
+
+def chat_template(body: dict) -> str:
+    """A ChatML-like rendering with its markers as words of their own, so /tokenize counts
+    them: "<|im_start|> user one two <|im_end|> … <|im_start|> assistant"."""
+    turns = [f"<|im_start|> system tools: {json.dumps(body['tools'])} <|im_end|>"] \
+        if body.get("tools") else []
+    turns += [f"<|im_start|> {m['role']} {text_of(m.get('content'))} <|im_end|>"
+              for m in body["messages"]]
+    return " ".join(turns + ["<|im_start|> assistant"])
+
+
+def text_of(content) -> str:
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content)
+    return content or ""
 
 
 def is_title_request(body) -> bool:
@@ -93,6 +112,7 @@ class FakeLMStudio:
         self.loaded = {"qwen2.5-7b-instruct": ["qwen2.5-7b-instruct"]}
         self.native = "v1"            # "v1" (0.4+), "v0" (older: no /api/v1), "none"
         self.tokenizer = False        # answer POST /tokenize as llama.cpp's server does
+        self.template = True          # with tokenizer: POST /apply-template too (404 if not)
         self.load_hold: threading.Event | None = None   # a slow load waits for this
         self.load_error: tuple | None = None            # (status, body) to answer a load
         self.parallel: dict = {}      # model → loaded_instances[].config.parallel
@@ -246,6 +266,11 @@ class _Handler(BaseHTTPRequestHandler):
                                                             "total_tokens": 0}})
         if self.path == "/tokenize" and fake.tokenizer:     # llama.cpp's server has one
             return self._json(200, {"tokens": list(range(len(body["content"].split())))})
+        if self.path == "/apply-template" and fake.tokenizer:
+            if not fake.template:                            # an older llama-server
+                return self._json(404, {"error": {"code": 404, "message": "File Not Found",
+                                                  "type": "not_found_error"}})
+            return self._json(200, {"prompt": chat_template(body)})
         if self.path.startswith("/api/v1/") and fake.native != "v1":
             return self._json(200, {"error": f"Unexpected endpoint or method. "
                                              f"(POST {self.path})"})
@@ -376,10 +401,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             if not script.raw_chunks:
                 finish = "tool_calls" if script.tool_calls else script.finish_reason
-                self._send(b"data: " + json.dumps(self._chunk(
-                    body, {}, finish)).encode() + b"\n\n")
+                self._send(b"data: " + json.dumps(dict(self._chunk(
+                    body, {}, finish), **script.final_extra)).encode() + b"\n\n")
             if script.usage and (body.get("stream_options") or {}).get("include_usage"):
-                usage = dict(self._chunk(body, {}), choices=[], usage=self._usage(body, script))
+                usage = dict(self._chunk(body, {}), choices=[], usage=self._usage(body, script),
+                             **script.final_extra)
                 self._send(b"data: " + json.dumps(usage).encode() + b"\n\n")
             if script.done:
                 # [DONE] and the terminator in one write: the hub closes right after [DONE]
@@ -477,7 +503,7 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
         completion = len(script.chunks)
         return {"prompt_tokens": prompt, "completion_tokens": completion,
-                "total_tokens": prompt + completion}
+                "total_tokens": prompt + completion, **script.usage_extra}
 
     def _completion(self, body: dict, script: Script) -> dict:
         return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000,

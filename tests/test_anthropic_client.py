@@ -187,14 +187,44 @@ def test_a_claude_code_request_reaches_the_model_clean(make_hub, fake):
     assert sent["tools"][0]["function"]["name"] == "get_weather"
 
 
-def test_the_billing_header_reaches_an_anthropic_upstream_untouched(make_hub,
-                                                                    upstream_anthropic):
+BETAS = "claude-code-20250219,prompt-caching-scope-2026-01-05,context-management-2025-06-27"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_claude_code_request_reaches_an_anthropic_upstream_as_it_came(
+        make_hub, upstream_anthropic, stream):
+    """Same wire, same bytes: cache marks, system blocks, betas, context management and
+    server tools reach Anthropic; only the model is renamed and system-role messages folded."""
+    hub = make_hub({"upstream": {"kind": "anthropic", "base_url": upstream_anthropic.url},
+                    "aliases": {"claude-*": "claude-haiku-local"}})
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}
+    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                               "data": "README"}}
+    body = dict(CLAUDE_CODE, stream=stream, tools=CLAUDE_CODE["tools"] + [search],
+                messages=CLAUDE_CODE["messages"] + [
+                    {"role": "assistant", "content": "Which ones?"},
+                    {"role": "user", "content": [document, {"type": "text", "text": "All."}]}])
+    status, _, _ = call(hub.url, "POST", "/v1/messages?beta=true", body, headers={
+        "anthropic-version": "2023-06-01", "anthropic-beta": BETAS, "x-api-key": "whatever"})
+    assert status == 200
+    arrived = upstream_anthropic.requests[0]
+    headers = {k.lower(): v for k, v in arrived["headers"].items()}
+    assert headers["anthropic-beta"] == BETAS and headers["anthropic-version"] == "2023-06-01"
+    assert arrived["body"] == dict(
+        body, model="claude-haiku-local", stream=True,
+        system=CLAUDE_CODE["system"] + [{"type": "text", "text": "Project rules: be terse."}],
+        messages=body["messages"][1:])
+
+
+def test_the_hub_default_version_goes_when_the_client_sends_none(make_hub,
+                                                                 upstream_anthropic):
     hub = make_hub({"upstream": {"kind": "anthropic", "base_url": upstream_anthropic.url}})
-    body = dict(CLAUDE_CODE, stream=False, tools=[WEATHER])
-    status, _, reply = call(hub.url, "POST", "/v1/messages", body)
-    assert status == 200 and reply["content"] == [{"type": "text", "text": "Hi there!"}]
-    assert upstream_anthropic.requests[0]["body"]["system"].startswith(
-        "x-anthropic-billing-header:")
+    body = {"model": "m", "max_tokens": 5, "system": "Be brief.", "messages": ASK}
+    assert call(hub.url, "POST", "/v1/messages", body)[0] == 200
+    arrived = upstream_anthropic.requests[0]
+    headers = {k.lower(): v for k, v in arrived["headers"].items()}
+    assert headers["anthropic-version"] == "2023-06-01" and "anthropic-beta" not in headers
+    assert arrived["body"] == dict(body, stream=True)      # a string system stays a string
 
 
 @pytest.mark.parametrize("body, param", [
@@ -290,9 +320,10 @@ def test_count_tokens_asks_a_llama_cpp_tokenizer_and_remembers_one_is_missing(ma
                                                                               fake):
     hub = make_hub({"upstream": {"kind": "openai"}})
     body = {"model": "m", "messages": [{"role": "user", "content": "one two three"}]}
-    fake.tokenizer = True
-    _, _, counted = call(hub.url, "POST", "/v1/messages/count_tokens", body)
+    fake.tokenizer, fake.template = True, False           # a llama-server without templates
+    _, headers, counted = call(hub.url, "POST", "/v1/messages/count_tokens", body)
     assert counted == {"input_tokens": 4}                  # "user:", "one", "two", "three"
+    assert headers["X-Llmhub-Token-Count"] == "counted"
     fake.tokenizer = False
     other = make_hub({"upstream": {"kind": "openai"}})
     estimates = [call(other.url, "POST", "/v1/messages/count_tokens", body)[2]

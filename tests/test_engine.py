@@ -245,8 +245,10 @@ def test_replies_stop_reasons_and_unsigned_thinking():
         assert translator.stop_reason(finish) == stop
         assert translator.finish_reason(stop) == finish
     cached = {"input_tokens": 3, "cache_read_input_tokens": 5, "output_tokens": 2}
-    assert translator.usage_from_anthropic(cached) == Usage(8, 2)
-    assert translator.usage_to_anthropic(Usage(8, 2)) == {"input_tokens": 8, "output_tokens": 2}
+    assert translator.usage_from_anthropic(cached) == Usage(8, 2, cached_tokens=5)
+    assert translator.usage_to_anthropic(Usage(8, 2, cached_tokens=5)) == {
+        "input_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 5,
+        "output_tokens": 2}
     unsigned = {"role": "assistant", "content": "Hi", "reasoning_content": "hm"}
     assert translator.to_messages_body({"messages": [unsigned]})["messages"] == [
         {"role": "assistant", "content": [{"type": "text", "text": "Hi"}]}]

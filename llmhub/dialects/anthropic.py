@@ -4,9 +4,14 @@ Claude-style clients (the `anthropic` SDKs, Claude Code) run on any upstream.
 Wire rules kept here (the SDK's types are the ground truth):
 - a request needs `model`, `max_tokens` and `messages`; content is a string or blocks (text,
   image, tool_use, tool_result, thinking, redacted_thinking); `system` is a string or text
-  blocks; `cache_control` is accepted anywhere and ignored; fields the hub does not use
-  (`context_management`, `output_config`, `thinking`, …) are accepted, the ones it reads are
-  type-checked; a server tool (any `type` but custom) is a 400 naming its type;
+  blocks; fields the hub does not read (`cache_control`, `context_management`,
+  `output_config`, `thinking`, …) are accepted, the ones it reads are type-checked; a server
+  tool (any `type` but custom) is a 400 naming its type, except before an Anthropic upstream;
+- same wire, same bytes: to a target on an Anthropic upstream the client's own body goes
+  (pipes.Native; the model renamed, system-role messages folded into `system` blocks), with
+  its `anthropic-version` and `anthropic-beta` headers, so Claude Code's cache marks, system
+  blocks and context management reach Anthropic and its prompt cache hits; other targets get
+  the neutral form, and the thread store keeps neutral messages either way;
 - what local servers choke on is cleaned first: `system`-role messages inside `messages` are
   folded into `system`, and Claude Code's `x-anthropic-billing-header:` block (a checksum
   that changes every request) is dropped before any upstream but Anthropic;
@@ -19,17 +24,16 @@ The translation to and from the neutral form is anthropic_translator's, shared w
 Anthropic upstream.
 """
 
-import json
 import re
 
 from llmhub import anthropic_translator as translator
 from llmhub.cancellation import CANCELLED, FAILED
 from llmhub.completion import Seen
-from llmhub.context import content_text, estimate_messages, estimate_tokens
 from llmhub.dialects.checks import check_int, check_number, check_type
 from llmhub.errors import BadRequest, HubError, error_of
-from llmhub.pipes import ChatRequest, Resent, Stateless
-from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
+from llmhub.pipes import ChatRequest, Native, Resent, Stateless
+from llmhub.wire import (JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse,
+                         token_count_header)
 
 __all__ = ["TITLE", "error_body", "create_message", "count_tokens", "model_list",
            "MessageStream"]
@@ -41,6 +45,8 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
 BLOCKS = {"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking"}
 BILLING = "x-anthropic-billing-header:"
 SESSION = re.compile(r"[^A-Za-z0-9_.:-]")
+OVERFLOW = "context_length_exceeded"     # the engine's code for a prompt that does not fit
+RELAYED_HEADERS = ("anthropic-version", "anthropic-beta")   # to an Anthropic upstream
 
 
 def error_body(error: HubError):
@@ -51,7 +57,21 @@ def error_body(error: HubError):
 def error_json(error: HubError) -> dict:
     kind = "overloaded_error" if error.code == "queue_full" else ERROR_TYPES.get(
         error.status) or ("invalid_request_error" if error.status < 500 else "api_error")
-    return {"type": "error", "error": {"type": kind, "message": error.message}}
+    message = too_long(error) if error.code == OVERFLOW else error.message
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def too_long(error: HubError) -> str:
+    """Anthropic's words for a context overflow, which Claude Code and LangChain match
+    (and compact by the gap): the tokens sent and the context length, as the upstream or
+    the engine counted them. A context length nobody knows is given as one less than was
+    sent: all that is known is that it did not fit."""
+    sent = getattr(error, "prompt_tokens", None)
+    fits = getattr(error, "context_length", None)
+    if sent is None:
+        return f"prompt is too long: {error.message}"
+    fits = fits if fits is not None else max(sent - 1, 0)
+    return f"prompt is too long: {sent} tokens > {fits} maximum"
 
 
 # --- views -----------------------------------------------------------------------------------
@@ -64,6 +84,7 @@ def create_message(request):
     if keep_in is not None:       # the conversation, resent each turn, is kept in a thread
         chat.input = Resent(chat.input.messages, keep_in)
     chat.session = keep_in or session_of(request, body)   # the same box, turn by turn
+    chat.native = Native("anthropic", native_body(body), relayed_headers(request))
     run = request.hub.engine.prepare(chat)
     if body.get("stream"):
         return StreamResponse(run, MessageStream(run, body["model"]))
@@ -72,16 +93,32 @@ def create_message(request):
 
 def count_tokens(request) -> JSONResponse:
     """The prompt's tokens (messages, system, tools' definitions): counted by the upstream's
-    tokenizer where it has one (llama.cpp), else the hub's estimate."""
+    tokenizer where it has one, else the hub's estimate; `X-Llmhub-Token-Count` says which
+    (pipes.Engine.count_input), the body keeps Anthropic's exact shape."""
     body = request.json_object()
     chat = parse_request(body, request.hub, require_max_tokens=False)
-    tools = json.dumps(chat.params["tools"]) if chat.params.get("tools") else ""
-    messages = chat.input.messages
-    text = "\n".join(f"{m['role']}: {content_text(m.get('content'))}" for m in messages)
-    counted = request.hub.engine.count_tokens(chat.model, text + "\n" + tools)
-    tokens = counted if counted is not None else \
-        estimate_messages(messages) + estimate_tokens(tools)
-    return JSONResponse({"input_tokens": tokens})
+    chat.native = Native("anthropic", native_body(body), relayed_headers(request))
+    tokens, counted = request.hub.engine.count_input(chat, chat.input.messages)
+    return JSONResponse({"input_tokens": tokens}, headers=token_count_header(counted))
+
+
+def native_body(body: dict) -> dict:
+    """The request as an Anthropic upstream gets it: as the client sent it, but for the
+    system-role messages newer Claude Code puts in `messages`, which the Messages API
+    refuses; they join `system` as blocks, after its own, as `clean` folds them."""
+    messages = [m for m in body["messages"] if m["role"] != "system"]
+    if len(messages) == len(body["messages"]):
+        return body
+    folded = [b for m in body["messages"] if m["role"] == "system"
+              for b in _blocks(m.get("content"))]
+    return dict(body, system=_blocks(body.get("system")) + folded, messages=messages)
+
+
+def relayed_headers(request) -> dict:
+    """The client's Anthropic headers, for an Anthropic upstream: its betas (Claude Code's
+    prompt caching and context management ride on them) and the version it speaks."""
+    return {name: request.headers[name] for name in RELAYED_HEADERS
+            if request.headers.get(name)}
 
 
 def session_thread(request, body: dict) -> str | None:
@@ -111,8 +148,9 @@ def model_list(listed: list[dict], aliases: dict) -> dict:
 # --- the request -----------------------------------------------------------------------------
 
 def parse_request(body: dict, hub, require_max_tokens: bool) -> ChatRequest:
-    check_fields(body, require_max_tokens)
+    check_model(body)
     anthropic_upstream = hub.engine.upstream_kind(body["model"]) == "anthropic"
+    check_fields(body, require_max_tokens, anthropic_upstream)
     body = clean(body, strip=hub.config.anthropic["strip_billing_header"] and
                  not anthropic_upstream)
     chat = translator.from_messages_body(body)
@@ -132,9 +170,14 @@ def parse_request(body: dict, hub, require_max_tokens: bool) -> ChatRequest:
                        dialect="anthropic")
 
 
-def check_fields(body: dict, require_max_tokens: bool) -> None:
+def check_model(body: dict) -> None:
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise BadRequest("'model' is required: a string", param="model")
+
+
+def check_fields(body: dict, require_max_tokens: bool, anthropic_upstream: bool) -> None:
+    """What the hub reads, checked; Anthropic itself judges the blocks and server tools
+    it is sent (documents, web search), which local models cannot take."""
     if require_max_tokens and body.get("max_tokens") is None:
         raise BadRequest("'max_tokens' is required", param="max_tokens")
     check_int(body, "max_tokens", 1)
@@ -145,11 +188,11 @@ def check_fields(body: dict, require_max_tokens: bool) -> None:
     check_type(body, "metadata", dict, "an object")
     check_type(body, "stop_sequences", list, "a list of strings")
     check_type(body, "system", (str, list), "a string or a list of text blocks")
-    check_messages(body.get("messages"))
-    check_tools(body.get("tools"), body.get("tool_choice"))
+    check_messages(body.get("messages"), None if anthropic_upstream else BLOCKS)
+    check_tools(body.get("tools"), body.get("tool_choice"), not anthropic_upstream)
 
 
-def check_messages(messages) -> None:
+def check_messages(messages, blocks: set | None) -> None:
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty list", param="messages")
     for i, message in enumerate(messages):
@@ -165,18 +208,20 @@ def check_messages(messages) -> None:
                              param=f"{where}.content")
         for j, block in enumerate(content):
             kind = block.get("type") if isinstance(block, dict) else None
-            if kind not in BLOCKS:
+            if kind is None or blocks is not None and kind not in blocks:
                 raise BadRequest(f"'{where}.content[{j}].type' {kind!r} is not supported: "
                                  f"use one of {', '.join(sorted(BLOCKS))}",
                                  param=f"{where}.content[{j}].type")
 
 
-def check_tools(tools, choice) -> None:
+def check_tools(tools, choice, local: bool) -> None:
     if tools is not None and not isinstance(tools, list):
         raise BadRequest("'tools' must be a list", param="tools")
     for i, tool in enumerate(tools or ()):
         if not isinstance(tool, dict):
             raise BadRequest(f"'tools[{i}]' must be an object", param=f"tools[{i}]")
+        if tool.get("type") not in (None, "custom") and not local:
+            continue                   # a server tool, which Anthropic runs itself
         if tool.get("type") not in (None, "custom"):
             raise BadRequest(f"'tools[{i}].type' {tool['type']!r} is a server tool, which "
                              "local models cannot run; send custom tools with an "
@@ -234,15 +279,19 @@ def message_body(run, model: str) -> dict:
                "reasoning_signature": transcript.signature or ""}
     return {"id": message_id(run), "type": "message", "role": "assistant", "model": model,
             "content": translator.message_to_anthropic(message),
-            "stop_reason": stop(run.status, transcript.finish_reason), "stop_sequence": None,
+            "stop_reason": stop(run.status, transcript.finish_reason, transcript.stop_sequence),
+            "stop_sequence": transcript.stop_sequence,
             "usage": translator.usage_to_anthropic(usage) if usage else
             {"input_tokens": run.input_estimate, "output_tokens": 0}}
 
 
-def stop(status: str, finish_reason: str | None) -> str | None:
-    """A cancelled run has no stop reason: Anthropic has none for it."""
+def stop(status: str, finish_reason: str | None, sequence: str | None = None) -> str | None:
+    """A cancelled run has no stop reason: Anthropic has none for it. A finish that named
+    the request's stop sequence it reached is `stop_sequence` (pipes named it)."""
     if status == CANCELLED:
         return None
+    if sequence:
+        return "stop_sequence"
     return translator.stop_reason(finish_reason or "stop")
 
 
@@ -257,6 +306,7 @@ class MessageStream(StreamRenderer):
         self.index = -1                   # the open block's position in the message
         self.signed = False               # the open thinking block has had its signature
         self.finish: str | None = None
+        self.stop_sequence: str | None = None
         self.usage = None
 
     def ping(self) -> bytes:
@@ -274,8 +324,8 @@ class MessageStream(StreamRenderer):
             return self._thinking(event)
         if kind == "tool_call":
             return self._tool_call(event)
-        if kind == "finish":
-            self.finish = event.reason
+        if kind == "finish" and event.choice == 0:
+            self.finish, self.stop_sequence = event.reason, event.stop_sequence
         elif kind == "usage":
             self.usage = event
         elif kind == "error":
@@ -336,7 +386,8 @@ class MessageStream(StreamRenderer):
     def _end(self, status: str) -> bytes:
         usage = self.usage
         return self._start() + self._close() + self._event("message_delta", {
-            "delta": {"stop_reason": stop(status, self.finish), "stop_sequence": None},
+            "delta": {"stop_reason": stop(status, self.finish, self.stop_sequence),
+                      "stop_sequence": self.stop_sequence},
             "usage": translator.usage_to_anthropic(usage) if usage else
             {"output_tokens": 0}}) + self._event("message_stop", {})
 

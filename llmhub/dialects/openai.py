@@ -160,8 +160,11 @@ def openai_usage(usage: Usage | None, run) -> dict:
         return usage.raw
     prompt = usage.input_tokens if usage else run.input_estimate
     output = usage.output_tokens if usage else estimate_tokens(run.transcript.text)
-    return {"prompt_tokens": prompt, "completion_tokens": output,
+    body = {"prompt_tokens": prompt, "completion_tokens": output,
             "total_tokens": prompt + output}
+    if usage is not None and usage.cached_tokens is not None:   # an Anthropic upstream's
+        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    return body
 
 
 def completion(run) -> JSONResponse:

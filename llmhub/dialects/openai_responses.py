@@ -36,7 +36,7 @@ import time
 
 from llmhub.cancellation import CANCELLED, COMPLETED, FAILED, QUEUED, STREAMING
 from llmhub.completion import Transcript
-from llmhub.context import estimate_messages, estimate_tokens, to_upstream
+from llmhub.context import to_upstream
 from llmhub.dialects.checks import check_int, check_number, check_type
 from llmhub.dialects.openai import error_body
 from llmhub.dialects.responses import Replay, new_response_id
@@ -46,7 +46,8 @@ from llmhub.pipes import Chain, ChatRequest, ThreadTurn
 from llmhub.response_items import (items_to_messages, output_items, reasoning_item, response_of,
                                    wants_summary)
 from llmhub.response_tools import OMITTED_HEADER, Toolbox, custom_input
-from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
+from llmhub.wire import (JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse,
+                         token_count_header)
 
 __all__ = ["TITLE", "error_body", "create", "retrieve", "cancel", "delete", "input_items",
            "input_tokens", "compact", "ResponseEvents"]
@@ -243,13 +244,17 @@ def outcome(run, record: dict) -> dict:
         if run.status != QUEUED else []
     return {"status": status, "model": run.model, "output": output,
             "usage": usage_json(usage.input_tokens, usage.output_tokens,
-                                usage.reasoning_tokens) if usage else None,
+                                usage.reasoning_tokens, usage.cached_tokens) if usage else None,
             "error": {"code": run.error.code, "message": run.error.message}
             if run.status == FAILED and run.error else None}
 
 
-def usage_json(input_tokens: int, output_tokens: int, reasoning: int | None) -> dict:
-    return {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+def usage_json(input_tokens: int, output_tokens: int, reasoning: int | None,
+               cached: int | None = None) -> dict:
+    """OpenAI's usage; `cached` is the part of the input the upstream's prompt cache
+    served (events.Usage.cached_tokens), 0 where it did not say."""
+    return {"input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": cached or 0},
             "output_tokens": output_tokens,
             "output_tokens_details": {"reasoning_tokens": reasoning or 0},
             "total_tokens": input_tokens + output_tokens}
@@ -380,14 +385,15 @@ def page(items: list, query: dict) -> dict:
 # --- input_tokens and compact ------------------------------------------------------------------
 
 def input_tokens(request) -> JSONResponse:
-    """The hub's estimate of what this request would send upstream."""
+    """What this request would send upstream, counted by the upstream's tokenizer where it
+    has one, else estimated; `X-Llmhub-Token-Count` says which (pipes.Engine.count_input)."""
     hub, body = request.hub, request.json_object()
     chat, _ = parse(dict(body, model=body.get("model") or "any"), hub, new_response_id())
     system = [{"role": "system", "content": chat.input.system}] if chat.input.system else []
-    tools = str(chat.params.get("tools") or "")
-    tokens = estimate_messages(system + so_far(hub, chat) + chat.input.messages) + \
-        estimate_tokens(tools)
-    return JSONResponse({"object": "response.input_tokens", "input_tokens": tokens})
+    tokens, counted = hub.engine.count_input(
+        chat, system + so_far(hub, chat) + chat.input.messages)
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": tokens},
+                        headers=token_count_header(counted))
 
 
 def so_far(hub, chat: ChatRequest) -> list[dict]:
@@ -607,7 +613,7 @@ class ResponseEvents(StreamRenderer):
         return response_body(self.record, {
             "status": status, "model": self.model, "output": list(self.items),
             "usage": usage_json(usage.input_tokens, usage.output_tokens,
-                                usage.reasoning_tokens) if usage else None,
+                                usage.reasoning_tokens, usage.cached_tokens) if usage else None,
             "error": {"code": self.error.code, "message": self.error.message}
             if self.error is not None and status == "failed" else None})
 

@@ -6,6 +6,12 @@ and the SSE events that come back (message_start, content_block_*, message_delta
 message_stop, error, ping) become typed run events, so every dialect renders an Anthropic
 answer, tool calls and thinking included, exactly like an OpenAI one. The key goes in
 `x-api-key`, with `anthropic-version`.
+
+A Messages client's own request (generation.Native) is relayed instead of rebuilt: the
+neutral form has no room for `cache_control`, system blocks, `context_management` and the
+other fields Anthropic adds, and without the cache marks every turn of an agent pays full
+price for its long prefix. `relay` sends that body as it came (the model renamed, always
+streamed), with the client's `anthropic-version` and `anthropic-beta` headers.
 """
 
 import json
@@ -14,6 +20,10 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from llmhub.anthropic_translator import StreamReader, to_messages_body
+
+# What /v1/messages/count_tokens takes: it refuses the rest (max_tokens, stream, sampling)
+COUNTED = ("model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers",
+           "context_management")
 from llmhub.cancellation import Gate
 from llmhub.errors import UpstreamError
 from llmhub.redaction import public_url, redact, upstream_secrets
@@ -28,6 +38,7 @@ VERSION = "2023-06-01"
 class Anthropic:
     kind = "anthropic"
     label = "Anthropic"
+    speaks = "anthropic"     # a Messages client's request is relayed as it came (relay)
 
     def __init__(self, config) -> None:
         self.config = config
@@ -52,6 +63,39 @@ class Anthropic:
              extra_headers: dict | None = None) -> "AnthropicCall":
         headers = {**self.headers(api_key), **(extra_headers or {})}
         return AnthropicCall(self, to_messages_body(body), headers, api_key or self.config.api_key)
+
+    def relay(self, body: dict, api_key: str | None = None,
+              extra_headers: dict | None = None) -> "AnthropicCall":
+        """A Messages body as the client sent it; the client's `anthropic-version` and
+        `anthropic-beta` (in `extra_headers`) win over the hub's default version."""
+        headers = {**self.headers(api_key), **(extra_headers or {})}
+        return AnthropicCall(self, dict(body, stream=True), headers,
+                             api_key or self.config.api_key)
+
+    def count_input(self, body: dict) -> int | None:
+        """Anthropic's own count of a neutral chat's prompt (POST /v1/messages/count_tokens)."""
+        return self.count_native(to_messages_body(body))
+
+    def count_native(self, body: dict, extra_headers: dict | None = None) -> int | None:
+        """Anthropic's count of a Messages body; None if it could not be asked (the hub
+        estimates then); a request it refuses is the client's error, with its status."""
+        exchange = Exchange(self.base_url, self.timeouts, self.label, self.pool)
+        payload = json.dumps({k: body[k] for k in COUNTED if k in body}).encode()
+        headers = {**self.headers(), "Accept": "application/json", **(extra_headers or {})}
+        try:
+            response = exchange.send("POST", self.prefix + "/v1/messages/count_tokens",
+                                     payload, headers)
+            raw = exchange.read_all()
+            exchange.finish()
+        except UpstreamError:
+            return None
+        finally:
+            exchange.close()
+        if response.status in (400, 413):
+            raise http_error(response.status, error_message(raw), self.label,
+                             secrets=self.secrets)
+        tokens = (_json_object(raw) or {}).get("input_tokens")
+        return tokens if response.status == 200 and type(tokens) is int else None
 
     def list_models(self) -> list[dict]:
         exchange = Exchange(self.base_url, self.timeouts, self.label, self.pool)
@@ -116,6 +160,14 @@ class AnthropicCall:
 
     def close(self) -> None:
         self.exchange.close()
+
+
+def _json_object(raw: bytes) -> dict | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _decode(payload: str, label: str, secrets=()) -> dict:

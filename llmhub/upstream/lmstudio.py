@@ -32,7 +32,10 @@ class NoNativeAPI(HubError):
 class LMStudio(OpenAICompatible):
     kind = "lmstudio"
     label = "LM Studio"
-    tokenizer = False    # no /tokenize: it answers 200 "Unexpected endpoint" (§1.6)
+    # No tokenizer over REST: /tokenize and /apply-template answer 200 "Unexpected
+    # endpoint" (§1.6), and /v1/messages/count_tokens too (#2055); its SDKs count tokens
+    # over their websocket API only. So the hub estimates, and says so.
+    tokenizer = False
     accepts_token_ids = False   # embeddings of token ids: refused, with a confusing message
 
     @staticmethod

@@ -11,7 +11,11 @@ where a stream was asked for, and a stream that ends without `[DONE]` after its 
 The adapter reads `content` as text, `reasoning_content` and `reasoning` as reasoning (the
 two names servers use), `tool_calls` as tool call pieces, `logprobs.content` as logprobs, a
 `finish_reason` as the model's finish, and `usage` as usage; every event made from a chunk
-keeps the chunk in `raw`, so the OpenAI dialect relays what the upstream sent.
+keeps the chunk in `raw`, so the OpenAI dialect relays what the upstream sent. Usage carries
+the cached prompt tokens (`prompt_tokens_details.cached_tokens`, else llama.cpp's
+`timings.cache_n`), a finish llama.cpp's `stopping_word`, and an overflow error the token
+numbers its message gives (overflow_counts). `count_input` counts a chat's prompt with
+llama.cpp's own template and tokenizer, where the server has them.
 """
 
 import base64
@@ -59,6 +63,7 @@ class OpenAICompatible:
         self.pool = Pool()
         self.timeouts = Timeouts.of(config)
         self.has_tokenizer = self.tokenizer   # until it answers that it has none
+        self.has_template = self.tokenizer    # llama.cpp's /apply-template, likewise
 
     @staticmethod
     def normalise_url(url: str) -> str:
@@ -120,6 +125,35 @@ class OpenAICompatible:
             raise http_error(response.status, error_message(body), self.label,
                              secrets=self.secrets)
         return obj if isinstance(obj, dict) else {}
+
+    def count_input(self, body: dict) -> int | None:
+        """The upstream's own count of a chat's prompt as the model sees it: llama.cpp's
+        chat template rendered (`POST /apply-template`: the messages and tools → {"prompt"})
+        and tokenized (`/tokenize`); a server without /apply-template (older llama.cpp)
+        has the messages' text tokenized. None where it has no tokenizer."""
+        if not self.has_tokenizer:
+            return None
+        prompt = self.rendered(body)
+        if prompt is None:
+            tools = json.dumps(body["tools"], ensure_ascii=False) if body.get("tools") else ""
+            prompt = "\n".join(f"{m.get('role')}: {_text_of(m.get('content'))}"
+                               for m in body.get("messages") or ()) + "\n" + tools
+        return self.count_tokens(prompt)
+
+    def rendered(self, body: dict) -> str | None:
+        """The prompt llama.cpp's chat template makes of a chat; None without the endpoint
+        (found out once) or when it refused this one (tools without --jinja)."""
+        if not self.has_template:
+            return None
+        asked = {k: body[k] for k in ("messages", "tools", "tool_choice") if body.get(k)}
+        try:
+            prompt = self.get_json(self.prefix.removesuffix("/v1") + "/apply-template",
+                                   body=asked).get("prompt")
+        except UpstreamError as exc:
+            # no such route: 404, or LM Studio's HTTP 200 "Unexpected endpoint"
+            self.has_template = exc.upstream_status not in (200, 404, 405)
+            return None
+        return prompt if isinstance(prompt, str) else None
 
     def count_tokens(self, text: str) -> int | None:
         """The upstream's own count of `text`, from llama.cpp's `POST /tokenize`; None where
@@ -323,11 +357,14 @@ def http_error(status: int, message: str, label: str, kind: str = "",
     code = "model_not_found" if missing else code
     if code == "context_length_exceeded":
         status = 400
+    tokens, limit = overflow_counts(message) if code == "context_length_exceeded" else (None,
+                                                                                       None)
     return UpstreamError(message, status=502 if status == 500 or status < 400 else status,
                          code=code, param="model" if missing else None,
                          model_unavailable=missing or status >= 500,
                          reason=_reason(message, code), detail=message, where=label,
-                         upstream_status=status, retry_after=retry_after)
+                         upstream_status=status, retry_after=retry_after,
+                         prompt_tokens=tokens, context_length=limit)
 
 
 def stream_error(obj, label: str, secrets=()) -> UpstreamError:
@@ -337,9 +374,11 @@ def stream_error(obj, label: str, secrets=()) -> UpstreamError:
         isinstance(obj.get("error"), dict) else ""
     code = _code_for(f"{message} {kind}")
     status = 400 if code == "context_length_exceeded" else 502
+    tokens, limit = overflow_counts(message) if status == 400 else (None, None)
     return UpstreamError(f"{label}: {message}" if status == 502 else message, status=status,
                          code=code, reason=_reason(message, code),
-                         detail=message, where=label)
+                         detail=message, where=label, prompt_tokens=tokens,
+                         context_length=limit)
 
 
 def _reason(message: str, code: str) -> str:
@@ -355,6 +394,33 @@ def _reason(message: str, code: str) -> str:
 _OVERFLOW = re.compile(r"context length|context size|context window|n_ctx|context the "
                        r"overflows|exceed_context_size|context_length_exceeded|prompt is "
                        r"too long", re.I)
+
+
+# The numbers in those messages, (tokens sent, tokens that fit) in the order each names them:
+# llama.cpp "request (N tokens) exceeds the available context size (M tokens)"; LM Studio
+# "(n_keep: N>= n_ctx: M)", "The input has N tokens, but the context length only supports
+# M tokens", "Trying to keep the first N tokens when context the overflows" (no M);
+# Anthropic "prompt is too long: N tokens > M maximum"; vLLM and OpenAI "maximum context
+# length is M tokens. However, you requested N tokens" (or "your messages resulted in N").
+_SENT_FIT = re.compile(r"request \((\d+) tokens\) exceeds the available context size \((\d+)|"
+                       r"n_keep: (\d+)\s*>=?\s*n_ctx: (\d+)|input has (\d+) tokens, but the "
+                       r"context length only supports (\d+)|too long: (\d+) tokens > (\d+)", re.I)
+_FIT_SENT = re.compile(r"maximum context length is (\d+) tokens.*?(?:requested|resulted in|"
+                       r"request has|contains?) (\d+)", re.I | re.S)
+_SENT_ONLY = re.compile(r"keep the first (\d+) tokens", re.I)
+
+
+def overflow_counts(message: str) -> tuple[int | None, int | None]:
+    """(tokens sent, context length) as an overflow message says them; None where not."""
+    if match := _SENT_FIT.search(message):
+        numbers = [int(n) for n in match.groups() if n is not None]
+        return numbers[0], numbers[1]
+    if match := _FIT_SENT.search(message):
+        return int(match.group(2)), int(match.group(1))
+    if match := _SENT_ONLY.search(message):
+        return int(match.group(1)), None
+    fit = re.search(r"maximum context length is (\d+)", message, re.I)
+    return None, int(fit.group(1)) if fit else None
 
 
 def _code_for(message: str) -> str:
@@ -375,7 +441,7 @@ def chunk_events(chunk: dict) -> list:
         if not events:               # a role-only chunk: relayed, so the client sees it
             events.append(TextDelta("", raw))
     if isinstance(usage, dict):
-        events.append(usage_event(usage))
+        events.append(usage_event(usage, chunk.get("timings")))
     return events
 
 
@@ -397,8 +463,20 @@ def _choice_events(choice: dict, chunk: dict, raw: dict) -> list:
         events.append(Logprobs(logprobs["content"], raw, index))
     if choice.get("finish_reason"):
         events.append(Finish(str(choice["finish_reason"]), chunk.get("model"),
-                             chunk.get("system_fingerprint"), raw, index))
+                             chunk.get("system_fingerprint"), raw, index,
+                             stopping_word(chunk, choice)))
     return events
+
+
+def stopping_word(chunk: dict, choice: dict) -> str | None:
+    """The stop sequence llama.cpp says it stopped at (`stopping_word`, with `stop_type`
+    "word"), in its final chunk or choice in some versions, or in `__verbose`; OpenAI's
+    finish_reason "stop" does not say which, or whether one did."""
+    for where in (choice, chunk, chunk.get("__verbose")):
+        word = where.get("stopping_word") if isinstance(where, dict) else None
+        if isinstance(word, str) and word:
+            return word
+    return None
 
 
 def _tool_call_events(calls, raw: dict, choice: int) -> list:
@@ -429,7 +507,7 @@ def text_events(chunk: dict) -> list:
             events.append(Finish(str(one["finish_reason"]), chunk.get("model"),
                                  chunk.get("system_fingerprint"), raw, index))
     if isinstance(usage, dict):
-        events.append(usage_event(usage))
+        events.append(usage_event(usage, chunk.get("timings")))
     return events
 
 
@@ -442,19 +520,36 @@ def per_token(legacy: dict) -> list:
                                                       for lst in lists[1:]])]
 
 
+def _text_of(content) -> str:
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
 def _str(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def usage_event(usage: dict) -> Usage:
+def usage_event(usage: dict, timings=None) -> Usage:
     """The upstream's counts as they came; one that is not a count is None, for the engine
-    to estimate (it knows what was sent and said)."""
+    to estimate (it knows what was sent and said). Cached prompt tokens are OpenAI's
+    `prompt_tokens_details.cached_tokens`, else llama.cpp's `timings.cache_n` (the
+    prompt tokens it reused from its KV cache); both are part of `prompt_tokens`."""
     prompt, completion = (usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens"))
     details = usage.get("completion_tokens_details")
     reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
     return Usage(prompt if is_count(prompt) else None,
                  completion if is_count(completion) else None,
-                 reasoning if is_count(reasoning) else None, raw=usage)
+                 reasoning if is_count(reasoning) else None, raw=usage,
+                 cached_tokens=cached_of(usage, timings))
+
+
+def cached_of(usage: dict, timings) -> int | None:
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if not is_count(cached) and isinstance(timings, dict):
+        cached = timings.get("cache_n")
+    return cached if is_count(cached) else None
 
 
 def is_count(value) -> bool:
