@@ -20,10 +20,6 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from llmhub.anthropic_translator import StreamReader, to_messages_body
-
-# What /v1/messages/count_tokens takes: it refuses the rest (max_tokens, stream, sampling)
-COUNTED = ("model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers",
-           "context_management")
 from llmhub.cancellation import Gate
 from llmhub.errors import UpstreamError
 from llmhub.redaction import public_url, redact, upstream_secrets
@@ -32,6 +28,9 @@ from llmhub.upstream.openai import error_message, http_error, sse_events, stream
 
 __all__ = ["Anthropic"]
 
+# What /v1/messages/count_tokens takes: it refuses the rest (max_tokens, stream, sampling)
+COUNTED = ("model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers",
+           "context_management")
 VERSION = "2023-06-01"
 
 
