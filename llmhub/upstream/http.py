@@ -15,6 +15,10 @@ every read and write.
 Connections are kept alive in a per-upstream `Pool`, but only after an exchange that was read
 to its end and never aborted; an idle connection the server has closed is noticed before use,
 and a reused one that fails before any reply is retried once on a fresh connection.
+
+A whole body is read with `read_all(limit)`, which returns all of it or raises a 502 naming
+`[upstream] max_reply_bytes`: never a prefix, which would parse as nothing. `read_some` reads
+a prefix on purpose (an error page's message).
 """
 
 import socket
@@ -150,7 +154,7 @@ class Exchange:
         """The caller has what it needs: drain the rest so the connection can be reused."""
         try:
             if not self.response.isclosed():
-                self.read_all(65536)
+                self.read_some(65536)
         except UpstreamError:
             return
         self._reusable = (self.response.isclosed() and not self.response.will_close
@@ -169,7 +173,20 @@ class Exchange:
             raise self._read_error(EOFError())
         return data
 
-    def read_all(self, limit: int = 1 << 20) -> bytes:
+    def read_all(self, limit: int) -> bytes:
+        """The whole body; a 502 naming `[upstream] max_reply_bytes` if it is longer than
+        `limit`. Never a prefix: a cut JSON reply used to parse as nothing at all (issue 26:
+        embeddings over 1 MiB arrived as an empty list)."""
+        body = self.read_some(limit + 1)
+        if len(body) > limit:
+            raise UpstreamError(f"{self.label} at {self.base_url} sent a reply larger than "
+                                f"{limit} bytes ([upstream] max_reply_bytes)",
+                                code="upstream_reply_too_large", reason="too_large",
+                                where=self.label)
+        return body
+
+    def read_some(self, limit: int = 1 << 20) -> bytes:
+        """At most `limit` body bytes, the rest left unread: enough of an error page."""
         parts, total = [], 0
         while total < limit and (data := self.read(min(65536, limit - total))):
             parts.append(data)

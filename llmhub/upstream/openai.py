@@ -116,7 +116,7 @@ class OpenAICompatible:
         try:
             response = exchange.send("POST" if payload else "GET", path, payload,
                                      self.headers())
-            body = exchange.read_all()
+            body = exchange.read_all(self.config.max_reply_bytes)
             exchange.finish()
         finally:
             exchange.close()
@@ -218,7 +218,7 @@ class ChatCall:
                                       self.headers)
         content_type = response.getheader("Content-Type", "")
         if response.status >= 400:
-            body = self.exchange.read_all()
+            body = self.exchange.read_some()
             wait = retry_after(response.getheader("Retry-After")) \
                 if response.status in (429, 503) else None
             raise http_error(response.status, error_message(body), self.upstream.label,
@@ -226,7 +226,7 @@ class ChatCall:
         if "text/event-stream" not in content_type:
             # A JSON body where a stream was asked for: an error with HTTP 200 (LM Studio's
             # unknown routes), or a server that ignores `stream`.
-            body = self.exchange.read_all()
+            body = self.exchange.read_all(self.upstream.config.max_reply_bytes)
             obj = _parse_json(body)
             if not isinstance(obj, dict) or "error" in obj or "choices" not in obj:
                 raise http_error(502, error_message(body), self.upstream.label,
