@@ -128,6 +128,7 @@ class FakeLMStudio:
         self.served = 0               # chat requests answered to their end
         self.requests: list[Received] = []
         self.aborted = threading.Event()
+        self.closed = threading.Event()   # set each time the fake has closed a connection
         self.received = threading.Condition()
         self._scripts: list[Script] = []
         self._lock = threading.Lock()
@@ -206,6 +207,7 @@ class _Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.open.discard(request)
+            self.fake.closed.set()
 
     def handle_error(self, request, client_address) -> None:
         pass   # aborted clients are the point of this fake
