@@ -29,7 +29,8 @@ from llmhub.cancellation import Gate
 from llmhub.config import UpstreamConfig
 from llmhub.completion import choice as build_choice, chunk as build_chunk
 from llmhub.errors import UpstreamError
-from llmhub.events import Finish, Logprobs, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from llmhub.events import (Finish, Logprobs, ReasoningDelta, TextDelta, ToolCallDelta, Usage,
+                           token_count)
 from llmhub.health import retry_after
 from llmhub.redaction import public_url, redact, upstream_secrets
 from llmhub.upstream.http import Exchange, Pool, Timeouts
@@ -553,7 +554,7 @@ def cached_of(usage: dict, timings) -> int | None:
 
 
 def is_count(value) -> bool:
-    return type(value) is int and 0 <= value < 1 << 53
+    return token_count(value) is not None
 
 
 # --- chunk helpers ---------------------------------------------------------------------------
