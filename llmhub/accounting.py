@@ -7,7 +7,9 @@ run retires, `record(run)` is its one record: the request log stores it, and the
 log line is made from it, so the two never disagree.
 
 The log is written in batches by one thread, every `flush_seconds`, so recording a run
-costs a dict and an append in the request's own thread. Retention is by count and age
+costs a dict and an append in the request's own thread. Each record of a batch is stored on
+its own (store.insert_requests): one the database refuses (a number SQLite cannot hold, say)
+is logged and left out, and never takes the others of its batch with it (issue 26). Retention is by count and age
 (`[log] keep_count`, `keep_days`); nothing grows without bound.
 """
 
@@ -175,7 +177,7 @@ class Limits:
             if budget is not None:
                 self._held[key] = self._held.get(key, 0) - budget.held
                 budget.held = 0
-            if tokens:
+            if tokens and tokens > 0:      # the counts are checked; a negative never refills
                 self._tokens[key] = (_day(time.time()), self._spent(key, time.time()) + tokens)
 
     def _spent(self, key: str, now: float) -> int:
@@ -296,7 +298,9 @@ class RequestLog:
             bodies, self._bodies = self._bodies, []
         try:
             if rows:
-                self.store.insert_requests(rows, self.keep_count, self.keep_seconds)
+                for run_id, error in self.store.insert_requests(rows, self.keep_count,
+                                                                self.keep_seconds):
+                    log.error("the request log could not store run %s: %s", run_id, error)
             if bodies:
                 self.store.add_request_bodies(bodies)
         except Exception:   # a full disk must not take the runs down with it

@@ -26,7 +26,7 @@ import json
 
 from llmhub.context import content_text
 from llmhub.errors import BadRequest
-from llmhub.events import Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from llmhub.events import Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage, token_count
 
 __all__ = ["to_messages_body", "from_messages_body", "message_to_anthropic",
            "message_from_anthropic", "finish_reason", "stop_reason", "usage_from_anthropic",
@@ -317,21 +317,19 @@ def tool_choice_from_anthropic(choice: dict) -> dict:
 def usage_from_anthropic(usage: dict, previous: Usage | None = None) -> Usage:
     """Anthropic counts input apart from cache reads and writes; the neutral input is all
     (OpenAI's prompt_tokens), with the cache's parts of it kept beside it. A later event
-    (message_delta) repeats or leaves out what an earlier one (message_start) said."""
-    base = previous or Usage(0, 0)
-    known = [base.input_tokens - (base.cached_tokens or 0) - (base.cache_creation_tokens or 0),
-             base.cached_tokens, base.cache_creation_tokens]
-    counted = [usage.get(k) if _count(usage.get(k)) else before for k, before in zip(
-        ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"), known)]
-    input_tokens = sum(n for n in counted if _count(n))
-    output = usage.get("output_tokens")
-    return Usage(input_tokens, output if _count(output) else base.output_tokens,
-                 cached_tokens=counted[1] if _count(counted[1]) else None,
-                 cache_creation_tokens=counted[2] if _count(counted[2]) else None)
-
-
-def _count(value) -> bool:
-    return type(value) is int and value >= 0
+    (message_delta) repeats or leaves out what an earlier one (message_start) said. A count
+    given that is not a count (events.token_count: negative, a string, absurdly large) is
+    unknown (None), and the engine estimates it; it never falls back to an earlier number."""
+    base = previous or Usage(None, None)
+    before = [None if base.input_tokens is None else
+              base.input_tokens - (base.cached_tokens or 0) - (base.cache_creation_tokens or 0),
+              base.cached_tokens, base.cache_creation_tokens]
+    parts = [token_count(usage[k]) if k in usage else known for k, known in zip(
+        ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"), before)]
+    output = token_count(usage["output_tokens"]) if "output_tokens" in usage \
+        else base.output_tokens
+    return Usage(None if parts[0] is None else token_count(sum(n or 0 for n in parts)),
+                 output, cached_tokens=parts[1], cache_creation_tokens=parts[2])
 
 
 def usage_to_anthropic(usage: Usage) -> dict:

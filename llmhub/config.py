@@ -100,6 +100,11 @@ class Key:
     env: tuple = ()      # extra environment names from the seed documents
 
 
+# A whole (non-streamed) upstream reply is read into memory, so it has a bound; this one fits
+# OpenAI's largest embeddings call, 2,048 inputs of 3,072 dimensions, as pretty-printed JSON
+# floats (LM Studio indents them): 6.3 M floats at up to ~36 bytes each is ~226 MiB.
+DEFAULT_MAX_REPLY_BYTES = 256 << 20
+
 SCHEMA = [
     Key("server", "host", _str, "127.0.0.1"),
     Key("server", "port", _int(0, 65535), "8000"),
@@ -131,6 +136,7 @@ SCHEMA = [
     Key("upstream", "max_queued", _int(0, 1_000_000), "0"),
     Key("upstream", "load_timeout_seconds", _float(1, 86400), "600"),
     Key("upstream", "max_event_bytes", _int(1024, 1 << 30), "8388608"),
+    Key("upstream", "max_reply_bytes", _int(65536, 1 << 34), str(DEFAULT_MAX_REPLY_BYTES)),
     Key("upstream", "load_on_demand", _bool, "true"),
     Key("upstream", "load_context_length", _int(0, 100_000_000), "0"),
     Key("upstream", "idle_unload_seconds", _float(0, 31_536_000), "0"),
@@ -194,6 +200,7 @@ class UpstreamConfig:
     max_concurrent: int
     load_timeout_seconds: float
     max_event_bytes: int
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
     max_queued: int = 0
     load_on_demand: bool = True
     load_context_length: int = 0

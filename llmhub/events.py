@@ -11,6 +11,12 @@ object on every event made from it, so the OpenAI dialect can relay the upstream
 it came, unknown fields and all. Events without `raw` (Anthropic, the mock, a `<think>`
 split) are rendered from their fields.
 
+Token counts in a Usage are sane integers or None, never what an upstream sent as is:
+`token_count` is the one door. A count that is not an int (a string, a float, a bool), is
+negative, or is over `MAX_TOKENS` is unknown (None), and the engine estimates it. Over the
+bound is unknown rather than clamped: a clamped 2**31-1 would still be charged to a key and
+use up its daily budget in one reply, where an estimate is close to the truth (issue 26).
+
 With `n` > 1 an upstream answers several choices at once; each content event says which
 (`choice`), and only the OpenAI dialect asks for more than one.
 
@@ -22,7 +28,17 @@ finishing (a cancel, a failure) has a Done and no Finish.
 from dataclasses import dataclass, field, fields
 
 __all__ = ["Start", "TextDelta", "ReasoningDelta", "ToolCallDelta", "Logprobs", "Usage",
-           "Finish", "Done", "Error", "stored", "from_stored", "weight"]
+           "Finish", "Done", "Error", "stored", "from_stored", "weight", "MAX_TOKENS",
+           "token_count"]
+
+# No model's context comes near it (the largest are ~10 M tokens), so no real count is
+# lost; and a year of sums stays exact in SQLite's 64-bit INTEGER and in JSON's 2**53.
+MAX_TOKENS = 2**31 - 1
+
+
+def token_count(value) -> int | None:
+    """An upstream's token count as a sane int, or None: unknown, to be estimated."""
+    return value if type(value) is int and 0 <= value <= MAX_TOKENS else None
 
 
 @dataclass(frozen=True, slots=True)

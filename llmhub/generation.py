@@ -39,7 +39,7 @@ from llmhub.cancellation import (CANCELLED, COMPLETED, FINAL, TOKENS, TRIMMED, G
 from llmhub.config import Config
 from llmhub.context import build_input, estimate_input, estimate_messages, estimate_tokens
 from llmhub.errors import BadRequest, HubError, UpstreamError
-from llmhub.events import Usage, stored
+from llmhub.events import Usage, stored, token_count
 from llmhub.redaction import config_secrets
 from llmhub.resolution import Resolver, Target
 from llmhub.routing import retryable
@@ -279,8 +279,8 @@ class Generation:
     @staticmethod
     def _embedding_usage(reply: dict, given) -> Usage:
         usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
-        prompt = usage.get("prompt_tokens")
-        if type(prompt) is int and prompt > 0:
+        prompt = token_count(usage.get("prompt_tokens"))
+        if prompt:                   # 0 (LM Studio always) is not a count either
             return Usage(prompt, 0, raw=usage)
         return Usage(estimate_input(given), 0, input_estimated=True)
 

@@ -14,6 +14,9 @@ Rules:
 - When every target is skipped, the one free soonest is tried anyway (a breaker never
   turns a request away by itself: the client gets the server's real answer), unless it
   asked the hub to wait (Retry-After): then the request is refused with the time to wait.
+- A failure retries on another target only before the upstream could have acted on the
+  request: an upstream that closed after the request was written without answering
+  (reason `unanswered`) may be generating, so the run fails with its 502 instead.
 - Affinity is a thread's (or session's) last target, kept in memory for `affinity_seconds`,
   at most `affinity_max` of them (the oldest go first).
 """
@@ -51,6 +54,8 @@ def retryable(error: HubError) -> bool:
     """May another target of the pool succeed where this one failed, before any byte?"""
     if not isinstance(error, UpstreamError) or error.code == "aborted":
         return False
+    if error.reason == "unanswered":     # it may be generating: never sent twice (nginx's
+        return False                     # proxy_next_upstream leaves out non_idempotent)
     return error.model_unavailable or (error.upstream_status or 0) in (401, 403, 429) or \
         error.status >= 500
 

@@ -77,11 +77,14 @@ class Request:
         self.body = body
         self._json = None
 
-    def json(self):
+    def json(self, messages: bool = True):
+        """The body parsed; `messages=False` where `input` is not a message list (embeddings'
+        texts have their own limit)."""
         if self._json is None:
             check_content_type(self.headers.get("Content-Type"))
             self._json = decode_json(self._utf8_body())
-            check_message_count(self._json, self.hub.config.server["max_messages"])
+            if messages:
+                check_message_count(self._json, self.hub.config.server["max_messages"])
         return self._json
 
     def _utf8_body(self) -> bytes:
@@ -97,8 +100,8 @@ class Request:
             raise BadRequest(f"Request body is not valid {charset}",
                              code="invalid_encoding") from None
 
-    def json_object(self) -> dict:
-        body = self.json()
+    def json_object(self, messages: bool = True) -> dict:
+        body = self.json(messages)
         if not isinstance(body, dict):
             raise BadRequest("Request body must be a JSON object")
         return body

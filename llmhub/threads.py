@@ -639,14 +639,25 @@ class Store:
         self._forget_window(thread_id)
 
     # -- the request log ---------------------------------------------------------------------
-    def insert_requests(self, rows: list[dict], keep_count: int, keep_seconds: float) -> None:
+    def insert_requests(self, rows: list[dict], keep_count: int,
+                        keep_seconds: float) -> list[tuple[str, str]]:
+        """Store each record; the (run id, error) of those refused for what they hold. One
+        bad record must not take its batch down with it, so each goes in alone: a value
+        SQLite cannot bind fails before the statement runs, and a refused statement is
+        undone by itself (SQLite statements are atomic), leaving the transaction intact."""
+        sql = (f"INSERT OR REPLACE INTO requests ({', '.join(REQUEST_FIELDS)}) "
+               f"VALUES ({', '.join('?' * len(REQUEST_FIELDS))})")
+        refused = []
         with self.write_tx() as tx:
-            tx.executemany(f"INSERT OR REPLACE INTO requests ({', '.join(REQUEST_FIELDS)}) "
-                           f"VALUES ({', '.join('?' * len(REQUEST_FIELDS))})",
-                           [tuple(row[f] for f in REQUEST_FIELDS) for row in rows])
+            for row in rows:
+                try:
+                    tx.execute(sql, tuple(row[f] for f in REQUEST_FIELDS))
+                except RECORD_ERRORS as exc:
+                    refused.append((row.get("run_id"), f"{type(exc).__name__}: {exc}"))
             tx.execute("DELETE FROM requests WHERE at < ? OR run_id IN (SELECT run_id FROM "
                        "requests ORDER BY at DESC LIMIT -1 OFFSET ?)",
                        (time.time() - keep_seconds, keep_count))
+        return refused
 
     def add_request_bodies(self, bodies: list[tuple]) -> None:
         """(run id, request body, response body) each, onto records already written."""
@@ -770,6 +781,12 @@ def _turn(message: dict) -> tuple:
                   for c in message["tool_calls"] if isinstance(c, dict))
     return (message["role"], content_text(message["content"]), message["tool_call_id"], calls)
 
+
+# What one request record can fail with for what it holds (a number past SQLite's 64 bits is
+# OverflowError; a value of a type it cannot bind, InterfaceError or ProgrammingError); a full
+# disk or a lock (OperationalError) is the database's, and fails the batch.
+RECORD_ERRORS = (OverflowError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+                 sqlite3.IntegrityError, sqlite3.DataError)
 
 REQUEST_FIELDS = ("run_id", "at", "key", "route", "dialect", "requested_model", "model",
                   "upstream", "status", "finish_reason", "ttft_ms", "duration_ms",

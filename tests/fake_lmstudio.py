@@ -121,11 +121,14 @@ class FakeLMStudio:
         self.llama = False            # answer /health and /props as llama-server does
         self.slots = 1                # llama-server's total_slots
         self.health_status = 200      # /health's status (503: "Loading model")
+        self.embedding_dims = 0       # embeddings: vectors this long (0: the 3-float toy)
+        self.embedding_usage: dict | None = None   # embeddings' usage (None: LM Studio's 0s)
         self.in_flight = 0            # chat requests being answered now
         self.most_in_flight = 0
         self.served = 0               # chat requests answered to their end
         self.requests: list[Received] = []
         self.aborted = threading.Event()
+        self.closed = threading.Event()   # set each time the fake has closed a connection
         self.received = threading.Condition()
         self._scripts: list[Script] = []
         self._lock = threading.Lock()
@@ -204,6 +207,7 @@ class _Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.open.discard(request)
+            self.fake.closed.set()
 
     def handle_error(self, request, client_address) -> None:
         pass   # aborted clients are the point of this fake
@@ -258,12 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/v1/completions":
             return self._text_completion(body, fake.next_script(), received)
         if self.path == "/v1/embeddings":             # LM Studio: floats, usage always 0
-            items = body["input"] if isinstance(body["input"], list) else [body["input"]]
-            return self._json(200, {"object": "list", "model": body.get("model"), "data": [
-                {"object": "embedding", "index": i, "embedding": [len(str(item)) / 10, 0.5,
-                                                                  -0.25]}
-                for i, item in enumerate(items)], "usage": {"prompt_tokens": 0,
-                                                            "total_tokens": 0}})
+            return self._json(200, self._embeddings(fake, body))
         if self.path == "/tokenize" and fake.tokenizer:     # llama.cpp's server has one
             return self._json(200, {"tokens": list(range(len(body["content"].split())))})
         if self.path == "/apply-template" and fake.tokenizer:
@@ -283,6 +282,18 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._json(200, {"instance_id": body["instance_id"]})
             return self._json(404, {"error": {"message": "instance not found"}})
         self._json(200, {"error": f"Unexpected endpoint or method. (POST {self.path})"})
+
+    @staticmethod
+    def _embeddings(fake: FakeLMStudio, body: dict) -> dict:
+        items = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        def vector(item) -> list:
+            if fake.embedding_dims:     # full-precision floats, as a real model's are
+                return [(i % 97 - 48) / 7919 for i in range(fake.embedding_dims)]
+            return [len(str(item)) / 10, 0.5, -0.25]
+        return {"object": "list", "model": body.get("model"), "data": [
+            {"object": "embedding", "index": i, "embedding": vector(item)}
+            for i, item in enumerate(items)],
+            "usage": fake.embedding_usage or {"prompt_tokens": 0, "total_tokens": 0}}
 
     def _load(self, fake: FakeLMStudio, body: dict) -> None:
         if fake.load_hold is not None:

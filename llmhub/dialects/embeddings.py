@@ -9,6 +9,10 @@ Wire rules kept here:
   float32, as OpenAI's SDKs decode it), so it works where the upstream knows only floats;
 - token ids go to an upstream that takes them; LM Studio does not, and its refusal is
   confusing, so the hub answers a 400 naming the LangChain setting that avoids them;
+- at most 2,048 inputs in one call, as OpenAI takes (`MAX_INPUTS`; more is a 400 naming
+  `input`); `[server] max_messages` guards message lists and does not count these;
+- the upstream's reply is read whole up to `[upstream] max_reply_bytes` (256 MiB, which fits
+  2,048 inputs of 3,072 dimensions), and is a 502 naming that key past it, never a cut list;
 - usage is the upstream's, estimated where it says 0 (LM Studio always does);
 - errors are OpenAI's shape.
 """
@@ -25,11 +29,12 @@ __all__ = ["TITLE", "error_body", "create_embeddings"]
 
 TITLE = "OpenAI"
 READ = ("model", "input", "encoding_format")
+MAX_INPUTS = 2048     # OpenAI's own limit per call; the SDKs batch by it
 
 
 def create_embeddings(request) -> JSONResponse:
     hub = request.hub
-    body = request.json_object()
+    body = request.json_object(messages=False)
     check_fields(body)
     model = body.get("model") or None
     if is_token_ids(body["input"]) and not hub.engine.accepts_token_ids(model):
@@ -50,6 +55,9 @@ def check_fields(body: dict) -> None:
     if not is_input(given):
         raise BadRequest("'input' must be a string, a list of strings, a list of token ids, "
                          "or a list of such lists", param="input", code="invalid_type")
+    if inputs(given) > MAX_INPUTS:
+        raise BadRequest(f"'input' has {inputs(given)} items; at most {MAX_INPUTS} are "
+                         "accepted in one request", param="input", code="too_many_inputs")
     check_type(body, "model", str, "a string")
     check_type(body, "user", str, "a string")
     check_int(body, "dimensions", 1)
@@ -64,6 +72,13 @@ def is_input(value) -> bool:
     if not isinstance(value, list) or not value:
         return False
     return all(isinstance(v, str) for v in value) or is_token_ids(value)
+
+
+def inputs(value) -> int:
+    """How many texts `input` holds: a string or one token-id list is one."""
+    if isinstance(value, str) or all(isinstance(v, int) for v in value):
+        return 1
+    return len(value)
 
 
 def is_token_ids(value) -> bool:

@@ -351,7 +351,8 @@ def page_limit(query: dict, default: int, most: int) -> int:
     raw = query.get("limit")
     if raw is None or raw == "":
         return default
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
+    # the length first: int() of thousands of digits raises (CPython's int_max_str_digits)
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= most:
         raise BadRequest(f"'limit' must be a whole number from 1 to {most}", param="limit")
     return int(raw)
 

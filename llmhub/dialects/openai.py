@@ -10,7 +10,9 @@ Wire rules kept here:
   upstream that speaks no chunks (Anthropic, the mock) gets its typed events built into
   chunks: text as `content`, reasoning as `reasoning_content`, tool calls as `tool_calls`;
 - the usage chunk (`choices: []`) goes out only when the client asked with
-  `stream_options.include_usage`; the stream ends with `data: [DONE]`;
+  `stream_options.include_usage`; the stream ends with `data: [DONE]`; usage is the
+  upstream's object with the engine's checked counts in it (a count the upstream sent as a
+  string, a negative or an absurd number is estimated; such a detail field is left out);
 - errors before the first byte are OpenAI's error JSON with a real status; after it, one
   `data: {"error": {...}}` frame and the end of the stream;
 - a cancelled run ends with `finish_reason: "cancelled"` (there is no OpenAI value for it).
@@ -22,7 +24,7 @@ from llmhub.context import estimate_tokens
 from llmhub.dialects import anthropic
 from llmhub.dialects.checks import check_sampling
 from llmhub.errors import BadRequest, HubError, NotFound, error_of
-from llmhub.events import Usage
+from llmhub.events import Usage, token_count
 from llmhub.pipes import ChatRequest, Stateless
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
@@ -155,9 +157,11 @@ def completion_id(run) -> str:
 
 def openai_usage(usage: Usage | None, run) -> dict:
     """A Usage event as OpenAI's usage object: the upstream's own when it sent one (its
-    extra fields intact). A run that ended before its usage was known is estimated."""
+    extra fields intact, its counts the checked ones). A run that ended before its usage
+    was known is estimated."""
     if usage is not None and usage.raw:
-        return usage.raw
+        return dict(sane_counts(usage.raw), prompt_tokens=usage.input_tokens,
+                    completion_tokens=usage.output_tokens, total_tokens=usage.total_tokens)
     prompt = usage.input_tokens if usage else run.input_estimate
     output = usage.output_tokens if usage else estimate_tokens(run.transcript.text)
     body = {"prompt_tokens": prompt, "completion_tokens": output,
@@ -165,6 +169,14 @@ def openai_usage(usage: Usage | None, run) -> dict:
     if usage is not None and usage.cached_tokens is not None:   # an Anthropic upstream's
         body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
     return body
+
+
+def sane_counts(raw: dict) -> dict:
+    """The upstream's usage object without a `*_tokens` field that is not a count (a string,
+    a negative, 10**30: events.token_count), at any depth (prompt_tokens_details): a client
+    adding them up must get numbers (issue 26)."""
+    return {k: sane_counts(v) if isinstance(v, dict) else v for k, v in raw.items()
+            if not k.endswith("_tokens") or token_count(v) is not None}
 
 
 def completion(run) -> JSONResponse:

@@ -4,6 +4,11 @@ Every finished run has one record (accounting.py): time, key name, dialect and r
 requested and resolved model, upstream, status, finish reason, time to first token,
 duration, tokens (marked when estimated). Key names only: keys never appear. Errors are the
 service shape.
+
+A time in the query (`from`, `to`, `before`) is Unix seconds (ASCII digits, one optional
+point) or an ISO date, between 1970 and 9999: anything else, 1e999 or 55 digits included, is
+a 400 naming the parameter, so no answer can carry an `Infinity` that is not JSON (issue 26).
+`limit` is a whole number in its range, checked before it is converted.
 """
 
 import datetime
@@ -51,13 +56,19 @@ def usage(request) -> JSONResponse:
                          "data": request.hub.engine.usage(group, since, until)})
 
 
+LAST_MOMENT = 253402300800.0    # 10000-01-01T00:00:00Z: the end of what ISO dates can say
+
+
 def moment(value: str | None, param: str) -> float | None:
     if not value:
         return None
     try:
-        return float(value) if value.replace(".", "", 1).isdigit() else \
-            datetime.datetime.fromisoformat(value).replace(
+        seconds = float(value) if value.isascii() and value.replace(".", "", 1).isdigit() \
+            else datetime.datetime.fromisoformat(value).replace(
                 tzinfo=datetime.timezone.utc).timestamp()
-    except ValueError:
-        raise BadRequest(f"'{param}' must be Unix seconds or a date (YYYY-MM-DD)",
-                         param=param) from None
+    except (ValueError, OverflowError):
+        seconds = None
+    if seconds is None or not 0 <= seconds < LAST_MOMENT:
+        raise BadRequest(f"'{param}' must be Unix seconds or a date (YYYY-MM-DD) between "
+                         "1970 and 9999", param=param)
+    return seconds

@@ -84,7 +84,7 @@ class Anthropic:
         try:
             response = exchange.send("POST", self.prefix + "/v1/messages/count_tokens",
                                      payload, headers)
-            raw = exchange.read_all()
+            raw = exchange.read_all(self.config.max_reply_bytes)
             exchange.finish()
         except UpstreamError:
             return None
@@ -100,7 +100,7 @@ class Anthropic:
         exchange = Exchange(self.base_url, self.timeouts, self.label, self.pool)
         try:
             response = exchange.send("GET", self.prefix + "/v1/models", None, self.headers())
-            raw = exchange.read_all()
+            raw = exchange.read_all(self.config.max_reply_bytes)
             exchange.finish()
         finally:
             exchange.close()
@@ -135,7 +135,7 @@ class AnthropicCall:
                                       json.dumps(self.body).encode(), self.headers)
         if response.status >= 400 or "text/event-stream" not in \
                 response.getheader("Content-Type", ""):
-            message = error_message(self.exchange.read_all())
+            message = error_message(self.exchange.read_some())
             raise http_error(response.status if response.status >= 400 else 502, message,
                              self.upstream.label, secrets=self.secrets)
 

@@ -13,8 +13,21 @@ the way abort() does: a socket with a timeout of its own would cost a poll() sys
 every read and write.
 
 Connections are kept alive in a per-upstream `Pool`, but only after an exchange that was read
-to its end and never aborted; an idle connection the server has closed is noticed before use,
-and a reused one that fails before any reply is retried once on a fresh connection.
+to its end and never aborted; an idle connection the server has closed is noticed before each
+reuse (one poll, no shortcut: see below).
+
+A request is sent at most once, as nginx does (proxy_next_upstream's `non_idempotent`). A
+reused connection that fails while the request is being written is retried once on a fresh
+one: the server closed before the request was whole, so it cannot have acted on it. Once the
+request is written, a connection that closes or resets without a reply is retried only for
+GET and HEAD: the server may have read a POST and started generating, and sending it again
+would run the model twice (issue 26). That case is a 502 `upstream_disconnected`, saying the
+request was sent and not answered. The check before reuse keeps the race where a server closes
+an idle connection just as it is reused to a few microseconds.
+
+A whole body is read with `read_all(limit)`, which returns all of it or raises a 502 naming
+`[upstream] max_reply_bytes`: never a prefix, which would parse as nothing. `read_some` reads
+a prefix on purpose (an error page's message).
 """
 
 import socket
@@ -31,6 +44,9 @@ __all__ = ["Exchange", "Pool", "Timeouts", "Aborted"]
 
 # What a kept-alive connection the server has since closed raises on reuse.
 STALE = (Closed, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+# Sent again after the connection failed once the request was written: RFC 9110 §9.2.2's
+# idempotent methods that carry no body here (a POST may already be generating).
+IDEMPOTENT = ("GET", "HEAD")
 DEADLINES = Deadlines()
 
 
@@ -55,7 +71,6 @@ class Pool:
 
     max_idle = 32            # connections kept; more are closed
     max_idle_seconds = 2.0   # under the usual server keep-alive (Node's default is 5 s)
-    trust_seconds = 0.5      # idle less than this: skip the closed-by-server check
 
     def __init__(self) -> None:
         self._idle: list[tuple[float, Connection]] = []
@@ -67,10 +82,10 @@ class Pool:
                 if not self._idle:
                     return None
                 since, conn = self._idle.pop()
-            idle = time.monotonic() - since
-            if idle < self.trust_seconds or (idle < self.max_idle_seconds and
-                                             _still_open(conn)):
-                return conn       # a stale one is still caught: send() retries once
+            # Checked every time (one poll): a POST on a connection found closed only after
+            # it was written is not sent again, so finding it here is what saves it.
+            if time.monotonic() - since < self.max_idle_seconds and _still_open(conn):
+                return conn
             conn.close()
 
     def put(self, conn: Connection) -> None:
@@ -134,23 +149,39 @@ class Exchange:
         try:
             self._arm()
             conn.send_request(method, path, headers, body)
-            self.response = conn.read_response(method)
-        except STALE as exc:
-            if reused and not (self._aborted or self._expired):
-                raise                        # nothing was answered: send() retries once
-            raise self._read_error(exc) from None
-        except (OSError, ProtocolError) as exc:
+        except STALE as exc:                 # closed before the request was whole
+            raise self._stale(exc, reused) from None
+        except OSError as exc:
             raise self._read_error(exc) from None
         except ValueError as exc:            # a header value with CR/LF, say: never sent
             raise UpstreamError(f"Request to {self.label} refused: {exc}", status=400,
                                 code="invalid_request_header") from None
+        try:
+            self.response = conn.read_response(method)
+        except STALE as exc:                 # written, then closed without a reply
+            raise self._stale(exc, reused and method in IDEMPOTENT, sent=True) from None
+        except (OSError, ProtocolError) as exc:
+            raise self._read_error(exc) from None
         return self.response
+
+    def _stale(self, exc: BaseException, retry: bool, sent: bool = False) -> BaseException:
+        """What a failed kept-alive connection raises: `exc` itself, which send() retries
+        once on a fresh connection, or the error the client sees."""
+        if retry and not (self._aborted or self._expired):
+            return exc
+        if sent and not (self._aborted or self._expired):
+            return UpstreamError(f"{self.label} at {self.base_url} closed the connection "
+                                 "after the request was sent, without answering; not sent "
+                                 "again, as the model may have started on it",
+                                 code="upstream_disconnected", reason="unanswered",
+                                 where=self.label)
+        return self._read_error(exc)
 
     def finish(self) -> None:
         """The caller has what it needs: drain the rest so the connection can be reused."""
         try:
             if not self.response.isclosed():
-                self.read_all(65536)
+                self.read_some(65536)
         except UpstreamError:
             return
         self._reusable = (self.response.isclosed() and not self.response.will_close
@@ -169,7 +200,20 @@ class Exchange:
             raise self._read_error(EOFError())
         return data
 
-    def read_all(self, limit: int = 1 << 20) -> bytes:
+    def read_all(self, limit: int) -> bytes:
+        """The whole body; a 502 naming `[upstream] max_reply_bytes` if it is longer than
+        `limit`. Never a prefix: a cut JSON reply used to parse as nothing at all (issue 26:
+        embeddings over 1 MiB arrived as an empty list)."""
+        body = self.read_some(limit + 1)
+        if len(body) > limit:
+            raise UpstreamError(f"{self.label} at {self.base_url} sent a reply larger than "
+                                f"{limit} bytes ([upstream] max_reply_bytes)",
+                                code="upstream_reply_too_large", reason="too_large",
+                                where=self.label)
+        return body
+
+    def read_some(self, limit: int = 1 << 20) -> bytes:
+        """At most `limit` body bytes, the rest left unread: enough of an error page."""
         parts, total = [], 0
         while total < limit and (data := self.read(min(65536, limit - total))):
             parts.append(data)

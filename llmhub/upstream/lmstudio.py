@@ -103,7 +103,7 @@ class LMStudio(OpenAICompatible):
         exchange = Exchange(self.base_url, timeouts, self.label, self.pool)
         try:
             response = exchange.send("POST", path, json.dumps(body).encode(), self.headers())
-            raw = exchange.read_all()
+            raw = exchange.read_all(self.config.max_reply_bytes)
             exchange.finish()
         finally:
             exchange.close()

@@ -29,7 +29,8 @@ from llmhub.cancellation import Gate
 from llmhub.config import UpstreamConfig
 from llmhub.completion import choice as build_choice, chunk as build_chunk
 from llmhub.errors import UpstreamError
-from llmhub.events import Finish, Logprobs, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from llmhub.events import (Finish, Logprobs, ReasoningDelta, TextDelta, ToolCallDelta, Usage,
+                           token_count)
 from llmhub.health import retry_after
 from llmhub.redaction import public_url, redact, upstream_secrets
 from llmhub.upstream.http import Exchange, Pool, Timeouts
@@ -116,7 +117,7 @@ class OpenAICompatible:
         try:
             response = exchange.send("POST" if payload else "GET", path, payload,
                                      self.headers())
-            body = exchange.read_all()
+            body = exchange.read_all(self.config.max_reply_bytes)
             exchange.finish()
         finally:
             exchange.close()
@@ -218,7 +219,7 @@ class ChatCall:
                                       self.headers)
         content_type = response.getheader("Content-Type", "")
         if response.status >= 400:
-            body = self.exchange.read_all()
+            body = self.exchange.read_some()
             wait = retry_after(response.getheader("Retry-After")) \
                 if response.status in (429, 503) else None
             raise http_error(response.status, error_message(body), self.upstream.label,
@@ -226,7 +227,7 @@ class ChatCall:
         if "text/event-stream" not in content_type:
             # A JSON body where a stream was asked for: an error with HTTP 200 (LM Studio's
             # unknown routes), or a server that ignores `stream`.
-            body = self.exchange.read_all()
+            body = self.exchange.read_all(self.upstream.config.max_reply_bytes)
             obj = _parse_json(body)
             if not isinstance(obj, dict) or "error" in obj or "choices" not in obj:
                 raise http_error(502, error_message(body), self.upstream.label,
@@ -553,7 +554,7 @@ def cached_of(usage: dict, timings) -> int | None:
 
 
 def is_count(value) -> bool:
-    return type(value) is int and 0 <= value < 1 << 53
+    return token_count(value) is not None
 
 
 # --- chunk helpers ---------------------------------------------------------------------------
