@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from llmhub.anthropic_translator import StreamReader, to_messages_body
 from llmhub.cancellation import Gate
 from llmhub.errors import UpstreamError
+from llmhub.events import token_count
 from llmhub.redaction import public_url, redact, upstream_secrets
 from llmhub.upstream.http import Exchange, Pool, Timeouts
 from llmhub.upstream.openai import error_message, http_error, sse_events, stream_error
@@ -94,7 +95,7 @@ class Anthropic:
             raise http_error(response.status, error_message(raw), self.label,
                              secrets=self.secrets)
         tokens = (_json_object(raw) or {}).get("input_tokens")
-        return tokens if response.status == 200 and type(tokens) is int else None
+        return token_count(tokens) if response.status == 200 else None
 
     def list_models(self) -> list[dict]:
         exchange = Exchange(self.base_url, self.timeouts, self.label, self.pool)

@@ -414,14 +414,20 @@ _SENT_ONLY = re.compile(r"keep the first (\d+) tokens", re.I)
 def overflow_counts(message: str) -> tuple[int | None, int | None]:
     """(tokens sent, context length) as an overflow message says them; None where not."""
     if match := _SENT_FIT.search(message):
-        numbers = [int(n) for n in match.groups() if n is not None]
+        numbers = [_count(n) for n in match.groups() if n is not None]
         return numbers[0], numbers[1]
     if match := _FIT_SENT.search(message):
-        return int(match.group(2)), int(match.group(1))
+        return _count(match.group(2)), _count(match.group(1))
     if match := _SENT_ONLY.search(message):
-        return int(match.group(1)), None
+        return _count(match.group(1)), None
     fit = re.search(r"maximum context length is (\d+)", message, re.I)
-    return None, int(fit.group(1)) if fit else None
+    return None, _count(fit.group(1)) if fit else None
+
+
+def _count(digits: str) -> int | None:
+    """A number an upstream wrote in its message, if it is a sane count (thousands of
+    digits would take int() itself past its limit)."""
+    return token_count(int(digits)) if len(digits) <= 10 else None
 
 
 def _code_for(message: str) -> str:

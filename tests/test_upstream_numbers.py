@@ -1,4 +1,4 @@
-"""Issue 26, the data half of hardening: large upstream replies arrive whole, hostile usage
+"""Hardening of what comes back from an upstream: large replies arrive whole, hostile usage
 numbers from an upstream become sane integers, and a request the upstream may have read is
 never sent twice."""
 
@@ -13,12 +13,13 @@ from fake_lmstudio import Script
 from http_client import call, open_stream, sse_events
 from llmhub import accounting
 from llmhub.accounting import RequestLog
+from llmhub.upstream.openai import overflow_counts
 from test_hostile import wait_for
 
 
 # --- large replies ---------------------------------------------------------------------------
 
-def test_issue26_embeddings_over_one_mib_arrive_whole(hub, fake):
+def test_embeddings_over_one_mib_arrive_whole(hub, fake):
     """100 texts of 1,536 dimensions is a ~3 MiB reply: every vector reaches the client."""
     fake.embedding_dims = 1536
     texts = [f"text {i}" for i in range(100)]
@@ -29,7 +30,7 @@ def test_issue26_embeddings_over_one_mib_arrive_whole(hub, fake):
     assert all(len(d["embedding"]) == 1536 for d in body["data"])
 
 
-def test_issue26_a_reply_past_max_reply_bytes_is_a_clear_502(make_hub, fake):
+def test_a_reply_past_max_reply_bytes_is_a_clear_502(make_hub, fake):
     """Past the documented bound the hub says so, naming the key, instead of an empty list."""
     hub = make_hub({"upstream": {"max_reply_bytes": 65536}})
     fake.embedding_dims = 1536
@@ -39,7 +40,7 @@ def test_issue26_a_reply_past_max_reply_bytes_is_a_clear_502(make_hub, fake):
     assert "max_reply_bytes" in body["error"]["message"]
 
 
-def test_issue26_embeddings_take_openais_2048_inputs_and_refuse_more(hub, fake):
+def test_embeddings_take_openais_2048_inputs_and_refuse_more(hub, fake):
     status, _, body = call(hub.url, "POST", "/v1/embeddings",
                            {"model": "e", "input": ["x"] * 2048})
     assert status == 200 and len(body["data"]) == 2048
@@ -50,7 +51,7 @@ def test_issue26_embeddings_take_openais_2048_inputs_and_refuse_more(hub, fake):
     assert len([r for r in fake.requests if r.path == "/v1/embeddings"]) == 1
 
 
-def test_issue26_the_message_limit_still_guards_chats(hub, fake):
+def test_the_message_limit_still_guards_chats(hub, fake):
     status, _, body = call(hub.url, "POST", "/v1/chat/completions", {
         "model": "m", "messages": [{"role": "user", "content": "x"}] * 1001})
     assert status == 413 and body["error"]["param"] == "messages"
@@ -74,7 +75,7 @@ def records(hub, headers=None) -> dict:
     return {row["dialect"] + str(i): row for i, row in enumerate(body["data"])}
 
 
-def test_issue26_absurd_counts_are_estimated_and_their_batch_is_kept(hub, fake, one_batch):
+def test_absurd_counts_are_estimated_and_their_batch_is_kept(hub, fake, one_batch):
     """10**30 from an embeddings upstream and 2**40 from a chat one are no counts: estimated,
     and the five ordinary runs of the same batch are all recorded."""
     for _ in range(5):
@@ -92,7 +93,7 @@ def test_issue26_absurd_counts_are_estimated_and_their_batch_is_kept(hub, fake, 
     assert sum(r["estimated"] for r in rows) == 2
 
 
-def test_issue26_one_record_the_database_refuses_leaves_the_rest(hub, fake, one_batch,
+def test_one_record_the_database_refuses_leaves_the_rest(hub, fake, one_batch,
                                                                  monkeypatch):
     """Whatever a record holds, it is stored alone: the others of its batch are kept."""
     made = []
@@ -110,7 +111,7 @@ def test_issue26_one_record_the_database_refuses_leaves_the_rest(hub, fake, one_
     assert kept == set(made) - {made[2]}
 
 
-def test_issue26_string_counts_are_relayed_as_numbers(hub, fake):
+def test_string_counts_are_relayed_as_numbers(hub, fake):
     """An upstream's "12" is not a count: OpenAI clients get integers, on every path."""
     strings = {"prompt_tokens": "12", "completion_tokens": "5", "total_tokens": "17",
                "prompt_tokens_details": {"cached_tokens": "4"}}
@@ -136,7 +137,7 @@ def anthropic_upstream():
     server.stop()
 
 
-def test_issue26_negative_anthropic_counts_are_estimated_and_never_refill_a_budget(
+def test_negative_anthropic_counts_are_estimated_and_never_refill_a_budget(
         make_hub, anthropic_upstream, one_batch):
     anthropic_upstream.usage = {"input_tokens": -100000, "output_tokens": -100000}
     hub = make_hub({"upstream": {"kind": "anthropic", "base_url": anthropic_upstream.url},
@@ -151,7 +152,7 @@ def test_issue26_negative_anthropic_counts_are_estimated_and_never_refill_a_budg
     assert wait_for(lambda: hub.hub.limits._spent("thrifty", row["at"]) == counted > 0)
 
 
-def test_issue26_a_huge_anthropic_count_does_not_use_up_a_budget(make_hub,
+def test_a_huge_anthropic_count_does_not_use_up_a_budget(make_hub,
                                                                  anthropic_upstream):
     anthropic_upstream.usage = {"input_tokens": 10**30, "output_tokens": 1}
     hub = make_hub({"upstream": {"kind": "anthropic", "base_url": anthropic_upstream.url},
@@ -170,7 +171,7 @@ def test_issue26_a_huge_anthropic_count_does_not_use_up_a_budget(make_hub,
                                                      "limit"),
 ], ids=["from-55-digits", "to-400-digits", "from-1e999", "to-year-1", "before-400-digits",
         "limit-5000-digits"])
-def test_issue26_query_numbers_json_cannot_carry_are_400_naming_them(hub, path, param):
+def test_query_numbers_json_cannot_carry_are_400_naming_them(hub, path, param):
     status, _, body = call(hub.url, "GET", path)
     assert status == 400 and body["error"]["param"] == param, body
 
@@ -225,7 +226,7 @@ class ReadThenHangUp:
         self.listener.close()
 
 
-def test_issue26_a_post_the_upstream_read_is_never_sent_again(make_hub):
+def test_a_post_the_upstream_read_is_never_sent_again(make_hub):
     """A kept-alive connection closed after the request was written: the model may be
     generating, so the hub answers 502 instead of sending the request a second time."""
     upstream = ReadThenHangUp()
@@ -241,3 +242,9 @@ def test_issue26_a_post_the_upstream_read_is_never_sent_again(make_hub):
         assert upstream.posts == ["/v1/chat/completions"] * 2
     finally:
         upstream.close()
+
+
+def test_overflow_numbers_past_any_context_are_unknown():
+    assert overflow_counts("prompt is too long: 26 tokens > 16 maximum") == (26, 16)
+    assert overflow_counts("prompt is too long: " + "9" * 5000 + " tokens > 16 maximum") \
+        == (None, 16)
