@@ -268,6 +268,7 @@ class RequestLog:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._writer: threading.Thread | None = None
+        self.written = 0     # records stored so far: a reader of the log sees it grew
 
     def record(self, run) -> dict:
         row = record(run)
@@ -297,6 +298,8 @@ class RequestLog:
         try:
             if rows:
                 self.store.insert_requests(rows, self.keep_count, self.keep_seconds)
+                with self._lock:
+                    self.written += len(rows)
             if bodies:
                 self.store.add_request_bodies(bodies)
         except Exception:   # a full disk must not take the runs down with it

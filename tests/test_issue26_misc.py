@@ -1,0 +1,74 @@
+"""Issue 26 (hardening), over real sockets: the runs page's feed is computed once per tick
+for every reader, and pushes only changes."""
+
+import json
+import threading
+
+from fake_lmstudio import Script
+from http_client import connect, open_stream
+from test_keys import ALICE, BOB, ROOT, TEAM
+from test_pools import wait_for
+from test_responses import read_until
+
+from llmhub.dialects import service
+
+NEVER = threading.Event()
+USER = [{"role": "user", "content": "Hi"}]
+
+
+def open_feed(url: str, headers: dict | None = None):
+    conn = connect(url)
+    conn.request("GET", "/v1/runs/events", headers=headers or {})
+    return conn, conn.getresponse()
+
+
+def snapshot_runs(response) -> set:
+    snapshot = [e for e in read_until(response, "snapshot") if e["event"] == "snapshot"][-1]
+    return {run["id"] for run in snapshot["data"]["runs"]}
+
+
+def test_issue26_one_snapshot_per_tick_for_every_reader_each_sees_its_own(make_hub, fake,
+                                                                           monkeypatch):
+    """Thirty /runs tabs cost thirty computations per tick before; now one, and each
+    reader still gets its key's view: a user key its own runs, an admin all."""
+    calls = []
+    compute = service.RunsSnapshot.__call__
+    monkeypatch.setattr(service.RunsSnapshot, "__call__",
+                        lambda self, views: calls.append(views) or compute(self, views))
+    team = make_hub(TEAM)
+    fake.enqueue(Script(hold_first=NEVER))
+    fake.enqueue(Script(hold_first=NEVER))
+    streams, owned = [], {}
+    for who, name in ((ALICE, "alice"), (BOB, "bob")):
+        conn, response = open_stream(team.url, "/v1/chat/completions",
+                                     {"model": "m", "messages": USER, "stream": True}, who)
+        streams.append(conn)
+        owned[name] = response.getheader("X-Run-Id")
+    feeds = [(who, *open_feed(team.url, who)) for who in (ALICE, BOB, ROOT) * 3]
+    seen = [snapshot_runs(response) for _, _, response in feeds]
+    for (who, _, _), runs in zip(feeds, seen):
+        expected = {ALICE["Authorization"]: {owned["alice"]}, BOB["Authorization"]:
+                    {owned["bob"]}, ROOT["Authorization"]: set(owned.values())}
+        assert runs == expected[who["Authorization"]]
+    feed = team.hub.feeds["runs"]
+    ticks = feed.ticks
+    assert wait_for(lambda: feed.ticks >= ticks + 2)
+    assert len(calls) == feed.ticks            # once per tick, not once per reader
+    assert {None, "alice", "bob"} in calls     # one computation served all three views
+    for conn in streams + [conn for _, conn, _ in feeds]:
+        conn.close()
+
+
+def test_issue26_a_quiet_feed_sends_only_keep_alives(hub):
+    """Nothing changed, nothing sent: after the first snapshot, ticks pass and the reader
+    gets only `: ping` comments."""
+    conn, response = open_feed(hub.url)
+    read_until(response, "snapshot")
+    feed = hub.hub.feeds["runs"]
+    ticks = feed.ticks
+    assert wait_for(lambda: feed.ticks >= ticks + 3)
+    data = b""
+    while data.count(b": ping") < 2:
+        data += response.read1(65536)
+    assert b"snapshot" not in data
+    conn.close()
