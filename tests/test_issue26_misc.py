@@ -1,11 +1,15 @@
 """Issue 26 (hardening), over real sockets: the runs page's feed is computed once per tick
-for every reader, and pushes only changes."""
+for every reader, and pushes only changes; every test has a deadline; a full model gate
+admits in arrival order."""
 
 import json
 import threading
 
+import pytest
+
+from deadline import Overrun, deadline
 from fake_lmstudio import Script
-from http_client import connect, open_stream
+from http_client import call, connect, open_stream
 from test_keys import ALICE, BOB, ROOT, TEAM
 from test_pools import wait_for
 from test_responses import read_until
@@ -72,3 +76,41 @@ def test_issue26_a_quiet_feed_sends_only_keep_alives(hub):
         data += response.read1(65536)
     assert b"snapshot" not in data
     conn.close()
+
+
+def test_issue26_a_blocked_test_fails_at_its_deadline():
+    """The conftest's per-test bound: a block that never ends raises Overrun instead."""
+    with pytest.raises(Overrun, match="a blocked read"):
+        with deadline(0.2, "a blocked read"):
+            threading.Event().wait(30)
+
+
+def test_issue26_the_watchdog_bounds_a_test_where_there_is_no_sigalrm():
+    """Windows' path (a watchdog thread and a SIGINT handler of ours), tried here too."""
+    with pytest.raises(Overrun, match="a polling loop"):
+        with deadline(0.2, "a polling loop", use_alarm=False):
+            while True:
+                threading.Event().wait(0.05)
+
+
+def test_issue26_a_full_model_gate_admits_runs_in_arrival_order(make_hub, fake):
+    """[concurrency] m = 1: runs queued behind a busy model start first-in-first-out."""
+    hub = make_hub({"concurrency": {"m": 1}})
+    gate = hub.hub.engine.generation.model_gates["m"]
+    release = threading.Event()
+    fake.enqueue(Script(hold_first=release))
+    streams = [open_stream(hub.url, "/v1/chat/completions", {
+        "model": "m", "stream": True, "messages": [{"role": "user", "content": "run 0"}]})]
+    assert fake.wait_requests(1)
+    for n in range(1, 6):                    # each waits in line before the next arrives
+        streams.append(open_stream(hub.url, "/v1/chat/completions", {
+            "model": "m", "stream": True,
+            "messages": [{"role": "user", "content": f"run {n}"}]}))
+        assert wait_for(lambda: gate.queued == n)
+    release.set()
+    for conn, response in streams:
+        response.read()
+        conn.close()
+    started = [r.body["messages"][-1]["content"] for r in fake.chat_requests()]
+    assert started == [f"run {n}" for n in range(6)]
+
