@@ -119,6 +119,8 @@ class FakeLMStudio:
         self.contexts: dict = {}      # instance → the context length it was loaded with
         self.fit_context: int | None = None   # a load asked for more gets this (auto-fit)
         self.llama = False            # answer /health and /props as llama-server does
+        self.needs_loaded = False     # chat for a model with no loaded instance: LM Studio's
+                                      # 400 "No models loaded"
         self.slots = 1                # llama-server's total_slots
         self.health_status = 200      # /health's status (503: "Loading model")
         self.in_flight = 0            # chat requests being answered now
@@ -253,6 +255,10 @@ class _Handler(BaseHTTPRequestHandler):
         received = self._record(body)
         fake = self.server.fake
         if self.path == "/v1/chat/completions":
+            if fake.needs_loaded and not fake.loaded.get(body.get("model")):
+                return self._json(400, {"error": "No models loaded. Please load a model in "
+                                                 "the developer page or use the 'lms load' "
+                                                 "command."})
             script = fake.title if is_title_request(body) else fake.next_script()
             return self._chat(body, script, received)
         if self.path == "/v1/completions":

@@ -114,3 +114,18 @@ def test_issue26_a_full_model_gate_admits_runs_in_arrival_order(make_hub, fake):
     started = [r.body["messages"][-1]["content"] for r in fake.chat_requests()]
     assert started == [f"run {n}" for n in range(6)]
 
+
+def test_issue26_after_the_hubs_own_unload_the_next_chat_loads_on_demand(make_hub, fake):
+    """POST /models/unload, then /chat/regular: the model is cold from that moment (not at
+    the next probe), so the chat loads it and answers instead of a 503 'No model loaded'."""
+    fake.needs_loaded = True
+    hub = make_hub({"health": {"interval_seconds": 3600},
+                    "models": {"regular": "qwen2.5-7b-instruct"}})
+    assert hub.hub.engine.prober.wait_rounds(1)
+    assert call(hub.url, "POST", "/chat/regular", {"messages": USER})[0] == 200
+    assert call(hub.url, "POST", "/models/unload",
+                {"model_key": "qwen2.5-7b-instruct"})[0] == 200
+    status, _, body = call(hub.url, "POST", "/chat/regular", {"messages": USER})
+    assert status == 200, body
+    assert [r.body["model"] for r in fake.requests if r.path == "/api/v1/models/load"] == \
+        ["qwen2.5-7b-instruct"]
