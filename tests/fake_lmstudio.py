@@ -119,6 +119,7 @@ class FakeLMStudio:
         self.contexts: dict = {}      # instance → the context length it was loaded with
         self.fit_context: int | None = None   # a load asked for more gets this (auto-fit)
         self.llama = False            # answer /health and /props as llama-server does
+        self.no_embeddings = False    # /v1/embeddings: llama-server's 501 without --embeddings
         self.needs_loaded = False     # chat for a model with no loaded instance: LM Studio's
                                       # 400 "No models loaded"
         self.slots = 1                # llama-server's total_slots
@@ -263,6 +264,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._chat(body, script, received)
         if self.path == "/v1/completions":
             return self._text_completion(body, fake.next_script(), received)
+        if self.path == "/v1/embeddings" and fake.no_embeddings:
+            return self._json(501, {"error": {"code": 501, "type": "not_supported_error",
+                                              "message": "This server does not support "
+                                                         "embeddings. Start it with "
+                                                         "`--embeddings`"}})
         if self.path == "/v1/embeddings":             # LM Studio: floats, usage always 0
             items = body["input"] if isinstance(body["input"], list) else [body["input"]]
             return self._json(200, {"object": "list", "model": body.get("model"), "data": [

@@ -3,6 +3,7 @@ for every reader, and pushes only changes; every test has a deadline; a full mod
 admits in arrival order."""
 
 import json
+import logging
 import threading
 
 import pytest
@@ -14,6 +15,8 @@ from test_keys import ALICE, BOB, ROOT, TEAM
 from test_pools import wait_for
 from test_responses import read_until
 
+from llmhub.cli import parse_args
+from llmhub.config import load_config
 from llmhub.dialects import service
 
 NEVER = threading.Event()
@@ -129,3 +132,40 @@ def test_issue26_after_the_hubs_own_unload_the_next_chat_loads_on_demand(make_hu
     assert status == 200, body
     assert [r.body["model"] for r in fake.requests if r.path == "/api/v1/models/load"] == \
         ["qwen2.5-7b-instruct"]
+
+
+def test_issue26_a_501_is_not_a_health_failure(make_hub, fake):
+    """llama.cpp's /v1/embeddings answers 501 without --embeddings: an endpoint not served.
+    Ten of them must not open the breaker, and chat goes on."""
+    fake.no_embeddings = True
+    hub = make_hub({"health": {"failures": 3}})
+    for _ in range(10):
+        status, _, body = call(hub.url, "POST", "/v1/embeddings", {"model": "m", "input": "x"})
+        assert status == 501, body
+    states = call(hub.url, "GET", "/v1/upstreams")[2]["data"]
+    assert [u["state"] for u in states] == ["healthy"]
+    assert call(hub.url, "POST", "/v1/chat/completions",
+                {"model": "m", "messages": USER})[0] == 200
+
+
+def test_issue26_the_kind_is_detected_when_not_given(make_hub, fake, caplog):
+    """--upstream http://…:8080/v1 at a llama.cpp server, no kind given: it answers /props,
+    so the hub takes it as llamacpp and says so; a kind given is never second-guessed."""
+    fake.llama = True
+    with caplog.at_level(logging.INFO, logger="llmhub.upstream"):
+        hub = make_hub(upstream_url=fake.url)
+    assert hub.hub.upstreams["default"].kind == "llamacpp"
+    assert any("detected kind llamacpp" in r.getMessage() for r in caplog.records)
+    given = make_hub({"upstream": {"kind": "lmstudio"}}, upstream_url=fake.url)
+    assert given.hub.upstreams["default"].kind == "lmstudio"
+    fake.llama = False
+    assert make_hub().hub.upstreams["default"].kind == "lmstudio"      # /api/v1/models
+
+
+def test_issue26_the_kind_flag_sets_it(tmp_path):
+    ini = tmp_path / "empty.ini"
+    ini.write_text("", encoding="utf-8")
+    config = load_config(flags={"kind": "vllm", "upstream": "http://127.0.0.1:9/v1"}, env={},
+                         path=ini)
+    assert config.upstreams[0].kind == "vllm"
+    assert parse_args(["--kind", "llamacpp"]).kind == "llamacpp"
