@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from deadline import Overrun, deadline
+from fake_anthropic import FakeAnthropic
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream
 from test_keys import ALICE, BOB, ROOT, TEAM
@@ -169,3 +170,28 @@ def test_issue26_the_kind_flag_sets_it(tmp_path):
                          path=ini)
     assert config.upstreams[0].kind == "vllm"
     assert parse_args(["--kind", "llamacpp"]).kind == "llamacpp"
+
+
+@pytest.mark.parametrize("path, body, status, named", [
+    ("/v1/chat/completions", {"model": "claude-fake", "messages": USER}, 502,
+     b"upstream_garbage"),
+    ("/v1/chat/completions", {"model": "claude-fake", "messages": USER, "stream": True}, 200,
+     b"upstream_garbage"),                   # an error frame: the stream had begun
+    ("/v1/messages", {"model": "claude-fake", "max_tokens": 10, "messages": USER}, 502,
+     b"api_error"),                          # Anthropic's shape has no code
+], ids=["openai", "openai-stream", "messages"])
+def test_issue26_an_anthropic_event_nested_50000_deep_is_upstream_garbage(make_hub, path, body,
+                                                                           status, named):
+    """Python's json gives up on deep nesting with RecursionError, not ValueError: the
+    Anthropic adapter says 502 upstream_garbage, as the OpenAI one does, not 'Internal
+    error in the hub'."""
+    upstream = FakeAnthropic().start()
+    try:
+        upstream.raw_stream = ("event: message_start\ndata: " + "[" * 50_000 + "]" * 50_000 +
+                               "\n\n")
+        hub = make_hub({"upstream": {"kind": "anthropic", "base_url": upstream.url}})
+        got, _, reply = call(hub.url, "POST", path, body)
+        text = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+        assert got == status and named in text and b"not a JSON object" in text, reply
+    finally:
+        upstream.stop()
