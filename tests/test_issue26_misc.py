@@ -195,3 +195,62 @@ def test_issue26_an_anthropic_event_nested_50000_deep_is_upstream_garbage(make_h
         assert got == status and named in text and b"not a JSON object" in text, reply
     finally:
         upstream.stop()
+
+
+@pytest.mark.parametrize("metadata, param, code", [
+    ({f"k{n}": "v" for n in range(5000)}, "metadata", "object_above_max_properties"),
+    ({f"k{n}": "v" for n in range(17)}, "metadata", "object_above_max_properties"),
+    ({"k" * 65: "v"}, "metadata", "string_above_max_length"),
+    ({"note": "x" * 100_000}, "metadata.note", "string_above_max_length"),
+    ({"note": "x" * 513}, "metadata.note", "string_above_max_length"),
+    ({"n": 5}, "metadata.n", "invalid_type"),
+], ids=["5000-keys", "17-keys", "long-key", "100KB-value", "513-chars", "number"])
+def test_issue26_responses_metadata_has_openais_limits(hub, fake, metadata, param, code):
+    """OpenAI: at most 16 keys, keys up to 64 characters, string values up to 512."""
+    status, _, body = call(hub.url, "POST", "/v1/responses",
+                           {"model": "m", "input": "Hi", "metadata": metadata})
+    assert status == 400 and (body["error"]["param"], body["error"]["code"]) == (param, code)
+    assert not fake.chat_requests()
+
+
+def test_issue26_responses_metadata_at_the_limits_passes(hub, fake):
+    metadata = {f"{n:02d}" + "k" * 62: "v" * 512 for n in range(16)}
+    status, _, body = call(hub.url, "POST", "/v1/responses",
+                           {"model": "m", "input": "Hi", "metadata": metadata})
+    assert status == 200 and body["metadata"] == metadata
+
+
+def test_issue26_conversations_take_20_items_a_call(hub):
+    """OpenAI's create and add-items take at most 20 items; metadata has its limits too."""
+    items = [{"type": "message", "role": "user", "content": f"m{n}"} for n in range(1001)]
+    status, _, body = call(hub.url, "POST", "/v1/conversations", {"items": items})
+    assert status == 400 and (body["error"]["param"], body["error"]["code"]) == \
+        ("items", "array_above_max_length")
+    status, _, created = call(hub.url, "POST", "/v1/conversations", {"items": items[:20]})
+    assert status == 200
+    status, _, body = call(hub.url, "POST", f"/v1/conversations/{created['id']}/items",
+                           {"items": items[:21]})
+    assert status == 400 and body["error"]["param"] == "items"
+    assert call(hub.url, "POST", f"/v1/conversations/{created['id']}/items",
+                {"items": items[:20]})[0] == 200
+    status, _, body = call(hub.url, "POST", "/v1/conversations",
+                           {"metadata": {f"k{n}": "v" for n in range(17)}})
+    assert status == 400 and body["error"]["param"] == "metadata"
+
+
+@pytest.mark.parametrize("source, named", [
+    ({"type": "base64", "media_type": "image/png", "data": "!!!"},
+     "messages.0.content.1.image.source.base64: invalid base64 data"),
+    ({"type": "base64", "media_type": "image/png", "data": ""},
+     "messages.0.content.1.image.source.base64: invalid base64 data"),
+    ({"type": "base64", "media_type": "text/plain", "data": "aGk="},
+     "messages.0.content.1.image.source.base64.media_type"),
+], ids=["bangs", "empty", "media-type"])
+def test_issue26_messages_refuse_an_image_that_is_not_base64(hub, fake, source, named):
+    """Anthropic's 400 invalid_request_error, naming the block, before any upstream."""
+    status, _, body = call(hub.url, "POST", "/v1/messages", {
+        "model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"}, {"type": "image", "source": source}]}]})
+    assert status == 400 and body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error" and named in body["error"]["message"]
+    assert not fake.chat_requests()
