@@ -76,7 +76,8 @@ def make_hub(tmp_path, fake):
     def start(sections: dict | None = None, upstream_url: str | None = None):
         base = {"server": {"port": 0, "db_path": tmp_path / f"hub{len(started)}.db",
                            "ping_interval_seconds": 0.2, "log_level": "warning"},
-                "upstream": {"base_url": upstream_url or fake.url},
+                # a kind named: detection's requests would take scripted fakes' replies
+                "upstream": {"base_url": upstream_url or fake.url, "kind": "lmstudio"},
                 "health": {"interval_seconds": 0}}     # probes off unless a test wants them
         for section, values in (sections or {}).items():
             base.setdefault(section, {}).update(values)

@@ -153,14 +153,15 @@ def test_issue26_the_kind_is_detected_when_not_given(make_hub, fake, caplog):
     """--upstream http://…:8080/v1 at a llama.cpp server, no kind given: it answers /props,
     so the hub takes it as llamacpp and says so; a kind given is never second-guessed."""
     fake.llama = True
+    auto = {"upstream": {"kind": "auto"}}
     with caplog.at_level(logging.INFO, logger="llmhub.upstream"):
-        hub = make_hub(upstream_url=fake.url)
+        hub = make_hub(auto, upstream_url=fake.url)
     assert hub.hub.upstreams["default"].kind == "llamacpp"
     assert any("detected kind llamacpp" in r.getMessage() for r in caplog.records)
     given = make_hub({"upstream": {"kind": "lmstudio"}}, upstream_url=fake.url)
     assert given.hub.upstreams["default"].kind == "lmstudio"
     fake.llama = False
-    assert make_hub().hub.upstreams["default"].kind == "lmstudio"      # /api/v1/models
+    assert make_hub(auto).hub.upstreams["default"].kind == "lmstudio"      # /api/v1/models
 
 
 def test_issue26_the_kind_flag_sets_it(tmp_path):
