@@ -270,6 +270,7 @@ class RequestLog:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._writer: threading.Thread | None = None
+        self.written = 0     # records stored so far: a reader of the log sees it grew
 
     def record(self, run) -> dict:
         row = record(run)
@@ -301,6 +302,8 @@ class RequestLog:
                 for run_id, error in self.store.insert_requests(rows, self.keep_count,
                                                                 self.keep_seconds):
                     log.error("the request log could not store run %s: %s", run_id, error)
+                with self._lock:
+                    self.written += len(rows)
             if bodies:
                 self.store.add_request_bodies(bodies)
         except Exception:   # a full disk must not take the runs down with it

@@ -31,6 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", help="port to listen on (default 8000; 0 picks one)")
     parser.add_argument("--db", help="SQLite database file (default llmhub.db)")
     parser.add_argument("--upstream", help="upstream base URL, or 'mock' for the built-in mock")
+    parser.add_argument("--kind", help="the upstream's kind: lmstudio, llamacpp, vllm, openai, "
+                                       "anthropic or mock (default: detected at start)")
     parser.add_argument("--log-level", help="debug, info, warning or error")
     parser.add_argument("--log-format", help="json (default) or text")
     parser.add_argument("--insecure", action="store_true", default=None,

@@ -21,7 +21,7 @@ from llmhub.redaction import public_url
 __all__ = ["Config", "ConfigError", "UpstreamConfig", "PoolMember", "load_config", "redacted",
            "SCHEMA"]
 
-UPSTREAM_KINDS = ("lmstudio", "openai", "llamacpp", "vllm", "anthropic", "mock")
+UPSTREAM_KINDS = ("auto", "lmstudio", "openai", "llamacpp", "vllm", "anthropic", "mock")
 SECRET_KEYS = {"api_key", "api_keys"}
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -125,7 +125,7 @@ SCHEMA = [
     Key("server", "stream_buffer_bytes", _int(4096, 1 << 30), "1048576"),
     Key("server", "log_level", _choice("debug", "info", "warning", "error"), "info"),
     Key("server", "log_format", _choice("json", "text"), "json"),
-    Key("upstream", "kind", _choice(*UPSTREAM_KINDS), "lmstudio"),
+    Key("upstream", "kind", _choice(*UPSTREAM_KINDS), "auto"),
     Key("upstream", "base_url", _url, "http://localhost:1234/v1", env=("OPENAI_BASE_URL",)),
     Key("upstream", "api_key", _str, "", env=("OPENAI_API_KEY",)),
     Key("upstream", "connect_timeout_seconds", _float(0.1, 3600), "5"),
@@ -332,6 +332,7 @@ def load_config(flags: dict | None = None, env: dict | None = None,
 
 
 _FLAG_OF = {("server", "db_path"): "db", ("upstream", "base_url"): "upstream",
+            ("upstream", "kind"): "kind",
             ("server", "allow_remote_without_keys"): "insecure"}
 
 
@@ -344,6 +345,8 @@ def _flag_values(flags: dict) -> dict:
         out["server", "db_path"] = str(flags["db"])
     if flags.get("insecure"):
         out["server", "allow_remote_without_keys"] = "true"
+    if "kind" in flags:
+        out["upstream", "kind"] = str(flags["kind"])
     if "upstream" in flags:
         if flags["upstream"] == "mock":
             out["upstream", "kind"] = "mock"

@@ -9,7 +9,9 @@ Rules (README "Several model machines"):
   is let through (half-open); its success closes the breaker, its failure reopens it.
   A 401 or 403 opens it at once (state auth): no retry will fix a key.
 - A 429 or 503 with `Retry-After` keeps requests away from the box until then.
-- A client's bad request (other 4xx) says nothing about the box.
+- A client's bad request (other 4xx) says nothing about the box, and neither does a 501:
+  the server does not serve that endpoint (llama.cpp's /v1/embeddings without
+  --embeddings), which no retry and no cooldown will change, and its chat still works.
 - The `Prober` thread asks every box, each `interval_seconds`, what it has: the models it
   lists, which are loaded, how many requests each serves at once (health.check()); and it
   runs the lifecycle's idle unloads. Probes run beside requests and never hold one up.
@@ -99,7 +101,9 @@ class Box:
             self._open(AUTH, error.message, now)
         elif error.reason == "loading":
             self.state, self.detail, self.trial = LOADING, error.message, False
-        elif error.reason in BROKEN or (error.upstream_status or 0) >= 500:
+        elif error.reason in BROKEN or (error.upstream_status or 0) >= 500 and \
+                error.upstream_status != 501:    # 501: an endpoint it does not serve
+                                                 # (llama.cpp's /v1/embeddings), not a fault
             self.failures += 1
             if self.trial or self.failures >= self.threshold:
                 self._open(DOWN, error.message, now)

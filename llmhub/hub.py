@@ -38,6 +38,8 @@ class Hub:
         self.engine = Engine(config, self.upstreams, self.registry, self.store,
                              self.request_log, self.limits)
         self.sessions = SessionLog()
+        self.feeds: dict = {}     # name → feed.Feed: one computation per tick for all its
+                                  # readers (the runs page's: dialects/service.py)
         self.routes: tuple = ()   # the API's route table, handed over by the server that
                                   # serves it (service views list it: /, /help, OpenAPI)
 

@@ -8,6 +8,8 @@ Rules:
 - A model the hub loaded (on demand or by POST /models/load) is unloaded after
   `idle_unload_seconds` with no run on it: LM Studio never unloads API-loaded models by
   itself. A model someone else loaded is theirs, and stays.
+- Every unload the hub makes (idle, `POST /models/unload`, an exclusive load) marks the
+  model cold at once, not at the next probe, so the next run loads it on demand.
 - Only upstreams that manage models (LM Studio, the mock) load or unload; for the others a
   model is what the server serves.
 """
@@ -30,7 +32,7 @@ class Lifecycle:
     def __init__(self, router, upstreams: dict, registry) -> None:
         self.router = router
         self.managers = {name: ModelManager(u, registry, u.config.load_timeout_seconds,
-                                            on_load=self._loaded)
+                                            on_load=self._loaded, on_unload=self._unloaded)
                          for name, u in upstreams.items()}
         self._ours: dict[tuple, float] = {}      # (upstream, key) the hub loaded → when
         self._lock = threading.Lock()
@@ -80,6 +82,13 @@ class Lifecycle:
             self._ours[upstream.name, key] = time.monotonic()
         self.router.note_loaded(upstream.name, key, True)
 
+    def _unloaded(self, upstream, key: str) -> None:
+        """Any unload the hub made (idle, POST /models/unload, an exclusive load): cold now,
+        so the next run for it loads it on demand instead of meeting "No models loaded"."""
+        with self._lock:
+            self._ours.pop((upstream.name, key), None)
+        self.router.note_loaded(upstream.name, key, False)
+
     def unload_idle(self) -> None:
         """Unload each model the hub loaded that has had no run for idle_unload_seconds."""
         now = time.monotonic()
@@ -97,6 +106,3 @@ class Lifecycle:
                 log.info("idle %s on %s stays loaded: %s", key, name, exc.message)
                 continue
             log.info("unloaded %s on %s after %g s idle", key, name, idle)
-            with self._lock:
-                self._ours.pop((name, key), None)
-            self.router.note_loaded(name, key, False)

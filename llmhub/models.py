@@ -8,7 +8,9 @@ Rules (lmstudio.md §2.4, §3.1; gateway-pitfalls #14):
 - a load asked for a context length is checked: LM Studio may fit a smaller one without a
   word (lmstudio.md "Context length may be silently changed"), and that is a 502 naming both;
 - a model with runs in flight is never unloaded from under them: 409 naming the runs,
-  unless `force`, which cancels them first.
+  unless `force`, which cancels them first;
+- every load and unload the hub makes is told (`on_load`, `on_unload`) as it happens, so
+  the router's view of what is loaded is never staler than the hub's own acts.
 """
 
 import logging
@@ -43,11 +45,13 @@ class _Flight:
 
 
 class ModelManager:
-    def __init__(self, upstream, registry, load_timeout: float, on_load=None) -> None:
+    def __init__(self, upstream, registry, load_timeout: float, on_load=None,
+                 on_unload=None) -> None:
         self.upstream = upstream
         self.registry = registry
         self.load_timeout = load_timeout
         self.on_load = on_load     # (upstream, key) after the upstream loaded a model
+        self.on_unload = on_unload  # (upstream, key) after it unloaded one of its instances
         self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()
 
@@ -181,6 +185,12 @@ class ModelManager:
             except UpstreamError as error:
                 if error.status != 404:       # already gone is what we wanted
                     raise
+            # Said at once, not at the next probe: until then the router would count the
+            # model warm, skip the on-demand load, and the next chat would get LM Studio's
+            # "No models loaded" (issue 26). Cold when another instance stays costs only a
+            # load that finds it loaded.
+            if self.on_unload is not None:
+                self.on_unload(self.upstream, INSTANCE_SUFFIX.sub("", instance))
         return ids
 
     def runs_on(self, ids: list[str]) -> list:

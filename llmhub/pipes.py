@@ -141,6 +141,12 @@ class Engine:
             match = {**match, "key": only}
         return self.store.list_requests(limit, before, match)
 
+    def request_log_version(self) -> int:
+        """A number that changes whenever records are added (the log is flushed first), so
+        a reader polling the log reads it again only when it grew."""
+        self.request_log.flush()
+        return self.request_log.written
+
     def request_record(self, run_id: str) -> dict | None:
         """One run's record (with its captured bodies); None for an unknown run or another
         key's."""

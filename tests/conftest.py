@@ -1,5 +1,9 @@
-"""Fixtures: a fake LM Studio and a factory of real hubs, both on port 0 over real sockets."""
+"""Fixtures: a fake LM Studio and a factory of real hubs, both on port 0 over real sockets;
+and a deadline on every test's setup, call and teardown (deadline.py), so a test that would
+block forever fails instead: 60 s each by default, `@pytest.mark.deadline(seconds)` for a
+test that needs another, LLMHUB_TEST_DEADLINE to change the default."""
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -10,10 +14,42 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from deadline import deadline  # noqa: E402
 from fake_lmstudio import FakeLMStudio  # noqa: E402
 from llmhub.config import load_config  # noqa: E402
 from llmhub.hub import Hub  # noqa: E402
 from llmhub.server import make_server  # noqa: E402
+
+DEFAULT_DEADLINE = float(os.environ.get("LLMHUB_TEST_DEADLINE", "60"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "deadline(seconds): this test's bound per phase "
+                                       "(setup, call, teardown) instead of the default")
+
+
+def bounded(item, phase: str):
+    marker = item.get_closest_marker("deadline")
+    seconds = marker.args[0] if marker is not None else DEFAULT_DEADLINE
+    return deadline(seconds, f"{item.nodeid} ({phase})")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with bounded(item, "setup"):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with bounded(item, "call"):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    with bounded(item, "teardown"):
+        yield
 
 
 @pytest.fixture
@@ -40,7 +76,8 @@ def make_hub(tmp_path, fake):
     def start(sections: dict | None = None, upstream_url: str | None = None):
         base = {"server": {"port": 0, "db_path": tmp_path / f"hub{len(started)}.db",
                            "ping_interval_seconds": 0.2, "log_level": "warning"},
-                "upstream": {"base_url": upstream_url or fake.url},
+                # a kind named: detection's requests would take scripted fakes' replies
+                "upstream": {"base_url": upstream_url or fake.url, "kind": "lmstudio"},
                 "health": {"interval_seconds": 0}}     # probes off unless a test wants them
         for section, values in (sections or {}).items():
             base.setdefault(section, {}).update(values)

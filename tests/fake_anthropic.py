@@ -21,6 +21,7 @@ class FakeAnthropic:
         self.usage = {"input_tokens": 12, "output_tokens": 1}   # message_start's
         self.ending: tuple | None = None       # (stop_reason, stop_sequence) to end with
         self.counted = 321                     # what /v1/messages/count_tokens says
+        self.raw_stream: str | None = None     # a reply's SSE body exactly as given (garbage)
         self.requests: list[dict] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
@@ -58,6 +59,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.endswith("/count_tokens"):
             return self._send(200, "application/json",
                               json.dumps({"input_tokens": fake.counted}))
+        if fake.raw_stream is not None:
+            return self._send(200, "text/event-stream", fake.raw_stream)
         blocks = fake.replies.pop(0) if fake.replies else \
             [{"type": "text", "text": "".join(fake.texts)}]
         events = [("message_start", {"type": "message_start", "message": {

@@ -119,6 +119,9 @@ class FakeLMStudio:
         self.contexts: dict = {}      # instance → the context length it was loaded with
         self.fit_context: int | None = None   # a load asked for more gets this (auto-fit)
         self.llama = False            # answer /health and /props as llama-server does
+        self.no_embeddings = False    # /v1/embeddings: llama-server's 501 without --embeddings
+        self.needs_loaded = False     # chat for a model with no loaded instance: LM Studio's
+                                      # 400 "No models loaded"
         self.slots = 1                # llama-server's total_slots
         self.health_status = 200      # /health's status (503: "Loading model")
         self.embedding_dims = 0       # embeddings: vectors this long (0: the 3-float toy)
@@ -257,10 +260,19 @@ class _Handler(BaseHTTPRequestHandler):
         received = self._record(body)
         fake = self.server.fake
         if self.path == "/v1/chat/completions":
+            if fake.needs_loaded and not fake.loaded.get(body.get("model")):
+                return self._json(400, {"error": "No models loaded. Please load a model in "
+                                                 "the developer page or use the 'lms load' "
+                                                 "command."})
             script = fake.title if is_title_request(body) else fake.next_script()
             return self._chat(body, script, received)
         if self.path == "/v1/completions":
             return self._text_completion(body, fake.next_script(), received)
+        if self.path == "/v1/embeddings" and fake.no_embeddings:
+            return self._json(501, {"error": {"code": 501, "type": "not_supported_error",
+                                              "message": "This server does not support "
+                                                         "embeddings. Start it with "
+                                                         "`--embeddings`"}})
         if self.path == "/v1/embeddings":             # LM Studio: floats, usage always 0
             return self._json(200, self._embeddings(fake, body))
         if self.path == "/tokenize" and fake.tokenizer:     # llama.cpp's server has one

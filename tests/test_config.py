@@ -13,7 +13,7 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_config(env={})
     assert config.server["host"] == "127.0.0.1" and config.server["port"] == 8000
-    assert config.upstream.kind == "lmstudio"
+    assert config.upstream.kind == "auto"     # detected at start (upstream.detect_kind)
     assert config.upstream.base_url == "http://localhost:1234/v1"
     assert config.source == ""
 
@@ -59,7 +59,7 @@ def test_upstream_flag_mock_and_url(tmp_path):
     ({"server": {"port": "eighty"}}, {}, "[server] port = 'eighty' (from "),
     ({}, {"LLMHUB_SERVER_PORT": "70000"}, "(from environment LLMHUB_SERVER_PORT): expected a "
                                           "whole number from 0 to 65535"),
-    ({"upstream": {"kind": "ollama"}}, {}, "expected one of lmstudio, openai, llamacpp, vllm, anthropic, mock"),
+    ({"upstream": {"kind": "ollama"}}, {}, "expected one of auto, lmstudio, openai, llamacpp, vllm, anthropic, mock"),
     ({"upstream": {"base_url": "localhost:1234"}}, {}, "expected an http:// or https:// URL"),
     ({"server": {"prot": "1"}}, {}, "[server] prot: unknown key"),
     ({"sever": {"port": "1"}}, {}, "[sever]: unknown section"),

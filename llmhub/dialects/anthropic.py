@@ -19,11 +19,14 @@ Wire rules kept here (the SDK's types are the ground truth):
   a stream is message_start, then per block content_block_start / _delta / _stop, then
   message_delta and message_stop; `ping` events while the model is silent; a failure after
   the first byte is an `error` event;
+- a base64 `image` block is checked as Anthropic checks it (one of its four media types,
+  data that decodes): a 400 naming `messages.N.content.M.image.source.base64`;
 - errors are `{"type": "error", "error": {"type", "message"}}` with Anthropic's types.
 The translation to and from the neutral form is anthropic_translator's, shared with the
 Anthropic upstream.
 """
 
+import base64
 import re
 
 from llmhub import anthropic_translator as translator
@@ -212,6 +215,31 @@ def check_messages(messages, blocks: set | None) -> None:
                 raise BadRequest(f"'{where}.content[{j}].type' {kind!r} is not supported: "
                                  f"use one of {', '.join(sorted(BLOCKS))}",
                                  param=f"{where}.content[{j}].type")
+            if kind == "image":
+                check_image(block, f"messages.{i}.content.{j}")
+
+
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")   # what Anthropic takes
+
+
+def check_image(block: dict, where: str) -> None:
+    """A base64 image source is checked as Anthropic checks it, with its 400 in its words
+    (`messages.0.content.0.image.source.base64: invalid base64 data`): no upstream is
+    sent bytes that are no image."""
+    source = block.get("source")
+    if not isinstance(source, dict) or source.get("type") != "base64":
+        return                                  # a URL or file: the upstream fetches it
+    path = f"{where}.image.source.base64"
+    if source.get("media_type") not in IMAGE_TYPES:
+        raise BadRequest(f"{path}.media_type: Input should be "
+                         f"{', '.join(map(repr, IMAGE_TYPES))}", param=f"{path}.media_type")
+    data = source.get("data")
+    try:
+        if not isinstance(data, str) or not data:
+            raise ValueError
+        base64.b64decode(data, validate=True)
+    except ValueError:                          # binascii.Error is one
+        raise BadRequest(f"{path}: invalid base64 data", param=f"{path}.data") from None
 
 
 def check_tools(tools, choice, local: bool) -> None:

@@ -3,7 +3,7 @@
 from llmhub.errors import BadRequest
 
 __all__ = ["check_type", "check_number", "check_int", "check_sampling", "check_known",
-           "SAMPLING"]
+           "check_openai_metadata", "check_at_most", "SAMPLING"]
 
 # The OpenAI generation fields the chat dialects pass upstream.
 SAMPLING = {"temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens",
@@ -63,3 +63,47 @@ def check_known(body: dict, known: set, where: str = "") -> None:
         if name not in known:
             field = f"{where}.{name}" if where else name
             raise BadRequest(f"Unknown field '{field}'", param=field, code="unknown_field")
+
+
+# OpenAI's limits on `metadata` (Responses, Conversations): "Set of 16 key-value pairs …
+# Keys are strings with a maximum length of 64 characters. Values are strings with a
+# maximum length of 512 characters." A client that passes here passes there.
+METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
+
+
+def check_openai_metadata(metadata, param: str = "metadata") -> None:
+    """A 400 in OpenAI's words for metadata OpenAI would refuse; None passes."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise BadRequest(f"Invalid type for '{param}': expected an object, but got "
+                         f"{type(metadata).__name__} instead.", param=param,
+                         code="invalid_type")
+    if len(metadata) > METADATA_KEYS:
+        raise BadRequest(f"Invalid '{param}': too many properties. Expected an object with at "
+                         f"most {METADATA_KEYS} properties, but got an object with "
+                         f"{len(metadata)} properties instead.", param=param,
+                         code="object_above_max_properties")
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY_CHARS:
+            raise BadRequest(f"Invalid '{param}': key too long. Expected keys of at most "
+                             f"{METADATA_KEY_CHARS} characters, but got a key of {len(key)} "
+                             "characters instead.", param=param,
+                             code="string_above_max_length")
+        if not isinstance(value, str):
+            raise BadRequest(f"Invalid type for '{param}.{key}': expected a string, but got "
+                             f"{type(value).__name__} instead.", param=f"{param}.{key}",
+                             code="invalid_type")
+        if len(value) > METADATA_VALUE_CHARS:
+            raise BadRequest(f"Invalid '{param}.{key}': string too long. Expected a string with "
+                             f"maximum length {METADATA_VALUE_CHARS}, but got a string with "
+                             f"length {len(value)} instead.", param=f"{param}.{key}",
+                             code="string_above_max_length")
+
+
+def check_at_most(items, most: int, param: str) -> None:
+    """OpenAI's 400 for an array longer than the endpoint takes in one call."""
+    if isinstance(items, list) and len(items) > most:
+        raise BadRequest(f"Invalid '{param}': array too long. Expected an array with maximum "
+                         f"length {most}, but got an array with length {len(items)} instead.",
+                         param=param, code="array_above_max_length")

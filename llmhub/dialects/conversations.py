@@ -4,10 +4,14 @@ A conversation is a thread: its id is the thread's own (`conv_<hex>` when the hu
 one), so the same conversation shows in the Langbase threads API and on the web page, and
 `/v1/responses` with `conversation` appends to it. Items are the thread's messages as
 Responses items (response_items.py): one per message, one per tool call. Errors are OpenAI's.
+
+OpenAI's limits hold here too, with its 400s: at most 20 items per create or add-items call
+(more go in several calls), and metadata of at most 16 keys, keys up to 64 characters,
+values strings up to 512 (dialects/checks.py).
 """
 
 from llmhub import ids
-from llmhub.dialects.checks import check_known
+from llmhub.dialects.checks import check_at_most, check_known, check_openai_metadata
 from llmhub.dialects.openai import error_body
 from llmhub.dialects.openai_responses import page
 from llmhub.errors import BadRequest, NotFound
@@ -19,6 +23,7 @@ __all__ = ["TITLE", "error_body", "create", "retrieve", "update", "delete", "lis
            "create_items", "get_item", "delete_item"]
 
 TITLE = "OpenAI Conversations"
+MAX_ITEMS = 20     # per create or add-items call, as OpenAI takes
 
 
 def conversation_json(thread: dict) -> dict:
@@ -29,6 +34,7 @@ def conversation_json(thread: dict) -> dict:
 def create(request) -> JSONResponse:
     body = request.json_object() if request.body.strip() else {}
     check_known(body, {"items", "metadata"})
+    check_openai_metadata(body.get("metadata"))
     messages = parse_items(body.get("items") or [])
     thread = request.hub.engine.create_thread("conv_" + ids.uuid4().hex + ids.uuid4().hex[:16],
                                               check_metadata(body.get("metadata")), messages)
@@ -44,6 +50,7 @@ def update(request, conversation_id: str) -> JSONResponse:
     body = request.json_object()
     if "metadata" not in body:
         raise BadRequest("'metadata' is required", param="metadata")
+    check_openai_metadata(body["metadata"])
     thread = request.hub.engine.update_thread(check_thread_id(conversation_id,
                                                               "conversation_id"),
                                               check_metadata(body["metadata"]))
@@ -103,5 +110,6 @@ def message_of(item_id: str) -> str:
 def parse_items(items) -> list[dict]:
     if not isinstance(items, list):
         raise BadRequest("'items' must be a list of items", param="items")
+    check_at_most(items, MAX_ITEMS, "items")
     return [normalise_message(m, f"items[{i}]")
             for i, m in enumerate(items_to_messages(items, "items"))]

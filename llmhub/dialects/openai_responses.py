@@ -37,7 +37,8 @@ import time
 from llmhub.cancellation import CANCELLED, COMPLETED, FAILED, QUEUED, STREAMING
 from llmhub.completion import Transcript
 from llmhub.context import to_upstream
-from llmhub.dialects.checks import check_int, check_number, check_type
+from llmhub.dialects.checks import (check_int, check_number, check_openai_metadata,
+                                    check_type)
 from llmhub.dialects.openai import error_body
 from llmhub.dialects.responses import Replay, new_response_id
 from llmhub.errors import BadRequest, NotFound, error_of
@@ -193,7 +194,7 @@ def check_fields(body: dict) -> None:
                          code="missing_field" if given is None else "invalid_type")
     check_type(body, "instructions", str, "a string")
     check_type(body, "previous_response_id", str, "a string")
-    check_type(body, "metadata", dict, "an object")
+    check_openai_metadata(body.get("metadata"))     # OpenAI's 16 keys, 64 and 512 chars
     for name in ("store", "background", "stream", "parallel_tool_calls"):
         check_type(body, name, bool, "true or false")
     check_int(body, "max_output_tokens", 1)

@@ -7,15 +7,14 @@ Errors here, and for paths no route has, use the hub's generic shape:
 import html
 import json
 import re
-import threading
 import time
 from pathlib import Path
 
 from llmhub import accounting
-from llmhub.cancellation import STREAMING, RunContract
 from llmhub.config import redacted
 from llmhub.context import estimate_tokens
 from llmhub.errors import NotFound
+from llmhub.feed import Feed
 from llmhub.redaction import redact
 from llmhub.wire import BytesResponse, JSONResponse, StreamRenderer, StreamResponse, sse
 
@@ -229,60 +228,63 @@ def run_json(run) -> dict:
 
 
 def runs_events(request):
-    """The runs page's feed: a snapshot of live runs, the newest records and usage, every
-    half second, for as long as the page reads it."""
-    engine = request.hub.engine
-
-    def snapshot() -> dict:
-        return {"runs": [run_json(run) for run in engine.live_runs()],
-                "requests": engine.requests(25, None, {}),
-                "usage": {group: engine.usage(group, 0, float("inf"))
-                          for group in ("key", "model")}}
-    monitor = Monitor(snapshot, every=0.5)
-    return StreamResponse(monitor, SnapshotStream())
-
-
-class Snapshot:
-    kind = "snapshot"
-
-    def __init__(self, data: dict) -> None:
-        self.data = data
+    """The runs page's feed: live runs, the newest records and usage, as they change
+    (checked every half second), for as long as the page reads it. Every open page shares
+    one computation per tick (feed.Feed); each sees its key's view of it: an admin's
+    everything, a user key's its own runs, records and usage."""
+    hub = request.hub
+    feed = hub.feeds.get("runs")
+    if feed is None:
+        feed = hub.feeds.setdefault("runs", Feed(RunsSnapshot(hub.engine), every=0.5))
+    caller = accounting.current.get()
+    feed.compute.viewers[caller.only] = caller
+    return StreamResponse(feed.subscribe(caller.only), SnapshotStream())
 
 
-class Monitor(RunContract):
-    """A feed read the way a run is read (cancellation.RunContract), so the stream pump
-    serves it: one Snapshot every `every` seconds until its reader leaves."""
+class RunsSnapshot:
+    """What every runs page shows, computed once per tick for all of them: the live runs
+    once (each view keeps the runs its key may see), and records and usage once per view,
+    read again only when the request log has grown."""
 
-    job = None
-    base = 0
-    status = STREAMING
-    secrets = ()
+    records = 25      # the newest records the page lists
 
-    def __init__(self, snapshot, every: float) -> None:
-        self.id, self.created, self.info = "monitor", int(time.time()), {}
-        self.snapshot, self.every = snapshot, every
-        self._next = 0.0
-        self._over = threading.Event()
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.viewers: dict = {}     # view (Caller.only) → a caller with that view
+        self._log_version = None
+        self._records: dict = {}    # view → (records, usage) at _log_version
 
-    def read(self, cursor: int, timeout: float, reader: int | None = None) -> list:
-        wait = self._next - time.monotonic()
-        if wait > 0 and self._over.wait(min(wait, timeout)) or wait > timeout:
-            return []
-        self._next = time.monotonic() + self.every
-        return [Snapshot(self.snapshot())]
+    def __call__(self, views: set) -> dict:
+        everyone = as_caller(ADMIN, lambda: [run_json(r) for r in self.engine.live_runs()])
+        version = self.engine.request_log_version()
+        if version != self._log_version:
+            self._log_version, self._records = version, {}
+        payloads = {}
+        for view in views:
+            if view not in self._records:
+                self._records[view] = as_caller(self.viewers[view], self._logged)
+            requests, usage = self._records[view]
+            payloads[view] = {"runs": [r for r in everyone if view is None or r["key"] == view],
+                              "requests": requests, "usage": usage}
+        for view in set(self._records) - views:
+            del self._records[view]
+        return payloads
 
-    def follow(self, cursor: int) -> int:
-        return 0
+    def _logged(self) -> tuple:
+        return (self.engine.requests(self.records, None, {}),
+                {group: self.engine.usage(group, 0, float("inf")) for group in ("key", "model")})
 
-    def unfollow(self, reader: int) -> None:
-        self._over.set()
 
-    def wait(self, timeout: float | None) -> bool:
-        return self._over.wait(timeout)
+ADMIN = accounting.Caller((accounting.LOCAL, "-", None))    # sees every run
 
-    def cancel(self, reason: str = "", wait: float = 0.0) -> str:
-        self._over.set()
-        return "cancelled"
+
+def as_caller(caller, work):
+    """`work()` as if `caller` had asked (engine listings narrow to their caller's)."""
+    token = accounting.current.set(caller)
+    try:
+        return work()
+    finally:
+        accounting.current.reset(token)
 
 
 class SnapshotStream(StreamRenderer):

@@ -165,15 +165,17 @@ class AnthropicCall:
 def _json_object(raw: bytes) -> dict | None:
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):     # deep nesting is RecursionError, not ValueError
         return None
     return value if isinstance(value, dict) else None
 
 
 def _decode(payload: str, label: str, secrets=()) -> dict:
+    """One stream event's JSON object; anything else (not JSON, not an object, nested past
+    what Python's json can read) is a 502 upstream_garbage, as on the OpenAI path."""
     try:
         data = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):     # 50,000 deep: RecursionError (issue 26)
         data = None
     if not isinstance(data, dict):
         raise UpstreamError(f"{label} sent a stream event that is not a JSON object: "

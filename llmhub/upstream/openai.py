@@ -265,7 +265,7 @@ class ChatCall:
             return None
         try:
             obj = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):     # deep nesting is RecursionError
             raise UpstreamError(f"{self.upstream.label} sent a stream event that is not JSON: "
                                 f"{redact(payload[:200], self.secrets)!r}",
                                 code="upstream_garbage", reason="garbage",
@@ -316,7 +316,7 @@ def sse_events(exchange, upstream) -> Iterator[tuple[str, str]]:
 def _parse_json(body: bytes):
     try:
         return json.loads(body.decode("utf-8", "replace"))
-    except ValueError:
+    except (ValueError, RecursionError):     # deep nesting is RecursionError
         return None
 
 
