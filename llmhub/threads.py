@@ -22,6 +22,7 @@ import bisect
 import collections
 import contextlib
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -34,6 +35,8 @@ from llmhub.errors import BadRequest, Conflict, HubError, NotFound
 from llmhub.messages import normalise_message
 
 __all__ = ["Store", "StorageError", "MIGRATIONS", "normalise_message", "thread_not_found"]
+
+log = logging.getLogger("llmhub.store")
 
 
 # --- migrations ------------------------------------------------------------------------------
@@ -172,6 +175,7 @@ class Store:
     busy_timeout_ms = 5000   # the sqlite3 default, set explicitly so it is visible
     pool_size = 8            # idle connections kept; more are opened on demand and closed
     pragmas: tuple = ()      # more PRAGMAs for each new connection (tests: query_only)
+    held_most = 10_000       # failed ends held in memory for a disk to come back (_hold)
     windows_kept = 16        # threads whose newest messages are kept in memory (_window_tx),
     window_rows = 2048       # … at most this many each
 
@@ -183,6 +187,9 @@ class Store:
         self._windows_lock = threading.Lock()
         self._window_epoch = 0               # bumped by every delete
         self.write_error: dict | None = None   # the last failed write, until one succeeds
+        self._held: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
+        self._held_lock = threading.Lock()
+        self.held_dropped = 0                  # held ends pushed out by newer ones, never stored
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as conn:
             conn.execute("PRAGMA journal_mode=WAL")   # persists in the file; outside any tx
@@ -562,17 +569,66 @@ class Store:
                         record["created_at"], record.get("owner", "local")))
             _prune_tx(tx, "responses", keep_count, keep_seconds)
 
-    def finish_response(self, response_id: str, **fields) -> None:
-        """Record a response's end: status, output, usage, model, provider, context, events."""
+    def finish_response(self, response_id: str, if_fails=None, **fields) -> None:
+        """Record a response's end: status, output, usage, model, provider, context, events
+        (`if_fails`: _finish_row's)."""
         self._finish_row("responses", response_id, fields,
-                         ("usage", "provider", "context", "events"))
+                         ("usage", "provider", "context", "events"), if_fails)
 
-    def _finish_row(self, table: str, row_id: str, fields: dict, as_json: tuple) -> None:
-        encoded = {k: _json(v) if k in as_json else v for k, v in fields.items()}
-        encoded["finished_at"] = time.time()
-        with self.write_tx() as tx:
-            tx.execute(f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in encoded)} "
-                       "WHERE id = ?", (*encoded.values(), row_id))
+    def _finish_row(self, table: str, row_id: str, fields: dict, as_json: tuple,
+                    if_fails=None) -> None:
+        """Write a row's end. If the store refuses, `if_fails(error)` gives the end to hold
+        in memory instead (the failed one): reads show it at once, and `retry_held` writes
+        it when the disk is back."""
+        encoded = _encoded(fields, as_json)
+        try:
+            with self.write_tx() as tx:
+                self._update_tx(tx, table, row_id, encoded)
+        except StorageError as exc:
+            if if_fails is not None:
+                self._hold(table, row_id, _encoded(if_fails(exc), as_json))
+            raise
+
+    @staticmethod
+    def _update_tx(tx, table: str, row_id: str, encoded: dict) -> None:
+        tx.execute(f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in encoded)} "
+                   "WHERE id = ?", (*encoded.values(), row_id))
+
+    # -- ends the store refused, held until it takes them ----------------------------------------
+    def _hold(self, table: str, row_id: str, encoded: dict) -> None:
+        with self._held_lock:
+            self._held[table, row_id] = encoded
+            while len(self._held) > self.held_most:
+                (table, row_id), _ = self._held.popitem(last=False)
+                self.held_dropped += 1
+                log.error("%s %s: its end was never stored (more than %d held)", table,
+                          row_id, self.held_most)
+
+    def _with_held(self, table: str, row) -> dict:
+        """A stored row with the end held in memory for it, if any, laid over it."""
+        with self._held_lock:
+            held = self._held.get((table, row["id"]))
+        return {**dict(row), **held} if held else dict(row)
+
+    def held_count(self) -> int:
+        with self._held_lock:
+            return len(self._held)
+
+    def retry_held(self) -> int:
+        """Write the held ends the store refused before; how many are still held. Stops at
+        the first refusal (the disk is still full)."""
+        with self._held_lock:
+            pending = list(self._held.items())
+        for (table, row_id), encoded in pending:
+            try:
+                with self.write_tx() as tx:
+                    self._update_tx(tx, table, row_id, encoded)
+            except HubError:
+                break
+            with self._held_lock:
+                if self._held.get((table, row_id)) is encoded:
+                    del self._held[table, row_id]
+        return len(self._held)
 
     # -- OpenAI Responses (/v1/responses) ------------------------------------------------------
     def create_api_response(self, record: dict, keep_count: int, keep_seconds: float) -> None:
@@ -587,14 +643,15 @@ class Store:
                         record.get("owner", "local")))
             _prune_tx(tx, "api_responses", keep_count, keep_seconds)
 
-    def finish_api_response(self, response_id: str, **fields) -> None:
-        """Record the end: status, model, output, usage, error, events."""
+    def finish_api_response(self, response_id: str, if_fails=None, **fields) -> None:
+        """Record the end: status, model, output, usage, error, events (`if_fails`:
+        _finish_row's)."""
         self._finish_row("api_responses", response_id, fields,
-                         ("output", "usage", "error", "events"))
+                         ("output", "usage", "error", "events"), if_fails)
 
     def get_api_response(self, response_id: str) -> dict | None:
         rows = self._read("SELECT * FROM api_responses WHERE id = ?", (response_id,))
-        return _api_response(rows[0]) if rows else None
+        return _api_response(self._with_held("api_responses", rows[0])) if rows else None
 
     def api_response_chain(self, response_id: str, most: int = 10_000) -> list[dict] | None:
         """The response and every one it continues, oldest first; None if it is unknown.
@@ -615,10 +672,12 @@ class Store:
                               (response_id,)).rowcount > 0
 
     def fail_interrupted_api_responses(self) -> int:
+        """At startup: responses a previous process left running failed, and say why."""
         with self.write_tx() as tx:
-            return tx.execute("UPDATE api_responses SET status = 'failed', finished_at = ? "
+            return tx.execute("UPDATE api_responses SET status = 'failed', finished_at = ?, "
+                              "error = COALESCE(error, ?) "
                               "WHERE status IN ('queued', 'in_progress')",
-                              (time.time(),)).rowcount
+                              (time.time(), _json(INTERRUPTED))).rowcount
 
     def delete_message(self, thread_id: str, message_id: str) -> None:
         """Remove one message; later messages' running token counts drop by its share."""
@@ -697,7 +756,7 @@ class Store:
         rows = self._read("SELECT * FROM responses WHERE id = ?", (response_id,))
         if not rows:
             return None
-        row = dict(rows[0])
+        row = self._with_held("responses", rows[0])
         for key in ("provider", "usage", "metadata", "context", "events"):
             row[key] = json.loads(row[key]) if row[key] is not None else None
         return row
@@ -709,8 +768,11 @@ class Store:
     def fail_interrupted_responses(self) -> int:
         """At startup: responses a previous process left in progress can never finish."""
         with self.write_tx() as tx:
-            return tx.execute("UPDATE responses SET status = 'failed', finished_at = ? "
-                              "WHERE status = 'in_progress'", (time.time(),)).rowcount
+            return tx.execute("UPDATE responses SET status = 'failed', finished_at = ?, "
+                              "events = COALESCE(events, ?) WHERE status = 'in_progress'",
+                              (time.time(), _json([["error", {"status": 500, **INTERRUPTED}],
+                                                   ["done", {"status": "failed"}]]))
+                              ).rowcount
 
     def health(self) -> dict:
         """What /health says of the database; the file's path stays out (no key guards it)."""
@@ -792,6 +854,19 @@ def _prune_tx(tx, table: str, keep_count: int, keep_seconds: float) -> None:
     tx.execute(f"DELETE FROM {table} WHERE created_at < ? OR id IN (SELECT id FROM {table} "
                "ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
                (time.time() - keep_seconds, keep_count))
+
+
+def _encoded(fields: dict, as_json: tuple) -> dict:
+    encoded = {k: _json(v) if k in as_json else v for k, v in fields.items()}
+    encoded["finished_at"] = time.time()
+    return encoded
+
+
+# A response a previous process left running: its run died with it, and whatever it had
+# made was never stored (a write the store refused was held in that process's memory).
+INTERRUPTED = {"code": "interrupted",
+               "message": "The hub stopped before this response finished; nothing of it "
+                          "was stored"}
 
 
 def _api_response(row) -> dict:

@@ -1,0 +1,117 @@
+"""Issue 26, storage: a store that fails is a failure a client can see, nothing a run made is
+lost without a count, conversations cost what a page or a turn reads, and every table that
+grows has a retention a workstation can leave running."""
+
+import json
+import sqlite3
+import threading
+
+from fake_lmstudio import Script
+from http_client import call
+from test_hardening import read_only
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def writable(store) -> None:
+    """The disk is back: new connections write again."""
+    store.pragmas = ()
+    store.reopen()
+
+
+def stored_row(hub, table: str, row_id: str) -> dict:
+    with sqlite3.connect(hub.hub.store.path) as conn:
+        conn.row_factory = sqlite3.Row
+        return dict(conn.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone())
+
+
+# --- point 1: a run whose storage fails ends failed, and says so at once ---------------------
+
+def test_issue26_seed_responses_json_answers_the_storage_error_not_in_progress(hub, fake):
+    """POST /responses without stream, the store refusing the end: the reply is the 503,
+    and GET /responses/{id} shows failed with that error, before any restart."""
+    release = threading.Event()
+    fake.enqueue(Script(chunks=["Hello", " there"], hold_first=release))
+    answer = {}
+    caller = threading.Thread(target=lambda: answer.update(reply=call(
+        hub.url, "POST", "/responses", {"model": "m", "input": "hi"})))
+    caller.start()
+    assert fake.wait_requests(1)                  # the run is stored as in_progress
+    read_only(hub.hub.store)
+    release.set()
+    caller.join(10)
+    status, _, body = answer["reply"]
+    assert status == 503 and body["error"]["code"] == "storage_failed", body
+    response_id = hub.hub.store._read("SELECT id FROM responses")[0][0]
+    status, _, got = call(hub.url, "GET", f"/responses/{response_id}")
+    assert status == 200
+    assert got["status"] == "failed" and got["error"]["code"] == "storage_failed"
+    assert got["output_text"] == "Hello there"    # what the model said is kept
+    writable(hub.hub.store)
+    assert hub.hub.store.retry_held() == 0        # the disk is back: the end is written
+    row = stored_row(hub, "responses", response_id)
+    assert row["status"] == "failed" and row["output"] == "Hello there"
+
+
+def test_issue26_background_response_fails_with_the_storage_error_at_once(hub, fake):
+    """A background /v1/responses whose end the store refuses: a poller sees failed with
+    the store's error as soon as the run is over, not queued until a restart."""
+    release = threading.Event()
+    fake.enqueue(Script(chunks=["Hello"], hold_first=release))
+    status, _, created = call(hub.url, "POST", "/v1/responses",
+                              {"model": "m", "input": "hi", "background": True})
+    assert status == 200 and created["status"] == "queued"
+    assert fake.wait_requests(1)
+    read_only(hub.hub.store)
+    release.set()
+    run = hub.hub.registry.get(created["id"])
+    assert run is None or run.wait(10)
+    status, _, got = call(hub.url, "GET", f"/v1/responses/{created['id']}")
+    assert status == 200 and got["status"] == "failed", got
+    assert got["error"]["code"] == "storage_failed" and got["output"]
+    metrics = call(hub.url, "GET", "/metrics")[2].decode()
+    assert "llmhub_store_held_ends 1" in metrics
+    writable(hub.hub.store)
+    assert hub.hub.store.retry_held() == 0
+    row = stored_row(hub, "api_responses", created["id"])
+    assert row["status"] == "failed" and json.loads(row["error"])["code"] == "storage_failed"
+
+
+def test_issue26_a_response_a_restart_interrupted_says_why(make_hub, fake, tmp_path):
+    """A response left queued by a process that died is failed at the next start with an
+    error that says so (not `error: null`)."""
+    hub = make_hub()
+    release = threading.Event()
+    fake.enqueue(Script(chunks=["Hello"], hold_first=release))
+    created = call(hub.url, "POST", "/v1/responses",
+                   {"model": "m", "input": "hi", "background": True})[2]
+    assert fake.wait_requests(1)
+    from llmhub.threads import Store
+    Store(hub.hub.store.path).fail_interrupted_api_responses()   # what a restart does
+    row = stored_row(hub, "api_responses", created["id"])
+    assert row["status"] == "failed"
+    assert json.loads(row["error"])["code"] == "interrupted"
+    release.set()
+
+
+def test_issue26_request_log_records_wait_for_the_disk_and_losses_are_counted(hub, fake):
+    """Stateless runs' records survive a store that refuses them (kept, written when it is
+    back); past max_pending the oldest are dropped and counted in /metrics."""
+    log = hub.hub.request_log
+    read_only(hub.hub.store)
+    for _ in range(3):
+        assert call(hub.url, "POST", "/v1/chat/completions",
+                    {"model": "m", "messages": HI})[0] == 200
+    log.flush()
+    assert log.pending() == 3
+    log.max_pending = 2
+    assert call(hub.url, "POST", "/v1/chat/completions", {"model": "m", "messages": HI})[0] \
+        == 200
+    log.flush()
+    metrics = call(hub.url, "GET", "/metrics")[2].decode()
+    assert "llmhub_request_log_dropped_total 2" in metrics
+    assert "llmhub_request_log_pending 2" in metrics
+    writable(hub.hub.store)
+    status, _, records = call(hub.url, "GET", "/v1/requests")
+    assert status == 200 and len(records["data"]) == 2
+    assert log.pending() == 0
