@@ -193,6 +193,12 @@ class Engine:
         self.generation.require_thread(thread_id)
         return self.store.page_messages(thread_id, limit, after)
 
+    def messages_from(self, thread_id: str, anchor: str | None, count: int,
+                      newest_first: bool = False) -> list[dict] | None:
+        """A stretch of a thread from one message on (threads.Store.messages_from)."""
+        self.generation.require_thread(thread_id)
+        return self.store.messages_from(thread_id, anchor, count, newest_first)
+
     # -- stored responses --------------------------------------------------------------------
     # Another key's response is None here, as an unknown one is: each dialect's 404.
     def response(self, response_id: str) -> dict | None:

@@ -389,6 +389,28 @@ class Store:
         more = limit is not None and len(rows) > limit
         return [_message(row) for row in rows[:limit]], more
 
+    def messages_from(self, thread_id: str, anchor: str | None, count: int,
+                      newest_first: bool = False) -> list[dict] | None:
+        """At most `count` messages in order (oldest or newest first), from the message with
+        id `anchor` on, itself included (None: from the thread's start, or its end); None if
+        the thread has no such message. Reads `count` rows by the (thread_id, seq) index,
+        however long the thread: a page of a conversation costs the page."""
+        sign, order = (("<=", "DESC") if newest_first else (">=", "ASC"))
+        with self._snapshot() as conn:
+            self._require_thread_tx(conn, thread_id)
+            if anchor is None:
+                start = (1 << 62) if newest_first else 0
+            else:
+                row = conn.execute("SELECT seq FROM messages WHERE thread_id = ? AND id = ?",
+                                   (thread_id, anchor)).fetchone()
+                if row is None:
+                    return None
+                start = row[0]
+            rows = conn.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? "
+                                f"AND seq {sign} ? ORDER BY seq {order} LIMIT ?",
+                                (thread_id, start, count)).fetchall()
+        return [_message(row) for row in rows]
+
     @staticmethod
     def _seq_of(conn, thread_id: str, message_id: str) -> int:
         row = conn.execute("SELECT seq FROM messages WHERE thread_id = ? AND id = ?",

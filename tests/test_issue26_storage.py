@@ -115,3 +115,84 @@ def test_issue26_request_log_records_wait_for_the_disk_and_losses_are_counted(hu
     status, _, records = call(hub.url, "GET", "/v1/requests")
     assert status == 200 and len(records["data"]) == 2
     assert log.pending() == 0
+
+
+# --- point 2: a page or a turn reads what it needs ------------------------------------------
+
+def counting(store) -> list:
+    """Count the SQLite VM steps every connection of `store` makes from now on: rows read
+    show in them, and time on a loaded machine does not."""
+    steps, opened = [0], store._open
+
+    def tick():
+        steps[0] += 1
+        return 0
+
+    def open_counted():
+        conn = opened()
+        conn.set_progress_handler(tick, 1)
+        return conn
+    store._open = open_counted
+    store.reopen()
+    return steps
+
+
+def long_conversation(store, thread_id: str, size: int) -> None:
+    """A conversation of `size` messages: user turns, replies with reasoning, tool calls and
+    their outputs, so one message may be several items."""
+    def message(role, content, **more):
+        return {"role": role, "content": content, "name": None, "tool_call_id": None,
+                "tool_calls": [], "attachments": [], "metadata": {}, **more}
+    call_ = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    turn = [message("user", "question"), message("assistant", None, tool_calls=[call_]),
+            message("tool", "42", tool_call_id="call_1"), message("assistant", "answer")]
+    store.create_thread(thread_id)
+    store.append_messages(thread_id, (turn * (size // 4 + 1))[:size])
+
+
+def steps_of(hub, steps, path: str) -> tuple[int, dict]:
+    before = steps[0]
+    status, _, body = call(hub.url, "GET", path)
+    assert status == 200, body
+    return steps[0] - before, body
+
+
+def test_issue26_a_page_of_items_reads_the_page_not_the_conversation(hub):
+    """GET /v1/conversations/{id}/items?limit=20 on 4,000 messages costs what it costs on
+    40 (within a small factor), and pages exactly as reading everything did."""
+    store = hub.hub.store
+    long_conversation(store, "short", 40)
+    long_conversation(store, "long", 4000)
+    steps = counting(store)
+    short, _ = steps_of(hub, steps, "/v1/conversations/short/items?limit=20")
+    long, _ = steps_of(hub, steps, "/v1/conversations/long/items?limit=20")
+    assert long < short * 3, (short, long)
+    _, first = steps_of(hub, steps, "/v1/conversations/long/items?limit=20&order=asc")
+    after = first["last_id"]
+    paged, _ = steps_of(hub, steps, f"/v1/conversations/long/items?limit=20&order=asc"
+                                    f"&after={after}")
+    assert paged < short * 3, (short, paged)
+    fc = next(i["id"] for i in first["data"] if i["id"].startswith("fc_"))
+    one, item = steps_of(hub, steps, f"/v1/conversations/long/items/{fc}")
+    assert one < short and item["type"] == "function_call"
+
+
+def test_issue26_paged_items_are_what_reading_everything_gave(hub):
+    """Every page, either order, from every kind of cursor, is the slice of all items."""
+    from llmhub.dialects.openai_responses import page
+    from llmhub.response_items import messages_to_items
+    store = hub.hub.store
+    long_conversation(store, "c", 37)
+    everything = messages_to_items(store.list_messages("c"))
+    for order in ("asc", "desc"):
+        ordered = everything if order == "asc" else everything[::-1]
+        for after in [None] + [i["id"] for i in ordered]:
+            for limit in (1, 3, 20):
+                query = {"limit": str(limit), "order": order, **({"after": after} if after
+                                                                  else {})}
+                expected = page(everything, query)
+                got = call(hub.url, "GET", "/v1/conversations/c/items?" + "&".join(
+                    f"{k}={v}" for k, v in query.items()))[2]
+                assert got == expected, (order, after, limit)
+    status, _, body = call(hub.url, "GET", "/v1/conversations/c/items?after=msg_nope")
+    assert status == 400 and body["error"]["param"] == "after"
