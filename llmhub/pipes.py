@@ -61,6 +61,7 @@ class Engine:
         self.providers = Providers(config, upstreams)
         self.prober.start()
         self.turns = self.generation.turns
+        self.upkeep = None                  # retention.Upkeep, set by the hub that runs it
         self.secrets = self.generation.secrets
 
     # -- runs --------------------------------------------------------------------------------
@@ -358,7 +359,10 @@ class Engine:
         for probe in probes:
             state = states.get(probe["name"], {})
             probe.update({key: state[key] for key in HEALTH_FIELDS if key in state})
-        return probes, self.store.health()
+        database = self.store.health()
+        if self.upkeep is not None:
+            database["last_sweep"] = self.upkeep.last_sweep
+        return probes, database
 
     def storage_counters(self) -> dict:
         """What the store could not take yet, or ever (for /metrics)."""

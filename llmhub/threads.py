@@ -14,6 +14,13 @@ Rules:
 6. Records are neutral: a thread is {id, created_at, metadata}, a message has every stored
    field and its `seq`. Each dialect shapes them for its wire (Langbase's exact fields).
 
+7. A response's end that the store refuses (disk full, read-only) is held in memory, the
+   failed end its caller gives (`if_fails`), laid over the row on every read and written by
+   `retry_held` when the disk is back; at most `held_most`, the oldest past it counted.
+8. Reads cost what they return: pages and turns read by the (thread_id, seq) and
+   (thread_id, cum_tokens) indexes, never the whole thread; retention sweeps (retention.py)
+   are the only whole-table reads, once per `[retention] sweep_interval_seconds`.
+
 A message's `seq` orders its thread; it is assigned inside the writing transaction, so
 concurrent appends to one thread are serialised and none is lost or reordered.
 """
@@ -796,6 +803,56 @@ class Store:
                                                    ["done", {"status": "failed"}]]))
                               ).rowcount
 
+    # -- retention (retention.py sweeps) ---------------------------------------------------
+    def sweep_threads(self, keep_seconds: float, max_bytes: float, busy: set) -> int:
+        """Delete threads untouched for `keep_seconds`, then the least recently active past
+        `max_bytes` of messages (0: no bound); never one in `busy`. How many went."""
+        gone = []
+        with self.write_tx() as tx:
+            if keep_seconds:
+                gone += [row[0] for row in tx.execute(
+                    "SELECT id FROM threads WHERE updated_at < ?", (time.time() - keep_seconds,))
+                    if row[0] not in busy]
+            if max_bytes:
+                sizes = tx.execute(f"SELECT t.id, COALESCE(SUM({MESSAGE_BYTES}), 0) FROM threads t "
+                                   "LEFT JOIN messages m ON m.thread_id = t.id GROUP BY t.id "
+                                   "ORDER BY t.updated_at DESC")
+                gone += [i for i in _past(sizes, max_bytes) if i not in busy]
+            gone = list(dict.fromkeys(gone))
+            tx.executemany("DELETE FROM threads WHERE id = ?", [(i,) for i in gone])
+        if gone:
+            with self._windows_lock:
+                self._windows.clear()
+                self._window_epoch += 1
+        return len(gone)
+
+    def sweep_table(self, table: str, keep_count: int, keep_seconds: float,
+                    max_bytes: float) -> int:
+        """Delete a log table's rows past its count and age bounds (as its inserts prune:
+        the sweep also covers a table nothing is added to) and past `max_bytes` (0: no
+        bound), oldest first; how many went."""
+        key, at = ("run_id", "at") if table == "requests" else ("id", "created_at")
+        with self.write_tx() as tx:
+            removed = tx.execute(
+                f"DELETE FROM {table} WHERE {at} < ? OR {key} IN (SELECT {key} FROM {table} "
+                f"ORDER BY {at} DESC LIMIT -1 OFFSET ?)",
+                (time.time() - keep_seconds, keep_count)).rowcount
+            if max_bytes:
+                sizes = tx.execute(f"SELECT {key}, {ROW_BYTES[table]} FROM {table} "
+                                   f"ORDER BY {at} DESC")
+                over = _past(sizes, max_bytes)
+                tx.executemany(f"DELETE FROM {table} WHERE {key} = ?", [(i,) for i in over])
+                removed += len(over)
+        return removed
+
+    def size(self) -> dict:
+        """The database's bytes on disk (with its WAL) and rows per table."""
+        files = [self.path, self.path.with_name(self.path.name + "-wal")]
+        rows = {table: self._read(f"SELECT COUNT(*) FROM {table}")[0][0]
+                for table in ("threads", "messages", "summaries", "responses",
+                              "api_responses", "requests")}
+        return {"bytes": sum(f.stat().st_size for f in files if f.exists()), "rows": rows}
+
     def health(self) -> dict:
         """What /health says of the database; the file's path stays out (no key guards it)."""
         try:
@@ -806,7 +863,13 @@ class Store:
             return {"status": "error", "migrations": count,
                     "error": f"the last write failed: {self.write_error['error']}",
                     "failed_at": self.write_error["at"]}
-        return {"status": "ok", "migrations": count}
+        return {"status": "ok", "migrations": count, **self._size_or_error()}
+
+    def _size_or_error(self) -> dict:
+        try:
+            return self.size()
+        except (HubError, OSError) as exc:
+            return {"size_error": str(exc)}
 
     # -- inside a transaction ----------------------------------------------------------------
     def _create_thread_tx(self, tx, thread_id: str | None, metadata: dict,
@@ -876,6 +939,29 @@ def _prune_tx(tx, table: str, keep_count: int, keep_seconds: float) -> None:
     tx.execute(f"DELETE FROM {table} WHERE created_at < ? OR id IN (SELECT id FROM {table} "
                "ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
                (time.time() - keep_seconds, keep_count))
+
+
+# What a row weighs, for the size bounds: its text columns (SQLite's own pages add a
+# little; the file's size is in /health).
+MESSAGE_BYTES = ("length(m.content) + length(m.tool_calls) + length(m.attachments) + "
+                 "length(m.metadata) + COALESCE(length(m.reasoning), 0)")
+ROW_BYTES = {
+    "responses": "length(output) + length(metadata) + length(context) + "
+                 "COALESCE(length(events), 0) + COALESCE(length(usage), 0)",
+    "api_responses": "length(request) + length(input) + length(output) + "
+                     "COALESCE(length(events), 0) + COALESCE(length(error), 0)",
+    "requests": "COALESCE(length(request_body), 0) + COALESCE(length(response_body), 0) + 200",
+}
+
+
+def _past(sizes, max_bytes: float) -> list:
+    """The ids of (id, bytes) rows, newest first, that come after `max_bytes` in all."""
+    total, over = 0, []
+    for row_id, size in sizes:
+        total += size or 0
+        if total > max_bytes:
+            over.append(row_id)
+    return over
 
 
 def _encoded(fields: dict, as_json: tuple) -> dict:

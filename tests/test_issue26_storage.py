@@ -196,3 +196,65 @@ def test_issue26_paged_items_are_what_reading_everything_gave(hub):
                 assert got == expected, (order, after, limit)
     status, _, body = call(hub.url, "GET", "/v1/conversations/c/items?after=msg_nope")
     assert status == 400 and body["error"]["param"] == "after"
+
+
+# --- point 3: every table that grows is bounded, by a sweep ---------------------------------
+
+def age(hub, table: str, column: str, days: float, where: str = "1") -> None:
+    with sqlite3.connect(hub.hub.store.path) as conn:
+        conn.execute(f"UPDATE {table} SET {column} = {column} - ? WHERE {where}",
+                     (days * 86400,))
+
+
+def test_issue26_old_threads_are_swept_but_never_one_with_a_live_run(hub, fake):
+    """Stateless pipe runs each leave a thread; the sweep removes those untouched past
+    threads_keep_days (365 by default), keeps recent ones, and never one a run is using."""
+    for _ in range(3):
+        assert call(hub.url, "POST", "/v1/pipes/run", {"messages": HI})[0] == 200
+    status, headers, _ = call(hub.url, "POST", "/v1/pipes/run", {"messages": HI})
+    busy = headers["lb-thread-id"]
+    age(hub, "threads", "updated_at", 400)           # all four: a year and more ago
+    release = threading.Event()
+    fake.enqueue(Script(chunks=["later"], hold_first=release))
+    caller = threading.Thread(target=call, args=(hub.url, "POST", "/v1/pipes/run",
+                                                 {"messages": HI, "threadId": busy}))
+    caller.start()
+    assert fake.wait_requests(5)
+    age(hub, "threads", "updated_at", 400, f"id = '{busy}'")   # its new turn bumped it
+    assert call(hub.url, "POST", "/v1/threads", {"threadId": "fresh"})[0] == 200
+    swept = hub.hub.upkeep.sweep()
+    assert swept["removed"]["threads"] == 3
+    release.set()
+    caller.join(10)
+    assert call(hub.url, "GET", f"/v1/threads/{busy}/messages")[0] == 200
+    assert len(call(hub.url, "GET", f"/v1/threads/{busy}/messages")[2]) == 4
+    assert call(hub.url, "GET", "/v1/threads/fresh")[0] == 200
+    database = call(hub.url, "GET", "/health")[2]["database"]
+    assert database["rows"]["threads"] == 2 and database["rows"]["messages"] == 4
+    assert database["bytes"] > 0 and database["last_sweep"]["removed"]["threads"] == 3
+
+
+def test_issue26_stored_responses_are_bounded_by_size(make_hub, fake):
+    """api_responses past api_responses_max_mb go, oldest first (a long response's events
+    weigh hundreds of KB: a count alone does not bound the file)."""
+    hub = make_hub({"retention": {"api_responses_max_mb": 0.05}})     # ~52 KB
+    ids = []
+    for _ in range(4):
+        fake.enqueue(Script(chunks=["word " * 400] * 10))            # ~20 KB of text each
+        status, _, body = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": "hi"})
+        assert status == 200
+        ids.append(body["id"])
+    removed = hub.hub.upkeep.sweep()["removed"]
+    assert removed["api_responses"] >= 1
+    assert call(hub.url, "GET", f"/v1/responses/{ids[0]}")[0] == 404
+    assert call(hub.url, "GET", f"/v1/responses/{ids[-1]}")[0] == 200
+
+
+def test_issue26_retention_keys_are_documented_with_defaults_for_a_year(tmp_path):
+    from conftest import ROOT
+    from llmhub.config import load_config
+    (tmp_path / "empty.ini").write_text("")
+    retention = load_config(env={}, path=tmp_path / "empty.ini").retention
+    assert retention["threads_keep_days"] == 365 and retention["sweep_interval_seconds"] > 0
+    text = (ROOT / "config.ini").read_text()
+    assert all(f"\n{name} = " in text for name in retention)
