@@ -9,8 +9,13 @@ log line is made from it, so the two never disagree.
 The log is written in batches by one thread, every `flush_seconds`, so recording a run
 costs a dict and an append in the request's own thread. Each record of a batch is stored on
 its own (store.insert_requests): one the database refuses (a number SQLite cannot hold, say)
-is logged and left out, and never takes the others of its batch with it (issue 26). Retention is by count and age
-(`[log] keep_count`, `keep_days`); nothing grows without bound.
+is logged and left out, and never takes the others of its batch with it. Retention is by
+count and age (`[log] keep_count`, `keep_days`); nothing grows without bound.
+
+A batch the store refuses (a full disk, a read-only file) stays pending and is written when
+the store takes writes again; pending records are bounded by `max_pending`, and a record
+pushed out past it is counted (`dropped`, /metrics llmhub_request_log_dropped_total), never
+lost silently.
 """
 
 import collections
@@ -259,6 +264,8 @@ def record(run) -> dict:
 
 class RequestLog:
     flush_seconds = 0.2
+    max_pending = 10_000    # records held while the store refuses them (a day of a busy
+                            # workstation's runs; a few MB)
 
     def __init__(self, store, keep_count: int, keep_days: float,
                  max_body_bytes: int = 65536) -> None:
@@ -271,6 +278,8 @@ class RequestLog:
         self._closed = threading.Event()
         self._writer: threading.Thread | None = None
         self.written = 0     # records stored so far: a reader of the log sees it grew
+        self._failing = False      # the last flush was refused
+        self.dropped = 0           # records never stored: pushed out past max_pending
 
     def record(self, run) -> dict:
         row = record(run)
@@ -293,7 +302,8 @@ class RequestLog:
             self._bodies.append((run_id, kept(request), kept(response)))
 
     def flush(self) -> None:
-        """Write what is pending now (the API reads after this, so it sees every run)."""
+        """Write what is pending now (the API reads after this, so it sees every run). What
+        the store refuses goes back to wait for the next flush."""
         with self._lock:
             rows, self._pending = self._pending, []
             bodies, self._bodies = self._bodies, []
@@ -304,10 +314,34 @@ class RequestLog:
                     log.error("the request log could not store run %s: %s", run_id, error)
                 with self._lock:
                     self.written += len(rows)
+                rows = []
             if bodies:
                 self.store.add_request_bodies(bodies)
-        except Exception:   # a full disk must not take the runs down with it
-            log.exception("the request log could not store %d records", len(rows))
+        except Exception as exc:   # a full disk must not take the runs down with it
+            self._keep(rows, bodies, exc)
+        else:
+            self._failing = False
+
+    def _keep(self, rows: list, bodies: list, exc: Exception) -> None:
+        """Put a refused batch back before what came meanwhile, within `max_pending`;
+        the oldest past it are dropped and counted. Logged once per outage, not per try."""
+        if not self._failing:
+            log.error("the request log could not store %d records (kept to retry): %s",
+                      len(rows) + len(bodies), exc, exc_info=not isinstance(exc, HubError))
+        self._failing = True
+        with self._lock:
+            self._pending = rows + self._pending
+            self._bodies = bodies + self._bodies
+            for pending in (self._pending, self._bodies):
+                over = len(pending) - self.max_pending
+                if over > 0:
+                    del pending[:over]
+                    self.dropped += over
+
+    def pending(self) -> int:
+        """Records waiting to be written."""
+        with self._lock:
+            return len(self._pending)
 
     def close(self) -> None:
         self._closed.set()

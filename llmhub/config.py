@@ -169,6 +169,12 @@ SCHEMA = [
     Key("mock", "max_chunks", _int(1, 10000), "10"),
     Key("providers", "allowed", _list, ""),
     Key("providers", "anthropic", _list, ""),
+    Key("retention", "sweep_interval_seconds", _float(0, 31_536_000), "3600"),
+    Key("retention", "threads_keep_days", _float(0, 36500), "365"),
+    Key("retention", "threads_max_mb", _float(0, 1 << 30), "4096"),
+    Key("retention", "responses_max_mb", _float(0, 1 << 30), "256"),
+    Key("retention", "api_responses_max_mb", _float(0, 1 << 30), "1024"),
+    Key("retention", "requests_max_mb", _float(0, 1 << 30), "256"),
     Key("log", "keep_count", _int(0, 10_000_000), "10000"),
     Key("log", "keep_days", _float(0, 3650), "30"),
     Key("log", "capture_bodies", _bool, "false"),
@@ -269,6 +275,9 @@ class Config:
     log: dict = field(default_factory=lambda: {"keep_count": 10000, "keep_days": 30.0,
                                                "capture_bodies": False,
                                                "max_body_bytes": 65536})
+    retention: dict = field(default_factory=lambda: {
+        "sweep_interval_seconds": 0.0, "threads_keep_days": 0.0, "threads_max_mb": 0.0,
+        "responses_max_mb": 0.0, "api_responses_max_mb": 0.0, "requests_max_mb": 0.0})
     key_limits: dict = field(default_factory=dict)   # key name → KeyLimits
     aliases: dict = field(default_factory=dict)
     fallbacks: dict = field(default_factory=dict)
@@ -320,7 +329,7 @@ def load_config(flags: dict | None = None, env: dict | None = None,
         models=sections["models"], context=sections["context"],
         responses=sections["responses"], mock=sections["mock"],
         providers=sections["providers"], anthropic=sections["anthropic"],
-        openai=sections["openai"], log=sections["log"],
+        openai=sections["openai"], log=sections["log"], retention=sections["retention"],
         aliases=_aliases(parser), fallbacks=_fallbacks(parser),
         concurrency=_concurrency(parser, source), pipes=_pipes(parser, source),
         key_limits=_key_limits(parser, keys, source),

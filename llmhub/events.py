@@ -15,7 +15,7 @@ Token counts in a Usage are sane integers or None, never what an upstream sent a
 `token_count` is the one door. A count that is not an int (a string, a float, a bool), is
 negative, or is over `MAX_TOKENS` is unknown (None), and the engine estimates it. Over the
 bound is unknown rather than clamped: a clamped 2**31-1 would still be charged to a key and
-use up its daily budget in one reply, where an estimate is close to the truth (issue 26).
+use up its daily budget in one reply, where an estimate is close to the truth.
 
 With `n` > 1 an upstream answers several choices at once; each content event says which
 (`choice`), and only the OpenAI dialect asks for more than one.

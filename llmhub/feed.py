@@ -1,4 +1,4 @@
-"""A feed computed once per tick and fanned out to every subscriber (issue 26).
+"""A feed computed once per tick and fanned out to every subscriber.
 
 Each open /runs page reads a feed of live runs, records and usage. Computing that per
 subscriber cost about 3% of a core each, so thirty tabs took a whole core. Here one ticker

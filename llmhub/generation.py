@@ -34,12 +34,12 @@ import time
 from dataclasses import dataclass, field
 
 from llmhub import accounting
-from llmhub.cancellation import (CANCELLED, COMPLETED, FINAL, TOKENS, TRIMMED, Gate, QueueFull,
+from llmhub.cancellation import (CANCELLED, COMPLETED, FAILED, FINAL, TOKENS, TRIMMED, Gate, QueueFull,
                                  Registry, Run, Turns, estimated_usage, output_estimate)
 from llmhub.config import Config
 from llmhub.context import build_input, estimate_input, estimate_messages, estimate_tokens
 from llmhub.errors import BadRequest, HubError, UpstreamError
-from llmhub.events import Usage, stored, token_count
+from llmhub.events import Done, Error, Usage, stored, token_count
 from llmhub.redaction import config_secrets
 from llmhub.resolution import Resolver, Target
 from llmhub.routing import retryable
@@ -211,10 +211,11 @@ class Generation:
         run.on_finish(self._finish_response)
 
     def _finish_response(self, run: Run) -> None:
-        self.store.finish_response(
-            run.id, status=run.status, output=run.transcript.text, model=run.model,
-            provider=run.provider, context=run.context or {}, usage=run.usage.counts(),
-            events=stored_events(run))
+        fields = {"status": run.status, "output": run.transcript.text, "model": run.model,
+                  "provider": run.provider, "context": run.context or {},
+                  "usage": run.usage.counts(), "events": stored_events(run)}
+        self.store.finish_response(run.id, **fields, if_fails=lambda error: dict(
+            fields, status=FAILED, events=stored_events(run, error)))
 
     # -- embeddings --------------------------------------------------------------------------
     def embed(self, model: str | None, body: dict) -> tuple[dict, Run]:
@@ -579,10 +580,14 @@ def completions_of(upstream):
     return complete
 
 
-def stored_events(run: Run) -> list:
+def stored_events(run: Run, failure: HubError | None = None) -> list:
     """The run's kept event log as stored for replay; a bounded log that dropped its start
-    says how many events it dropped, so a resume from before them is refused, not gapped."""
-    kept = [stored(e) for e in run.events + run.closing]
+    says how many events it dropped, so a resume from before them is refused, not gapped.
+    With `failure`, the log of the run failed by it at its end (the store refused the
+    run's record: the run ends failed with that error, and its replay says so)."""
+    closing = run.closing if failure is None else \
+        [Error(**failure.as_dict()), Done(FAILED, None, None)]
+    kept = [stored(e) for e in run.events + closing]
     return ([[TRIMMED, {"count": run.base}]] if run.base else []) + kept
 
 

@@ -14,6 +14,7 @@ from llmhub.cancellation import Registry
 from llmhub.config import Config
 from llmhub.metrics import Metrics
 from llmhub.pipes import Engine
+from llmhub.retention import Upkeep
 from llmhub.sessions import SessionLog
 from llmhub.threads import Store
 from llmhub.upstream import make_upstreams
@@ -40,6 +41,9 @@ class Hub:
         self.sessions = SessionLog()
         self.feeds: dict = {}     # name → feed.Feed: one computation per tick for all its
                                   # readers (the runs page's: dialects/service.py)
+        self.upkeep = Upkeep(self.store, self.registry, config)   # retention, held writes
+        self.engine.upkeep = self.upkeep
+        self.upkeep.start()
         self.routes: tuple = ()   # the API's route table, handed over by the server that
                                   # serves it (service views list it: /, /help, OpenAPI)
 
@@ -52,6 +56,7 @@ class Hub:
                           (record["output_tokens"] or 0), run.budget)
 
     def close(self, reason: str = "shutdown") -> None:
+        self.upkeep.stop()
         self.engine.close()
         self.registry.cancel_all(reason)
         self.request_log.close()

@@ -67,7 +67,8 @@ class Metrics:
                 key = (record["provider"] or "", record["error_code"])
                 self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
 
-    def render(self, live_runs: list, sessions: int, upstreams: list = ()) -> str:
+    def render(self, live_runs: list, sessions: int, upstreams: list = (),
+               storage: dict | None = None) -> str:
         queued = sum(1 for run in live_runs if run.status == QUEUED)
         with self._lock:
             out = [
@@ -95,11 +96,33 @@ class Metrics:
                 "# TYPE llmhub_hub_overhead_seconds histogram",
                 *self.overhead.lines("llmhub_hub_overhead_seconds"),
                 *upstream_lines(upstreams),
+                *storage_lines(storage or {}),
                 "# HELP llmhub_uptime_seconds Seconds since the hub started",
                 "# TYPE llmhub_uptime_seconds gauge",
                 f"llmhub_uptime_seconds {time.time() - self.started:.1f}",
             ]
         return "\n".join(out) + "\n"
+
+
+STORAGE = (   # engine.storage_counters() key, metric, type, help
+    ("request_log_dropped", "llmhub_request_log_dropped_total", "counter",
+     "Request-log records never stored: the store refused them past [log] max_pending"),
+    ("request_log_pending", "llmhub_request_log_pending", "gauge",
+     "Request-log records waiting for the store to take them"),
+    ("held_ends", "llmhub_store_held_ends", "gauge",
+     "Responses' ends the store refused, held in memory until it takes them"),
+    ("held_dropped", "llmhub_store_held_dropped_total", "counter",
+     "Responses' ends never stored: pushed out of memory while the store refused them"),
+)
+
+
+def storage_lines(counters: dict) -> list[str]:
+    out = []
+    for key, name, kind, help_text in STORAGE:
+        if key in counters:
+            out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}",
+                    f"{name} {counters[key]}"]
+    return out
 
 
 STATES = ("healthy", "loading", "busy", "down", "auth")

@@ -187,7 +187,7 @@ class ModelManager:
                     raise
             # Said at once, not at the next probe: until then the router would count the
             # model warm, skip the on-demand load, and the next chat would get LM Studio's
-            # "No models loaded" (issue 26). Cold when another instance stays costs only a
+            # "No models loaded". Cold when another instance stays costs only a
             # load that finds it loaded.
             if self.on_unload is not None:
                 self.on_unload(self.upstream, INSTANCE_SUFFIX.sub("", instance))

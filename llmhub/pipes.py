@@ -61,6 +61,7 @@ class Engine:
         self.providers = Providers(config, upstreams)
         self.prober.start()
         self.turns = self.generation.turns
+        self.upkeep = None                  # retention.Upkeep, set by the hub that runs it
         self.secrets = self.generation.secrets
 
     # -- runs --------------------------------------------------------------------------------
@@ -199,6 +200,12 @@ class Engine:
         self.generation.require_thread(thread_id)
         return self.store.page_messages(thread_id, limit, after)
 
+    def messages_from(self, thread_id: str, anchor: str | None, count: int,
+                      newest_first: bool = False) -> list[dict] | None:
+        """A stretch of a thread from one message on (threads.Store.messages_from)."""
+        self.generation.require_thread(thread_id)
+        return self.store.messages_from(thread_id, anchor, count, newest_first)
+
     # -- stored responses --------------------------------------------------------------------
     # Another key's response is None here, as an unknown one is: each dialect's 404.
     def response(self, response_id: str) -> dict | None:
@@ -215,8 +222,17 @@ class Engine:
         with run.failing_on_error():
             self.store.create_api_response({**record, "owner": run.info["key"]},
                                            kept["keep_count"], kept["keep_days"] * 86400)
-        run.on_finish(lambda run: self.store.finish_api_response(
-            run.id, events=stored_events(run), **outcome(run)))
+        run.on_finish(lambda run: self._finish_api_response(run, outcome))
+
+    def _finish_api_response(self, run: Run, outcome) -> None:
+        """Store the end; if the store refuses, the run fails with the store's error (507 or
+        503) and that failed end is what a retrieve shows at once (Store._hold)."""
+        fields = dict(outcome(run), events=stored_events(run))
+
+        def failed(error: HubError) -> dict:
+            return dict(fields, status="failed", events=stored_events(run, error),
+                        error={"code": error.code, "message": error.message})
+        self.store.finish_api_response(run.id, **fields, if_fails=failed)
 
     def api_response(self, response_id: str) -> dict | None:
         return visible(self.store.get_api_response(response_id))
@@ -349,7 +365,18 @@ class Engine:
         for probe in probes:
             state = states.get(probe["name"], {})
             probe.update({key: state[key] for key in HEALTH_FIELDS if key in state})
-        return probes, self.store.health()
+        database = self.store.health()
+        if self.upkeep is not None:
+            database["last_sweep"] = self.upkeep.last_sweep
+        return probes, database
+
+    def storage_counters(self) -> dict:
+        """What the store could not take yet, or ever (for /metrics)."""
+        log = self.request_log
+        return {"request_log_dropped": log.dropped if log else 0,
+                "request_log_pending": log.pending() if log else 0,
+                "held_ends": self.store.held_count(),
+                "held_dropped": self.store.held_dropped}
 
     def upstream_list(self) -> list[dict]:
         """Each configured upstream's name, kind and (public) address."""

@@ -14,6 +14,13 @@ Rules:
 6. Records are neutral: a thread is {id, created_at, metadata}, a message has every stored
    field and its `seq`. Each dialect shapes them for its wire (Langbase's exact fields).
 
+7. A response's end that the store refuses (disk full, read-only) is held in memory, the
+   failed end its caller gives (`if_fails`), laid over the row on every read and written by
+   `retry_held` when the disk is back; at most `held_most`, the oldest past it counted.
+8. Reads cost what they return: pages and turns read by the (thread_id, seq) and
+   (thread_id, cum_tokens) indexes, never the whole thread; retention sweeps (retention.py)
+   are the only whole-table reads, once per `[retention] sweep_interval_seconds`.
+
 A message's `seq` orders its thread; it is assigned inside the writing transaction, so
 concurrent appends to one thread are serialised and none is lost or reordered.
 """
@@ -22,6 +29,7 @@ import bisect
 import collections
 import contextlib
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -34,6 +42,8 @@ from llmhub.errors import BadRequest, Conflict, HubError, NotFound
 from llmhub.messages import normalise_message
 
 __all__ = ["Store", "StorageError", "MIGRATIONS", "normalise_message", "thread_not_found"]
+
+log = logging.getLogger("llmhub.store")
 
 
 # --- migrations ------------------------------------------------------------------------------
@@ -172,6 +182,7 @@ class Store:
     busy_timeout_ms = 5000   # the sqlite3 default, set explicitly so it is visible
     pool_size = 8            # idle connections kept; more are opened on demand and closed
     pragmas: tuple = ()      # more PRAGMAs for each new connection (tests: query_only)
+    held_most = 10_000       # failed ends held in memory for a disk to come back (_hold)
     windows_kept = 16        # threads whose newest messages are kept in memory (_window_tx),
     window_rows = 2048       # … at most this many each
 
@@ -183,6 +194,9 @@ class Store:
         self._windows_lock = threading.Lock()
         self._window_epoch = 0               # bumped by every delete
         self.write_error: dict | None = None   # the last failed write, until one succeeds
+        self._held: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
+        self._held_lock = threading.Lock()
+        self.held_dropped = 0                  # held ends pushed out by newer ones, never stored
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as conn:
             conn.execute("PRAGMA journal_mode=WAL")   # persists in the file; outside any tx
@@ -382,6 +396,28 @@ class Store:
         more = limit is not None and len(rows) > limit
         return [_message(row) for row in rows[:limit]], more
 
+    def messages_from(self, thread_id: str, anchor: str | None, count: int,
+                      newest_first: bool = False) -> list[dict] | None:
+        """At most `count` messages in order (oldest or newest first), from the message with
+        id `anchor` on, itself included (None: from the thread's start, or its end); None if
+        the thread has no such message. Reads `count` rows by the (thread_id, seq) index,
+        however long the thread: a page of a conversation costs the page."""
+        sign, order = (("<=", "DESC") if newest_first else (">=", "ASC"))
+        with self._snapshot() as conn:
+            self._require_thread_tx(conn, thread_id)
+            if anchor is None:
+                start = (1 << 62) if newest_first else 0
+            else:
+                row = conn.execute("SELECT seq FROM messages WHERE thread_id = ? AND id = ?",
+                                   (thread_id, anchor)).fetchone()
+                if row is None:
+                    return None
+                start = row[0]
+            rows = conn.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? "
+                                f"AND seq {sign} ? ORDER BY seq {order} LIMIT ?",
+                                (thread_id, start, count)).fetchall()
+        return [_message(row) for row in rows]
+
     @staticmethod
     def _seq_of(conn, thread_id: str, message_id: str) -> int:
         row = conn.execute("SELECT seq FROM messages WHERE thread_id = ? AND id = ?",
@@ -562,17 +598,66 @@ class Store:
                         record["created_at"], record.get("owner", "local")))
             _prune_tx(tx, "responses", keep_count, keep_seconds)
 
-    def finish_response(self, response_id: str, **fields) -> None:
-        """Record a response's end: status, output, usage, model, provider, context, events."""
+    def finish_response(self, response_id: str, if_fails=None, **fields) -> None:
+        """Record a response's end: status, output, usage, model, provider, context, events
+        (`if_fails`: _finish_row's)."""
         self._finish_row("responses", response_id, fields,
-                         ("usage", "provider", "context", "events"))
+                         ("usage", "provider", "context", "events"), if_fails)
 
-    def _finish_row(self, table: str, row_id: str, fields: dict, as_json: tuple) -> None:
-        encoded = {k: _json(v) if k in as_json else v for k, v in fields.items()}
-        encoded["finished_at"] = time.time()
-        with self.write_tx() as tx:
-            tx.execute(f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in encoded)} "
-                       "WHERE id = ?", (*encoded.values(), row_id))
+    def _finish_row(self, table: str, row_id: str, fields: dict, as_json: tuple,
+                    if_fails=None) -> None:
+        """Write a row's end. If the store refuses, `if_fails(error)` gives the end to hold
+        in memory instead (the failed one): reads show it at once, and `retry_held` writes
+        it when the disk is back."""
+        encoded = _encoded(fields, as_json)
+        try:
+            with self.write_tx() as tx:
+                self._update_tx(tx, table, row_id, encoded)
+        except StorageError as exc:
+            if if_fails is not None:
+                self._hold(table, row_id, _encoded(if_fails(exc), as_json))
+            raise
+
+    @staticmethod
+    def _update_tx(tx, table: str, row_id: str, encoded: dict) -> None:
+        tx.execute(f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in encoded)} "
+                   "WHERE id = ?", (*encoded.values(), row_id))
+
+    # -- ends the store refused, held until it takes them ----------------------------------------
+    def _hold(self, table: str, row_id: str, encoded: dict) -> None:
+        with self._held_lock:
+            self._held[table, row_id] = encoded
+            while len(self._held) > self.held_most:
+                (table, row_id), _ = self._held.popitem(last=False)
+                self.held_dropped += 1
+                log.error("%s %s: its end was never stored (more than %d held)", table,
+                          row_id, self.held_most)
+
+    def _with_held(self, table: str, row) -> dict:
+        """A stored row with the end held in memory for it, if any, laid over it."""
+        with self._held_lock:
+            held = self._held.get((table, row["id"]))
+        return {**dict(row), **held} if held else dict(row)
+
+    def held_count(self) -> int:
+        with self._held_lock:
+            return len(self._held)
+
+    def retry_held(self) -> int:
+        """Write the held ends the store refused before; how many are still held. Stops at
+        the first refusal (the disk is still full)."""
+        with self._held_lock:
+            pending = list(self._held.items())
+        for (table, row_id), encoded in pending:
+            try:
+                with self.write_tx() as tx:
+                    self._update_tx(tx, table, row_id, encoded)
+            except HubError:
+                break
+            with self._held_lock:
+                if self._held.get((table, row_id)) is encoded:
+                    del self._held[table, row_id]
+        return len(self._held)
 
     # -- OpenAI Responses (/v1/responses) ------------------------------------------------------
     def create_api_response(self, record: dict, keep_count: int, keep_seconds: float) -> None:
@@ -587,14 +672,15 @@ class Store:
                         record.get("owner", "local")))
             _prune_tx(tx, "api_responses", keep_count, keep_seconds)
 
-    def finish_api_response(self, response_id: str, **fields) -> None:
-        """Record the end: status, model, output, usage, error, events."""
+    def finish_api_response(self, response_id: str, if_fails=None, **fields) -> None:
+        """Record the end: status, model, output, usage, error, events (`if_fails`:
+        _finish_row's)."""
         self._finish_row("api_responses", response_id, fields,
-                         ("output", "usage", "error", "events"))
+                         ("output", "usage", "error", "events"), if_fails)
 
     def get_api_response(self, response_id: str) -> dict | None:
         rows = self._read("SELECT * FROM api_responses WHERE id = ?", (response_id,))
-        return _api_response(rows[0]) if rows else None
+        return _api_response(self._with_held("api_responses", rows[0])) if rows else None
 
     def api_response_chain(self, response_id: str, most: int = 10_000) -> list[dict] | None:
         """The response and every one it continues, oldest first; None if it is unknown.
@@ -615,10 +701,12 @@ class Store:
                               (response_id,)).rowcount > 0
 
     def fail_interrupted_api_responses(self) -> int:
+        """At startup: responses a previous process left running failed, and say why."""
         with self.write_tx() as tx:
-            return tx.execute("UPDATE api_responses SET status = 'failed', finished_at = ? "
+            return tx.execute("UPDATE api_responses SET status = 'failed', finished_at = ?, "
+                              "error = COALESCE(error, ?) "
                               "WHERE status IN ('queued', 'in_progress')",
-                              (time.time(),)).rowcount
+                              (time.time(), _json(INTERRUPTED))).rowcount
 
     def delete_message(self, thread_id: str, message_id: str) -> None:
         """Remove one message; later messages' running token counts drop by its share."""
@@ -708,7 +796,7 @@ class Store:
         rows = self._read("SELECT * FROM responses WHERE id = ?", (response_id,))
         if not rows:
             return None
-        row = dict(rows[0])
+        row = self._with_held("responses", rows[0])
         for key in ("provider", "usage", "metadata", "context", "events"):
             row[key] = json.loads(row[key]) if row[key] is not None else None
         return row
@@ -720,8 +808,61 @@ class Store:
     def fail_interrupted_responses(self) -> int:
         """At startup: responses a previous process left in progress can never finish."""
         with self.write_tx() as tx:
-            return tx.execute("UPDATE responses SET status = 'failed', finished_at = ? "
-                              "WHERE status = 'in_progress'", (time.time(),)).rowcount
+            return tx.execute("UPDATE responses SET status = 'failed', finished_at = ?, "
+                              "events = COALESCE(events, ?) WHERE status = 'in_progress'",
+                              (time.time(), _json([["error", {"status": 500, **INTERRUPTED}],
+                                                   ["done", {"status": "failed"}]]))
+                              ).rowcount
+
+    # -- retention (retention.py sweeps) ---------------------------------------------------
+    def sweep_threads(self, keep_seconds: float, max_bytes: float, busy: set) -> int:
+        """Delete threads untouched for `keep_seconds`, then the least recently active past
+        `max_bytes` of messages (0: no bound); never one in `busy`. How many went."""
+        gone = []
+        with self.write_tx() as tx:
+            if keep_seconds:
+                gone += [row[0] for row in tx.execute(
+                    "SELECT id FROM threads WHERE updated_at < ?", (time.time() - keep_seconds,))
+                    if row[0] not in busy]
+            if max_bytes:
+                sizes = tx.execute(f"SELECT t.id, COALESCE(SUM({MESSAGE_BYTES}), 0) FROM threads t "
+                                   "LEFT JOIN messages m ON m.thread_id = t.id GROUP BY t.id "
+                                   "ORDER BY t.updated_at DESC")
+                gone += [i for i in _past(sizes, max_bytes) if i not in busy]
+            gone = list(dict.fromkeys(gone))
+            tx.executemany("DELETE FROM threads WHERE id = ?", [(i,) for i in gone])
+        if gone:
+            with self._windows_lock:
+                self._windows.clear()
+                self._window_epoch += 1
+        return len(gone)
+
+    def sweep_table(self, table: str, keep_count: int, keep_seconds: float,
+                    max_bytes: float) -> int:
+        """Delete a log table's rows past its count and age bounds (as its inserts prune:
+        the sweep also covers a table nothing is added to) and past `max_bytes` (0: no
+        bound), oldest first; how many went."""
+        key, at = ("run_id", "at") if table == "requests" else ("id", "created_at")
+        with self.write_tx() as tx:
+            removed = tx.execute(
+                f"DELETE FROM {table} WHERE {at} < ? OR {key} IN (SELECT {key} FROM {table} "
+                f"ORDER BY {at} DESC LIMIT -1 OFFSET ?)",
+                (time.time() - keep_seconds, keep_count)).rowcount
+            if max_bytes:
+                sizes = tx.execute(f"SELECT {key}, {ROW_BYTES[table]} FROM {table} "
+                                   f"ORDER BY {at} DESC")
+                over = _past(sizes, max_bytes)
+                tx.executemany(f"DELETE FROM {table} WHERE {key} = ?", [(i,) for i in over])
+                removed += len(over)
+        return removed
+
+    def size(self) -> dict:
+        """The database's bytes on disk (with its WAL) and rows per table."""
+        files = [self.path, self.path.with_name(self.path.name + "-wal")]
+        rows = {table: self._read(f"SELECT COUNT(*) FROM {table}")[0][0]
+                for table in ("threads", "messages", "summaries", "responses",
+                              "api_responses", "requests")}
+        return {"bytes": sum(f.stat().st_size for f in files if f.exists()), "rows": rows}
 
     def health(self) -> dict:
         """What /health says of the database; the file's path stays out (no key guards it)."""
@@ -733,7 +874,13 @@ class Store:
             return {"status": "error", "migrations": count,
                     "error": f"the last write failed: {self.write_error['error']}",
                     "failed_at": self.write_error["at"]}
-        return {"status": "ok", "migrations": count}
+        return {"status": "ok", "migrations": count, **self._size_or_error()}
+
+    def _size_or_error(self) -> dict:
+        try:
+            return self.size()
+        except (HubError, OSError) as exc:
+            return {"size_error": str(exc)}
 
     # -- inside a transaction ----------------------------------------------------------------
     def _create_thread_tx(self, tx, thread_id: str | None, metadata: dict,
@@ -809,6 +956,42 @@ def _prune_tx(tx, table: str, keep_count: int, keep_seconds: float) -> None:
     tx.execute(f"DELETE FROM {table} WHERE created_at < ? OR id IN (SELECT id FROM {table} "
                "ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
                (time.time() - keep_seconds, keep_count))
+
+
+# What a row weighs, for the size bounds: its text columns (SQLite's own pages add a
+# little; the file's size is in /health).
+MESSAGE_BYTES = ("length(m.content) + length(m.tool_calls) + length(m.attachments) + "
+                 "length(m.metadata) + COALESCE(length(m.reasoning), 0)")
+ROW_BYTES = {
+    "responses": "length(output) + length(metadata) + length(context) + "
+                 "COALESCE(length(events), 0) + COALESCE(length(usage), 0)",
+    "api_responses": "length(request) + length(input) + length(output) + "
+                     "COALESCE(length(events), 0) + COALESCE(length(error), 0)",
+    "requests": "COALESCE(length(request_body), 0) + COALESCE(length(response_body), 0) + 200",
+}
+
+
+def _past(sizes, max_bytes: float) -> list:
+    """The ids of (id, bytes) rows, newest first, that come after `max_bytes` in all."""
+    total, over = 0, []
+    for row_id, size in sizes:
+        total += size or 0
+        if total > max_bytes:
+            over.append(row_id)
+    return over
+
+
+def _encoded(fields: dict, as_json: tuple) -> dict:
+    encoded = {k: _json(v) if k in as_json else v for k, v in fields.items()}
+    encoded["finished_at"] = time.time()
+    return encoded
+
+
+# A response a previous process left running: its run died with it, and whatever it had
+# made was never stored (a write the store refused was held in that process's memory).
+INTERRUPTED = {"code": "interrupted",
+               "message": "The hub stopped before this response finished; nothing of it "
+                          "was stored"}
 
 
 def _api_response(row) -> dict:

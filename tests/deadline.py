@@ -1,4 +1,4 @@
-"""A bound on every test phase (issue 26): a test that would block forever fails instead.
+"""A bound on every test phase: a test that would block forever fails instead.
 
 Standard library only (no pytest-timeout). Where the platform has SIGALRM (Linux, macOS),
 an interval timer interrupts the main thread's blocking call and its handler raises

@@ -62,7 +62,7 @@ def test_a_connection_the_server_closed_is_replaced(upstream, fake):
 def test_a_stale_connection_that_looks_open_is_not_sent_a_post_again(upstream, fake,
                                                                       monkeypatch):
     """If the server closes between our readability check and the send, a POST fails with a
-    502: after the write the hub cannot know the server did not act on it (issue 26)."""
+    502: after the write the hub cannot know the server did not act on it."""
     monkeypatch.setattr(upstream_http, "_still_open", lambda conn: True)
     fake.enqueue(Script(drop_connection=True))
     complete(upstream)

@@ -13,7 +13,7 @@ values strings up to 512 (dialects/checks.py).
 from llmhub import ids
 from llmhub.dialects.checks import check_at_most, check_known, check_openai_metadata
 from llmhub.dialects.openai import error_body
-from llmhub.dialects.openai_responses import page
+from llmhub.dialects.openai_responses import page, page_args
 from llmhub.errors import BadRequest, NotFound
 from llmhub.messages import check_metadata, check_thread_id, normalise_message
 from llmhub.response_items import items_to_messages, messages_to_items
@@ -64,13 +64,19 @@ def delete(request, conversation_id: str) -> JSONResponse:
 
 
 def list_items(request, conversation_id: str) -> JSONResponse:
-    return JSONResponse(page(all_items(request, conversation_id), request.query))
-
-
-def all_items(request, conversation_id: str) -> list[dict]:
+    """A page of items, read from the store a page at a time: every message is at least one
+    item, so `limit` + 1 messages past the one `after` names fill the page and tell whether
+    more follow, however long the conversation."""
     thread_id = check_thread_id(conversation_id, "conversation_id")
-    messages, _ = request.hub.engine.page_messages(thread_id, None, None)
-    return messages_to_items(messages)
+    limit, order = page_args(request.query)
+    after = request.query.get("after") or None
+    messages = request.hub.engine.messages_from(
+        thread_id, message_of(after) if after else None, limit + 2, order == "desc")
+    if messages is None:
+        raise BadRequest(f"'after' names no item: {after!r}", param="after")
+    items = messages_to_items(messages[::-1] if order == "desc" else messages)
+    return JSONResponse(page(items[::-1] if order == "desc" else items, request.query,
+                             ordered=True))
 
 
 def create_items(request, conversation_id: str) -> JSONResponse:
@@ -86,7 +92,9 @@ def create_items(request, conversation_id: str) -> JSONResponse:
 
 
 def get_item(request, conversation_id: str, item_id: str) -> JSONResponse:
-    item = next((i for i in all_items(request, conversation_id) if i["id"] == item_id), None)
+    thread_id = check_thread_id(conversation_id, "conversation_id")
+    messages = request.hub.engine.messages_from(thread_id, message_of(item_id), 1) or []
+    item = next((i for i in messages_to_items(messages) if i["id"] == item_id), None)
     if item is None:
         raise NotFound(f"No item {item_id!r} in conversation {conversation_id!r}",
                        param="item_id")

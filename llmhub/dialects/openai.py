@@ -174,7 +174,7 @@ def openai_usage(usage: Usage | None, run) -> dict:
 def sane_counts(raw: dict) -> dict:
     """The upstream's usage object without a `*_tokens` field that is not a count (a string,
     a negative, 10**30: events.token_count), at any depth (prompt_tokens_details): a client
-    adding them up must get numbers (issue 26)."""
+    adding them up must get numbers."""
     return {k: sane_counts(v) if isinstance(v, dict) else v for k, v in raw.items()
             if not k.endswith("_tokens") or token_count(v) is not None}
 

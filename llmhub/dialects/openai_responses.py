@@ -364,21 +364,28 @@ def input_items(request, response_id: str) -> JSONResponse:
     return JSONResponse(page(items, request.query))
 
 
-def page(items: list, query: dict) -> dict:
+def page_args(query: dict) -> tuple[int, str]:
+    """A list's `limit` (1-100, 20 by default) and `order` (asc or desc, desc by default)."""
     limit = query.get("limit") or "20"
     if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 100:
         raise BadRequest("'limit' must be a whole number from 1 to 100", param="limit")
     order = query.get("order") or "desc"
     if order not in ("asc", "desc"):
         raise BadRequest("'order' must be asc or desc", param="order")
-    ordered = items if order == "asc" else items[::-1]
+    return int(limit), order
+
+
+def page(items: list, query: dict, ordered: bool = False) -> dict:
+    """One page of `items` (oldest first; `ordered`: already in the query's order)."""
+    limit, order = page_args(query)
+    ordered = items if order == "asc" or ordered else items[::-1]
     after = query.get("after")
     if after:
         ids = [item.get("id") for item in ordered]
         if after not in ids:
             raise BadRequest(f"'after' names no item: {after!r}", param="after")
         ordered = ordered[ids.index(after) + 1:]
-    data = ordered[:int(limit)]
+    data = ordered[:limit]
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None, "has_more": len(ordered) > len(data)}
 

@@ -7,7 +7,7 @@ service shape.
 
 A time in the query (`from`, `to`, `before`) is Unix seconds (ASCII digits, one optional
 point) or an ISO date, between 1970 and 9999: anything else, 1e999 or 55 digits included, is
-a 400 naming the parameter, so no answer can carry an `Infinity` that is not JSON (issue 26).
+a 400 naming the parameter, so no answer can carry an `Infinity` that is not JSON.
 `limit` is a whole number in its range, checked before it is converted.
 """
 

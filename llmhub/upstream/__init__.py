@@ -7,7 +7,7 @@ for /health) and `check()` (what a health probe learns: models, loaded, slots). 
 dicts), `abort()` (any thread) and `close()` (the reading thread). Only this package does
 network I/O.
 
-Kind detection (issue 26): an upstream of `kind = auto` (the default; `--kind` or
+Kind detection: an upstream of `kind = auto` (the default; `--kind` or
 `[upstream] kind` names one) is asked once, at start, what it is: llama.cpp
 answers `GET /props` (with `total_slots`), LM Studio `GET /api/v1/models` (or
 `/api/v0/models` before 0.4), vLLM `GET /version`. One log line says what was found; a

@@ -175,7 +175,7 @@ def _decode(payload: str, label: str, secrets=()) -> dict:
     what Python's json can read) is a 502 upstream_garbage, as on the OpenAI path."""
     try:
         data = json.loads(payload)
-    except (ValueError, RecursionError):     # 50,000 deep: RecursionError (issue 26)
+    except (ValueError, RecursionError):     # 50,000 deep: RecursionError
         data = None
     if not isinstance(data, dict):
         raise UpstreamError(f"{label} sent a stream event that is not a JSON object: "

@@ -21,7 +21,7 @@ reused connection that fails while the request is being written is retried once 
 one: the server closed before the request was whole, so it cannot have acted on it. Once the
 request is written, a connection that closes or resets without a reply is retried only for
 GET and HEAD: the server may have read a POST and started generating, and sending it again
-would run the model twice (issue 26). That case is a 502 `upstream_disconnected`, saying the
+would run the model twice. That case is a 502 `upstream_disconnected`, saying the
 request was sent and not answered. The check before reuse keeps the race where a server closes
 an idle connection just as it is reused to a few microseconds.
 
@@ -202,8 +202,8 @@ class Exchange:
 
     def read_all(self, limit: int) -> bytes:
         """The whole body; a 502 naming `[upstream] max_reply_bytes` if it is longer than
-        `limit`. Never a prefix: a cut JSON reply used to parse as nothing at all (issue 26:
-        embeddings over 1 MiB arrived as an empty list)."""
+        `limit`. Never a prefix: a cut JSON reply used to parse as nothing at all (
+        embeddings over 1 MiB came back as an empty list)."""
         body = self.read_some(limit + 1)
         if len(body) > limit:
             raise UpstreamError(f"{self.label} at {self.base_url} sent a reply larger than "

@@ -1,0 +1,260 @@
+"""Storage: a store that fails is a failure a client can see, nothing a run made is
+lost without a count, conversations cost what a page or a turn reads, and every table that
+grows has a retention a workstation can leave running."""
+
+import json
+import sqlite3
+import threading
+
+from fake_lmstudio import Script
+from http_client import call
+from test_hardening import read_only
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def writable(store) -> None:
+    """The disk is back: new connections write again."""
+    store.pragmas = ()
+    store.reopen()
+
+
+def stored_row(hub, table: str, row_id: str) -> dict:
+    with sqlite3.connect(hub.hub.store.path) as conn:
+        conn.row_factory = sqlite3.Row
+        return dict(conn.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone())
+
+
+# --- point 1: a run whose storage fails ends failed, and says so at once ---------------------
+
+def test_seed_responses_json_answers_the_storage_error_not_in_progress(hub, fake):
+    """POST /responses without stream, the store refusing the end: the reply is the 503,
+    and GET /responses/{id} shows failed with that error, before any restart."""
+    release = threading.Event()
+    fake.enqueue(Script(chunks=["Hello", " there"], hold_first=release))
+    answer = {}
+    caller = threading.Thread(target=lambda: answer.update(reply=call(
+        hub.url, "POST", "/responses", {"model": "m", "input": "hi"})))
+    caller.start()
+    assert fake.wait_requests(1)                  # the run is stored as in_progress
+    read_only(hub.hub.store)
+    release.set()
+    caller.join(10)
+    status, _, body = answer["reply"]
+    assert status == 503 and body["error"]["code"] == "storage_failed", body
+    response_id = hub.hub.store._read("SELECT id FROM responses")[0][0]
+    status, _, got = call(hub.url, "GET", f"/responses/{response_id}")
+    assert status == 200
+    assert got["status"] == "failed" and got["error"]["code"] == "storage_failed"
+    assert got["output_text"] == "Hello there"    # what the model said is kept
+    writable(hub.hub.store)
+    assert hub.hub.store.retry_held() == 0        # the disk is back: the end is written
+    row = stored_row(hub, "responses", response_id)
+    assert row["status"] == "failed" and row["output"] == "Hello there"
+
+
+def test_background_response_fails_with_the_storage_error_at_once(hub, fake):
+    """A background /v1/responses whose end the store refuses: a poller sees failed with
+    the store's error as soon as the run is over, not queued until a restart."""
+    release = threading.Event()
+    fake.enqueue(Script(chunks=["Hello"], hold_first=release))
+    status, _, created = call(hub.url, "POST", "/v1/responses",
+                              {"model": "m", "input": "hi", "background": True})
+    assert status == 200 and created["status"] == "queued"
+    assert fake.wait_requests(1)
+    read_only(hub.hub.store)
+    release.set()
+    run = hub.hub.registry.get(created["id"])
+    assert run is None or run.wait(10)
+    status, _, got = call(hub.url, "GET", f"/v1/responses/{created['id']}")
+    assert status == 200 and got["status"] == "failed", got
+    assert got["error"]["code"] == "storage_failed" and got["output"]
+    metrics = call(hub.url, "GET", "/metrics")[2].decode()
+    assert "llmhub_store_held_ends 1" in metrics
+    writable(hub.hub.store)
+    assert hub.hub.store.retry_held() == 0
+    row = stored_row(hub, "api_responses", created["id"])
+    assert row["status"] == "failed" and json.loads(row["error"])["code"] == "storage_failed"
+
+
+def test_a_response_a_restart_interrupted_says_why(make_hub, fake, tmp_path):
+    """A response left queued by a process that died is failed at the next start with an
+    error that says so (not `error: null`)."""
+    hub = make_hub()
+    release = threading.Event()
+    fake.enqueue(Script(chunks=["Hello"], hold_first=release))
+    created = call(hub.url, "POST", "/v1/responses",
+                   {"model": "m", "input": "hi", "background": True})[2]
+    assert fake.wait_requests(1)
+    from llmhub.threads import Store
+    Store(hub.hub.store.path).fail_interrupted_api_responses()   # what a restart does
+    row = stored_row(hub, "api_responses", created["id"])
+    assert row["status"] == "failed"
+    assert json.loads(row["error"])["code"] == "interrupted"
+    release.set()
+
+
+def test_request_log_records_wait_for_the_disk_and_losses_are_counted(hub, fake):
+    """Stateless runs' records survive a store that refuses them (kept, written when it is
+    back); past max_pending the oldest are dropped and counted in /metrics."""
+    log = hub.hub.request_log
+    read_only(hub.hub.store)
+    for _ in range(3):
+        assert call(hub.url, "POST", "/v1/chat/completions",
+                    {"model": "m", "messages": HI})[0] == 200
+    log.flush()
+    assert log.pending() == 3
+    log.max_pending = 2
+    assert call(hub.url, "POST", "/v1/chat/completions", {"model": "m", "messages": HI})[0] \
+        == 200
+    log.flush()
+    metrics = call(hub.url, "GET", "/metrics")[2].decode()
+    assert "llmhub_request_log_dropped_total 2" in metrics
+    assert "llmhub_request_log_pending 2" in metrics
+    writable(hub.hub.store)
+    status, _, records = call(hub.url, "GET", "/v1/requests")
+    assert status == 200 and len(records["data"]) == 2
+    assert log.pending() == 0
+
+
+# --- point 2: a page or a turn reads what it needs ------------------------------------------
+
+def counting(store) -> list:
+    """Count the SQLite VM steps every connection of `store` makes from now on: rows read
+    show in them, and time on a loaded machine does not."""
+    steps, opened = [0], store._open
+
+    def tick():
+        steps[0] += 1
+        return 0
+
+    def open_counted():
+        conn = opened()
+        conn.set_progress_handler(tick, 1)
+        return conn
+    store._open = open_counted
+    store.reopen()
+    return steps
+
+
+def long_conversation(store, thread_id: str, size: int) -> None:
+    """A conversation of `size` messages: user turns, replies with reasoning, tool calls and
+    their outputs, so one message may be several items."""
+    def message(role, content, **more):
+        return {"role": role, "content": content, "name": None, "tool_call_id": None,
+                "tool_calls": [], "attachments": [], "metadata": {}, **more}
+    call_ = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    turn = [message("user", "question"), message("assistant", None, tool_calls=[call_]),
+            message("tool", "42", tool_call_id="call_1"), message("assistant", "answer")]
+    store.create_thread(thread_id)
+    store.append_messages(thread_id, (turn * (size // 4 + 1))[:size])
+
+
+def steps_of(hub, steps, path: str) -> tuple[int, dict]:
+    before = steps[0]
+    status, _, body = call(hub.url, "GET", path)
+    assert status == 200, body
+    return steps[0] - before, body
+
+
+def test_a_page_of_items_reads_the_page_not_the_conversation(hub):
+    """GET /v1/conversations/{id}/items?limit=20 on 4,000 messages costs what it costs on
+    40 (within a small factor), and pages exactly as reading everything did."""
+    store = hub.hub.store
+    long_conversation(store, "short", 40)
+    long_conversation(store, "long", 4000)
+    steps = counting(store)
+    short, _ = steps_of(hub, steps, "/v1/conversations/short/items?limit=20")
+    long, _ = steps_of(hub, steps, "/v1/conversations/long/items?limit=20")
+    assert long < short * 3, (short, long)
+    _, first = steps_of(hub, steps, "/v1/conversations/long/items?limit=20&order=asc")
+    after = first["last_id"]
+    paged, _ = steps_of(hub, steps, f"/v1/conversations/long/items?limit=20&order=asc"
+                                    f"&after={after}")
+    assert paged < short * 3, (short, paged)
+    fc = next(i["id"] for i in first["data"] if i["id"].startswith("fc_"))
+    one, item = steps_of(hub, steps, f"/v1/conversations/long/items/{fc}")
+    assert one < short and item["type"] == "function_call"
+
+
+def test_paged_items_are_what_reading_everything_gave(hub):
+    """Every page, either order, from every kind of cursor, is the slice of all items."""
+    from llmhub.dialects.openai_responses import page
+    from llmhub.response_items import messages_to_items
+    store = hub.hub.store
+    long_conversation(store, "c", 37)
+    everything = messages_to_items(store.list_messages("c"))
+    for order in ("asc", "desc"):
+        ordered = everything if order == "asc" else everything[::-1]
+        for after in [None] + [i["id"] for i in ordered]:
+            for limit in (1, 3, 20):
+                query = {"limit": str(limit), "order": order, **({"after": after} if after
+                                                                  else {})}
+                expected = page(everything, query)
+                got = call(hub.url, "GET", "/v1/conversations/c/items?" + "&".join(
+                    f"{k}={v}" for k, v in query.items()))[2]
+                assert got == expected, (order, after, limit)
+    status, _, body = call(hub.url, "GET", "/v1/conversations/c/items?after=msg_nope")
+    assert status == 400 and body["error"]["param"] == "after"
+
+
+# --- point 3: every table that grows is bounded, by a sweep ---------------------------------
+
+def age(hub, table: str, column: str, days: float, where: str = "1") -> None:
+    with sqlite3.connect(hub.hub.store.path) as conn:
+        conn.execute(f"UPDATE {table} SET {column} = {column} - ? WHERE {where}",
+                     (days * 86400,))
+
+
+def test_old_threads_are_swept_but_never_one_with_a_live_run(hub, fake):
+    """Stateless pipe runs each leave a thread; the sweep removes those untouched past
+    threads_keep_days (365 by default), keeps recent ones, and never one a run is using."""
+    for _ in range(3):
+        assert call(hub.url, "POST", "/v1/pipes/run", {"messages": HI})[0] == 200
+    status, headers, _ = call(hub.url, "POST", "/v1/pipes/run", {"messages": HI})
+    busy = headers["lb-thread-id"]
+    age(hub, "threads", "updated_at", 400)           # all four: a year and more ago
+    release = threading.Event()
+    fake.enqueue(Script(chunks=["later"], hold_first=release))
+    caller = threading.Thread(target=call, args=(hub.url, "POST", "/v1/pipes/run",
+                                                 {"messages": HI, "threadId": busy}))
+    caller.start()
+    assert fake.wait_requests(5)
+    age(hub, "threads", "updated_at", 400, f"id = '{busy}'")   # its new turn bumped it
+    assert call(hub.url, "POST", "/v1/threads", {"threadId": "fresh"})[0] == 200
+    swept = hub.hub.upkeep.sweep()
+    assert swept["removed"]["threads"] == 3
+    release.set()
+    caller.join(10)
+    assert call(hub.url, "GET", f"/v1/threads/{busy}/messages")[0] == 200
+    assert len(call(hub.url, "GET", f"/v1/threads/{busy}/messages")[2]) == 4
+    assert call(hub.url, "GET", "/v1/threads/fresh")[0] == 200
+    database = call(hub.url, "GET", "/health")[2]["database"]
+    assert database["rows"]["threads"] == 2 and database["rows"]["messages"] == 4
+    assert database["bytes"] > 0 and database["last_sweep"]["removed"]["threads"] == 3
+
+
+def test_stored_responses_are_bounded_by_size(make_hub, fake):
+    """api_responses past api_responses_max_mb go, oldest first (a long response's events
+    weigh hundreds of KB: a count alone does not bound the file)."""
+    hub = make_hub({"retention": {"api_responses_max_mb": 0.05}})     # ~52 KB
+    ids = []
+    for _ in range(4):
+        fake.enqueue(Script(chunks=["word " * 400] * 10))            # ~20 KB of text each
+        status, _, body = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": "hi"})
+        assert status == 200
+        ids.append(body["id"])
+    removed = hub.hub.upkeep.sweep()["removed"]
+    assert removed["api_responses"] >= 1
+    assert call(hub.url, "GET", f"/v1/responses/{ids[0]}")[0] == 404
+    assert call(hub.url, "GET", f"/v1/responses/{ids[-1]}")[0] == 200
+
+
+def test_retention_keys_are_documented_with_defaults_for_a_year(tmp_path):
+    from conftest import ROOT
+    from llmhub.config import load_config
+    (tmp_path / "empty.ini").write_text("")
+    retention = load_config(env={}, path=tmp_path / "empty.ini").retention
+    assert retention["threads_keep_days"] == 365 and retention["sweep_interval_seconds"] > 0
+    text = (ROOT / "config.ini").read_text()
+    assert all(f"\n{name} = " in text for name in retention)
