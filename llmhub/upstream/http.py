@@ -202,8 +202,8 @@ class Exchange:
 
     def read_all(self, limit: int) -> bytes:
         """The whole body; a 502 naming `[upstream] max_reply_bytes` if it is longer than
-        `limit`. Never a prefix: a cut JSON reply used to parse as nothing at all (
-        embeddings over 1 MiB came back as an empty list)."""
+        `limit`. Never a prefix: a cut JSON reply used to parse as nothing at all
+        (embeddings over 1 MiB came back as an empty list)."""
         body = self.read_some(limit + 1)
         if len(body) > limit:
             raise UpstreamError(f"{self.label} at {self.base_url} sent a reply larger than "
