@@ -3,6 +3,9 @@ request heads and bodies are framing.py's). Rules kept here so that no view has 
 remember them:
 
 - a UTF-8 BOM (PowerShell's `Out-File`, Notepad) is accepted in front of JSON;
+- a lone surrogate escape (`"\\ud83d"`, which JavaScript makes when it cuts a string inside
+  an emoji) is read as U+FFFD, as browsers' TextEncoder and most servers do: Python's json
+  keeps it as a lone surrogate, which no UTF-8 encoder or SQLite accepts later (a 500);
 - a chunked frame is never empty: the zero-length chunk is the terminator (RFC 9112 §7.1).
 """
 
@@ -115,6 +118,27 @@ def decode_json(body: bytes) -> Any:
         raise BadRequest("JSON is nested too deeply", code="invalid_json") from None
     if numbers.refused:
         _refuse_sentinels(value, "")
+    if _SURROGATE_ESCAPE.search(body):      # rare: only then is the whole value walked
+        value = _replace_surrogates(value)
+    return value
+
+
+# Python's json joins a valid \uD83D\uDE00 pair into one character, so any surrogate
+# left in a parsed string stands alone. Raw surrogate bytes never get this far: they are
+# not valid UTF-8, and the strict decode above refuses them.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replace_surrogates(value):
+    """`value` with every lone surrogate, in keys and strings, replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return _no_duplicates([(_replace_surrogates(k), _replace_surrogates(v))
+                               for k, v in value.items()])
     return value
 
 
