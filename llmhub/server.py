@@ -408,7 +408,10 @@ class Handler(BaseHTTPRequestHandler):
         self.expires_at = self.deadline        # the head is in; the body has what is left
         self._take_head(head)
         if self.command not in self.METHODS:
-            self.close_connection = self.linger = head.body != "none"
+            # An unread body ends the connection; without one, the client's own
+            # `Connection: close` (read in _take_head) still holds.
+            if head.body != "none":
+                self.close_connection = self.linger = True
             return self._protocol_error(HubError(f"Method {self.command} is not implemented",
                                                  status=501, code="not_implemented"))
         self.dispatch()

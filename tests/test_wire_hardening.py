@@ -2,6 +2,7 @@
 to close, trickled bodies, clients that hold many connections."""
 
 import json
+import time
 import socket
 
 import pytest
@@ -51,3 +52,43 @@ def test_issue26_a_lone_surrogate_in_a_thread_metadata_key_is_stored(hub):
     assert status == 200, thread
     status, _, again = call(hub.url, "GET", f"/v1/threads/{thread['id']}")
     assert status == 200 and again["metadata"] == {"k\ufffd": "v"}
+
+
+# --- HEAD on streams, unknown methods --------------------------------------------------------
+
+def exchange_until_close(hub, data: bytes, timeout: float = 10) -> tuple[bytes, float]:
+    """Send `data`, read until the hub closes; (everything read, seconds it took)."""
+    started = time.monotonic()
+    with socket.create_connection(hub.server_address[:2], timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received, time.monotonic() - started
+
+
+def test_issue26_an_unknown_method_with_connection_close_is_answered_and_closed(hub):
+    """The 501 once ignored the client's `Connection: close`: the client waited out the
+    keep-alive timeout (5 s) for the end of the reply."""
+    reply, took = exchange_until_close(
+        hub, b"BREW /pot HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 501") and b"Connection: close" in reply
+    assert took < 2
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
+def test_issue26_head_on_a_stream_route_keeps_the_connection_in_step(hub, fake, version):
+    """HEAD on /v1/runs/events and /responses/{id}/events: headers only, and the request
+    pipelined behind it is answered (HTTP/1.1), or the reply says Connection: close."""
+    status, _, created = call(hub.url, "POST", "/responses", {"model": "m", "input": "hi"})
+    assert status == 200
+    for path in ("/v1/runs/events", f"/responses/{created['id']}/events"):
+        head = f"HEAD {path} {version}\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        health = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        reply, _ = exchange_until_close(hub, head + health)
+        first, _, rest = reply.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 200") and b"text/event-stream" in first
+        if version == "HTTP/1.0":
+            assert b"Connection: close" in first and rest == b""
+        else:
+            assert rest.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in rest
