@@ -45,10 +45,16 @@ def start_fake() -> tuple[subprocess.Popen, str]:
     return process, process.stdout.readline().strip()
 
 
+# Every load generator here is one loopback client: it may hold as many connections as the
+# whole hub (the load bench holds 1,000 streams), not the 256 one address gets by default.
+HUB_ENV = {"LLMHUB_SERVER_MAX_CONNECTIONS_PER_CLIENT": "2000"}
+
+
 def start_hub(upstream: str, db: Path) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "main.py"), "--port", "0", "--upstream", upstream,
-         "--db", str(db), "--log-level", "error"], stdout=subprocess.PIPE, text=True)
+         "--db", str(db), "--log-level", "error"], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, **HUB_ENV})
     line = process.stdout.readline()
     return process, line.split(" listening on ", 1)[1].split(" ", 1)[0]
 

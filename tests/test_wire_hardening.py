@@ -92,3 +92,76 @@ def test_issue26_head_on_a_stream_route_keeps_the_connection_in_step(hub, fake, 
             assert b"Connection: close" in first and rest == b""
         else:
             assert rest.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in rest
+
+
+# --- trickled bodies, connections per client ---------------------------------------------------
+
+def trickler(address, source: str = "127.0.0.1") -> socket.socket:
+    """A connection that sent a head promising 100,000 bytes, and one byte of them."""
+    sock = socket.create_connection(address, timeout=5, source_address=(source, 0))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+    return sock
+
+
+def test_issue26_a_body_that_falls_silent_is_cut_off_at_body_timeout(make_hub):
+    """nginx's client_body_timeout: the whole request has read_timeout_seconds (30 here),
+    but the body may not fall silent for body_timeout_seconds (0.5)."""
+    hub = make_hub({"server": {"read_timeout_seconds": 30, "body_timeout_seconds": 0.5}})
+    with trickler(hub.server_address[:2]) as sock:
+        started = time.monotonic()
+        sock.sendall(b'"model"')                     # a read: the silence clock restarts
+        assert sock.recv(4096) == b""                # closed, not answered
+        assert time.monotonic() - started < 3
+    assert call(hub.url, "GET", "/health")[0] == 200
+
+
+def second_loopback_address() -> str:
+    """127.0.0.2 reaches a server on 127.0.0.1 on Linux; elsewhere it may not exist."""
+    try:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.2", 0))
+    except OSError:
+        pytest.skip("no 127.0.0.2 on this machine")
+    return "127.0.0.2"
+
+
+def test_issue26_trickling_clients_lock_out_only_their_own_address(make_hub):
+    """A client that fills every slot it can with trickled bodies gets its per-address cap
+    and then 429; everyone else is still served (it was: all slots held, everyone 503)."""
+    other = second_loopback_address()
+    hub = make_hub({"server": {"max_connections": 6, "max_connections_per_client": 3}})
+    address = hub.server_address[:2]
+    held = [trickler(address) for _ in range(6)]      # as many as the whole hub holds
+    try:
+        for sock in held[3:]:                         # past the cap: refused at once
+            reply = sock.recv(65536)
+            assert reply.startswith(b"HTTP/1.1 429") and b"max_connections_per_client" in reply
+        assert hub.connections == 3
+        for _ in range(3):                            # another address: served
+            with socket.create_connection(address, timeout=5,
+                                          source_address=(other, 0)) as sock:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Connection: close\r\n\r\n")
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_issue26_at_its_cap_a_client_reuses_its_own_idle_slot(make_hub):
+    """A browser's idle keep-alive connections do not count against its next request: at the
+    cap, the hub closes the client's own longest-idle one to make room."""
+    hub = make_hub({"server": {"max_connections_per_client": 2}})
+    idle = []
+    for _ in range(2):
+        sock = socket.create_connection(hub.server_address[:2], timeout=5)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")   # answered; now idle
+        idle.append(sock)
+    try:
+        assert call(hub.url, "GET", "/health")[0] == 200
+        assert idle[0].recv(65536) == b""             # the longer idle, closed for it
+    finally:
+        for sock in idle:
+            sock.close()
