@@ -47,8 +47,8 @@ from llmhub.redaction import redact_error
 from llmhub.sockets import Deadlines, HangupWatch, peer_closed
 from llmhub.streaming import Pump
 from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, RunResponse, StreamResponse,
-                         check_content_type, check_message_count, chunk, decode_json,
-                         json_bytes)
+                         check_content_type, check_message_count, chunk, json_bytes,
+                         json_text, parse_json)
 
 __all__ = ["HubServer", "Handler", "Request", "CLIENT_GONE", "make_server"]
 
@@ -84,10 +84,14 @@ class Request:
 
     def json(self, messages: bool = True):
         """The body parsed; `messages=False` where `input` is not a message list (embeddings'
-        texts have their own limit)."""
+        texts have their own limit). The raw bytes are let go first (`body` is None after):
+        a large body is held as text and value, never as bytes, text and value at once."""
         if self._json is None:
             check_content_type(self.headers.get("Content-Type"))
-            self._json = decode_json(self._utf8_body())
+            text = json_text(self._utf8_body())
+            self.body = None
+            self._json = parse_json(text)
+            del text
             if messages:
                 check_message_count(self._json, self.hub.config.server["max_messages"])
         return self._json
@@ -502,11 +506,13 @@ class Handler(BaseHTTPRequestHandler):
             accounting.current.set(caller)
             if route.admin:
                 caller.check_admin(f"{self.command} {route.path}")
-            body = self.state.body = self._read_body()
+            # Only the Request holds the body (and the request log, if it keeps bodies),
+            # so that Request.json can let it go.
+            request = Request(self, path, query, self._read_body())
             if hub.config.log["capture_bodies"]:
-                self.state.captured = bytearray()
+                self.state.body, self.state.captured = request.body, bytearray()
             self.expires_at = None    # the request is in; a run may take as long as it takes
-            self._send_result(route.view(Request(self, path, query, body), **params))
+            self._send_result(route.view(request, **params))
         except CLIENT_GONE:
             raise
         except HubError as exc:

@@ -1,13 +1,19 @@
 """Issue 26 (hardening, the wire): lone surrogates, HEAD on streams, unknown methods that ask
 to close, trickled bodies, clients that hold many connections."""
 
+import base64
 import json
-import time
 import socket
+import subprocess
+import sys
+import time
+import tracemalloc
 
 import pytest
 
+from conftest import ROOT
 from http_client import call
+from test_hostile import wait_for
 
 LONE = "\ud83d"          # JavaScript's s.slice(0, n) cut inside an emoji leaves this half
 
@@ -78,11 +84,15 @@ def test_issue26_an_unknown_method_with_connection_close_is_answered_and_closed(
 
 @pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
 def test_issue26_head_on_a_stream_route_keeps_the_connection_in_step(hub, fake, version):
-    """HEAD on /v1/runs/events and /responses/{id}/events: headers only, and the request
-    pipelined behind it is answered (HTTP/1.1), or the reply says Connection: close."""
+    """HEAD on /v1/runs/events, /responses/{id}/events and /v1/responses/{id}?stream=true:
+    headers only, and the request pipelined behind it is answered (HTTP/1.1), or the reply
+    says Connection: close."""
     status, _, created = call(hub.url, "POST", "/responses", {"model": "m", "input": "hi"})
     assert status == 200
-    for path in ("/v1/runs/events", f"/responses/{created['id']}/events"):
+    status, _, v1 = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": "hi"})
+    assert status == 200
+    for path in ("/v1/runs/events", f"/responses/{created['id']}/events",
+                 f"/v1/responses/{v1['id']}?stream=true"):
         head = f"HEAD {path} {version}\r\nHost: 127.0.0.1\r\n\r\n".encode()
         health = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         reply, _ = exchange_until_close(hub, head + health)
@@ -132,8 +142,12 @@ def test_issue26_trickling_clients_lock_out_only_their_own_address(make_hub):
     other = second_loopback_address()
     hub = make_hub({"server": {"max_connections": 6, "max_connections_per_client": 3}})
     address = hub.server_address[:2]
-    held = [trickler(address) for _ in range(6)]      # as many as the whole hub holds
+    held = [trickler(address) for _ in range(3)]
     try:
+        # until a handler reads its first byte, its connection counts as idle, and idle ones
+        # are closed to make room: wait until all three are mid-body
+        assert wait_for(lambda: sum(h.in_body for h in hub.deadlines.holders()) == 3)
+        held += [trickler(address) for _ in range(3)]  # as many as the whole hub holds
         for sock in held[3:]:                         # past the cap: refused at once
             reply = sock.recv(65536)
             assert reply.startswith(b"HTTP/1.1 429") and b"max_connections_per_client" in reply
@@ -160,8 +174,55 @@ def test_issue26_at_its_cap_a_client_reuses_its_own_idle_slot(make_hub):
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")   # answered; now idle
         idle.append(sock)
     try:
+        assert wait_for(lambda: sum(h.idle_since is not None
+                                    for h in hub.deadlines.holders()) == 2)
         assert call(hub.url, "GET", "/health")[0] == 200
         assert idle[0].recv(65536) == b""             # the longer idle, closed for it
     finally:
         for sock in idle:
             sock.close()
+
+
+# --- memory per large body -------------------------------------------------------------------
+
+@pytest.fixture
+def fake_elsewhere():
+    """The fake LM Studio in a process of its own, so that tracemalloc sees only the hub (and
+    this test's client) parse and send a large body."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_lmstudio.py")],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+IMAGE = "data:image/png;base64," + base64.b64encode(bytes(range(256)) * 12288).decode()
+LARGE_BODIES = [
+    ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what"}, {"type": "image_url", "image_url": {"url": IMAGE}}]}]}),
+    ("/v1/responses", {"model": "m", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "what"}, {"type": "input_image", "image_url": IMAGE}]}]}),
+]
+
+
+@pytest.mark.parametrize("path,body", LARGE_BODIES, ids=[p for p, _ in LARGE_BODIES])
+def test_issue26_a_large_body_is_held_about_twice_not_four_times(make_hub, fake_elsewhere,
+                                                                 path, body):
+    """Raw bytes, their text, the parsed value, the upstream body as str and as bytes, and
+    head + body joined to be sent were all alive at once: 4x the body at peak. The bytes
+    now go before the parse, and the upstream body (and the stored input) is written
+    without an escaped copy first."""
+    hub = make_hub(upstream_url=fake_elsewhere)
+    payload = json.dumps(body).encode()             # 4 MiB
+    assert call(hub.url, "POST", path, payload)[0] == 200   # warm: imports, caches
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        status, _, reply = call(hub.url, "POST", path, payload)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert status == 200, reply
+    assert peak < 3 * len(payload), f"peak {peak / len(payload):.2f}x the body"
