@@ -1,6 +1,6 @@
 """Relay benchmark: the hub against the direct upstream, side by side in one run.
 
-    python -m bench    (or: python bench/run.py)  [--quick] [--only relay|threads|cancel|load|routing]
+    python -m bench    (or: python bench/run.py)  [--quick] [--only relay|threads|cancel|load|routing|memory]
 
 The fake LM Studio (tests/fake_lmstudio.py) and the hub each run in their own process, so
 neither shares a GIL with the load generator. Each scenario is measured direct (client →
@@ -45,10 +45,16 @@ def start_fake() -> tuple[subprocess.Popen, str]:
     return process, process.stdout.readline().strip()
 
 
+# Every load generator here is one loopback client: it may hold as many connections as the
+# whole hub (the load bench holds 1,000 streams), not the 256 one address gets by default.
+HUB_ENV = {"LLMHUB_SERVER_MAX_CONNECTIONS_PER_CLIENT": "2000"}
+
+
 def start_hub(upstream: str, db: Path) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "main.py"), "--port", "0", "--upstream", upstream,
-         "--db", str(db), "--log-level", "error"], stdout=subprocess.PIPE, text=True)
+         "--db", str(db), "--log-level", "error"], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, **HUB_ENV})
     line = process.stdout.readline()
     return process, line.split(" listening on ", 1)[1].split(" ", 1)[0]
 
@@ -193,7 +199,8 @@ def table(rows: list, header: list = HEADER) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
-    parser.add_argument("--only", choices=("relay", "threads", "cancel", "load", "routing"),
+    parser.add_argument("--only", choices=("relay", "threads", "cancel", "load", "routing",
+                                                 "memory"),
                         help="run one benchmark")
     args = parser.parse_args(argv)
     if args.only in (None, "relay"):
@@ -216,6 +223,12 @@ def main(argv=None) -> int:
         from bench import routing
         print("\nllmhub routing benchmark (concurrency 1, interleaved blocks)")
         print(table(routing.main(args.quick), ["scenario", "n", "p50", "p99", "mean"]))
+    if args.only in (None, "memory"):
+        from bench import memory
+        print(f"\nllmhub memory benchmark ({memory.CONCURRENCY} large bodies at once; peak RSS "
+              "above the RSS before, in MiB)")
+        print(table(memory.main(), ["route", "body MiB", "conc", "peak MiB",
+                                    "per body MiB", "per body / body", "errors"]))
     return 0
 
 

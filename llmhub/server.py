@@ -14,7 +14,12 @@ A stream (`serve_stream`) is read from the upstream by a worker and written by
 notices its client leaving instead.
 
 Sockets stay blocking: the server's Deadlines shut down a connection that outlives its
-`expires_at` (idle keep-alive, a trickled request, a client that stopped reading).
+`expires_at` (idle keep-alive, a trickled request, a body fallen silent for
+`body_timeout_seconds`, a client that stopped reading).
+
+Connection slots are counted per client address as well as in all: one address may hold
+`max_connections_per_client`, so a client trickling bodies into every slot it can get
+(issue 26) locks out only itself. Loopback is one address like any other.
 """
 
 import contextlib
@@ -42,8 +47,8 @@ from llmhub.redaction import redact_error
 from llmhub.sockets import Deadlines, HangupWatch, peer_closed
 from llmhub.streaming import Pump
 from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, RunResponse, StreamResponse,
-                         check_content_type, check_message_count, chunk, decode_json,
-                         json_bytes)
+                         check_content_type, check_message_count, chunk, json_bytes,
+                         json_text, parse_json)
 
 __all__ = ["HubServer", "Handler", "Request", "CLIENT_GONE", "make_server"]
 
@@ -79,10 +84,14 @@ class Request:
 
     def json(self, messages: bool = True):
         """The body parsed; `messages=False` where `input` is not a message list (embeddings'
-        texts have their own limit)."""
+        texts have their own limit). The raw bytes are let go first (`body` is None after):
+        a large body is held as text and value, never as bytes, text and value at once."""
         if self._json is None:
             check_content_type(self.headers.get("Content-Type"))
-            self._json = decode_json(self._utf8_body())
+            text = json_text(self._utf8_body())
+            self.body = None
+            self._json = parse_json(text)
+            del text
             if messages:
                 check_message_count(self._json, self.hub.config.server["max_messages"])
         return self._json
@@ -122,8 +131,9 @@ class DeadlineReader(io.RawIOBase):
 
     A per-recv timeout never trips on a client sending one byte every few seconds. Here
     the first byte of a request starts two clocks: the head must be in within
-    `head_timeout_seconds`, the whole request within `read_timeout_seconds`; past them, the
-    server's Deadlines shut the socket down.
+    `head_timeout_seconds`, the whole request within `read_timeout_seconds`; and while the
+    body arrives, no silence may last `body_timeout_seconds` (nginx's client_body_timeout).
+    Past any of them, the server's Deadlines shut the socket down.
     """
 
     def __init__(self, sock, handler) -> None:
@@ -139,6 +149,8 @@ class DeadlineReader(io.RawIOBase):
         count = self.sock.recv_into(buffer)
         if count and handler.deadline is None:
             handler.first_byte()
+        elif count and handler.in_body:    # each read of a body restarts its silence clock
+            handler.expires_at = min(handler.deadline, time.monotonic() + handler.body_timeout)
         return count
 
 
@@ -177,6 +189,7 @@ class HubServer(ThreadingHTTPServer):
         self.errors: list[BaseException] = []
         self._busy = 0
         self.connections = 0
+        self.per_client: dict[str, int] = {}   # open connections by client address
         self._busy_cond = threading.Condition()
         self.hangups = HangupWatch()       # clients of awaited runs, whose handlers are busy
         self.deadlines = Deadlines(interval=0.25)   # every connection's read/write limit
@@ -196,21 +209,36 @@ class HubServer(ThreadingHTTPServer):
             f"http://{host}:{self.server_port}"
 
     def process_request(self, request, client_address) -> None:
-        """Past max_connections, close an idle keep-alive connection to make room; with none
-        idle, answer 503 from the accept loop itself: no thread is spent."""
+        """Past max_connections_per_client or max_connections, close an idle keep-alive
+        connection (the client's own, for its cap) to make room; with none idle, answer
+        429 or 503 from the accept loop itself: no thread is spent."""
         with self._busy_cond:
-            full = self.connections >= self.hub.config.server["max_connections"]
-            if not full or self._evict_idle():
-                self.connections += 1    # an evicted one leaves within moments
-                full = False
-        if full:
-            self._refuse(request)
+            refusal = self._admit(client_address[0])
+        if refusal:
+            self._refuse(request, *refusal)
             return
         super().process_request(request, client_address)
 
-    def _evict_idle(self) -> bool:
-        """Shut down the connection that has waited longest for its next request."""
-        idle = [h for h in self.deadlines.holders() if h.idle_since is not None]
+    def _admit(self, address: str) -> tuple | None:
+        """Count a new connection in, or say why not: (status, message). Call with
+        _busy_cond held. An evicted connection is still counted: it leaves within moments."""
+        limits = self.hub.config.server
+        mine = self.per_client.get(address, 0)
+        if mine >= limits["max_connections_per_client"]:
+            if not self._evict_idle(address):
+                return 429, ("Too many connections from your address; close some or try "
+                             "again shortly (max_connections_per_client)")
+        elif self.connections >= limits["max_connections"] and not self._evict_idle():
+            return 503, "Too many connections; try again shortly"
+        self.connections += 1
+        self.per_client[address] = mine + 1
+        return None
+
+    def _evict_idle(self, address: str | None = None) -> bool:
+        """Shut down the connection (of `address`, if given) that has waited longest for
+        its next request."""
+        idle = [h for h in self.deadlines.holders() if h.idle_since is not None
+                and (address is None or h.client_address[0] == address)]
         if not idle:
             return False
         oldest = min(idle, key=lambda h: h.idle_since)
@@ -224,14 +252,19 @@ class HubServer(ThreadingHTTPServer):
         finally:
             with self._busy_cond:
                 self.connections -= 1
+                address = client_address[0]
+                left = self.per_client.pop(address) - 1
+                if left:                 # no entry for an address with none: the map stays
+                    self.per_client[address] = left   # as small as the connections open
 
-    def _refuse(self, sock) -> None:
-        body = json_bytes({"error": {"message": "Too many connections; try again shortly",
-                                     "code": "too_many_connections", "status": 503}})
+    def _refuse(self, sock, status: int, message: str) -> None:
+        body = json_bytes({"error": {"message": message, "code": "too_many_connections",
+                                     "status": status}})
+        reason = {429: b"Too Many Requests", 503: b"Service Unavailable"}[status]
         try:
-            sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json"
-                         b"\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
-                         % len(body) + body)
+            sock.sendall(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nRetry-After: 1"
+                         b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+                         % (status, reason, len(body)) + body)
         except OSError:
             pass
         self.shutdown_request(sock)
@@ -344,6 +377,8 @@ class Handler(BaseHTTPRequestHandler):
         limits = self.server.hub.config.server
         self.read_timeout = limits["read_timeout_seconds"]
         self.head_timeout = min(limits["head_timeout_seconds"], self.read_timeout)
+        self.body_timeout = limits["body_timeout_seconds"]
+        self.in_body = False                   # a request body is arriving
         self.keepalive = limits["keepalive_timeout_seconds"]
         self.expires_at: float | None = None
         self.deadline: float | None = None
@@ -392,7 +427,7 @@ class Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         # Until a request's first byte, the connection is idle: a new one may wait
         # head_timeout_seconds for it, a kept-alive one keepalive_timeout_seconds.
-        self.deadline, self.state = None, RequestState(None)
+        self.deadline, self.state, self.in_body = None, RequestState(None), False
         self.idle_since = now = time.monotonic()
         self.expires_at = now + (self.keepalive if self.served else self.head_timeout)
         self.command, self.request_version, self.path = "", "HTTP/1.1", ""
@@ -405,10 +440,17 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.served += 1
-        self.expires_at = self.deadline        # the head is in; the body has what is left
         self._take_head(head)
+        # The head is in; the body has what is left of the request's time, and may not
+        # fall silent for body_timeout_seconds (a trickle would otherwise hold the slot).
+        self.in_body = head.body != "none"
+        self.expires_at = min(self.deadline, time.monotonic() + self.body_timeout) \
+            if self.in_body else self.deadline
         if self.command not in self.METHODS:
-            self.close_connection = self.linger = head.body != "none"
+            # An unread body ends the connection; without one, the client's own
+            # `Connection: close` (read in _take_head) still holds.
+            if head.body != "none":
+                self.close_connection = self.linger = True
             return self._protocol_error(HubError(f"Method {self.command} is not implemented",
                                                  status=501, code="not_implemented"))
         self.dispatch()
@@ -464,11 +506,13 @@ class Handler(BaseHTTPRequestHandler):
             accounting.current.set(caller)
             if route.admin:
                 caller.check_admin(f"{self.command} {route.path}")
-            body = self.state.body = self._read_body()
+            # Only the Request holds the body (and the request log, if it keeps bodies),
+            # so that Request.json can let it go.
+            request = Request(self, path, query, self._read_body())
             if hub.config.log["capture_bodies"]:
-                self.state.captured = bytearray()
+                self.state.body, self.state.captured = request.body, bytearray()
             self.expires_at = None    # the request is in; a run may take as long as it takes
-            self._send_result(route.view(Request(self, path, query, body), **params))
+            self._send_result(route.view(request, **params))
         except CLIENT_GONE:
             raise
         except HubError as exc:
@@ -510,7 +554,7 @@ class Handler(BaseHTTPRequestHandler):
                 head.version == "HTTP/1.1":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = read_body(self.rfile, head, limit)
-        self.state.body_read = True
+        self.state.body_read, self.in_body = True, False
         return body
 
     def _settle_body(self) -> None:

@@ -40,6 +40,7 @@ from llmhub import ids
 from llmhub.context import content_text, message_tokens
 from llmhub.errors import BadRequest, Conflict, HubError, NotFound
 from llmhub.messages import normalise_message
+from llmhub.wire import json_str
 
 __all__ = ["Store", "StorageError", "MIGRATIONS", "normalise_message", "thread_not_found"]
 
@@ -1015,7 +1016,7 @@ def _title(messages: list) -> str | None:
 
 
 def _json(value) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json_str(value)     # a stored image is not copied twice on its way in (issue 26)
 
 
 def _thread(row) -> dict:

@@ -3,7 +3,14 @@ request heads and bodies are framing.py's). Rules kept here so that no view has 
 remember them:
 
 - a UTF-8 BOM (PowerShell's `Out-File`, Notepad) is accepted in front of JSON;
-- a chunked frame is never empty: the zero-length chunk is the terminator (RFC 9112 §7.1).
+- a lone surrogate escape (`"\\ud83d"`, which JavaScript makes when it cuts a string inside
+  an emoji) is read as U+FFFD, as browsers' TextEncoder and most servers do: Python's json
+  keeps it as a lone surrogate, which no UTF-8 encoder or SQLite accepts later (a 500);
+- a chunked frame is never empty: the zero-length chunk is the terminator (RFC 9112 §7.1);
+- a large body is held about twice, not four or five times (issue 26): the server lets go
+  of a body's bytes once they are text (json_text, then parse_json), and a value holding a
+  long string is written out by json_pieces (upstream requests, sent piece by piece) or
+  json_str (stored JSON) without the escaped copy json.dumps makes before its join.
 """
 
 import json
@@ -14,8 +21,9 @@ from typing import Any, Callable
 from llmhub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
-    "JSONResponse", "BytesResponse", "StreamRenderer", "StreamResponse", "RunResponse", "decode_json", "json_bytes",
-    "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK", "token_count_header",
+    "JSONResponse", "BytesResponse", "StreamRenderer", "StreamResponse", "RunResponse",
+    "decode_json", "json_text", "parse_json", "json_bytes", "json_pieces", "json_str", "sse",
+    "sse_comment", "ndjson", "chunk", "LAST_CHUNK", "token_count_header",
 ]
 
 BOM = b"\xef\xbb\xbf"
@@ -95,15 +103,26 @@ class RunResponse:
 
 def decode_json(body: bytes) -> Any:
     """Parse a JSON request body; every failure is a 400 that says where."""
+    return parse_json(json_text(body))
+
+
+def json_text(body: bytes) -> str:
+    """A JSON body's text: UTF-8, a BOM dropped, not empty. Apart from parse_json so that a
+    caller can let go of the bytes before parsing: bytes, text and parsed value of a large
+    body need not all be held at once."""
     if body.startswith(BOM):
         body = body[len(BOM):]
     if not body.strip():
         raise BadRequest("Request body is empty; expected JSON", code="empty_body")
     try:
-        text = body.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"Request body is not valid UTF-8 (byte {exc.start})",
                          code="invalid_encoding") from None
+
+
+def parse_json(text: str) -> Any:
+    """Parse JSON text (json_text's); every failure is a 400 that says where."""
     numbers = _Numbers()
     try:
         value = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=numbers.int,
@@ -115,6 +134,27 @@ def decode_json(body: bytes) -> Any:
         raise BadRequest("JSON is nested too deeply", code="invalid_json") from None
     if numbers.refused:
         _refuse_sentinels(value, "")
+    if _SURROGATE_ESCAPE.search(text):      # rare: only then is the whole value walked
+        value = _replace_surrogates(value)
+    return value
+
+
+# Python's json joins a valid \uD83D\uDE00 pair into one character, so any surrogate
+# left in a parsed string stands alone. Raw surrogate bytes never get this far: they are
+# not valid UTF-8, and the strict decode above refuses them.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replace_surrogates(value):
+    """`value` with every lone surrogate, in keys and strings, replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return _no_duplicates([(_replace_surrogates(k), _replace_surrogates(v))
+                               for k, v in value.items()])
     return value
 
 
@@ -208,6 +248,87 @@ def check_message_count(body, limit: int) -> None:
 
 def json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+PIECE = 1 << 20     # json_pieces' piece size: about the most it holds beyond its output
+LARGE = 1 << 16     # a string this long sends a value down the lean path below
+_encode_leaf = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')   # all that ensure_ascii=False escapes
+
+
+def json_pieces(obj: Any) -> list[bytes]:
+    """`obj` as compact JSON in UTF-8 pieces of about PIECE bytes, for a body sent piece by
+    piece (upstream requests). json.dumps(obj).encode() of a body holding a 15 MiB image
+    holds three copies at once (the encoder's escaped parts, their join, the bytes); this
+    holds the bytes and one piece. A value with no long string takes json.dumps, which is
+    4 times faster on small ones."""
+    if not _has_large(obj):
+        return [json_bytes(obj)]
+    out, parts, size = [], [], 0
+    for part in _parts(obj):
+        if len(part) > PIECE:                  # a long clean string: encoded slice by slice
+            out.append("".join(parts).encode("utf-8"))
+            out += [part[i:i + PIECE].encode("utf-8") for i in range(0, len(part), PIECE)]
+            parts, size = [], 0
+            continue
+        parts.append(part)
+        size += len(part)
+        if size >= PIECE:
+            out.append("".join(parts).encode("utf-8"))
+            parts, size = [], 0
+    out.append("".join(parts).encode("utf-8"))
+    return out
+
+
+def json_str(obj: Any) -> str:
+    """json.dumps(obj) compact, as stored: a long string with nothing to escape (base64
+    image data) goes into the one join as it is, instead of as an escaped copy first."""
+    if not _has_large(obj):
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return "".join(_parts(obj))
+
+
+def _has_large(obj) -> bool:
+    if isinstance(obj, dict):
+        obj = obj.values()
+    elif not isinstance(obj, (list, tuple)):
+        return isinstance(obj, str) and len(obj) > LARGE
+    for item in obj:
+        if isinstance(item, str):
+            if len(item) > LARGE:
+                return True
+        elif isinstance(item, (dict, list, tuple)) and _has_large(item):
+            return True
+    return False
+
+
+def _parts(obj):
+    """`obj`'s compact JSON text in parts; a long string's content is one part (itself, when
+    nothing in it needs escaping) between its quotes."""
+    if isinstance(obj, str) and len(obj) > LARGE:
+        yield '"'
+        if _NEEDS_ESCAPE.search(obj) is None:
+            yield obj
+        else:                                  # JSON escapes are per code point: a slice
+            for start in range(0, len(obj), PIECE):   # is escaped alone
+                yield _encode_leaf(obj[start:start + PIECE])[1:-1]
+        yield '"'
+    elif isinstance(obj, dict):
+        yield "{"
+        for index, (key, value) in enumerate(obj.items()):
+            key = key if isinstance(key, str) else _encode_leaf(key)   # as json.dumps does
+            yield ("," if index else "") + _encode_leaf(key) + ":"
+            yield from _parts(value)
+        yield "}"
+    elif isinstance(obj, (list, tuple)):
+        yield "["
+        for index, item in enumerate(obj):
+            if index:
+                yield ","
+            yield from _parts(item)
+        yield "]"
+    else:
+        yield _encode_leaf(obj)
 
 
 def sse(data: str | dict | list, event: str | None = None, id: str | int | None = None) -> bytes:

@@ -1,12 +1,14 @@
 """wire.py: framing is byte-exact; request bodies are read whole or refused."""
 
 import io
+import json
 
 import pytest
 
 from llmhub.errors import BadRequest
 from llmhub.framing import FramingError, read_body, read_head
-from llmhub.wire import chunk, decode_json, ndjson, sse, sse_comment
+from llmhub.wire import (PIECE, chunk, decode_json, json_pieces, json_str, ndjson, sse,
+                         sse_comment)
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -80,3 +82,26 @@ def test_a_head_reduces_absolute_form_and_keeps_its_authority():
     assert (parsed.path, parsed.authority, parsed.body) == ("/v1/models?x=1", "127.0.0.1:8000",
                                                            "none")
     assert read_head(io.BytesIO(b"")) is None          # closed before a request began
+
+
+LONG = "x" * 70_000
+
+
+@pytest.mark.parametrize("value", [
+    {"model": "m", "messages": [{"role": "user", "content": "hi é 😀 \"q\" \n"}], "n": 1,
+     "f": 0.5, "x": None, "t": [1, 2.5, False], "u": ("a",)},
+    {"image": "A" * 3_000_000, "text": LONG + 'é"\\😀\n' * 100, 1: [{"d": "y" * 2_500_000}]},
+    [], {}, "plain", 5, LONG, "x\n" * 100_000,
+], ids=["small", "large", "list", "dict", "str", "int", "long", "long-escaped"])
+def test_json_pieces_and_json_str_are_json_dumps(value):
+    """The lean encoders (issue 26) write exactly what json.dumps writes, compact and UTF-8."""
+    expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    pieces = json_pieces(value)
+    assert b"".join(pieces) == expected.encode("utf-8")
+    assert max(map(len, pieces)) <= 2 * PIECE + 16
+    assert json_str(value) == expected
+
+
+def test_decode_json_reads_a_lone_surrogate_as_the_replacement_character():
+    assert decode_json(b'{"a\\ud83d": ["x\\uDE00", "\\ud83d\\ude00", "\\\\ud83d"]}') == \
+        {"a\ufffd": ["x\ufffd", "\U0001F600", "\\ud83d"]}

@@ -26,6 +26,7 @@ from llmhub.events import token_count
 from llmhub.redaction import public_url, redact, upstream_secrets
 from llmhub.upstream.http import Exchange, Pool, Timeouts
 from llmhub.upstream.openai import error_message, http_error, sse_events, stream_error
+from llmhub.wire import json_pieces
 
 __all__ = ["Anthropic"]
 
@@ -133,7 +134,7 @@ class AnthropicCall:
 
     def open(self) -> None:
         response = self.exchange.send("POST", self.upstream.prefix + "/v1/messages",
-                                      json.dumps(self.body).encode(), self.headers)
+                                      json_pieces(self.body), self.headers)
         if response.status >= 400 or "text/event-stream" not in \
                 response.getheader("Content-Type", ""):
             message = error_message(self.exchange.read_some())

@@ -21,6 +21,8 @@ RECV_SIZE = 65536
 MAX_HEAD = 65536        # status line and headers together, as http.client allows per line
 MAX_HEADERS = 100
 MAX_CHUNK_LINE = 4096
+SMALL_BODY = 65536      # a body up to this goes out in one write with the head; a larger
+                        # one after it, as it is, rather than copied into one buffer
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
@@ -64,7 +66,10 @@ class Connection:
         name = f"[{host}]" if ":" in host else host
         return cls(sock, name if port == default else f"{name}:{port}")
 
-    def send_request(self, method: str, target: str, headers: dict, body: bytes | None) -> None:
+    def send_request(self, method: str, target: str, headers: dict,
+                     body: bytes | list[bytes] | None) -> None:
+        """Send a request; a body given as pieces (wire.json_pieces) goes out piece by piece,
+        never joined: a 15 MiB body is not copied once more to be sent."""
         if _UNSAFE_TARGET.search(target):
             raise ValueError(f"unsafe request target {target!r}")
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}",
@@ -74,10 +79,16 @@ class Connection:
             if not _TOKEN.match(name) or _UNSAFE_VALUE.search(value):
                 raise ValueError(f"header {name!r} has a name or value that is not allowed")
             lines.append(f"{name}: {value}")
+        pieces = [body] if isinstance(body, bytes) else body or []
         if body is not None or method in ("POST", "PUT", "PATCH"):
-            lines.append(f"Content-Length: {len(body or b'')}")
+            lines.append(f"Content-Length: {sum(map(len, pieces))}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.sock.sendall(head + body if body else head)
+        if len(pieces) == 1 and len(pieces[0]) <= SMALL_BODY:
+            self.sock.sendall(head + pieces[0])    # one write: with TCP_NODELAY, one packet
+            return
+        self.sock.sendall(head)
+        for piece in pieces:
+            self.sock.sendall(piece)
 
     def read_response(self, method: str) -> "Response":
         while True:

@@ -35,6 +35,7 @@ from llmhub.health import retry_after
 from llmhub.redaction import public_url, redact, upstream_secrets
 from llmhub.upstream.http import Exchange, Pool, Timeouts
 from llmhub.upstream.sse import EventTooLarge, SSEParser
+from llmhub.wire import json_pieces
 
 __all__ = ["OpenAICompatible", "ChatCall", "error_message", "http_error", "stream_error",
            "sse_events", "chunk_events"]
@@ -214,9 +215,10 @@ class ChatCall:
 
     def open(self) -> None:
         """Send the request; raise UpstreamError unless the upstream accepted it."""
-        payload = json.dumps(self.body, ensure_ascii=False).encode("utf-8")
+        payload = json_pieces(self.body)     # a large body is never held twice (issue 26)
         response = self.exchange.send("POST", self.upstream.prefix + self.path, payload,
                                       self.headers)
+        del payload
         content_type = response.getheader("Content-Type", "")
         if response.status >= 400:
             body = self.exchange.read_some()
