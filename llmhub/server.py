@@ -19,7 +19,7 @@ Sockets stay blocking: the server's Deadlines shut down a connection that outliv
 
 Connection slots are counted per client address as well as in all: one address may hold
 `max_connections_per_client`, so a client trickling bodies into every slot it can get
-(issue 26) locks out only itself. Loopback is one address like any other.
+locks out only itself. Loopback is one address like any other.
 """
 
 import contextlib

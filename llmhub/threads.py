@@ -1016,7 +1016,7 @@ def _title(messages: list) -> str | None:
 
 
 def _json(value) -> str:
-    return json_str(value)     # a stored image is not copied twice on its way in (issue 26)
+    return json_str(value)     # a stored image is not copied twice on its way in
 
 
 def _thread(row) -> dict:

@@ -7,7 +7,7 @@ remember them:
   an emoji) is read as U+FFFD, as browsers' TextEncoder and most servers do: Python's json
   keeps it as a lone surrogate, which no UTF-8 encoder or SQLite accepts later (a 500);
 - a chunked frame is never empty: the zero-length chunk is the terminator (RFC 9112 §7.1);
-- a large body is held about twice, not four or five times (issue 26): the server lets go
+- a large body is held about twice, not four or five times: the server lets go
   of a body's bytes once they are text (json_text, then parse_json), and a value holding a
   long string is written out by json_pieces (upstream requests, sent piece by piece) or
   json_str (stored JSON) without the escaped copy json.dumps makes before its join.

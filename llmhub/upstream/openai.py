@@ -215,7 +215,7 @@ class ChatCall:
 
     def open(self) -> None:
         """Send the request; raise UpstreamError unless the upstream accepted it."""
-        payload = json_pieces(self.body)     # a large body is never held twice (issue 26)
+        payload = json_pieces(self.body)     # a large body is never held twice
         response = self.exchange.send("POST", self.upstream.prefix + self.path, payload,
                                       self.headers)
         del payload
