@@ -62,14 +62,20 @@ def main(argv=None) -> int:
         print(f"llmhub: cannot open the database {config.server['db_path']}: {exc}",
               file=sys.stderr)
         return 2
-    try:
-        server = make_server(hub)
-    except OSError as exc:
-        hub.close()
-        print(f"llmhub: cannot listen on {config.server['host']}:{config.server['port']}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
-        return 2
-    return serve(server, hub)
+    servers = []
+    for port in (config.server["port"], config.ollama["port"]):
+        if servers and not port:
+            continue                       # [ollama] port = 0: no second listener
+        try:
+            servers.append(make_server(hub, port=port))
+        except OSError as exc:
+            for server in servers:
+                server.server_close()
+            hub.close()
+            print(f"llmhub: cannot listen on {config.server['host']}:{port}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return 2
+    return serve(servers, hub)
 
 
 def startup_line(server, hub) -> str:
@@ -83,24 +89,31 @@ def startup_line(server, hub) -> str:
     return redact(line, hub.engine.secrets)    # a probe's error may echo the key it was sent
 
 
-def serve(server, hub) -> int:
+def serve(servers: list, hub) -> int:
+    """Serve the hub on each listener ([server] port, and [ollama] port if set) until a
+    signal; then stop them all, and close the hub once."""
     stop = threading.Event()
     # Handlers go in before the startup line: a Ctrl-C right after it must still stop cleanly.
     for name in ("SIGINT", "SIGTERM", "SIGBREAK"):     # SIGBREAK: Ctrl-Break on Windows
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), lambda signum, frame: stop.set())
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="serve_forever", daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                                name="serve_forever", daemon=True) for server in servers]
+    for thread in threads:
+        thread.start()
     try:
-        print(startup_line(server, hub), flush=True)
+        print(startup_line(servers[0], hub), flush=True)
+        for server in servers[1:]:
+            print(f"llmhub: Ollama's clients may use {server.url} too", flush=True)
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
     print("llmhub: stopping: cancelling runs, closing the database", file=sys.stderr,
           flush=True)
-    server.stop(grace=3.0)     # streams get their terminal events; all of it inside 5 s
+    for server in servers:
+        server.stop(grace=3.0)   # streams get their terminal events; all of it inside 5 s
     hub.close()
-    thread.join(1)
+    for thread in threads:
+        thread.join(1)
     return 0

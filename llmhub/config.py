@@ -184,6 +184,11 @@ SCHEMA = [
     Key("openai", "drop_fields", _list, ""),
     Key("anthropic", "strip_billing_header", _bool, "true"),
     Key("anthropic", "store", _bool, "false"),
+    Key("ollama", "port", _int(0, 65535), "0"),
+    Key("ollama", "version", _str, "0.13.0"),
+    Key("ollama", "tools", _list, ""),
+    Key("ollama", "thinking", _list, ""),
+    Key("ollama", "vision", _list, ""),
 ]
 UPSTREAM_KEYS = {k.name: k for k in SCHEMA if k.section == "upstream"}
 PIPE_KEYS = ("model", "system", "temperature", "max_tokens", "variables")
@@ -273,6 +278,8 @@ class Config:
     anthropic: dict = field(default_factory=lambda: {"strip_billing_header": True,
                                                      "store": False})
     openai: dict = field(default_factory=lambda: {"drop_fields": ()})
+    ollama: dict = field(default_factory=lambda: {"port": 0, "version": "0.13.0", "tools": (),
+                                                  "thinking": (), "vision": ()})
     keys: dict = field(default_factory=dict)      # key name → key ([keys], or name:key)
     log: dict = field(default_factory=lambda: {"keep_count": 10000, "keep_days": 30.0,
                                                "capture_bodies": False,
@@ -331,7 +338,8 @@ def load_config(flags: dict | None = None, env: dict | None = None,
         models=sections["models"], context=sections["context"],
         responses=sections["responses"], mock=sections["mock"],
         providers=sections["providers"], anthropic=sections["anthropic"],
-        openai=sections["openai"], log=sections["log"], retention=sections["retention"],
+        openai=sections["openai"], ollama=sections["ollama"], log=sections["log"],
+        retention=sections["retention"],
         aliases=_aliases(parser), fallbacks=_fallbacks(parser),
         concurrency=_concurrency(parser, source), pipes=_pipes(parser, source),
         key_limits=_key_limits(parser, keys, source),
@@ -622,6 +630,7 @@ def redacted(config: Config) -> dict:
         "mock": dict(config.mock), "providers": section(config.providers),
         "anthropic": dict(config.anthropic),
         "openai": {"drop_fields": list(config.openai["drop_fields"])},
+        "ollama": {k: list(v) if isinstance(v, tuple) else v for k, v in config.ollama.items()},
         "log": dict(config.log),
         "keys": {name: "***" for name in config.keys},
         "aliases": dict(config.aliases),

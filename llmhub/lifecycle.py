@@ -10,6 +10,9 @@ Rules:
   itself. A model someone else loaded is theirs, and stays.
 - Every unload the hub makes (idle, `POST /models/unload`, an exclusive load) marks the
   model cold at once, not at the next probe, so the next run loads it on demand.
+- A client may set a model's idle time itself (Ollama's `keep_alive`): a duration replaces
+  `idle_unload_seconds` for that model, a negative one keeps it loaded, 0 unloads it as
+  soon as no run uses it. The model is then the hub's to unload, whoever loaded it.
 - Only upstreams that manage models (LM Studio, the mock) load or unload; for the others a
   model is what the server serves.
 """
@@ -35,6 +38,7 @@ class Lifecycle:
                                             on_load=self._loaded, on_unload=self._unloaded)
                          for name, u in upstreams.items()}
         self._ours: dict[tuple, float] = {}      # (upstream, key) the hub loaded → when
+        self._keep: dict[tuple, float] = {}      # a client's idle time for one (inf: never)
         self._lock = threading.Lock()
 
     def manager(self, upstream_name: str | None) -> ModelManager:
@@ -87,7 +91,22 @@ class Lifecycle:
         so the next run for it loads it on demand instead of meeting "No models loaded"."""
         with self._lock:
             self._ours.pop((upstream.name, key), None)
+            self._keep.pop((upstream.name, key), None)
         self.router.note_loaded(upstream.name, key, False)
+
+    def keep_alive(self, upstream_name: str, key: str, seconds: float) -> None:
+        manager = self.managers.get(upstream_name)
+        if manager is None or not manager.managed:
+            return                       # a server that loads nothing on request
+        if seconds == 0:
+            try:
+                manager.unload(key)
+            except HubError as exc:      # another run uses it (409), or it is gone
+                log.info("keep_alive 0: %s on %s stays: %s", key, upstream_name, exc.message)
+            return
+        with self._lock:
+            self._keep[upstream_name, key] = seconds
+            self._ours.setdefault((upstream_name, key), time.monotonic())
 
     def unload_idle(self) -> None:
         """Unload each model the hub loaded that has had no run for idle_unload_seconds."""
@@ -96,7 +115,7 @@ class Lifecycle:
             ours = list(self._ours.items())
         for (name, key), loaded_at in ours:
             manager = self.managers[name]
-            idle = manager.upstream.config.idle_unload_seconds
+            idle = self._keep.get((name, key), manager.upstream.config.idle_unload_seconds)
             since = self.router.idle_since(name, key)
             if not idle or since is None or now - max(since, loaded_at) < idle:
                 continue

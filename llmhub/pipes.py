@@ -316,6 +316,87 @@ class Engine:
                            "context_length": e["context_length"],
                            "max_context_length": e["max_context_length"]} for e in entries}
 
+    def model_facts(self, name: str) -> dict:
+        """What the hub knows of the model a name resolves to, for clients that ask what a
+        model can do before using it (Ollama's /api/show): its upstream's catalog entry
+        where the upstream keeps one (LM Studio), and the context its box was probed with."""
+        target = self.resolver.resolve(name)[0][0]
+        entry = next((e for e in self._catalog(target.upstream.name)
+                      if e["key"] == target.model), {})
+        context = self.router.context_length(target, target.model)
+        return {**entry, "model": target.model, "upstream": target.upstream.name,
+                "kind": target.upstream.kind,
+                "context_length": entry.get("context_length") or context}
+
+    def loaded_models(self) -> list[dict]:
+        """Every model loaded now, on every upstream: from LM Studio's catalog, or, for a
+        server that loads none on request, what its box last listed (it serves those)."""
+        loaded = []
+        for name, manager in self.lifecycle.managers.items():
+            if manager.managed:
+                loaded += [dict(e, upstream=name) for e in self._catalog(name) if e["loaded"]]
+                continue
+            box = self.router.boxes.get(name)
+            models = box and (box.loaded if box.loaded is not None else box.models)
+            loaded += [{"key": m, "upstream": name, "type": "llm",
+                        "context_length": box.contexts.get(m)} for m in sorted(models or ())]
+        return loaded
+
+    def _catalog(self, upstream: str) -> list[dict]:
+        manager = self.lifecycle.managers[upstream]
+        if not manager.managed:
+            return []
+        try:
+            return manager.catalog()[0]
+        except HubError:
+            return []
+
+    def warm_up(self, model: str | None) -> str:
+        """Load the model a name resolves to, as the first request for it would (Ollama's
+        empty prompt): no more than any caller that may use the model may cause."""
+        target = self.resolver.resolve(model)[0][0]
+        caller().check_model(model, target.model)
+        box = self.router.box(target)
+        if box.models is not None and target.model not in box.models:
+            raise NotFound(f"Model {target.model!r} is not on {target.upstream.name}",
+                           param="model", code="model_not_found")
+        self.lifecycle.ready(target)
+        return target.model
+
+    def unknown_model(self, name: str) -> bool:
+        """True when no target of any pool for this name is a model its box last listed,
+        and every box has listed: the name is unknown everywhere. Without a listing the
+        upstream is left to say."""
+        for pool in self.resolver.resolve(name):
+            for target in pool:
+                models = self.router.box(target).models
+                if models is None or target.model in models:
+                    return False
+        return True
+
+    def unload_when_idle(self, model: str | None) -> None:
+        """Unload the model a name resolves to now, unless runs use it (Ollama's keep_alive
+        0 with no prompt); only for a caller that may use it."""
+        target = self.resolver.resolve(model)[0][0]
+        caller().check_model(model, target.model)
+        self.lifecycle.keep_alive(target.upstream.name, target.model, 0)
+
+    def keep_alive(self, run: Run, seconds: float) -> None:
+        """After the run, keep its model loaded `seconds` idle (inf: for good), or unload
+        it at once for 0 (Ollama's keep_alive); never from under another run."""
+        def after(run: Run) -> None:
+            if run.provider:
+                self.workers.submit(self._keep_alive, run, seconds)
+        run.on_finish(after)
+
+    def _keep_alive(self, run: Run, seconds: float) -> None:
+        run.wait(60)               # retired first: its own run must not count as in flight
+        # a provider is named by its kind; its address tells which upstream answered
+        name = next((name for name, upstream in self.resolver.upstreams.items()
+                     if upstream.base_url == run.provider["base_url"]), None)
+        if name is not None:
+            self.lifecycle.keep_alive(name, run.model, seconds)
+
     def loaded_model(self) -> str | None:
         """The first loaded chat model; None if none is, or models are not managed here."""
         manager = self._manager(None)

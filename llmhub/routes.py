@@ -11,8 +11,8 @@ from functools import partial
 from typing import Callable
 
 from llmhub.dialects import (anthropic, completions, conversations, edison, embeddings,
-                             langbase, openai, openai_responses, responses, service,
-                             sessions, studio, usage)
+                             langbase, ollama, openai, openai_responses, responses,
+                             service, sessions, studio, usage)
 from llmhub.errors import MethodNotAllowed, NotFound
 
 __all__ = ["Route", "ROUTES", "match", "methods_for", "dialect_for", "not_found"]
@@ -221,6 +221,33 @@ ROUTES = [
           "Chat with images, with [models] vision", STUDIO_VISION),
     Route("POST", "/chat/vision/stream", partial(studio.chat_stream, kind="vision"), studio,
           "Streaming chat with images (NDJSON)", STUDIO_VISION),
+    # Ollama
+    Route("GET", "/api/version", ollama.version, ollama, "The Ollama version the hub speaks",
+          auth=False),
+    Route("GET", "/api/tags", ollama.tags, ollama,
+          "Every model and alias, as Ollama lists them (name:tag, details)"),
+    Route("POST", "/api/show", ollama.show, ollama,
+          "One model: capabilities (tools, vision, thinking), context length, details",
+          {"model": "fast"}),
+    Route("GET", "/api/ps", ollama.ps, ollama, "The models loaded now"),
+    Route("POST", "/api/chat", ollama.chat, ollama,
+          "Ollama chat: NDJSON stream unless \"stream\": false; tools, images, think, format",
+          {"model": "fast", "messages": HELLO}),
+    Route("POST", "/api/generate", ollama.generate, ollama,
+          "Ollama generate: prompt, suffix, system, raw; an empty prompt loads the model",
+          {"model": "fast", "prompt": "Why is the sky blue?", "stream": False}),
+    Route("POST", "/api/embed", ollama.embed, ollama, "Ollama embeddings: input, a string or list",
+          {"model": "text-embedding-nomic-embed-text-v1.5", "input": ["Hello", "world"]}),
+    Route("POST", "/api/embeddings", ollama.embeddings, ollama,
+          "Ollama's older embeddings: one prompt, one embedding",
+          {"model": "text-embedding-nomic-embed-text-v1.5", "prompt": "Hello"}),
+    Route("POST", "/api/pull", ollama.pull, ollama,
+          "Succeeds for a model an upstream has; llmhub downloads nothing", {"model": "fast"}),
+    Route("POST", "/api/push", ollama.unsupported, ollama, "Refused: use the model server"),
+    Route("POST", "/api/create", ollama.unsupported, ollama, "Refused: use the model server"),
+    Route("POST", "/api/copy", ollama.unsupported, ollama, "Refused: use the model server"),
+    Route("DELETE", "/api/delete", ollama.unsupported, ollama,
+          "Refused: use the model server"),
 ]
 
 

@@ -183,7 +183,7 @@ class HubServer(ThreadingHTTPServer):
     daemon_threads = True      # an open stream must not keep the interpreter alive
     block_on_close = False     # server_close() must not wait for long-lived streams
 
-    def __init__(self, hub, raise_errors: bool = False) -> None:
+    def __init__(self, hub, raise_errors: bool = False, port: int | None = None) -> None:
         self.hub = hub
         self.raise_errors = raise_errors   # tests: record view bugs so the test fails on them
         self.errors: list[BaseException] = []
@@ -195,7 +195,8 @@ class HubServer(ThreadingHTTPServer):
         self.deadlines = Deadlines(interval=0.25)   # every connection's read/write limit
         self.origins = OriginPolicy(hub.config.server)
         hub.routes = routes.ROUTES   # for /help and /openapi.json, without an import cycle
-        super().__init__((hub.config.server["host"], hub.config.server["port"]), Handler)
+        port = hub.config.server["port"] if port is None else port
+        super().__init__((hub.config.server["host"], port), Handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls getfqdn(), a reverse-DNS lookup that can stall startup.
@@ -295,8 +296,10 @@ class HubServer(ThreadingHTTPServer):
         self.server_close()
 
 
-def make_server(hub, raise_errors: bool = False) -> HubServer:
-    return HubServer(hub, raise_errors=raise_errors)
+def make_server(hub, raise_errors: bool = False, port: int | None = None) -> HubServer:
+    """A server for the hub, on [server] port or on `port` (the Ollama listener, which
+    serves the same hub where Ollama's clients look for it)."""
+    return HubServer(hub, raise_errors=raise_errors, port=port)
 
 
 class StreamOut:

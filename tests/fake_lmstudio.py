@@ -242,7 +242,10 @@ class _Handler(BaseHTTPRequestHandler):
                 {"type": "vlm" if "vl" in m else "llm", "key": m,
                  "loaded_instances": [{"id": i, "config": self._instance_config(fake, m, i)}
                                       for i in fake.loaded.get(m, [])],
-                 "max_context_length": 32768, "capabilities": {"vision": "vl" in m}}
+                 "max_context_length": 32768, "architecture": "qwen2",
+                 "quantization": {"name": "Q4_K_M", "bits_per_weight": 4},
+                 "params_string": "7B", "size_bytes": 4_683_073_536, "format": "gguf",
+                 "capabilities": {"vision": "vl" in m, "trained_for_tool_use": True}}
                 for m in fake.models]})
         if self.path == "/health" and fake.llama:
             if fake.health_status != 200:

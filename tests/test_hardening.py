@@ -414,7 +414,8 @@ def test_an_upstream_key_echoed_mid_stream_is_redacted_everywhere(make_hub, fake
 def test_credentials_in_an_upstream_url_are_used_and_never_shown(make_hub, fake):
     parts = urlsplit(fake.url)
     hub = make_hub(upstream_url=f"http://llm-user:pw-8c1e-secret@{parts.netloc}{parts.path}")
-    shown = json.dumps([call(hub.url, "GET", path)[2] for path in ("/", "/health", "/config")])
+    shown = json.dumps([call(hub.url, "GET", path, headers={"Accept": "application/json"})[2]
+                        for path in ("/", "/health", "/config")])
     assert "pw-8c1e-secret" not in shown and "***@" in shown
     assert call(hub.url, "POST", "/v1/chat/completions", CHAT)[0] == 200
     sent = fake.chat_requests()[0].headers["Authorization"]

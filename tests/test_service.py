@@ -9,8 +9,8 @@ from llmhub import logs
 from test_runs import closed_port
 
 
-def test_index_is_a_json_status_listing_endpoints(hub):
-    status, headers, body = call(hub.url, "GET", "/")
+def test_index_is_a_json_status_listing_endpoints_for_who_asks_for_json(hub):
+    status, headers, body = call(hub.url, "GET", "/", headers={"Accept": "application/json"})
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert body["name"] == "llmhub" and body["status"] == "ok"
     paths = {(e["method"], e["path"]) for e in body["endpoints"]}

@@ -48,7 +48,10 @@ def test_models_lists_loaded_and_available(hub):
     text, vision = body["models"]
     assert text == {"key": "qwen2.5-7b-instruct", "type": "llm", "vision": False,
                     "loaded": True, "instances": ["qwen2.5-7b-instruct"],
-                    "context_length": 4096, "parallel": None, "max_context_length": 32768}
+                    "context_length": 4096, "parallel": None, "max_context_length": 32768,
+                    "tools": True, "reasoning": None, "architecture": "qwen2",
+                    "quantization": "Q4_K_M", "parameters": "7B", "format": "gguf",
+                    "size_bytes": 4_683_073_536}
     assert vision["type"] == "vlm" and vision["vision"] and not vision["loaded"]
 
 

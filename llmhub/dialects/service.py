@@ -13,6 +13,7 @@ from pathlib import Path
 from llmhub import accounting
 from llmhub.config import redacted
 from llmhub.context import estimate_tokens
+from llmhub.dialects import ollama
 from llmhub.errors import NotFound
 from llmhub.feed import Feed
 from llmhub.redaction import redact
@@ -37,9 +38,13 @@ def error_body(error) -> dict:
 
 
 def index(request):
-    """The web chat page for browsers; a JSON status for everything else (DESIGN §9)."""
-    if "text/html" in request.headers.get("Accept", ""):
+    """The web chat page for browsers, the hub's status for a client that asks for JSON,
+    and for everything else (curl, Ollama's clients, which probe it) Ollama's answer."""
+    accept = request.headers.get("Accept", "")
+    if "text/html" in accept:
         return static_file(request, "index.html")
+    if "application/json" not in accept:
+        return ollama.running(request)
     hub = request.hub
     return JSONResponse({
         "name": "llmhub", "version": hub.version, "status": "ok",

@@ -135,17 +135,27 @@ def model_entry(model: dict, source: str) -> dict:
         configs = [i.get("config") or {} for i in instances]
         context = next((c.get("context_length") for c in configs), None)
         parallel = [c["parallel"] for c in configs if type(c.get("parallel")) is int]
+        capabilities = model.get("capabilities") or {}
+        quantization = model.get("quantization") or {}
         return {"key": model["key"], "type": kind, "vision": vision,
                 "loaded": bool(instances), "instances": [i["id"] for i in instances],
                 "context_length": context, "parallel": sum(parallel) or None,
-                "max_context_length": model.get("max_context_length")}
+                "max_context_length": model.get("max_context_length"),
+                "tools": capabilities.get("trained_for_tool_use"),
+                "reasoning": bool(capabilities.get("reasoning")) or None,
+                "architecture": model.get("architecture"),
+                "quantization": quantization.get("name") if isinstance(quantization, dict)
+                else None, "parameters": model.get("params_string"),
+                "format": model.get("format"), "size_bytes": model.get("size_bytes")}
     if source == "/api/v0/models":
         kind = {"embeddings": "embedding"}.get(model.get("type"), model.get("type") or "llm")
         loaded = model.get("state") == "loaded"
         return {"key": model["id"], "type": kind, "vision": kind == "vlm", "loaded": loaded,
                 "instances": [model["id"]] if loaded else [],
                 "context_length": model.get("loaded_context_length"), "parallel": None,
-                "max_context_length": model.get("max_context_length")}
+                "max_context_length": model.get("max_context_length"),
+                "architecture": model.get("arch"), "quantization": model.get("quantization"),
+                "format": model.get("compatibility_type")}
     return {"key": model["id"], "type": "llm", "vision": False, "loaded": None,
             "instances": [], "context_length": None, "parallel": None,
             "max_context_length": None}
