@@ -316,17 +316,24 @@ class Engine:
                            "context_length": e["context_length"],
                            "max_context_length": e["max_context_length"]} for e in entries}
 
-    def model_facts(self, name: str) -> dict:
-        """What the hub knows of the model a name resolves to, for clients that ask what a
-        model can do before using it (Ollama's /api/show): its upstream's catalog entry
-        where the upstream keeps one (LM Studio), and the context its box was probed with."""
-        target = self.resolver.resolve(name)[0][0]
-        entry = next((e for e in self._catalog(target.upstream.name)
-                      if e["key"] == target.model), {})
-        context = self.router.context_length(target, target.model)
-        return {**entry, "model": target.model, "upstream": target.upstream.name,
-                "kind": target.upstream.kind,
-                "context_length": entry.get("context_length") or context}
+    def model_facts(self, names: list[str]) -> list[dict]:
+        """What the hub knows of the model each name resolves to, for clients that ask what
+        a model can do before using it (Ollama's /api/tags and /api/show): its upstream's
+        catalog entry where the upstream keeps one (LM Studio; asked once per upstream),
+        and the context its box was probed with."""
+        catalogs: dict[str, list] = {}
+        facts = []
+        for name in names:
+            target = self.resolver.resolve(name)[0][0]
+            upstream = target.upstream.name
+            if upstream not in catalogs:
+                catalogs[upstream] = self._catalog(upstream)
+            entry = next((e for e in catalogs[upstream] if e["key"] == target.model), {})
+            context = self.router.context_length(target, target.model)
+            facts.append({**entry, "model": target.model, "upstream": upstream,
+                          "kind": target.upstream.kind,
+                          "context_length": entry.get("context_length") or context})
+        return facts
 
     def loaded_models(self) -> list[dict]:
         """Every model loaded now, on every upstream: from LM Studio's catalog, or, for a

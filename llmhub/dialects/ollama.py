@@ -87,12 +87,13 @@ def tags(request) -> JSONResponse:
     listed, errors = hub.engine.list_models()
     if errors and not listed:
         raise errors[0]
-    names = [m["id"] for m in listed] + [a for a in hub.config.aliases if "*" not in a]
-    return JSONResponse({"models": [listing(hub, name) for name in dict.fromkeys(names)]})
+    names = list(dict.fromkeys([m["id"] for m in listed] +
+                               [a for a in hub.config.aliases if "*" not in a]))
+    facts = hub.engine.model_facts(names)
+    return JSONResponse({"models": [listing(n, f) for n, f in zip(names, facts)]})
 
 
-def listing(hub, name: str) -> dict:
-    facts = hub.engine.model_facts(name)
+def listing(name: str, facts: dict) -> dict:
     tagged = tagged_name(name)
     return {"name": tagged, "model": tagged, "modified_at": MODIFIED,
             "size": facts.get("size_bytes") or 0, "digest": digest(name),
@@ -104,7 +105,7 @@ def show(request) -> JSONResponse:
     body = request.json_object()
     name = model_field(body)
     model = known_model(hub, name)
-    facts = hub.engine.model_facts(model)
+    facts = hub.engine.model_facts([model])[0]
     arch = facts.get("architecture") or "llama"
     info = {"general.architecture": arch, "general.basename": facts["model"]}
     context = facts.get("context_length") or facts.get("max_context_length")
