@@ -198,10 +198,7 @@ def known_model(hub, name: str) -> str:
 
 def chat(request):
     hub = request.hub
-    body = request.json_object()
-    name = model_field(body)
-    model = known_model(hub, name)
-    check_request(body)
+    body, name, model = generation_request(request)
     messages = body.get("messages")
     if messages is not None and not isinstance(messages, list):
         raise BadRequest("'messages' must be a list", param="messages")
@@ -215,10 +212,7 @@ def chat(request):
 
 def generate(request):
     hub = request.hub
-    body = request.json_object()
-    name = model_field(body)
-    model = known_model(hub, name)
-    check_request(body)
+    body, name, model = generation_request(request)
     for field in ("prompt", "suffix", "system"):
         if body.get(field) is not None and not isinstance(body[field], str):
             raise BadRequest(f"'{field}' must be a string", param=field)
@@ -239,6 +233,15 @@ def generate(request):
     chat = ChatRequest(plan, model=model, params=params, dialect="ollama",
                        run_id=request.run_id())
     return respond(request, body, chat, name, GenerateLines)
+
+
+def generation_request(request) -> tuple[dict, str, str]:
+    """A chat or generate body checked: (the body, the name as sent, the hub's name)."""
+    body = request.json_object()
+    name = model_field(body)
+    model = known_model(request.hub, name)
+    check_request(body)
+    return body, name, model
 
 
 def respond(request, body: dict, chat: ChatRequest, name: str, lines):
