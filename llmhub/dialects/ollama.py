@@ -204,7 +204,7 @@ def chat(request):
         raise BadRequest("'messages' must be a list", param="messages")
     if not messages:
         return load_or_unload(request, body, name, model, ChatLines)
-    params = dict(generation_params(body, hub, model), **tool_params(body))
+    params = dict(generation_params(body), **tool_params(body))
     chat = ChatRequest(Stateless(openai_messages(messages, hub, model)), model=model,
                        params=params, dialect="ollama", run_id=request.run_id())
     return respond(request, body, chat, name, ChatLines)
@@ -219,7 +219,7 @@ def generate(request):
     prompt, images = body.get("prompt") or "", body.get("images")
     if not prompt and not images and not body.get("suffix"):
         return load_or_unload(request, body, name, model, GenerateLines)
-    params = generation_params(body, hub, model)
+    params = generation_params(body)
     if body.get("raw") or body.get("suffix") is not None:
         # no chat template: the prompt as written, and the suffix for fill-in-the-middle
         if body.get("suffix") is not None:
@@ -246,8 +246,8 @@ def generation_request(request) -> tuple[dict, str, str]:
 
 def respond(request, body: dict, chat: ChatRequest, name: str, lines):
     engine = request.hub.engine
+    keep = keep_alive(body)             # checked before a run exists
     run = engine.prepare(chat)
-    keep = keep_alive(body)
     if keep is not None:
         engine.keep_alive(run, keep)
     shape = lines(run, name, hide_thinking=body.get("think") is False)
@@ -284,7 +284,7 @@ def check_request(body: dict) -> None:
                          param="think")
 
 
-def generation_params(body: dict, hub, model: str) -> dict:
+def generation_params(body: dict) -> dict:
     params = sampling(body.get("options") or {})
     fmt = body.get("format")
     if fmt == "json":
