@@ -331,7 +331,7 @@ class Generation:
         caller.check_model(relay.model, pools[0][0].model)
         pools = allowed(caller, relay.model, pools)
         run = self.registry.create(None, most=most_runs(caller), dialect="relays",
-                                   model=pools[0][0].model or relay.model)
+                                   model=relay_model(pools[0][0], relay))
         run.requested = relay.model
         run.provider = pools[0][0].upstream.provider
         run.secrets = self.secrets
@@ -360,7 +360,7 @@ class Generation:
                 run.upstream_at = time.monotonic()
             call.open()
             self.router.opened(target, None)
-            if run.start(target.model or relay.model or "", target.upstream.provider):
+            if run.start(relay_model(target, relay) or "", target.upstream.provider):
                 self._deliver(run, call, relay.sink, target)
             return None
         except UpstreamError as exc:
@@ -673,6 +673,12 @@ def upstream_call(upstream, body: dict, access: tuple):
                               extra_headers={**native.headers, **headers})
     opener = upstream.chat if endpoint == "chat" else completions_of(upstream)
     return opener(body, api_key=api_key, extra_headers=headers)
+
+
+def relay_model(target: Target, relay: Relay) -> str | None:
+    """The model a relayed call names upstream, for its record: none if the client named
+    none (the body goes as it came, and `[models] default`, a chat model, routed it)."""
+    return (target.model or relay.model) if relay.model else None
 
 
 def pass_call(target: Target, relay: Relay) -> PassCall:
