@@ -3,9 +3,10 @@
 transcriptions, translations and speech, image generations and edits.
 
 Wire rules kept here:
-- the body goes upstream byte for byte; only a `model` the hub resolves to another name (an
-  alias, a pool, an `up:` prefix) is rewritten: the JSON re-encoded with that one field
-  changed, or in a multipart form that one part's data swapped in place (multipart.py);
+- the body goes upstream byte for byte (a JSON one labelled JSON, whatever curl -d said);
+  only a `model` the hub resolves to another name (an alias, a pool, an `up:` prefix) is
+  rewritten: the JSON re-encoded with that one field changed, or in a multipart form that
+  one part's data swapped in place (multipart.py);
 - the model goes through aliases, pools, fallbacks, queues, keys and the request log as a
   chat's does (generation.Relay); with no model, the default upstream answers;
 - the reply (status 2xx), its Content-Type and its bytes come back as the upstream sent
@@ -102,10 +103,19 @@ def _json_relay(request, endpoint: str, paths: tuple, check) -> RelayResponse:
     check_type(body, "model", str, "a string")
     estimate = check(body)
     relay = Relay(endpoint, paths, body.get("model") or None, raw,
-                  request.headers.get("Content-Type") or "application/json",
+                  json_type(request.headers.get("Content-Type")),
                   renamed=lambda name: json_pieces(dict(body, model=name)),
                   accept=request.headers.get("Accept"), input_estimate=estimate)
     return RelayResponse(request.hub.engine.relay(relay), relay)
+
+
+def json_type(given: str | None) -> str:
+    """The Content-Type a JSON body goes upstream with: the client's if it says JSON, else
+    application/json. curl -d labels JSON as a form, which the hub reads as JSON (wire.py)
+    but vLLM's FastAPI would refuse."""
+    kind = (given or "").split(";", 1)[0].strip().lower()
+    return given if kind == "application/json" or kind.endswith("+json") else \
+        "application/json"
 
 
 def _require(body: dict, name: str, types, what: str) -> None:
