@@ -4,7 +4,7 @@ that serves them, byte for byte, through the same keys, pools and request log as
 import json
 import threading
 
-from fake_lmstudio import LLAMA_404, Relay
+from fake_lmstudio import LLAMA_404, FakeLMStudio, Relay
 from http_client import call, connect
 
 BOUNDARY = "----llmhubTestBoundary7MA4YWxk"
@@ -72,6 +72,18 @@ def test_rerank_tries_the_other_path_a_server_may_have(hub, fake):
     status, _, answer = call(hub.url, "POST", "/rerank",
                              {"query": "q", "documents": ["a", "b"]})
     assert status == 200 and answer == json.loads(RANKED)
+
+
+def test_json_sent_as_curl_d_sends_it_goes_upstream_labelled_json(hub, fake):
+    """curl -d labels a body as a form; the hub reads it as JSON, and vLLM would refuse
+    it labelled so."""
+    fake.relays["/tokenize"] = Relay(body=b'{"tokens":[1,2]}')
+    body = b'{"content": "Hello world"}'
+    status, _, answer = call(hub.url, "POST", "/tokenize", body,
+                             {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200 and answer == {"tokens": [1, 2]}
+    [got] = relayed(fake, "/tokenize")
+    assert (got.raw, got.headers["Content-Type"]) == (body, "application/json")
 
 
 def test_speech_streams_back_as_the_upstream_makes_it(hub, fake):
@@ -148,6 +160,35 @@ def test_an_alias_resolves_for_rerank(make_hub, fake):
     assert relayed(fake, "/v1/rerank")[0].body == dict(sent, model="bge-reranker-v2-m3")
     record = call(hub.url, "GET", f"/v1/requests/{headers['X-Run-Id']}")[2]
     assert (record["requested_model"], record["model"]) == ("ranker", "bge-reranker-v2-m3")
+
+
+def test_a_pool_sends_a_rerank_to_the_target_that_serves_it(make_hub, fake):
+    """LM Studio has no rerank; the pool's other box has, and every call ends there."""
+    other = FakeLMStudio().start()
+    try:
+        other.relays["/v1/rerank"] = Relay(body=RANKED)
+        hub = make_hub({"upstream:b": {"base_url": other.url, "kind": "openai"},
+                        "pool:ranker": {"targets": "default:bge, b:bge-reranker-v2-m3"}})
+        for _ in range(4):
+            status, _, answer = call(hub.url, "POST", "/v1/rerank",
+                                     {"model": "ranker", "query": "q", "documents": ["a"]})
+            assert status == 200 and answer == json.loads(RANKED)
+        assert [r.body["model"] for r in relayed(other, "/v1/rerank")] == \
+            ["bge-reranker-v2-m3"] * 4
+        states = call(hub.url, "GET", "/v1/upstreams")[2]["data"]
+        assert [s["state"] for s in states] == ["healthy", "healthy"]
+    finally:
+        other.stop()
+
+
+def test_a_keys_model_limits_hold_for_relays(make_hub, fake):
+    hub = make_hub({"keys": {"carol": "sk-carol-4"}, "key:carol": {"models": "qwen*"}})
+    fake.relays["/v1/rerank"] = Relay(body=RANKED)
+    status, _, body = call(hub.url, "POST", "/v1/rerank",
+                           {"model": "bge-reranker", "query": "q", "documents": ["a"]},
+                           {"Authorization": "Bearer sk-carol-4"})
+    assert status == 403 and body["error"]["param"] == "model"
+    assert not relayed(fake, "/v1/rerank")
 
 
 def test_an_alias_in_a_form_rewrites_only_the_model_part(make_hub, fake):
