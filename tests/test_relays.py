@@ -1,8 +1,11 @@
 """The relays (issue 27, point 3): rerank, tokenize, audio and images passed to an upstream
 that serves them, byte for byte, through the same keys, pools and request log as a chat."""
 
+import http.client
 import json
 import threading
+
+import pytest
 
 from fake_lmstudio import LLAMA_404, FakeLMStudio, Relay
 from http_client import call, connect
@@ -119,6 +122,24 @@ def test_a_client_leaving_a_speech_stream_stops_the_upstream(hub, fake):
     assert fake.aborted.wait(10)                  # the hub closed the upstream connection
     status, _, record = call(hub.url, "GET", f"/v1/requests/{run_id}")
     assert status == 200 and record["status"] == "cancelled"
+
+
+def test_a_relay_is_cancelled_by_its_run_id_and_its_body_ends_cut_short(hub, fake):
+    fake.relays["/v1/audio/speech"] = Relay(chunks=[b"first", b"never"],
+                                            content_type="audio/wav", hold=threading.Event())
+    conn = connect(hub.url)
+    try:
+        conn.request("POST", "/v1/audio/speech", json.dumps({"input": "Hi"}).encode(),
+                     {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.read1(65536) == b"first"
+        run_id = response.getheader("X-Run-Id")
+        assert call(hub.url, "POST", f"/v1/runs/{run_id}/cancel")[2]["status"] == "cancelled"
+        assert fake.aborted.wait(10)
+        with pytest.raises(http.client.IncompleteRead):   # no last chunk: not a whole file
+            response.read()
+    finally:
+        conn.close()
 
 
 def test_an_upstream_without_the_endpoint_is_a_clear_404_and_stays_healthy(hub, fake):
@@ -246,3 +267,14 @@ def test_bad_bodies_get_a_400_naming_the_field(hub, fake):
     status, _, answer = call(hub.url, "POST", "/v1/audio/transcriptions", b"{}")
     assert status == 415 and answer["error"]["param"] == "Content-Type"
     assert not [r for r in fake.requests if r.path != "/v1/models"]   # nothing went upstream
+
+
+def test_an_upload_past_max_body_bytes_is_a_413_and_never_reaches_the_upstream(make_hub, fake):
+    hub = make_hub({"server": {"max_body_bytes": 65536}})
+    fake.relays["/v1/audio/transcriptions"] = Relay(body=b'{"text":"x"}')
+    body = form(("model", "whisper-1"), ("file", "long.wav", "audio/wav", AUDIO * 5))
+    assert len(body) > 65536
+    status, _, answer = call(hub.url, "POST", "/v1/audio/transcriptions", body,
+                             {"Content-Type": FORM})
+    assert status == 413 and "max_body_bytes" in answer["error"]["message"]
+    assert not relayed(fake, "/v1/audio/transcriptions")
