@@ -32,8 +32,8 @@ from llmhub.summaries import Summaries, summary_prompt
 from llmhub.threads import Store
 from llmhub.workers import Workers
 
-__all__ = ["Access", "ChatRequest", "Native", "Relay", "Chain", "Prompt", "Resent", "Stateless", "Summary",
-           "ThreadTurn", "Target", "Engine", "summary_prompt"]
+__all__ = ["Access", "ChatRequest", "Native", "Relay", "Chain", "Prompt", "Resent", "Stateless",
+           "Summary", "ThreadTurn", "Target", "Engine", "summary_prompt"]
 
 # what /health adds to each upstream's live probe, from the router's view of it
 HEALTH_FIELDS = ("state", "detail", "in_flight", "queued", "cooldowns", "targets")

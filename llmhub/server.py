@@ -48,8 +48,8 @@ from llmhub.redaction import redact_error
 from llmhub.sockets import Deadlines, HangupWatch, peer_closed
 from llmhub.streaming import Pump
 from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, RelayResponse, RunResponse,
-                         StreamResponse, check_content_type, check_message_count, chunk, json_bytes,
-                         json_text, parse_json)
+                         StreamResponse, check_content_type, check_message_count, chunk,
+                         json_bytes, json_text, parse_json)
 
 __all__ = ["HubServer", "Handler", "Request", "CLIENT_GONE", "make_server"]
 

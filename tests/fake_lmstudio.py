@@ -4,10 +4,11 @@ Speaks `/v1/models`, `/v1/chat/completions` (streaming and not, with usage when 
 `/api/v1/models`, `/api/v1/models/load` and `/api/v1/models/unload`; with `llama = True`
 also llama.cpp's `/health` and `/props` (`total_slots`). A path given a `Relay` in
 `relays` (rerank, audio, images…) answers as scripted there, the request's raw bytes kept
-in `Received.raw`; a path given none answers as LM Studio does any unknown route. `kill()` drops every connection
-at once, as a box that loses power; `revive()` serves again on the same port. Each chat request takes
-the next `Script` from `enqueue()` (or `default`), records what it received, and notes whether
-the client aborted: while a script holds, the fake watches its socket for the client closing.
+in `Received.raw`; a path given none answers as LM Studio does any unknown route.
+`kill()` drops every connection at once, as a box that loses power; `revive()` serves
+again on the same port. Each chat request takes the next `Script` from `enqueue()` (or
+`default`), records what it received, and notes whether the client aborted: while a script
+holds, the fake watches its socket for the client closing.
 
     fake = FakeLMStudio().start()
     fake.enqueue(Script(chunks=["Hel", "lo"], hold_first=release))
