@@ -22,6 +22,11 @@ Rules:
 - A request that carries its client's own wire body (Native) sends that body to a target
   whose upstream speaks the same dialect (Anthropic → Anthropic), and the neutral body to
   every other target.
+- A relayed call (Relay: rerank, tokenize, audio, images) is a run like any other: the same
+  resolution, pools, gates, keys and request log. Its body goes upstream as it came (only
+  the model renamed, where a target knows it by another name), and its reply goes to the
+  Relay's sink as it comes, from the driver's thread. An upstream without the endpoint is a
+  failure before any byte (passthrough.not_served), so another target may serve it.
 - A finish "stop" is named with the request's stop sequence when the output ends with one
   (named_stops); a context overflow carries the tokens sent and the context length, as the
   upstream said them, else estimated (_count_overflow).
@@ -32,6 +37,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 from llmhub import accounting
 from llmhub.cancellation import (CANCELLED, COMPLETED, FAILED, FINAL, TOKENS, TRIMMED, Gate, QueueFull,
@@ -44,10 +50,12 @@ from llmhub.redaction import config_secrets
 from llmhub.resolution import Resolver, Target
 from llmhub.routing import retryable
 from llmhub.threads import Store, thread_not_found
+from llmhub.upstream.passthrough import PassCall, not_served
 from llmhub.upstream.think import join_think, split_think
 from llmhub.workers import Workers
 
-__all__ = ["Access", "ChatRequest", "Native", "Generation", "stored_events"]
+__all__ = ["Access", "ChatRequest", "Native", "Relay", "RelaySink", "Generation",
+           "stored_events"]
 
 log = logging.getLogger("llmhub.pipes")
 
@@ -87,6 +95,34 @@ class ChatRequest:
     must_fit: bool = False                       # an input over the model's context is a
                                                  # 400, not cut by the upstream unsaid
     native: Native | None = None                 # the wire request, for a same-dialect target
+
+
+class RelaySink(Protocol):
+    """Where a relayed reply goes (the server implements it over the client's connection).
+    A failed write raises OSError: the client went away."""
+
+    def open(self, status: int, headers: dict, length: int | None) -> None:
+        ...                                # the status and headers; length None: streamed
+
+    def send(self, data: bytes) -> None:   # one piece of the body, as it came
+        ...
+
+    def end(self) -> None:                 # the body's end, where the framing has one
+        ...
+
+
+@dataclass
+class Relay:
+    """A request passed to an upstream as it came (the relays dialect's)."""
+    endpoint: str                  # the client's path, for messages: /v1/rerank
+    paths: tuple                   # the upstream's paths from its root, tried in order
+    model: str | None              # as the client named it; None: the default upstream's
+    body: bytes
+    content_type: str
+    renamed: Callable[[str], object] | None = None   # the body for another model name
+    accept: str | None = None
+    input_estimate: int = 0        # tokens the body holds, for the key's budget
+    sink: RelaySink | None = None  # set by the server before the run is driven
 
 
 class Generation:
@@ -284,6 +320,74 @@ class Generation:
         if prompt:                   # 0 (LM Studio always) is not a count either
             return Usage(prompt, 0, raw=usage)
         return Usage(estimate_input(given), 0, input_estimated=True)
+
+    # -- relayed calls -----------------------------------------------------------------------
+    def prepare_relay(self, relay: Relay) -> Run:
+        """A run for a relayed call, through the same aliases, pools, fallbacks, queues and
+        limits as a chat; not started: its driver (the handler, which set `relay.sink`)
+        drives it, and its reply is written as it comes."""
+        pools = self.resolver.resolve(relay.model)
+        caller = accounting.current.get()
+        caller.check_model(relay.model, pools[0][0].model)
+        pools = allowed(caller, relay.model, pools)
+        run = self.registry.create(None, most=most_runs(caller), dialect="relays",
+                                   model=relay_model(pools[0][0], relay))
+        run.requested = relay.model
+        run.provider = pools[0][0].upstream.provider
+        run.secrets = self.secrets
+        run.input_estimate = relay.input_estimate
+        with run.failing_on_error():
+            run.budget = self.limits.budget(run.info["key"], run.input_estimate)
+        run.job = functools.partial(self._relay_work, run, pools, relay)
+        return run
+
+    def _relay_work(self, run: Run, pools: list, relay: Relay) -> None:
+        failures = self._through_pools(run, pools, None,
+                                       lambda target: self._relay_once(run, target, relay))
+        if failures:
+            run.finish("fail", error=_summarise(failures))
+
+    def _relay_once(self, run: Run, target: Target, relay: Relay) -> HubError | None:
+        """One target's try; its error if it failed before the upstream accepted."""
+        entered, call = self._admit(run, target), None
+        if entered is None:
+            return None                       # cancelled while queued
+        try:
+            call = pass_call(target, relay)
+            if not run.attach(call):
+                return None
+            if run.upstream_at is None:
+                run.upstream_at = time.monotonic()
+            call.open()
+            self.router.opened(target, None)
+            if run.start(relay_model(target, relay) or "", target.upstream.provider):
+                self._deliver(run, call, relay.sink, target)
+            return None
+        except UpstreamError as exc:
+            return exc
+        finally:
+            if call is not None:
+                call.close()
+            self._leave(entered)
+
+    def _deliver(self, run: Run, call: PassCall, sink: RelaySink, target: Target) -> None:
+        """The accepted reply to the sink as it comes; the run ends with it."""
+        try:
+            sink.open(call.status, call.reply_headers, call.length)
+            while data := call.read():
+                if run.first_token_at is None:
+                    run.first_token_at = time.monotonic()
+                sink.send(data)
+            sink.end()
+        except UpstreamError as exc:          # the box failed mid-reply, or a cancel
+            if exc.code != "aborted" and run.status not in FINAL:
+                self.router.failed(target, exc)
+            run.finish("fail", error=exc)
+            return
+        except OSError:                       # a write failed: the client went away
+            run.finish("cancel", reason="client_gone")
+            return
+        run.finish("complete", finish_reason="stop")
 
     # -- running -----------------------------------------------------------------------------
     def _work(self, run: Run, params: dict, turn, access: tuple, pools: list,
@@ -569,6 +673,26 @@ def upstream_call(upstream, body: dict, access: tuple):
                               extra_headers={**native.headers, **headers})
     opener = upstream.chat if endpoint == "chat" else completions_of(upstream)
     return opener(body, api_key=api_key, extra_headers=headers)
+
+
+def relay_model(target: Target, relay: Relay) -> str | None:
+    """The model a relayed call names upstream, for its record: none if the client named
+    none (the body goes as it came, and `[models] default`, a chat model, routed it)."""
+    return (target.model or relay.model) if relay.model else None
+
+
+def pass_call(target: Target, relay: Relay) -> PassCall:
+    """The relayed call for one target: the body as it came, or renamed where the target
+    knows the model the client named by another name (an alias, a pool, an `up:` prefix);
+    a 501 for an upstream kind that has no such endpoints (Anthropic, mock)."""
+    upstream = target.upstream
+    if not getattr(upstream, "relays", False):
+        raise not_served(upstream, relay.endpoint, [])
+    body = relay.body
+    if relay.model and target.model and target.model != relay.model and relay.renamed:
+        body = relay.renamed(target.model)
+    return PassCall(upstream, relay.endpoint, relay.paths, body, relay.content_type,
+                    relay.accept)
 
 
 def completions_of(upstream):

@@ -20,7 +20,7 @@ from llmhub.cancellation import Registry, Run
 from llmhub.config import Config
 from llmhub.context import estimate_messages, estimate_tokens
 from llmhub.errors import Conflict, Forbidden, HubError, NotFound
-from llmhub.generation import Access, ChatRequest, Generation, Native, stored_events
+from llmhub.generation import Access, ChatRequest, Generation, Native, Relay, stored_events
 from llmhub.health import Prober
 from llmhub.inputs import Chain, Prompt, Resent, Stateless, Summary, ThreadTurn
 from llmhub.lifecycle import Lifecycle
@@ -32,8 +32,8 @@ from llmhub.summaries import Summaries, summary_prompt
 from llmhub.threads import Store
 from llmhub.workers import Workers
 
-__all__ = ["Access", "ChatRequest", "Native", "Chain", "Prompt", "Resent", "Stateless", "Summary",
-           "ThreadTurn", "Target", "Engine", "summary_prompt"]
+__all__ = ["Access", "ChatRequest", "Native", "Relay", "Chain", "Prompt", "Resent", "Stateless",
+           "Summary", "ThreadTurn", "Target", "Engine", "summary_prompt"]
 
 # what /health adds to each upstream's live probe, from the router's view of it
 HEALTH_FIELDS = ("state", "detail", "in_flight", "queued", "cooldowns", "targets")
@@ -125,6 +125,11 @@ class Engine:
     def embed(self, model: str | None, body: dict) -> tuple[dict, Run]:
         """Embeddings (generation.Generation.embed): the upstream's reply and its run."""
         return self.generation.embed(model, body)
+
+    def relay(self, relay: Relay) -> Run:
+        """A relayed call's run (generation.Generation.prepare_relay), not started: the
+        server gives it a sink and drives it."""
+        return self.generation.prepare_relay(relay)
 
     def accepts_token_ids(self, model: str | None) -> bool:
         """Whether the upstream that would answer takes token-id arrays as input."""

@@ -15,6 +15,8 @@ from llmhub.dialects import (anthropic, completions, conversations, edison, embe
                              service, sessions, studio, usage)
 from llmhub.errors import MethodNotAllowed, NotFound
 
+from llmhub.dialects import relays   # apart from the list above: the relays block stands alone
+
 __all__ = ["Route", "ROUTES", "match", "methods_for", "dialect_for", "not_found"]
 
 HELLO = [{"role": "user", "content": "Hello!"}]
@@ -248,6 +250,29 @@ ROUTES = [
     Route("POST", "/api/copy", ollama.unsupported, ollama, "Refused: use the model server"),
     Route("DELETE", "/api/delete", ollama.unsupported, ollama,
           "Refused: use the model server"),
+    # relays: passed to an upstream that serves them (llama.cpp, vLLM, LocalAI, another hub)
+    Route("POST", "/v1/rerank", relays.rerank, relays,
+          "Rerank documents by relevance to a query (Jina/Cohere shape), relayed upstream",
+          relays.RERANK_EXAMPLE),
+    Route("POST", "/rerank", relays.rerank, relays, "The same as /v1/rerank",
+          relays.RERANK_EXAMPLE),
+    Route("POST", "/tokenize", relays.tokenize, relays,
+          "Text to token ids by the upstream's tokenizer (llama.cpp's; vLLM's prompt)",
+          {"content": "Hello world"}),
+    Route("POST", "/detokenize", relays.detokenize, relays,
+          "Token ids to text by the upstream's tokenizer", {"tokens": [9707, 1879]}),
+    Route("POST", "/v1/audio/transcriptions", relays.transcriptions, relays,
+          "Speech to text: a multipart form with file (and model), relayed as it came"),
+    Route("POST", "/v1/audio/translations", relays.translations, relays,
+          "Speech to English text: a multipart form with file (and model)"),
+    Route("POST", "/v1/audio/speech", relays.speech, relays,
+          "Text to speech: the audio streams back as the upstream makes it",
+          {"model": "kokoro", "input": "Hello!", "voice": "af_heart"}),
+    Route("POST", "/v1/images/generations", relays.image_generations, relays,
+          "Images from a prompt, relayed upstream",
+          {"model": "sd-turbo", "prompt": "a lighthouse at dusk", "size": "512x512"}),
+    Route("POST", "/v1/images/edits", relays.image_edits, relays,
+          "Edit an image: a multipart form with image and prompt (and model)"),
 ]
 
 

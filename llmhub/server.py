@@ -38,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote
 
 from llmhub import __version__, accounting, routes
+from llmhub.cancellation import COMPLETED
 from llmhub.dialects import service
 from llmhub.errors import (BadRequest, Forbidden, HubError, Unauthorized, UnsupportedMediaType,
                            UpgradeRequired)
@@ -46,9 +47,9 @@ from llmhub.origins import OriginPolicy
 from llmhub.redaction import redact_error
 from llmhub.sockets import Deadlines, HangupWatch, peer_closed
 from llmhub.streaming import Pump
-from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, RunResponse, StreamResponse,
-                         check_content_type, check_message_count, chunk, json_bytes,
-                         json_text, parse_json)
+from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, RelayResponse, RunResponse,
+                         StreamResponse, check_content_type, check_message_count, chunk,
+                         json_bytes, json_text, parse_json)
 
 __all__ = ["HubServer", "Handler", "Request", "CLIENT_GONE", "make_server"]
 
@@ -342,6 +343,39 @@ class StreamOut:
         return chunk(data) if self.chunked else data
 
 
+class RelayOut:
+    """A relayed reply's writer (generation.RelaySink) on a handler's connection: the
+    upstream's status and headers, its length where it said one, else chunked (HTTP/1.1) or
+    ended by closing (HTTP/1.0); each piece written as it came."""
+
+    def __init__(self, handler: "Handler", run) -> None:
+        self.handler, self.run = handler, run
+        self.chunked = False
+
+    def open(self, status: int, headers: dict, length: int | None) -> None:
+        handler = self.handler
+        headers = {"Content-Type": "application/octet-stream", **headers,
+                   "X-Run-Id": self.run.id}
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        elif handler.request_version == "HTTP/1.1":
+            self.chunked = True
+            headers.update({"Transfer-Encoding": "chunked", "Cache-Control": "no-cache",
+                            "X-Accel-Buffering": "no"})
+        else:
+            handler.close_connection = True
+        handler._begin(status, headers)
+        handler._end_headers()
+
+    def send(self, data: bytes) -> None:
+        self.handler._capture(data)
+        self.handler.wfile.write(chunk(data) if self.chunked else data)
+
+    def end(self) -> None:
+        if self.chunked:
+            self.handler.wfile.write(LAST_CHUNK)
+
+
 class RequestState:
     """What the handler knows of the request in hand; a new one for each request on a
     connection, so nothing of one request leaks into the next."""
@@ -597,6 +631,8 @@ class Handler(BaseHTTPRequestHandler):
             self.serve_stream(result)
         elif isinstance(result, RunResponse):
             self.serve_awaited(result)
+        elif isinstance(result, RelayResponse):
+            self.serve_relay(result)
         else:
             raise TypeError(f"a view returned {type(result).__name__}")
 
@@ -729,6 +765,33 @@ class Handler(BaseHTTPRequestHandler):
             raise
         self.send_json(result.status, result.body,
                        {"X-Run-Id": run.id, **response.headers, **result.headers})
+
+    def serve_relay(self, response: RelayResponse) -> None:
+        """Drive a relayed call in this thread, its reply written as it comes; the hangup
+        watch cancels it (and so stops the upstream) if the client leaves meanwhile, even
+        while the upstream is silent. A failure before the reply began gets its status;
+        after, the connection is closed, so the client sees the body cut short."""
+        run = response.run
+        self.state.run = run
+        response.relay.sink = RelayOut(self, run)
+
+        def on_hangup():
+            run.cancel("client_gone")
+
+        with self.server.busy(), self.server.hangups.watching(self.connection, on_hangup):
+            self.server.hub.engine.drive(run)
+            run.wait(None)
+        if self.state.sent:
+            if run.status != COMPLETED:
+                self.close_connection = True
+            return
+        if run.cancel_reason == "client_gone":
+            self.close_connection = True
+            return
+        error = run.failure() if run.error is not None else \
+            HubError("Cancelled before the upstream answered", status=409, code="cancelled")
+        error.headers.setdefault("X-Run-Id", run.id)
+        raise error
 
     # -- logging -----------------------------------------------------------------------------
     def _keep_bodies(self) -> None:

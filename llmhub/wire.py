@@ -22,6 +22,7 @@ from llmhub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
     "JSONResponse", "BytesResponse", "StreamRenderer", "StreamResponse", "RunResponse",
+    "RelayResponse",
     "decode_json", "json_text", "parse_json", "json_bytes", "json_pieces", "json_str", "sse",
     "sse_comment", "ndjson", "chunk", "LAST_CHUNK", "token_count_header",
 ]
@@ -97,6 +98,14 @@ class RunResponse:
     run: Any
     finish: Callable[[Any], JSONResponse]
     headers: dict = field(default_factory=dict)
+
+
+@dataclass
+class RelayResponse:
+    """A relayed call's run (generation.Relay): the server gives `relay` its sink and drives
+    the run, which writes the upstream's reply as it comes."""
+    run: Any
+    relay: Any
 
 
 # --- request bodies --------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 Speaks `/v1/models`, `/v1/chat/completions` (streaming and not, with usage when asked),
 `/api/v1/models`, `/api/v1/models/load` and `/api/v1/models/unload`; with `llama = True`
-also llama.cpp's `/health` and `/props` (`total_slots`). `kill()` drops every connection
-at once, as a box that loses power; `revive()` serves again on the same port. Each chat request takes
-the next `Script` from `enqueue()` (or `default`), records what it received, and notes whether
-the client aborted: while a script holds, the fake watches its socket for the client closing.
+also llama.cpp's `/health` and `/props` (`total_slots`). A path given a `Relay` in
+`relays` (rerank, audio, images…) answers as scripted there, the request's raw bytes kept
+in `Received.raw`; a path given none answers as LM Studio does any unknown route.
+`kill()` drops every connection at once, as a box that loses power; `revive()` serves
+again on the same port. Each chat request takes the next `Script` from `enqueue()` (or
+`default`), records what it received, and notes whether the client aborted: while a script
+holds, the fake watches its socket for the client closing.
 
     fake = FakeLMStudio().start()
     fake.enqueue(Script(chunks=["Hel", "lo"], hold_first=release))
@@ -66,6 +69,22 @@ class Script:
 
 
 @dataclass
+class Relay:
+    """How the fake answers a relayed endpoint (rerank, tokenize, audio, images)."""
+    body: bytes = b'{"ok": true}'
+    content_type: str = "application/json"
+    status: int = 200
+    chunks: list | None = None         # send these byte strings as chunks instead of `body`
+    hold: threading.Event | None = None   # with chunks: wait for it after `hold_after`
+    hold_after: int = 1
+    length: bool = True                # `body` with Content-Length (False: chunked, one piece)
+
+
+LLAMA_404 = Relay(status=404, body=json.dumps({"error": {
+    "code": 404, "message": "File Not Found", "type": "not_found_error"}}).encode())
+
+
+@dataclass
 class Received:
     method: str
     path: str
@@ -77,6 +96,7 @@ class Received:
     sent_bytes: int = 0                # body bytes written so far (unbatched streams)
     finished: threading.Event = field(default_factory=threading.Event)   # whole body sent
     arrived_at: float = field(default_factory=time.monotonic)   # its body read, parsed
+    raw: bytes = b""                   # the body's bytes as they came (relayed requests)
 
 
 def chat_template(body: dict) -> str:
@@ -129,6 +149,7 @@ class FakeLMStudio:
         self.in_flight = 0            # chat requests being answered now
         self.most_in_flight = 0
         self.served = 0               # chat requests answered to their end
+        self.relays: dict = {}        # path → Relay: endpoints served as scripted there
         self.requests: list[Received] = []
         self.aborted = threading.Event()
         self.closed = threading.Event()   # set each time the fake has closed a connection
@@ -259,9 +280,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
-        body = json.loads(self.rfile.read(length) or b"null")
-        received = self._record(body)
+        raw = self.rfile.read(length)
         fake = self.server.fake
+        if self.path in fake.relays:
+            return self._relay(fake.relays[self.path], raw)
+        body = json.loads(raw or b"null")
+        received = self._record(body)
         if self.path == "/v1/chat/completions":
             if fake.needs_loaded and not fake.loaded.get(body.get("model")):
                 return self._json(400, {"error": "No models loaded. Please load a model in "
@@ -297,6 +321,37 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._json(200, {"instance_id": body["instance_id"]})
             return self._json(404, {"error": {"message": "instance not found"}})
         self._json(200, {"error": f"Unexpected endpoint or method. (POST {self.path})"})
+
+    def _relay(self, relay: Relay, raw: bytes) -> None:
+        """A relayed endpoint: the raw request kept, the scripted answer sent."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None                               # multipart, say
+        received = Received(self.command, self.path, dict(self.headers), body,
+                            self.client_address[1], raw=raw)
+        self.server.fake.record(received)
+        self._batch, self._received = None, received
+        self.send_response(relay.status)
+        self.send_header("Content-Type", relay.content_type)
+        if relay.chunks is None and relay.length:
+            self.send_header("Content-Length", str(len(relay.body)))
+            self.end_headers()
+            self.wfile.write(relay.body)
+            received.finished.set()
+            return
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for i, piece in enumerate(relay.chunks or [relay.body]):
+                if relay.hold is not None and i == relay.hold_after and \
+                        not self._hold(relay.hold):
+                    return self._aborted(received)
+                self._send(piece)
+            self._write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            return self._aborted(received)
+        received.finished.set()
 
     @staticmethod
     def _embeddings(fake: FakeLMStudio, body: dict) -> dict:

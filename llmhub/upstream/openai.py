@@ -51,6 +51,7 @@ class OpenAICompatible:
     label = "upstream"
     accepts_token_ids = True   # embeddings of token-id arrays (OpenAI, vLLM take them)
     tokenizer = True     # may have llama.cpp's /tokenize (count_tokens asks once)
+    relays = True        # rerank, tokenize, audio, images may be passed on (passthrough.py)
 
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
