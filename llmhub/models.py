@@ -16,6 +16,7 @@ Rules (lmstudio.md §2.4, §3.1; gateway-pitfalls #14):
 import logging
 import re
 import threading
+import time
 
 from llmhub.errors import Conflict, HubError, NotFound, UpstreamError
 
@@ -45,6 +46,7 @@ class _Flight:
 
 
 class ModelManager:
+    poll_seconds = 1.0      # between questions about a download's progress
     def __init__(self, upstream, registry, load_timeout: float, on_load=None,
                  on_unload=None) -> None:
         self.upstream = upstream
@@ -86,6 +88,25 @@ class ModelManager:
         entries, _ = self.catalog()
         return next((e["key"] for e in entries if e["loaded"] and e["type"] != "embedding"),
                     None)
+
+    # -- downloading -------------------------------------------------------------------------
+    def download(self, key: str):
+        """Download `key` and yield its progress ({status, total, completed}) until it is
+        there; an upstream that cannot download is NotManaged, a failed download a 502."""
+        self._require()
+        job = self.upstream.download(key)
+        while True:
+            status = job.get("status")
+            yield {"status": status, "total": job.get("total_size_bytes"),
+                   "completed": job.get("downloaded_bytes")}
+            if status in ("completed", "already_downloaded"):
+                return
+            if status not in ("downloading", "paused"):
+                raise HubError(f"Downloading {key} failed on {self.upstream.name}: "
+                               f"{job.get('error') or status}", status=502,
+                               code="download_failed")
+            time.sleep(self.poll_seconds)   # LM Studio tells progress only when asked
+            job = self.upstream.download_status(job["job_id"])
 
     # -- loading -----------------------------------------------------------------------------
     def load(self, key: str, exclusive: bool = False, context_length: int | None = None,

@@ -375,6 +375,15 @@ class Engine:
         self.lifecycle.ready(target)
         return target.model
 
+    def pull(self, model: str):
+        """Download the model a name resolves to on its upstream (LM Studio 0.4+), yielding
+        its progress; a shared matter, like loading (an admin's or a manage_models key's).
+        Once it is there the upstream is probed again, so the model is known at once."""
+        target = self.resolver.resolve(model)[0][0]
+        caller().check_manage(target.model)
+        yield from self.lifecycle.managers[target.upstream.name].download(target.model)
+        self.prober.probe_all()
+
     def unknown_model(self, name: str) -> bool:
         """True when no target of any pool for this name is a model its box last listed,
         and every box has listed: the name is unknown everywhere. Without a listing the

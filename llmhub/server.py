@@ -47,9 +47,9 @@ from llmhub.origins import OriginPolicy
 from llmhub.redaction import redact_error
 from llmhub.sockets import Deadlines, HangupWatch, peer_closed
 from llmhub.streaming import Pump
-from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, RelayResponse, RunResponse,
-                         StreamResponse, check_content_type, check_message_count, chunk,
-                         json_bytes, json_text, parse_json)
+from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, LinesResponse,
+                         RelayResponse, RunResponse, StreamResponse, check_content_type,
+                         check_message_count, chunk, json_bytes, json_text, parse_json)
 
 __all__ = ["HubServer", "Handler", "Request", "CLIENT_GONE", "make_server"]
 
@@ -344,18 +344,17 @@ class StreamOut:
 
 
 class RelayOut:
-    """A relayed reply's writer (generation.RelaySink) on a handler's connection: the
-    upstream's status and headers, its length where it said one, else chunked (HTTP/1.1) or
-    ended by closing (HTTP/1.0); each piece written as it came."""
+    """A reply written as it comes (a relayed one: generation.RelaySink; lines a view
+    makes) on a handler's connection: its status and headers, its length where known, else
+    chunked (HTTP/1.1) or ended by closing (HTTP/1.0); each piece written as it came."""
 
-    def __init__(self, handler: "Handler", run) -> None:
-        self.handler, self.run = handler, run
+    def __init__(self, handler: "Handler", headers: dict) -> None:
+        self.handler, self.headers = handler, headers
         self.chunked = False
 
     def open(self, status: int, headers: dict, length: int | None) -> None:
         handler = self.handler
-        headers = {"Content-Type": "application/octet-stream", **headers,
-                   "X-Run-Id": self.run.id}
+        headers = {"Content-Type": "application/octet-stream", **headers, **self.headers}
         if length is not None:
             headers["Content-Length"] = str(length)
         elif handler.request_version == "HTTP/1.1":
@@ -633,6 +632,8 @@ class Handler(BaseHTTPRequestHandler):
             self.serve_awaited(result)
         elif isinstance(result, RelayResponse):
             self.serve_relay(result)
+        elif isinstance(result, LinesResponse):
+            self.serve_lines(result)
         else:
             raise TypeError(f"a view returned {type(result).__name__}")
 
@@ -773,7 +774,7 @@ class Handler(BaseHTTPRequestHandler):
         after, the connection is closed, so the client sees the body cut short."""
         run = response.run
         self.state.run = run
-        response.relay.sink = RelayOut(self, run)
+        response.relay.sink = RelayOut(self, {"X-Run-Id": run.id})
 
         def on_hangup():
             run.cancel("client_gone")
@@ -792,6 +793,16 @@ class Handler(BaseHTTPRequestHandler):
             HubError("Cancelled before the upstream answered", status=409, code="cancelled")
         error.headers.setdefault("X-Run-Id", run.id)
         raise error
+
+    def serve_lines(self, response: LinesResponse) -> None:
+        """Lines a view makes as it goes (a download's progress), each sent as it comes;
+        a client that left ends it at the next line."""
+        out = RelayOut(self, {})
+        out.open(200, {"Content-Type": response.content_type}, None)
+        for line in response.lines:
+            out.send(line)
+            self.wfile.flush()
+        out.end()
 
     # -- logging -----------------------------------------------------------------------------
     def _keep_bodies(self) -> None:

@@ -16,13 +16,13 @@ remember them:
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from llmhub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
     "JSONResponse", "BytesResponse", "StreamRenderer", "StreamResponse", "RunResponse",
-    "RelayResponse",
+    "RelayResponse", "LinesResponse",
     "decode_json", "json_text", "parse_json", "json_bytes", "json_pieces", "json_str", "sse",
     "sse_comment", "ndjson", "chunk", "LAST_CHUNK", "token_count_header",
 ]
@@ -98,6 +98,14 @@ class RunResponse:
     run: Any
     finish: Callable[[Any], JSONResponse]
     headers: dict = field(default_factory=dict)
+
+
+@dataclass
+class LinesResponse:
+    """Lines a view makes as it goes, not a run's (a model download's progress): each sent
+    as it comes, chunked. The iterator ends itself, with an error line if it fails."""
+    lines: Iterable[bytes]
+    content_type: str = "application/x-ndjson"
 
 
 @dataclass

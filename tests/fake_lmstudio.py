@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 
 def readable(sock, timeout: float) -> bool:
@@ -142,6 +143,8 @@ class FakeLMStudio:
         self.no_embeddings = False    # /v1/embeddings: llama-server's 501 without --embeddings
         self.needs_loaded = False     # chat for a model with no loaded instance: LM Studio's
                                       # 400 "No models loaded"
+        self.catalog: dict = {}       # key → size: what POST /api/v1/models/download finds;
+                                      # the first status poll says it is completed
         self.slots = 1                # llama-server's total_slots
         self.health_status = 200      # /health's status (503: "Loading model")
         self.embedding_dims = 0       # embeddings: vectors this long (0: the 3-float toy)
@@ -268,6 +271,12 @@ class _Handler(BaseHTTPRequestHandler):
                  "params_string": "7B", "size_bytes": 4_683_073_536, "format": "gguf",
                  "capabilities": {"vision": "vl" in m, "trained_for_tool_use": True}}
                 for m in fake.models]})
+        if self.path.startswith("/api/v1/models/download/status/job_"):
+            key = unquote(self.path.rsplit("/job_", 1)[1])
+            fake.models.append(key)
+            return self._json(200, {"job_id": f"job_{key}", "status": "completed",
+                                    "total_size_bytes": fake.catalog[key],
+                                    "downloaded_bytes": fake.catalog[key]})
         if self.path == "/health" and fake.llama:
             if fake.health_status != 200:
                 return self._json(fake.health_status, {"error": {
@@ -314,6 +323,13 @@ class _Handler(BaseHTTPRequestHandler):
                                              f"(POST {self.path})"})
         if self.path == "/api/v1/models/load":
             return self._load(fake, body)
+        if self.path == "/api/v1/models/download":
+            if body["model"] not in fake.catalog:
+                return self._json(404, {"error": {"type": "model_not_found", "message":
+                                                  f"No model {body['model']} in the catalog"}})
+            return self._json(200, {"job_id": f"job_{body['model']}", "status": "downloading",
+                                    "total_size_bytes": fake.catalog[body["model"]],
+                                    "downloaded_bytes": 0})
         if self.path == "/api/v1/models/unload":
             for instances in fake.loaded.values():
                 if body["instance_id"] in instances:

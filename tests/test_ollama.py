@@ -284,13 +284,37 @@ def test_pull_of_a_model_the_upstream_has_succeeds_and_management_is_refused(cli
     assert client.pull(MODEL).status == "success"
     assert [p.status for p in client.pull(MODEL, stream=True)][-1] == "success"
     with pytest.raises(ollama.ResponseError) as caught:
-        client.pull("llama3.2")
-    assert caught.value.status_code == 404 and "cannot download" in caught.value.error
-    with pytest.raises(ollama.ResponseError) as caught:
         client.delete(MODEL)
     assert caught.value.status_code == 501 and "lms" in caught.value.error
     with pytest.raises(ollama.ResponseError):
         client.copy(MODEL, "mine")
+
+
+def test_pull_downloads_through_lm_studio_and_streams_its_progress(client, probed, fake):
+    import ollama
+    fake.catalog = {"ibm/granite-4-micro": 2_100_000_000}
+    probed.hub.engine.lifecycle.managers["default"].poll_seconds = 0
+    progress = list(client.pull("ibm/granite-4-micro", stream=True))
+    assert [p.status for p in progress] == ["pulling manifest"] + \
+        ["pulling ibm/granite-4-micro"] * 2 + ["success"]
+    assert (progress[2].total, progress[2].completed) == (2_100_000_000, 2_100_000_000)
+    assert progress[1].total == 2_100_000_000
+    # the upstream was probed again: the model is known at once
+    assert client.show("ibm/granite-4-micro:latest").capabilities[0] == "completion"
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.pull("not-in-any-catalog")
+    assert caught.value.status_code == 404 and "catalog" in caught.value.error
+
+
+def test_pull_where_no_upstream_downloads_says_what_to_do(make_hub, fake):
+    ollama = pytest.importorskip("ollama")
+    fake.llama = True                     # a llama.cpp server loads and downloads nothing
+    hub = make_hub({"upstream": {"kind": "llamacpp"}})
+    hub.hub.engine.prober.probe_all()
+    with pytest.raises(ollama.ResponseError) as caught:
+        ollama.Client(host=hub.url).pull("llama3.2")
+    assert caught.value.status_code == 404
+    assert "none of them downloads models" in caught.value.error
 
 
 # --- the same hub for every client -----------------------------------------------------------

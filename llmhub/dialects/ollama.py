@@ -22,14 +22,16 @@ Wire rules kept here (the `ollama` client's `_types.py` is the ground truth):
 - `keep_alive` (a duration, seconds, 0 or negative) sets how long the model stays loaded
   after the request (lifecycle.py); an empty prompt or empty messages only loads the model
   (`done_reason: "load"`), and with `keep_alive: 0` unloads it (`"unload"`);
-- `/api/pull` of a model an upstream has succeeds at once; llmhub downloads nothing, so a
-  model no upstream has, and push, create, copy and delete, are refused with a message
-  saying what to do instead.
+- `/api/pull` of a model an upstream has succeeds at once; another is downloaded by an
+  upstream that can (LM Studio 0.4+, for an admin or a manage_models key), its progress
+  streamed as pull lines; push, create, copy and delete are refused with a message saying
+  what to do instead.
 """
 
 import base64
 import binascii
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -43,8 +45,8 @@ from llmhub.dialects.embeddings import encoded
 from llmhub.dialects.studio import MAGIC
 from llmhub.errors import BadRequest, HubError, NotFound
 from llmhub.pipes import ChatRequest, Prompt, Stateless
-from llmhub.wire import (BytesResponse, JSONResponse, RunResponse, StreamRenderer,
-                         StreamResponse, ndjson)
+from llmhub.wire import (BytesResponse, JSONResponse, LinesResponse, RunResponse,
+                         StreamRenderer, StreamResponse, ndjson)
 
 __all__ = ["TITLE", "error_body", "version", "tags", "show", "ps", "chat", "generate",
            "embed", "embeddings", "pull", "unsupported"]
@@ -604,15 +606,51 @@ def vectors_of(hub, model: str, texts: list, dimensions: int | None) -> tuple[li
 # --- model management ------------------------------------------------------------------------
 
 def pull(request):
-    """A model an upstream has is pulled already; llmhub downloads nothing."""
+    """A model an upstream has is pulled already; another is downloaded by an upstream
+    that can (LM Studio 0.4+), its progress streamed as Ollama's pull lines."""
     hub = request.hub
     body = request.json_object()
     name = model_field(body)
-    if hub.engine.unknown_model(hub_name(name)):
-        raise HubError(f'model "{name}" is not on any model server behind llmhub, which '
-                       "cannot download models: get it with your model server (in LM "
-                       f"Studio, `lms get {hub_name(name)}`), and it is listed here",
-                       status=404, code="model_not_found", param="model")
+    model = hub_name(name)
+    if not hub.engine.unknown_model(model):
+        return pulled(body)
+    progress = hub.engine.pull(model)
+    first = next_progress(progress, name)      # a refusal still gets its own status
+    if not body.get("stream", True):
+        for _ in progress:
+            pass
+        return JSONResponse({"status": "success"})
+    return LinesResponse(pull_lines(first, progress, name))
+
+
+def next_progress(progress, name: str) -> dict:
+    try:
+        return next(progress)
+    except HubError as error:
+        if error.code != "not_implemented":
+            raise
+        raise HubError(f'model "{name}" is not on any model server behind llmhub, and '
+                       "none of them downloads models: get it with your model server, and "
+                       "it is listed here", status=404, code="model_not_found",
+                       param="model") from None
+
+
+def pull_lines(first: dict, progress, name: str):
+    """Ollama's pull lines: the manifest, the download's progress, success; a failure on
+    the way is the last line, {"error": ...}."""
+    yield ndjson({"status": "pulling manifest"})
+    try:
+        for step in itertools.chain([first], progress):
+            line = {"status": f"pulling {hub_name(name)}", "digest": digest(hub_name(name))}
+            line.update({k: step[k] for k in ("total", "completed") if step.get(k)})
+            yield ndjson(line)
+    except HubError as error:
+        yield ndjson({"error": error.message})
+        return
+    yield ndjson({"status": "success"})
+
+
+def pulled(body: dict):
     lines = [{"status": "pulling manifest"}, {"status": "success"}]
     if body.get("stream", True):
         return BytesResponse(b"".join(ndjson(line) for line in lines), "application/x-ndjson")

@@ -13,6 +13,7 @@ REST API for model management (../shared/reference/lmstudio.md §2–§5).
 """
 
 import json
+from urllib.parse import quote
 
 from llmhub.errors import HubError, UpstreamError
 from llmhub.upstream.http import Exchange, Timeouts
@@ -97,6 +98,13 @@ class LMStudio(OpenAICompatible):
 
     def unload(self, instance_id: str) -> None:
         self._native_post("/api/v1/models/unload", {"instance_id": instance_id}, 60)
+
+    def download(self, key: str) -> dict:
+        """Start downloading a model (LM Studio 0.4+): its job, to be polled."""
+        return self._native_post("/api/v1/models/download", {"model": key}, 60)
+
+    def download_status(self, job_id: str) -> dict:
+        return self.get_json(f"/api/v1/models/download/status/{quote(job_id, safe='')}")
 
     def _native_post(self, path: str, body: dict, timeout: float) -> dict:
         timeouts = Timeouts(self.timeouts.connect, timeout, timeout, timeout)
