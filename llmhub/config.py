@@ -111,7 +111,8 @@ SCHEMA = [
     Key("server", "db_path", _str, "llmhub.db"),
     Key("server", "api_keys", _list, ""),
     Key("server", "allow_remote_without_keys", _bool, "false"),
-    Key("server", "cors_origins", _list, "http://localhost:*, http://127.0.0.1:*, http://[::1]:*",
+    Key("server", "cors_origins", _list, "http://localhost:*, http://127.0.0.1:*, "
+        "http://[::1]:*, chrome-extension://*, moz-extension://*, safari-web-extension://*",
         env=("CORS_ORIGINS",)),
     Key("server", "allowed_hosts", _list, ""),
     Key("server", "max_body_bytes", _int(1024, 1 << 30), "16777216"),

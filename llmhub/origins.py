@@ -12,8 +12,11 @@ routed, and each refuses with 403:
   127.0.0.1 and its page then reads the hub as same-origin. An IP literal cannot be
   rebound, so when the hub is bound to every address (0.0.0.0 or ::) any IP literal passes.
 
-Patterns: `*` allows everything; an origin pattern may end in `:*` for any port; a host
-pattern may start with `*.` for any subdomain.
+Patterns: `*` allows everything; an origin pattern may end in `:*` for any port, or be
+`scheme://*` for every origin of a scheme; a host pattern may start with `*.` for any
+subdomain. The default also lets browser extensions in (as Ollama does: Page Assist and
+its kind are Ollama clients): an extension is installed by the user, and no page they
+visit can send an extension's Origin.
 """
 
 import ipaddress
@@ -96,6 +99,8 @@ def _host_matches(name: str, pattern: str) -> bool:
 def _origin_matches(origin: str, pattern: str) -> bool:
     if pattern == origin:
         return True
+    if pattern.endswith("://*"):          # every origin of a scheme: chrome-extension://*
+        return origin.startswith(pattern[:-1])
     if pattern.endswith(":*"):
         base = pattern[:-2]
         if origin == base:

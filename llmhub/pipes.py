@@ -406,17 +406,21 @@ class Engine:
         """After the run, keep its model loaded `seconds` idle (inf: for good), or unload
         it at once for 0 (Ollama's keep_alive); never from under another run."""
         def after(run: Run) -> None:
-            if run.provider:
-                self.workers.submit(self._keep_alive, run, seconds)
+            # a provider is named by its kind; its address tells which upstream answered
+            name = next((name for name, upstream in self.resolver.upstreams.items()
+                         if run.provider and upstream.base_url == run.provider["base_url"]),
+                        None)
+            if name is None:
+                return
+            if seconds:           # a setting: made before the reply ends
+                self.lifecycle.keep_alive(name, run.model, seconds)
+            else:                 # an unload: once the run has left the registry
+                self.workers.submit(self._unload_after, run, name)
         run.on_finish(after)
 
-    def _keep_alive(self, run: Run, seconds: float) -> None:
+    def _unload_after(self, run: Run, upstream: str) -> None:
         run.wait(60)               # retired first: its own run must not count as in flight
-        # a provider is named by its kind; its address tells which upstream answered
-        name = next((name for name, upstream in self.resolver.upstreams.items()
-                     if upstream.base_url == run.provider["base_url"]), None)
-        if name is not None:
-            self.lifecycle.keep_alive(name, run.model, seconds)
+        self.lifecycle.keep_alive(upstream, run.model, 0)
 
     def loaded_model(self) -> str | None:
         """The first loaded chat model; None if none is, or models are not managed here."""

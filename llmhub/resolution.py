@@ -1,10 +1,11 @@
 """Which upstreams and models answer a requested name (DESIGN §4).
 
-Rules, in order: `[aliases]` are followed to their end (config.py refuses cycles), an
-exact name before a pattern with `*` (`claude-* = deep`); a `[pool:NAME]` name is its
-targets; `NAME:model` picks upstream NAME, and `lm:model` the LM Studio upstream (the
-seed's prefix); with `[routing] discover`, a bare name that several upstreams' last probes
-listed is a pool of them (the default upstream first); anything else goes to the default
+Rules, in order: `x:latest` is `x` unless something knows the whole name (Ollama's
+tag); `[aliases]` are followed to their end (config.py refuses cycles), an exact name
+before a pattern with `*` (`claude-* = deep`); a `[pool:NAME]` name is its targets;
+`NAME:model` picks upstream NAME, and `lm:model` the LM Studio upstream (the seed's
+prefix); with `[routing] discover`, a bare name that several upstreams' last probes listed
+is a pool of them (the default upstream first); anything else goes to the default
 upstream. `[fallbacks]` of any name on the alias chain follow as further pools, without
 repeats. With no name at all, `[models] default`, else the first model the upstream lists
 (cached for `models_cache_seconds`). Which target of a pool answers is routing.py's.
@@ -51,7 +52,7 @@ class Resolver:
 
     def resolve(self, requested: str | None) -> list[list[Target]]:
         """The pool for a requested name, then its fallbacks' pools, without repeats."""
-        chain = self.alias_chain(requested or self.config.models["default"])
+        chain = self.alias_chain(self.untagged(requested or self.config.models["default"]))
         pools = [self.pool(chain[-1])]
         for step in chain:
             if step in self.config.fallbacks:
@@ -64,6 +65,15 @@ class Resolver:
             if pool:
                 out.append(pool)
         return out
+
+    def untagged(self, name: str) -> str:
+        """`x:latest`, as Ollama's clients name what /api/tags lists (and then ask for on
+        any route: Copilot chats through /v1/chat/completions), is `x`; unless the whole
+        name is known: an alias, a pool, or a model a box lists (an Ollama upstream's)."""
+        if not name.endswith(":latest") or name in self.config.aliases or \
+                name in self.pools or self.router.listing(name):
+            return name
+        return name.removesuffix(":latest")
 
     def pool(self, name: str) -> list[Target]:
         if name in self.pools:

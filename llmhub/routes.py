@@ -251,6 +251,8 @@ ROUTES = [
     Route("POST", "/api/copy", ollama.unsupported, ollama, "Refused: use the model server"),
     Route("DELETE", "/api/delete", ollama.unsupported, ollama,
           "Refused: use the model server"),
+    Route("POST", "/api/blobs/{digest}", ollama.unsupported, ollama,
+          "Refused: model files are the model server's"),
     # relays: passed to an upstream that serves them (llama.cpp, vLLM, LocalAI, another hub)
     Route("POST", "/v1/rerank", relays.rerank, relays,
           "Rerank documents by relevance to a query (Jina/Cohere shape), relayed upstream",
@@ -325,8 +327,10 @@ def match(method: str, path: str, accept: str = "") -> tuple[Route, dict]:
 
 
 def dialect_for(path: str):
-    """The dialect of any route at this path (a 405 still answers in the path's shape)."""
-    return next((r.dialect for r in ROUTES if r.regex.match(path)), None)
+    """The dialect of any route at this path (a 405 still answers in the path's shape);
+    under /api/, Ollama's, so its clients read a 404 as a string too."""
+    found = next((r.dialect for r in ROUTES if r.regex.match(path)), None)
+    return found or (ollama if path.startswith("/api/") else None)
 
 
 def methods_for(path: str) -> list[str]:

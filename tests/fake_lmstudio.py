@@ -326,7 +326,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/api/v1/models/download":
             if body["model"] not in fake.catalog:
                 return self._json(404, {"error": {"type": "model_not_found", "message":
-                                                  f"No model {body['model']} in the catalog"}})
+                                                  f"Model {body['model']} not found in the "
+                                                  "catalog"}})
             return self._json(200, {"job_id": f"job_{body['model']}", "status": "downloading",
                                     "total_size_bytes": fake.catalog[body["model"]],
                                     "downloaded_bytes": 0})

@@ -3,6 +3,7 @@ LangChain's ChatOllama where installed, and raw HTTP for the wire details they h
 
 import base64
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -45,6 +46,13 @@ def client(probed):
 
 # --- the probe endpoints ---------------------------------------------------------------------
 
+def test_unknown_api_paths_answer_ollamas_string_error(hub):
+    status, _, body = call(hub.url, "GET", "/api/nothing-here")
+    assert status == 404 and isinstance(body["error"], str)
+    status, _, body = call(hub.url, "POST", "/api/blobs/sha256:abc", b"data")
+    assert status == 501 and isinstance(body["error"], str)
+
+
 def test_root_answers_ollama_is_running_to_clients_and_json_to_who_asks(hub):
     status, headers, body = call(hub.url, "GET", "/")
     assert status == 200 and body == b"Ollama is running"
@@ -56,6 +64,17 @@ def test_root_answers_ollama_is_running_to_clients_and_json_to_who_asks(hub):
     conn.close()
     status, _, body = call(hub.url, "GET", "/", headers={"Accept": "application/json"})
     assert status == 200 and body["name"] == "llmhub"
+    axios = {"Accept": "application/json, text/plain, */*"}    # compares the text
+    assert call(hub.url, "GET", "/", headers=axios)[2] == b"Ollama is running"
+
+
+def test_a_browser_extension_may_call_it_and_a_web_page_may_not(hub):
+    for origin in ("chrome-extension://jfgfiigpkhlkbnfnbobbkinehhfdhndo",
+                   "moz-extension://4b1a-uuid"):
+        status, headers, _ = call(hub.url, "GET", "/api/version", headers={"Origin": origin})
+        assert status == 200 and headers["Access-Control-Allow-Origin"] == origin
+    assert call(hub.url, "GET", "/api/version",
+                headers={"Origin": "https://evil.example"})[0] == 403
 
 
 def test_version_tags_show_and_ps_through_the_client(client, probed):
@@ -70,10 +89,10 @@ def test_version_tags_show_and_ps_through_the_client(client, probed):
     shown = client.show(f"{MODEL}:latest")
     assert shown.capabilities == ["completion", "tools"]
     assert shown.modelinfo["general.architecture"] == "qwen2"
-    assert shown.modelinfo["qwen2.context_length"] == 4096     # the loaded instance's
+    assert shown.modelinfo["qwen2.context_length"] == 32768    # trained, as Ollama says
     assert "vision" in client.show(COLD).capabilities
 
-    running = client.ps().models
+    running = client.ps().models         # the loaded context is /api/ps's
     assert [m.model for m in running] == [f"{MODEL}:latest"]
     assert running[0].context_length == 4096
 
@@ -86,6 +105,33 @@ def test_show_capabilities_from_config_where_the_upstream_is_silent(make_hub, fa
     assert status == 200
     assert body["capabilities"] == ["completion", "tools", "thinking"]
     assert "vision" in call(hub.url, "POST", "/api/show", {"name": COLD})[2]["capabilities"]
+
+
+def test_every_listed_name_shows_and_chats_on_every_route(make_hub, fake):
+    """Copilot's sequence: /api/tags, /api/show of each (one 404 and it drops the whole
+    list), then /v1/chat/completions with the name as listed (`x:latest`)."""
+    hub = make_hub({"aliases": {"fast": MODEL, "ghost": "no-such-model"}})
+    hub.hub.engine.prober.probe_all()
+    names = [m["name"] for m in call(hub.url, "GET", "/api/tags")[2]["models"]]
+    assert "fast:latest" in names and "ghost:latest" not in names
+    for name in names:
+        status, _, shown = call(hub.url, "POST", "/api/show", {"model": name})
+        assert status == 200 and "completion" in shown["capabilities"], name
+    assert call(hub.url, "POST", "/api/show", {"model": "fast"})[2]["model_info"][
+        "general.basename"] == "fast"
+    for name, sent in ((f"{MODEL}:latest", MODEL), ("fast:latest", MODEL)):
+        status, _, body = call(hub.url, "POST", "/v1/chat/completions",
+                               {"model": name, "messages": HI})
+        assert status == 200 and fake.chat_requests()[-1].body["model"] == sent
+
+
+def test_a_model_named_with_its_tag_upstream_keeps_it(make_hub, fake):
+    fake.models = ["llama3.2:latest"]       # an Ollama server as the upstream
+    hub = make_hub()
+    hub.hub.engine.prober.probe_all()
+    assert call(hub.url, "POST", "/v1/chat/completions",
+                {"model": "llama3.2:latest", "messages": HI})[0] == 200
+    assert fake.chat_requests()[-1].body["model"] == "llama3.2:latest"
 
 
 def test_an_unknown_model_is_ollamas_404_with_a_string(client, probed):
@@ -198,6 +244,9 @@ def test_format_schema_think_and_thinking(client, fake):
     fake.enqueue(Script(reasoning=["hidden"]))
     reply = client.chat(model=MODEL, messages=HI, think=False)
     assert not reply.message.thinking
+    status, _, _ = call(client._client.base_url.__str__().rstrip("/"), "POST", "/api/chat",
+                        {"model": MODEL, "messages": HI, "think": "max", "stream": False})
+    assert status == 200 and fake.chat_requests()[-1].body["reasoning_effort"] == "high"
 
 
 def test_bad_input_is_a_400_with_a_string_naming_the_field(probed):
@@ -267,6 +316,13 @@ def test_keep_alive_loads_and_unloads(client, probed, fake):
     assert reply.done_reason == "load"
 
 
+def test_keep_alive_takes_go_durations_and_sets_the_idle_unload(client, probed, fake):
+    lifecycle = probed.hub.engine.lifecycle
+    for given, seconds in (("2h45m", 9900), ("1h0m0s", 3600), (90, 90), ("-1s", math.inf)):
+        client.chat(model=MODEL, messages=HI, keep_alive=given)
+        assert lifecycle._keep[("default", MODEL)] == seconds     # set before the reply
+
+
 # --- embeddings and management ---------------------------------------------------------------
 
 def test_embed_and_the_older_embeddings(client, fake):
@@ -277,6 +333,7 @@ def test_embed_and_the_older_embeddings(client, fake):
     assert sent == {"model": MODEL, "input": ["a", "bb"], "dimensions": 3}
     assert client.embed(model=MODEL, input="a").embeddings == [[0.1, 0.5, -0.25]]
     assert client.embeddings(model=MODEL, prompt="a").embedding == [0.1, 0.5, -0.25]
+    assert client.embed(model=MODEL, input="").embeddings == []      # Ollama's answer
 
 
 def test_pull_of_a_model_the_upstream_has_succeeds_and_management_is_refused(client, probed):
@@ -298,6 +355,7 @@ def test_pull_downloads_through_lm_studio_and_streams_its_progress(client, probe
     assert [p.status for p in progress] == ["pulling manifest"] + \
         ["pulling ibm/granite-4-micro"] * 2 + ["success"]
     assert (progress[2].total, progress[2].completed) == (2_100_000_000, 2_100_000_000)
+    assert progress[2].digest.startswith("sha256:")
     assert progress[1].total == 2_100_000_000
     # the upstream was probed again: the model is known at once
     assert client.show("ibm/granite-4-micro:latest").capabilities[0] == "completion"

@@ -59,9 +59,10 @@ OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
            "min_p": "min_p", "seed": "seed", "repeat_penalty": "repeat_penalty",
            "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
            "num_predict": "max_tokens", "stop": "stop"}
-EFFORTS = ("low", "medium", "high")
-DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?$")
-UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, None: 1}
+EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "high"}
+NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+DURATION = re.compile(rf"({NUMBER.pattern})(ns|us|µs|ms|s|m|h)")
+UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 MODIFIED = "2026-01-01T00:00:00Z"    # no upstream says when a model changed
 FOREVER = "2318-01-01T00:00:00Z"     # what Ollama answers for a model kept loaded for good
 GIF = b"GIF8"
@@ -89,8 +90,11 @@ def tags(request) -> JSONResponse:
     listed, errors = hub.engine.list_models()
     if errors and not listed:
         raise errors[0]
-    names = list(dict.fromkeys([m["id"] for m in listed] +
-                               [a for a in hub.config.aliases if "*" not in a]))
+    # an alias whose model no upstream serves is left out: a client asks /api/show of
+    # every name listed, and Copilot drops the whole list at one 404
+    aliases = [a for a in hub.config.aliases if "*" not in a and
+               not hub.engine.unknown_model(a)]
+    names = list(dict.fromkeys([m["id"] for m in listed] + aliases))
     facts = hub.engine.model_facts(names)
     return JSONResponse({"models": [listing(n, f) for n, f in zip(names, facts)]})
 
@@ -105,12 +109,14 @@ def listing(name: str, facts: dict) -> dict:
 def show(request) -> JSONResponse:
     hub = request.hub
     body = request.json_object()
-    name = model_field(body)
-    model = known_model(hub, name)
+    model = model_field(body)
+    check_known(hub, model)
     facts = hub.engine.model_facts([model])[0]
     arch = facts.get("architecture") or "llama"
-    info = {"general.architecture": arch, "general.basename": facts["model"]}
-    context = facts.get("context_length") or facts.get("max_context_length")
+    # an alias shows by its own name: editors list models by basename
+    info = {"general.architecture": arch, "general.basename": model.removesuffix(":latest")}
+    # Ollama's is the model's trained context; the loaded one is /api/ps's
+    context = facts.get("max_context_length") or facts.get("context_length")
     if context:
         info[f"{arch}.context_length"] = context
     return JSONResponse({
@@ -169,10 +175,6 @@ def tagged_name(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
-def hub_name(name: str) -> str:
-    return name.removesuffix(":latest")
-
-
 def digest(name: str) -> str:
     """A stable stand-in: clients use it to tell models apart, and no upstream gives one."""
     return hashlib.sha256(name.encode("utf-8")).hexdigest()
@@ -186,41 +188,39 @@ def model_field(body: dict) -> str:
     return name
 
 
-def known_model(hub, name: str) -> str:
-    """The hub's name for a model the client named; 404 as Ollama says it when neither an
-    upstream's last probe nor the hub's aliases and pools know it."""
-    model = hub_name(name)
-    if hub.engine.unknown_model(model):
+def check_known(hub, name: str) -> None:
+    """404 as Ollama says it when neither an upstream's last probe nor the hub's aliases
+    and pools know the name (`x:latest` is `x`: resolution.py)."""
+    if hub.engine.unknown_model(name):
         raise NotFound(f'model "{name}" not found, try pulling it first', param="model",
                        code="model_not_found")
-    return model
 
 
 # --- chat and generate -----------------------------------------------------------------------
 
 def chat(request):
     hub = request.hub
-    body, name, model = generation_request(request)
+    body, model = generation_request(request)
     messages = body.get("messages")
     if messages is not None and not isinstance(messages, list):
         raise BadRequest("'messages' must be a list", param="messages")
     if not messages:
-        return load_or_unload(request, body, name, model, ChatLines)
+        return load_or_unload(request, body, model, ChatLines)
     params = dict(generation_params(body), **tool_params(body))
     chat = ChatRequest(Stateless(openai_messages(messages, hub, model)), model=model,
                        params=params, dialect="ollama", run_id=request.run_id())
-    return respond(request, body, chat, name, ChatLines)
+    return respond(request, body, chat, model, ChatLines)
 
 
 def generate(request):
     hub = request.hub
-    body, name, model = generation_request(request)
+    body, model = generation_request(request)
     for field in ("prompt", "suffix", "system"):
         if body.get(field) is not None and not isinstance(body[field], str):
             raise BadRequest(f"'{field}' must be a string", param=field)
     prompt, images = body.get("prompt") or "", body.get("images")
     if not prompt and not images and not body.get("suffix"):
-        return load_or_unload(request, body, name, model, GenerateLines)
+        return load_or_unload(request, body, model, GenerateLines)
     params = generation_params(body)
     if body.get("raw") or body.get("suffix") is not None:
         # no chat template: the prompt as written, and the suffix for fill-in-the-middle
@@ -234,31 +234,31 @@ def generate(request):
         plan = Stateless(system + [user])
     chat = ChatRequest(plan, model=model, params=params, dialect="ollama",
                        run_id=request.run_id())
-    return respond(request, body, chat, name, GenerateLines)
+    return respond(request, body, chat, model, GenerateLines)
 
 
-def generation_request(request) -> tuple[dict, str, str]:
-    """A chat or generate body checked: (the body, the name as sent, the hub's name)."""
+def generation_request(request) -> tuple[dict, str]:
+    """A chat or generate body checked: (the body, the model's name as sent)."""
     body = request.json_object()
-    name = model_field(body)
-    model = known_model(request.hub, name)
+    model = model_field(body)
+    check_known(request.hub, model)
     check_request(body)
-    return body, name, model
+    return body, model
 
 
-def respond(request, body: dict, chat: ChatRequest, name: str, lines):
+def respond(request, body: dict, chat: ChatRequest, model: str, lines):
     engine = request.hub.engine
     keep = keep_alive(body)             # checked before a run exists
     run = engine.prepare(chat)
     if keep is not None:
         engine.keep_alive(run, keep)
-    shape = lines(run, name, hide_thinking=body.get("think") is False)
+    shape = lines(run, model, hide_thinking=body.get("think") is False)
     if body.get("stream", True):
         return StreamResponse(run, shape)
     return RunResponse(run, lambda run: JSONResponse(shape.whole(run)))
 
 
-def load_or_unload(request, body: dict, name: str, model: str, lines):
+def load_or_unload(request, body: dict, model: str, lines):
     """No prompt: load the model (Ollama's way to warm it up), or with keep_alive 0 unload
     it as soon as no run uses it."""
     engine = request.hub.engine
@@ -269,7 +269,7 @@ def load_or_unload(request, body: dict, name: str, model: str, lines):
     else:
         engine.warm_up(model)
         reason = "load"
-    reply = dict(lines.piece(name, ""), done=True, done_reason=reason)
+    reply = dict(lines.piece(model, ""), done=True, done_reason=reason)
     if body.get("stream", True):
         return BytesResponse(ndjson(reply), "application/x-ndjson")
     return JSONResponse(reply)
@@ -282,7 +282,7 @@ def check_request(body: dict) -> None:
         raise BadRequest("'options' must be an object", param="options")
     think = body.get("think")
     if think is not None and not isinstance(think, bool) and think not in EFFORTS:
-        raise BadRequest("'think' must be true, false, or one of low, medium, high",
+        raise BadRequest("'think' must be true, false, or one of low, medium, high, max",
                          param="think")
 
 
@@ -296,7 +296,7 @@ def generation_params(body: dict) -> dict:
     elif fmt not in (None, ""):
         raise BadRequest("'format' must be \"json\" or a JSON schema object", param="format")
     if body.get("think") in EFFORTS:
-        params["reasoning_effort"] = body["think"]
+        params["reasoning_effort"] = EFFORTS[body["think"]]
     return params
 
 
@@ -324,19 +324,32 @@ def sampling(options: dict) -> dict:
 
 
 def keep_alive(body: dict) -> float | None:
-    """`keep_alive` in seconds: a number, or a duration such as "5m" or "90s"; negative is
-    infinite (kept for good); absent is None (the hub's own idle unload applies)."""
+    """`keep_alive` in seconds: a number, or a Go duration ("5m", "2h45m", "-1s", "300" as
+    seconds); negative is infinite (kept for good); absent is None (the hub's own idle
+    unload applies)."""
     value = body.get("keep_alive")
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
-    elif isinstance(value, str) and (found := DURATION.match(value.strip())):
-        seconds = float(found.group(1)) * UNIT[found.group(2)]
+    elif isinstance(value, str) and (seconds := duration(value.strip())) is not None:
+        pass
     else:
-        raise BadRequest("'keep_alive' must be a duration such as \"5m\" or a number of "
-                         "seconds", param="keep_alive")
+        raise BadRequest("'keep_alive' must be a duration such as \"5m\" or \"2h45m\", or "
+                         "a number of seconds", param="keep_alive")
     return math.inf if seconds < 0 else seconds
+
+
+def duration(text: str) -> float | None:
+    """Go's time.ParseDuration, which Ollama uses, and a bare number as seconds."""
+    sign = -1 if text.startswith("-") else 1
+    text = text.lstrip("+-")
+    if NUMBER.fullmatch(text):
+        return sign * float(text)
+    parts = DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sign * sum(float(n) * UNIT[u] for n, u in parts)
 
 
 # --- messages --------------------------------------------------------------------------------
@@ -561,10 +574,10 @@ class GenerateLines(ChatLines):
 def embed(request) -> JSONResponse:
     hub = request.hub
     body = request.json_object(messages=False)
-    name = model_field(body)
-    model = known_model(hub, name)
+    model = model_field(body)
+    check_known(hub, model)
     given = body.get("input", "")
-    texts = [given] if isinstance(given, str) else given
+    texts = ([given] if given else []) if isinstance(given, str) else given
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise BadRequest("'input' must be a string or a list of strings", param="input")
     dimensions = body.get("dimensions")
@@ -573,7 +586,7 @@ def embed(request) -> JSONResponse:
                          param="dimensions")
     started = time.monotonic()
     vectors, run = vectors_of(hub, model, texts, dimensions)
-    return JSONResponse({"model": name, "embeddings": vectors,
+    return JSONResponse({"model": model, "embeddings": vectors,
                          "total_duration": _ns(time.monotonic() - started),
                          "load_duration": 0,
                          "prompt_eval_count": run.usage.input_tokens if run else 0})
@@ -583,7 +596,8 @@ def embeddings(request) -> JSONResponse:
     """The older single-text endpoint: `prompt` in, one `embedding` out."""
     hub = request.hub
     body = request.json_object(messages=False)
-    model = known_model(hub, model_field(body))
+    model = model_field(body)
+    check_known(hub, model)
     prompt = body.get("prompt", "")
     if not isinstance(prompt, str):
         raise BadRequest("'prompt' must be a string", param="prompt")
@@ -611,10 +625,9 @@ def pull(request):
     hub = request.hub
     body = request.json_object()
     name = model_field(body)
-    model = hub_name(name)
-    if not hub.engine.unknown_model(model):
+    if not hub.engine.unknown_model(name):
         return pulled(body)
-    progress = hub.engine.pull(model)
+    progress = hub.engine.pull(name)
     first = next_progress(progress, name)      # a refusal still gets its own status
     if not body.get("stream", True):
         for _ in progress:
@@ -641,7 +654,7 @@ def pull_lines(first: dict, progress, name: str):
     yield ndjson({"status": "pulling manifest"})
     try:
         for step in itertools.chain([first], progress):
-            line = {"status": f"pulling {hub_name(name)}", "digest": digest(hub_name(name))}
+            line = {"status": f"pulling {name}", "digest": f"sha256:{digest(name)}"}
             line.update({k: step[k] for k in ("total", "completed") if step.get(k)})
             yield ndjson(line)
     except HubError as error:
@@ -657,9 +670,9 @@ def pulled(body: dict):
     return JSONResponse(lines[-1])
 
 
-def unsupported(request):
-    """push, create, copy, delete: what a model server's own tools do."""
-    what = request.path.rsplit("/", 1)[-1]
-    raise HubError(f"llmhub does not {what} models; do that with your model server (LM "
-                   "Studio: `lms`), and llmhub lists what it has", status=501,
+def unsupported(request, **_):
+    """push, create, copy, delete, blobs: what a model server's own tools do."""
+    raise HubError(f"{request.method} {request.path}: llmhub keeps no model files (it does "
+                   "not create, copy, push or delete models); do that with your model "
+                   "server (LM Studio: `lms`), and llmhub lists what it has", status=501,
                    code="not_implemented")

@@ -38,12 +38,13 @@ def error_body(error) -> dict:
 
 
 def index(request):
-    """The web chat page for browsers, the hub's status for a client that asks for JSON,
-    and for everything else (curl, Ollama's clients, which probe it) Ollama's answer."""
+    """The web chat page for browsers, the hub's status for a client that asks for JSON
+    alone, and for everything else (curl, Ollama's clients, which probe it and compare the
+    text; axios asks for JSON and text both) Ollama's answer."""
     accept = request.headers.get("Accept", "")
     if "text/html" in accept:
         return static_file(request, "index.html")
-    if "application/json" not in accept:
+    if "application/json" not in accept or "text/plain" in accept:
         return ollama.running(request)
     hub = request.hub
     return JSONResponse({

@@ -131,7 +131,10 @@ class LMStudio(OpenAICompatible):
 
 
 def _unknown_route(error: UpstreamError) -> bool:
-    return "Unexpected endpoint" in error.message or error.status in (404, 405)
+    """LM Studio's answer to a path it does not serve; a 404 about a model (a download of
+    one its catalog lacks) is about the model."""
+    return "Unexpected endpoint" in error.message or \
+        (error.status in (404, 405) and error.code != "model_not_found")
 
 
 def model_entry(model: dict, source: str) -> dict:
