@@ -162,6 +162,23 @@ def _add_owners(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX requests_key ON requests (key, at)")
 
 
+def _add_row_sizes(conn: sqlite3.Connection) -> None:
+    # The retention sweep's size bounds read what each row weighs, newest first, at every
+    # tick. Summing length() over the rows read every message and stored input in full (a
+    # 15 MiB image included) each time; a `bytes` column kept by each write, in an index
+    # that also holds the sweep's order (and a response's status: live ones are never
+    # swept), makes that pass an index-only scan. The index led by created_at serves the
+    # age bound too. Existing rows are weighed once, here.
+    conn.execute("ALTER TABLE threads ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0")
+    conn.execute(f"UPDATE threads SET bytes = (SELECT COALESCE(SUM({MESSAGE_BYTES}), 0) "
+                 "FROM messages m WHERE m.thread_id = threads.id)")
+    conn.execute("CREATE INDEX threads_swept ON threads (updated_at, id, bytes)")
+    for table, (_, at) in SWEPT.items():
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0")
+        conn.execute(f"UPDATE {table} SET bytes = {ROW_BYTES[table]}")
+        conn.execute(f"CREATE INDEX {table}_swept ON {table} ({at}, status, bytes)")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
     ("create_summaries", _create_summaries),
@@ -174,6 +191,7 @@ MIGRATIONS = [
     ("add_request_bodies", _add_request_bodies),
     ("add_request_target", _add_request_target),
     ("add_owners", _add_owners),
+    ("add_row_sizes", _add_row_sizes),
 ]
 
 
@@ -590,13 +608,14 @@ class Store:
     def create_response(self, record: dict, keep_count: int, keep_seconds: float) -> None:
         """Insert a response (status in_progress) and prune beyond the retention bounds."""
         with self.write_tx() as tx:
+            metadata, context = _json(record["metadata"]), _json(record["context"])
             tx.execute("INSERT INTO responses (id, thread_id, model, provider, status, "
-                       "metadata, context, created_at, owner) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       "metadata, context, created_at, owner, bytes) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (record["id"], record["thread_id"], record["model"],
-                        _json(record["provider"]), record["status"],
-                        _json(record["metadata"]), _json(record["context"]),
-                        record["created_at"], record.get("owner", "local")))
+                        _json(record["provider"]), record["status"], metadata, context,
+                        record["created_at"], record.get("owner", "local"),
+                        len(metadata) + len(context)))
             _prune_tx(tx, "responses", keep_count, keep_seconds)
 
     def finish_response(self, response_id: str, if_fails=None, **fields) -> None:
@@ -621,8 +640,11 @@ class Store:
 
     @staticmethod
     def _update_tx(tx, table: str, row_id: str, encoded: dict) -> None:
-        tx.execute(f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in encoded)} "
-                   "WHERE id = ?", (*encoded.values(), row_id))
+        # a row's end adds its output and events to its weight (ROW_BYTES, near enough:
+        # the few short fields an end also sets count too, the '[]' it replaces still does)
+        weight = sum(len(v) for v in encoded.values() if isinstance(v, str))
+        tx.execute(f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in encoded)}, "
+                   "bytes = bytes + ? WHERE id = ?", (*encoded.values(), weight, row_id))
 
     # -- ends the store refused, held until it takes them ----------------------------------------
     def _hold(self, table: str, row_id: str, encoded: dict) -> None:
@@ -663,14 +685,15 @@ class Store:
     # -- OpenAI Responses (/v1/responses) ------------------------------------------------------
     def create_api_response(self, record: dict, keep_count: int, keep_seconds: float) -> None:
         """Insert a running response and prune beyond the retention bounds."""
+        request, given = _json(record["request"]), _json(record["input"])
         with self.write_tx() as tx:
             tx.execute("INSERT INTO api_responses (id, created_at, status, previous_id, "
-                       "conversation_id, model, request, input, owner) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       "conversation_id, model, request, input, owner, bytes) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (record["id"], record["created_at"], record["status"],
                         record["previous_id"], record["conversation_id"], record["model"],
-                        _json(record["request"]), _json(record["input"]),
-                        record.get("owner", "local")))
+                        request, given, record.get("owner", "local"),
+                        len(request) + len(given) + 2))
             _prune_tx(tx, "api_responses", keep_count, keep_seconds)
 
     def finish_api_response(self, response_id: str, if_fails=None, **fields) -> None:
@@ -712,8 +735,8 @@ class Store:
     def delete_message(self, thread_id: str, message_id: str) -> None:
         """Remove one message; later messages' running token counts drop by its share."""
         with self.write_tx() as tx:
-            row = tx.execute("SELECT seq, cum_tokens FROM messages WHERE thread_id = ? AND "
-                             "id = ?", (thread_id, message_id)).fetchone()
+            row = tx.execute(f"SELECT seq, cum_tokens, {MESSAGE_BYTES} FROM messages m "
+                             "WHERE thread_id = ? AND id = ?", (thread_id, message_id)).fetchone()
             if row is None:
                 raise NotFound(f"No message {message_id!r} in thread {thread_id!r}",
                                param="item_id")
@@ -723,6 +746,8 @@ class Store:
             share = (row[1] or 0) - ((before[0] or 0) if before else 0)
             tx.execute("DELETE FROM messages WHERE thread_id = ? AND id = ?",
                        (thread_id, message_id))
+            tx.execute("UPDATE threads SET bytes = MAX(bytes - ?, 0) WHERE id = ?",
+                       (row[2], thread_id))
             tx.execute("UPDATE messages SET cum_tokens = cum_tokens - ? WHERE thread_id = ? "
                        "AND seq > ?", (share, thread_id, row[0]))
         self._forget_window(thread_id)
@@ -734,8 +759,8 @@ class Store:
         bad record must not take its batch down with it, so each goes in alone: a value
         SQLite cannot bind fails before the statement runs, and a refused statement is
         undone by itself (SQLite statements are atomic), leaving the transaction intact."""
-        sql = (f"INSERT OR REPLACE INTO requests ({', '.join(REQUEST_FIELDS)}) "
-               f"VALUES ({', '.join('?' * len(REQUEST_FIELDS))})")
+        sql = (f"INSERT OR REPLACE INTO requests ({', '.join(REQUEST_FIELDS)}, bytes) "
+               f"VALUES ({', '.join('?' * len(REQUEST_FIELDS))}, 200)")
         refused = []
         with self.write_tx() as tx:
             for row in rows:
@@ -743,17 +768,16 @@ class Store:
                     tx.execute(sql, tuple(row[f] for f in REQUEST_FIELDS))
                 except RECORD_ERRORS as exc:
                     refused.append((row.get("run_id"), f"{type(exc).__name__}: {exc}"))
-            tx.execute("DELETE FROM requests WHERE at < ? OR run_id IN (SELECT run_id FROM "
-                       "requests ORDER BY at DESC LIMIT -1 OFFSET ?)",
-                       (time.time() - keep_seconds, keep_count))
+            _prune_tx(tx, "requests", keep_count, keep_seconds)
         return refused
 
     def add_request_bodies(self, bodies: list[tuple]) -> None:
         """(run id, request body, response body) each, onto records already written."""
         with self.write_tx() as tx:
-            tx.executemany("UPDATE requests SET request_body = ?, response_body = ? "
-                           "WHERE run_id = ?", [(req, resp, run_id)
-                                                for run_id, req, resp in bodies])
+            tx.executemany("UPDATE requests SET request_body = ?, response_body = ?, "
+                           "bytes = ? WHERE run_id = ?",
+                           [(req, resp, len(req or "") + len(resp or "") + 200, run_id)
+                            for run_id, req, resp in bodies])
 
     def list_requests(self, limit: int, before: float | None, match: dict) -> list[dict]:
         """Newest first; `match` narrows by exact key, model, status or dialect."""
@@ -818,7 +842,9 @@ class Store:
     # -- retention (retention.py sweeps) ---------------------------------------------------
     def sweep_threads(self, keep_seconds: float, max_bytes: float, busy: set) -> int:
         """Delete threads untouched for `keep_seconds`, then the least recently active past
-        `max_bytes` of messages (0: no bound); never one in `busy`. How many went."""
+        `max_bytes` of messages (0: no bound); never one in `busy`. How many went. Both
+        passes read the threads_swept index alone (a thread's `bytes` is kept by its
+        writes), never the messages."""
         gone = []
         with self.write_tx() as tx:
             if keep_seconds:
@@ -826,9 +852,7 @@ class Store:
                     "SELECT id FROM threads WHERE updated_at < ?", (time.time() - keep_seconds,))
                     if row[0] not in busy]
             if max_bytes:
-                sizes = tx.execute(f"SELECT t.id, COALESCE(SUM({MESSAGE_BYTES}), 0) FROM threads t "
-                                   "LEFT JOIN messages m ON m.thread_id = t.id GROUP BY t.id "
-                                   "ORDER BY t.updated_at DESC")
+                sizes = tx.execute("SELECT id, bytes, 0 FROM threads ORDER BY updated_at DESC")
                 gone += [i for i in _past(sizes, max_bytes) if i not in busy]
             gone = list(dict.fromkeys(gone))
             tx.executemany("DELETE FROM threads WHERE id = ?", [(i,) for i in gone])
@@ -840,20 +864,19 @@ class Store:
 
     def sweep_table(self, table: str, keep_count: int, keep_seconds: float,
                     max_bytes: float) -> int:
-        """Delete a log table's rows past its count and age bounds (as its inserts prune:
-        the sweep also covers a table nothing is added to) and past `max_bytes` (0: no
-        bound), oldest first; how many went."""
-        key, at = ("run_id", "at") if table == "requests" else ("id", "created_at")
+        """Delete a log table's finished rows past its count and age bounds (as its inserts
+        prune: the sweep also covers a table nothing is added to) and past `max_bytes` (0:
+        no bound), oldest first; how many went. A response still queued or in progress (a
+        long background one) is never swept, though it counts towards the bounds: its run
+        would have nowhere to land. Every pass reads the `{table}_swept` index only."""
         with self.write_tx() as tx:
-            removed = tx.execute(
-                f"DELETE FROM {table} WHERE {at} < ? OR {key} IN (SELECT {key} FROM {table} "
-                f"ORDER BY {at} DESC LIMIT -1 OFFSET ?)",
-                (time.time() - keep_seconds, keep_count)).rowcount
+            removed = _prune_tx(tx, table, keep_count, keep_seconds)
             if max_bytes:
-                sizes = tx.execute(f"SELECT {key}, {ROW_BYTES[table]} FROM {table} "
+                at, live = SWEPT[table][1], LIVE[table]
+                sizes = tx.execute(f"SELECT rowid, bytes, {live} FROM {table} "
                                    f"ORDER BY {at} DESC")
                 over = _past(sizes, max_bytes)
-                tx.executemany(f"DELETE FROM {table} WHERE {key} = ?", [(i,) for i in over])
+                tx.executemany(f"DELETE FROM {table} WHERE rowid = ?", [(i,) for i in over])
                 removed += len(over)
         return removed
 
@@ -902,23 +925,27 @@ class Store:
 
     def _append_tx(self, tx, thread_id: str, messages: list, tokens: int | None = None):
         seq, running = self._tail_tx(tx, thread_id)
-        created, out = int(time.time()), []
+        created, out, weight = int(time.time()), [], 0
         for message in messages:
             seq += 1
             running += message_tokens(message)
             row = {"id": "msg_" + ids.uuid4().hex, "thread_id": thread_id, "seq": seq,
                    "created_at": created, "reasoning": None, **message}
+            texts = (_json(row["content"]), _json(row["tool_calls"]),
+                     _json(row["attachments"]), _json(row["metadata"]), row["reasoning"])
+            weight += sum(len(text) for text in texts if text)   # as MESSAGE_BYTES weighs
             tx.execute(
                 "INSERT INTO messages (id, thread_id, seq, role, content, name, tool_call_id,"
                 " tool_calls, attachments, metadata, tokens, created_at, cum_tokens, reasoning)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (row["id"], thread_id, seq, row["role"], _json(row["content"]), row["name"],
-                 row["tool_call_id"], _json(row["tool_calls"]), _json(row["attachments"]),
-                 _json(row["metadata"]), tokens, created, running, row["reasoning"]))
+                (row["id"], thread_id, seq, row["role"], texts[0], row["name"],
+                 row["tool_call_id"], texts[1], texts[2], texts[3], tokens, created, running,
+                 texts[4]))
             out.append(row)
         if messages:
-            tx.execute("UPDATE threads SET updated_at = ?, title = COALESCE(title, ?) "
-                       "WHERE id = ?", (time.time(), _title(messages), thread_id))
+            tx.execute("UPDATE threads SET updated_at = ?, title = COALESCE(title, ?), "
+                       "bytes = bytes + ? WHERE id = ?",
+                       (time.time(), _title(messages), weight, thread_id))
         return out
 
 
@@ -952,11 +979,23 @@ def _median(joined: str | None) -> float | None:
     return values[len(values) // 2] if values else None
 
 
-def _prune_tx(tx, table: str, keep_count: int, keep_seconds: float) -> None:
-    """Responses older than the retention, or past the newest `keep_count`, go."""
-    tx.execute(f"DELETE FROM {table} WHERE created_at < ? OR id IN (SELECT id FROM {table} "
-               "ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
-               (time.time() - keep_seconds, keep_count))
+def _prune_tx(tx, table: str, keep_count: int, keep_seconds: float) -> int:
+    """Finished rows older than the retention, or past the newest `keep_count`, go; how
+    many. Two statements, not one with OR: each walks the `{table}_swept` index alone."""
+    at, finished = SWEPT[table][1], f"NOT ({LIVE[table]})"
+    removed = tx.execute(f"DELETE FROM {table} WHERE {at} < ? AND {finished}",
+                         (time.time() - keep_seconds,)).rowcount
+    return removed + tx.execute(
+        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} ORDER BY {at} DESC "
+        f"LIMIT -1 OFFSET ?) AND {finished}", (keep_count,)).rowcount
+
+
+# The tables the sweep bounds by count, age and size: (key, time column); and what makes a
+# row live (never swept: a running response's end must have its row to land in).
+SWEPT = {"responses": ("id", "created_at"), "api_responses": ("id", "created_at"),
+         "requests": ("run_id", "at")}
+LIVE = {"responses": "status IN ('queued', 'in_progress')",
+        "api_responses": "status IN ('queued', 'in_progress')", "requests": "0"}
 
 
 # What a row weighs, for the size bounds: its text columns (SQLite's own pages add a
@@ -973,11 +1012,12 @@ ROW_BYTES = {
 
 
 def _past(sizes, max_bytes: float) -> list:
-    """The ids of (id, bytes) rows, newest first, that come after `max_bytes` in all."""
+    """The ids of (id, bytes, live) rows, newest first, that come after `max_bytes` in all;
+    a live row weighs in but is never one of them."""
     total, over = 0, []
-    for row_id, size in sizes:
+    for row_id, size, live in sizes:
         total += size or 0
-        if total > max_bytes:
+        if total > max_bytes and not live:
             over.append(row_id)
     return over
 

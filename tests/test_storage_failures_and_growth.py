@@ -250,6 +250,56 @@ def test_stored_responses_are_bounded_by_size(make_hub, fake):
     assert call(hub.url, "GET", f"/v1/responses/{ids[-1]}")[0] == 200
 
 
+def test_a_running_background_response_is_never_swept(make_hub, fake):
+    """The sweep never deletes live work: a background /v1/responses still running past
+    keep_days (and past keep_count and the size bound) keeps its row, and its end lands in
+    it; a finished response as old is swept."""
+    hub = make_hub({"responses": {"keep_count": 1, "keep_days": 1},
+                    "retention": {"api_responses_max_mb": 0.000001}})
+    release = threading.Event()
+    fake.enqueue(Script(chunks=["still", " going"], hold_first=release))
+    status, _, live = call(hub.url, "POST", "/v1/responses",
+                           {"model": "m", "input": "hi", "background": True})
+    assert status == 200 and fake.wait_requests(1)
+    status, _, done = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": "hi"})
+    assert status == 200 and done["status"] == "completed"
+    age(hub, "api_responses", "created_at", 30)       # both a month old
+    removed = hub.hub.upkeep.sweep()["removed"]
+    assert removed["api_responses"] == 1, removed
+    assert call(hub.url, "GET", f"/v1/responses/{done['id']}")[0] == 404
+    release.set()
+    run = hub.hub.registry.get(live["id"])
+    assert run is None or run.wait(10)
+    status, _, got = call(hub.url, "GET", f"/v1/responses/{live['id']}")
+    assert status == 200 and got["status"] == "completed", got
+    assert got["output"][0]["content"][0]["text"] == "still going"
+    assert hub.hub.upkeep.sweep()["removed"]["api_responses"] == 1    # finished: it goes
+
+
+def test_the_sweep_reads_indexes_not_tables(hub):
+    """Each query a sweep runs walks an index (EXPLAIN QUERY PLAN), so a tick on a large
+    table does not read every row, and never a stored input or a message's text."""
+    store, plans = hub.hub.store, []
+    opened = store._open
+
+    def traced():
+        conn = opened()
+        conn.set_trace_callback(lambda sql: plans.append(sql) if sql.lstrip().startswith(
+            ("SELECT", "DELETE")) else None)
+        return conn
+    store._open = traced
+    store.reopen()
+    hub.hub.upkeep.sweep()
+    store._open = opened
+    store.reopen()
+    assert len(plans) >= 10
+    with sqlite3.connect(store.path) as conn:
+        for sql in plans:
+            steps = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+            scans = [s for s in steps if s.startswith("SCAN") and "COVERING INDEX" not in s]
+            assert not scans, (sql, steps)
+
+
 def test_retention_keys_are_documented_with_defaults_for_a_year(tmp_path):
     from conftest import ROOT
     from llmhub.config import load_config
