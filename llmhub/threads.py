@@ -28,6 +28,7 @@ concurrent appends to one thread are serialised and none is lost or reordered.
 import bisect
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import queue
@@ -179,6 +180,26 @@ def _add_row_sizes(conn: sqlite3.Connection) -> None:
         conn.execute(f"CREATE INDEX {table}_swept ON {table} ({at}, status, bytes)")
 
 
+def _add_turn_chains(conn: sqlite3.Connection) -> None:
+    # A client that resends its whole conversation each turn (the Messages API with
+    # [anthropic] store) has only what follows the longest stored prefix appended. Finding
+    # that prefix by reading the stored thread cost every turn the whole thread. Each
+    # message now carries a hash of its thread's turns up to and including itself
+    # (_chain), so the prefix is found by the newest message's chain, or a few index
+    # look-ups when the client rewrote its history (Store.append_new).
+    conn.execute("ALTER TABLE messages ADD COLUMN chain INTEGER")
+    rows = conn.execute("SELECT id, thread_id, role, content, tool_call_id, tool_calls "
+                        "FROM messages ORDER BY thread_id, seq")
+    updates, thread, chain = [], None, None
+    for row in rows:
+        if row["thread_id"] != thread:
+            thread, chain = row["thread_id"], None
+        chain = _chain(chain, _stored_turn(row))
+        updates.append((chain, row["id"]))
+    conn.executemany("UPDATE messages SET chain = ? WHERE id = ?", updates)
+    conn.execute("CREATE INDEX messages_chain ON messages (thread_id, chain)")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
     ("create_summaries", _create_summaries),
@@ -192,6 +213,7 @@ MIGRATIONS = [
     ("add_request_target", _add_request_target),
     ("add_owners", _add_owners),
     ("add_row_sizes", _add_row_sizes),
+    ("add_turn_chains", _add_turn_chains),
 ]
 
 
@@ -378,7 +400,13 @@ class Store:
         """Keep a conversation that its client resends whole each turn: create the thread
         if need be, and append what follows the longest stored prefix; how many were new.
         A client that rewrote its history (compacted it) appends from where they part.
-        Another owner's thread of that id is as good as none: 404, nothing written."""
+        Another owner's thread of that id is as good as none: 404, nothing written.
+
+        The stored thread is never read: each message's `chain` hashes the turns up to it,
+        so the newest message's chain says whether the thread is a prefix of the
+        conversation (the usual turn), and else a search over the conversation's chains
+        finds where they part, one index look-up a step."""
+        chains = list(_chains(None, conversation))
         with self.write_tx() as tx:
             tx.execute("INSERT OR IGNORE INTO threads (id, created_at, metadata, updated_at, "
                        "owner) VALUES (?, ?, '{}', ?, ?)",
@@ -386,17 +414,31 @@ class Store:
             if tx.execute("SELECT owner FROM threads WHERE id = ?",
                           (thread_id,)).fetchone()[0] != owner:
                 raise thread_not_found(thread_id)
-            stored = tx.execute("SELECT role, content, tool_call_id, tool_calls FROM messages "
-                                "WHERE thread_id = ? ORDER BY seq", (thread_id,)).fetchall()
-            same = 0
-            for row, message in zip(stored, conversation):
-                kept = {"role": row[0], "content": json.loads(row[1]), "tool_call_id": row[2],
-                        "tool_calls": json.loads(row[3])}
-                if _turn(kept) != _turn(message):
-                    break
-                same += 1
+            same = self._shared_prefix_tx(tx, thread_id, chains)
             self._append_tx(tx, thread_id, conversation[same:])
             return len(conversation) - same
+
+    @staticmethod
+    def _shared_prefix_tx(tx, thread_id: str, chains: list[int]) -> int:
+        """How many of the conversation's first turns the stored thread begins with, given
+        the conversation's chains: a stored message with chain c has exactly the turns
+        that give c before it, so 'the thread holds chains[i - 1]' is true up to the
+        prefix's length and false after it."""
+        tail = tx.execute("SELECT chain FROM messages WHERE thread_id = ? ORDER BY seq DESC "
+                          "LIMIT 1", (thread_id,)).fetchone()
+        if tail is None:
+            return 0
+        if tail[0] in chains:                # the whole thread is a prefix: the usual turn
+            return chains.index(tail[0]) + 1
+        low, high = 0, len(chains)           # holds(low), not holds(high + 1)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if tx.execute("SELECT 1 FROM messages WHERE thread_id = ? AND chain = ? LIMIT 1",
+                          (thread_id, chains[middle - 1])).fetchone():
+                low = middle
+            else:
+                high = middle - 1
+        return low
 
     def list_messages(self, thread_id: str) -> list[dict]:
         """Every message of a thread, oldest first (for code, not for a client reply)."""
@@ -483,6 +525,13 @@ class Store:
             self._append_tx(tx, thread_id, messages)
         return thread_id
 
+    def turn_plan(self, thread_id: str, budget: int | None = None) -> tuple:
+        """(history, summary, totals) as a turn on the thread would read them now:
+        begin_turn's read (the summary and the messages after it, with a `budget` only
+        the newest that could fit), with nothing written."""
+        with self._snapshot() as conn:
+            return self._plan_turn(conn, thread_id, budget)[1]
+
     def _plan_turn(self, conn, thread_id: str, budget: int | None):
         """(the newest seq, (history, summary, totals)) for a turn on an existing thread."""
         self._require_thread_tx(conn, thread_id)
@@ -564,11 +613,13 @@ class Store:
                 conn.execute("COMMIT")
 
     @staticmethod
-    def _tail_tx(tx, thread_id: str) -> tuple[int, int]:
-        """The thread's newest seq and its running token count (0, 0 when empty)."""
-        row = tx.execute("SELECT seq, cum_tokens FROM messages WHERE thread_id = ? "
+    def _tail_tx(tx, thread_id: str, with_chain: bool = False) -> tuple:
+        """The thread's newest seq and its running token count (0, 0 when empty); and
+        `with_chain`, its chain (None when empty)."""
+        row = tx.execute("SELECT seq, cum_tokens, chain FROM messages WHERE thread_id = ? "
                          "ORDER BY seq DESC LIMIT 1", (thread_id,)).fetchone()
-        return (row[0], row[1] or 0) if row else (0, 0)
+        tail = (row[0], row[1] or 0, row[2]) if row else (0, 0, None)
+        return tail if with_chain else tail[:2]
 
     @staticmethod
     def _running_at_tx(tx, thread_id: str, seq: int) -> int:
@@ -750,7 +801,22 @@ class Store:
                        (row[2], thread_id))
             tx.execute("UPDATE messages SET cum_tokens = cum_tokens - ? WHERE thread_id = ? "
                        "AND seq > ?", (share, thread_id, row[0]))
+            self._rechain_tx(tx, thread_id, row[0])
         self._forget_window(thread_id)
+
+    @staticmethod
+    def _rechain_tx(tx, thread_id: str, after: int) -> None:
+        """Chain again the messages after seq `after`: a delete changed their prefix (a
+        delete is rare and explicit; a turn never pays this)."""
+        before = tx.execute("SELECT chain FROM messages WHERE thread_id = ? AND seq < ? "
+                            "ORDER BY seq DESC LIMIT 1", (thread_id, after)).fetchone()
+        chain, updates = before[0] if before else None, []
+        for row in tx.execute("SELECT id, role, content, tool_call_id, tool_calls FROM "
+                              "messages WHERE thread_id = ? AND seq > ? ORDER BY seq",
+                              (thread_id, after)).fetchall():
+            chain = _chain(chain, _stored_turn(row))
+            updates.append((chain, row[0]))
+        tx.executemany("UPDATE messages SET chain = ? WHERE id = ?", updates)
 
     # -- the request log ---------------------------------------------------------------------
     def insert_requests(self, rows: list[dict], keep_count: int,
@@ -924,9 +990,9 @@ class Store:
             raise thread_not_found(thread_id)
 
     def _append_tx(self, tx, thread_id: str, messages: list, tokens: int | None = None):
-        seq, running = self._tail_tx(tx, thread_id)
+        seq, running, chain = self._tail_tx(tx, thread_id, with_chain=True)
         created, out, weight = int(time.time()), [], 0
-        for message in messages:
+        for message, chain in zip(messages, _chains(chain, messages)):
             seq += 1
             running += message_tokens(message)
             row = {"id": "msg_" + ids.uuid4().hex, "thread_id": thread_id, "seq": seq,
@@ -936,17 +1002,42 @@ class Store:
             weight += sum(len(text) for text in texts if text)   # as MESSAGE_BYTES weighs
             tx.execute(
                 "INSERT INTO messages (id, thread_id, seq, role, content, name, tool_call_id,"
-                " tool_calls, attachments, metadata, tokens, created_at, cum_tokens, reasoning)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " tool_calls, attachments, metadata, tokens, created_at, cum_tokens, reasoning,"
+                " chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row["id"], thread_id, seq, row["role"], texts[0], row["name"],
                  row["tool_call_id"], texts[1], texts[2], texts[3], tokens, created, running,
-                 texts[4]))
+                 texts[4], chain))
             out.append(row)
         if messages:
             tx.execute("UPDATE threads SET updated_at = ?, title = COALESCE(title, ?), "
                        "bytes = bytes + ? WHERE id = ?",
                        (time.time(), _title(messages), weight, thread_id))
         return out
+
+
+def _stored_turn(row) -> dict:
+    """A stored message's fields that _turn reads, from a row of (…, role, content,
+    tool_call_id, tool_calls) as its last four columns."""
+    role, content, tool_call_id, tool_calls = tuple(row)[-4:]
+    return {"role": role, "content": json.loads(content), "tool_call_id": tool_call_id,
+            "tool_calls": json.loads(tool_calls)}
+
+
+def _chain(previous: int | None, message: dict) -> int:
+    """A hash of a thread's turns up to and including `message` (_turn: what makes two
+    copies of a turn the same one), from the chain before it; 64 bits, as SQLite's
+    INTEGER holds them."""
+    digest = hashlib.blake2b(json.dumps(_turn(message), ensure_ascii=False).encode(
+        "utf-8", "surrogatepass"), digest_size=8, key=(previous or 0).to_bytes(8, "big",
+                                                                                signed=True))
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def _chains(previous: int | None, messages: list):
+    """Each message's chain in turn, from the chain before the first."""
+    for message in messages:
+        previous = _chain(previous, message)
+        yield previous
 
 
 def _turn(message: dict) -> tuple:

@@ -198,6 +198,93 @@ def test_paged_items_are_what_reading_everything_gave(hub):
     assert status == 400 and body["error"]["param"] == "after"
 
 
+def chat_turns(size: int, reply: str = "Hello from the fake!") -> list[dict]:
+    return [{"role": "user", "content": f"question {i}"} if i % 2 == 0 else
+            {"role": "assistant", "content": reply} for i in range(size)]
+
+
+def kept_session(make_hub):
+    hub = make_hub({"anthropic": {"store": "true"}, "server": {"max_messages": 10_000}})
+    return hub, lambda session, messages: call(
+        hub.url, "POST", "/v1/messages", {"model": "m", "max_tokens": 50, "messages": messages},
+        headers={"X-Claude-Code-Session-Id": session})
+
+
+def test_a_resent_conversation_turn_reads_the_tail_not_the_thread(make_hub, fake):
+    """A Claude session kept in a thread resends its whole conversation each turn; the turn
+    on 4,000 stored messages costs what it costs on 40 (SQLite VM steps, within a small
+    factor), and stores the new tail only."""
+    hub, send = kept_session(make_hub)
+    store = hub.hub.store
+    for session, size in (("short", 40), ("long", 4000)):
+        store.append_new(f"claude-{session}", [dict(m, name=None, tool_call_id=None,
+                                                    tool_calls=[], attachments=[],
+                                                    metadata={}) for m in chat_turns(size)])
+    steps = counting(store)
+    cost = {}
+    for session, size in (("short", 40), ("long", 4000)):
+        before = steps[0]
+        status, _, _ = send(session, chat_turns(size) + [{"role": "user", "content": "new"}])
+        assert status == 200
+        cost[session] = steps[0] - before
+        stored = store.messages_from(f"claude-{session}", None, 3, newest_first=True)
+        assert [m["content"] for m in stored[::-1]] == [
+            "Hello from the fake!", "new", "Hello from the fake!"]
+    assert cost["long"] < cost["short"] * 3, cost
+    assert len(store.list_messages("claude-long")) == 4002
+
+
+def test_a_rewritten_conversation_keeps_what_it_kept_before(hub):
+    """append_new finds the longest stored prefix by the messages' chains, and appends
+    what follows it, as comparing the whole stored thread did: a pure extension, a history
+    rewritten in its middle or compacted to fewer turns, and a thread with a message
+    deleted all keep what the whole comparison kept."""
+    store = hub.hub.store
+
+    def turns(*texts):
+        return [{"role": "user", "content": t, "name": None, "tool_call_id": None,
+                 "tool_calls": [], "attachments": [], "metadata": {}} for t in texts]
+
+    def kept(thread_id):
+        return [m["content"] for m in store.list_messages(thread_id)]
+    assert store.append_new("c", turns("a", "b", "c")) == 3
+    assert store.append_new("c", turns("a", "b", "c", "d")) == 1
+    assert store.append_new("c", turns("a", "b", "c", "d")) == 0
+    assert store.append_new("c", turns("a", "B", "c", "d", "e")) == 4     # rewritten at 2
+    assert kept("c") == ["a", "b", "c", "d", "B", "c", "d", "e"]
+    assert store.append_new("c", turns("summary", "e")) == 2             # compacted
+    assert kept("c")[-2:] == ["summary", "e"]
+    assert store.append_new("d", turns("a", "b", "c", "d")) == 4
+    store.delete_message("d", store.list_messages("d")[1]["id"])          # "b" goes
+    assert store.append_new("d", turns("a", "c", "d", "e")) == 1          # the client's too
+    assert kept("d") == ["a", "c", "d", "e"]
+    assert store.append_new("d", turns("a", "b", "c", "d", "e", "f")) == 5
+    assert kept("d") == ["a", "c", "d", "e", "b", "c", "d", "e", "f"]
+
+
+def test_input_tokens_of_a_conversation_reads_what_the_turn_reads(hub, fake):
+    """/v1/responses/input_tokens on a conversation counts what a turn would send (its
+    summary and the messages after it), read as the turn reads them: on 4,000 messages
+    with a recent summary it costs what it costs on 40, and counts what the turn sent."""
+    from llmhub.context import estimate_messages
+    store = hub.hub.store
+    steps = counting(store)
+    cost = {}
+    for thread_id, size in (("short", 40), ("long", 4000)):
+        long_conversation(store, thread_id, size)
+        store.save_summary(thread_id, size - 8, "They talked.", 3)
+        ask = {"model": "m", "conversation": thread_id, "input": "and now?"}
+        before = steps[0]
+        status, _, counted = call(hub.url, "POST", "/v1/responses/input_tokens", ask)
+        assert status == 200, counted
+        cost[thread_id] = steps[0] - before
+        assert call(hub.url, "POST", "/v1/responses", ask)[0] == 200
+        sent = fake.chat_requests()[-1].body["messages"]
+        assert sent[0]["content"].endswith("They talked.") and len(sent) == 10
+        assert counted["input_tokens"] == estimate_messages(sent)
+    assert cost["long"] < cost["short"] * 3, cost
+
+
 # --- point 3: every table that grows is bounded, by a sweep ---------------------------------
 
 def age(hub, table: str, column: str, days: float, where: str = "1") -> None:
