@@ -41,7 +41,7 @@ from llmhub import ids
 from llmhub.context import content_text, message_tokens
 from llmhub.errors import BadRequest, Conflict, HubError, NotFound
 from llmhub.messages import normalise_message
-from llmhub.wire import json_str
+from llmhub.wire import is_large, json_str, json_stream
 
 __all__ = ["Store", "StorageError", "MIGRATIONS", "normalise_message", "thread_not_found"]
 
@@ -200,6 +200,18 @@ def _add_turn_chains(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX messages_chain ON messages (thread_id, chain)")
 
 
+def _create_input_pieces(conn: sqlite3.Connection) -> None:
+    # A /v1/responses input holding a large string (a 15 MiB screenshot as base64) was one
+    # JSON text bound to the INSERT: Python held the text, SQLite copied the bound value
+    # and built the row from it, so the store alone held the body three times over.
+    # Such an input is written as UTF-8 pieces of about 1 MiB instead, each made, bound and
+    # let go in turn (wire.json_stream), its row's `input` left '' to say so. Small inputs
+    # stay in the column as before.
+    conn.execute("""CREATE TABLE api_response_input (
+        response_id TEXT NOT NULL REFERENCES api_responses(id) ON DELETE CASCADE,
+        part INTEGER NOT NULL, piece BLOB NOT NULL, PRIMARY KEY (response_id, part))""")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
     ("create_summaries", _create_summaries),
@@ -214,6 +226,7 @@ MIGRATIONS = [
     ("add_owners", _add_owners),
     ("add_row_sizes", _add_row_sizes),
     ("add_turn_chains", _add_turn_chains),
+    ("create_input_pieces", _create_input_pieces),
 ]
 
 
@@ -428,8 +441,9 @@ class Store:
                           "LIMIT 1", (thread_id,)).fetchone()
         if tail is None:
             return 0
-        if tail[0] in chains:                # the whole thread is a prefix: the usual turn
-            return chains.index(tail[0]) + 1
+        at = {chain: i for i, chain in enumerate(chains)}.get(tail[0])
+        if at is not None:                   # the whole thread is a prefix: the usual turn
+            return at + 1
         low, high = 0, len(chains)           # holds(low), not holds(high + 1)
         while low < high:
             middle = (low + high + 1) // 2
@@ -735,8 +749,10 @@ class Store:
 
     # -- OpenAI Responses (/v1/responses) ------------------------------------------------------
     def create_api_response(self, record: dict, keep_count: int, keep_seconds: float) -> None:
-        """Insert a running response and prune beyond the retention bounds."""
-        request, given = _json(record["request"]), _json(record["input"])
+        """Insert a running response and prune beyond the retention bounds. An input with a
+        large string is written in pieces (api_response_input), never as one text."""
+        request, large = _json(record["request"]), is_large(record["input"])
+        given = "" if large else _json(record["input"])
         with self.write_tx() as tx:
             tx.execute("INSERT INTO api_responses (id, created_at, status, previous_id, "
                        "conversation_id, model, request, input, owner, bytes) "
@@ -745,7 +761,21 @@ class Store:
                         record["previous_id"], record["conversation_id"], record["model"],
                         request, given, record.get("owner", "local"),
                         len(request) + len(given) + 2))
+            if large:
+                self._write_pieces_tx(tx, record["id"], record["input"])
             _prune_tx(tx, "api_responses", keep_count, keep_seconds)
+
+    @staticmethod
+    def _write_pieces_tx(tx, response_id: str, value) -> None:
+        """`value` as JSON in the response's input pieces, one piece held at a time."""
+        weight, part = 0, 0
+        for piece in json_stream(value):
+            if piece:
+                tx.execute("INSERT INTO api_response_input VALUES (?, ?, ?)",
+                           (response_id, part, piece))
+                weight, part = weight + len(piece), part + 1
+        tx.execute("UPDATE api_responses SET bytes = bytes + ? WHERE id = ?",
+                   (weight, response_id))
 
     def finish_api_response(self, response_id: str, if_fails=None, **fields) -> None:
         """Record the end: status, model, output, usage, error, events (`if_fails`:
@@ -754,8 +784,17 @@ class Store:
                          ("output", "usage", "error", "events"), if_fails)
 
     def get_api_response(self, response_id: str) -> dict | None:
-        rows = self._read("SELECT * FROM api_responses WHERE id = ?", (response_id,))
-        return _api_response(self._with_held("api_responses", rows[0])) if rows else None
+        with self._snapshot() as conn:
+            row = conn.execute("SELECT * FROM api_responses WHERE id = ?",
+                               (response_id,)).fetchone()
+            if row is None:
+                return None
+            record = self._with_held("api_responses", row)
+            if record["input"] == "":      # written in pieces (_write_pieces_tx)
+                record["input"] = b"".join(piece for (piece,) in conn.execute(
+                    "SELECT piece FROM api_response_input WHERE response_id = ? ORDER BY part",
+                    (response_id,)))
+        return _api_response(record)
 
     def api_response_chain(self, response_id: str, most: int = 10_000) -> list[dict] | None:
         """The response and every one it continues, oldest first; None if it is unknown.
@@ -1026,11 +1065,11 @@ def _stored_turn(row) -> dict:
 def _chain(previous: int | None, message: dict) -> int:
     """A hash of a thread's turns up to and including `message` (_turn: what makes two
     copies of a turn the same one), from the chain before it; 64 bits, as SQLite's
-    INTEGER holds them."""
-    digest = hashlib.blake2b(json.dumps(_turn(message), ensure_ascii=False).encode(
-        "utf-8", "surrogatepass"), digest_size=8, key=(previous or 0).to_bytes(8, "big",
-                                                                                signed=True))
-    return int.from_bytes(digest.digest(), "big", signed=True)
+    INTEGER holds them. A resent turn hashes every message the client sent, so this is
+    kept lean: the turn's repr (a tuple of strings and None: exact and stable), no JSON."""
+    data = (previous or 0).to_bytes(8, "big", signed=True) + \
+        repr(_turn(message)).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
 
 
 def _chains(previous: int | None, messages: list):

@@ -395,3 +395,39 @@ def test_retention_keys_are_documented_with_defaults_for_a_year(tmp_path):
     assert retention["threads_keep_days"] == 365 and retention["sweep_interval_seconds"] > 0
     text = (ROOT / "config.ini").read_text()
     assert all(f"\n{name} = " in text for name in retention)
+
+
+# --- a large stored input is written in pieces -------------------------------------------
+
+def test_a_large_stored_input_is_written_in_pieces_and_read_back_whole(make_hub, fake):
+    """/v1/responses stores its input; one with a 3 MiB image is written as pieces of about
+    1 MiB (the store never binds the whole JSON at once, nor copies it whole), reads back
+    exactly, and its pieces go with their response, by a delete or a sweep."""
+    import base64
+    import os
+    from llmhub.wire import PIECE
+    hub = make_hub({"responses": {"keep_days": 1}})
+    url = "data:image/png;base64," + base64.b64encode(os.urandom(3 << 20)).decode()
+    given = [{"role": "user", "content": [{"type": "input_text", "text": "What is this? ✓"},
+                                          {"type": "input_image", "image_url": url}]}]
+    ids = []
+    for _ in range(2):
+        status, _, body = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": given})
+        assert status == 200, body
+        ids.append(body["id"])
+    sent = fake.chat_requests()[-1].body["messages"][0]["content"][1]["image_url"]["url"]
+    assert sent == url
+    with sqlite3.connect(hub.hub.store.path) as conn:
+        assert conn.execute("SELECT input FROM api_responses WHERE id = ?",
+                            (ids[0],)).fetchone()[0] == ""
+        sizes = [row[0] for row in conn.execute(
+            "SELECT length(piece) FROM api_response_input WHERE response_id = ?", (ids[0],))]
+    assert len(sizes) >= 4 and max(sizes) <= PIECE + 1024, sizes
+    status, _, items = call(hub.url, "GET", f"/v1/responses/{ids[0]}/input_items")
+    assert status == 200 and items["data"][0]["content"][1]["image_url"] == url
+    assert items["data"][0]["content"][0]["text"] == "What is this? ✓"
+    assert call(hub.url, "DELETE", f"/v1/responses/{ids[0]}")[0] == 200
+    age(hub, "api_responses", "created_at", 30)
+    assert hub.hub.upkeep.sweep()["removed"]["api_responses"] == 1
+    with sqlite3.connect(hub.hub.store.path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM api_response_input").fetchone()[0] == 0
