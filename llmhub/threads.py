@@ -18,8 +18,12 @@ Rules:
    failed end its caller gives (`if_fails`), laid over the row on every read and written by
    `retry_held` when the disk is back; at most `held_most`, the oldest past it counted.
 8. Reads cost what they return: pages and turns read by the (thread_id, seq) and
-   (thread_id, cum_tokens) indexes, never the whole thread; retention sweeps (retention.py)
-   are the only whole-table reads, once per `[retention] sweep_interval_seconds`.
+   (thread_id, cum_tokens) indexes, never the whole thread; a resent conversation finds its
+   stored prefix by the messages' chain hashes (append_new), never by reading the thread.
+   Retention sweeps (retention.py) walk each table's `_swept` index, once per
+   `[retention] sweep_interval_seconds`, never the rows' text.
+9. A large value is never bound whole: a /v1/responses input holding a long string is
+   written as ~1 MiB pieces (api_response_input), its row's `input` left ''.
 
 A message's `seq` orders its thread; it is assigned inside the writing transaction, so
 concurrent appends to one thread are serialised and none is lost or reordered.
