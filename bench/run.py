@@ -1,6 +1,6 @@
 """Relay benchmark: the hub against the direct upstream, side by side in one run.
 
-    python -m bench    (or: python bench/run.py)  [--quick] [--only relay|threads|cancel|load|routing|memory]
+    python -m bench    (or: python bench/run.py)  [--quick] [--only relay|threads|conversations|cancel|load|routing|memory]
 
 The fake LM Studio (tests/fake_lmstudio.py) and the hub each run in their own process, so
 neither shares a GIL with the load generator. Each scenario is measured direct (client →
@@ -50,11 +50,12 @@ def start_fake() -> tuple[subprocess.Popen, str]:
 HUB_ENV = {"LLMHUB_SERVER_MAX_CONNECTIONS_PER_CLIENT": "2000"}
 
 
-def start_hub(upstream: str, db: Path) -> tuple[subprocess.Popen, str]:
+def start_hub(upstream: str, db: Path,
+              env: dict | None = None) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "main.py"), "--port", "0", "--upstream", upstream,
          "--db", str(db), "--log-level", "error"], stdout=subprocess.PIPE, text=True,
-        env={**os.environ, **HUB_ENV})
+        env={**os.environ, **HUB_ENV, **(env or {})})
     line = process.stdout.readline()
     return process, line.split(" listening on ", 1)[1].split(" ", 1)[0]
 
@@ -199,8 +200,8 @@ def table(rows: list, header: list = HEADER) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
-    parser.add_argument("--only", choices=("relay", "threads", "cancel", "load", "routing",
-                                                 "memory"),
+    parser.add_argument("--only", choices=("relay", "threads", "conversations", "cancel",
+                                           "load", "routing", "memory"),
                         help="run one benchmark")
     args = parser.parse_args(argv)
     if args.only in (None, "relay"):
@@ -209,6 +210,12 @@ def main(argv=None) -> int:
         from bench import threads
         rows = threads.main(10_000 if args.quick else threads.SIZE)
         print("\nllmhub threads benchmark (ms)")
+        print(table(rows, ["scenario", "n", "p50", "p99"]))
+    if args.only in (None, "conversations"):
+        from bench import conversations
+        rows = conversations.main(5_000 if args.quick else conversations.SIZE,
+                                  3 if args.quick else 10)
+        print("\nllmhub conversations benchmark (ms)")
         print(table(rows, ["scenario", "n", "p50", "p99"]))
     if args.only in (None, "cancel"):
         from bench import cancel

@@ -18,7 +18,7 @@ import json
 from llmhub import accounting
 from llmhub.cancellation import Registry, Run
 from llmhub.config import Config
-from llmhub.context import estimate_messages, estimate_tokens
+from llmhub.context import build_input, estimate_messages, estimate_tokens
 from llmhub.errors import Conflict, Forbidden, HubError, NotFound
 from llmhub.generation import Access, ChatRequest, Generation, Native, Relay, stored_events
 from llmhub.health import Prober
@@ -204,6 +204,17 @@ class Engine:
     def page_messages(self, thread_id: str, limit: int, after: str | None):
         self.generation.require_thread(thread_id)
         return self.store.page_messages(thread_id, limit, after)
+
+    def turn_input(self, plan: ThreadTurn) -> list[dict]:
+        """The messages a turn on a stored thread would send upstream now: system prompt,
+        summary, the unsummarised history (what fits, with a budget) and the new turn, from
+        the read the turn itself makes, never the thread from its first message."""
+        self.generation.require_thread(plan.thread_id)
+        context = self.config.context
+        budget = context["max_input_tokens"] if plan.budget else None
+        history, summary, totals = self.store.turn_plan(plan.thread_id, budget)
+        return build_input(plan.system, history, plan.messages, summary, budget, totals,
+                           context["replay_reasoning"])[0]
 
     def messages_from(self, thread_id: str, anchor: str | None, count: int,
                       newest_first: bool = False) -> list[dict] | None:

@@ -10,11 +10,16 @@ Rules:
    its reply must have a thread to land in. The run list is read just before the sweep's
    transaction, and only threads untouched for `threads_keep_days` or past the size bound
    are candidates, so a run starting on one in that instant is the one case left; its
-   reply then fails loudly rather than landing nowhere.
-3. The sweep runs on its own thread every `sweep_interval_seconds` (0: never); the held
+   reply then fails loudly rather than landing nowhere. Likewise a stored response still
+   queued or in progress (a long background one) is never swept, by any bound: its end
+   must have its row to land in; it still counts towards the bounds.
+3. A sweep reads indexes, not tables: each row's weight is kept in a `bytes` column by the
+   write that adds to it, and each table's `_swept` index holds the sweep's order, the
+   weight and the status (threads.Store.sweep_table), so a tick costs an index-only walk.
+4. The sweep runs on its own thread every `sweep_interval_seconds` (0: never); the held
    writes (threads.Store._hold) and their retries run every `retry_seconds`, so a disk that
    comes back sees the responses' ends written within seconds.
-4. A sweep that fails (the disk is full) is logged and tried again at the next tick; it never
+5. A sweep that fails (the disk is full) is logged and tried again at the next tick; it never
    stops the hub.
 """
 

@@ -18,8 +18,12 @@ Rules:
    failed end its caller gives (`if_fails`), laid over the row on every read and written by
    `retry_held` when the disk is back; at most `held_most`, the oldest past it counted.
 8. Reads cost what they return: pages and turns read by the (thread_id, seq) and
-   (thread_id, cum_tokens) indexes, never the whole thread; retention sweeps (retention.py)
-   are the only whole-table reads, once per `[retention] sweep_interval_seconds`.
+   (thread_id, cum_tokens) indexes, never the whole thread; a resent conversation finds its
+   stored prefix by the messages' chain hashes (append_new), never by reading the thread.
+   Retention sweeps (retention.py) walk each table's `_swept` index, once per
+   `[retention] sweep_interval_seconds`, never the rows' text.
+9. A large value is never bound whole: a /v1/responses input holding a long string is
+   written as ~1 MiB pieces (api_response_input), its row's `input` left ''.
 
 A message's `seq` orders its thread; it is assigned inside the writing transaction, so
 concurrent appends to one thread are serialised and none is lost or reordered.
@@ -28,6 +32,7 @@ concurrent appends to one thread are serialised and none is lost or reordered.
 import bisect
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import queue
@@ -40,7 +45,7 @@ from llmhub import ids
 from llmhub.context import content_text, message_tokens
 from llmhub.errors import BadRequest, Conflict, HubError, NotFound
 from llmhub.messages import normalise_message
-from llmhub.wire import json_str
+from llmhub.wire import is_large, json_str, json_stream
 
 __all__ = ["Store", "StorageError", "MIGRATIONS", "normalise_message", "thread_not_found"]
 
@@ -162,6 +167,55 @@ def _add_owners(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX requests_key ON requests (key, at)")
 
 
+def _add_row_sizes(conn: sqlite3.Connection) -> None:
+    # The retention sweep's size bounds read what each row weighs, newest first, at every
+    # tick. Summing length() over the rows read every message and stored input in full (a
+    # 15 MiB image included) each time; a `bytes` column kept by each write, in an index
+    # that also holds the sweep's order (and a response's status: live ones are never
+    # swept), makes that pass an index-only scan. The index led by created_at serves the
+    # age bound too. Existing rows are weighed once, here.
+    conn.execute("ALTER TABLE threads ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0")
+    conn.execute(f"UPDATE threads SET bytes = (SELECT COALESCE(SUM({MESSAGE_BYTES}), 0) "
+                 "FROM messages m WHERE m.thread_id = threads.id)")
+    conn.execute("CREATE INDEX threads_swept ON threads (updated_at, id, bytes)")
+    for table, (_, at) in SWEPT.items():
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0")
+        conn.execute(f"UPDATE {table} SET bytes = {ROW_BYTES[table]}")
+        conn.execute(f"CREATE INDEX {table}_swept ON {table} ({at}, status, bytes)")
+
+
+def _add_turn_chains(conn: sqlite3.Connection) -> None:
+    # A client that resends its whole conversation each turn (the Messages API with
+    # [anthropic] store) has only what follows the longest stored prefix appended. Finding
+    # that prefix by reading the stored thread cost every turn the whole thread. Each
+    # message now carries a hash of its thread's turns up to and including itself
+    # (_chain), so the prefix is found by the newest message's chain, or a few index
+    # look-ups when the client rewrote its history (Store.append_new).
+    conn.execute("ALTER TABLE messages ADD COLUMN chain INTEGER")
+    rows = conn.execute("SELECT id, thread_id, role, content, tool_call_id, tool_calls "
+                        "FROM messages ORDER BY thread_id, seq")
+    updates, thread, chain = [], None, None
+    for row in rows:
+        if row["thread_id"] != thread:
+            thread, chain = row["thread_id"], None
+        chain = _chain(chain, _stored_turn(row))
+        updates.append((chain, row["id"]))
+    conn.executemany("UPDATE messages SET chain = ? WHERE id = ?", updates)
+    conn.execute("CREATE INDEX messages_chain ON messages (thread_id, chain)")
+
+
+def _create_input_pieces(conn: sqlite3.Connection) -> None:
+    # A /v1/responses input holding a large string (a 15 MiB screenshot as base64) was one
+    # JSON text bound to the INSERT: Python held the text, SQLite copied the bound value
+    # and built the row from it, so the store alone held the body three times over.
+    # Such an input is written as UTF-8 pieces of about 1 MiB instead, each made, bound and
+    # let go in turn (wire.json_stream), its row's `input` left '' to say so. Small inputs
+    # stay in the column as before.
+    conn.execute("""CREATE TABLE api_response_input (
+        response_id TEXT NOT NULL REFERENCES api_responses(id) ON DELETE CASCADE,
+        part INTEGER NOT NULL, piece BLOB NOT NULL, PRIMARY KEY (response_id, part))""")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
     ("create_summaries", _create_summaries),
@@ -174,6 +228,9 @@ MIGRATIONS = [
     ("add_request_bodies", _add_request_bodies),
     ("add_request_target", _add_request_target),
     ("add_owners", _add_owners),
+    ("add_row_sizes", _add_row_sizes),
+    ("add_turn_chains", _add_turn_chains),
+    ("create_input_pieces", _create_input_pieces),
 ]
 
 
@@ -360,7 +417,13 @@ class Store:
         """Keep a conversation that its client resends whole each turn: create the thread
         if need be, and append what follows the longest stored prefix; how many were new.
         A client that rewrote its history (compacted it) appends from where they part.
-        Another owner's thread of that id is as good as none: 404, nothing written."""
+        Another owner's thread of that id is as good as none: 404, nothing written.
+
+        The stored thread is never read: each message's `chain` hashes the turns up to it,
+        so the newest message's chain says whether the thread is a prefix of the
+        conversation (the usual turn), and else a search over the conversation's chains
+        finds where they part, one index look-up a step."""
+        chains = list(_chains(None, conversation))
         with self.write_tx() as tx:
             tx.execute("INSERT OR IGNORE INTO threads (id, created_at, metadata, updated_at, "
                        "owner) VALUES (?, ?, '{}', ?, ?)",
@@ -368,17 +431,32 @@ class Store:
             if tx.execute("SELECT owner FROM threads WHERE id = ?",
                           (thread_id,)).fetchone()[0] != owner:
                 raise thread_not_found(thread_id)
-            stored = tx.execute("SELECT role, content, tool_call_id, tool_calls FROM messages "
-                                "WHERE thread_id = ? ORDER BY seq", (thread_id,)).fetchall()
-            same = 0
-            for row, message in zip(stored, conversation):
-                kept = {"role": row[0], "content": json.loads(row[1]), "tool_call_id": row[2],
-                        "tool_calls": json.loads(row[3])}
-                if _turn(kept) != _turn(message):
-                    break
-                same += 1
+            same = self._shared_prefix_tx(tx, thread_id, chains)
             self._append_tx(tx, thread_id, conversation[same:])
             return len(conversation) - same
+
+    @staticmethod
+    def _shared_prefix_tx(tx, thread_id: str, chains: list[int]) -> int:
+        """How many of the conversation's first turns the stored thread begins with, given
+        the conversation's chains: a stored message with chain c has exactly the turns
+        that give c before it, so 'the thread holds chains[i - 1]' is true up to the
+        prefix's length and false after it."""
+        tail = tx.execute("SELECT chain FROM messages WHERE thread_id = ? ORDER BY seq DESC "
+                          "LIMIT 1", (thread_id,)).fetchone()
+        if tail is None:
+            return 0
+        at = {chain: i for i, chain in enumerate(chains)}.get(tail[0])
+        if at is not None:                   # the whole thread is a prefix: the usual turn
+            return at + 1
+        low, high = 0, len(chains)           # holds(low), not holds(high + 1)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if tx.execute("SELECT 1 FROM messages WHERE thread_id = ? AND chain = ? LIMIT 1",
+                          (thread_id, chains[middle - 1])).fetchone():
+                low = middle
+            else:
+                high = middle - 1
+        return low
 
     def list_messages(self, thread_id: str) -> list[dict]:
         """Every message of a thread, oldest first (for code, not for a client reply)."""
@@ -465,6 +543,13 @@ class Store:
             self._append_tx(tx, thread_id, messages)
         return thread_id
 
+    def turn_plan(self, thread_id: str, budget: int | None = None) -> tuple:
+        """(history, summary, totals) as a turn on the thread would read them now:
+        begin_turn's read (the summary and the messages after it, with a `budget` only
+        the newest that could fit), with nothing written."""
+        with self._snapshot() as conn:
+            return self._plan_turn(conn, thread_id, budget)[1]
+
     def _plan_turn(self, conn, thread_id: str, budget: int | None):
         """(the newest seq, (history, summary, totals)) for a turn on an existing thread."""
         self._require_thread_tx(conn, thread_id)
@@ -546,11 +631,13 @@ class Store:
                 conn.execute("COMMIT")
 
     @staticmethod
-    def _tail_tx(tx, thread_id: str) -> tuple[int, int]:
-        """The thread's newest seq and its running token count (0, 0 when empty)."""
-        row = tx.execute("SELECT seq, cum_tokens FROM messages WHERE thread_id = ? "
+    def _tail_tx(tx, thread_id: str, with_chain: bool = False) -> tuple:
+        """The thread's newest seq and its running token count (0, 0 when empty); and
+        `with_chain`, its chain (None when empty)."""
+        row = tx.execute("SELECT seq, cum_tokens, chain FROM messages WHERE thread_id = ? "
                          "ORDER BY seq DESC LIMIT 1", (thread_id,)).fetchone()
-        return (row[0], row[1] or 0) if row else (0, 0)
+        tail = (row[0], row[1] or 0, row[2]) if row else (0, 0, None)
+        return tail if with_chain else tail[:2]
 
     @staticmethod
     def _running_at_tx(tx, thread_id: str, seq: int) -> int:
@@ -590,13 +677,14 @@ class Store:
     def create_response(self, record: dict, keep_count: int, keep_seconds: float) -> None:
         """Insert a response (status in_progress) and prune beyond the retention bounds."""
         with self.write_tx() as tx:
+            metadata, context = _json(record["metadata"]), _json(record["context"])
             tx.execute("INSERT INTO responses (id, thread_id, model, provider, status, "
-                       "metadata, context, created_at, owner) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       "metadata, context, created_at, owner, bytes) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (record["id"], record["thread_id"], record["model"],
-                        _json(record["provider"]), record["status"],
-                        _json(record["metadata"]), _json(record["context"]),
-                        record["created_at"], record.get("owner", "local")))
+                        _json(record["provider"]), record["status"], metadata, context,
+                        record["created_at"], record.get("owner", "local"),
+                        len(metadata) + len(context)))
             _prune_tx(tx, "responses", keep_count, keep_seconds)
 
     def finish_response(self, response_id: str, if_fails=None, **fields) -> None:
@@ -621,8 +709,11 @@ class Store:
 
     @staticmethod
     def _update_tx(tx, table: str, row_id: str, encoded: dict) -> None:
-        tx.execute(f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in encoded)} "
-                   "WHERE id = ?", (*encoded.values(), row_id))
+        # a row's end adds its output and events to its weight (ROW_BYTES, near enough:
+        # the few short fields an end also sets count too, the '[]' it replaces still does)
+        weight = sum(len(v) for v in encoded.values() if isinstance(v, str))
+        tx.execute(f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in encoded)}, "
+                   "bytes = bytes + ? WHERE id = ?", (*encoded.values(), weight, row_id))
 
     # -- ends the store refused, held until it takes them ----------------------------------------
     def _hold(self, table: str, row_id: str, encoded: dict) -> None:
@@ -662,16 +753,33 @@ class Store:
 
     # -- OpenAI Responses (/v1/responses) ------------------------------------------------------
     def create_api_response(self, record: dict, keep_count: int, keep_seconds: float) -> None:
-        """Insert a running response and prune beyond the retention bounds."""
+        """Insert a running response and prune beyond the retention bounds. An input with a
+        large string is written in pieces (api_response_input), never as one text."""
+        request, large = _json(record["request"]), is_large(record["input"])
+        given = "" if large else _json(record["input"])
         with self.write_tx() as tx:
             tx.execute("INSERT INTO api_responses (id, created_at, status, previous_id, "
-                       "conversation_id, model, request, input, owner) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       "conversation_id, model, request, input, owner, bytes) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (record["id"], record["created_at"], record["status"],
                         record["previous_id"], record["conversation_id"], record["model"],
-                        _json(record["request"]), _json(record["input"]),
-                        record.get("owner", "local")))
+                        request, given, record.get("owner", "local"),
+                        len(request) + len(given) + 2))
+            if large:
+                self._write_pieces_tx(tx, record["id"], record["input"])
             _prune_tx(tx, "api_responses", keep_count, keep_seconds)
+
+    @staticmethod
+    def _write_pieces_tx(tx, response_id: str, value) -> None:
+        """`value` as JSON in the response's input pieces, one piece held at a time."""
+        weight, part = 0, 0
+        for piece in json_stream(value):
+            if piece:
+                tx.execute("INSERT INTO api_response_input VALUES (?, ?, ?)",
+                           (response_id, part, piece))
+                weight, part = weight + len(piece), part + 1
+        tx.execute("UPDATE api_responses SET bytes = bytes + ? WHERE id = ?",
+                   (weight, response_id))
 
     def finish_api_response(self, response_id: str, if_fails=None, **fields) -> None:
         """Record the end: status, model, output, usage, error, events (`if_fails`:
@@ -680,8 +788,17 @@ class Store:
                          ("output", "usage", "error", "events"), if_fails)
 
     def get_api_response(self, response_id: str) -> dict | None:
-        rows = self._read("SELECT * FROM api_responses WHERE id = ?", (response_id,))
-        return _api_response(self._with_held("api_responses", rows[0])) if rows else None
+        with self._snapshot() as conn:
+            row = conn.execute("SELECT * FROM api_responses WHERE id = ?",
+                               (response_id,)).fetchone()
+            if row is None:
+                return None
+            record = self._with_held("api_responses", row)
+            if record["input"] == "":      # written in pieces (_write_pieces_tx)
+                record["input"] = b"".join(piece for (piece,) in conn.execute(
+                    "SELECT piece FROM api_response_input WHERE response_id = ? ORDER BY part",
+                    (response_id,)))
+        return _api_response(record)
 
     def api_response_chain(self, response_id: str, most: int = 10_000) -> list[dict] | None:
         """The response and every one it continues, oldest first; None if it is unknown.
@@ -712,8 +829,8 @@ class Store:
     def delete_message(self, thread_id: str, message_id: str) -> None:
         """Remove one message; later messages' running token counts drop by its share."""
         with self.write_tx() as tx:
-            row = tx.execute("SELECT seq, cum_tokens FROM messages WHERE thread_id = ? AND "
-                             "id = ?", (thread_id, message_id)).fetchone()
+            row = tx.execute(f"SELECT seq, cum_tokens, {MESSAGE_BYTES} FROM messages m "
+                             "WHERE thread_id = ? AND id = ?", (thread_id, message_id)).fetchone()
             if row is None:
                 raise NotFound(f"No message {message_id!r} in thread {thread_id!r}",
                                param="item_id")
@@ -723,9 +840,26 @@ class Store:
             share = (row[1] or 0) - ((before[0] or 0) if before else 0)
             tx.execute("DELETE FROM messages WHERE thread_id = ? AND id = ?",
                        (thread_id, message_id))
+            tx.execute("UPDATE threads SET bytes = MAX(bytes - ?, 0) WHERE id = ?",
+                       (row[2], thread_id))
             tx.execute("UPDATE messages SET cum_tokens = cum_tokens - ? WHERE thread_id = ? "
                        "AND seq > ?", (share, thread_id, row[0]))
+            self._rechain_tx(tx, thread_id, row[0])
         self._forget_window(thread_id)
+
+    @staticmethod
+    def _rechain_tx(tx, thread_id: str, after: int) -> None:
+        """Chain again the messages after seq `after`: a delete changed their prefix (a
+        delete is rare and explicit; a turn never pays this)."""
+        before = tx.execute("SELECT chain FROM messages WHERE thread_id = ? AND seq < ? "
+                            "ORDER BY seq DESC LIMIT 1", (thread_id, after)).fetchone()
+        chain, updates = before[0] if before else None, []
+        for row in tx.execute("SELECT id, role, content, tool_call_id, tool_calls FROM "
+                              "messages WHERE thread_id = ? AND seq > ? ORDER BY seq",
+                              (thread_id, after)).fetchall():
+            chain = _chain(chain, _stored_turn(row))
+            updates.append((chain, row[0]))
+        tx.executemany("UPDATE messages SET chain = ? WHERE id = ?", updates)
 
     # -- the request log ---------------------------------------------------------------------
     def insert_requests(self, rows: list[dict], keep_count: int,
@@ -734,8 +868,8 @@ class Store:
         bad record must not take its batch down with it, so each goes in alone: a value
         SQLite cannot bind fails before the statement runs, and a refused statement is
         undone by itself (SQLite statements are atomic), leaving the transaction intact."""
-        sql = (f"INSERT OR REPLACE INTO requests ({', '.join(REQUEST_FIELDS)}) "
-               f"VALUES ({', '.join('?' * len(REQUEST_FIELDS))})")
+        sql = (f"INSERT OR REPLACE INTO requests ({', '.join(REQUEST_FIELDS)}, bytes) "
+               f"VALUES ({', '.join('?' * len(REQUEST_FIELDS))}, 200)")
         refused = []
         with self.write_tx() as tx:
             for row in rows:
@@ -743,17 +877,16 @@ class Store:
                     tx.execute(sql, tuple(row[f] for f in REQUEST_FIELDS))
                 except RECORD_ERRORS as exc:
                     refused.append((row.get("run_id"), f"{type(exc).__name__}: {exc}"))
-            tx.execute("DELETE FROM requests WHERE at < ? OR run_id IN (SELECT run_id FROM "
-                       "requests ORDER BY at DESC LIMIT -1 OFFSET ?)",
-                       (time.time() - keep_seconds, keep_count))
+            _prune_tx(tx, "requests", keep_count, keep_seconds)
         return refused
 
     def add_request_bodies(self, bodies: list[tuple]) -> None:
         """(run id, request body, response body) each, onto records already written."""
         with self.write_tx() as tx:
-            tx.executemany("UPDATE requests SET request_body = ?, response_body = ? "
-                           "WHERE run_id = ?", [(req, resp, run_id)
-                                                for run_id, req, resp in bodies])
+            tx.executemany("UPDATE requests SET request_body = ?, response_body = ?, "
+                           "bytes = ? WHERE run_id = ?",
+                           [(req, resp, len(req or "") + len(resp or "") + 200, run_id)
+                            for run_id, req, resp in bodies])
 
     def list_requests(self, limit: int, before: float | None, match: dict) -> list[dict]:
         """Newest first; `match` narrows by exact key, model, status or dialect."""
@@ -818,7 +951,9 @@ class Store:
     # -- retention (retention.py sweeps) ---------------------------------------------------
     def sweep_threads(self, keep_seconds: float, max_bytes: float, busy: set) -> int:
         """Delete threads untouched for `keep_seconds`, then the least recently active past
-        `max_bytes` of messages (0: no bound); never one in `busy`. How many went."""
+        `max_bytes` of messages (0: no bound); never one in `busy`. How many went. Both
+        passes read the threads_swept index alone (a thread's `bytes` is kept by its
+        writes), never the messages."""
         gone = []
         with self.write_tx() as tx:
             if keep_seconds:
@@ -826,9 +961,7 @@ class Store:
                     "SELECT id FROM threads WHERE updated_at < ?", (time.time() - keep_seconds,))
                     if row[0] not in busy]
             if max_bytes:
-                sizes = tx.execute(f"SELECT t.id, COALESCE(SUM({MESSAGE_BYTES}), 0) FROM threads t "
-                                   "LEFT JOIN messages m ON m.thread_id = t.id GROUP BY t.id "
-                                   "ORDER BY t.updated_at DESC")
+                sizes = tx.execute("SELECT id, bytes, 0 FROM threads ORDER BY updated_at DESC")
                 gone += [i for i in _past(sizes, max_bytes) if i not in busy]
             gone = list(dict.fromkeys(gone))
             tx.executemany("DELETE FROM threads WHERE id = ?", [(i,) for i in gone])
@@ -840,20 +973,19 @@ class Store:
 
     def sweep_table(self, table: str, keep_count: int, keep_seconds: float,
                     max_bytes: float) -> int:
-        """Delete a log table's rows past its count and age bounds (as its inserts prune:
-        the sweep also covers a table nothing is added to) and past `max_bytes` (0: no
-        bound), oldest first; how many went."""
-        key, at = ("run_id", "at") if table == "requests" else ("id", "created_at")
+        """Delete a log table's finished rows past its count and age bounds (as its inserts
+        prune: the sweep also covers a table nothing is added to) and past `max_bytes` (0:
+        no bound), oldest first; how many went. A response still queued or in progress (a
+        long background one) is never swept, though it counts towards the bounds: its run
+        would have nowhere to land. Every pass reads the `{table}_swept` index only."""
         with self.write_tx() as tx:
-            removed = tx.execute(
-                f"DELETE FROM {table} WHERE {at} < ? OR {key} IN (SELECT {key} FROM {table} "
-                f"ORDER BY {at} DESC LIMIT -1 OFFSET ?)",
-                (time.time() - keep_seconds, keep_count)).rowcount
+            removed = _prune_tx(tx, table, keep_count, keep_seconds)
             if max_bytes:
-                sizes = tx.execute(f"SELECT {key}, {ROW_BYTES[table]} FROM {table} "
+                at, live = SWEPT[table][1], LIVE[table]
+                sizes = tx.execute(f"SELECT rowid, bytes, {live} FROM {table} "
                                    f"ORDER BY {at} DESC")
                 over = _past(sizes, max_bytes)
-                tx.executemany(f"DELETE FROM {table} WHERE {key} = ?", [(i,) for i in over])
+                tx.executemany(f"DELETE FROM {table} WHERE rowid = ?", [(i,) for i in over])
                 removed += len(over)
         return removed
 
@@ -901,25 +1033,54 @@ class Store:
             raise thread_not_found(thread_id)
 
     def _append_tx(self, tx, thread_id: str, messages: list, tokens: int | None = None):
-        seq, running = self._tail_tx(tx, thread_id)
-        created, out = int(time.time()), []
-        for message in messages:
+        seq, running, chain = self._tail_tx(tx, thread_id, with_chain=True)
+        created, out, weight = int(time.time()), [], 0
+        for message, chain in zip(messages, _chains(chain, messages)):
             seq += 1
             running += message_tokens(message)
             row = {"id": "msg_" + ids.uuid4().hex, "thread_id": thread_id, "seq": seq,
                    "created_at": created, "reasoning": None, **message}
+            texts = (_json(row["content"]), _json(row["tool_calls"]),
+                     _json(row["attachments"]), _json(row["metadata"]), row["reasoning"])
+            weight += sum(len(text) for text in texts if text)   # as MESSAGE_BYTES weighs
             tx.execute(
                 "INSERT INTO messages (id, thread_id, seq, role, content, name, tool_call_id,"
-                " tool_calls, attachments, metadata, tokens, created_at, cum_tokens, reasoning)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (row["id"], thread_id, seq, row["role"], _json(row["content"]), row["name"],
-                 row["tool_call_id"], _json(row["tool_calls"]), _json(row["attachments"]),
-                 _json(row["metadata"]), tokens, created, running, row["reasoning"]))
+                " tool_calls, attachments, metadata, tokens, created_at, cum_tokens, reasoning,"
+                " chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row["id"], thread_id, seq, row["role"], texts[0], row["name"],
+                 row["tool_call_id"], texts[1], texts[2], texts[3], tokens, created, running,
+                 texts[4], chain))
             out.append(row)
         if messages:
-            tx.execute("UPDATE threads SET updated_at = ?, title = COALESCE(title, ?) "
-                       "WHERE id = ?", (time.time(), _title(messages), thread_id))
+            tx.execute("UPDATE threads SET updated_at = ?, title = COALESCE(title, ?), "
+                       "bytes = bytes + ? WHERE id = ?",
+                       (time.time(), _title(messages), weight, thread_id))
         return out
+
+
+def _stored_turn(row) -> dict:
+    """A stored message's fields that _turn reads, from a row of (…, role, content,
+    tool_call_id, tool_calls) as its last four columns."""
+    role, content, tool_call_id, tool_calls = tuple(row)[-4:]
+    return {"role": role, "content": json.loads(content), "tool_call_id": tool_call_id,
+            "tool_calls": json.loads(tool_calls)}
+
+
+def _chain(previous: int | None, message: dict) -> int:
+    """A hash of a thread's turns up to and including `message` (_turn: what makes two
+    copies of a turn the same one), from the chain before it; 64 bits, as SQLite's
+    INTEGER holds them. A resent turn hashes every message the client sent, so this is
+    kept lean: the turn's repr (a tuple of strings and None: exact and stable), no JSON."""
+    data = (previous or 0).to_bytes(8, "big", signed=True) + \
+        repr(_turn(message)).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
+
+
+def _chains(previous: int | None, messages: list):
+    """Each message's chain in turn, from the chain before the first."""
+    for message in messages:
+        previous = _chain(previous, message)
+        yield previous
 
 
 def _turn(message: dict) -> tuple:
@@ -952,11 +1113,23 @@ def _median(joined: str | None) -> float | None:
     return values[len(values) // 2] if values else None
 
 
-def _prune_tx(tx, table: str, keep_count: int, keep_seconds: float) -> None:
-    """Responses older than the retention, or past the newest `keep_count`, go."""
-    tx.execute(f"DELETE FROM {table} WHERE created_at < ? OR id IN (SELECT id FROM {table} "
-               "ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
-               (time.time() - keep_seconds, keep_count))
+def _prune_tx(tx, table: str, keep_count: int, keep_seconds: float) -> int:
+    """Finished rows older than the retention, or past the newest `keep_count`, go; how
+    many. Two statements, not one with OR: each walks the `{table}_swept` index alone."""
+    at, finished = SWEPT[table][1], f"NOT ({LIVE[table]})"
+    removed = tx.execute(f"DELETE FROM {table} WHERE {at} < ? AND {finished}",
+                         (time.time() - keep_seconds,)).rowcount
+    return removed + tx.execute(
+        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} ORDER BY {at} DESC "
+        f"LIMIT -1 OFFSET ?) AND {finished}", (keep_count,)).rowcount
+
+
+# The tables the sweep bounds by count, age and size: (key, time column); and what makes a
+# row live (never swept: a running response's end must have its row to land in).
+SWEPT = {"responses": ("id", "created_at"), "api_responses": ("id", "created_at"),
+         "requests": ("run_id", "at")}
+LIVE = {"responses": "status IN ('queued', 'in_progress')",
+        "api_responses": "status IN ('queued', 'in_progress')", "requests": "0"}
 
 
 # What a row weighs, for the size bounds: its text columns (SQLite's own pages add a
@@ -973,11 +1146,12 @@ ROW_BYTES = {
 
 
 def _past(sizes, max_bytes: float) -> list:
-    """The ids of (id, bytes) rows, newest first, that come after `max_bytes` in all."""
+    """The ids of (id, bytes, live) rows, newest first, that come after `max_bytes` in all;
+    a live row weighs in but is never one of them."""
     total, over = 0, []
-    for row_id, size in sizes:
+    for row_id, size, live in sizes:
         total += size or 0
-        if total > max_bytes:
+        if total > max_bytes and not live:
             over.append(row_id)
     return over
 

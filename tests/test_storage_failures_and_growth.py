@@ -198,6 +198,93 @@ def test_paged_items_are_what_reading_everything_gave(hub):
     assert status == 400 and body["error"]["param"] == "after"
 
 
+def chat_turns(size: int, reply: str = "Hello from the fake!") -> list[dict]:
+    return [{"role": "user", "content": f"question {i}"} if i % 2 == 0 else
+            {"role": "assistant", "content": reply} for i in range(size)]
+
+
+def kept_session(make_hub):
+    hub = make_hub({"anthropic": {"store": "true"}, "server": {"max_messages": 10_000}})
+    return hub, lambda session, messages: call(
+        hub.url, "POST", "/v1/messages", {"model": "m", "max_tokens": 50, "messages": messages},
+        headers={"X-Claude-Code-Session-Id": session})
+
+
+def test_a_resent_conversation_turn_reads_the_tail_not_the_thread(make_hub, fake):
+    """A Claude session kept in a thread resends its whole conversation each turn; the turn
+    on 4,000 stored messages costs what it costs on 40 (SQLite VM steps, within a small
+    factor), and stores the new tail only."""
+    hub, send = kept_session(make_hub)
+    store = hub.hub.store
+    for session, size in (("short", 40), ("long", 4000)):
+        store.append_new(f"claude-{session}", [dict(m, name=None, tool_call_id=None,
+                                                    tool_calls=[], attachments=[],
+                                                    metadata={}) for m in chat_turns(size)])
+    steps = counting(store)
+    cost = {}
+    for session, size in (("short", 40), ("long", 4000)):
+        before = steps[0]
+        status, _, _ = send(session, chat_turns(size) + [{"role": "user", "content": "new"}])
+        assert status == 200
+        cost[session] = steps[0] - before
+        stored = store.messages_from(f"claude-{session}", None, 3, newest_first=True)
+        assert [m["content"] for m in stored[::-1]] == [
+            "Hello from the fake!", "new", "Hello from the fake!"]
+    assert cost["long"] < cost["short"] * 3, cost
+    assert len(store.list_messages("claude-long")) == 4002
+
+
+def test_a_rewritten_conversation_keeps_what_it_kept_before(hub):
+    """append_new finds the longest stored prefix by the messages' chains, and appends
+    what follows it, as comparing the whole stored thread did: a pure extension, a history
+    rewritten in its middle or compacted to fewer turns, and a thread with a message
+    deleted all keep what the whole comparison kept."""
+    store = hub.hub.store
+
+    def turns(*texts):
+        return [{"role": "user", "content": t, "name": None, "tool_call_id": None,
+                 "tool_calls": [], "attachments": [], "metadata": {}} for t in texts]
+
+    def kept(thread_id):
+        return [m["content"] for m in store.list_messages(thread_id)]
+    assert store.append_new("c", turns("a", "b", "c")) == 3
+    assert store.append_new("c", turns("a", "b", "c", "d")) == 1
+    assert store.append_new("c", turns("a", "b", "c", "d")) == 0
+    assert store.append_new("c", turns("a", "B", "c", "d", "e")) == 4     # rewritten at 2
+    assert kept("c") == ["a", "b", "c", "d", "B", "c", "d", "e"]
+    assert store.append_new("c", turns("summary", "e")) == 2             # compacted
+    assert kept("c")[-2:] == ["summary", "e"]
+    assert store.append_new("d", turns("a", "b", "c", "d")) == 4
+    store.delete_message("d", store.list_messages("d")[1]["id"])          # "b" goes
+    assert store.append_new("d", turns("a", "c", "d", "e")) == 1          # the client's too
+    assert kept("d") == ["a", "c", "d", "e"]
+    assert store.append_new("d", turns("a", "b", "c", "d", "e", "f")) == 5
+    assert kept("d") == ["a", "c", "d", "e", "b", "c", "d", "e", "f"]
+
+
+def test_input_tokens_of_a_conversation_reads_what_the_turn_reads(hub, fake):
+    """/v1/responses/input_tokens on a conversation counts what a turn would send (its
+    summary and the messages after it), read as the turn reads them: on 4,000 messages
+    with a recent summary it costs what it costs on 40, and counts what the turn sent."""
+    from llmhub.context import estimate_messages
+    store = hub.hub.store
+    steps = counting(store)
+    cost = {}
+    for thread_id, size in (("short", 40), ("long", 4000)):
+        long_conversation(store, thread_id, size)
+        store.save_summary(thread_id, size - 8, "They talked.", 3)
+        ask = {"model": "m", "conversation": thread_id, "input": "and now?"}
+        before = steps[0]
+        status, _, counted = call(hub.url, "POST", "/v1/responses/input_tokens", ask)
+        assert status == 200, counted
+        cost[thread_id] = steps[0] - before
+        assert call(hub.url, "POST", "/v1/responses", ask)[0] == 200
+        sent = fake.chat_requests()[-1].body["messages"]
+        assert sent[0]["content"].endswith("They talked.") and len(sent) == 10
+        assert counted["input_tokens"] == estimate_messages(sent)
+    assert cost["long"] < cost["short"] * 3, cost
+
+
 # --- point 3: every table that grows is bounded, by a sweep ---------------------------------
 
 def age(hub, table: str, column: str, days: float, where: str = "1") -> None:
@@ -250,6 +337,56 @@ def test_stored_responses_are_bounded_by_size(make_hub, fake):
     assert call(hub.url, "GET", f"/v1/responses/{ids[-1]}")[0] == 200
 
 
+def test_a_running_background_response_is_never_swept(make_hub, fake):
+    """The sweep never deletes live work: a background /v1/responses still running past
+    keep_days (and past keep_count and the size bound) keeps its row, and its end lands in
+    it; a finished response as old is swept."""
+    hub = make_hub({"responses": {"keep_count": 1, "keep_days": 1},
+                    "retention": {"api_responses_max_mb": 0.000001}})
+    release = threading.Event()
+    fake.enqueue(Script(chunks=["still", " going"], hold_first=release))
+    status, _, live = call(hub.url, "POST", "/v1/responses",
+                           {"model": "m", "input": "hi", "background": True})
+    assert status == 200 and fake.wait_requests(1)
+    status, _, done = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": "hi"})
+    assert status == 200 and done["status"] == "completed"
+    age(hub, "api_responses", "created_at", 30)       # both a month old
+    removed = hub.hub.upkeep.sweep()["removed"]
+    assert removed["api_responses"] == 1, removed
+    assert call(hub.url, "GET", f"/v1/responses/{done['id']}")[0] == 404
+    release.set()
+    run = hub.hub.registry.get(live["id"])
+    assert run is None or run.wait(10)
+    status, _, got = call(hub.url, "GET", f"/v1/responses/{live['id']}")
+    assert status == 200 and got["status"] == "completed", got
+    assert got["output"][0]["content"][0]["text"] == "still going"
+    assert hub.hub.upkeep.sweep()["removed"]["api_responses"] == 1    # finished: it goes
+
+
+def test_the_sweep_reads_indexes_not_tables(hub):
+    """Each query a sweep runs walks an index (EXPLAIN QUERY PLAN), so a tick on a large
+    table does not read every row, and never a stored input or a message's text."""
+    store, plans = hub.hub.store, []
+    opened = store._open
+
+    def traced():
+        conn = opened()
+        conn.set_trace_callback(lambda sql: plans.append(sql) if sql.lstrip().startswith(
+            ("SELECT", "DELETE")) else None)
+        return conn
+    store._open = traced
+    store.reopen()
+    hub.hub.upkeep.sweep()
+    store._open = opened
+    store.reopen()
+    assert len(plans) >= 10
+    with sqlite3.connect(store.path) as conn:
+        for sql in plans:
+            steps = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+            scans = [s for s in steps if s.startswith("SCAN") and "COVERING INDEX" not in s]
+            assert not scans, (sql, steps)
+
+
 def test_retention_keys_are_documented_with_defaults_for_a_year(tmp_path):
     from conftest import ROOT
     from llmhub.config import load_config
@@ -258,3 +395,39 @@ def test_retention_keys_are_documented_with_defaults_for_a_year(tmp_path):
     assert retention["threads_keep_days"] == 365 and retention["sweep_interval_seconds"] > 0
     text = (ROOT / "config.ini").read_text()
     assert all(f"\n{name} = " in text for name in retention)
+
+
+# --- a large stored input is written in pieces -------------------------------------------
+
+def test_a_large_stored_input_is_written_in_pieces_and_read_back_whole(make_hub, fake):
+    """/v1/responses stores its input; one with a 3 MiB image is written as pieces of about
+    1 MiB (the store never binds the whole JSON at once, nor copies it whole), reads back
+    exactly, and its pieces go with their response, by a delete or a sweep."""
+    import base64
+    import os
+    from llmhub.wire import PIECE
+    hub = make_hub({"responses": {"keep_days": 1}})
+    url = "data:image/png;base64," + base64.b64encode(os.urandom(3 << 20)).decode()
+    given = [{"role": "user", "content": [{"type": "input_text", "text": "What is this? ✓"},
+                                          {"type": "input_image", "image_url": url}]}]
+    ids = []
+    for _ in range(2):
+        status, _, body = call(hub.url, "POST", "/v1/responses", {"model": "m", "input": given})
+        assert status == 200, body
+        ids.append(body["id"])
+    sent = fake.chat_requests()[-1].body["messages"][0]["content"][1]["image_url"]["url"]
+    assert sent == url
+    with sqlite3.connect(hub.hub.store.path) as conn:
+        assert conn.execute("SELECT input FROM api_responses WHERE id = ?",
+                            (ids[0],)).fetchone()[0] == ""
+        sizes = [row[0] for row in conn.execute(
+            "SELECT length(piece) FROM api_response_input WHERE response_id = ?", (ids[0],))]
+    assert len(sizes) >= 4 and max(sizes) <= PIECE + 1024, sizes
+    status, _, items = call(hub.url, "GET", f"/v1/responses/{ids[0]}/input_items")
+    assert status == 200 and items["data"][0]["content"][1]["image_url"] == url
+    assert items["data"][0]["content"][0]["text"] == "What is this? ✓"
+    assert call(hub.url, "DELETE", f"/v1/responses/{ids[0]}")[0] == 200
+    age(hub, "api_responses", "created_at", 30)
+    assert hub.hub.upkeep.sweep()["removed"]["api_responses"] == 1
+    with sqlite3.connect(hub.hub.store.path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM api_response_input").fetchone()[0] == 0

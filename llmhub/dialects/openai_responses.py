@@ -33,6 +33,7 @@ Wire rules kept here (the `openai` SDK's types are the ground truth):
 """
 
 import time
+from dataclasses import replace
 
 from llmhub.cancellation import CANCELLED, COMPLETED, FAILED, QUEUED, STREAMING
 from llmhub.completion import Transcript
@@ -397,18 +398,18 @@ def input_tokens(request) -> JSONResponse:
     has one, else estimated; `X-Llmhub-Token-Count` says which (pipes.Engine.count_input)."""
     hub, body = request.hub, request.json_object()
     chat, _ = parse(dict(body, model=body.get("model") or "any"), hub, new_response_id())
-    system = [{"role": "system", "content": chat.input.system}] if chat.input.system else []
-    tokens, counted = hub.engine.count_input(
-        chat, system + so_far(hub, chat) + chat.input.messages)
+    tokens, counted = hub.engine.count_input(chat, would_send(hub, chat.input))
     return JSONResponse({"object": "response.input_tokens", "input_tokens": tokens},
                         headers=token_count_header(counted))
 
 
-def so_far(hub, chat: ChatRequest) -> list[dict]:
-    """The history a request continues: its chain's, or its conversation's messages."""
-    if isinstance(chat.input, ThreadTurn):
-        return hub.engine.page_messages(chat.input.thread_id, None, None)[0]
-    return chat.input.history
+def would_send(hub, plan) -> list[dict]:
+    """The messages a run of this input would send: a conversation's turn reads its
+    summary and what follows it, as the turn itself would, never the whole thread."""
+    if isinstance(plan, ThreadTurn):
+        return hub.engine.turn_input(plan)
+    system = [{"role": "system", "content": plan.system}] if plan.system else []
+    return system + plan.history + plan.messages
 
 
 def compact(request) -> JSONResponse:
@@ -418,7 +419,7 @@ def compact(request) -> JSONResponse:
     if body.get("input") is None and body.get("previous_response_id") is not None:
         body = dict(body, input=[])   # the chain so far is the whole conversation
     chat, _ = parse(body, hub, new_response_id())
-    conversation = so_far(hub, chat) + chat.input.messages
+    conversation = would_send(hub, replace(chat.input, system=None, budget=False))
     if not conversation:
         raise BadRequest("Nothing to compact: send 'input' or 'previous_response_id'",
                          param="input")
