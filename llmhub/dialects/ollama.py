@@ -11,15 +11,17 @@ Wire rules kept here (the `ollama` client's `_types.py` is the ground truth):
   ollama-js) with Ollama's statuses: 404 `model "x" not found, try pulling it first`, 400
   for bad input naming the field;
 - model names are `name:tag` and a bare name means `:latest`: listed names without a tag
-  get `:latest`, and a requested `x:latest` is the hub's `x`; replies echo the name as sent;
+  get `:latest`, and a requested `x:latest` is `x` on every route (resolution.py); replies
+  echo the name as sent; only aliases whose model an upstream serves are listed;
 - messages carry `images` (base64), `thinking`, and `tool_calls` whose arguments are JSON
   objects (OpenAI's are strings); a `tool` message is matched to its call by `tool_name`;
 - `options` holds the sampling settings (`num_predict` is max tokens; -1 and -2 mean no
   limit); load-time ones (`num_ctx`, `num_gpu`, ...) are accepted and not sent, since a
   loaded model keeps its own; `format` is `"json"` or a JSON schema, sent as a
   json_schema response format (LM Studio takes no json_object);
-- `think: false` hides the model's reasoning; "low"/"medium"/"high" is reasoning_effort;
-- `keep_alive` (a duration, seconds, 0 or negative) sets how long the model stays loaded
+- `think: false` hides the model's reasoning; "low"/"medium"/"high" ("max": high) is
+  reasoning_effort;
+- `keep_alive` (a Go duration, seconds, 0 or negative) sets how long the model stays loaded
   after the request (lifecycle.py); an empty prompt or empty messages only loads the model
   (`done_reason: "load"`), and with `keep_alive: 0` unloads it (`"unload"`);
 - `/api/pull` of a model an upstream has succeeds at once; another is downloaded by an
