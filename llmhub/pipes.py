@@ -374,17 +374,12 @@ class Engine:
         except HubError:
             return []
 
-    def warm_up(self, model: str | None) -> str:
+    def warm_up(self, model: str | None) -> None:
         """Load the model a name resolves to, as the first request for it would (Ollama's
         empty prompt): no more than any caller that may use the model may cause."""
         target = self.resolver.resolve(model)[0][0]
         caller().check_model(model, target.model)
-        box = self.router.box(target)
-        if box.models is not None and target.model not in box.models:
-            raise NotFound(f"Model {target.model!r} is not on {target.upstream.name}",
-                           param="model", code="model_not_found")
         self.lifecycle.ready(target)
-        return target.model
 
     def pull(self, model: str):
         """Download the model a name resolves to on its upstream (LM Studio 0.4+), yielding
