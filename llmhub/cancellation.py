@@ -133,7 +133,8 @@ class Run(RunContract):
         'log', 'secrets', 'id', 'created', 'started', 'requested', 'state', 'info', 'model',
         'thread_id', 'provider', 'cancel_reason', 'error', 'transcript', 'usage',
         'input_estimate', 'context', 'turn_stored', 'closing', 'gate', 'job', 'budget',
-        'background', 'resume_grace', 'awaited', 'must_fit', 'first_token_at', 'upstream_at',
+        'background', 'resume_grace', 'awaited', 'must_fit', 'load_context', 'first_token_at',
+        'upstream_at',
         '_registry', '_lock', '_call', '_final', '_finish_reason', '_hooks', '_driver',
         '_concluding', '_departures', '_over')
 
@@ -156,6 +157,7 @@ class Run(RunContract):
         self.input_estimate = 0            # prompt tokens, estimated before the upstream says
         self.context: dict | None = None   # what context.build_input included and dropped
         self.must_fit = False              # over the model's context: refused, not cut
+        self.load_context: int | None = None   # the context a load made for it asks for
         self.turn_stored = False           # its input is in its thread: its reply goes too
         self.closing: list = []            # the final events, set just before finish hooks
         self.gate: "Gate | None" = None    # the gate this run is queued at, while it waits

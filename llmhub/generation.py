@@ -95,6 +95,8 @@ class ChatRequest:
     must_fit: bool = False                       # an input over the model's context is a
                                                  # 400, not cut by the upstream unsaid
     native: Native | None = None                 # the wire request, for a same-dialect target
+    load_context: int | None = None              # a load on demand for it asks for this
+                                                 # context (Ollama's num_ctx)
 
 
 class RelaySink(Protocol):
@@ -162,6 +164,7 @@ class Generation:
         run.log.log_limit = self.config.responses["max_event_log_bytes"]
         run.secrets = self.secrets + ((access.api_key,) if access.api_key else ())
         run.must_fit = request.must_fit
+        run.load_context = request.load_context
         with run.failing_on_error():
             turn = request.input.prepare(self, run)
             run.budget = self.limits.budget(run.info["key"], run.input_estimate)

@@ -2,7 +2,8 @@
 
 Rules:
 - A run for a model its box's last probe did not list as loaded loads it first
-  (`[upstream] load_on_demand`, with `load_context_length`); one load per model and box
+  (`[upstream] load_on_demand`, with the context the run asks for, as Ollama's `num_ctx`,
+  else `load_context_length`); one load per model and box
   at a time (models.ModelManager single-flights it), and the runs that want it wait,
   queued, the stream sending pings. A failed load fails those runs as the upstream said.
 - A model the hub loaded (on demand or by POST /models/load) is unloaded after
@@ -45,17 +46,21 @@ class Lifecycle:
         return self.managers[upstream_name] if upstream_name else \
             next(iter(self.managers.values()))
 
-    def ready(self, target, run=None) -> bool:
-        """Load the target's model first if its box says it is not loaded; False if `run`
-        ended while it waited (the load goes on for the runs that still want it)."""
+    def ready(self, target, run=None, context: int | None = None) -> bool:
+        """Load the target's model first if its box says it is not loaded, with the context
+        the run (or `context`) asks for, else `load_context_length`; False if `run` ended
+        while it waited (the load goes on for the runs that still want it). A model loaded
+        already keeps its context: reloading it would end other runs."""
         upstream = target.upstream
         manager = self.managers.get(upstream.name)
         if manager is None or not manager.managed or not upstream.config.load_on_demand \
                 or self.router.warm(target):
             return True
         log.info("loading %s on %s for a request", target.model, upstream.name)
+        asked = getattr(run, "load_context", None) if context is None else context
         load = functools.partial(manager.load, target.model, strict=False,
-                                 context_length=upstream.config.load_context_length or None)
+                                 context_length=asked or upstream.config.load_context_length
+                                 or None)
         return self._await(load, run)
 
     @staticmethod

@@ -374,12 +374,12 @@ class Engine:
         except HubError:
             return []
 
-    def warm_up(self, model: str | None) -> None:
+    def warm_up(self, model: str | None, context: int | None = None) -> None:
         """Load the model a name resolves to, as the first request for it would (Ollama's
         empty prompt): no more than any caller that may use the model may cause."""
         target = self.resolver.resolve(model)[0][0]
         caller().check_model(model, target.model)
-        self.lifecycle.ready(target)
+        self.lifecycle.ready(target, context=context)
 
     def pull(self, model: str):
         """Download the model a name resolves to on its upstream (LM Studio 0.4+), yielding

@@ -316,6 +316,21 @@ def test_keep_alive_loads_and_unloads(client, probed, fake):
     assert reply.done_reason == "load"
 
 
+def test_num_ctx_is_the_context_of_a_load_the_request_causes(client, probed, fake):
+    client.chat(model=COLD, messages=HI, options={"num_ctx": 16384})
+    loads = [r.body for r in fake.requests if r.path == "/api/v1/models/load"]
+    assert loads[-1]["model"] == COLD and loads[-1]["context_length"] == 16384
+    assert "num_ctx" not in fake.chat_requests()[-1].body
+    client.chat(model=COLD, messages=HI, options={"num_ctx": 32768})    # loaded: kept
+    assert len([r for r in fake.requests if r.path == "/api/v1/models/load"]) == 1
+    fake.loaded[COLD] = []                  # unloaded by someone else: the probe sees it
+    probed.hub.engine.prober.probe_all()
+    reply = client.generate(model=COLD, prompt="", options={"num_ctx": 8192})
+    assert reply.done_reason == "load"
+    assert [r.body for r in fake.requests
+            if r.path == "/api/v1/models/load"][-1]["context_length"] == 8192
+
+
 def test_keep_alive_takes_go_durations_and_sets_the_idle_unload(client, probed, fake):
     lifecycle = probed.hub.engine.lifecycle
     for given, seconds in (("2h45m", 9900), ("1h0m0s", 3600), (90, 90), ("-1s", math.inf)):

@@ -16,8 +16,8 @@ Wire rules kept here (the `ollama` client's `_types.py` is the ground truth):
 - messages carry `images` (base64), `thinking`, and `tool_calls` whose arguments are JSON
   objects (OpenAI's are strings); a `tool` message is matched to its call by `tool_name`;
 - `options` holds the sampling settings (`num_predict` is max tokens; -1 and -2 mean no
-  limit); load-time ones (`num_ctx`, `num_gpu`, ...) are accepted and not sent, since a
-  loaded model keeps its own; `format` is `"json"` or a JSON schema, sent as a
+  limit); `num_ctx` is the context of a load the request causes (lifecycle.py; a loaded
+  model keeps its own); other load-time ones (`num_gpu`, ...) are accepted and not sent; `format` is `"json"` or a JSON schema, sent as a
   json_schema response format (LM Studio takes no json_object);
 - `think: false` hides the model's reasoning; "low"/"medium"/"high" ("max": high) is
   reasoning_effort;
@@ -210,7 +210,8 @@ def chat(request):
         return load_or_unload(request, body, model, ChatLines)
     params = dict(generation_params(body), **tool_params(body))
     chat = ChatRequest(Stateless(openai_messages(messages, hub, model)), model=model,
-                       params=params, dialect="ollama", run_id=request.run_id())
+                       params=params, dialect="ollama", run_id=request.run_id(),
+                       load_context=num_ctx(body))
     return respond(request, body, chat, model, ChatLines)
 
 
@@ -235,7 +236,7 @@ def generate(request):
         system = [{"role": "system", "content": body["system"]}] if body.get("system") else []
         plan = Stateless(system + [user])
     chat = ChatRequest(plan, model=model, params=params, dialect="ollama",
-                       run_id=request.run_id())
+                       run_id=request.run_id(), load_context=num_ctx(body))
     return respond(request, body, chat, model, GenerateLines)
 
 
@@ -269,7 +270,7 @@ def load_or_unload(request, body: dict, model: str, lines):
         engine.unload_when_idle(model)
         reason = "unload"
     else:
-        engine.warm_up(model)
+        engine.warm_up(model, num_ctx(body))
         reason = "load"
     reply = dict(lines.piece(model, ""), done=True, done_reason=reason)
     if body.get("stream", True):
@@ -300,6 +301,18 @@ def generation_params(body: dict) -> dict:
     if body.get("think") in EFFORTS:
         params["reasoning_effort"] = EFFORTS[body["think"]]
     return params
+
+
+def num_ctx(body: dict) -> int | None:
+    """`options.num_ctx`: the context a model loaded for this request gets (a model loaded
+    already keeps its own, as reloading it would end others' runs)."""
+    value = (body.get("options") or {}).get("num_ctx")
+    if value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise BadRequest("option 'num_ctx' must be a whole number of at least 1",
+                         param="options.num_ctx")
+    return value
 
 
 def schema_format(schema: dict) -> dict:
