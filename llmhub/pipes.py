@@ -442,6 +442,11 @@ class Engine:
         """The kind of upstream (lmstudio, openai, anthropic, mock) that would answer."""
         return self.resolver.upstream_for(model).kind
 
+    def may_reach(self, model: str | None, kind: str) -> bool:
+        """Whether any target for `model`, fallbacks included, is an upstream of `kind`."""
+        return any(target.upstream.kind == kind for pool in self.resolver.resolve(model)
+                   for target in pool)
+
     def count_input(self, request: ChatRequest, messages: list) -> tuple[int, bool]:
         """A request's input tokens (these messages, and the tools in its params) and
         whether they were counted: by the answering upstream's own tokenizer (llama.cpp's

@@ -3,12 +3,14 @@ cache counts they budget by, over /v1/messages, /v1/responses and /v1/chat/compl
 against the fake LM Studio (as LM Studio and as llama.cpp) and the fake Anthropic.
 """
 
+import base64
 import json
 
 import pytest
 
 from fake_anthropic import FakeAnthropic
 from fake_lmstudio import Script
+from llmhub.dialects import checks
 from http_client import call, open_stream, sse_events
 
 ASK = [{"role": "user", "content": "What is the weather in Oslo?"}]   # 28 characters: the
@@ -233,3 +235,48 @@ def test_an_anthropic_upstream_counts_the_clients_own_body(make_hub, upstream_an
     status, headers, reply = call(hub.url, "POST", "/v1/responses/input_tokens",
                                   RESPONSES_COUNT)
     assert reply["input_tokens"] == 321 and headers["X-Llmhub-Token-Count"] == "counted"
+
+
+# --- large images, held once -----------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 12
+
+
+def image_message(data: str) -> dict:
+    return dict(MESSAGE, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                     "data": data}}]}])
+
+
+def test_an_image_reaches_an_openai_upstream_as_a_data_url(hub, fake):
+    """The client's base64 is let go once it is a data: URL (no Anthropic target wants
+    the client's own body): the upstream still gets the image whole."""
+    data = base64.b64encode(PNG).decode()
+    message(hub, image_message(data), stream=False)
+    part = fake.chat_requests()[-1].body["messages"][0]["content"][1]
+    assert part == {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
+
+
+def test_an_anthropic_fallback_gets_the_clients_own_image(make_hub, fake, upstream_anthropic):
+    """A pool that may end on Anthropic keeps the client's body, image and all."""
+    hub = make_hub({"upstream:claude": {"kind": "anthropic", "base_url": upstream_anthropic.url},
+                    "fallbacks": {"qwen2.5-7b-instruct": "claude:claude-sonnet-4-5"}})
+    fake.enqueue(Script(status=503, error="down"), Script(status=503, error="down"),
+                 Script(status=503, error="down"))
+    data = base64.b64encode(PNG).decode()
+    message(hub, image_message(data), stream=False)
+    sent = upstream_anthropic.requests[-1]["body"]["messages"][0]["content"][1]
+    assert sent["source"]["data"] == data
+
+
+def test_base64_is_checked_past_its_first_megabyte(hub, fake, monkeypatch):
+    monkeypatch.setattr(checks, "BASE64_STEP", 8)
+    for bad in ("QUJDREVG!!==", "QUJDREVGQQ==QUJD", "QUJDREVGQ"):
+        status, _, body = call(hub.url, "POST", "/v1/messages", image_message(bad))
+        assert status == 400 and "invalid base64 data" in body["error"]["message"], bad
+    for raw in (b"", b"a", b"ab", b"abc", PNG):
+        text = base64.b64encode(raw).decode()
+        if raw:
+            assert checks.decoded_size(text) == len(raw) == len(base64.b64decode(text))
+    assert not fake.chat_requests()

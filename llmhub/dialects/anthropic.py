@@ -26,13 +26,12 @@ The translation to and from the neutral form is anthropic_translator's, shared w
 Anthropic upstream.
 """
 
-import base64
 import re
 
 from llmhub import anthropic_translator as translator
 from llmhub.cancellation import CANCELLED, FAILED
 from llmhub.completion import Seen
-from llmhub.dialects.checks import check_int, check_number, check_type
+from llmhub.dialects.checks import check_int, check_number, check_type, decoded_size
 from llmhub.errors import BadRequest, HubError, error_of
 from llmhub.pipes import ChatRequest, Native, Resent, Stateless
 from llmhub.wire import (JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse,
@@ -87,11 +86,29 @@ def create_message(request):
     if keep_in is not None:       # the conversation, resent each turn, is kept in a thread
         chat.input = Resent(chat.input.messages, keep_in)
     chat.session = keep_in or session_of(request, body)   # the same box, turn by turn
-    chat.native = Native("anthropic", native_body(body), relayed_headers(request))
+    model, stream = body["model"], body.get("stream")
+    if request.hub.engine.may_reach(model, "anthropic"):
+        chat.native = Native("anthropic", native_body(body), relayed_headers(request))
+    else:
+        release_images(body)      # each is a data: URL in the neutral body now
     run = request.hub.engine.prepare(chat)
-    if body.get("stream"):
-        return StreamResponse(run, MessageStream(run, body["model"]))
-    return RunResponse(run, lambda run: JSONResponse(message_body(run, body["model"])))
+    if stream:
+        return StreamResponse(run, MessageStream(run, model))
+    return RunResponse(run, lambda run: JSONResponse(message_body(run, model)))
+
+
+def release_images(body: dict) -> None:
+    """Let go of the client's base64 images once the neutral body holds them as data:
+    URLs and no Anthropic target can want the client's own body: a large image is then
+    held once while the request runs, not twice."""
+    for message in body["messages"]:
+        content = message.get("content")
+        for block in content if isinstance(content, list) else ():
+            nested = block.get("content") if block.get("type") == "tool_result" else None
+            for one in [block] + (nested if isinstance(nested, list) else []):
+                source = one.get("source") if one.get("type") == "image" else None
+                if isinstance(source, dict) and source.get("type") == "base64":
+                    source["data"] = ""
 
 
 def count_tokens(request) -> JSONResponse:
@@ -235,9 +252,9 @@ def check_image(block: dict, where: str) -> None:
                          f"{', '.join(map(repr, IMAGE_TYPES))}", param=f"{path}.media_type")
     data = source.get("data")
     try:
-        if not isinstance(data, str) or not data:
+        if not isinstance(data, str):
             raise ValueError
-        base64.b64decode(data, validate=True)
+        decoded_size(data)
     except ValueError:                          # binascii.Error is one
         raise BadRequest(f"{path}: invalid base64 data", param=f"{path}.data") from None
 

@@ -1,9 +1,12 @@
 """Field checks shared by the dialects: each failure is a 400 that names the field."""
 
+import base64
+
 from llmhub.errors import BadRequest
 
 __all__ = ["check_type", "check_number", "check_int", "check_sampling", "check_known",
-           "check_openai_metadata", "check_at_most", "SAMPLING"]
+           "check_openai_metadata", "check_at_most", "decoded_size", "decoded_head",
+           "SAMPLING"]
 
 # The OpenAI generation fields the chat dialects pass upstream.
 SAMPLING = {"temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens",
@@ -107,3 +110,25 @@ def check_at_most(items, most: int, param: str) -> None:
         raise BadRequest(f"Invalid '{param}': array too long. Expected an array with maximum "
                          f"length {most}, but got an array with length {len(items)} instead.",
                          param=param, code="array_above_max_length")
+
+
+BASE64_STEP = 1 << 20          # characters checked at a time: a multiple of 4
+
+
+def decoded_size(data: str) -> int:
+    """How many bytes base64 text decodes to; ValueError if it is not base64, as
+    `b64decode(validate=True)` judges it. Checked a megabyte at a time: decoding a large
+    image whole would hold it twice more (as ASCII bytes, and decoded) beside the text."""
+    if not data or len(data) % 4:
+        raise ValueError("not base64")
+    for start in range(0, len(data), BASE64_STEP):
+        piece = data[start:start + BASE64_STEP]
+        if "=" in piece and start + BASE64_STEP < len(data):
+            raise ValueError("padding before the end")
+        base64.b64decode(piece, validate=True)
+    return len(data) // 4 * 3 - len(data[-2:]) + len(data[-2:].rstrip("="))
+
+
+def decoded_head(data: str) -> bytes:
+    """The first 48 bytes base64 text decodes to: enough to tell an image's type."""
+    return base64.b64decode(data[:64])

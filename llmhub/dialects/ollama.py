@@ -30,8 +30,6 @@ Wire rules kept here (the `ollama` client's `_types.py` is the ground truth):
   what to do instead.
 """
 
-import base64
-import binascii
 import hashlib
 import itertools
 import json
@@ -43,6 +41,7 @@ from fnmatch import fnmatchcase
 
 from llmhub.cancellation import CANCELLED, FAILED
 from llmhub.completion import Seen
+from llmhub.dialects.checks import decoded_head, decoded_size
 from llmhub.dialects.embeddings import encoded
 from llmhub.dialects.studio import MAGIC
 from llmhub.errors import BadRequest, HubError, NotFound
@@ -110,9 +109,7 @@ def listing(name: str, facts: dict) -> dict:
 
 def show(request) -> JSONResponse:
     hub = request.hub
-    body = request.json_object()
-    model = model_field(body)
-    check_known(hub, model)
+    _, model = known_request(request)
     facts = hub.engine.model_facts([model])[0]
     arch = facts.get("architecture") or "llama"
     # an alias shows by its own name: editors list models by basename
@@ -190,6 +187,14 @@ def model_field(body: dict) -> str:
     return name
 
 
+def known_request(request, messages: bool = True) -> tuple[dict, str]:
+    """The body and the model it names, once the model is known."""
+    body = request.json_object(messages)
+    model = model_field(body)
+    check_known(request.hub, model)
+    return body, model
+
+
 def check_known(hub, name: str) -> None:
     """404 as Ollama says it when neither an upstream's last probe nor the hub's aliases
     and pools know the name (`x:latest` is `x`: resolution.py)."""
@@ -242,9 +247,7 @@ def generate(request):
 
 def generation_request(request) -> tuple[dict, str]:
     """A chat or generate body checked: (the body, the model's name as sent)."""
-    body = request.json_object()
-    model = model_field(body)
-    check_known(request.hub, model)
+    body, model = known_request(request)
     check_request(body)
     return body, model
 
@@ -449,15 +452,15 @@ def image_part(image, hub, model: str, where: str) -> dict:
         raise BadRequest(f"'{where}' must be a base64 string", param=where)
     data = re.sub(r"\s+", "", image.split("base64,", 1)[-1])
     try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
+        size, head = decoded_size(data), decoded_head(data)
+    except ValueError:                          # binascii.Error is one
         raise BadRequest(f"'{where}' is not valid base64", param=where) from None
     limit = hub.config.server["max_image_bytes"]
-    if len(raw) > limit:
-        raise BadRequest(f"'{where}' is {len(raw)} bytes; the limit is {limit} "
+    if size > limit:
+        raise BadRequest(f"'{where}' is {size} bytes; the limit is {limit} "
                          "(max_image_bytes)", param=where)
-    mime = "image/gif" if raw.startswith(GIF) else \
-        next((m for m, looks in MAGIC.items() if looks(raw)), None)
+    mime = "image/gif" if head.startswith(GIF) else \
+        next((m for m, looks in MAGIC.items() if looks(head)), None)
     if mime is None:
         raise BadRequest(f"'{where}' is not a PNG, JPEG, WebP or GIF image", param=where)
     if refusal := hub.engine.image_refusal(model, mime):
@@ -588,9 +591,7 @@ class GenerateLines(ChatLines):
 
 def embed(request) -> JSONResponse:
     hub = request.hub
-    body = request.json_object(messages=False)
-    model = model_field(body)
-    check_known(hub, model)
+    body, model = known_request(request, messages=False)
     given = body.get("input", "")
     texts = ([given] if given else []) if isinstance(given, str) else given
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
@@ -610,9 +611,7 @@ def embed(request) -> JSONResponse:
 def embeddings(request) -> JSONResponse:
     """The older single-text endpoint: `prompt` in, one `embedding` out."""
     hub = request.hub
-    body = request.json_object(messages=False)
-    model = model_field(body)
-    check_known(hub, model)
+    body, model = known_request(request, messages=False)
     prompt = body.get("prompt", "")
     if not isinstance(prompt, str):
         raise BadRequest("'prompt' must be a string", param="prompt")

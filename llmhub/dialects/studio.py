@@ -10,13 +10,12 @@ through the hub's engine and model manager. Wire rules kept here:
   invalid input; the seed's own messages are kept word for word.
 """
 
-import base64
-import binascii
 import re
 
 from llmhub.cancellation import CANCELLED, FAILED
 from llmhub.completion import Seen
 from llmhub.context import estimate_tokens
+from llmhub.dialects.checks import decoded_head, decoded_size
 from llmhub.errors import HubError
 from llmhub.pipes import ChatRequest, Stateless
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, ndjson
@@ -238,15 +237,15 @@ def image_part(image, loc: list, target: tuple, problems: list) -> dict | None:
         return None
     data = re.sub(r"\s+", "", image["data_base64"].split("base64,", 1)[-1])
     try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
+        size, head = decoded_size(data), decoded_head(data)
+    except ValueError:                          # binascii.Error is one
         problems.append(problem(loc + ["data_base64"], "is not valid base64"))
         return None
     limit = hub.config.server["max_image_bytes"]
-    if len(raw) > limit:
-        problems.append(problem(loc + ["data_base64"], f"image is {len(raw)} bytes; the limit "
+    if size > limit:
+        problems.append(problem(loc + ["data_base64"], f"image is {size} bytes; the limit "
                                 f"is {limit} (max_image_bytes)"))
-    elif not MAGIC[mime](raw):
+    elif not MAGIC[mime](head):
         problems.append(problem(loc + ["mime_type"], f"the bytes are not a {mime} image"))
     elif refusal := hub.engine.image_refusal(model, mime):
         problems.append(problem(loc + ["mime_type"], refusal))
