@@ -47,6 +47,7 @@ class _Flight:
 
 class ModelManager:
     poll_seconds = 1.0      # between questions about a download's progress
+
     def __init__(self, upstream, registry, load_timeout: float, on_load=None,
                  on_unload=None) -> None:
         self.upstream = upstream

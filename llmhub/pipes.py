@@ -321,13 +321,7 @@ class Engine:
     def model_details(self) -> dict[str, dict]:
         """What LM Studio says of each model it has: loaded, type, context length; {} for
         an upstream that does not say, or cannot be asked now."""
-        manager = self._manager(None)
-        if not manager.managed:
-            return {}
-        try:
-            entries, _ = manager.catalog()
-        except HubError:
-            return {}
+        entries = self._catalog(self._manager(None))
         return {e["key"]: {"type": e["type"], "loaded": e["loaded"],
                            "context_length": e["context_length"],
                            "max_context_length": e["max_context_length"]} for e in entries}
@@ -343,7 +337,7 @@ class Engine:
             target = self.resolver.resolve(name)[0][0]
             upstream = target.upstream.name
             if upstream not in catalogs:
-                catalogs[upstream] = self._catalog(upstream)
+                catalogs[upstream] = self._catalog(self.lifecycle.managers[upstream])
             entry = next((e for e in catalogs[upstream] if e["key"] == target.model), {})
             context = self.router.context_length(target, target.model)
             facts.append({**entry, "model": target.model, "upstream": upstream,
@@ -357,7 +351,8 @@ class Engine:
         loaded = []
         for name, manager in self.lifecycle.managers.items():
             if manager.managed:
-                loaded += [dict(e, upstream=name) for e in self._catalog(name) if e["loaded"]]
+                loaded += [dict(e, upstream=name) for e in self._catalog(manager)
+                           if e["loaded"]]
                 continue
             box = self.router.boxes.get(name)
             models = box and (box.loaded if box.loaded is not None else box.models)
@@ -365,8 +360,9 @@ class Engine:
                         "context_length": box.contexts.get(m)} for m in sorted(models or ())]
         return loaded
 
-    def _catalog(self, upstream: str) -> list[dict]:
-        manager = self.lifecycle.managers[upstream]
+    @staticmethod
+    def _catalog(manager) -> list[dict]:
+        """What a box's model manager lists; [] where it lists nothing, or cannot now."""
         if not manager.managed:
             return []
         try:

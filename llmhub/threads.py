@@ -178,7 +178,7 @@ def _add_row_sizes(conn: sqlite3.Connection) -> None:
     conn.execute(f"UPDATE threads SET bytes = (SELECT COALESCE(SUM({MESSAGE_BYTES}), 0) "
                  "FROM messages m WHERE m.thread_id = threads.id)")
     conn.execute("CREATE INDEX threads_swept ON threads (updated_at, id, bytes)")
-    for table, (_, at) in SWEPT.items():
+    for table, at in SWEPT.items():
         conn.execute(f"ALTER TABLE {table} ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0")
         conn.execute(f"UPDATE {table} SET bytes = {ROW_BYTES[table]}")
         conn.execute(f"CREATE INDEX {table}_swept ON {table} ({at}, status, bytes)")
@@ -981,7 +981,7 @@ class Store:
         with self.write_tx() as tx:
             removed = _prune_tx(tx, table, keep_count, keep_seconds)
             if max_bytes:
-                at, live = SWEPT[table][1], LIVE[table]
+                at, live = SWEPT[table], LIVE[table]
                 sizes = tx.execute(f"SELECT rowid, bytes, {live} FROM {table} "
                                    f"ORDER BY {at} DESC")
                 over = _past(sizes, max_bytes)
@@ -1116,7 +1116,7 @@ def _median(joined: str | None) -> float | None:
 def _prune_tx(tx, table: str, keep_count: int, keep_seconds: float) -> int:
     """Finished rows older than the retention, or past the newest `keep_count`, go; how
     many. Two statements, not one with OR: each walks the `{table}_swept` index alone."""
-    at, finished = SWEPT[table][1], f"NOT ({LIVE[table]})"
+    at, finished = SWEPT[table], f"NOT ({LIVE[table]})"
     removed = tx.execute(f"DELETE FROM {table} WHERE {at} < ? AND {finished}",
                          (time.time() - keep_seconds,)).rowcount
     return removed + tx.execute(
@@ -1124,10 +1124,9 @@ def _prune_tx(tx, table: str, keep_count: int, keep_seconds: float) -> int:
         f"LIMIT -1 OFFSET ?) AND {finished}", (keep_count,)).rowcount
 
 
-# The tables the sweep bounds by count, age and size: (key, time column); and what makes a
-# row live (never swept: a running response's end must have its row to land in).
-SWEPT = {"responses": ("id", "created_at"), "api_responses": ("id", "created_at"),
-         "requests": ("run_id", "at")}
+# The tables the sweep bounds by count, age and size, with their time column; and what
+# makes a row live (never swept: a running response's end must have its row to land in).
+SWEPT = {"responses": "created_at", "api_responses": "created_at", "requests": "at"}
 LIVE = {"responses": "status IN ('queued', 'in_progress')",
         "api_responses": "status IN ('queued', 'in_progress')", "requests": "0"}
 

@@ -280,7 +280,7 @@ def json_pieces(obj: Any) -> list[bytes]:
     holds three copies at once (the encoder's escaped parts, their join, the bytes); this
     holds the bytes and one piece. A value with no long string takes json.dumps, which is
     4 times faster on small ones."""
-    if not _has_large(obj):
+    if not is_large(obj):
         return [json_bytes(obj)]
     return list(json_stream(obj))
 
@@ -304,20 +304,16 @@ def json_stream(obj: Any):
     yield "".join(parts).encode("utf-8")
 
 
-def is_large(obj: Any) -> bool:
-    """Whether `obj` holds a string long enough (LARGE) for the lean paths above."""
-    return _has_large(obj)
-
-
 def json_str(obj: Any) -> str:
     """json.dumps(obj) compact, as stored: a long string with nothing to escape (base64
     image data) goes into the one join as it is, instead of as an escaped copy first."""
-    if not _has_large(obj):
+    if not is_large(obj):
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     return "".join(_parts(obj))
 
 
-def _has_large(obj) -> bool:
+def is_large(obj) -> bool:
+    """Whether `obj` holds a string long enough (LARGE) for the lean paths above."""
     if isinstance(obj, dict):
         obj = obj.values()
     elif not isinstance(obj, (list, tuple)):
@@ -326,7 +322,7 @@ def _has_large(obj) -> bool:
         if isinstance(item, str):
             if len(item) > LARGE:
                 return True
-        elif isinstance(item, (dict, list, tuple)) and _has_large(item):
+        elif isinstance(item, (dict, list, tuple)) and is_large(item):
             return True
     return False
 
