@@ -399,14 +399,21 @@ class Engine:
 
     def unload_when_idle(self, model: str | None) -> None:
         """Unload the model a name resolves to now, unless runs use it (Ollama's keep_alive
-        0 with no prompt); only for a caller that may use it."""
+        0 with no prompt); a shared matter, like POST /models/unload (check_manage)."""
         target = self.resolver.resolve(model)[0][0]
-        caller().check_model(model, target.model)
+        caller().check_manage(target.model)
         self.lifecycle.keep_alive(target.upstream.name, target.model, 0)
 
     def keep_alive(self, run: Run, seconds: float) -> None:
         """After the run, keep its model loaded `seconds` idle (inf: for good), or unload
-        it at once for 0 (Ollama's keep_alive); never from under another run."""
+        it at once for 0 (Ollama's keep_alive); never from under another run. A model's
+        idle time is a shared matter: a key that may not load and unload models has its
+        keep_alive ignored (its chat goes on; clients send one with every request)."""
+        try:
+            caller().check_manage(run.requested)
+        except Forbidden:
+            return
+
         def after(run: Run) -> None:
             # a provider is named by its kind; its address tells which upstream answered
             name = next((name for name, upstream in self.resolver.upstreams.items()

@@ -407,6 +407,25 @@ def test_keys_own_ollama_runs_and_the_request_log_shows_them(make_hub, fake):
                 headers={"Authorization": "Bearer sk-bob"})[2]["data"] == []
 
 
+def test_only_a_key_that_manages_models_unloads_them(make_hub, fake):
+    """A model's idle time is everyone's: keep_alive from a key without manage_models is
+    ignored on a chat, and an explicit unload is Ollama's 403 string."""
+    hub = make_hub({"keys": {"alice": "sk-alice", "ops": "sk-ops"},
+                    "key:ops": {"manage_models": "true"}})
+    hub.hub.engine.prober.probe_all()
+    alice, ops = ({"Authorization": f"Bearer sk-{k}"} for k in ("alice", "ops"))
+    status, _, body = call(hub.url, "POST", "/api/generate",
+                           {"model": MODEL, "keep_alive": 0, "stream": False}, headers=alice)
+    assert status == 403 and isinstance(body["error"], str)
+    assert call(hub.url, "POST", "/api/chat", {"model": MODEL, "messages": HI, "stream": False,
+                                               "keep_alive": "5m"}, headers=alice)[0] == 200
+    assert ("default", MODEL) not in hub.hub.engine.lifecycle._keep   # set before the reply
+    assert fake.loaded[MODEL] == [MODEL]
+    status, _, body = call(hub.url, "POST", "/api/generate",
+                           {"model": MODEL, "keep_alive": 0, "stream": False}, headers=ops)
+    assert status == 200 and body["done_reason"] == "unload" and fake.loaded[MODEL] == []
+
+
 def test_langchain_chat_ollama(probed, fake):
     chat_ollama = pytest.importorskip("langchain_ollama")
     llm = chat_ollama.ChatOllama(model=MODEL, base_url=probed.url, temperature=0.2)

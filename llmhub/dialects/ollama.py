@@ -23,7 +23,8 @@ Wire rules kept here (the `ollama` client's `_types.py` is the ground truth):
   reasoning_effort;
 - `keep_alive` (a Go duration, seconds, 0 or negative) sets how long the model stays loaded
   after the request (lifecycle.py); an empty prompt or empty messages only loads the model
-  (`done_reason: "load"`), and with `keep_alive: 0` unloads it (`"unload"`);
+  (`done_reason: "load"`), and with `keep_alive: 0` unloads it (`"unload"`); with keys set,
+  only a key that may manage models sets either (others' keep_alive is ignored);
 - `/api/pull` of a model an upstream has succeeds at once; another is downloaded by an
   upstream that can (LM Studio 0.4+, for an admin or a manage_models key), its progress
   streamed as pull lines; push, create, copy and delete are refused with a message saying
