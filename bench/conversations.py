@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.run import percentile, start_fake, start_hub
-from llmhub.threads import Store
+from llmhub.store.threads import Store
 
 SIZE = 50_000
 THREAD = "conv_bench"

@@ -56,7 +56,7 @@ def end_to_end(hub: str, blocks: int) -> dict:
 def in_process(rounds: int = 20000) -> tuple[float, float]:
     """µs per acquire + release: a lone target, and a pool of three."""
     from llmhub.config import load_config
-    from llmhub.routing import Router, Target
+    from llmhub.engine.routing import Router, Target
     from llmhub.upstream import make_upstreams
 
     with tempfile.TemporaryDirectory() as tmp:

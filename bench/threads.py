@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.run import percentile, start_fake, start_hub
-from llmhub.threads import Store
+from llmhub.store.threads import Store
 
 SIZE = 100_000
 

@@ -15,10 +15,10 @@ import threading
 from llmhub import __version__, logs
 from llmhub.config import ConfigError, load_config
 from llmhub.errors import HubError
+from llmhub.http.origins import startup_warnings
+from llmhub.http.server import make_server
 from llmhub.hub import Hub
-from llmhub.origins import startup_warnings
 from llmhub.redaction import redact
-from llmhub.server import make_server
 
 __all__ = ["main", "parse_args"]
 

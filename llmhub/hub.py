@@ -1,7 +1,7 @@
 """The assembled application: configuration, store, run registry, upstreams and engine.
 
 The server holds one Hub and hands it to every view as `request.hub`. Dialect views use
-`hub.engine` (the façade, pipes.py), `hub.config`, `hub.sessions` and `hub.metrics`; the
+`hub.engine` (the façade, engine/facade.py), `hub.config`, `hub.sessions` and `hub.metrics`; the
 store and the registry are here for the server's own lifecycle. Building it opens the
 database; `close()` cancels every live run and closes the database.
 """
@@ -9,14 +9,14 @@ database; `close()` cancels every live run and closes the database.
 import time
 
 from llmhub import __version__
-from llmhub.accounting import Limits, RequestLog
-from llmhub.cancellation import Registry
 from llmhub.config import Config
-from llmhub.metrics import Metrics
-from llmhub.pipes import Engine
-from llmhub.retention import Upkeep
-from llmhub.sessions import SessionLog
-from llmhub.threads import Store
+from llmhub.engine.accounting import Limits, RequestLog
+from llmhub.engine.facade import Engine
+from llmhub.engine.metrics import Metrics
+from llmhub.engine.runs import Registry
+from llmhub.engine.session_log import SessionLog
+from llmhub.store.retention import Upkeep
+from llmhub.store.threads import Store
 from llmhub.upstream import make_upstreams
 
 __all__ = ["Hub"]

@@ -37,7 +37,7 @@ _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 def token_count_header(counted: bool) -> dict:
     """What a token count route adds to its official body: whether the upstream's tokenizer
-    counted, or the hub estimated (pipes.Engine.count_input)."""
+    counted, or the hub estimated (facade.Engine.count_input)."""
     return {"X-Llmhub-Token-Count": "counted" if counted else "estimated"}
 
 

@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deadline import deadline  # noqa: E402
 from fake_lmstudio import FakeLMStudio  # noqa: E402
 from llmhub.config import load_config  # noqa: E402
+from llmhub.http.server import make_server  # noqa: E402
 from llmhub.hub import Hub  # noqa: E402
-from llmhub.server import make_server  # noqa: E402
 
 DEFAULT_DEADLINE = float(os.environ.get("LLMHUB_TEST_DEADLINE", "60"))
 

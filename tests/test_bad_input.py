@@ -7,7 +7,7 @@ import random
 import pytest
 
 from http_client import call, raw_exchange
-from llmhub import routes
+from llmhub.http import routes
 
 HI = [{"role": "user", "content": "Hi"}]
 # A valid body per endpoint, and the type of each field: n(umber), b(ool), o(ther).

@@ -1,13 +1,14 @@
-"""cancellation.py: the run state table, cancel by id, finish-once, FIFO admission."""
+"""engine/runs.py and upstream/gate.py: the run state table, cancel by id, finish-once, FIFO admission."""
 
 import threading
 
 import pytest
 
-from llmhub.cancellation import (CANCELLED, COMPLETED, FAILED, QUEUED, STREAMING, TRANSITIONS,
-                                 Gate, Registry, transition)
+from llmhub.engine.runs import (CANCELLED, COMPLETED, FAILED, QUEUED, STREAMING, TRANSITIONS,
+                                Registry, transition)
 from llmhub.errors import Conflict, NotFound, UpstreamError
 from llmhub.events import TextDelta
+from llmhub.upstream.gate import Gate
 
 
 @pytest.mark.parametrize("state, event, new", [
@@ -102,7 +103,7 @@ def test_gate_is_first_in_first_out_and_cancellable():
 
 def test_a_failing_background_job_is_logged_and_its_thread_lives_on():
     import logging
-    from llmhub.workers import Workers
+    from llmhub.engine.workers import Workers
 
     class Catch(logging.Handler):
         def __init__(self):

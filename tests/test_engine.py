@@ -10,14 +10,14 @@ import pytest
 from conftest import write_ini
 from fake_anthropic import FakeAnthropic
 from fake_lmstudio import Script
-from llmhub import anthropic_translator as translator
-from llmhub.cancellation import COMPLETED, QUEUED
 from llmhub.config import load_config
+from llmhub.engine.facade import ChatRequest, Stateless, ThreadTurn
+from llmhub.engine.runs import COMPLETED, QUEUED
 from llmhub.events import (Done, Finish, Logprobs, ReasoningDelta, Start, TextDelta,
                            ToolCallDelta, Usage, from_stored, stored)
+from llmhub.formats import anthropic_messages as translator
 from llmhub.hub import Hub
 from llmhub.messages import normalise_message
-from llmhub.pipes import ChatRequest, Stateless, ThreadTurn
 from llmhub.upstream.openai import chunk_events
 from llmhub.upstream.think import split_think
 

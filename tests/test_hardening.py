@@ -100,7 +100,7 @@ def test_star_allows_every_origin_and_warns_without_keys(make_hub, fake, tmp_pat
 
 
 def test_the_startup_warning_names_the_risk():
-    from llmhub.origins import startup_warnings
+    from llmhub.http.origins import startup_warnings
     base = {"cors_origins": ("*",), "api_keys": ()}
     assert "any web page" in startup_warnings(base)[0]
     assert startup_warnings({**base, "api_keys": ("k",)}) == []
@@ -370,7 +370,7 @@ def test_a_full_disk_fails_the_reply_and_the_store_recovers(make_hub, fake, smal
 
 
 def test_a_read_only_database_file_stops_startup_with_one_clear_line(small_disk, tmp_path):
-    from llmhub.threads import Store
+    from llmhub.store.threads import Store
     Store(small_disk / "hub.db").close()
     done = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True,
                           timeout=10)

@@ -3,8 +3,8 @@ malformed form a 400 that says what is wrong."""
 
 import pytest
 
-from llmhub import multipart
 from llmhub.errors import BadRequest, UnsupportedMediaType
+from llmhub.formats import multipart
 
 B = b"xYz"
 GOOD = (b"--xYz\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"

@@ -4,7 +4,7 @@ import re
 
 from fake_lmstudio import Script
 from http_client import call
-from llmhub import routes
+from llmhub.http import routes
 
 
 def metric(text: str, name: str, **labels) -> float:

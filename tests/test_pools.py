@@ -475,7 +475,7 @@ def test_weights_share_out_targets_of_unknown_capacity(make_hub, boxes):
 
 
 def test_affinity_forgets_after_its_ttl_and_past_its_size():
-    from llmhub.routing import Affinity, Target
+    from llmhub.engine.routing import Affinity, Target
     affinity = Affinity(seconds=10, most=2)
     a, b = Target(object(), "a"), Target(object(), "b")
     affinity.put("t1", a, now=0)

@@ -10,7 +10,7 @@ import pytest
 
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream
-from llmhub.cancellation import Registry
+from llmhub.engine.runs import Registry
 from test_hostile import wait_for
 from test_responses import read_until
 

@@ -245,7 +245,7 @@ def test_the_mock_streams_words_in_min_to_max_chunks(make_hub):
 def test_the_hangup_watch_reports_a_closed_peer_and_drops_one_with_data_waiting():
     """Awaited runs are driven in their handler's thread; this watch notices their clients
     leaving. Data waiting (a pipelined request) is not a hangup, and must not spin."""
-    from llmhub.sockets import HangupWatch
+    from llmhub.http.sockets import HangupWatch
     watch = HangupWatch()
     leaving, leaving_peer = socket.socketpair()
     talking, talking_peer = socket.socketpair()

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from http_client import call, connect
-from llmhub import logs, routes
+from llmhub import logs
+from llmhub.http import routes
 from test_service import LogCatcher
 
 KEY = "hub-key-3f9a"

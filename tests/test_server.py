@@ -7,8 +7,8 @@ import socket
 
 
 from http_client import call, connect, open_stream, raw_exchange
-from llmhub import routes
-from llmhub.server import Handler, HubServer
+from llmhub.http import routes
+from llmhub.http.server import Handler, HubServer
 from fake_lmstudio import Script
 
 

@@ -86,7 +86,7 @@ def test_a_response_a_restart_interrupted_says_why(make_hub, fake, tmp_path):
     created = call(hub.url, "POST", "/v1/responses",
                    {"model": "m", "input": "hi", "background": True})[2]
     assert fake.wait_requests(1)
-    from llmhub.threads import Store
+    from llmhub.store.threads import Store
     Store(hub.hub.store.path).fail_interrupted_api_responses()   # what a restart does
     row = stored_row(hub, "api_responses", created["id"])
     assert row["status"] == "failed"
@@ -180,7 +180,7 @@ def test_a_page_of_items_reads_the_page_not_the_conversation(hub):
 def test_paged_items_are_what_reading_everything_gave(hub):
     """Every page, either order, from every kind of cursor, is the slice of all items."""
     from llmhub.dialects.openai_responses import page
-    from llmhub.response_items import messages_to_items
+    from llmhub.formats.response_items import messages_to_items
     store = hub.hub.store
     long_conversation(store, "c", 37)
     everything = messages_to_items(store.list_messages("c"))

@@ -4,10 +4,10 @@ import threading
 
 import pytest
 
-from llmhub.cancellation import Registry
+from llmhub.engine.runs import Registry
 from llmhub.errors import HubError, UpstreamError
 from llmhub.events import TextDelta
-from llmhub.streaming import Pump
+from llmhub.http.streaming import Pump
 from llmhub.wire import StreamRenderer
 
 

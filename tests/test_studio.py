@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 from fake_lmstudio import Script
 from http_client import call, open_stream
-from llmhub import routes
+from llmhub.http import routes
 from test_runs import closed_port
 
 SEED = ROOT.parent / "shared" / "seeds" / "003_0dfe5ff70316431f.txt"

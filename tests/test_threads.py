@@ -9,7 +9,7 @@ import pytest
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream
 from llmhub.errors import HubError
-from llmhub.threads import MIGRATIONS, Store, normalise_message
+from llmhub.store.threads import MIGRATIONS, Store, normalise_message
 
 THREAD_FIELDS = ["id", "object", "created_at", "metadata"]
 MESSAGE_FIELDS = ["id", "thread_id", "created_at", "role", "content", "tool_call_id",
@@ -208,7 +208,7 @@ def test_a_long_first_message_makes_a_short_title(hub):
 
 def test_migrations_upgrade_a_database_from_an_older_schema(tmp_path, monkeypatch):
     """A database made before add_thread_activity gains updated_at from its messages."""
-    from llmhub import threads
+    from llmhub.store import threads
     old = MIGRATIONS[:[name for name, _ in MIGRATIONS].index("add_thread_activity")]
     monkeypatch.setattr(threads, "MIGRATIONS", old)
     store = Store(tmp_path / "old.db")
@@ -229,7 +229,7 @@ def test_running_token_counts_are_filled_in_on_upgrade_and_kept_on_append(tmp_pa
                                                                             monkeypatch):
     """add_running_tokens: each message carries its thread's tokens so far, so a turn's
     window and totals are index look-ups (issue 18, point 9)."""
-    from llmhub import threads
+    from llmhub.store import threads
     from llmhub.context import message_tokens
     old = MIGRATIONS[:[name for name, _ in MIGRATIONS].index("add_running_tokens")]
     monkeypatch.setattr(threads, "MIGRATIONS", old)

@@ -1,4 +1,4 @@
-"""upstream/http.py over real sockets: keep-alive reuse, and never reuse after an abort."""
+"""upstream/upstream/exchange.py over real sockets: keep-alive reuse, and never reuse after an abort."""
 
 import threading
 
@@ -6,7 +6,7 @@ import pytest
 
 from fake_lmstudio import Script
 from llmhub.config import load_config
-from llmhub.upstream import http as upstream_http
+from llmhub.upstream import exchange as upstream_http
 from llmhub.upstream.lmstudio import LMStudio
 from conftest import write_ini
 

@@ -11,8 +11,8 @@ import pytest
 from fake_anthropic import FakeAnthropic
 from fake_lmstudio import Script
 from http_client import call, open_stream, sse_events
-from llmhub import accounting
-from llmhub.accounting import RequestLog
+from llmhub.engine import accounting
+from llmhub.engine.accounting import RequestLog
 from llmhub.upstream.openai import overflow_counts
 from test_hostile import wait_for
 

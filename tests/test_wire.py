@@ -6,7 +6,7 @@ import json
 import pytest
 
 from llmhub.errors import BadRequest
-from llmhub.framing import FramingError, read_body, read_head
+from llmhub.http.framing import FramingError, read_body, read_head
 from llmhub.wire import (PIECE, chunk, decode_json, json_pieces, json_str, ndjson, sse,
                          sse_comment)
 

@@ -8,7 +8,7 @@ Wire rules kept here (the SDK's types are the ground truth):
   `output_config`, `thinking`, …) are accepted, the ones it reads are type-checked; a server
   tool (any `type` but custom) is a 400 naming its type, except before an Anthropic upstream;
 - same wire, same bytes: to a target on an Anthropic upstream the client's own body goes
-  (pipes.Native; the model renamed, system-role messages folded into `system` blocks), with
+  (facade.Native; the model renamed, system-role messages folded into `system` blocks), with
   its `anthropic-version` and `anthropic-beta` headers, so Claude Code's cache marks, system
   blocks and context management reach Anthropic and its prompt cache hits; other targets get
   the neutral form, and the thread store keeps neutral messages either way;
@@ -22,18 +22,18 @@ Wire rules kept here (the SDK's types are the ground truth):
 - a base64 `image` block is checked as Anthropic checks it (one of its four media types,
   data that decodes): a 400 naming `messages.N.content.M.image.source.base64`;
 - errors are `{"type": "error", "error": {"type", "message"}}` with Anthropic's types.
-The translation to and from the neutral form is anthropic_translator's, shared with the
+The translation to and from the neutral form is formats/anthropic_messages.py's, shared with the
 Anthropic upstream.
 """
 
 import re
 
-from llmhub import anthropic_translator as translator
-from llmhub.cancellation import CANCELLED, FAILED
-from llmhub.completion import Seen
 from llmhub.dialects.checks import check_int, check_number, check_type, decoded_size
+from llmhub.engine.facade import ChatRequest, Native, Resent, Stateless
+from llmhub.engine.runs import CANCELLED, FAILED
 from llmhub.errors import BadRequest, HubError, error_of
-from llmhub.pipes import ChatRequest, Native, Resent, Stateless
+from llmhub.formats import anthropic_messages as translator
+from llmhub.transcript import Seen
 from llmhub.wire import (JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse,
                          token_count_header)
 
@@ -114,7 +114,7 @@ def release_images(body: dict) -> None:
 def count_tokens(request) -> JSONResponse:
     """The prompt's tokens (messages, system, tools' definitions): counted by the upstream's
     tokenizer where it has one, else the hub's estimate; `X-Llmhub-Token-Count` says which
-    (pipes.Engine.count_input), the body keeps Anthropic's exact shape."""
+    (facade.Engine.count_input), the body keeps Anthropic's exact shape."""
     body = request.json_object()
     chat = parse_request(body, request.hub, require_max_tokens=False)
     chat.native = Native("anthropic", native_body(body), relayed_headers(request))
@@ -332,7 +332,7 @@ def message_body(run, model: str) -> dict:
 
 def stop(status: str, finish_reason: str | None, sequence: str | None = None) -> str | None:
     """A cancelled run has no stop reason: Anthropic has none for it. A finish that named
-    the request's stop sequence it reached is `stop_sequence` (pipes named it)."""
+    the request's stop sequence it reached is `stop_sequence` (the engine named it)."""
     if status == CANCELLED:
         return None
     if sequence:

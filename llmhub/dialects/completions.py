@@ -10,12 +10,12 @@ chat: cancellable by id, cancelled when the client leaves, pinged while silent. 
 OpenAI's shape.
 """
 
-from llmhub.cancellation import CANCELLED, FAILED
 from llmhub.dialects.checks import check_int, check_number, check_type
 from llmhub.dialects.embeddings import is_token_ids
 from llmhub.dialects.openai import ChunkStream, error_body, openai_usage, upstream_params
+from llmhub.engine.facade import ChatRequest, Prompt
+from llmhub.engine.runs import CANCELLED, FAILED
 from llmhub.errors import BadRequest
-from llmhub.pipes import ChatRequest, Prompt
 from llmhub.wire import JSONResponse, RunResponse, StreamResponse, sse
 
 __all__ = ["TITLE", "error_body", "create_completion", "TextStream"]

@@ -15,8 +15,8 @@ from llmhub.dialects.checks import check_at_most, check_known, check_openai_meta
 from llmhub.dialects.openai import error_body
 from llmhub.dialects.openai_responses import page, page_args
 from llmhub.errors import BadRequest, NotFound
+from llmhub.formats.response_items import items_to_messages, messages_to_items
 from llmhub.messages import check_metadata, check_thread_id, normalise_message
-from llmhub.response_items import items_to_messages, messages_to_items
 from llmhub.wire import JSONResponse
 
 __all__ = ["TITLE", "error_body", "create", "retrieve", "update", "delete", "list_items",

@@ -14,12 +14,12 @@ Wire rules kept here:
 """
 
 from llmhub import ids
-from llmhub.cancellation import CANCELLED, COMPLETED, QUEUED
-from llmhub.completion import Seen
 from llmhub.dialects.checks import check_int, check_known, check_number, check_type
+from llmhub.engine.facade import ChatRequest, ThreadTurn
+from llmhub.engine.runs import CANCELLED, COMPLETED, QUEUED
 from llmhub.errors import BadRequest, HubError
-from llmhub.pipes import ChatRequest, ThreadTurn
 from llmhub.messages import check_thread_id, normalise_message
+from llmhub.transcript import Seen
 from llmhub.wire import JSONResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["TITLE", "error_body", "chat_stream", "cancel", "EdisonStream"]

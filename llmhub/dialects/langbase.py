@@ -15,14 +15,14 @@ small differences, so these rules are kept exactly:
 
 import re
 
-from llmhub.cancellation import CANCELLED, COMPLETED
-from llmhub.completion import Seen, choice, chunk, delta_of
 from llmhub.config import PipeConfig
 from llmhub.dialects.checks import SAMPLING, check_known, check_sampling
 from llmhub.dialects.openai import completion_body, completion_id, openai_usage
+from llmhub.engine.facade import Access, ChatRequest, ThreadTurn
+from llmhub.engine.runs import CANCELLED, COMPLETED
 from llmhub.errors import BadRequest, HubError, NotFound, error_of
 from llmhub.messages import check_metadata, check_thread_id, normalise_message
-from llmhub.pipes import Access, ChatRequest, ThreadTurn
+from llmhub.transcript import Seen, choice, chunk, delta_of
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, json_bytes
 
 __all__ = ["name_thread", "error_body", "run_pipe", "list_pipes", "create_thread", "list_threads", "get_thread",

@@ -40,13 +40,13 @@ import time
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 
-from llmhub.cancellation import CANCELLED, FAILED
-from llmhub.completion import Seen
 from llmhub.dialects.checks import decoded_head, decoded_size
 from llmhub.dialects.embeddings import encoded
 from llmhub.dialects.studio import MAGIC
+from llmhub.engine.facade import ChatRequest, Prompt, Stateless
+from llmhub.engine.runs import CANCELLED, FAILED
 from llmhub.errors import BadRequest, HubError, NotFound
-from llmhub.pipes import ChatRequest, Prompt, Stateless
+from llmhub.transcript import Seen
 from llmhub.wire import (BytesResponse, JSONResponse, LinesResponse, RunResponse,
                          StreamRenderer, StreamResponse, ndjson)
 

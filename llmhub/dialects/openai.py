@@ -18,14 +18,14 @@ Wire rules kept here:
 - a cancelled run ends with `finish_reason: "cancelled"` (there is no OpenAI value for it).
 """
 
-from llmhub.cancellation import CANCELLED, FAILED
-from llmhub.completion import Seen, choice, chunk, delta_of
 from llmhub.context import estimate_tokens
 from llmhub.dialects import anthropic
 from llmhub.dialects.checks import check_sampling
+from llmhub.engine.facade import ChatRequest, Stateless
+from llmhub.engine.runs import CANCELLED, FAILED
 from llmhub.errors import BadRequest, HubError, NotFound, error_of
 from llmhub.events import Usage, token_count
-from llmhub.pipes import ChatRequest, Stateless
+from llmhub.transcript import Seen, choice, chunk, delta_of
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["error_body", "chat_completions", "list_models", "get_model", "ChunkStream",

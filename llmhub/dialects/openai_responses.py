@@ -35,19 +35,19 @@ Wire rules kept here (the `openai` SDK's types are the ground truth):
 import time
 from dataclasses import replace
 
-from llmhub.cancellation import CANCELLED, COMPLETED, FAILED, QUEUED, STREAMING
-from llmhub.completion import Transcript
 from llmhub.context import to_upstream
 from llmhub.dialects.checks import (check_int, check_number, check_openai_metadata,
                                     check_type)
 from llmhub.dialects.openai import error_body
 from llmhub.dialects.responses import Replay, new_response_id
+from llmhub.engine.facade import Chain, ChatRequest, ThreadTurn
+from llmhub.engine.runs import CANCELLED, COMPLETED, FAILED, QUEUED, STREAMING
 from llmhub.errors import BadRequest, NotFound, error_of
+from llmhub.formats.response_items import (items_to_messages, output_items, reasoning_item, response_of,
+                                           wants_summary)
+from llmhub.formats.response_tools import OMITTED_HEADER, Toolbox, custom_input
 from llmhub.messages import check_thread_id
-from llmhub.pipes import Chain, ChatRequest, ThreadTurn
-from llmhub.response_items import (items_to_messages, output_items, reasoning_item, response_of,
-                                   wants_summary)
-from llmhub.response_tools import OMITTED_HEADER, Toolbox, custom_input
+from llmhub.transcript import Transcript
 from llmhub.wire import (JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse,
                          token_count_header)
 
@@ -395,7 +395,7 @@ def page(items: list, query: dict, ordered: bool = False) -> dict:
 
 def input_tokens(request) -> JSONResponse:
     """What this request would send upstream, counted by the upstream's tokenizer where it
-    has one, else estimated; `X-Llmhub-Token-Count` says which (pipes.Engine.count_input)."""
+    has one, else estimated; `X-Llmhub-Token-Count` says which (facade.Engine.count_input)."""
     hub, body = request.hub, request.json_object()
     chat, _ = parse(dict(body, model=body.get("model") or "any"), hub, new_response_id())
     tokens, counted = hub.engine.count_input(chat, would_send(hub, chat.input))

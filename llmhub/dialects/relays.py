@@ -19,12 +19,12 @@ Wire rules kept here:
   healthy (passthrough.not_served); errors are OpenAI's shape.
 """
 
-from llmhub import multipart
 from llmhub.context import estimate_tokens
 from llmhub.dialects.checks import check_int, check_type
 from llmhub.dialects.openai import error_body
+from llmhub.engine.facade import Relay
 from llmhub.errors import BadRequest
-from llmhub.pipes import Relay
+from llmhub.formats import multipart
 from llmhub.wire import RelayResponse, json_pieces
 
 __all__ = ["TITLE", "error_body", "rerank", "tokenize", "detokenize", "transcriptions",

@@ -16,14 +16,14 @@ import time
 import uuid
 
 from llmhub import ids
-from llmhub.cancellation import FAILED, TRIMMED, EventsGone, RunContract
-from llmhub.completion import Transcript
 from llmhub.dialects.checks import check_int, check_known, check_number, check_type
 from llmhub.dialects.service import utc_now
+from llmhub.engine.facade import Chain, ChatRequest, ThreadTurn
+from llmhub.engine.runs import FAILED, TRIMMED, EventsGone, RunContract
 from llmhub.errors import BadRequest, Gone, HubError, NotFound
 from llmhub.events import Done, Usage, from_stored
 from llmhub.messages import check_thread_id, normalise_message
-from llmhub.pipes import Chain, ChatRequest, ThreadTurn
+from llmhub.transcript import Transcript
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["error_body", "create_response", "get_response", "cancel_response",
@@ -190,7 +190,7 @@ def response_events(request, response_id: str):
 
 class Replay(RunContract):
     """A finished response read back from the store, the way a live run is read
-    (cancellation.RunContract)."""
+    (runs.RunContract)."""
 
     job = None        # nothing left to do: Engine.launch() passes it by
     secrets = ()

@@ -10,12 +10,12 @@ import re
 import time
 from pathlib import Path
 
-from llmhub import accounting
 from llmhub.config import redacted
 from llmhub.context import estimate_tokens
 from llmhub.dialects import ollama
+from llmhub.dialects.feed import Feed
+from llmhub.engine import accounting
 from llmhub.errors import NotFound
-from llmhub.feed import Feed
 from llmhub.redaction import redact
 from llmhub.wire import BytesResponse, JSONResponse, StreamRenderer, StreamResponse, sse
 

@@ -15,12 +15,12 @@ Wire rules kept here:
 
 import uuid
 
-from llmhub.cancellation import COMPLETED
 from llmhub.context import estimate_messages
 from llmhub.dialects.checks import check_known, check_type
 from llmhub.dialects.openai import check_messages
+from llmhub.engine.facade import Access, ChatRequest, Stateless, Summary, summary_prompt
+from llmhub.engine.runs import COMPLETED
 from llmhub.errors import BadRequest, HubError
-from llmhub.pipes import Access, ChatRequest, Stateless, Summary, summary_prompt
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["TITLE", "error_body", "chat_stream", "summarize", "SessionStream"]

@@ -12,12 +12,12 @@ through the hub's engine and model manager. Wire rules kept here:
 
 import re
 
-from llmhub.cancellation import CANCELLED, FAILED
-from llmhub.completion import Seen
 from llmhub.context import estimate_tokens
 from llmhub.dialects.checks import decoded_head, decoded_size
+from llmhub.engine.facade import ChatRequest, Stateless
+from llmhub.engine.runs import CANCELLED, FAILED
 from llmhub.errors import HubError
-from llmhub.pipes import ChatRequest, Stateless
+from llmhub.transcript import Seen
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, ndjson
 
 __all__ = ["TITLE", "error_body", "list_models", "load_model", "unload_model", "chat",

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from llmhub.config import Config, UpstreamConfig
 from llmhub.errors import UpstreamError
 from llmhub.upstream.anthropic import Anthropic
-from llmhub.upstream.http import Aborted
+from llmhub.upstream.exchange import Aborted
 from llmhub.upstream.llamacpp import VLLM, LlamaCpp
 from llmhub.upstream.lmstudio import LMStudio
 from llmhub.upstream.mock import Mock

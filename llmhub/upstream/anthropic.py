@@ -1,6 +1,6 @@
 """Anthropic's Messages API as an upstream (`kind = anthropic`).
 
-The translation both ways is anthropic_translator's: a neutral chat body goes out as a
+The translation both ways is formats/anthropic_messages.py's: a neutral chat body goes out as a
 Messages body (system apart, a default `max_tokens`, tools, tool results, `stop_sequences`),
 and the SSE events that come back (message_start, content_block_*, message_delta,
 message_stop, error, ping) become typed run events, so every dialect renders an Anthropic
@@ -19,12 +19,12 @@ import time
 from typing import Iterator
 from urllib.parse import urlsplit
 
-from llmhub.anthropic_translator import StreamReader, to_messages_body
-from llmhub.cancellation import Gate
 from llmhub.errors import UpstreamError
 from llmhub.events import token_count
+from llmhub.formats.anthropic_messages import StreamReader, to_messages_body
 from llmhub.redaction import public_url, redact, upstream_secrets
-from llmhub.upstream.http import Exchange, Pool, Timeouts
+from llmhub.upstream.exchange import Exchange, Pool, Timeouts
+from llmhub.upstream.gate import Gate
 from llmhub.upstream.openai import error_message, http_error, sse_events, stream_error
 from llmhub.wire import json_pieces
 
@@ -142,7 +142,7 @@ class AnthropicCall:
                              self.upstream.label, secrets=self.secrets)
 
     def events(self) -> Iterator:
-        """The reply as typed run events (anthropic_translator.StreamReader)."""
+        """The reply as typed run events (anthropic_messages.StreamReader)."""
         reader = StreamReader(self.body["model"])
         for event, payload in sse_events(self.exchange, self.upstream):
             data = _decode(payload, self.upstream.label, self.secrets)

@@ -8,7 +8,7 @@ recv brings is de-chunked at once and handed on whole.
 
 What an OpenAI-compatible server sends is what is read: a Content-Length, chunked or
 read-until-close body, interim 1xx replies skipped. Anything else is a ProtocolError, which
-the exchange reports as a garbled reply. Timeouts, pooling and abort live in http.py.
+the exchange reports as a garbled reply. Timeouts, pooling and abort live in exchange.py.
 """
 
 import re

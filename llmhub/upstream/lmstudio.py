@@ -16,7 +16,7 @@ import json
 from urllib.parse import quote
 
 from llmhub.errors import HubError, UpstreamError
-from llmhub.upstream.http import Exchange, Timeouts
+from llmhub.upstream.exchange import Exchange, Timeouts
 from llmhub.upstream.openai import OpenAICompatible, error_message, http_error
 
 __all__ = ["LMStudio", "NoNativeAPI", "model_entry"]

@@ -13,11 +13,11 @@ import re
 import threading
 from typing import Iterator
 
-from llmhub.cancellation import Gate
 from llmhub.context import estimate_input, estimate_messages, estimate_tokens
 from llmhub.errors import UpstreamError
 from llmhub.events import Finish, TextDelta, Usage
-from llmhub.upstream.http import Aborted
+from llmhub.upstream.exchange import Aborted
+from llmhub.upstream.gate import Gate
 
 __all__ = ["Mock", "SAMPLE_RESPONSES", "split_words"]
 

@@ -25,15 +25,14 @@ import time
 from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
-from llmhub.cancellation import Gate
 from llmhub.config import UpstreamConfig
-from llmhub.completion import choice as build_choice, chunk as build_chunk
 from llmhub.errors import UpstreamError
 from llmhub.events import (Finish, Logprobs, ReasoningDelta, TextDelta, ToolCallDelta, Usage,
                            token_count)
-from llmhub.health import retry_after
 from llmhub.redaction import public_url, redact, upstream_secrets
-from llmhub.upstream.http import Exchange, Pool, Timeouts
+from llmhub.transcript import choice as build_choice, chunk as build_chunk
+from llmhub.upstream.exchange import Exchange, Pool, Timeouts, retry_after
+from llmhub.upstream.gate import Gate
 from llmhub.upstream.sse import EventTooLarge, SSEParser
 from llmhub.wire import json_pieces
 

@@ -22,8 +22,7 @@ import re
 import threading
 
 from llmhub.errors import UpstreamError
-from llmhub.health import retry_after
-from llmhub.upstream.http import Aborted, Exchange
+from llmhub.upstream.exchange import Aborted, Exchange, retry_after
 from llmhub.upstream.openai import error_message, error_type, http_error
 
 __all__ = ["PassCall", "not_served"]
@@ -136,7 +135,7 @@ class PassCall:
             exchange.abort()
 
     def close(self) -> None:
-        """From the reading thread only (http.py)."""
+        """From the reading thread only (exchange.py)."""
         self._end_exchange()
 
 

@@ -10,7 +10,7 @@ import bisect
 import threading
 import time
 
-from llmhub.cancellation import QUEUED
+from llmhub.engine.runs import QUEUED
 
 __all__ = ["Metrics"]
 

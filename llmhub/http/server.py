@@ -37,16 +37,18 @@ from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote
 
-from llmhub import __version__, accounting, routes
-from llmhub.cancellation import COMPLETED
+from llmhub import __version__
 from llmhub.dialects import service
+from llmhub.engine import accounting
+from llmhub.engine.runs import COMPLETED
 from llmhub.errors import (BadRequest, Forbidden, HubError, Unauthorized, UnsupportedMediaType,
                            UpgradeRequired)
-from llmhub.framing import FramingError, check_length, discard_body, read_body, read_head
-from llmhub.origins import OriginPolicy
+from llmhub.http import routes
+from llmhub.http.framing import FramingError, check_length, discard_body, read_body, read_head
+from llmhub.http.origins import OriginPolicy
+from llmhub.http.sockets import Deadlines, HangupWatch, peer_closed
+from llmhub.http.streaming import Pump
 from llmhub.redaction import redact_error
-from llmhub.sockets import Deadlines, HangupWatch, peer_closed
-from llmhub.streaming import Pump
 from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, LinesResponse,
                          RelayResponse, RunResponse, StreamResponse, check_content_type,
                          check_message_count, chunk, json_bytes, json_text, parse_json)

@@ -30,6 +30,7 @@ A whole body is read with `read_all(limit)`, which returns all of it or raises a
 a prefix on purpose (an error page's message).
 """
 
+import math
 import socket
 import ssl
 import threading
@@ -37,7 +38,7 @@ import time
 from urllib.parse import urlsplit
 
 from llmhub.errors import UpstreamError
-from llmhub.sockets import Deadlines, readable
+from llmhub.http.sockets import Deadlines, readable
 from llmhub.upstream.connection import Closed, Connection, Incomplete, ProtocolError, Response
 
 __all__ = ["Exchange", "Pool", "Timeouts", "Aborted"]
@@ -48,6 +49,15 @@ STALE = (Closed, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 # idempotent methods that carry no body here (a POST may already be generating).
 IDEMPOTENT = ("GET", "HEAD")
 DEADLINES = Deadlines()
+
+
+def retry_after(value) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds; an HTTP date is not worth it)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 <= seconds < 86400 and math.isfinite(seconds) else None
 
 
 class Aborted(UpstreamError):

@@ -15,8 +15,8 @@ import time
 from fnmatch import fnmatchcase
 
 from llmhub.config import Config
+from llmhub.engine.routing import Router, Target
 from llmhub.errors import BadRequest, UpstreamError
-from llmhub.routing import Router, Target
 from llmhub.upstream.think import wants_split
 
 __all__ = ["Target", "Resolver"]

@@ -23,9 +23,9 @@ import logging
 import threading
 import time
 
-from llmhub.cancellation import FINAL
+from llmhub.engine.models import ModelManager
+from llmhub.engine.runs import FINAL
 from llmhub.errors import HubError
-from llmhub.models import ModelManager
 
 __all__ = ["Lifecycle"]
 

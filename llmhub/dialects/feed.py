@@ -14,7 +14,7 @@ Rules:
 3. The ticker runs only while someone subscribes; a new subscriber wakes it at once, so a
    page gets its first snapshot without waiting a tick.
 
-A subscriber is read the way a run is (cancellation.RunContract), so the stream pump
+A subscriber is read the way a run is (runs.RunContract), so the stream pump
 serves it like any run.
 """
 
@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Callable, Hashable
 
-from llmhub.cancellation import STREAMING, RunContract
+from llmhub.engine.runs import STREAMING, RunContract
 
 __all__ = ["Feed", "Snapshot"]
 

@@ -26,9 +26,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from llmhub.cancellation import FINAL, QueueFull
+from llmhub.engine.health import BUSY, Box
+from llmhub.engine.runs import FINAL
 from llmhub.errors import HubError, UpstreamError
-from llmhub.health import BUSY, Box
+from llmhub.upstream.gate import QueueFull
 
 __all__ = ["Target", "Router", "Affinity", "NoTarget", "retryable"]
 

@@ -21,7 +21,7 @@ import uuid
 
 from llmhub.context import SUMMARY_PREFIX, content_text
 from llmhub.errors import BadRequest
-from llmhub.response_tools import Toolbox, custom_arguments, upstream_name
+from llmhub.formats.response_tools import Toolbox, custom_arguments, upstream_name
 
 __all__ = ["items_to_messages", "messages_to_items", "output_items", "ITEM_TYPES"]
 

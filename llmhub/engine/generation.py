@@ -6,7 +6,7 @@ Rules:
   for a stream, or in the handler's own thread for an awaited reply. Code outside a request
   calls `start()`.
 - Each run has one driver, the only reader of its upstream call and the only thread that
-  concludes the run (cancellation.Run). Cancel comes from other threads through
+  concludes the run (runs.Run). Cancel comes from other threads through
   `Run.cancel`, which shuts the call's socket; the driver notices and concludes.
 - A name resolves to pools of targets: its own, then its `[fallbacks]`' (resolution.py).
   The router picks a target of a pool (routing.py); one that fails before it accepted the
@@ -39,20 +39,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from llmhub import accounting
-from llmhub.cancellation import (CANCELLED, COMPLETED, FAILED, FINAL, TOKENS, TRIMMED, Gate, QueueFull,
-                                 Registry, Run, Turns, estimated_usage, output_estimate)
 from llmhub.config import Config
 from llmhub.context import build_input, estimate_input, estimate_messages, estimate_tokens
+from llmhub.engine import accounting
+from llmhub.engine.resolution import Resolver, Target
+from llmhub.engine.routing import retryable
+from llmhub.engine.runs import (CANCELLED, COMPLETED, FAILED, FINAL, TOKENS, TRIMMED, Registry, Run,
+                                estimated_usage, output_estimate)
+from llmhub.engine.turns import Turns
+from llmhub.engine.workers import Workers
 from llmhub.errors import BadRequest, HubError, UpstreamError
 from llmhub.events import Done, Error, Usage, stored, token_count
 from llmhub.redaction import config_secrets
-from llmhub.resolution import Resolver, Target
-from llmhub.routing import retryable
-from llmhub.threads import Store, thread_not_found
+from llmhub.store.threads import Store, thread_not_found
+from llmhub.upstream.gate import Gate, QueueFull
 from llmhub.upstream.passthrough import PassCall, not_served
 from llmhub.upstream.think import join_think, split_think
-from llmhub.workers import Workers
 
 __all__ = ["Access", "ChatRequest", "Native", "Relay", "RelaySink", "Generation",
            "stored_events"]

@@ -8,7 +8,7 @@ at most `log_limit` bytes, dropping its oldest events, never ones a reader still
 resume from before the window is told so (`EventsGone`).
 
 The log knows nothing of runs: who may write, and when the log is over, is the run's
-business (cancellation.Run).
+business (runs.Run).
 """
 
 import threading

@@ -38,16 +38,16 @@ import threading
 import time
 from typing import Any, Callable
 
-from llmhub import accounting, ids
-from llmhub.completion import Transcript
+from llmhub import ids
 from llmhub.context import estimate_tokens
+from llmhub.engine import accounting
+from llmhub.engine.eventlog import TRIMMED, EventLog, EventsGone
 from llmhub.errors import Conflict, HubError, NotFound
-from llmhub.eventlog import TRIMMED, EventLog, EventsGone
 from llmhub.events import Done, Error, Start, Usage
 from llmhub.redaction import redact_error
+from llmhub.transcript import Transcript
 
-__all__ = ["RunContract", "Run", "Registry", "TooManyRuns", "Gate", "QueueFull", "Turns",
-           "EventsGone", "TRIMMED", "transition", "estimated_usage", "QUEUED", "STREAMING",
+__all__ = ["RunContract", "Run", "Registry", "EventsGone", "TRIMMED", "transition", "estimated_usage", "QUEUED", "STREAMING",
            "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
 
 log = logging.getLogger("llmhub.runs")
@@ -160,7 +160,7 @@ class Run(RunContract):
         self.load_context: int | None = None   # the context a load made for it asks for
         self.turn_stored = False           # its input is in its thread: its reply goes too
         self.closing: list = []            # the final events, set just before finish hooks
-        self.gate: "Gate | None" = None    # the gate this run is queued at, while it waits
+        self.gate = None                   # the gate (or pool line) this run waits at, while it waits    # the gate this run is queued at, while it waits
         self.job: Callable[[], None] | None = None   # the engine's work, until a driver takes it
         self.budget = None                 # accounting.Budget: its key's tokens, counted live
         self.background = False            # never ended by a reader leaving
@@ -399,6 +399,10 @@ class Run(RunContract):
     def status(self) -> str:
         return self._final or self.state
 
+    @property
+    def ended(self) -> bool:
+        return self.status in FINAL
+
     def failure(self) -> HubError:
         """The run's error as a fresh exception, to raise in a handler's thread (one
         exception object must not be raised in two threads)."""
@@ -537,109 +541,3 @@ class TooManyRuns(accounting.RateLimited):
     def __init__(self, key: str, most: int, what: str, setting: str) -> None:
         super().__init__(f"Key {key!r} already has {most} {what} ([key:{key}] {setting}); "
                          "try again when one ends", 1, param=setting)
-
-
-class Gate:
-    """First-in-first-out admission for at most `limit` runs at once (0 = no limit).
-
-    Used per upstream; there is no global lock. A run waiting here stays `queued` and can be
-    cancelled while it waits.
-    """
-
-    def __init__(self, limit: int, max_queued: int = 0) -> None:
-        self.limit = limit
-        self.max_queued = max_queued     # waiting runs allowed; 0: any number
-        self._cond = threading.Condition()
-        self._active = 0
-        self._waiting: collections.deque[Run] = collections.deque()
-
-    def enter(self, run: Run, poll: float = 0.05) -> bool:
-        """Block until `run` may go; False if it finished (was cancelled) while waiting."""
-        if not self.limit:
-            return True
-        with self._cond:
-            busy = self._waiting or self._active >= self.limit
-            if busy and self.max_queued and len(self._waiting) >= self.max_queued:
-                raise QueueFull(len(self._waiting))
-            self._waiting.append(run)
-            run.gate = self
-            try:
-                while self._waiting[0] is not run or self._active >= self.limit:
-                    if run.status in FINAL:
-                        return False
-                    self._cond.wait(poll)
-                self._active += 1
-                return True
-            finally:
-                self._waiting.remove(run)
-                run.gate = None
-                self._cond.notify_all()
-
-    def leave(self) -> None:
-        if not self.limit:
-            return
-        with self._cond:
-            self._active -= 1
-            self._cond.notify_all()
-
-    def position(self, run: Run) -> int | None:
-        with self._cond:
-            return self._waiting.index(run) + 1 if run in self._waiting else None
-
-    @property
-    def queued(self) -> int:
-        with self._cond:
-            return len(self._waiting)
-
-
-class QueueFull(HubError):
-    """A gate's line is as long as `max_queued` allows: refused now rather than held."""
-    status, code = 503, "queue_full"
-
-    def __init__(self, waiting: int) -> None:
-        super().__init__(f"The model server is busy: {waiting} requests are already waiting "
-                         "([upstream] max_queued); try again shortly",
-                         headers={"Retry-After": "1"})
-
-
-class Turns:
-    """One run at a time per thread, in order of arrival.
-
-    Two runs on one thread at once would store [A's question, B's question, B's answer,
-    A's answer], and B's model input would hold A's unanswered question. A run joins its
-    thread's line when it is prepared (so arrival decides the order), waits in its worker
-    until it is first, and leaves when it finishes, after its reply is stored. A run
-    cancelled while it waits leaves the line and stores nothing.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._lines: dict[str, collections.deque] = {}
-
-    def join(self, thread_id: str, run: Run) -> None:
-        with self._cond:
-            self._lines.setdefault(thread_id, collections.deque()).append(run)
-
-    def wait(self, thread_id: str, run: Run, poll: float = 0.05) -> bool:
-        """Block until `run` is first in its thread's line; False if it finished first."""
-        with self._cond:
-            while True:
-                line = self._lines.get(thread_id)
-                if run.status in FINAL or not line or run not in line:
-                    return False
-                if line[0] is run:
-                    return True
-                self._cond.wait(poll)
-
-    def leave(self, thread_id: str, run: Run) -> None:
-        with self._cond:
-            line = self._lines.get(thread_id)
-            if line is not None and run in line:
-                line.remove(run)
-                if not line:
-                    del self._lines[thread_id]
-                self._cond.notify_all()
-
-    def waiting(self, thread_id: str) -> int:
-        with self._cond:
-            return len(self._lines.get(thread_id, ()))

@@ -12,8 +12,8 @@ import logging
 import re
 import threading
 
-from llmhub.cancellation import COMPLETED
 from llmhub.context import content_text, estimate_tokens, message_tokens, split_for_summary
+from llmhub.engine.runs import COMPLETED
 from llmhub.errors import BadRequest, UpstreamError
 
 __all__ = ["Summaries", "summary_prompt", "SUMMARY_INSTRUCTION"]

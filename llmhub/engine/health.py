@@ -18,26 +18,16 @@ Rules (README "Several model machines"):
 """
 
 import logging
-import math
 import threading
 
 from llmhub.errors import UpstreamError
 
-__all__ = ["Box", "Prober", "HEALTHY", "LOADING", "BUSY", "DOWN", "AUTH", "retry_after"]
+__all__ = ["Box", "Prober", "HEALTHY", "LOADING", "BUSY", "DOWN", "AUTH"]
 
 log = logging.getLogger("llmhub.health")
 
 HEALTHY, LOADING, BUSY, DOWN, AUTH = "healthy", "loading", "busy", "down", "auth"
 BROKEN = ("unreachable", "timeout", "disconnected", "garbage")   # UpstreamError reasons
-
-
-def retry_after(value) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds; an HTTP date is not worth it)."""
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    return seconds if 0 <= seconds < 86400 and math.isfinite(seconds) else None
 
 
 class Box:

@@ -15,22 +15,22 @@ client names.
 
 import json
 
-from llmhub import accounting
-from llmhub.cancellation import Registry, Run
 from llmhub.config import Config
 from llmhub.context import build_input, estimate_messages, estimate_tokens
+from llmhub.engine import accounting
+from llmhub.engine.generation import Access, ChatRequest, Generation, Native, Relay, stored_events
+from llmhub.engine.health import Prober
+from llmhub.engine.inputs import Chain, Prompt, Resent, Stateless, Summary, ThreadTurn
+from llmhub.engine.lifecycle import Lifecycle
+from llmhub.engine.providers import Providers
+from llmhub.engine.resolution import Resolver, Target
+from llmhub.engine.routing import Router
+from llmhub.engine.runs import Registry, Run
+from llmhub.engine.summaries import Summaries, summary_prompt
+from llmhub.engine.workers import Workers
 from llmhub.errors import Conflict, Forbidden, HubError, NotFound
-from llmhub.generation import Access, ChatRequest, Generation, Native, Relay, stored_events
-from llmhub.health import Prober
-from llmhub.inputs import Chain, Prompt, Resent, Stateless, Summary, ThreadTurn
-from llmhub.lifecycle import Lifecycle
-from llmhub.providers import Providers
 from llmhub.redaction import redact
-from llmhub.resolution import Resolver, Target
-from llmhub.routing import Router
-from llmhub.summaries import Summaries, summary_prompt
-from llmhub.threads import Store
-from llmhub.workers import Workers
+from llmhub.store.threads import Store
 
 __all__ = ["Access", "ChatRequest", "Native", "Relay", "Chain", "Prompt", "Resent", "Stateless",
            "Summary", "ThreadTurn", "Target", "Engine", "summary_prompt"]

@@ -1,0 +1,1 @@
+"""The engine: runs, their generation, admission, routing and upkeep; the one façade dialects call."""

@@ -1,0 +1,1 @@
+"""Sans-IO translations between wire formats and the neutral chat form."""

@@ -1,0 +1,1 @@
+"""The SQLite store: threads, messages, summaries, responses and the request log."""
