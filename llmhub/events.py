@@ -43,14 +43,11 @@ def token_count(value) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Start:
-    """The upstream accepted the request: who answers, for which run."""
+    """The upstream accepted the request: who answers. (Which run, when and for which thread
+    a renderer reads from the live run, which it holds anyway.)"""
     kind = "start"
-    run_id: str
-    created: int
     model: str                          # the model the upstream was asked for
     provider: dict                      # {name, base_url} of the upstream
-    requested_model: str | None = None  # what the client named (an alias, a prefix, none)
-    thread_id: str | None = None
     input_tokens: int | None = None     # the input as estimated before the upstream counts
 
 
@@ -174,12 +171,13 @@ def stored(event) -> list:
 
 def from_stored(kind: str, data: dict):
     """The event a stored [kind, data] pair was; logs stored before typed events had
-    `start` without a run id and `usage` with `estimated` and `total_tokens`."""
+    `start` without a provider and `usage` with `estimated` and `total_tokens`, and older
+    `start`s carry fields the event has since dropped (run_id, created, thread_id…)."""
     if kind == "usage":
         data = {k: v for k, v in data.items() if k not in ("total_tokens", "estimated")}
     cls = KINDS[kind]
     if cls is Start:
-        data = {"run_id": "", "created": 0, "model": "", "provider": {}, **data}
+        data = {"model": "", "provider": {}, **data}
     return cls(**{k: v for k, v in data.items() if k in cls.__slots__})
 
 

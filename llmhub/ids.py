@@ -1,4 +1,5 @@
-"""Random ids from os.urandom, drawn in bulk.
+"""Ids and stamps: random ids from os.urandom drawn in bulk, the one shape an id a client
+gives may have, and the one way a moment is written as UTC text.
 
 Every run needs an unguessable id, and os.urandom is a syscall that releases the GIL: under
 load, each release is a context switch. Drawing 4 KiB at a time makes that one syscall per
@@ -6,10 +7,15 @@ few hundred ids, with the same CSPRNG bytes.
 """
 
 import os
+import re
 import threading
+import time
 import uuid
 
-__all__ = ["random_bytes", "uuid4"]
+__all__ = ["random_bytes", "uuid4", "SAFE_ID", "utc_text"]
+
+# A thread id, run id or request id a client may name: safe in a URL, a log line and a header.
+SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 _BATCH = 4096
 _lock = threading.Lock()
@@ -27,3 +33,11 @@ def random_bytes(count: int) -> bytes:
 
 def uuid4() -> uuid.UUID:
     return uuid.UUID(bytes=random_bytes(16), version=4)
+
+
+def utc_text(moment: float | None = None, digits: int = 3) -> str:
+    """`moment` (now if None) as RFC 3339 UTC with `digits` fractional digits:
+    2026-12-06T02:37:36.123Z."""
+    moment = time.time() if moment is None else moment
+    fraction = f".{int(moment % 1 * 10 ** digits):0{digits}d}" if digits else ""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + fraction + "Z"

@@ -7,14 +7,15 @@ the top level of the line, the text formatter appends them as key=value.
 import json
 import logging
 import sys
-import time
+
+from llmhub.ids import utc_text
 
 __all__ = ["setup", "JSONFormatter", "TextFormatter"]
 
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = {"time": _utc(record.created), "level": record.levelname.lower(),
+        line = {"time": utc_text(record.created), "level": record.levelname.lower(),
                 "logger": record.name, "message": record.getMessage()}
         line.update(getattr(record, "fields", {}))
         if record.exc_info:
@@ -26,16 +27,11 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{k}={v}" for k, v in getattr(record, "fields", {}).items()
                           if v is not None)
-        text = f"{_utc(record.created)} {record.levelname:<7} {record.getMessage()}"
+        text = f"{utc_text(record.created)} {record.levelname:<7} {record.getMessage()}"
         text = f"{text} {fields}" if fields else text
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
-
-
-def _utc(created: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + \
-        f".{int(created % 1 * 1000):03d}Z"
 
 
 def setup(level: str = "info", fmt: str = "json", stream=None) -> None:

@@ -6,18 +6,16 @@ tool_calls, attachments, metadata, and reasoning (the model's thinking, kept wit
 answer). Each failure is a 400 naming the field.
 """
 
-import re
-
 from llmhub.errors import BadRequest
+from llmhub.ids import SAFE_ID
 
 __all__ = ["normalise_message", "check_thread_id", "check_metadata", "ROLES"]
 
 ROLES = ("system", "user", "assistant", "tool")
-THREAD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 def check_thread_id(thread_id, param: str = "threadId") -> str:
-    if not isinstance(thread_id, str) or not THREAD_ID.match(thread_id):
+    if not isinstance(thread_id, str) or not SAFE_ID.match(thread_id):
         raise BadRequest(f"'{param}' must be 1-128 letters, digits or _ . : -", param=param)
     return thread_id
 

@@ -11,7 +11,7 @@ chat.completion.chunk, which the OpenAI and Langbase dialects share.
 
 from llmhub.events import ReasoningDelta, TextDelta, ToolCallDelta
 
-__all__ = ["Transcript", "Seen", "chunk", "choice", "delta_of"]
+__all__ = ["Transcript", "Seen", "chunk", "choice", "delta_of", "finish_reason"]
 
 KNOWN_DELTA = {"content", "role", "tool_calls"}
 
@@ -163,6 +163,12 @@ class Seen:
 
 
 # --- the chunk shape -------------------------------------------------------------------------
+
+def finish_reason(reason: str | None, status: str, otherwise: str = "stop") -> str:
+    """Why a choice ended, as the OpenAI-shaped replies say it: the model's own reason, else
+    "cancelled" for a run ended before the model finished, else `otherwise`."""
+    return reason or ("cancelled" if status == "cancelled" else otherwise)
+
 
 def chunk(chunk_id: str, created: int, model: str | None, choices: list, **extra) -> dict:
     """A chat.completion.chunk; `choices` is [] for the usage chunk."""

@@ -70,8 +70,7 @@ def test_lm_studio_reasoning_text_and_tool_calls_become_typed_events(make_engine
         ToolCallDelta(0, None, None, " \"Oslo\"}"),
         Finish("tool_calls", "m", "m"), Usage(16, 1, raw=run.usage.raw)]
     assert all(e.raw is not None for e in content(run))     # each keeps its upstream chunk
-    start = run.events[0]
-    assert (start.run_id, start.model, start.requested_model) == (run.id, "m", "m")
+    assert (run.events[0].model, run.requested) == ("m", "m")
     assert run.events[-1] == Done(COMPLETED, "tool_calls")
     assert run.transcript.message() == {
         "role": "assistant", "content": "Let me check.", "reasoning_content": "Oslo is cold.",
@@ -166,12 +165,14 @@ def test_think_tags_are_split_only_for_the_models_configured(make_engine, fake):
 
 
 def test_events_survive_being_stored_and_read_back():
-    events = [Start("run_1", 1, "m", {"name": "lmstudio"}, "alias", "t"), TextDelta("a", {}),
+    events = [Start("m", {"name": "lmstudio"}), TextDelta("a", {}),
               ReasoningDelta("r"), ToolCallDelta(0, "c", "f", "{}"), Finish("stop", "m"),
               Usage(1, 2, input_estimated=True), Done("completed", "stop")]
     back = [from_stored(*json.loads(json.dumps(stored(e)))) for e in events]
     assert back == events and back[1].raw is None
     assert from_stored("start", {"model": "m", "provider": {}}).model == "m"   # older logs
+    assert from_stored("start", {"run_id": "run_1", "created": 1, "model": "m", "provider": {},
+                                 "thread_id": "t"}) == Start("m", {})    # before the fields went
     assert from_stored("usage", {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3,
                                  "estimated": True}) == Usage(1, 2)
 
@@ -271,7 +272,7 @@ def test_fallbacks_are_tried_before_the_upstream_accepts(make_engine, fake):
     run = finished(hub, model="deep")
     assert run.status == COMPLETED and run.model == "small"
     assert [r.body["model"] for r in fake.chat_requests()] == ["big", "small"]
-    assert run.events[0].requested_model == "deep" and run.events[0].model == "small"
+    assert run.requested == "deep" and run.events[0].model == "small"
 
 
 def test_a_model_limit_queues_runs_first_in_first_out(make_engine, fake):

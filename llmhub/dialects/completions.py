@@ -14,8 +14,9 @@ from llmhub.dialects.checks import check_int, check_number, check_type
 from llmhub.dialects.embeddings import is_token_ids
 from llmhub.dialects.openai import ChunkStream, error_body, openai_usage, upstream_params
 from llmhub.engine.facade import ChatRequest, Prompt
-from llmhub.engine.runs import CANCELLED, FAILED
+from llmhub.engine.runs import FAILED
 from llmhub.errors import BadRequest
+from llmhub.transcript import finish_reason
 from llmhub.wire import JSONResponse, RunResponse, StreamResponse, sse
 
 __all__ = ["TITLE", "error_body", "create_completion", "TextStream"]
@@ -65,12 +66,11 @@ def completion_id(run) -> str:
 def completion_body(run) -> dict:
     if run.status == FAILED:
         raise run.failure()
-    cancelled = "cancelled" if run.status == CANCELLED else "stop"
     return {"id": completion_id(run), "object": "text_completion", "created": run.created,
             "model": run.transcript.model or run.model,
             "choices": [{"text": one.text, "index": index,
                          "logprobs": legacy_logprobs(one.logprobs),
-                         "finish_reason": one.finish_reason or cancelled}
+                         "finish_reason": finish_reason(one.finish_reason, run.status)}
                         for index, one in run.transcript.choices()],
             "usage": openai_usage(run.usage, run)}
 

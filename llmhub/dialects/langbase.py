@@ -22,7 +22,7 @@ from llmhub.engine.facade import Access, ChatRequest, ThreadTurn
 from llmhub.engine.runs import CANCELLED, COMPLETED
 from llmhub.errors import BadRequest, HubError, NotFound, error_of
 from llmhub.messages import check_metadata, check_thread_id, normalise_message
-from llmhub.transcript import Seen, choice, chunk, delta_of
+from llmhub.transcript import Seen, choice, chunk, delta_of, finish_reason
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, json_bytes
 
 __all__ = ["name_thread", "error_body", "run_pipe", "list_pipes", "create_thread", "list_threads", "get_thread",
@@ -187,7 +187,7 @@ class PipeStream(StreamRenderer):
         if status not in (COMPLETED, CANCELLED):
             return b""
         if not self.final_sent and self.final is None:
-            self.final = self._chunk({}, "cancelled" if status == CANCELLED else "stop")
+            self.final = self._chunk({}, finish_reason(None, status))
         return self._final() + frame("[DONE]")
 
     def _delta(self, chunk: dict) -> bytes:

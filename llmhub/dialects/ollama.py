@@ -37,7 +37,6 @@ import json
 import math
 import re
 import time
-from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 
 from llmhub.dialects.checks import decoded_head, decoded_size
@@ -46,6 +45,7 @@ from llmhub.dialects.studio import MAGIC
 from llmhub.engine.facade import ChatRequest, Prompt, Stateless
 from llmhub.engine.runs import CANCELLED, FAILED
 from llmhub.errors import BadRequest, HubError, NotFound
+from llmhub.ids import utc_text
 from llmhub.transcript import Seen
 from llmhub.wire import (BytesResponse, JSONResponse, LinesResponse, RunResponse,
                          StreamRenderer, StreamResponse, ndjson)
@@ -137,7 +137,7 @@ def ps(request) -> JSONResponse:
                      if u.name == facts["upstream"]), 0)
         models.append({"name": tagged, "model": tagged, "size": facts.get("size_bytes") or 0,
                        "digest": digest(facts["key"]), "details": details(facts),
-                       "expires_at": timestamp(time.time() + idle) if idle else FOREVER,
+                       "expires_at": utc_text(time.time() + idle, 6) if idle else FOREVER,
                        "size_vram": facts.get("size_bytes") or 0,
                        "context_length": facts.get("context_length") or 0})
     return JSONResponse({"models": models})
@@ -483,11 +483,6 @@ def tool_params(body: dict) -> dict:
 
 # --- replies ---------------------------------------------------------------------------------
 
-def timestamp(moment: float | None = None) -> str:
-    moment = time.time() if moment is None else moment
-    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def done_reason(run, seen) -> str:
     if run.status == CANCELLED:
         return "cancelled"
@@ -546,7 +541,7 @@ class ChatLines(StreamRenderer):
         message = {"role": "assistant", "content": text, **extra}
         if thinking:
             message["thinking"] = thinking
-        return {"model": name, "created_at": timestamp(), "message": message, "done": False}
+        return {"model": name, "created_at": utc_text(digits=6), "message": message, "done": False}
 
     def render(self, event) -> bytes:
         self.seen.add(event)
@@ -582,7 +577,7 @@ class GenerateLines(ChatLines):
 
     @staticmethod
     def piece(name: str, text: str, thinking: str | None = None, **extra) -> dict:
-        line = {"model": name, "created_at": timestamp(), "response": text, "done": False}
+        line = {"model": name, "created_at": utc_text(digits=6), "response": text, "done": False}
         if thinking:
             line["thinking"] = thinking
         return line

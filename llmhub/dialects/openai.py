@@ -25,7 +25,7 @@ from llmhub.engine.facade import ChatRequest, Stateless
 from llmhub.engine.runs import CANCELLED, FAILED
 from llmhub.errors import BadRequest, HubError, NotFound, error_of
 from llmhub.events import Usage, token_count
-from llmhub.transcript import Seen, choice, chunk, delta_of
+from llmhub.transcript import Seen, choice, chunk, delta_of, finish_reason
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["error_body", "chat_completions", "list_models", "get_model", "ChunkStream",
@@ -188,10 +188,9 @@ def completion_body(run) -> dict:
     if run.status == FAILED:
         raise run.failure()
     transcript = run.transcript
-    cancelled = "cancelled" if run.status == CANCELLED else "stop"
     choices = [{"index": index, "message": one.message(),
                 "logprobs": {"content": one.logprobs} if one.logprobs else None,
-                "finish_reason": one.finish_reason or cancelled}
+                "finish_reason": finish_reason(one.finish_reason, run.status)}
                for index, one in transcript.choices()]
     body = {"id": completion_id(run), "object": "chat.completion", "created": run.created,
             "model": transcript.model or run.model, "choices": choices,

@@ -17,7 +17,6 @@ import uuid
 
 from llmhub import ids
 from llmhub.dialects.checks import check_int, check_known, check_number, check_type
-from llmhub.dialects.service import utc_now
 from llmhub.engine.facade import Chain, ChatRequest, ThreadTurn
 from llmhub.engine.runs import FAILED, TRIMMED, EventsGone, RunContract
 from llmhub.errors import BadRequest, Gone, HubError, NotFound
@@ -253,7 +252,7 @@ class ResponseStream(StreamRenderer):
         return sse(self.meta, event="meta", id=0) if self.with_meta else b""
 
     def ping(self) -> bytes:
-        return sse({"ts": utc_now()}, event="ping", id=self.position)
+        return sse({"ts": ids.utc_text()}, event="ping", id=self.position)
 
     def render(self, event) -> bytes:
         self.position += 1

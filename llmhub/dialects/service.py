@@ -16,6 +16,7 @@ from llmhub.dialects import ollama
 from llmhub.dialects.feed import Feed
 from llmhub.engine import accounting
 from llmhub.errors import NotFound
+from llmhub.ids import utc_text
 from llmhub.redaction import redact
 from llmhub.wire import BytesResponse, JSONResponse, StreamRenderer, StreamResponse, sse
 
@@ -201,7 +202,7 @@ def health(request) -> JSONResponse:
             upstream["error"] = redact(upstream["error"], hub.engine.secrets)
     return JSONResponse({
         "status": status,
-        "time": utc_now(),
+        "time": utc_text(),
         "version": hub.version,
         "uptime_seconds": round(time.time() - hub.started, 1),
         "upstreams": upstreams,
@@ -305,7 +306,3 @@ def get_run(request, run_id: str) -> JSONResponse:
 def cancel_run(request, run_id: str) -> JSONResponse:
     return JSONResponse({"id": run_id, "status": request.hub.engine.cancel_run(run_id)})
 
-
-def utc_now() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"

@@ -15,9 +15,9 @@ import re
 from llmhub.context import estimate_tokens
 from llmhub.dialects.checks import decoded_head, decoded_size
 from llmhub.engine.facade import ChatRequest, Stateless
-from llmhub.engine.runs import CANCELLED, FAILED
+from llmhub.engine.runs import FAILED
 from llmhub.errors import HubError
-from llmhub.transcript import Seen
+from llmhub.transcript import Seen, finish_reason
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, ndjson
 
 __all__ = ["TITLE", "error_body", "list_models", "load_model", "unload_model", "chat",
@@ -278,8 +278,7 @@ def predicted_tokens(run) -> int:
 
 
 def stop_reason(run) -> str:
-    return run.transcript.finish_reason or ("cancelled" if run.status == CANCELLED
-                                            else "stop")
+    return finish_reason(run.transcript.finish_reason, run.status)
 
 
 def reply(run) -> JSONResponse:

@@ -44,7 +44,7 @@ from llmhub.context import build_input, estimate_input, estimate_messages, estim
 from llmhub.engine import accounting
 from llmhub.engine.resolution import Resolver, Target
 from llmhub.engine.routing import retryable
-from llmhub.engine.runs import (CANCELLED, COMPLETED, FAILED, FINAL, TOKENS, TRIMMED, Registry, Run,
+from llmhub.engine.runs import (COMPLETED, FAILED, FINAL, TOKENS, TRIMMED, Registry, Run,
                                 estimated_usage, output_estimate)
 from llmhub.engine.turns import Turns
 from llmhub.engine.workers import Workers
@@ -52,6 +52,7 @@ from llmhub.errors import BadRequest, HubError, UpstreamError
 from llmhub.events import Done, Error, Usage, stored, token_count
 from llmhub.redaction import config_secrets
 from llmhub.store.threads import Store, thread_not_found
+from llmhub.transcript import finish_reason
 from llmhub.upstream.gate import Gate, QueueFull
 from llmhub.upstream.passthrough import PassCall, not_served
 from llmhub.upstream.think import join_think, split_think
@@ -226,8 +227,8 @@ class Generation:
             return                     # cancelled while it waited for its turn: nothing asked
         transcript = run.transcript
         metadata = {"status": run.status, "run_id": run.id, "model": run.model or "",
-                    "finish_reason": transcript.finish_reason or
-                    ("cancelled" if run.status == CANCELLED else run.status)}
+                    "finish_reason": finish_reason(transcript.finish_reason, run.status,
+                                                   otherwise=run.status)}
         if run.error is not None:
             metadata["error"] = run.error.message
         metadata.update(reply_stats(run))

@@ -281,8 +281,7 @@ class Run(RunContract):
                 return False
             self.state = transition(self.state, "start")
             self.model, self.provider = model, provider
-        self.log.append(Start(self.id, self.created, model, provider, self.requested,
-                              self.thread_id, self.input_estimate))
+        self.log.append(Start(model, provider, self.input_estimate))
         return True
 
     def emit(self, event) -> bool:

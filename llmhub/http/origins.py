@@ -23,7 +23,6 @@ import ipaddress
 
 __all__ = ["OriginPolicy", "split_host", "startup_warnings"]
 
-LOOPBACK_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*")
 WILDCARD_BINDS = ("", "0.0.0.0", "::")
 
 

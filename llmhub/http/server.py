@@ -27,7 +27,6 @@ import hmac
 import io
 import logging
 import random
-import re
 import socket
 import socketserver
 import sys
@@ -48,6 +47,7 @@ from llmhub.http.framing import FramingError, check_length, discard_body, read_b
 from llmhub.http.origins import OriginPolicy
 from llmhub.http.sockets import Deadlines, HangupWatch, peer_closed
 from llmhub.http.streaming import Pump
+from llmhub.ids import SAFE_ID
 from llmhub.redaction import redact_error
 from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, LinesResponse,
                          RelayResponse, RunResponse, StreamResponse, check_content_type,
@@ -61,7 +61,6 @@ access_log = logging.getLogger("llmhub.access")
 # A client that went away shows up as one of these on write or read (STYLE.md habit 5).
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 EXPOSED_HEADERS = "X-Run-Id, X-Request-Id, lb-thread-id"
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 DISCARD_LIMIT = 65536      # an unwanted body up to this size is read and dropped, so the
                            # connection survives an early 401/404; a larger one closes it
 LINGER_SECONDS = 5.0       # lingering close (as nginx's): after an early answer, read and
@@ -123,7 +122,7 @@ class Request:
         value = self.headers.get("X-Run-Id")
         if value is None:
             return None
-        if not _SAFE_ID.match(value):
+        if not SAFE_ID.match(value):
             raise BadRequest("X-Run-Id must be 1-128 letters, digits or _ . : -",
                              param="X-Run-Id")
         return value
@@ -820,7 +819,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _request_id(self) -> str:
         given = self.headers.get("X-Request-Id", "")
-        return given if _SAFE_ID.match(given) else f"{_request_ids.getrandbits(64):016x}"
+        return given if SAFE_ID.match(given) else f"{_request_ids.getrandbits(64):016x}"
 
     def _log_request(self, started: float) -> None:
         if not access_log.isEnabledFor(logging.INFO):
