@@ -19,6 +19,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 LAUNCHER = ("import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); "
             "os.execv(sys.argv[3], sys.argv[3:])")
 FLAGS = ["--headless=new", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
@@ -163,3 +165,11 @@ class Page:
         data = self.send("Page.captureScreenshot", {"format": "png"})["data"]
         path.write_bytes(base64.b64decode(data))
         return path
+
+
+# The marks of a test module that needs a real browser: skip where none can run.
+NEEDS_CHROMIUM = [
+    pytest.mark.skipif(find_chromium() is None, reason="no Chromium installed (Debian: apt-get "
+                                                       "install chromium); .ci/run installs it"),
+    pytest.mark.skipif(sys.platform == "win32", reason="the DevTools pipe needs fds 3 and 4"),
+]

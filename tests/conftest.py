@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from deadline import deadline  # noqa: E402
+from fake_anthropic import FakeAnthropic  # noqa: E402
 from fake_lmstudio import FakeLMStudio  # noqa: E402
 from llmhub.config import load_config  # noqa: E402
 from llmhub.http.server import make_server  # noqa: E402
@@ -101,3 +102,20 @@ def make_hub(tmp_path, fake):
 @pytest.fixture
 def hub(make_hub):
     return make_hub()
+
+
+@pytest.fixture
+def upstream_anthropic():
+    """A fake Anthropic Messages API, for hubs with an `anthropic` upstream."""
+    server = FakeAnthropic().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One headless Chromium per module (tests/chromium.py); skip marks: NEEDS_CHROMIUM."""
+    from chromium import Chromium, find_chromium
+    chromium = Chromium.start(find_chromium(), tmp_path_factory.mktemp("profile"))
+    yield chromium
+    chromium.close()

@@ -199,6 +199,10 @@ class FakeLMStudio:
         with self._lock:
             return self._scripts.pop(0) if self._scripts else self.default
 
+    def load_requests(self) -> list[Received]:
+        """LM Studio's model loads (POST /api/v1/models/load), in order."""
+        return [r for r in self.requests if r.path == "/api/v1/models/load"]
+
     def chat_requests(self) -> list[Received]:
         """Chat requests, but for the chat page's requests for a thread title."""
         return [r for r in self.requests if r.path.endswith("/chat/completions")

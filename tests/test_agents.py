@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from fake_anthropic import FakeAnthropic
 from fake_lmstudio import Script
 from llmhub.dialects import checks
 from http_client import call, open_stream, sse_events
@@ -16,13 +15,6 @@ from http_client import call, open_stream, sse_events
 ASK = [{"role": "user", "content": "What is the weather in Oslo?"}]   # 28 characters: the
 PROMPT = 28                               # fake LM Studio counts a prompt's tokens so
 MESSAGE = {"model": "qwen2.5-7b-instruct", "max_tokens": 50, "messages": ASK}
-
-
-@pytest.fixture
-def upstream_anthropic():
-    server = FakeAnthropic().start()
-    yield server
-    server.stop()
 
 
 def message(hub, body: dict, stream: bool) -> dict:

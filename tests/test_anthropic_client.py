@@ -10,10 +10,9 @@ import threading
 
 import pytest
 
-from fake_anthropic import FakeAnthropic
 from fake_lmstudio import Script
 from http_client import call, open_stream, sse_events
-from test_hostile import wait_for
+from support import wait_for
 
 ASK = [{"role": "user", "content": "What is the weather in Oslo?"}]
 WEATHER = {"name": "get_weather", "description": "The weather in a city",
@@ -29,13 +28,6 @@ def sdk():
 
 def client_for(hub, key="not-needed"):
     return sdk().Anthropic(api_key=key, base_url=hub.url, max_retries=0)
-
-
-@pytest.fixture
-def upstream_anthropic():
-    server = FakeAnthropic().start()
-    yield server
-    server.stop()
 
 
 # --- the SDK against a local model ----------------------------------------------------------

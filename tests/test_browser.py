@@ -6,35 +6,20 @@ dark, are written to tests/screenshots/ for a person to look at.
 """
 
 import json
-import sys
 import threading
 import time
 from pathlib import Path
 
-import pytest
-
-from chromium import Chromium, find_chromium
+from chromium import NEEDS_CHROMIUM
 from fake_lmstudio import Script
 from http_client import call
 
-BINARY = find_chromium()
-pytestmark = [
-    pytest.mark.skipif(BINARY is None, reason="no Chromium installed (Debian: apt-get install "
-                                              "chromium); .ci/run installs it"),
-    pytest.mark.skipif(sys.platform == "win32", reason="the DevTools pipe needs fds 3 and 4"),
-]
+pytestmark = NEEDS_CHROMIUM
 NEVER = threading.Event()
 SHOTS = Path(__file__).resolve().parent / "screenshots"
 LAST = "document.querySelector('#messages .msg.assistant:last-of-type')"
 LAST_REPLY = f"{LAST}.querySelector('.body').textContent"
 IDLE = "!document.querySelector('#send').disabled && !document.querySelector('.msg.live')"
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    chromium = Chromium.start(BINARY, tmp_path_factory.mktemp("profile"))
-    yield chromium
-    chromium.close()
 
 
 def fresh(browser, hub, path: str = "/"):

@@ -1,10 +1,7 @@
 """The real process: `python main.py` / `python -m llmhub`, its startup line, clean stops."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -12,28 +9,9 @@ import pytest
 from conftest import ROOT
 from http_client import call, open_stream, sse_events
 from fake_lmstudio import Script
+from support import start, stop
 
 LISTENING = "llmhub {} listening on http://127.0.0.1:"
-
-
-def start(args, tmp_path, env=None):
-    process = subprocess.Popen(
-        [sys.executable, *args, "--port", "0", "--db", str(tmp_path / "cli.db"),
-         "--log-level", "warning"], cwd=tmp_path, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
-    line = process.stdout.readline().strip()
-    url = line.split(" listening on ", 1)[1].split(" ", 1)[0] if "listening on" in line else None
-    return process, line, url
-
-
-def stop(process, sig=signal.SIGTERM):
-    process.send_signal(sig)
-    try:
-        return process.wait(10)
-    finally:
-        process.kill()
-        process.stdout.close()
-        process.stderr.close()
 
 
 @pytest.mark.parametrize("entry", [[str(ROOT / "main.py")], ["-m", "llmhub"]])

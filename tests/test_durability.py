@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from http_client import call
-from test_cli import start, stop
+from support import start, stop
 from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")

@@ -6,7 +6,7 @@ import pytest
 
 from fake_lmstudio import Script
 from http_client import call, open_stream
-from test_responses import parse_sse, read_until
+from support import parse_sse, read_until
 
 SSE = {"Accept": "text/event-stream"}
 NEVER = threading.Event()

@@ -8,8 +8,7 @@ import pytest
 
 from fake_lmstudio import Script
 from http_client import call, open_stream
-from test_responses import parse_sse
-from test_runs import closed_port
+from support import closed_port, parse_sse
 
 NEVER = threading.Event()
 HI = [{"role": "user", "content": "Hi"}]

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from http_client import call, connect, open_stream, raw_exchange
-from test_hostile import wait_for
+from support import wait_for
 
 CHAT = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

@@ -15,7 +15,7 @@ import pytest
 
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream, raw_exchange, sse_events
-from test_hostile import wait_for
+from support import wait_for
 
 HI = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "m", "messages": HI}
@@ -86,7 +86,7 @@ def test_star_allows_every_origin_and_warns_without_keys(make_hub, fake, tmp_pat
     status, headers, _ = call(hub.url, "POST", "/v1/chat/completions", CHAT,
                               headers={"Origin": "http://evil.example"})
     assert status == 200 and headers["Access-Control-Allow-Origin"] == "*"
-    from test_cli import start
+    from support import start
     from conftest import ROOT
     process, line, _ = start([str(ROOT / "main.py"), "--upstream", "mock"], tmp_path,
                              env={"CORS_ORIGINS": "*"})

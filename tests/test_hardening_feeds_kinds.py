@@ -14,9 +14,7 @@ from deadline import Overrun, deadline
 from fake_anthropic import FakeAnthropic
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream
-from test_keys import ALICE, BOB, ROOT, TEAM
-from test_pools import wait_for
-from test_responses import read_until
+from support import ALICE, BOB, ROOT, TEAM, read_until, wait_for
 
 from llmhub.cli import parse_args
 from llmhub.config import load_config

@@ -8,6 +8,7 @@ import time
 
 from fake_lmstudio import Script
 from http_client import call, open_stream
+from support import wait_for
 
 
 def test_a_trickled_request_is_cut_off_at_the_read_timeout(make_hub):
@@ -59,16 +60,6 @@ def test_a_client_that_stops_reading_slows_no_other_stream(make_hub, fake):
     stalled.close()
     assert received.startswith(b"HTTP/1.1 200") or (reset and not received)
     assert not received.endswith(b"0\r\n\r\n")                      # truncated, not finished
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    """Poll a condition the hub exposes no event for; bounded, and quick when it holds."""
-    done = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return True
-        done.wait(0.01)
-    return predicate()
 
 
 def test_past_max_connections_the_hub_answers_503(make_hub):

@@ -9,19 +9,10 @@ import pytest
 
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream
-from test_responses import read_until
+from support import ALICE, BOB, CAROL, ROOT, TEAM, read_until
 
 NEVER = threading.Event()
 USER = [{"role": "user", "content": "Hi"}]
-TEAM = {"keys": {"alice": "sk-alice-1", "bob": "sk-bob-2", "root": "sk-root-3",
-                 "carol": "sk-carol-4"},
-        "key:root": {"role": "admin"},
-        "key:carol": {"models": "qwen*", "manage_models": "true", "max_concurrent": "1",
-                      "max_background": "1"},
-        "aliases": {"fast": "qwen2.5-7b-instruct"},
-        "fallbacks": {"qwen-a": "llama-b"}}
-ALICE, BOB, ROOT, CAROL = ({"Authorization": f"Bearer {key}"} for key in
-                           ("sk-alice-1", "sk-bob-2", "sk-root-3", "sk-carol-4"))
 
 
 @pytest.fixture

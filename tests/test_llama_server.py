@@ -6,7 +6,6 @@ a 0.5B one answers in well under a second on a CPU). Skips cleanly otherwise.
 
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -15,17 +14,12 @@ from urllib.request import urlopen
 import pytest
 
 from http_client import call
+from support import closed_port
 
 BINARY = shutil.which("llama-server")
 MODEL = os.environ.get("LLMHUB_TEST_GGUF", "")
 pytestmark = pytest.mark.skipif(not BINARY or not os.path.isfile(MODEL),
                                 reason="needs llama-server on PATH and LLMHUB_TEST_GGUF")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ready(url: str, deadline: float) -> bool:
@@ -44,7 +38,7 @@ def ready(url: str, deadline: float) -> bool:
 def servers():
     started = []
     for parallel in (2, 1):
-        port = free_port()
+        port = closed_port()
         process = subprocess.Popen([BINARY, "-m", MODEL, "--port", str(port), "--host",
                                     "127.0.0.1", "--parallel", str(parallel), "-c", "2048",
                                     "--alias", "tiny"], stdout=subprocess.DEVNULL,

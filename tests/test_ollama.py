@@ -14,6 +14,7 @@ import pytest
 
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream
+from support import closed_port
 
 MODEL = "qwen2.5-7b-instruct"
 COLD = "qwen3-vl-4b-instruct"          # listed by the fake, not loaded
@@ -439,7 +440,7 @@ def test_langchain_chat_ollama(probed, fake):
 
 
 def test_the_ollama_listener_serves_the_same_hub(tmp_path, fake):
-    port = free_port()
+    port = closed_port()
     config = tmp_path / "config.ini"
     config.write_text(f"[server]\nport = 0\ndb_path = {tmp_path / 'hub.db'}\n"
                       f"[upstream]\nbase_url = {fake.url}\nkind = lmstudio\n"
@@ -460,11 +461,4 @@ def test_the_ollama_listener_serves_the_same_hub(tmp_path, fake):
     finally:
         process.terminate()
         process.wait(10)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 

@@ -9,7 +9,7 @@ import pytest
 
 from fake_lmstudio import Script
 from http_client import call, open_stream, sse_events
-from test_responses import read_until
+from support import read_until
 
 openai = pytest.importorskip("openai", reason="the openai package is not installed")
 

@@ -9,6 +9,7 @@ import pytest
 
 from fake_lmstudio import FakeLMStudio, Script
 from http_client import call, open_stream, sse_events
+from support import wait_for
 
 ASK = [{"role": "user", "content": "Hi"}]
 
@@ -37,15 +38,6 @@ def pool_hub(make_hub, boxes, targets="default:m, b:m, c:m", **sections):
 
 def served(boxes) -> list[int]:
     return [len(fake.chat_requests()) for fake in boxes]
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    done = threading.Event()
-    for _ in range(int(timeout / 0.005)):
-        if predicate():
-            return True
-        done.wait(0.005)
-    return predicate()
 
 
 def line_length(hub) -> int:
@@ -359,10 +351,6 @@ def test_a_warm_box_is_preferred_to_one_that_would_load(make_hub, boxes):
     assert not [r for r in boxes[0].requests if r.path.endswith("/load")]
 
 
-def loads(fake) -> list:
-    return [r for r in fake.requests if r.path == "/api/v1/models/load"]
-
-
 def test_a_cold_model_is_loaded_once_for_ten_concurrent_requests(make_hub, fake):
     fake.models, fake.loaded = ["m", "cold"], {"m": ["m"]}
     fake.load_hold = threading.Event()
@@ -381,7 +369,7 @@ def test_a_cold_model_is_loaded_once_for_ten_concurrent_requests(make_hub, fake)
     for client in clients:
         client.join(10)
     assert results == [200] * 10 and len(fake.chat_requests()) == 10
-    assert [r.body for r in loads(fake)] == [{"model": "cold", "context_length": 8192,
+    assert [r.body for r in fake.load_requests()] == [{"model": "cold", "context_length": 8192,
                                               "echo_load_config": True}]
 
 
@@ -390,7 +378,7 @@ def test_a_model_the_hub_loaded_is_unloaded_when_idle(make_hub, fake):
     hub = make_hub({"health": {"interval_seconds": 0.05},
                     "upstream": {"idle_unload_seconds": 0.2}})
     assert hub.hub.engine.prober.wait_rounds(1)
-    assert ask(hub, model="cold")[0] == 200 and len(loads(fake)) == 1
+    assert ask(hub, model="cold")[0] == 200 and len(fake.load_requests()) == 1
     with fake.received:
         assert fake.received.wait_for(lambda: any(
             r.path == "/api/v1/models/unload" for r in fake.requests), 10)
@@ -430,7 +418,7 @@ def test_a_request_waiting_for_its_model_to_load_gets_pings(make_hub, fake):
     assert response.status == 200 and response.readline() == b": ping\n"
     assert upstream_state(hub, "default")["targets"][0]["in_flight"] == 1
     fake.load_hold.set()
-    assert b"Hello" in response.read() and len(loads(fake)) == 1
+    assert b"Hello" in response.read() and len(fake.load_requests()) == 1
     conn.close()
 
 

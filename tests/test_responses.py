@@ -11,38 +11,11 @@ import pytest
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream
 from llmhub.dialects.responses import created_at, new_response_id
+from support import parse_sse, read_until
 
 NEVER = threading.Event()
 RESPONSE_FIELDS = ["id", "object", "created", "model", "provider", "status", "output_text",
                    "usage", "metadata", "context"]
-
-
-def parse_sse(raw: bytes) -> list[dict]:
-    events = []
-    for block in raw.decode("utf-8").split("\n\n"):
-        if not block.strip():
-            continue
-        event = {}
-        for line in block.split("\n"):
-            if line.startswith(":"):
-                continue                      # a comment: EDISON's pings
-            name, _, value = line.partition(": ")
-            event[name] = value
-        if "data" in event:
-            event["data"] = json.loads(event["data"])
-            events.append(event)
-    return events
-
-
-def read_until(response, name: str, count: int = 1) -> list[dict]:
-    """Read a live SSE stream until `count` events called `name` have arrived."""
-    buffer = b""
-    while True:
-        buffer += response.read1(65536)
-        complete = buffer[:buffer.rfind(b"\n\n") + 2] if b"\n\n" in buffer else b""
-        events = parse_sse(complete)
-        if sum(e["event"] == name for e in events) >= count:
-            return events
 
 
 def test_non_streaming_reply_has_the_seed_shape(hub, fake):

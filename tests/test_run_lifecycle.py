@@ -11,8 +11,7 @@ import pytest
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream
 from llmhub.engine.runs import Registry
-from test_hostile import wait_for
-from test_responses import read_until
+from support import read_until, wait_for
 
 NEVER = threading.Event()      # a hold that is never released
 USER = [{"role": "user", "content": "Hi"}]

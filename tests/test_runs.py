@@ -8,16 +8,11 @@ import threading
 
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream, sse_events
+from support import closed_port
 
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "Hi"}]
 NEVER = threading.Event()   # a hold that is never released
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def read_events(response):

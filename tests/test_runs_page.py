@@ -6,8 +6,9 @@ import threading
 
 from fake_lmstudio import Script
 from http_client import call, open_stream
-from test_browser import browser, pytestmark  # noqa: F401  (the Chromium fixture and skips)
+from chromium import NEEDS_CHROMIUM
 
+pytestmark = NEEDS_CHROMIUM
 NEVER = threading.Event()
 
 

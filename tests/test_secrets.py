@@ -319,7 +319,7 @@ def test_redact_is_quick_on_a_large_body():
 # --- the startup line -------------------------------------------------------------------------
 
 def test_startup_line_never_shows_the_upstream_key(tmp_path, echoing):
-    from test_cli import start
+    from support import start
     upstream = echoing(slashes)
     ini = write_ini(tmp_path / "secret.ini", {"upstream": {"base_url": upstream.url,
                                                            "api_key": UPSTREAM_KEY}})

@@ -9,7 +9,7 @@ import pytest
 from http_client import call, connect
 from llmhub import logs
 from llmhub.http import routes
-from test_service import LogCatcher
+from support import LogCatcher
 
 KEY = "hub-key-3f9a"
 UPSTREAM_KEY = "sk-upstream-77c1"

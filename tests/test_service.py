@@ -2,11 +2,10 @@
 
 import json
 import re
-import threading
 
 from http_client import call
 from llmhub import logs
-from test_runs import closed_port
+from support import LogCatcher, closed_port
 
 
 def test_index_is_a_json_status_listing_endpoints_for_who_asks_for_json(hub):
@@ -43,26 +42,6 @@ def test_config_is_effective_and_redacted(make_hub):
     assert body["upstreams"][0]["api_key"] == "***"
     assert "sk-very-secret" not in json.dumps(body)
     assert body["aliases"] == {"fast": "q"} and body["server"]["ping_interval_seconds"] == 0.2
-
-
-class LogCatcher:
-    """A log stream tests can wait on: the server logs after the response has gone out."""
-
-    def __init__(self):
-        self.text, self._cond = "", threading.Condition()
-
-    def write(self, text):
-        with self._cond:
-            self.text += text
-            self._cond.notify_all()
-
-    def flush(self):
-        pass
-
-    def wait_lines(self, count, timeout=5):
-        with self._cond:
-            self._cond.wait_for(lambda: self.text.count("\n") >= count, timeout)
-            return self.text
 
 
 def test_one_json_log_line_per_request(hub):

@@ -9,7 +9,7 @@ import pytest
 from fake_anthropic import FakeAnthropic
 from fake_lmstudio import FakeLMStudio, Script
 from http_client import call, open_stream
-from test_service import LogCatcher
+from support import LogCatcher
 from llmhub import logs
 
 STREAM = "/v1/chat/completions/stream"

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 from fake_lmstudio import Script
 from http_client import open_stream
-from test_cli import start
+from support import start
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="needs SIGTERM")
 HI = [{"role": "user", "content": "Hi"}]

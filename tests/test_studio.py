@@ -13,7 +13,7 @@ from conftest import ROOT
 from fake_lmstudio import Script
 from http_client import call, open_stream
 from llmhub.http import routes
-from test_runs import closed_port
+from support import closed_port
 
 SEED = ROOT.parent / "shared" / "seeds" / "003_0dfe5ff70316431f.txt"
 NEVER = threading.Event()
@@ -25,10 +25,6 @@ USER = [{"role": "user", "content": "What is 2+2?"}]
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def loads(fake) -> list:
-    return [r for r in fake.requests if r.path == "/api/v1/models/load"]
 
 
 def unloads(fake) -> list:
@@ -73,14 +69,14 @@ def test_load_a_model_that_is_not_loaded(hub, fake):
                                       "instance_id": "qwen3-vl-4b-instruct",
                                       "load_time_seconds": 0.01, "unloaded": [],
                                       "context_length": 8192}
-    assert loads(fake)[0].body == {"model": "qwen3-vl-4b-instruct", "context_length": 8192,
+    assert fake.load_requests()[0].body == {"model": "qwen3-vl-4b-instruct", "context_length": 8192,
                                    "echo_load_config": True}
 
 
 def test_a_loaded_model_gets_no_second_instance(hub, fake):
     body = call(hub.url, "POST", "/models/load", {"model_key": "qwen2.5-7b-instruct"})[2]
     assert body["loaded"] and body["instance_id"] == "qwen2.5-7b-instruct"
-    assert not loads(fake) and fake.loaded["qwen2.5-7b-instruct"] == ["qwen2.5-7b-instruct"]
+    assert not fake.load_requests() and fake.loaded["qwen2.5-7b-instruct"] == ["qwen2.5-7b-instruct"]
 
 
 def test_exclusive_unloads_every_other_instance_first(hub, fake):
@@ -90,7 +86,7 @@ def test_exclusive_unloads_every_other_instance_first(hub, fake):
     assert body["unloaded"] == ["qwen2.5-7b-instruct", "qwen2.5-7b-instruct:2"]
     assert unloads(fake) == body["unloaded"]
     unload_at = fake.requests.index(next(r for r in fake.requests if "unload" in r.path))
-    assert unload_at < fake.requests.index(loads(fake)[0])     # unload first, then load
+    assert unload_at < fake.requests.index(fake.load_requests()[0])     # unload first, then load
 
 
 def test_concurrent_loads_of_one_model_make_one_request(hub, fake):
@@ -111,7 +107,7 @@ def test_concurrent_loads_of_one_model_make_one_request(hub, fake):
     fake.load_hold.set()
     for client in clients:
         client.join(10)
-    assert len(loads(fake)) == 1
+    assert len(fake.load_requests()) == 1
     assert {r["instance_id"] for r in replies} == {"qwen3-vl-4b-instruct"}
 
 

@@ -14,7 +14,7 @@ from http_client import call, open_stream, sse_events
 from llmhub.engine import accounting
 from llmhub.engine.accounting import RequestLog
 from llmhub.upstream.openai import overflow_counts
-from test_hostile import wait_for
+from support import wait_for
 
 
 # --- large replies ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 from http_client import call
-from test_hostile import wait_for
+from support import wait_for
 
 LONE = "\ud83d"          # JavaScript's s.slice(0, n) cut inside an emoji leaves this half
 
