@@ -209,7 +209,7 @@ def upstream_secrets(upstream) -> tuple:
 
 def config_secrets(config) -> tuple:
     """Every secret the configuration holds: hub keys, upstream keys, URL credentials."""
-    found = list(config.server["api_keys"])
+    found = list(config.server.api_keys)
     for upstream in config.upstreams:
         found += upstream_secrets(upstream)
     return tuple(sorted({s for s in found if s}, key=len, reverse=True))

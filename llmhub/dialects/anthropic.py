@@ -143,7 +143,7 @@ def relayed_headers(request) -> dict:
 
 def session_thread(request, body: dict) -> str | None:
     """With [anthropic] store, the thread a session's conversation is kept in."""
-    if not request.hub.config.anthropic["store"]:
+    if not request.hub.config.anthropic.store:
         return None
     session = session_of(request, body)
     return "claude-" + SESSION.sub("-", session)[:100] if session else None
@@ -171,11 +171,11 @@ def parse_request(body: dict, hub, require_max_tokens: bool) -> ChatRequest:
     check_model(body)
     anthropic_upstream = hub.engine.upstream_kind(body["model"]) == "anthropic"
     check_fields(body, require_max_tokens, anthropic_upstream)
-    body = clean(body, strip=hub.config.anthropic["strip_billing_header"] and
+    body = clean(body, strip=hub.config.anthropic.strip_billing_header and
                  not anthropic_upstream)
     chat = translator.from_messages_body(body)
     messages = chat.pop("messages")
-    replay = hub.config.context["replay_reasoning"]
+    replay = hub.config.context.replay_reasoning
     for message in messages:
         reasoning = message.pop("reasoning", None)
         signature = message.pop("reasoning_signature", None)

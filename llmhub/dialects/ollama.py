@@ -83,7 +83,7 @@ def running(request) -> BytesResponse:
 # --- models ----------------------------------------------------------------------------------
 
 def version(request) -> JSONResponse:
-    return JSONResponse({"version": request.hub.config.ollama["version"]})
+    return JSONResponse({"version": request.hub.config.ollama.version})
 
 
 def tags(request) -> JSONResponse:
@@ -158,11 +158,11 @@ def capabilities(hub, facts: dict) -> list[str]:
         return ["embedding"]
     config, model = hub.config.ollama, facts["model"]
     found = ["completion"]
-    if facts.get("tools") is not False or matches(model, config["tools"]):
+    if facts.get("tools") is not False or matches(model, config.tools):
         found.append("tools")
-    if facts.get("vision") or matches(model, config["vision"]):
+    if facts.get("vision") or matches(model, config.vision):
         found.append("vision")
-    if facts.get("reasoning") or matches(model, config["thinking"]):
+    if facts.get("reasoning") or matches(model, config.thinking):
         found.append("thinking")
     return found
 
@@ -375,7 +375,7 @@ def duration(text: str) -> float | None:
 
 def openai_messages(messages: list, hub, model: str) -> list[dict]:
     out, calls = [], []          # calls: (name, id) of tool calls not answered yet
-    replay = hub.config.context["replay_reasoning"]
+    replay = hub.config.context.replay_reasoning
     for i, message in enumerate(messages):
         where = f"messages.{i}"
         if not isinstance(message, dict):
@@ -456,7 +456,7 @@ def image_part(image, hub, model: str, where: str) -> dict:
         size, head = decoded_size(data), decoded_head(data)
     except ValueError:                          # binascii.Error is one
         raise BadRequest(f"'{where}' is not valid base64", param=where) from None
-    limit = hub.config.server["max_image_bytes"]
+    limit = hub.config.server.max_image_bytes
     if size > limit:
         raise BadRequest(f"'{where}' is {size} bytes; the limit is {limit} "
                          "(max_image_bytes)", param=where)

@@ -62,7 +62,7 @@ def _error_type(status: int) -> str:
 
 def chat_completions(request):
     body = request.json_object()
-    chat = parse_chat(body, request.hub.config.openai["drop_fields"])
+    chat = parse_chat(body, request.hub.config.openai.drop_fields)
     chat.run_id = request.run_id()
     run = request.hub.engine.prepare(chat)
     if body.get("stream"):

@@ -87,7 +87,7 @@ def create(request):
         return JSONResponse(response_body(record, outcome(run, record)), headers=headers)
     if body.get("stream"):
         if stored:                    # resumable (starting_after) for a while
-            run.allow_resume(hub.config.responses["resume_grace_seconds"])
+            run.allow_resume(hub.config.responses.resume_grace_seconds)
         return StreamResponse(run, ResponseEvents(record), headers=headers)
     return RunResponse(run, lambda run: finished(run, record), headers=headers)
 

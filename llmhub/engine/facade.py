@@ -51,8 +51,8 @@ class Engine:
         self.resolver = Resolver(config, upstreams, self.router)
         self.router.register(self.resolver.pools.values())
         self.lifecycle = Lifecycle(self.router, upstreams, registry)
-        self.prober = Prober(self.router, config.health["interval_seconds"],
-                             config.health["timeout_seconds"],
+        self.prober = Prober(self.router, config.health.interval_seconds,
+                             config.health.timeout_seconds,
                              ticks=[self.lifecycle.unload_idle])
         self.generation = Generation(config, self.resolver, registry, store, self.workers,
                                      self.lifecycle, limits)
@@ -211,10 +211,10 @@ class Engine:
         the read the turn itself makes, never the thread from its first message."""
         self.generation.require_thread(plan.thread_id)
         context = self.config.context
-        budget = context["max_input_tokens"] if plan.budget else None
+        budget = context.max_input_tokens if plan.budget else None
         history, summary, totals = self.store.turn_plan(plan.thread_id, budget)
         return build_input(plan.system, history, plan.messages, summary, budget, totals,
-                           context["replay_reasoning"])[0]
+                           context.replay_reasoning)[0]
 
     def messages_from(self, thread_id: str, anchor: str | None, count: int,
                       newest_first: bool = False) -> list[dict] | None:
@@ -237,7 +237,7 @@ class Engine:
         kept = self.config.responses
         with run.failing_on_error():
             self.store.create_api_response({**record, "owner": run.info["key"]},
-                                           kept["keep_count"], kept["keep_days"] * 86400)
+                                           kept.keep_count, kept.keep_days * 86400)
         run.on_finish(lambda run: self._finish_api_response(run, outcome))
 
     def _finish_api_response(self, run: Run, outcome) -> None:
@@ -270,7 +270,7 @@ class Engine:
 
     def summarise_messages(self, messages: list) -> Run:
         """A summary of these messages by [models] summary, run to its end."""
-        return self._generate(summary_prompt(None, messages), self.config.models["summary"]
+        return self._generate(summary_prompt(None, messages), self.config.models.summary
                               or None)
 
     # -- models and providers ----------------------------------------------------------------

@@ -162,8 +162,8 @@ class Generation:
                                    dialect=request.dialect, model=first.model)
         run.requested = request.model
         run.provider = first.upstream.provider
-        run.log.buffer_limit = self.config.server["stream_buffer_bytes"]
-        run.log.log_limit = self.config.responses["max_event_log_bytes"]
+        run.log.buffer_limit = self.config.server.stream_buffer_bytes
+        run.log.log_limit = self.config.responses.max_event_log_bytes
         run.secrets = self.secrets + ((access.api_key,) if access.api_key else ())
         run.must_fit = request.must_fit
         run.load_context = request.load_context
@@ -209,7 +209,7 @@ class Generation:
 
     def store_turn(self, run: Run, plan, budget: int | None) -> list:
         planned = {}
-        replay = self.config.context["replay_reasoning"]
+        replay = self.config.context.replay_reasoning
 
         def build(history, summary, totals):   # before the write: too big a turn stores nothing
             planned["messages"], run.context = build_input(
@@ -248,7 +248,7 @@ class Generation:
                 "provider": run.provider, "status": "in_progress", "metadata": metadata,
                 "context": run.context or {}, "created_at": time.time(),
                 "owner": run.info["key"]},
-                kept["keep_count"], kept["keep_days"] * 86400)
+                kept.keep_count, kept.keep_days * 86400)
         run.on_finish(self._finish_response)
 
     def _finish_response(self, run: Run) -> None:

@@ -59,7 +59,7 @@ class Chain:
     endpoint = "chat"
 
     def prepare(self, generation, run):
-        budget = generation.config.context["max_input_tokens"] if self.budget else None
+        budget = generation.config.context.max_input_tokens if self.budget else None
         messages, run.context = build_input(self.system, self.history, self.messages,
                                             budget=budget)
         return ready(run, messages)
@@ -74,7 +74,7 @@ class ThreadTurn:
     endpoint = "chat"
 
     def prepare(self, generation, run):
-        budget = generation.config.context["max_input_tokens"] if self.budget else None
+        budget = generation.config.context.max_input_tokens if self.budget else None
         build_input(self.system, [], self.messages, budget=budget)   # alone too big?
         if self.thread_id is None:                 # a new thread: nobody to wait for
             turn = ready(run, generation.store_turn(run, self, budget))

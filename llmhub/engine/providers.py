@@ -32,9 +32,9 @@ class Providers:
         self.config = config
         self.configured = {normalise(u.base_url): u for u in upstreams.values()
                            if u.kind != "mock"}
-        self.anthropic = {normalise(u) for u in SEED_ANTHROPIC + config.providers["anthropic"]}
+        self.anthropic = {normalise(u) for u in SEED_ANTHROPIC + config.providers.anthropic}
         self.allowed = set(self.configured) | self.anthropic | \
-            {normalise(u) for u in SEED_OPENAI + config.providers["allowed"]}
+            {normalise(u) for u in SEED_OPENAI + config.providers.allowed}
         self._built: dict[str, object] = {}
         self._lock = threading.Lock()
 

@@ -52,7 +52,7 @@ class Resolver:
 
     def resolve(self, requested: str | None) -> list[list[Target]]:
         """The pool for a requested name, then its fallbacks' pools, without repeats."""
-        chain = self.alias_chain(self.untagged(requested or self.config.models["default"]))
+        chain = self.alias_chain(self.untagged(requested or self.config.models.default))
         pools = [self.pool(chain[-1])]
         for step in chain:
             if step in self.config.fallbacks:
@@ -79,7 +79,7 @@ class Resolver:
         if name in self.pools:
             return self.pools[name]
         target = self.target(name)
-        if target.upstream is self.default_upstream and self.config.routing["discover"] \
+        if target.upstream is self.default_upstream and self.config.routing.discover \
                 and name:
             listing = self.router.listing(name)
             if len(listing) > 1 or (listing and listing[0] is not self.default_upstream):
@@ -110,11 +110,11 @@ class Resolver:
 
     def thinks_in_tags(self, model: str) -> bool:
         """Whether this model's `<think>` block is split out as reasoning (think_tags)."""
-        return wants_split(model, self.config.models["think_tags"])
+        return wants_split(model, self.config.models.think_tags)
 
     def inlines_thinking(self, model: str) -> bool:
         """Whether this model's reasoning is sent as `<think>` text (think_inline)."""
-        return wants_split(model, self.config.models["think_inline"])
+        return wants_split(model, self.config.models.think_inline)
 
     def upstream_for(self, model: str | None):
         """The upstream that would answer a request for `model` (its first target)."""

@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from llmhub.config import HealthConfig
 from llmhub.engine.health import BUSY, Box
 from llmhub.engine.runs import FINAL
 from llmhub.errors import HubError, UpstreamError
@@ -120,8 +121,8 @@ class Router:
     def __init__(self, config, upstreams: dict) -> None:
         self.boxes = {name: Box(u, config.health) for name, u in upstreams.items()}
         routing = config.routing
-        self.retries = routing["retries"]
-        self.affinity = Affinity(routing["affinity_seconds"], routing["affinity_max"])
+        self.retries = routing.retries
+        self.affinity = Affinity(routing.affinity_seconds, routing.affinity_max)
         self.lock = threading.Condition()
         self.slots: dict[tuple, Slot] = {}
         self.declared: dict[tuple, int] = {}   # a pool member's own max_concurrent
@@ -377,4 +378,4 @@ class Router:
 
 # A client-named provider (the sessions dialect's api_base_url) is never probed, pooled or
 # skipped: its errors are the client's key's as often as the server's.
-_LENIENT = {"failures": 1, "cooldown_seconds": 0.0}
+_LENIENT = HealthConfig(failures=1, cooldown_seconds=0.0)
