@@ -31,6 +31,7 @@ from llmhub.engine.workers import Workers
 from llmhub.errors import Conflict, Forbidden, HubError, NotFound
 from llmhub.redaction import redact
 from llmhub.store.threads import Store
+from llmhub.upstream.base import SpeaksNatively, Upstream
 
 __all__ = ["Access", "ChatRequest", "Native", "Relay", "Chain", "Prompt", "Resent", "Stateless",
            "Summary", "ThreadTurn", "Target", "Engine", "summary_prompt"]
@@ -40,7 +41,7 @@ HEALTH_FIELDS = ("state", "detail", "in_flight", "queued", "cooldowns", "targets
 
 
 class Engine:
-    def __init__(self, config: Config, upstreams: dict, registry: Registry,
+    def __init__(self, config: Config, upstreams: dict[str, Upstream], registry: Registry,
                  store: Store, request_log=None, limits=None) -> None:
         self.config = config
         self.store = store
@@ -460,7 +461,8 @@ class Engine:
         upstream = target.upstream
         model = target.model or self.resolver.default_model(upstream)
         native = request.native
-        if native is not None and getattr(upstream, "speaks", None) == native.dialect:
+        if native is not None and isinstance(upstream, SpeaksNatively) and \
+                upstream.speaks == native.dialect:
             counted = upstream.count_native(dict(native.body, model=model), native.headers)
         else:
             counter = getattr(upstream, "count_input", None)
@@ -472,7 +474,7 @@ class Engine:
         return estimate_messages(messages) + (estimate_tokens(json.dumps(tools))
                                               if tools else 0), False
 
-    def provider(self, base_url: str):
+    def provider(self, base_url: str) -> Upstream:
         """The upstream for a client-named base URL; 403 unless it is allowed."""
         return self.providers.get(base_url)
 

@@ -42,6 +42,7 @@ from typing import Callable, Protocol
 from llmhub.config import Config
 from llmhub.context import build_input, estimate_input, estimate_messages, estimate_tokens
 from llmhub.engine import accounting
+from llmhub.engine.inputs import InputPlan
 from llmhub.engine.resolution import Resolver, Target
 from llmhub.engine.routing import retryable
 from llmhub.engine.runs import (CANCELLED, COMPLETED, FAILED, FINAL, TOKENS, TRIMMED, Registry, Run,
@@ -52,6 +53,7 @@ from llmhub.errors import BadRequest, HubError, UpstreamError
 from llmhub.events import Done, Error, Usage, stored, token_count
 from llmhub.redaction import config_secrets
 from llmhub.store.threads import Store, thread_not_found
+from llmhub.upstream.base import Call, SpeaksNatively, Upstream, relays
 from llmhub.upstream.gate import Gate, QueueFull
 from llmhub.upstream.passthrough import PassCall, not_served
 from llmhub.upstream.think import join_think, split_think
@@ -68,7 +70,7 @@ class Access:
     through (Helicone-Auth), or a provider it named (the sessions dialect); no aliases then."""
     api_key: str | None = None
     headers: dict = field(default_factory=dict)
-    provider: object = None
+    provider: Upstream | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class Native:
 @dataclass
 class ChatRequest:
     """What every dialect translates its wire request into: an input plan and what to ask."""
-    input: object                                # inputs.Stateless, Chain, ThreadTurn, …
+    input: InputPlan                             # inputs.Stateless, Chain, ThreadTurn, …
     model: str | None = None
     params: dict = field(default_factory=dict)   # OpenAI-named fields, sent upstream as-is
     dialect: str = "openai"
@@ -669,11 +671,12 @@ def named_stops(events, stop, transcript):
         yield event
 
 
-def upstream_call(upstream, body: dict, access: tuple):
+def upstream_call(upstream: Upstream, body: dict, access: tuple) -> Call:
     """The call for one target: the client's own request where the upstream speaks the
     client's dialect (Native), else the neutral body as a chat or a legacy completion."""
     api_key, headers, endpoint, native = access
-    if native is not None and getattr(upstream, "speaks", None) == native.dialect:
+    if native is not None and isinstance(upstream, SpeaksNatively) and \
+            upstream.speaks == native.dialect:
         return upstream.relay(dict(native.body, model=body["model"]), api_key=api_key,
                               extra_headers={**native.headers, **headers})
     opener = upstream.chat if endpoint == "chat" else completions_of(upstream)
@@ -691,7 +694,7 @@ def pass_call(target: Target, relay: Relay) -> PassCall:
     knows the model the client named by another name (an alias, a pool, an `up:` prefix);
     a 501 for an upstream kind that has no such endpoints (Anthropic, mock)."""
     upstream = target.upstream
-    if not getattr(upstream, "relays", False):
+    if not relays(upstream):
         raise not_served(upstream, relay.endpoint, [])
     body = relay.body
     if relay.model and target.model and target.model != relay.model and relay.renamed:
@@ -700,7 +703,7 @@ def pass_call(target: Target, relay: Relay) -> PassCall:
                     relay.accept)
 
 
-def completions_of(upstream):
+def completions_of(upstream: Upstream) -> Callable[..., Call]:
     """The upstream's legacy text completions; 400 for one that has none (Anthropic)."""
     complete = getattr(upstream, "complete", None)
     if complete is None:

@@ -22,6 +22,7 @@ import threading
 
 from llmhub.config import HealthConfig
 from llmhub.errors import UpstreamError
+from llmhub.upstream.base import Upstream
 
 __all__ = ["Box", "Prober", "HEALTHY", "LOADING", "BUSY", "DOWN", "AUTH"]
 
@@ -35,7 +36,7 @@ class Box:
     """One upstream's health and what it last said of its models. Guarded by the router's
     lock (routing.Router), which is the only writer besides the prober's `observe`."""
 
-    def __init__(self, upstream, health: HealthConfig, tracked: bool = True) -> None:
+    def __init__(self, upstream: Upstream, health: HealthConfig, tracked: bool = True) -> None:
         self.upstream = upstream
         self.tracked = tracked           # False: a client-named provider, never skipped
         self.threshold = health.failures

@@ -21,11 +21,20 @@ turn over budget) is refused there, before anything runs.
 
 import functools
 from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 from llmhub.context import build_input, estimate_input, estimate_messages
 from llmhub.messages import normalise_message
 
-__all__ = ["Stateless", "Chain", "ThreadTurn", "Resent", "Prompt", "Summary"]
+__all__ = ["InputPlan", "Stateless", "Chain", "ThreadTurn", "Resent", "Prompt", "Summary"]
+
+
+class InputPlan(Protocol):
+    """What the engine asks of every plan below."""
+    endpoint: str          # the upstream call it is for: chat, or completions
+
+    def prepare(self, generation: Any, run: Any) -> Callable[[], list | None]:
+        """The run's input (see the module's docstring); raises what is refused."""
 
 
 def ready(run, messages: list):

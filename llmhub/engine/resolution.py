@@ -17,6 +17,7 @@ from fnmatch import fnmatchcase
 from llmhub.config import Config
 from llmhub.engine.routing import Router, Target
 from llmhub.errors import BadRequest, UpstreamError
+from llmhub.upstream.base import Upstream
 from llmhub.upstream.think import wants_split
 
 __all__ = ["Target", "Resolver"]
@@ -25,7 +26,7 @@ __all__ = ["Target", "Resolver"]
 class Resolver:
     models_cache_seconds = 30   # how long an upstream's model list answers "default model"
 
-    def __init__(self, config: Config, upstreams: dict, router: Router) -> None:
+    def __init__(self, config: Config, upstreams: dict[str, Upstream], router: Router) -> None:
         self.config = config
         self.upstreams = upstreams
         self.router = router
@@ -96,7 +97,7 @@ class Resolver:
             return Target((lmstudio or [self.default_upstream])[0], rest)
         return Target(self.default_upstream, name)
 
-    def default_model(self, upstream) -> str:
+    def default_model(self, upstream: Upstream) -> str:
         """The first model an upstream lists, when neither request nor config names one."""
         listed_at, models = self._listed.get(upstream.name, (0.0, []))
         if time.monotonic() - listed_at > self.models_cache_seconds or not models:
@@ -116,7 +117,7 @@ class Resolver:
         """Whether this model's reasoning is sent as `<think>` text (think_inline)."""
         return wants_split(model, self.config.models.think_inline)
 
-    def upstream_for(self, model: str | None):
+    def upstream_for(self, model: str | None) -> Upstream:
         """The upstream that would answer a request for `model` (its first target)."""
         return self.resolve(model)[0][0].upstream
 

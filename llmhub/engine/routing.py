@@ -26,10 +26,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from llmhub.config import HealthConfig
+from llmhub.config import Config, HealthConfig
 from llmhub.engine.health import BUSY, Box
 from llmhub.engine.runs import FINAL
 from llmhub.errors import HubError, UpstreamError
+from llmhub.upstream.base import Upstream
 from llmhub.upstream.gate import QueueFull
 
 __all__ = ["Target", "Router", "Affinity", "NoTarget", "retryable"]
@@ -37,7 +38,7 @@ __all__ = ["Target", "Router", "Affinity", "NoTarget", "retryable"]
 
 @dataclass(frozen=True)
 class Target:
-    upstream: object
+    upstream: Upstream
     model: str
     weight: float = 1.0
     tier: int = 1
@@ -118,7 +119,7 @@ class Router:
     poll = 0.05          # a waiting run notices its own cancel this often
     max_slots = 4096     # targets counted at once
 
-    def __init__(self, config, upstreams: dict) -> None:
+    def __init__(self, config: Config, upstreams: dict[str, Upstream]) -> None:
         self.boxes = {name: Box(u, config.health) for name, u in upstreams.items()}
         routing = config.routing
         self.retries = routing.retries
@@ -336,7 +337,7 @@ class Router:
             return None if slot.inflight else slot.last_done
 
     # -- what it knows -----------------------------------------------------------------------
-    def listing(self, model: str) -> list:
+    def listing(self, model: str) -> list[Upstream]:
         """The upstreams whose last probe listed this model (pool discovery)."""
         with self.lock:
             return [b.upstream for b in self.boxes.values()

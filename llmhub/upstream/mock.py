@@ -61,6 +61,7 @@ class Mock:
     kind = "mock"
     label = "mock upstream"
     base_url = "mock://llmhub"
+    relays = False           # no endpoints beyond chat and embeddings
 
     def __init__(self, config: UpstreamConfig, mock: MockConfig, models: ModelsConfig) -> None:
         self.config = config

@@ -31,6 +31,7 @@ from llmhub.events import (Finish, Logprobs, ReasoningDelta, TextDelta, ToolCall
                            token_count)
 from llmhub.redaction import public_url, redact, upstream_secrets
 from llmhub.transcript import choice as build_choice, chunk as build_chunk
+from llmhub.upstream.base import Upstream
 from llmhub.upstream.exchange import Exchange, Pool, Timeouts, retry_after
 from llmhub.upstream.gate import Gate
 from llmhub.upstream.sse import EventTooLarge, SSEParser
@@ -299,7 +300,7 @@ def basic_auth(url: str) -> str | None:
     return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
-def sse_events(exchange, upstream) -> Iterator[tuple[str, str]]:
+def sse_events(exchange: Exchange, upstream: Upstream) -> Iterator[tuple[str, str]]:
     """An upstream reply's SSE events, each bounded by [upstream] max_event_bytes: past it
     the upstream is broken, and the run ends with a 502 rather than a growing buffer."""
     parser = SSEParser(upstream.config.max_event_bytes)

@@ -22,6 +22,7 @@ import re
 import threading
 
 from llmhub.errors import UpstreamError
+from llmhub.upstream.base import Relaying, Upstream
 from llmhub.upstream.exchange import Aborted, Exchange, retry_after
 from llmhub.upstream.openai import error_message, error_type, http_error
 
@@ -38,7 +39,7 @@ class PassCall:
     `paths` are from the server's root (`/v1/rerank`, `/tokenize`): an upstream's base URL
     ends in /v1 for chat, and llama.cpp serves /tokenize beside /v1, not under it."""
 
-    def __init__(self, upstream, endpoint: str, paths: tuple, body, content_type: str,
+    def __init__(self, upstream: Relaying, endpoint: str, paths: tuple, body, content_type: str,
                  accept: str | None = None) -> None:
         root = upstream.prefix.removesuffix("/v1")
         self.upstream, self.endpoint = upstream, endpoint
@@ -139,7 +140,7 @@ class PassCall:
         self._end_exchange()
 
 
-def not_served(upstream, endpoint: str, answers: list) -> UpstreamError:
+def not_served(upstream: Upstream, endpoint: str, answers: list) -> UpstreamError:
     """The upstream has no such endpoint: a clear 404 (501 where it said 501) naming it,
     which never marks the box unhealthy (health.py reads `upstream_status`: a 4xx or a 501
     is not a fault) nor sends the request there again; another target of a pool, or a
