@@ -16,7 +16,7 @@ from llmhub import __version__, logs
 from llmhub.config import ConfigError, load_config
 from llmhub.errors import HubError
 from llmhub.http.origins import startup_warnings
-from llmhub.http.server import make_server
+from llmhub.http.server import HubServer, make_server
 from llmhub.hub import Hub
 from llmhub.redaction import redact
 
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         print(f"llmhub: cannot open the database {config.server.db_path}: {exc}",
               file=sys.stderr)
         return 2
-    servers = []
+    servers: list[HubServer] = []
     for port in (config.server.port, config.ollama.port):
         if servers and not port:
             continue                       # [ollama] port = 0: no second listener

@@ -230,11 +230,19 @@ def _no_duplicates(pairs: list) -> dict:
     """JSON allows a key twice and keeps the last; a client that sends it meant something."""
     obj = dict(pairs)
     if len(obj) < len(pairs):
-        seen = set()
-        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        key = _first_repeat(k for k, _ in pairs)
         raise BadRequest(f"Duplicate key {key!r} in the JSON body", param=key,
                          code="duplicate_key")
     return obj
+
+
+def _first_repeat(keys: Iterable[str]) -> str | None:
+    seen = set()
+    for key in keys:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
 
 
 JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
@@ -288,7 +296,8 @@ def json_pieces(obj: Any) -> list[bytes]:
 def json_stream(obj: Any):
     """json_pieces' pieces one at a time, each made when asked for: a caller that writes
     each away (the store, a large input in pieces) holds one piece, never the whole."""
-    parts, size = [], 0
+    parts: list[str] = []
+    size = 0
     for part in _parts(obj):
         if len(part) > PIECE:                  # a long clean string: encoded slice by slice
             yield "".join(parts).encode("utf-8")

@@ -30,6 +30,7 @@ from llmhub.engine.summaries import Summaries, summary_prompt
 from llmhub.engine.workers import Workers
 from llmhub.errors import Conflict, Forbidden, HubError, NotFound
 from llmhub.redaction import redact
+from llmhub.store.retention import Upkeep
 from llmhub.store.threads import Store
 from llmhub.upstream.base import SpeaksNatively, Upstream
 
@@ -62,7 +63,7 @@ class Engine:
         self.providers = Providers(config, upstreams)
         self.prober.start()
         self.turns = self.generation.turns
-        self.upkeep = None                  # retention.Upkeep, set by the hub that runs it
+        self.upkeep: Upkeep | None = None   # set by the hub that runs it
         self.secrets = self.generation.secrets
 
     # -- runs --------------------------------------------------------------------------------
@@ -210,6 +211,7 @@ class Engine:
         """The messages a turn on a stored thread would send upstream now: system prompt,
         summary, the unsummarised history (what fits, with a budget) and the new turn, from
         the read the turn itself makes, never the thread from its first message."""
+        assert plan.thread_id is not None, "a turn on a stored thread"
         self.generation.require_thread(plan.thread_id)
         context = self.config.context
         budget = context.max_input_tokens if plan.budget else None
@@ -339,7 +341,7 @@ class Engine:
             upstream = target.upstream.name
             if upstream not in catalogs:
                 catalogs[upstream] = self._catalog(self.lifecycle.managers[upstream])
-            entry = next((e for e in catalogs[upstream] if e["key"] == target.model), {})
+            entry: dict = next((e for e in catalogs[upstream] if e["key"] == target.model), {})
             context = self.router.context_length(target, target.model)
             facts.append({**entry, "model": target.model, "upstream": upstream,
                           "kind": target.upstream.kind,
@@ -356,7 +358,9 @@ class Engine:
                            if e["loaded"]]
                 continue
             box = self.router.boxes.get(name)
-            models = box and (box.loaded if box.loaded is not None else box.models)
+            if box is None:
+                continue
+            models = box.loaded if box.loaded is not None else box.models
             loaded += [{"key": m, "upstream": name, "type": "llm",
                         "context_length": box.contexts.get(m)} for m in sorted(models or ())]
         return loaded
@@ -420,17 +424,17 @@ class Engine:
             name = next((name for name, upstream in self.resolver.upstreams.items()
                          if run.provider and upstream.base_url == run.provider["base_url"]),
                         None)
-            if name is None:
+            if name is None or run.model is None:
                 return
             if seconds:           # a setting: made before the reply ends
                 self.lifecycle.keep_alive(name, run.model, seconds)
             else:                 # an unload: once the run has left the registry
-                self.workers.submit(self._unload_after, run, name)
+                self.workers.submit(self._unload_after, run, name, run.model)
         run.on_finish(after)
 
-    def _unload_after(self, run: Run, upstream: str) -> None:
+    def _unload_after(self, run: Run, upstream: str, model: str) -> None:
         run.wait(60)               # retired first: its own run must not count as in flight
-        self.lifecycle.keep_alive(upstream, run.model, 0)
+        self.lifecycle.keep_alive(upstream, model, 0)
 
     def loaded_model(self) -> str | None:
         """The first loaded chat model; None if none is, or models are not managed here."""

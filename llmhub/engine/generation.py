@@ -37,7 +37,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from llmhub.config import Config
 from llmhub.context import build_input, estimate_input, estimate_messages, estimate_tokens
@@ -123,9 +123,9 @@ class Relay:
     endpoint: str                  # the client's path, for messages: /v1/rerank
     paths: tuple                   # the upstream's paths from its root, tried in order
     model: str | None              # as the client named it; None: the default upstream's
-    body: bytes
+    body: bytes | list             # whole, or pieces sent one after the other (multipart)
     content_type: str
-    renamed: Callable[[str], object] | None = None   # the body for another model name
+    renamed: Callable[[str], bytes | list] | None = None   # the body for another model name
     accept: str | None = None
     input_estimate: int = 0        # tokens the body holds, for the key's budget
     sink: RelaySink | None = None  # set by the server before the run is driven
@@ -190,15 +190,18 @@ class Generation:
     def join_thread(self, run: Run) -> None:
         """Take the run's place in its thread's line; its reply is stored before the next
         turn on the thread may start."""
-        self.turns.join(run.thread_id, run)
+        thread_id = run.thread_id
+        assert thread_id is not None, "the plan names the thread before the run joins it"
+        self.turns.join(thread_id, run)
         run.on_finish(self.record_reply)
         for hook in self.finish_hooks:
             run.on_finish(hook)
-        run.on_finish(lambda run: self.turns.leave(run.thread_id, run))
+        run.on_finish(lambda run: self.turns.leave(thread_id, run))
 
     def take_turn(self, run: Run, plan, budget: int | None) -> list | None:
         """Wait for this thread's earlier runs, then store the turn; None if the run ended
         first. The whole input is known only now: the key's budget is charged the rest."""
+        assert run.thread_id is not None, "a turn on a stored thread"
         if not self.turns.wait(run.thread_id, run):
             return None
         known = run.input_estimate
@@ -224,7 +227,7 @@ class Generation:
 
     def record_reply(self, run: Run) -> None:
         """Store what the model said, even partial, with the run's status (a finish hook)."""
-        if not run.turn_stored:
+        if not run.turn_stored or run.thread_id is None:
             return                     # cancelled while it waited for its turn: nothing asked
         transcript = run.transcript
         metadata = {"status": run.status, "run_id": run.id, "model": run.model or "",
@@ -254,6 +257,7 @@ class Generation:
         run.on_finish(self._finish_response)
 
     def _finish_response(self, run: Run) -> None:
+        assert run.usage is not None, "set before the finish hooks run (Run._conclude)"
         fields = {"status": run.status, "output": run.transcript.text, "model": run.model,
                   "provider": run.provider, "context": run.context or {},
                   "usage": run.usage.counts(), "events": stored_events(run)}
@@ -322,7 +326,7 @@ class Generation:
 
     @staticmethod
     def _embedding_usage(reply: dict, given) -> Usage:
-        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+        usage = reply["usage"] if isinstance(reply.get("usage"), dict) else {}
         prompt = token_count(usage.get("prompt_tokens"))
         if prompt:                   # 0 (LM Studio always) is not a count either
             return Usage(prompt, 0, raw=usage)
@@ -368,6 +372,7 @@ class Generation:
             call.open()
             self.router.opened(target, None)
             if run.start(relay_model(target, relay) or "", target.upstream.provider):
+                assert relay.sink is not None, "the server sets it before driving the run"
                 self._deliver(run, call, relay.sink, target)
             return None
         except UpstreamError as exc:
@@ -433,7 +438,7 @@ class Generation:
         """Targets of one pool, the router's choice each time, while each fails before the
         upstream accepted: at most 1 + [routing] retries of them. None, or the last
         (target, error)."""
-        tried = ()
+        tried: tuple[Target, ...] = ()
         while True:
             try:
                 target = self.router.acquire(run, pool, session, tried)
@@ -463,7 +468,7 @@ class Generation:
     def _admit(self, run: Run, target: Target) -> list | None:
         """Wait at the model's limit, then the upstream's; the gates entered, or None if the
         run was cancelled while it queued, or refused because the line was full."""
-        entered = []
+        entered: list[Gate] = []
         for gate in (self.model_gates.get(target.model), target.upstream.gate):
             if gate is None:
                 continue
@@ -602,7 +607,7 @@ class Generation:
     def _checked_usage(self, run: Run, usage: Usage) -> Usage:
         """The upstream's counts where they are counts; each one that is not (the adapter
         left it None) is estimated instead, and logged."""
-        fixes = {}
+        fixes: dict[str, Any] = {}
         if usage.input_tokens is None:
             log.warning("run %s: the upstream's input token count is not a count; estimated",
                         run.id)
@@ -642,7 +647,7 @@ def tokens_of(event) -> int:
 def reply_stats(run: Run) -> dict:
     """What a reply's line on the chat page says: the name asked for (when another answered:
     an alias or a fallback), tokens, time to first token, tokens a second after it."""
-    stats = {}
+    stats: dict[str, Any] = {}
     if run.requested and run.requested != run.model:
         stats["requested_model"] = run.requested
     if run.usage is not None and run.usage.output_tokens is not None:

@@ -119,6 +119,7 @@ class Box:
         if error is not None:
             self.failed(error, now)
             return
+        assert facts is not None          # a probe gives its facts or its error
         self.models = set(facts["models"])
         self.loaded = facts["loaded"]
         self.slots = facts["slots"]

@@ -116,14 +116,15 @@ class ModelManager:
 
     # -- loading -----------------------------------------------------------------------------
     def load(self, key: str, exclusive: bool = False, context_length: int | None = None,
-             force: bool = False, strict: bool = True) -> dict:
+             force: bool = False, strict: bool = True) -> dict | None:
         """Load `key` unless loaded; `strict`: a context length other than the one asked
-        for is an error (else only logged: a request's on-demand load goes on)."""
+        for is an error (else only logged: a request's on-demand load goes on). None: a
+        load another caller led did not end within load_timeout."""
         self._managing()
         with self._lock:
             flight = self._flights.get(key)
             leader = flight is None
-            if leader:
+            if flight is None:
                 flight = self._flights[key] = _Flight()
             else:
                 flight.waiters += 1

@@ -130,7 +130,8 @@ class Resolver:
         """Every upstream's models, each id once (several boxes serving one model is one
         model to a client), then each pool once, naming its targets; the upstreams that
         could not say, as errors."""
-        models, errors = {}, []
+        models: dict[str, dict] = {}
+        errors = []
         for upstream in self.upstreams.values():
             try:
                 listed = upstream.list_models()

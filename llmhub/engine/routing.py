@@ -246,7 +246,7 @@ class Router:
         run.info["target"] = target.upstream.name
         return target
 
-    def _choose(self, candidates: list, session: str | None):
+    def _choose(self, candidates: list, session: str | None) -> tuple[Target, bool] | None:
         """(target, pinned) with room now; None to wait; NoTarget to give up."""
         now = time.monotonic()
         usable = [t for t in candidates if self.box(t).blocked(now) is None]
@@ -256,12 +256,12 @@ class Router:
         if not roomy:
             return None
         pinned = self.affinity.get(session, now) if session else None
-        if pinned in roomy:
+        if pinned is not None and pinned in roomy:
             return pinned, True
         return min(roomy, key=lambda t: (t.tier, not self.warm(t), self._load(t),
                                          candidates.index(t))), False
 
-    def _anyway(self, candidates: list, now: float):
+    def _anyway(self, candidates: list, now: float) -> tuple[Target, bool] | None:
         """Every target is skipped: (the one free soonest with room, False), None to wait
         for room; NoTarget if every one asked for time."""
         untimed = [t for t in candidates if now >= self.box(t).retry_at]

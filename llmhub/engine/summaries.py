@@ -125,7 +125,8 @@ class Summaries:
             thread_id, chunk_budget, context.keep_recent_tokens)
         _, tail = split_for_summary(newest, context.keep_recent_tokens)
         tail_start = tail[0]["seq"] if tail else float("inf")
-        chunk, used = [], estimate_tokens(summary["text"]) if summary else 0
+        chunk: list[dict] = []
+        used = estimate_tokens(summary["text"]) if summary else 0
         for message in oldest:
             used += message_tokens(message)
             if message["seq"] >= tail_start or (chunk and used > chunk_budget):
