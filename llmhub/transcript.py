@@ -166,7 +166,8 @@ class Seen:
 
 # --- the chunk shape -------------------------------------------------------------------------
 
-def chunk(chunk_id: str, created: int, model: str | None, choices: list, **extra) -> dict:
+def chunk(chunk_id: str | None, created: int | None, model: str | None, choices: list,
+          **extra) -> dict:
     """A chat.completion.chunk; `choices` is [] for the usage chunk."""
     return {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
             "model": model, "choices": choices, **extra}

@@ -55,7 +55,7 @@ class StreamRenderer:
         content_type -- of the stream
         eager        -- send headers (and `opening`) before the upstream accepts the request;
                         otherwise they wait for it or the first ping, so an early error can
-                        still have a real status
+                        still have a real status (a property where the request decides)
     Methods that may be overridden:
         opening(run) -- bytes sent with eager headers
         ping()       -- bytes sent while the run is silent (keep-alive and disconnect probe)
@@ -63,7 +63,10 @@ class StreamRenderer:
     """
 
     content_type = "text/event-stream; charset=utf-8"
-    eager = False
+
+    @property
+    def eager(self) -> bool:           # a subclass may set it as a class variable
+        return False
 
     def opening(self, run) -> bytes:
         return b""

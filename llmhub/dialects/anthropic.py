@@ -83,6 +83,7 @@ def create_message(request):
     chat = parse_request(body, request.hub, require_max_tokens=True)
     chat.run_id = request.run_id()
     keep_in = session_thread(request, body)
+    assert isinstance(chat.input, Stateless)       # as parse_request made it
     if keep_in is not None:       # the conversation, resent each turn, is kept in a thread
         chat.input = Resent(chat.input.messages, keep_in)
     chat.session = keep_in or session_of(request, body)   # the same box, turn by turn
@@ -118,6 +119,7 @@ def count_tokens(request) -> JSONResponse:
     body = request.json_object()
     chat = parse_request(body, request.hub, require_max_tokens=False)
     chat.native = Native("anthropic", native_body(body), relayed_headers(request))
+    assert isinstance(chat.input, Stateless)       # as parse_request made it
     tokens, counted = request.hub.engine.count_input(chat, chat.input.messages)
     return JSONResponse({"input_tokens": tokens}, headers=token_count_header(counted))
 

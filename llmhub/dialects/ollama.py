@@ -39,12 +39,13 @@ import re
 import time
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
+from typing import Any
 
 from llmhub.dialects.checks import decoded_head, decoded_size
 from llmhub.dialects.embeddings import encoded
 from llmhub.dialects.studio import MAGIC
 from llmhub.engine.facade import ChatRequest, Prompt, Stateless
-from llmhub.engine.runs import CANCELLED, FAILED
+from llmhub.engine.runs import CANCELLED, FAILED, Run
 from llmhub.errors import BadRequest, HubError, NotFound
 from llmhub.transcript import Seen
 from llmhub.wire import (BytesResponse, JSONResponse, LinesResponse, RunResponse,
@@ -236,7 +237,7 @@ def generate(request):
         if body.get("suffix") is not None:
             params["suffix"] = body["suffix"]
         params["prompt"] = prompt            # a legacy completion's travels in its params
-        plan = Prompt(prompt)
+        plan: Prompt | Stateless = Prompt(prompt)
     else:
         user = user_message(prompt, images, hub, model, "images")
         system = [{"role": "system", "content": body["system"]}] if body.get("system") else []
@@ -326,7 +327,7 @@ def schema_format(schema: dict) -> dict:
 def sampling(options: dict) -> dict:
     params = {}
     for name, field in OPTIONS.items():
-        value = options.get(name)
+        value: Any = options.get(name)
         if value is None:
             continue
         if name == "stop":
@@ -349,11 +350,12 @@ def keep_alive(body: dict) -> float | None:
     value = body.get("keep_alive")
     if value is None:
         return None
+    seconds: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
-    elif isinstance(value, str) and (seconds := duration(value.strip())) is not None:
-        pass
-    else:
+    elif isinstance(value, str):
+        seconds = duration(value.strip())
+    if seconds is None:
         raise BadRequest("'keep_alive' must be a duration such as \"5m\" or \"2h45m\", or "
                          "a number of seconds", param="keep_alive")
     return math.inf if seconds < 0 else seconds
@@ -374,7 +376,8 @@ def duration(text: str) -> float | None:
 # --- messages --------------------------------------------------------------------------------
 
 def openai_messages(messages: list, hub, model: str) -> list[dict]:
-    out, calls = [], []          # calls: (name, id) of tool calls not answered yet
+    out: list[dict] = []
+    calls: list[tuple] = []      # (name, id) of tool calls not answered yet
     replay = hub.config.context.replay_reasoning
     for i, message in enumerate(messages):
         where = f"messages.{i}"
@@ -606,7 +609,7 @@ def embed(request) -> JSONResponse:
     return JSONResponse({"model": model, "embeddings": vectors,
                          "total_duration": _ns(time.monotonic() - started),
                          "load_duration": 0,
-                         "prompt_eval_count": run.usage.input_tokens if run else 0})
+                         "prompt_eval_count": run.usage.input_tokens if run and run.usage else 0})
 
 
 def embeddings(request) -> JSONResponse:
@@ -620,10 +623,10 @@ def embeddings(request) -> JSONResponse:
     return JSONResponse({"embedding": vectors[0] if vectors else []})
 
 
-def vectors_of(hub, model: str, texts: list, dimensions: int | None) -> tuple[list, object]:
+def vectors_of(hub, model: str, texts: list, dimensions: int | None) -> tuple[list, Run | None]:
     if not texts:
         return [], None
-    body = {"model": model, "input": texts}
+    body: dict[str, Any] = {"model": model, "input": texts}
     if dimensions:
         body["dimensions"] = dimensions
     reply, run = hub.engine.embed(model, body)

@@ -16,7 +16,7 @@ from llmhub.context import estimate_tokens
 from llmhub.dialects.checks import decoded_head, decoded_size
 from llmhub.engine.facade import ChatRequest, Stateless
 from llmhub.engine.runs import CANCELLED, FAILED
-from llmhub.errors import HubError
+from llmhub.errors import HubError, UpstreamError
 from llmhub.transcript import Seen
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, ndjson
 
@@ -68,7 +68,7 @@ def error_body(error: HubError):
     reason = getattr(error, "reason", None)
     if reason == "no_model_loaded" or error.code == "no_model_loaded":
         return 503, {"detail": NO_MODEL}
-    if reason == "unreachable":                  # the seed's exact wording: no address
+    if isinstance(error, UpstreamError) and reason == "unreachable":   # the seed's words
         return {"detail": f"Could not connect to {error.where}: {error.detail}"}
     return {"detail": error.message}
 

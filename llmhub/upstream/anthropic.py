@@ -138,7 +138,7 @@ class AnthropicCall:
         response = self.exchange.send("POST", self.upstream.prefix + "/v1/messages",
                                       json_pieces(self.body), self.headers)
         if response.status >= 400 or "text/event-stream" not in \
-                response.getheader("Content-Type", ""):
+                (response.getheader("Content-Type", "") or ""):
             message = error_message(self.exchange.read_some())
             raise http_error(response.status if response.status >= 400 else 502, message,
                              self.upstream.label, secrets=self.secrets)

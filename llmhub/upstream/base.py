@@ -88,6 +88,7 @@ class Relaying(Upstream, Protocol):
     prefix: str             # the base URL's path
     timeouts: Timeouts
     pool: Pool
+    secrets: tuple          # its key and URL credentials, masked in what it echoes
 
     def headers(self, api_key: str | None = None) -> dict: ...
 

@@ -71,7 +71,7 @@ class Mock:
         self.models = list(dict.fromkeys(["mock-model"] + [m for m in named if m]))
         self.vision = models.vision
         # What LM Studio would have: every model downloaded, mock-model loaded.
-        self.catalog = {m: [] for m in self.models}
+        self.catalog: dict[str, list[str]] = {m: [] for m in self.models}
         self.catalog["mock-model"] = ["mock-model"]
         self._lock = threading.Lock()
         self.gate = Gate(config.max_concurrent, config.max_queued)
