@@ -16,7 +16,7 @@ from llmhub import __version__, logs
 from llmhub.config import ConfigError, load_config
 from llmhub.errors import HubError
 from llmhub.http.origins import startup_warnings
-from llmhub.http.server import make_server
+from llmhub.http.server import HubServer, make_server
 from llmhub.hub import Hub
 from llmhub.redaction import redact
 
@@ -53,17 +53,17 @@ def main(argv=None) -> int:
     except ConfigError as exc:     # it may quote a value: a URL with its password
         print(f"llmhub: {redact(str(exc))}", file=sys.stderr)
         return 2
-    logs.setup(config.server["log_level"], config.server["log_format"])
+    logs.setup(config.server.log_level, config.server.log_format)
     for warning in startup_warnings(config.server):
         print(f"llmhub: warning: {warning}", file=sys.stderr, flush=True)
     try:
         hub = Hub(config)
     except (OSError, sqlite3.Error, HubError) as exc:
-        print(f"llmhub: cannot open the database {config.server['db_path']}: {exc}",
+        print(f"llmhub: cannot open the database {config.server.db_path}: {exc}",
               file=sys.stderr)
         return 2
-    servers = []
-    for port in (config.server["port"], config.ollama["port"]):
+    servers: list[HubServer] = []
+    for port in (config.server.port, config.ollama.port):
         if servers and not port:
             continue                       # [ollama] port = 0: no second listener
         try:
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
             for server in servers:
                 server.server_close()
             hub.close()
-            print(f"llmhub: cannot listen on {config.server['host']}:{port}: "
+            print(f"llmhub: cannot listen on {config.server.host}:{port}: "
                   f"{exc.strerror or exc}", file=sys.stderr)
             return 2
     return serve(servers, hub)

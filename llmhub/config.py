@@ -1,10 +1,14 @@
 """Configuration: built-in defaults < config.ini < environment < command-line flags.
 
-`SCHEMA` is the single list of fixed keys: their parser, default and environment names all
-come from it, and tests check that config.ini documents each one. Sections that hold names
-(`[aliases]`, `[fallbacks]`, `[upstream:NAME]`, `[pool:NAME]`, `[pipe:NAME]`) are read by their own
-functions. Any bad value raises `ConfigError` with one line naming the key, the value and what
-is allowed; the CLI prints it and exits 2.
+The schema is one typed dataclass per fixed section (`ServerConfig` for `[server]`, …), each
+field declared with `setting(parser, default)`: its type is what code reads
+(`config.server.port` is an int, and mypy checks the name), its metadata the parser, the
+default as config.ini spells it and any extra environment names. `SCHEMA`, the environment
+names, validation, redaction and the unknown-key errors all derive from those classes, and
+tests check that config.ini documents each key. Sections that hold names (`[aliases]`,
+`[fallbacks]`, `[concurrency]`, `[keys]`, `[upstream:NAME]`, `[pool:NAME]`, `[pipe:NAME]`,
+`[key:NAME]`) are read by their own functions. Any bad value raises `ConfigError` with one line
+naming the key, the value and what is allowed; the CLI prints it and exits 2.
 """
 
 import configparser
@@ -13,17 +17,19 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from llmhub.redaction import public_url
 
 __all__ = ["Config", "ConfigError", "UpstreamConfig", "PoolMember", "load_config", "redacted",
-           "SCHEMA"]
+           "SCHEMA", "SECTIONS"]
 
 UPSTREAM_KINDS = ("auto", "lmstudio", "openai", "llamacpp", "vllm", "anthropic", "mock")
 SECRET_KEYS = {"api_key", "api_keys"}
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 
 class ConfigError(Exception):
@@ -32,42 +38,58 @@ class ConfigError(Exception):
 
 # --- value parsers: each takes the raw string and returns a value or raises ValueError -------
 
+class Parser(Generic[T]):
+    """A raw string's parser, with the phrase an error shows for what it accepts."""
+
+    def __init__(self, parse: Callable[[str], T], allowed: str) -> None:
+        self.parse, self.allowed = parse, allowed
+
+    def __call__(self, raw: str) -> T:
+        return self.parse(raw)
+
+
+def allowing(allowed: str) -> Callable[[Callable[[str], T]], Parser[T]]:
+    """Decorate a plain parser with what it allows."""
+    return lambda parse: Parser(parse, allowed)
+
+
+@allowing("text")
 def _str(raw: str) -> str:
     return raw.strip()
 
 
-def _ranged(convert: Callable, lo, hi, what: str) -> Callable[[str], Any]:
-    def parse(raw: str):
+def _ranged(convert: Callable[[str], N], lo: N, hi: N, what: str) -> Parser[N]:
+    def parse(raw: str) -> N:
         value = convert(raw.strip())
         if not lo <= value <= hi:
             raise ValueError
         return value
-    parse.allowed = f"{what} from {lo:g} to {hi:g}"
-    return parse
+    return Parser(parse, f"{what} from {lo:g} to {hi:g}")
 
 
-def _int(lo: int, hi: int) -> Callable[[str], int]:
+def _int(lo: int, hi: int) -> Parser[int]:
     return _ranged(int, lo, hi, "a whole number")
 
 
-def _float(lo: float, hi: float) -> Callable[[str], float]:
+def _float(lo: float, hi: float) -> Parser[float]:
     return _ranged(float, lo, hi, "a number")
 
 
-def _choice(*options: str) -> Callable[[str], str]:
+def _choice(*options: str) -> Parser[str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
         if value not in options:
             raise ValueError
         return value
-    parse.allowed = "one of " + ", ".join(options)
-    return parse
+    return Parser(parse, "one of " + ", ".join(options))
 
 
-def _list(raw: str) -> tuple:
+@allowing("a comma-separated list")
+def _list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+@allowing("an http:// or https:// URL")
 def _url(raw: str) -> str:
     value = raw.strip().rstrip("/")
     parts = urlsplit(value)
@@ -76,6 +98,7 @@ def _url(raw: str) -> str:
     return value
 
 
+@allowing("true or false")
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -85,19 +108,15 @@ def _bool(raw: str) -> bool:
     raise ValueError
 
 
-_str.allowed = "text"
-_list.allowed = "a comma-separated list"
-_url.allowed = "an http:// or https:// URL"
-_bool.allowed = "true or false"
+# --- the schema: one frozen dataclass per fixed section ----------------------------------------
 
-
-@dataclass(frozen=True)
-class Key:
-    section: str
-    name: str
-    parse: Callable[[str], Any]
-    default: str
-    env: tuple = ()      # extra environment names from the seed documents
+def setting(parse: Parser[T], default: str, env: tuple[str, ...] = ()) -> T:
+    """One key of a section. To mypy it is a default of the parser's type, so the field's
+    annotation must match what the parser returns; at run time it is a dataclass field
+    whose metadata is the key's schema: its parser, its default as config.ini spells it
+    (tests check the file documents it) and extra environment names from the seed documents."""
+    return field(default=parse(default), metadata={"parse": parse, "default": default,
+                                                   "env": env})
 
 
 # A whole (non-streamed) upstream reply is read into memory, so it has a bound; this one fits
@@ -105,92 +124,177 @@ class Key:
 # floats (LM Studio indents them): 6.3 M floats at up to ~36 bytes each is ~226 MiB.
 DEFAULT_MAX_REPLY_BYTES = 256 << 20
 
-SCHEMA = [
-    Key("server", "host", _str, "127.0.0.1"),
-    Key("server", "port", _int(0, 65535), "8000"),
-    Key("server", "db_path", _str, "llmhub.db"),
-    Key("server", "api_keys", _list, ""),
-    Key("server", "allow_remote_without_keys", _bool, "false"),
-    Key("server", "cors_origins", _list, "http://localhost:*, http://127.0.0.1:*, "
-        "http://[::1]:*, chrome-extension://*, moz-extension://*, safari-web-extension://*",
-        env=("CORS_ORIGINS",)),
-    Key("server", "allowed_hosts", _list, ""),
-    Key("server", "max_body_bytes", _int(1024, 1 << 30), "16777216"),
-    Key("server", "max_image_bytes", _int(1024, 1 << 30), "10485760"),
-    Key("server", "max_messages", _int(1, 10_000_000), "1000"),
-    Key("server", "max_connections", _int(1, 1_000_000), "2000"),
-    Key("server", "max_connections_per_client", _int(1, 1_000_000), "256"),
-    Key("server", "ping_interval_seconds", _float(0.05, 3600), "10"),
-    Key("server", "read_timeout_seconds", _float(1, 86400), "60"),
-    Key("server", "head_timeout_seconds", _float(0.5, 3600), "10"),
-    Key("server", "body_timeout_seconds", _float(0.1, 3600), "10"),
-    Key("server", "keepalive_timeout_seconds", _float(0.1, 3600), "5"),
-    Key("server", "stream_buffer_bytes", _int(4096, 1 << 30), "1048576"),
-    Key("server", "log_level", _choice("debug", "info", "warning", "error"), "info"),
-    Key("server", "log_format", _choice("json", "text"), "json"),
-    Key("upstream", "kind", _choice(*UPSTREAM_KINDS), "auto"),
-    Key("upstream", "base_url", _url, "http://localhost:1234/v1", env=("OPENAI_BASE_URL",)),
-    Key("upstream", "api_key", _str, "", env=("OPENAI_API_KEY",)),
-    Key("upstream", "connect_timeout_seconds", _float(0.1, 3600), "5"),
-    Key("upstream", "first_byte_timeout_seconds", _float(0.1, 86400), "600"),
-    Key("upstream", "idle_timeout_seconds", _float(0.1, 86400), "120"),
-    Key("upstream", "total_timeout_seconds", _float(0.1, 604800), "3600"),
-    Key("upstream", "max_concurrent", _int(0, 10000), "0"),
-    Key("upstream", "max_queued", _int(0, 1_000_000), "0"),
-    Key("upstream", "load_timeout_seconds", _float(1, 86400), "600"),
-    Key("upstream", "max_event_bytes", _int(1024, 1 << 30), "8388608"),
-    Key("upstream", "max_reply_bytes", _int(65536, 1 << 34), str(DEFAULT_MAX_REPLY_BYTES)),
-    Key("upstream", "load_on_demand", _bool, "true"),
-    Key("upstream", "load_context_length", _int(0, 100_000_000), "0"),
-    Key("upstream", "idle_unload_seconds", _float(0, 31_536_000), "0"),
-    Key("health", "interval_seconds", _float(0, 86400), "10"),
-    Key("health", "timeout_seconds", _float(0.1, 600), "2"),
-    Key("health", "failures", _int(1, 1000), "3"),
-    Key("health", "cooldown_seconds", _float(0, 86400), "30"),
-    Key("routing", "discover", _bool, "false"),
-    Key("routing", "retries", _int(0, 100), "2"),
-    Key("routing", "affinity_seconds", _float(0, 31_536_000), "1800"),
-    Key("routing", "affinity_max", _int(0, 100_000_000), "10000"),
-    Key("models", "default", _str, ""),
-    Key("models", "regular", _str, "qwen/qwen3-4b-2507", env=("DEFAULT_REGULAR_MODEL",)),
-    Key("models", "vision", _str, "qwen3-vl-4b-instruct", env=("DEFAULT_VISION_MODEL",)),
-    Key("models", "summary", _str, ""),
-    Key("models", "think_tags", _list, ""),
-    Key("models", "think_inline", _list, ""),
-    Key("context", "max_input_tokens", _int(256, 10_000_000), "8192",
-        env=("CTX_MAX_INPUT_TOKENS",)),
-    Key("context", "summary_trigger_tokens", _int(256, 10_000_000), "6144",
-        env=("SUMMARY_TRIGGER_TOKENS",)),
-    Key("context", "keep_recent_tokens", _int(0, 10_000_000), "2048"),
-    Key("context", "replay_reasoning", _bool, "false"),
-    Key("responses", "keep_count", _int(1, 100_000_000), "1000"),
-    Key("responses", "keep_days", _float(0.001, 36500), "7"),
-    Key("responses", "resume_grace_seconds", _float(0, 3600), "15"),
-    Key("responses", "max_event_log_bytes", _int(4096, 1 << 34), "8388608"),
-    Key("mock", "chunk_delay_seconds", _float(0, 60), "0.2"),
-    Key("mock", "min_chunks", _int(1, 10000), "5"),
-    Key("mock", "max_chunks", _int(1, 10000), "10"),
-    Key("providers", "allowed", _list, ""),
-    Key("providers", "anthropic", _list, ""),
-    Key("retention", "sweep_interval_seconds", _float(0, 31_536_000), "3600"),
-    Key("retention", "threads_keep_days", _float(0, 36500), "365"),
-    Key("retention", "threads_max_mb", _float(0, 1 << 30), "4096"),
-    Key("retention", "responses_max_mb", _float(0, 1 << 30), "256"),
-    Key("retention", "api_responses_max_mb", _float(0, 1 << 30), "1024"),
-    Key("retention", "requests_max_mb", _float(0, 1 << 30), "256"),
-    Key("log", "keep_count", _int(0, 10_000_000), "10000"),
-    Key("log", "keep_days", _float(0, 3650), "30"),
-    Key("log", "capture_bodies", _bool, "false"),
-    Key("log", "max_body_bytes", _int(0, 1 << 30), "65536"),
-    Key("openai", "drop_fields", _list, ""),
-    Key("anthropic", "strip_billing_header", _bool, "true"),
-    Key("anthropic", "store", _bool, "false"),
-    Key("ollama", "port", _int(0, 65535), "0"),
-    Key("ollama", "version", _str, "0.13.0"),
-    Key("ollama", "tools", _list, ""),
-    Key("ollama", "thinking", _list, ""),
-    Key("ollama", "vision", _list, ""),
-]
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = setting(_str, "127.0.0.1")
+    port: int = setting(_int(0, 65535), "8000")
+    db_path: str = setting(_str, "llmhub.db")
+    api_keys: tuple[str, ...] = setting(_list, "")   # once loaded: every key's secret ([keys] too)
+    allow_remote_without_keys: bool = setting(_bool, "false")
+    cors_origins: tuple[str, ...] = setting(
+        _list, "http://localhost:*, http://127.0.0.1:*, http://[::1]:*, chrome-extension://*, "
+        "moz-extension://*, safari-web-extension://*", env=("CORS_ORIGINS",))
+    allowed_hosts: tuple[str, ...] = setting(_list, "")
+    max_body_bytes: int = setting(_int(1024, 1 << 30), "16777216")
+    max_image_bytes: int = setting(_int(1024, 1 << 30), "10485760")
+    max_messages: int = setting(_int(1, 10_000_000), "1000")
+    max_connections: int = setting(_int(1, 1_000_000), "2000")
+    max_connections_per_client: int = setting(_int(1, 1_000_000), "256")
+    ping_interval_seconds: float = setting(_float(0.05, 3600), "10")
+    read_timeout_seconds: float = setting(_float(1, 86400), "60")
+    head_timeout_seconds: float = setting(_float(0.5, 3600), "10")
+    body_timeout_seconds: float = setting(_float(0.1, 3600), "10")
+    keepalive_timeout_seconds: float = setting(_float(0.1, 3600), "5")
+    stream_buffer_bytes: int = setting(_int(4096, 1 << 30), "1048576")
+    log_level: str = setting(_choice("debug", "info", "warning", "error"), "info")
+    log_format: str = setting(_choice("json", "text"), "json")
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """`[upstream]` (named "default") and each `[upstream:NAME]`, which starts from it."""
+    name: str
+    kind: str = setting(_choice(*UPSTREAM_KINDS), "auto")
+    base_url: str = setting(_url, "http://localhost:1234/v1", env=("OPENAI_BASE_URL",))
+    api_key: str = setting(_str, "", env=("OPENAI_API_KEY",))
+    connect_timeout_seconds: float = setting(_float(0.1, 3600), "5")
+    first_byte_timeout_seconds: float = setting(_float(0.1, 86400), "600")
+    idle_timeout_seconds: float = setting(_float(0.1, 86400), "120")
+    total_timeout_seconds: float = setting(_float(0.1, 604800), "3600")
+    max_concurrent: int = setting(_int(0, 10000), "0")
+    load_timeout_seconds: float = setting(_float(1, 86400), "600")
+    max_event_bytes: int = setting(_int(1024, 1 << 30), "8388608")
+    max_reply_bytes: int = setting(_int(65536, 1 << 34), str(DEFAULT_MAX_REPLY_BYTES))
+    max_queued: int = setting(_int(0, 1_000_000), "0")
+    load_on_demand: bool = setting(_bool, "true")
+    load_context_length: int = setting(_int(0, 100_000_000), "0")
+    idle_unload_seconds: float = setting(_float(0, 31_536_000), "0")
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    interval_seconds: float = setting(_float(0, 86400), "10")
+    timeout_seconds: float = setting(_float(0.1, 600), "2")
+    failures: int = setting(_int(1, 1000), "3")
+    cooldown_seconds: float = setting(_float(0, 86400), "30")
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    discover: bool = setting(_bool, "false")
+    retries: int = setting(_int(0, 100), "2")
+    affinity_seconds: float = setting(_float(0, 31_536_000), "1800")
+    affinity_max: int = setting(_int(0, 100_000_000), "10000")
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    default: str = setting(_str, "")
+    regular: str = setting(_str, "qwen/qwen3-4b-2507", env=("DEFAULT_REGULAR_MODEL",))
+    vision: str = setting(_str, "qwen3-vl-4b-instruct", env=("DEFAULT_VISION_MODEL",))
+    summary: str = setting(_str, "")
+    think_tags: tuple[str, ...] = setting(_list, "")
+    think_inline: tuple[str, ...] = setting(_list, "")
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    max_input_tokens: int = setting(_int(256, 10_000_000), "8192",
+                                    env=("CTX_MAX_INPUT_TOKENS",))
+    summary_trigger_tokens: int = setting(_int(256, 10_000_000), "6144",
+                                          env=("SUMMARY_TRIGGER_TOKENS",))
+    keep_recent_tokens: int = setting(_int(0, 10_000_000), "2048")
+    replay_reasoning: bool = setting(_bool, "false")
+
+
+@dataclass(frozen=True)
+class ResponsesConfig:
+    keep_count: int = setting(_int(1, 100_000_000), "1000")
+    keep_days: float = setting(_float(0.001, 36500), "7")
+    resume_grace_seconds: float = setting(_float(0, 3600), "15")
+    max_event_log_bytes: int = setting(_int(4096, 1 << 34), "8388608")
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    chunk_delay_seconds: float = setting(_float(0, 60), "0.2")
+    min_chunks: int = setting(_int(1, 10000), "5")
+    max_chunks: int = setting(_int(1, 10000), "10")
+
+
+@dataclass(frozen=True)
+class ProvidersConfig:
+    allowed: tuple[str, ...] = setting(_list, "")
+    anthropic: tuple[str, ...] = setting(_list, "")
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    sweep_interval_seconds: float = setting(_float(0, 31_536_000), "3600")
+    threads_keep_days: float = setting(_float(0, 36500), "365")
+    threads_max_mb: float = setting(_float(0, 1 << 30), "4096")
+    responses_max_mb: float = setting(_float(0, 1 << 30), "256")
+    api_responses_max_mb: float = setting(_float(0, 1 << 30), "1024")
+    requests_max_mb: float = setting(_float(0, 1 << 30), "256")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    keep_count: int = setting(_int(0, 10_000_000), "10000")
+    keep_days: float = setting(_float(0, 3650), "30")
+    capture_bodies: bool = setting(_bool, "false")
+    max_body_bytes: int = setting(_int(0, 1 << 30), "65536")
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    drop_fields: tuple[str, ...] = setting(_list, "")
+
+
+@dataclass(frozen=True)
+class AnthropicConfig:
+    strip_billing_header: bool = setting(_bool, "true")
+    store: bool = setting(_bool, "false")
+
+
+@dataclass(frozen=True)
+class OllamaConfig:
+    port: int = setting(_int(0, 65535), "0")
+    version: str = setting(_str, "0.13.0")
+    tools: tuple[str, ...] = setting(_list, "")
+    thinking: tuple[str, ...] = setting(_list, "")
+    vision: tuple[str, ...] = setting(_list, "")
+
+
+# Each fixed section's class; `[upstream]` is the first of Config.upstreams, not a field.
+SECTIONS: dict[str, type] = {
+    "server": ServerConfig, "upstream": UpstreamConfig, "health": HealthConfig,
+    "routing": RoutingConfig, "models": ModelsConfig, "context": ContextConfig,
+    "responses": ResponsesConfig, "mock": MockConfig, "providers": ProvidersConfig,
+    "retention": RetentionConfig, "log": LogConfig, "openai": OpenAIConfig,
+    "anthropic": AnthropicConfig, "ollama": OllamaConfig}
+# Sections that hold names rather than fixed keys, each read by its own function below.
+NAMED_SECTIONS = ("aliases", "fallbacks", "concurrency", "keys")
+NAMED_PREFIXES = ("upstream:", "pool:", "pipe:", "key:")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One fixed key, as the section classes declare it."""
+    section: str
+    name: str
+    parse: Parser[Any]
+    default: str
+    env: tuple[str, ...] = ()      # extra environment names from the seed documents
+
+
+def _schema() -> list[Key]:
+    return [Key(section, f.name, f.metadata["parse"], f.metadata["default"], f.metadata["env"])
+            for section, cls in SECTIONS.items() for f in fields(cls) if "parse" in f.metadata]
+
+
+SCHEMA = _schema()
 UPSTREAM_KEYS = {k.name: k for k in SCHEMA if k.section == "upstream"}
 PIPE_KEYS = ("model", "system", "temperature", "max_tokens", "variables")
 
@@ -200,26 +304,6 @@ def env_name(key: Key) -> str:
 
 
 # --- the frozen result -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class UpstreamConfig:
-    name: str
-    kind: str
-    base_url: str
-    api_key: str
-    connect_timeout_seconds: float
-    first_byte_timeout_seconds: float
-    idle_timeout_seconds: float
-    total_timeout_seconds: float
-    max_concurrent: int
-    load_timeout_seconds: float
-    max_event_bytes: int
-    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
-    max_queued: int = 0
-    load_on_demand: bool = True
-    load_context_length: int = 0
-    idle_unload_seconds: float = 0.0
-
 
 @dataclass(frozen=True)
 class PoolMember:
@@ -250,11 +334,11 @@ class KeyLimits:
         return self.role == "admin"
 
 
-KEY_LIMIT_KEYS = {"role": _choice("user", "admin"), "routes": _list, "methods": _list,
-                  "models": _list, "manage_models": _bool,
-                  "requests_per_minute": _int(0, 1_000_000),
-                  "tokens_per_day": _int(0, 1 << 40), "max_concurrent": _int(0, 100_000),
-                  "max_background": _int(0, 100_000)}
+KEY_LIMIT_KEYS: dict[str, Parser[Any]] = {
+    "role": _choice("user", "admin"), "routes": _list, "methods": _list, "models": _list,
+    "manage_models": _bool, "requests_per_minute": _int(0, 1_000_000),
+    "tokens_per_day": _int(0, 1 << 40), "max_concurrent": _int(0, 100_000),
+    "max_background": _int(0, 100_000)}
 
 
 @dataclass(frozen=True)
@@ -269,37 +353,27 @@ class PipeConfig:
 
 @dataclass(frozen=True)
 class Config:
-    server: dict
-    upstreams: tuple          # of UpstreamConfig; the first is the default upstream
-    models: dict
-    context: dict
-    responses: dict
-    mock: dict
-    providers: dict
-    anthropic: dict = field(default_factory=lambda: {"strip_billing_header": True,
-                                                     "store": False})
-    openai: dict = field(default_factory=lambda: {"drop_fields": ()})
-    ollama: dict = field(default_factory=lambda: {"port": 0, "version": "0.13.0", "tools": (),
-                                                  "thinking": (), "vision": ()})
-    keys: dict = field(default_factory=dict)      # key name → key ([keys], or name:key)
-    log: dict = field(default_factory=lambda: {"keep_count": 10000, "keep_days": 30.0,
-                                               "capture_bodies": False,
-                                               "max_body_bytes": 65536})
-    retention: dict = field(default_factory=lambda: {
-        "sweep_interval_seconds": 0.0, "threads_keep_days": 0.0, "threads_max_mb": 0.0,
-        "responses_max_mb": 0.0, "api_responses_max_mb": 0.0, "requests_max_mb": 0.0})
-    key_limits: dict = field(default_factory=dict)   # key name → KeyLimits
-    aliases: dict = field(default_factory=dict)
-    fallbacks: dict = field(default_factory=dict)
-    concurrency: dict = field(default_factory=dict)   # model → max_concurrent
-    pipes: dict = field(default_factory=dict)
-    pools: dict = field(default_factory=dict)         # name → tuple of PoolMember
-    health: dict = field(default_factory=lambda: {"interval_seconds": 0.0,
-                                                  "timeout_seconds": 2.0, "failures": 3,
-                                                  "cooldown_seconds": 30.0})
-    routing: dict = field(default_factory=lambda: {"discover": False, "retries": 2,
-                                                   "affinity_seconds": 1800.0,
-                                                   "affinity_max": 10000})
+    server: ServerConfig
+    upstreams: tuple[UpstreamConfig, ...]   # the first is [upstream], the default upstream
+    models: ModelsConfig
+    context: ContextConfig
+    responses: ResponsesConfig
+    mock: MockConfig
+    providers: ProvidersConfig
+    anthropic: AnthropicConfig
+    openai: OpenAIConfig
+    ollama: OllamaConfig
+    log: LogConfig
+    retention: RetentionConfig
+    health: HealthConfig
+    routing: RoutingConfig
+    keys: dict[str, str] = field(default_factory=dict)   # key name → key ([keys], or name:key)
+    key_limits: dict[str, KeyLimits] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    concurrency: dict[str, int] = field(default_factory=dict)   # model → max_concurrent
+    pipes: dict[str, PipeConfig] = field(default_factory=dict)
+    pools: dict[str, tuple[PoolMember, ...]] = field(default_factory=dict)
     source: str = ""          # the config file read, if any
 
     @property
@@ -309,14 +383,40 @@ class Config:
 
 # --- loading ---------------------------------------------------------------------------------
 
-def load_config(flags: dict | None = None, env: dict | None = None,
+def load_config(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
                 path: str | Path | None = None) -> Config:
     """Build the effective Config. `path=None` reads ./config.ini when it exists."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     env = os.environ if env is None else env
     parser, source = _read_file(path)
-    raw = {(k.section, k.name): (k.default, "default") for k in SCHEMA}
     _check_sections(parser)
+    sections = _sections(_raw_values(parser, source, env, flags))
+    keys = _keys(parser, sections["server"]["api_keys"])
+    sections["server"]["api_keys"] = tuple(keys.values())   # the secrets alone, as before
+    upstreams = _upstreams(parser, sections.pop("upstream"), source)
+    config = Config(
+        server=ServerConfig(**sections["server"]), keys=keys, upstreams=upstreams,
+        pools=_pools(parser, {u.name for u in upstreams}, source),
+        models=ModelsConfig(**sections["models"]), context=ContextConfig(**sections["context"]),
+        responses=ResponsesConfig(**sections["responses"]), mock=MockConfig(**sections["mock"]),
+        providers=ProvidersConfig(**sections["providers"]),
+        anthropic=AnthropicConfig(**sections["anthropic"]),
+        openai=OpenAIConfig(**sections["openai"]), ollama=OllamaConfig(**sections["ollama"]),
+        log=LogConfig(**sections["log"]), retention=RetentionConfig(**sections["retention"]),
+        aliases=_aliases(parser), fallbacks=_fallbacks(parser),
+        concurrency=_concurrency(parser, source), pipes=_pipes(parser, source),
+        key_limits=_key_limits(parser, keys, source),
+        health=HealthConfig(**sections["health"]), routing=RoutingConfig(**sections["routing"]),
+        source=source,
+    )
+    _validate(config)
+    return config
+
+
+def _raw_values(parser: configparser.ConfigParser, source: str, env: Mapping[str, str],
+                flags: Mapping[str, Any]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(section, key) → (raw text, where it came from), each from the strongest source."""
+    raw = {(k.section, k.name): (k.default, "default") for k in SCHEMA}
     for key in SCHEMA:
         if parser.has_option(key.section, key.name):
             raw[key.section, key.name] = (parser.get(key.section, key.name), source)
@@ -326,29 +426,15 @@ def load_config(flags: dict | None = None, env: dict | None = None,
                 raw[key.section, key.name] = (env[name], f"environment {name}")
     for (section, name), value in _flag_values(flags).items():
         raw[section, name] = (value, f"flag --{_FLAG_OF.get((section, name), name)}")
-    values = {(s, n): _parse(s, n, *raw[s, n]) for (s, n) in raw}
-    sections = {}
-    for (section, name), value in values.items():
-        sections.setdefault(section, {})[name] = value
-    keys = _keys(parser, sections["server"]["api_keys"])
-    sections["server"]["api_keys"] = tuple(keys.values())   # the secrets alone, as before
-    upstreams = _upstreams(parser, sections["upstream"], source)
-    config = Config(
-        server=sections["server"], keys=keys, upstreams=upstreams,
-        pools=_pools(parser, {u.name for u in upstreams}, source),
-        models=sections["models"], context=sections["context"],
-        responses=sections["responses"], mock=sections["mock"],
-        providers=sections["providers"], anthropic=sections["anthropic"],
-        openai=sections["openai"], ollama=sections["ollama"], log=sections["log"],
-        retention=sections["retention"],
-        aliases=_aliases(parser), fallbacks=_fallbacks(parser),
-        concurrency=_concurrency(parser, source), pipes=_pipes(parser, source),
-        key_limits=_key_limits(parser, keys, source),
-        health=sections["health"], routing=sections["routing"],
-        source=source,
-    )
-    _validate(config)
-    return config
+    return raw
+
+
+def _sections(raw: dict[tuple[str, str], tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """Each section's parsed values by key name: the keyword arguments of its class."""
+    sections: dict[str, dict[str, Any]] = {}
+    for (section, name), (text, source) in raw.items():
+        sections.setdefault(section, {})[name] = _parse(section, name, text, source)
+    return sections
 
 
 _FLAG_OF = {("server", "db_path"): "db", ("upstream", "base_url"): "upstream",
@@ -356,7 +442,7 @@ _FLAG_OF = {("server", "db_path"): "db", ("upstream", "base_url"): "upstream",
             ("server", "allow_remote_without_keys"): "insecure"}
 
 
-def _flag_values(flags: dict) -> dict:
+def _flag_values(flags: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     out = {}
     for name in ("host", "port", "log_level", "log_format"):
         if name in flags:
@@ -375,9 +461,9 @@ def _flag_values(flags: dict) -> dict:
     return out
 
 
-def _read_file(path) -> tuple[configparser.ConfigParser, str]:
+def _read_file(path: str | Path | None) -> tuple[configparser.ConfigParser, str]:
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
-    parser.optionxform = str          # alias and model names keep their case
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # names keep their case
     if path is None:
         path = Path("config.ini")
         if not path.is_file():
@@ -393,23 +479,21 @@ def _read_file(path) -> tuple[configparser.ConfigParser, str]:
     return parser, str(path)
 
 
-def _check_sections(parser) -> None:
-    fixed = {k.section for k in SCHEMA}
+def _check_sections(parser: configparser.ConfigParser) -> None:
     for section in parser.sections():
-        if section.startswith(("upstream:", "pool:", "pipe:", "key:")) or section in (
-                "aliases", "fallbacks", "concurrency", "keys"):
+        if section.startswith(NAMED_PREFIXES) or section in NAMED_SECTIONS:
             continue
-        if section not in fixed:
+        if section not in SECTIONS:
+            named = ", ".join(prefix + "NAME" for prefix in NAMED_PREFIXES)
             raise ConfigError(f"[{section}]: unknown section (known: "
-                              f"{', '.join(sorted(fixed | {'aliases', 'fallbacks'}))}, "
-                              "upstream:NAME, pool:NAME, pipe:NAME, key:NAME)")
+                              f"{', '.join(sorted([*SECTIONS, *NAMED_SECTIONS]))}, {named})")
         known = [k.name for k in SCHEMA if k.section == section]
         for name in parser.options(section):
             if name not in known:
                 raise ConfigError(f"[{section}] {name}: unknown key (known: {', '.join(known)})")
 
 
-def _parse(section: str, name: str, raw: str, source: str):
+def _parse(section: str, name: str, raw: str, source: str) -> Any:
     parse = next(k.parse for k in SCHEMA if (k.section, k.name) == (section, name))
     try:
         return parse(raw)
@@ -418,14 +502,15 @@ def _parse(section: str, name: str, raw: str, source: str):
                           f"expected {parse.allowed}") from None
 
 
-def _named(parser, kind: str):
+def _named(parser: configparser.ConfigParser, kind: str) -> Iterator[tuple[str, str]]:
     """(section, NAME) of each [kind:NAME] section, in file order."""
     for section in parser.sections():
         if section.startswith(kind + ":"):
             yield section, section.split(":", 1)[1].strip()
 
 
-def _upstreams(parser, default: dict, source: str) -> tuple:
+def _upstreams(parser: configparser.ConfigParser, default: dict[str, Any],
+               source: str) -> tuple[UpstreamConfig, ...]:
     upstreams = [UpstreamConfig(name="default", **default)]
     for section, name in _named(parser, "upstream"):
         if not NAME_RE.match(name) or name == "default":
@@ -441,7 +526,8 @@ def _upstreams(parser, default: dict, source: str) -> tuple:
     return tuple(upstreams)
 
 
-def _pools(parser, upstreams: set, source: str) -> dict:
+def _pools(parser: configparser.ConfigParser, upstreams: set[str],
+           source: str) -> dict[str, tuple[PoolMember, ...]]:
     """`[pool:NAME] targets = gpu:qwen3-8b weight=2, laptop:qwen3-8b tier=2`."""
     pools = {}
     for section, name in _named(parser, "pool"):
@@ -457,11 +543,11 @@ def _pools(parser, upstreams: set, source: str) -> dict:
     return pools
 
 
-MEMBER_OPTIONS = {"weight": _float(0.001, 1000), "tier": _int(1, 100),
-                  "max_concurrent": _int(0, 10000)}
+MEMBER_OPTIONS: dict[str, Parser[Any]] = {"weight": _float(0.001, 1000), "tier": _int(1, 100),
+                                           "max_concurrent": _int(0, 10000)}
 
 
-def _pool_member(section: str, raw: str, upstreams: set, source: str) -> PoolMember:
+def _pool_member(section: str, raw: str, upstreams: set[str], source: str) -> PoolMember:
     target, *options = raw.split()
     upstream, sep, model = target.partition(":")
     if not sep or upstream not in upstreams or not model:
@@ -481,7 +567,7 @@ def _pool_member(section: str, raw: str, upstreams: set, source: str) -> PoolMem
     return PoolMember(upstream, model, **values)
 
 
-def _keys(parser, listed: tuple) -> dict:
+def _keys(parser: configparser.ConfigParser, listed: tuple[str, ...]) -> dict[str, str]:
     """Every API key by its name: `[keys] name = key`, `name:key` in api_keys, or a plain
     key in api_keys, named key1, key2, … by its place. Names show in logs; keys never do."""
     keys = {}
@@ -501,7 +587,8 @@ def _keys(parser, listed: tuple) -> dict:
     return keys
 
 
-def _key_limits(parser, keys: dict, source: str) -> dict:
+def _key_limits(parser: configparser.ConfigParser, keys: dict[str, str],
+                source: str) -> dict[str, KeyLimits]:
     limits = dict.fromkeys(keys, KeyLimits())      # the defaults, for a key with no section
     for section, name in _named(parser, "key"):
         if name not in keys:
@@ -524,7 +611,7 @@ def _key_limits(parser, keys: dict, source: str) -> dict:
     return limits
 
 
-def _aliases(parser) -> dict:
+def _aliases(parser: configparser.ConfigParser) -> dict[str, str]:
     if not parser.has_section("aliases"):
         return {}
     aliases = {name: value.strip() for name, value in parser.items("aliases")}
@@ -538,13 +625,13 @@ def _aliases(parser) -> dict:
     return aliases
 
 
-def _fallbacks(parser) -> dict:
+def _fallbacks(parser: configparser.ConfigParser) -> dict[str, tuple[str, ...]]:
     if not parser.has_section("fallbacks"):
         return {}
     return {name: _list(value) for name, value in parser.items("fallbacks")}
 
 
-def _concurrency(parser, source: str) -> dict:
+def _concurrency(parser: configparser.ConfigParser, source: str) -> dict[str, int]:
     if not parser.has_section("concurrency"):
         return {}
     limits = {}
@@ -557,7 +644,7 @@ def _concurrency(parser, source: str) -> dict:
     return limits
 
 
-def _pipes(parser, source: str) -> dict:
+def _pipes(parser: configparser.ConfigParser, source: str) -> dict[str, PipeConfig]:
     pipes = {}
     for section, name in _named(parser, "pipe"):
         values = {}
@@ -579,7 +666,7 @@ def _pipes(parser, source: str) -> dict:
     return pipes
 
 
-def _variables(raw: str) -> dict:
+def _variables(raw: str) -> dict[str, str]:
     out = {}
     for pair in _list(raw):
         name, sep, value = pair.partition("=")
@@ -591,13 +678,13 @@ def _variables(raw: str) -> dict:
 
 def _validate(config: Config) -> None:
     mock = config.mock
-    if mock["min_chunks"] > mock["max_chunks"]:
-        raise ConfigError(f"[mock] min_chunks = {mock['min_chunks']} is above max_chunks = "
-                          f"{mock['max_chunks']}: expected min_chunks <= max_chunks")
+    if mock.min_chunks > mock.max_chunks:
+        raise ConfigError(f"[mock] min_chunks = {mock.min_chunks} is above max_chunks = "
+                          f"{mock.max_chunks}: expected min_chunks <= max_chunks")
     server = config.server
-    if not _is_loopback(server["host"]) and not server["api_keys"] \
-            and not server["allow_remote_without_keys"]:
-        raise ConfigError(f"[server] host = {server['host']!r}: binding beyond loopback needs "
+    if not _is_loopback(server.host) and not server.api_keys \
+            and not server.allow_remote_without_keys:
+        raise ConfigError(f"[server] host = {server.host!r}: binding beyond loopback needs "
                           "api_keys (or --insecure, or allow_remote_without_keys = true)")
 
 
@@ -610,34 +697,32 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def redacted(config: Config) -> dict:
+def redacted(config: Config) -> dict[str, Any]:
     """The effective configuration as JSON, with every secret replaced."""
-    def hide(name, value):
+    def hide(name: str, value: Any) -> Any:
         if name in SECRET_KEYS and value:
             return "***" if isinstance(value, str) else ["***"] * len(value)
         return list(value) if isinstance(value, tuple) else value
 
-    def section(values: dict) -> dict:
-        return {name: hide(name, value) for name, value in values.items()}
+    def section(settings: Any, **shown: Any) -> dict[str, Any]:
+        """Its keys in the schema's order; `shown` replaces a value before it is hidden."""
+        return {f.name: hide(f.name, shown.get(f.name, getattr(settings, f.name)))
+                for f in fields(settings)}
 
     return {
         "source": config.source or None,
         "server": section(config.server),
-        "upstreams": [section({f.name: public_url(getattr(u, f.name)) if f.name == "base_url"
-                               else getattr(u, f.name) for f in fields(u)})
-                      for u in config.upstreams],
-        "models": dict(config.models), "context": dict(config.context),
-        "responses": dict(config.responses),
-        "mock": dict(config.mock), "providers": section(config.providers),
-        "anthropic": dict(config.anthropic),
-        "openai": {"drop_fields": list(config.openai["drop_fields"])},
-        "ollama": {k: list(v) if isinstance(v, tuple) else v for k, v in config.ollama.items()},
-        "log": dict(config.log),
+        "upstreams": [section(u, base_url=public_url(u.base_url)) for u in config.upstreams],
+        "models": section(config.models), "context": section(config.context),
+        "responses": section(config.responses),
+        "mock": section(config.mock), "providers": section(config.providers),
+        "anthropic": section(config.anthropic), "openai": section(config.openai),
+        "ollama": section(config.ollama), "log": section(config.log),
         "keys": {name: "***" for name in config.keys},
         "aliases": dict(config.aliases),
         "fallbacks": {k: list(v) for k, v in config.fallbacks.items()},
         "concurrency": dict(config.concurrency),
-        "health": dict(config.health), "routing": dict(config.routing),
+        "health": section(config.health), "routing": section(config.routing),
         "pools": {name: [{f.name: getattr(m, f.name) for f in fields(m)} for m in members]
                   for name, members in config.pools.items()},
         "pipes": {name: {f.name: getattr(p, f.name) for f in fields(p) if f.name != "name"}

@@ -97,10 +97,12 @@ class Usage:
     `prompt_tokens` includes cached tokens); `cached_tokens` (read from the upstream's
     prompt cache) and `cache_creation_tokens` (written to it: Anthropic's) are parts of
     it, None where the upstream did not say. Anthropic counts its `input_tokens` apart
-    from both, so its adapter adds them up and its dialect takes them off again."""
+    from both, so its adapter adds them up and its dialect takes them off again. An
+    adapter leaves a count that is not a count None; the engine estimates it before any
+    dialect reads the run's usage (generation._checked_usage)."""
     kind = "usage"
-    input_tokens: int
-    output_tokens: int
+    input_tokens: int | None
+    output_tokens: int | None
     reasoning_tokens: int | None = None
     input_estimated: bool = False
     output_estimated: bool = False
@@ -110,7 +112,7 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
+        return (self.input_tokens or 0) + (self.output_tokens or 0)   # None: not yet checked
 
     @property
     def estimated(self) -> bool:

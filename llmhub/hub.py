@@ -27,12 +27,12 @@ class Hub:
         self.config = config
         self.version = __version__
         self.started = time.time()
-        self.store = Store(config.server["db_path"])
+        self.store = Store(config.server.db_path)
         self.store.fail_interrupted_responses()   # their runs died with the last process
         self.store.fail_interrupted_api_responses()
         self.metrics = Metrics()
-        self.request_log = RequestLog(self.store, config.log["keep_count"],
-                                      config.log["keep_days"], config.log["max_body_bytes"])
+        self.request_log = RequestLog(self.store, config.log.keep_count,
+                                      config.log.keep_days, config.log.max_body_bytes)
         self.limits = Limits(config.key_limits)
         self.registry = Registry(on_retire=self._retired)
         self.upstreams = make_upstreams(config)

@@ -99,15 +99,14 @@ def _mask_fields(text: str, lowered: str) -> str:
     """Each secret-named field's string value masked. Fields are found from the hint words
     (str.find, in C), so a body that mentions none costs nothing more; a value inside
     another masked value goes with it."""
-    spans = set()
+    spans: set[tuple[int, int] | None] = set()
     for hint in HINTS:
         at = lowered.find(hint)
         while at >= 0:
             spans.add(_secret_value(text, at))
             at = lowered.find(hint, at + 1)
-    spans.discard(None)
     out, done = [], 0
-    for start, end in sorted(spans):
+    for start, end in sorted(span for span in spans if span is not None):
         if start >= done:
             out += [text[done:start], MASK]
             done = end
@@ -125,7 +124,9 @@ def _secret_value(text: str, at: int) -> tuple[int, int] | None:
     if not secret_name(name):
         return None
     start = tail.end()
-    end = (_QUOTED_VALUE if head[1] else _VALUE).match(text, start).end()
+    value = (_QUOTED_VALUE if head[1] else _VALUE).match(text, start)
+    assert value is not None          # both match the empty string: never None
+    end = value.end()
     if name.lower() == "token" and _LOGPROB.match(text, end + 1):
         return None       # a logprob entry's token is text the model wrote
     return start, end
@@ -209,7 +210,7 @@ def upstream_secrets(upstream) -> tuple:
 
 def config_secrets(config) -> tuple:
     """Every secret the configuration holds: hub keys, upstream keys, URL credentials."""
-    found = list(config.server["api_keys"])
+    found = list(config.server.api_keys)
     for upstream in config.upstreams:
         found += upstream_secrets(upstream)
     return tuple(sorted({s for s in found if s}, key=len, reverse=True))

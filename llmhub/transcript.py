@@ -9,6 +9,8 @@ kept, so nothing the model said is lost. `chunk` is the one builder of a
 chat.completion.chunk, which the OpenAI and Langbase dialects share.
 """
 
+from typing import Any
+
 from llmhub.events import ReasoningDelta, TextDelta, ToolCallDelta
 
 __all__ = ["Transcript", "Seen", "chunk", "choice", "delta_of", "finish_reason"]
@@ -110,7 +112,7 @@ class Transcript:
 
     def message(self) -> dict:
         """The assistant message in OpenAI's chat.completion shape."""
-        message = {"role": "assistant", "content": self.content}
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
         if self.tool_calls:
             message["tool_calls"] = self.calls()
         message.update(self.extra)
@@ -170,7 +172,8 @@ def finish_reason(reason: str | None, status: str, otherwise: str = "stop") -> s
     return reason or ("cancelled" if status == "cancelled" else otherwise)
 
 
-def chunk(chunk_id: str, created: int, model: str | None, choices: list, **extra) -> dict:
+def chunk(chunk_id: str | None, created: int | None, model: str | None, choices: list,
+          **extra) -> dict:
     """A chat.completion.chunk; `choices` is [] for the usage chunk."""
     return {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
             "model": model, "choices": choices, **extra}

@@ -55,7 +55,7 @@ class StreamRenderer:
         content_type -- of the stream
         eager        -- send headers (and `opening`) before the upstream accepts the request;
                         otherwise they wait for it or the first ping, so an early error can
-                        still have a real status
+                        still have a real status (a property where the request decides)
     Methods that may be overridden:
         opening(run) -- bytes sent with eager headers
         ping()       -- bytes sent while the run is silent (keep-alive and disconnect probe)
@@ -63,7 +63,10 @@ class StreamRenderer:
     """
 
     content_type = "text/event-stream; charset=utf-8"
-    eager = False
+
+    @property
+    def eager(self) -> bool:           # a subclass may set it as a class variable
+        return False
 
     def opening(self, run) -> bytes:
         return b""
@@ -230,11 +233,19 @@ def _no_duplicates(pairs: list) -> dict:
     """JSON allows a key twice and keeps the last; a client that sends it meant something."""
     obj = dict(pairs)
     if len(obj) < len(pairs):
-        seen = set()
-        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        key = _first_repeat(k for k, _ in pairs)
         raise BadRequest(f"Duplicate key {key!r} in the JSON body", param=key,
                          code="duplicate_key")
     return obj
+
+
+def _first_repeat(keys: Iterable[str]) -> str | None:
+    seen = set()
+    for key in keys:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
 
 
 JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
@@ -288,7 +299,8 @@ def json_pieces(obj: Any) -> list[bytes]:
 def json_stream(obj: Any):
     """json_pieces' pieces one at a time, each made when asked for: a caller that writes
     each away (the store, a large input in pieces) holds one piece, never the whole."""
-    parts, size = [], 0
+    parts: list[str] = []
+    size = 0
     for part in _parts(obj):
         if len(part) > PIECE:                  # a long clean string: encoded slice by slice
             yield "".join(parts).encode("utf-8")

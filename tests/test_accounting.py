@@ -86,7 +86,7 @@ def test_key_names_in_config(tmp_path):
     config = load_config(env={}, path=write_ini(tmp_path / "a.ini", {
         "server": {"api_keys": "ci:sk-1, sk-2"}, "keys": {"web": "sk-3"}}))
     assert config.keys == {"ci": "sk-1", "key2": "sk-2", "web": "sk-3"}
-    assert config.server["api_keys"] == ("sk-1", "sk-2", "sk-3")
+    assert config.server.api_keys == ("sk-1", "sk-2", "sk-3")
     with pytest.raises(ConfigError, match="share one key"):
         load_config(env={}, path=write_ini(tmp_path / "b.ini", {
             "server": {"api_keys": "a:sk-1"}, "keys": {"b": "sk-1"}}))

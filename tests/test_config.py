@@ -2,17 +2,18 @@
 
 import subprocess
 import sys
+from dataclasses import FrozenInstanceError, fields
 
 import pytest
 
 from conftest import ROOT, write_ini
-from llmhub.config import SCHEMA, ConfigError, load_config, redacted
+from llmhub.config import SCHEMA, SECTIONS, ConfigError, ServerConfig, load_config, redacted
 
 
 def test_defaults_without_a_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_config(env={})
-    assert config.server["host"] == "127.0.0.1" and config.server["port"] == 8000
+    assert config.server.host == "127.0.0.1" and config.server.port == 8000
     assert config.upstream.kind == "auto"     # detected at start (upstream.detect_kind)
     assert config.upstream.base_url == "http://localhost:1234/v1"
     assert config.source == ""
@@ -21,14 +22,14 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
 def test_precedence_flag_over_env_over_file_over_default(tmp_path):
     ini = write_ini(tmp_path / "c.ini", {"server": {"port": 1111, "log_format": "text"},
                                          "mock": {"min_chunks": 2}})
-    assert load_config(env={}, path=ini).server["port"] == 1111
+    assert load_config(env={}, path=ini).server.port == 1111
     env = {"LLMHUB_SERVER_PORT": "2222"}
-    assert load_config(env=env, path=ini).server["port"] == 2222
+    assert load_config(env=env, path=ini).server.port == 2222
     config = load_config(flags={"port": "3333"}, env=env, path=ini)
-    assert config.server["port"] == 3333
-    assert config.server["log_format"] == "text"        # from the file
-    assert config.mock["min_chunks"] == 2
-    assert config.server["ping_interval_seconds"] == 10  # built-in default
+    assert config.server.port == 3333
+    assert config.server.log_format == "text"        # from the file
+    assert config.mock.min_chunks == 2
+    assert config.server.ping_interval_seconds == 10  # built-in default
 
 
 def test_seed_environment_names(tmp_path):
@@ -39,11 +40,11 @@ def test_seed_environment_names(tmp_path):
     config = load_config(env=env, path=write_ini(tmp_path / "c.ini", {}))
     assert config.upstream.base_url == "http://10.1.2.3:1234/v1"
     assert config.upstream.api_key == "lm-studio"
-    assert config.server["cors_origins"] == ("http://a.test", "http://b.test")
-    assert config.models["regular"] == "r" and config.models["vision"] == "v"
-    assert config.context["max_input_tokens"] == 4096
-    assert config.context["summary_trigger_tokens"] == 3000
-    assert config.server["host"] == "127.0.0.1"          # $HOST is zsh's, never ours
+    assert config.server.cors_origins == ("http://a.test", "http://b.test")
+    assert config.models.regular == "r" and config.models.vision == "v"
+    assert config.context.max_input_tokens == 4096
+    assert config.context.summary_trigger_tokens == 3000
+    assert config.server.host == "127.0.0.1"          # $HOST is zsh's, never ours
     both = dict(env, LLMHUB_UPSTREAM_API_KEY="specific")
     assert load_config(env=both, path=tmp_path / "c.ini").upstream.api_key == "specific"
 
@@ -74,9 +75,29 @@ def test_bad_values_name_key_value_and_allowed(tmp_path, sections, env, message)
     assert "\n" not in str(info.value)
 
 
+def test_an_unknown_section_lists_every_known_one(tmp_path):
+    """[concurrency] and [keys] are read, so the list a typo gets names them too."""
+    with pytest.raises(ConfigError) as info:
+        load_config(env={}, path=write_ini(tmp_path / "c.ini", {"sever": {"port": "1"}}))
+    known = str(info.value).split("(known: ", 1)[1]
+    for section in ("server", "upstream", "retention", "aliases", "fallbacks", "concurrency",
+                    "keys", "upstream:NAME", "pool:NAME", "pipe:NAME", "key:NAME"):
+        assert section in known.replace(")", "").split(", "), section
+
+
+def test_sections_are_typed_and_the_schema_is_their_fields():
+    config = load_config(env={}, path=ROOT / "config.ini")
+    assert isinstance(config.server, ServerConfig) and config.server.port == 8000
+    with pytest.raises(FrozenInstanceError):
+        config.server.port = 1                              # type: ignore[misc]
+    assert [k.name for k in SCHEMA if k.section == "server"] == \
+        [f.name for f in fields(ServerConfig)]
+    assert {k.section for k in SCHEMA} == set(SECTIONS)
+
+
 def test_remote_bind_allowed_with_keys(tmp_path):
     ini = write_ini(tmp_path / "c.ini", {"server": {"host": "0.0.0.0", "api_keys": "k1"}})
-    assert load_config(env={}, path=ini).server["api_keys"] == ("k1",)
+    assert load_config(env={}, path=ini).server.api_keys == ("k1",)
 
 
 def test_bad_value_stops_startup_with_exit_2():
@@ -122,13 +143,13 @@ def test_config_ini_documents_every_key_with_its_default():
     config = load_config(env={}, path=ROOT / "config.ini")
     for key in SCHEMA:
         assert f"\n{key.name} = {key.default}".rstrip() in text, f"{key.section}.{key.name}"
-    assert config.server["port"] == 8000   # the shipped file parses, and keeps the defaults
+    assert config.server.port == 8000   # the shipped file parses, and keeps the defaults
 
 
 def test_insecure_flag_allows_a_remote_bind_without_keys(tmp_path):
     ini = write_ini(tmp_path / "c.ini", {})
     config = load_config(flags={"host": "0.0.0.0", "insecure": True}, env={}, path=ini)
-    assert config.server["allow_remote_without_keys"] is True
+    assert config.server.allow_remote_without_keys is True
     result = subprocess.run([sys.executable, "main.py", "--host", "0.0.0.0", "--port", "0",
                              "--config", str(ini)], cwd=ROOT, capture_output=True, text=True,
                             timeout=30)

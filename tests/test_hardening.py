@@ -100,11 +100,13 @@ def test_star_allows_every_origin_and_warns_without_keys(make_hub, fake, tmp_pat
 
 
 def test_the_startup_warning_names_the_risk():
+    from dataclasses import replace
+    from llmhub.config import ServerConfig
     from llmhub.http.origins import startup_warnings
-    base = {"cors_origins": ("*",), "api_keys": ()}
+    base = ServerConfig(cors_origins=("*",), api_keys=())
     assert "any web page" in startup_warnings(base)[0]
-    assert startup_warnings({**base, "api_keys": ("k",)}) == []
-    assert startup_warnings({**base, "cors_origins": ("http://localhost:*",)}) == []
+    assert startup_warnings(replace(base, api_keys=("k",))) == []
+    assert startup_warnings(replace(base, cors_origins=("http://localhost:*",))) == []
 
 
 # --- point 4: every run ends -----------------------------------------------------------------

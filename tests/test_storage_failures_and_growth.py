@@ -389,12 +389,13 @@ def test_the_sweep_reads_indexes_not_tables(hub):
 
 def test_retention_keys_are_documented_with_defaults_for_a_year(tmp_path):
     from conftest import ROOT
+    from dataclasses import fields
     from llmhub.config import load_config
     (tmp_path / "empty.ini").write_text("")
     retention = load_config(env={}, path=tmp_path / "empty.ini").retention
-    assert retention["threads_keep_days"] == 365 and retention["sweep_interval_seconds"] > 0
+    assert retention.threads_keep_days == 365 and retention.sweep_interval_seconds > 0
     text = (ROOT / "config.ini").read_text()
-    assert all(f"\n{name} = " in text for name in retention)
+    assert all(f"\n{f.name} = " in text for f in fields(retention))
 
 
 # --- a large stored input is written in pieces -------------------------------------------

@@ -83,6 +83,7 @@ def create_message(request):
     chat = parse_request(body, request.hub, require_max_tokens=True)
     chat.run_id = request.run_id()
     keep_in = session_thread(request, body)
+    assert isinstance(chat.input, Stateless)       # as parse_request made it
     if keep_in is not None:       # the conversation, resent each turn, is kept in a thread
         chat.input = Resent(chat.input.messages, keep_in)
     chat.session = keep_in or session_of(request, body)   # the same box, turn by turn
@@ -118,6 +119,7 @@ def count_tokens(request) -> JSONResponse:
     body = request.json_object()
     chat = parse_request(body, request.hub, require_max_tokens=False)
     chat.native = Native("anthropic", native_body(body), relayed_headers(request))
+    assert isinstance(chat.input, Stateless)       # as parse_request made it
     tokens, counted = request.hub.engine.count_input(chat, chat.input.messages)
     return JSONResponse({"input_tokens": tokens}, headers=token_count_header(counted))
 
@@ -143,7 +145,7 @@ def relayed_headers(request) -> dict:
 
 def session_thread(request, body: dict) -> str | None:
     """With [anthropic] store, the thread a session's conversation is kept in."""
-    if not request.hub.config.anthropic["store"]:
+    if not request.hub.config.anthropic.store:
         return None
     session = session_of(request, body)
     return "claude-" + SESSION.sub("-", session)[:100] if session else None
@@ -171,11 +173,11 @@ def parse_request(body: dict, hub, require_max_tokens: bool) -> ChatRequest:
     check_model(body)
     anthropic_upstream = hub.engine.upstream_kind(body["model"]) == "anthropic"
     check_fields(body, require_max_tokens, anthropic_upstream)
-    body = clean(body, strip=hub.config.anthropic["strip_billing_header"] and
+    body = clean(body, strip=hub.config.anthropic.strip_billing_header and
                  not anthropic_upstream)
     chat = translator.from_messages_body(body)
     messages = chat.pop("messages")
-    replay = hub.config.context["replay_reasoning"]
+    replay = hub.config.context.replay_reasoning
     for message in messages:
         reasoning = message.pop("reasoning", None)
         signature = message.pop("reasoning_signature", None)

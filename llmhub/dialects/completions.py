@@ -28,7 +28,7 @@ def create_completion(request):
     hub = request.hub
     body = request.json_object()
     check_fields(body)
-    params = upstream_params(body, ("model", "stream"), hub.config.openai["drop_fields"])
+    params = upstream_params(body, ("model", "stream"), hub.config.openai.drop_fields)
     run = hub.engine.prepare(ChatRequest(
         Prompt(body.get("prompt")), model=body.get("model") or None, params=params,
         dialect="completions", run_id=request.run_id()))

@@ -42,7 +42,7 @@ def create_embeddings(request) -> JSONResponse:
                          "text. (LangChain's OpenAIEmbeddings sends token ids by default; "
                          "set check_embedding_ctx_length=False.)", param="input",
                          code="invalid_value")
-    sent = dict(upstream_params(body, READ, hub.config.openai["drop_fields"]),
+    sent = dict(upstream_params(body, READ, hub.config.openai.drop_fields),
                 input=body["input"])
     reply, run = hub.engine.embed(model, sent)
     return JSONResponse(answer(reply, run, body.get("encoding_format") or "float"))

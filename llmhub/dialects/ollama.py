@@ -38,12 +38,13 @@ import math
 import re
 import time
 from fnmatch import fnmatchcase
+from typing import Any
 
 from llmhub.dialects.checks import decoded_head, decoded_size
 from llmhub.dialects.embeddings import encoded
 from llmhub.dialects.studio import MAGIC
 from llmhub.engine.facade import ChatRequest, Prompt, Stateless
-from llmhub.engine.runs import CANCELLED, FAILED
+from llmhub.engine.runs import CANCELLED, FAILED, Run
 from llmhub.errors import BadRequest, HubError, NotFound
 from llmhub.ids import utc_text
 from llmhub.transcript import Seen
@@ -83,7 +84,7 @@ def running(request) -> BytesResponse:
 # --- models ----------------------------------------------------------------------------------
 
 def version(request) -> JSONResponse:
-    return JSONResponse({"version": request.hub.config.ollama["version"]})
+    return JSONResponse({"version": request.hub.config.ollama.version})
 
 
 def tags(request) -> JSONResponse:
@@ -158,11 +159,11 @@ def capabilities(hub, facts: dict) -> list[str]:
         return ["embedding"]
     config, model = hub.config.ollama, facts["model"]
     found = ["completion"]
-    if facts.get("tools") is not False or matches(model, config["tools"]):
+    if facts.get("tools") is not False or matches(model, config.tools):
         found.append("tools")
-    if facts.get("vision") or matches(model, config["vision"]):
+    if facts.get("vision") or matches(model, config.vision):
         found.append("vision")
-    if facts.get("reasoning") or matches(model, config["thinking"]):
+    if facts.get("reasoning") or matches(model, config.thinking):
         found.append("thinking")
     return found
 
@@ -236,7 +237,7 @@ def generate(request):
         if body.get("suffix") is not None:
             params["suffix"] = body["suffix"]
         params["prompt"] = prompt            # a legacy completion's travels in its params
-        plan = Prompt(prompt)
+        plan: Prompt | Stateless = Prompt(prompt)
     else:
         user = user_message(prompt, images, hub, model, "images")
         system = [{"role": "system", "content": body["system"]}] if body.get("system") else []
@@ -326,7 +327,7 @@ def schema_format(schema: dict) -> dict:
 def sampling(options: dict) -> dict:
     params = {}
     for name, field in OPTIONS.items():
-        value = options.get(name)
+        value: Any = options.get(name)
         if value is None:
             continue
         if name == "stop":
@@ -349,11 +350,12 @@ def keep_alive(body: dict) -> float | None:
     value = body.get("keep_alive")
     if value is None:
         return None
+    seconds: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
-    elif isinstance(value, str) and (seconds := duration(value.strip())) is not None:
-        pass
-    else:
+    elif isinstance(value, str):
+        seconds = duration(value.strip())
+    if seconds is None:
         raise BadRequest("'keep_alive' must be a duration such as \"5m\" or \"2h45m\", or "
                          "a number of seconds", param="keep_alive")
     return math.inf if seconds < 0 else seconds
@@ -374,8 +376,9 @@ def duration(text: str) -> float | None:
 # --- messages --------------------------------------------------------------------------------
 
 def openai_messages(messages: list, hub, model: str) -> list[dict]:
-    out, calls = [], []          # calls: (name, id) of tool calls not answered yet
-    replay = hub.config.context["replay_reasoning"]
+    out: list[dict] = []
+    calls: list[tuple] = []      # (name, id) of tool calls not answered yet
+    replay = hub.config.context.replay_reasoning
     for i, message in enumerate(messages):
         where = f"messages.{i}"
         if not isinstance(message, dict):
@@ -456,7 +459,7 @@ def image_part(image, hub, model: str, where: str) -> dict:
         size, head = decoded_size(data), decoded_head(data)
     except ValueError:                          # binascii.Error is one
         raise BadRequest(f"'{where}' is not valid base64", param=where) from None
-    limit = hub.config.server["max_image_bytes"]
+    limit = hub.config.server.max_image_bytes
     if size > limit:
         raise BadRequest(f"'{where}' is {size} bytes; the limit is {limit} "
                          "(max_image_bytes)", param=where)
@@ -601,7 +604,7 @@ def embed(request) -> JSONResponse:
     return JSONResponse({"model": model, "embeddings": vectors,
                          "total_duration": _ns(time.monotonic() - started),
                          "load_duration": 0,
-                         "prompt_eval_count": run.usage.input_tokens if run else 0})
+                         "prompt_eval_count": run.usage.input_tokens if run and run.usage else 0})
 
 
 def embeddings(request) -> JSONResponse:
@@ -615,10 +618,10 @@ def embeddings(request) -> JSONResponse:
     return JSONResponse({"embedding": vectors[0] if vectors else []})
 
 
-def vectors_of(hub, model: str, texts: list, dimensions: int | None) -> tuple[list, object]:
+def vectors_of(hub, model: str, texts: list, dimensions: int | None) -> tuple[list, Run | None]:
     if not texts:
         return [], None
-    body = {"model": model, "input": texts}
+    body: dict[str, Any] = {"model": model, "input": texts}
     if dimensions:
         body["dimensions"] = dimensions
     reply, run = hub.engine.embed(model, body)

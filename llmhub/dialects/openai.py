@@ -62,7 +62,7 @@ def _error_type(status: int) -> str:
 
 def chat_completions(request):
     body = request.json_object()
-    chat = parse_chat(body, request.hub.config.openai["drop_fields"])
+    chat = parse_chat(body, request.hub.config.openai.drop_fields)
     chat.run_id = request.run_id()
     run = request.hub.engine.prepare(chat)
     if body.get("stream"):
@@ -162,8 +162,8 @@ def openai_usage(usage: Usage | None, run) -> dict:
     if usage is not None and usage.raw:
         return dict(sane_counts(usage.raw), prompt_tokens=usage.input_tokens,
                     completion_tokens=usage.output_tokens, total_tokens=usage.total_tokens)
-    prompt = usage.input_tokens if usage else run.input_estimate
-    output = usage.output_tokens if usage else estimate_tokens(run.transcript.text)
+    prompt = usage.input_tokens or 0 if usage else run.input_estimate   # checked: a count
+    output = usage.output_tokens or 0 if usage else estimate_tokens(run.transcript.text)
     body = {"prompt_tokens": prompt, "completion_tokens": output,
             "total_tokens": prompt + output}
     if usage is not None and usage.cached_tokens is not None:   # an Anthropic upstream's
@@ -214,7 +214,7 @@ class ChunkStream(StreamRenderer):
         self.include_usage = include_usage
         self.finish_sent = False
         self.role_sent = False
-        self.relayed = None            # the raw chunk sent last: its other events are in it
+        self.relayed: dict | None = None   # the raw chunk sent last: its other events are in it
 
     def render(self, event) -> bytes:
         self.seen.add(event)

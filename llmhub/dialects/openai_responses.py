@@ -42,7 +42,8 @@ from llmhub.dialects.openai import error_body
 from llmhub.dialects.responses import Replay, new_response_id
 from llmhub.engine.facade import Chain, ChatRequest, ThreadTurn
 from llmhub.engine.runs import CANCELLED, COMPLETED, FAILED, QUEUED, STREAMING
-from llmhub.errors import BadRequest, NotFound, error_of
+from llmhub.errors import BadRequest, HubError, NotFound, error_of
+from llmhub.events import Usage
 from llmhub.formats.response_items import (items_to_messages, output_items, reasoning_item, response_of,
                                            wants_summary)
 from llmhub.formats.response_tools import OMITTED_HEADER, Toolbox, custom_input
@@ -87,7 +88,7 @@ def create(request):
         return JSONResponse(response_body(record, outcome(run, record)), headers=headers)
     if body.get("stream"):
         if stored:                    # resumable (starting_after) for a while
-            run.allow_resume(hub.config.responses["resume_grace_seconds"])
+            run.allow_resume(hub.config.responses.resume_grace_seconds)
         return StreamResponse(run, ResponseEvents(record), headers=headers)
     return RunResponse(run, lambda run: finished(run, record), headers=headers)
 
@@ -379,16 +380,16 @@ def page_args(query: dict) -> tuple[int, str]:
 def page(items: list, query: dict, ordered: bool = False) -> dict:
     """One page of `items` (oldest first; `ordered`: already in the query's order)."""
     limit, order = page_args(query)
-    ordered = items if order == "asc" or ordered else items[::-1]
+    listed = items if order == "asc" or ordered else items[::-1]
     after = query.get("after")
     if after:
-        ids = [item.get("id") for item in ordered]
+        ids = [item.get("id") for item in listed]
         if after not in ids:
             raise BadRequest(f"'after' names no item: {after!r}", param="after")
-        ordered = ordered[ids.index(after) + 1:]
-    data = ordered[:limit]
+        listed = listed[ids.index(after) + 1:]
+    data = listed[:limit]
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": len(ordered) > len(data)}
+            "last_id": data[-1]["id"] if data else None, "has_more": len(listed) > len(data)}
 
 
 # --- input_tokens and compact ------------------------------------------------------------------
@@ -419,6 +420,7 @@ def compact(request) -> JSONResponse:
     if body.get("input") is None and body.get("previous_response_id") is not None:
         body = dict(body, input=[])   # the chain so far is the whole conversation
     chat, _ = parse(body, hub, new_response_id())
+    assert isinstance(chat.input, (Chain, ThreadTurn))   # what parse plans
     conversation = would_send(hub, replace(chat.input, system=None, budget=False))
     if not conversation:
         raise BadRequest("Nothing to compact: send 'input' or 'previous_response_id'",
@@ -459,8 +461,8 @@ class ResponseEvents(StreamRenderer):
         self.tools = Toolbox(record["request"].get("tools"))
         self.summarise = wants_summary(record["request"])
         self.model = record["model"]
-        self.usage = None
-        self.error = None
+        self.usage: Usage | None = None
+        self.error: HubError | None = None
         self.counts = {"message": 0, "reasoning": 0}
 
     @property
@@ -491,9 +493,9 @@ class ResponseEvents(StreamRenderer):
         if kind == "usage":
             self.usage = event
         elif kind == "error":
-            self.error = error_of(event)
-            return self._emit("error", code=self.error.code, message=self.error.message,
-                              param=self.error.param)
+            self.error = error = error_of(event)
+            return self._emit("error", code=error.code, message=error.message,
+                              param=error.param)
         elif kind == "done":
             return self._close() + self._end(event)
         return b""
@@ -504,34 +506,35 @@ class ResponseEvents(StreamRenderer):
         out = self._close()
         self.open = item
         self.items.append(item)
-        empty = {"content": []} if "content" in item else {}
+        empty: dict = {"content": []} if "content" in item else {}
         return out + self._emit("response.output_item.added", output_index=self._index(),
                                 item=sent(dict(item, status="in_progress", **empty)))
 
     def _text(self, text: str) -> bytes:
-        out = b""
-        if self.open is None or self.open["type"] != "message":
-            out = self._open(self._new_message())
+        out, item = b"", self.open
+        if item is None or item["type"] != "message":
+            item = self._new_message()
+            out = self._open(item)
             out += self._emit("response.content_part.added", **self._at(), content_index=0,
                               part={"type": "output_text", "text": "", "annotations": []})
-        self.open["content"][0]["text"] += text
+        item["content"][0]["text"] += text
         return out + self._emit("response.output_text.delta", **self._at(), content_index=0,
                                 delta=text, logprobs=[])
 
     def _reasoning(self, text: str) -> bytes:
-        out = b""
-        if self.open is None or self.open["type"] != "reasoning":
-            out = self._open(reasoning_item(self._id("rs", "reasoning"), "",
-                                            self.record["request"]))
+        out, item = b"", self.open
+        if item is None or item["type"] != "reasoning":
+            item = reasoning_item(self._id("rs", "reasoning"), "", self.record["request"])
+            out = self._open(item)
             if self.summarise:
                 out += self._emit("response.reasoning_summary_part.added", **self._at(),
                                   summary_index=0, part={"type": "summary_text", "text": ""})
-                self.open["summary"] = [{"type": "summary_text", "text": ""}]
-        self.open["content"][0]["text"] += text
+                item["summary"] = [{"type": "summary_text", "text": ""}]
+        item["content"][0]["text"] += text
         out += self._emit("response.reasoning_text.delta", **self._at(), content_index=0,
                           delta=text)
         if self.summarise:
-            self.open["summary"][0]["text"] += text
+            item["summary"][0]["text"] += text
             out += self._emit("response.reasoning_summary_text.delta", **self._at(),
                               summary_index=0, delta=text)
         return out
@@ -539,16 +542,16 @@ class ResponseEvents(StreamRenderer):
     def _tool_call(self, event) -> bytes:
         """A function call streams its arguments; a custom tool's input is the `input`
         inside them, so it is sent whole when the call is complete."""
-        out = b""
-        if self.open is None or self.open.get("index") != event.index:
+        out, item = b"", self.open
+        if item is None or item.get("index") != event.index:
             call = {"id": event.id, "function": {"name": event.name or "", "arguments": ""}}
             item = self.tools.call_item(self.key, event.index, call, "in_progress")
             out = self._open(item)
-            self.open["index"], self.open["raw"] = event.index, ""   # the hub's, not sent
+            item["index"], item["raw"] = event.index, ""   # the hub's, not sent
         if event.arguments:
-            self.open["raw"] += event.arguments
-            if self.open["type"] == "function_call":
-                self.open["arguments"] += event.arguments
+            item["raw"] += event.arguments
+            if item["type"] == "function_call":
+                item["arguments"] += event.arguments
                 out += self._emit("response.function_call_arguments.delta", **self._at(),
                                   delta=event.arguments)
         return out
@@ -606,7 +609,10 @@ class ResponseEvents(StreamRenderer):
         return len(self.items) - 1
 
     def _at(self) -> dict:
-        return {"item_id": self.open["id"], "output_index": self.items.index(self.open)}
+        """Where the growing item is, for an event about it."""
+        item = self.open
+        assert item is not None, "asked while an item grows"
+        return {"item_id": item["id"], "output_index": self.items.index(item)}
 
     # -- the response ------------------------------------------------------------------------
     def _end(self, done) -> bytes:
@@ -618,10 +624,10 @@ class ResponseEvents(StreamRenderer):
         return self._emit(name, response=self._body(status))
 
     def _body(self, status: str) -> dict:
-        usage = self.usage
+        usage = self.usage                # published, so checked: None counts are gone
         return response_body(self.record, {
             "status": status, "model": self.model, "output": list(self.items),
-            "usage": usage_json(usage.input_tokens, usage.output_tokens,
+            "usage": usage_json(usage.input_tokens or 0, usage.output_tokens or 0,
                                 usage.reasoning_tokens, usage.cached_tokens) if usage else None,
             "error": {"code": self.error.code, "message": self.error.message}
             if self.error is not None and status == "failed" else None})

@@ -114,7 +114,7 @@ def json_type(given: str | None) -> str:
     application/json. curl -d labels JSON as a form, which the hub reads as JSON (wire.py)
     but vLLM's FastAPI would refuse."""
     kind = (given or "").split(";", 1)[0].strip().lower()
-    return given if kind == "application/json" or kind.endswith("+json") else \
+    return given if given and (kind == "application/json" or kind.endswith("+json")) else \
         "application/json"
 
 
@@ -164,6 +164,7 @@ def _form_relay(request, endpoint: str, required: tuple) -> RelayResponse:
     part = multipart.find(parts, "model")
     model = multipart.text(raw, part).strip() if part is not None else None
     relay = Relay(endpoint, (endpoint,), model or None, raw, content_type,
-                  renamed=lambda name: multipart.replaced(raw, part, name.encode("utf-8")),
+                  renamed=None if part is None else
+                  lambda name: multipart.replaced(raw, part, name.encode("utf-8")),
                   accept=request.headers.get("Accept"))
     return RelayResponse(request.hub.engine.relay(relay), relay)

@@ -64,7 +64,7 @@ def create_response(request):
     run = hub.engine.prepare(chat)
     hub.engine.keep_response(run, body.get("metadata") or {})
     if body.get("stream") or request.query.get("stream", "").lower() in ("1", "true", "yes"):
-        run.allow_resume(hub.config.responses["resume_grace_seconds"])   # it is stored
+        run.allow_resume(hub.config.responses.resume_grace_seconds)   # it is stored
         return StreamResponse(run, ResponseStream(run_meta(run)))
     return RunResponse(run, lambda run: finished(hub, run))
 
@@ -116,10 +116,10 @@ def find(hub, response_id: str) -> dict:
     minted = created_at(response_id)
     oldest = hub.engine.oldest_response_time()
     keep = hub.config.responses
-    if minted is not None and (minted < time.time() - keep["keep_days"] * 86400 or
+    if minted is not None and (minted < time.time() - keep.keep_days * 86400 or
                                oldest is None or minted < oldest):
         raise Gone(f"Response {response_id} has expired: responses are kept "
-                   f"{keep['keep_days']:g} days, {keep['keep_count']} at most",
+                   f"{keep.keep_days:g} days, {keep.keep_count} at most",
                    code="response_expired")
     raise NotFound(f"No response with id {response_id!r}", code="response_not_found")
 

@@ -137,7 +137,7 @@ def openapi(request) -> JSONResponse:
             "paths": paths,
             "components": {"securitySchemes": {"bearer": {"type": "http",
                                                           "scheme": "bearer"}}}}
-    if request.hub.config.server["api_keys"]:
+    if request.hub.config.server.api_keys:
         spec["security"] = [{"bearer": []}]
     return JSONResponse(spec)
 

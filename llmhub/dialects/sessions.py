@@ -64,6 +64,7 @@ def chat_stream(request):
 def summarize(request):
     try:
         chat, session_id = parse_request(request)
+        assert isinstance(chat.input, Stateless)       # as parse_request made it
         before = estimate_messages(chat.input.messages)
         chat.input = Summary(summary_prompt(None, chat.input.messages))
         run = request.hub.engine.prepare(chat)

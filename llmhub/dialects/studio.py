@@ -16,7 +16,7 @@ from llmhub.context import estimate_tokens
 from llmhub.dialects.checks import decoded_head, decoded_size
 from llmhub.engine.facade import ChatRequest, Stateless
 from llmhub.engine.runs import FAILED
-from llmhub.errors import HubError
+from llmhub.errors import HubError, UpstreamError
 from llmhub.transcript import Seen, finish_reason
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, ndjson
 
@@ -68,7 +68,7 @@ def error_body(error: HubError):
     reason = getattr(error, "reason", None)
     if reason == "no_model_loaded" or error.code == "no_model_loaded":
         return 503, {"detail": NO_MODEL}
-    if reason == "unreachable":                  # the seed's exact wording: no address
+    if isinstance(error, UpstreamError) and reason == "unreachable":   # the seed's words
         return {"detail": f"Could not connect to {error.where}: {error.detail}"}
     return {"detail": error.message}
 
@@ -166,15 +166,20 @@ def choose_model(hub, kind: str, model_key) -> str:
     """regular and vision use their configured model; /chat the key, the default, or the
     first loaded model."""
     if kind in ("regular", "vision"):
-        return hub.config.models[kind]
+        return configured_model(hub, kind)
     if model_key:
         return model_key
-    if hub.config.models["default"]:
-        return hub.config.models["default"]
+    if hub.config.models.default:
+        return hub.config.models.default
     model = hub.engine.loaded_model()
     if model is None:
         raise HubError(NO_MODEL, status=503, code="no_model_loaded")
     return model
+
+
+def configured_model(hub, kind: str) -> str:
+    """`[models] regular` or `vision`, the models of the routes by those names."""
+    return hub.config.models.vision if kind == "vision" else hub.config.models.regular
 
 
 def parse_chat(body: dict, kind: str, hub) -> tuple[list, dict, list]:
@@ -187,7 +192,7 @@ def parse_chat(body: dict, kind: str, hub) -> tuple[list, dict, list]:
         problems.append(problem(["messages"], "a non-empty list of messages is required",
                                 "missing" if raw is None else "type_error.list"))
         raw = []
-    model = hub.config.models[kind] if kind in ("regular", "vision") else \
+    model = configured_model(hub, kind) if kind in ("regular", "vision") else \
         body.get("model_key") or None          # whose upstream must take the images
     messages = [parse_message(m, i, kind, (hub, model), problems) for i, m in enumerate(raw)]
     params = parse_config(body.get("config") or {}, problems) \
@@ -241,7 +246,7 @@ def image_part(image, loc: list, target: tuple, problems: list) -> dict | None:
     except ValueError:                          # binascii.Error is one
         problems.append(problem(loc + ["data_base64"], "is not valid base64"))
         return None
-    limit = hub.config.server["max_image_bytes"]
+    limit = hub.config.server.max_image_bytes
     if size > limit:
         problems.append(problem(loc + ["data_base64"], f"image is {size} bytes; the limit "
                                 f"is {limit} (max_image_bytes)"))

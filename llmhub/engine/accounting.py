@@ -149,7 +149,7 @@ class Limits:
     def count_request(self, key: str | None) -> None:
         """A request the hub makes for the key on its own (a retry): counted, not refused."""
         limits = self.limits.get(key)
-        if limits is not None and limits.requests_per_minute:
+        if key is not None and limits is not None and limits.requests_per_minute:
             with self._lock:
                 self._window(key, time.time()).append(time.time())
 

@@ -30,7 +30,9 @@ from llmhub.engine.summaries import Summaries, summary_prompt
 from llmhub.engine.workers import Workers
 from llmhub.errors import Conflict, Forbidden, HubError, NotFound
 from llmhub.redaction import redact
+from llmhub.store.retention import Upkeep
 from llmhub.store.threads import Store
+from llmhub.upstream.base import SpeaksNatively, Upstream
 
 __all__ = ["Access", "ChatRequest", "Native", "Relay", "Chain", "Prompt", "Resent", "Stateless",
            "Summary", "ThreadTurn", "Target", "Engine", "summary_prompt"]
@@ -40,7 +42,7 @@ HEALTH_FIELDS = ("state", "detail", "in_flight", "queued", "cooldowns", "targets
 
 
 class Engine:
-    def __init__(self, config: Config, upstreams: dict, registry: Registry,
+    def __init__(self, config: Config, upstreams: dict[str, Upstream], registry: Registry,
                  store: Store, request_log=None, limits=None) -> None:
         self.config = config
         self.store = store
@@ -51,8 +53,8 @@ class Engine:
         self.resolver = Resolver(config, upstreams, self.router)
         self.router.register(self.resolver.pools.values())
         self.lifecycle = Lifecycle(self.router, upstreams, registry)
-        self.prober = Prober(self.router, config.health["interval_seconds"],
-                             config.health["timeout_seconds"],
+        self.prober = Prober(self.router, config.health.interval_seconds,
+                             config.health.timeout_seconds,
                              ticks=[self.lifecycle.unload_idle])
         self.generation = Generation(config, self.resolver, registry, store, self.workers,
                                      self.lifecycle, limits)
@@ -61,7 +63,7 @@ class Engine:
         self.providers = Providers(config, upstreams)
         self.prober.start()
         self.turns = self.generation.turns
-        self.upkeep = None                  # retention.Upkeep, set by the hub that runs it
+        self.upkeep: Upkeep | None = None   # set by the hub that runs it
         self.secrets = self.generation.secrets
 
     # -- runs --------------------------------------------------------------------------------
@@ -209,12 +211,13 @@ class Engine:
         """The messages a turn on a stored thread would send upstream now: system prompt,
         summary, the unsummarised history (what fits, with a budget) and the new turn, from
         the read the turn itself makes, never the thread from its first message."""
+        assert plan.thread_id is not None, "a turn on a stored thread"
         self.generation.require_thread(plan.thread_id)
         context = self.config.context
-        budget = context["max_input_tokens"] if plan.budget else None
+        budget = context.max_input_tokens if plan.budget else None
         history, summary, totals = self.store.turn_plan(plan.thread_id, budget)
         return build_input(plan.system, history, plan.messages, summary, budget, totals,
-                           context["replay_reasoning"])[0]
+                           context.replay_reasoning)[0]
 
     def messages_from(self, thread_id: str, anchor: str | None, count: int,
                       newest_first: bool = False) -> list[dict] | None:
@@ -237,7 +240,7 @@ class Engine:
         kept = self.config.responses
         with run.failing_on_error():
             self.store.create_api_response({**record, "owner": run.info["key"]},
-                                           kept["keep_count"], kept["keep_days"] * 86400)
+                                           kept.keep_count, kept.keep_days * 86400)
         run.on_finish(lambda run: self._finish_api_response(run, outcome))
 
     def _finish_api_response(self, run: Run, outcome) -> None:
@@ -270,7 +273,7 @@ class Engine:
 
     def summarise_messages(self, messages: list) -> Run:
         """A summary of these messages by [models] summary, run to its end."""
-        return self._generate(summary_prompt(None, messages), self.config.models["summary"]
+        return self._generate(summary_prompt(None, messages), self.config.models.summary
                               or None)
 
     # -- models and providers ----------------------------------------------------------------
@@ -338,7 +341,7 @@ class Engine:
             upstream = target.upstream.name
             if upstream not in catalogs:
                 catalogs[upstream] = self._catalog(self.lifecycle.managers[upstream])
-            entry = next((e for e in catalogs[upstream] if e["key"] == target.model), {})
+            entry: dict = next((e for e in catalogs[upstream] if e["key"] == target.model), {})
             context = self.router.context_length(target, target.model)
             facts.append({**entry, "model": target.model, "upstream": upstream,
                           "kind": target.upstream.kind,
@@ -355,7 +358,9 @@ class Engine:
                            if e["loaded"]]
                 continue
             box = self.router.boxes.get(name)
-            models = box and (box.loaded if box.loaded is not None else box.models)
+            if box is None:
+                continue
+            models = box.loaded if box.loaded is not None else box.models
             loaded += [{"key": m, "upstream": name, "type": "llm",
                         "context_length": box.contexts.get(m)} for m in sorted(models or ())]
         return loaded
@@ -419,17 +424,17 @@ class Engine:
             name = next((name for name, upstream in self.resolver.upstreams.items()
                          if run.provider and upstream.base_url == run.provider["base_url"]),
                         None)
-            if name is None:
+            if name is None or run.model is None:
                 return
             if seconds:           # a setting: made before the reply ends
                 self.lifecycle.keep_alive(name, run.model, seconds)
             else:                 # an unload: once the run has left the registry
-                self.workers.submit(self._unload_after, run, name)
+                self.workers.submit(self._unload_after, run, name, run.model)
         run.on_finish(after)
 
-    def _unload_after(self, run: Run, upstream: str) -> None:
+    def _unload_after(self, run: Run, upstream: str, model: str) -> None:
         run.wait(60)               # retired first: its own run must not count as in flight
-        self.lifecycle.keep_alive(upstream, run.model, 0)
+        self.lifecycle.keep_alive(upstream, model, 0)
 
     def loaded_model(self) -> str | None:
         """The first loaded chat model; None if none is, or models are not managed here."""
@@ -460,7 +465,8 @@ class Engine:
         upstream = target.upstream
         model = target.model or self.resolver.default_model(upstream)
         native = request.native
-        if native is not None and getattr(upstream, "speaks", None) == native.dialect:
+        if native is not None and isinstance(upstream, SpeaksNatively) and \
+                upstream.speaks == native.dialect:
             counted = upstream.count_native(dict(native.body, model=model), native.headers)
         else:
             counter = getattr(upstream, "count_input", None)
@@ -472,7 +478,7 @@ class Engine:
         return estimate_messages(messages) + (estimate_tokens(json.dumps(tools))
                                               if tools else 0), False
 
-    def provider(self, base_url: str):
+    def provider(self, base_url: str) -> Upstream:
         """The upstream for a client-named base URL; 403 unless it is allowed."""
         return self.providers.get(base_url)
 

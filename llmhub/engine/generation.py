@@ -37,11 +37,12 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from llmhub.config import Config
 from llmhub.context import build_input, estimate_input, estimate_messages, estimate_tokens
 from llmhub.engine import accounting
+from llmhub.engine.inputs import InputPlan
 from llmhub.engine.resolution import Resolver, Target
 from llmhub.engine.routing import retryable
 from llmhub.engine.runs import (COMPLETED, FAILED, FINAL, TOKENS, TRIMMED, Registry, Run,
@@ -53,6 +54,7 @@ from llmhub.events import Done, Error, Usage, stored, token_count
 from llmhub.redaction import config_secrets
 from llmhub.store.threads import Store, thread_not_found
 from llmhub.transcript import finish_reason
+from llmhub.upstream.base import Call, SpeaksNatively, Upstream, relays
 from llmhub.upstream.gate import Gate, QueueFull
 from llmhub.upstream.passthrough import PassCall, not_served
 from llmhub.upstream.think import join_think, split_think
@@ -69,7 +71,7 @@ class Access:
     through (Helicone-Auth), or a provider it named (the sessions dialect); no aliases then."""
     api_key: str | None = None
     headers: dict = field(default_factory=dict)
-    provider: object = None
+    provider: Upstream | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ class Native:
 @dataclass
 class ChatRequest:
     """What every dialect translates its wire request into: an input plan and what to ask."""
-    input: object                                # inputs.Stateless, Chain, ThreadTurn, …
+    input: InputPlan                             # inputs.Stateless, Chain, ThreadTurn, …
     model: str | None = None
     params: dict = field(default_factory=dict)   # OpenAI-named fields, sent upstream as-is
     dialect: str = "openai"
@@ -122,9 +124,9 @@ class Relay:
     endpoint: str                  # the client's path, for messages: /v1/rerank
     paths: tuple                   # the upstream's paths from its root, tried in order
     model: str | None              # as the client named it; None: the default upstream's
-    body: bytes
+    body: bytes | list             # whole, or pieces sent one after the other (multipart)
     content_type: str
-    renamed: Callable[[str], object] | None = None   # the body for another model name
+    renamed: Callable[[str], bytes | list] | None = None   # the body for another model name
     accept: str | None = None
     input_estimate: int = 0        # tokens the body holds, for the key's budget
     sink: RelaySink | None = None  # set by the server before the run is driven
@@ -163,8 +165,8 @@ class Generation:
                                    dialect=request.dialect, model=first.model)
         run.requested = request.model
         run.provider = first.upstream.provider
-        run.log.buffer_limit = self.config.server["stream_buffer_bytes"]
-        run.log.log_limit = self.config.responses["max_event_log_bytes"]
+        run.log.buffer_limit = self.config.server.stream_buffer_bytes
+        run.log.log_limit = self.config.responses.max_event_log_bytes
         run.secrets = self.secrets + ((access.api_key,) if access.api_key else ())
         run.must_fit = request.must_fit
         run.load_context = request.load_context
@@ -189,15 +191,18 @@ class Generation:
     def join_thread(self, run: Run) -> None:
         """Take the run's place in its thread's line; its reply is stored before the next
         turn on the thread may start."""
-        self.turns.join(run.thread_id, run)
+        thread_id = run.thread_id
+        assert thread_id is not None, "the plan names the thread before the run joins it"
+        self.turns.join(thread_id, run)
         run.on_finish(self.record_reply)
         for hook in self.finish_hooks:
             run.on_finish(hook)
-        run.on_finish(lambda run: self.turns.leave(run.thread_id, run))
+        run.on_finish(lambda run: self.turns.leave(thread_id, run))
 
     def take_turn(self, run: Run, plan, budget: int | None) -> list | None:
         """Wait for this thread's earlier runs, then store the turn; None if the run ended
         first. The whole input is known only now: the key's budget is charged the rest."""
+        assert run.thread_id is not None, "a turn on a stored thread"
         if not self.turns.wait(run.thread_id, run):
             return None
         known = run.input_estimate
@@ -210,7 +215,7 @@ class Generation:
 
     def store_turn(self, run: Run, plan, budget: int | None) -> list:
         planned = {}
-        replay = self.config.context["replay_reasoning"]
+        replay = self.config.context.replay_reasoning
 
         def build(history, summary, totals):   # before the write: too big a turn stores nothing
             planned["messages"], run.context = build_input(
@@ -223,7 +228,7 @@ class Generation:
 
     def record_reply(self, run: Run) -> None:
         """Store what the model said, even partial, with the run's status (a finish hook)."""
-        if not run.turn_stored:
+        if not run.turn_stored or run.thread_id is None:
             return                     # cancelled while it waited for its turn: nothing asked
         transcript = run.transcript
         metadata = {"status": run.status, "run_id": run.id, "model": run.model or "",
@@ -249,10 +254,11 @@ class Generation:
                 "provider": run.provider, "status": "in_progress", "metadata": metadata,
                 "context": run.context or {}, "created_at": time.time(),
                 "owner": run.info["key"]},
-                kept["keep_count"], kept["keep_days"] * 86400)
+                kept.keep_count, kept.keep_days * 86400)
         run.on_finish(self._finish_response)
 
     def _finish_response(self, run: Run) -> None:
+        assert run.usage is not None, "set before the finish hooks run (Run._conclude)"
         fields = {"status": run.status, "output": run.transcript.text, "model": run.model,
                   "provider": run.provider, "context": run.context or {},
                   "usage": run.usage.counts(), "events": stored_events(run)}
@@ -321,7 +327,7 @@ class Generation:
 
     @staticmethod
     def _embedding_usage(reply: dict, given) -> Usage:
-        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+        usage = reply["usage"] if isinstance(reply.get("usage"), dict) else {}
         prompt = token_count(usage.get("prompt_tokens"))
         if prompt:                   # 0 (LM Studio always) is not a count either
             return Usage(prompt, 0, raw=usage)
@@ -367,6 +373,7 @@ class Generation:
             call.open()
             self.router.opened(target, None)
             if run.start(relay_model(target, relay) or "", target.upstream.provider):
+                assert relay.sink is not None, "the server sets it before driving the run"
                 self._deliver(run, call, relay.sink, target)
             return None
         except UpstreamError as exc:
@@ -432,7 +439,7 @@ class Generation:
         """Targets of one pool, the router's choice each time, while each fails before the
         upstream accepted: at most 1 + [routing] retries of them. None, or the last
         (target, error)."""
-        tried = ()
+        tried: tuple[Target, ...] = ()
         while True:
             try:
                 target = self.router.acquire(run, pool, session, tried)
@@ -462,7 +469,7 @@ class Generation:
     def _admit(self, run: Run, target: Target) -> list | None:
         """Wait at the model's limit, then the upstream's; the gates entered, or None if the
         run was cancelled while it queued, or refused because the line was full."""
-        entered = []
+        entered: list[Gate] = []
         for gate in (self.model_gates.get(target.model), target.upstream.gate):
             if gate is None:
                 continue
@@ -601,7 +608,7 @@ class Generation:
     def _checked_usage(self, run: Run, usage: Usage) -> Usage:
         """The upstream's counts where they are counts; each one that is not (the adapter
         left it None) is estimated instead, and logged."""
-        fixes = {}
+        fixes: dict[str, Any] = {}
         if usage.input_tokens is None:
             log.warning("run %s: the upstream's input token count is not a count; estimated",
                         run.id)
@@ -641,7 +648,7 @@ def tokens_of(event) -> int:
 def reply_stats(run: Run) -> dict:
     """What a reply's line on the chat page says: the name asked for (when another answered:
     an alias or a fallback), tokens, time to first token, tokens a second after it."""
-    stats = {}
+    stats: dict[str, Any] = {}
     if run.requested and run.requested != run.model:
         stats["requested_model"] = run.requested
     if run.usage is not None and run.usage.output_tokens is not None:
@@ -670,11 +677,12 @@ def named_stops(events, stop, transcript):
         yield event
 
 
-def upstream_call(upstream, body: dict, access: tuple):
+def upstream_call(upstream: Upstream, body: dict, access: tuple) -> Call:
     """The call for one target: the client's own request where the upstream speaks the
     client's dialect (Native), else the neutral body as a chat or a legacy completion."""
     api_key, headers, endpoint, native = access
-    if native is not None and getattr(upstream, "speaks", None) == native.dialect:
+    if native is not None and isinstance(upstream, SpeaksNatively) and \
+            upstream.speaks == native.dialect:
         return upstream.relay(dict(native.body, model=body["model"]), api_key=api_key,
                               extra_headers={**native.headers, **headers})
     opener = upstream.chat if endpoint == "chat" else completions_of(upstream)
@@ -692,7 +700,7 @@ def pass_call(target: Target, relay: Relay) -> PassCall:
     knows the model the client named by another name (an alias, a pool, an `up:` prefix);
     a 501 for an upstream kind that has no such endpoints (Anthropic, mock)."""
     upstream = target.upstream
-    if not getattr(upstream, "relays", False):
+    if not relays(upstream):
         raise not_served(upstream, relay.endpoint, [])
     body = relay.body
     if relay.model and target.model and target.model != relay.model and relay.renamed:
@@ -701,7 +709,7 @@ def pass_call(target: Target, relay: Relay) -> PassCall:
                     relay.accept)
 
 
-def completions_of(upstream):
+def completions_of(upstream: Upstream) -> Callable[..., Call]:
     """The upstream's legacy text completions; 400 for one that has none (Anthropic)."""
     complete = getattr(upstream, "complete", None)
     if complete is None:

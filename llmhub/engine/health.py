@@ -20,7 +20,9 @@ Rules (README "Several model machines"):
 import logging
 import threading
 
+from llmhub.config import HealthConfig
 from llmhub.errors import UpstreamError
+from llmhub.upstream.base import Upstream
 
 __all__ = ["Box", "Prober", "HEALTHY", "LOADING", "BUSY", "DOWN", "AUTH"]
 
@@ -34,11 +36,11 @@ class Box:
     """One upstream's health and what it last said of its models. Guarded by the router's
     lock (routing.Router), which is the only writer besides the prober's `observe`."""
 
-    def __init__(self, upstream, health: dict, tracked: bool = True) -> None:
+    def __init__(self, upstream: Upstream, health: HealthConfig, tracked: bool = True) -> None:
         self.upstream = upstream
         self.tracked = tracked           # False: a client-named provider, never skipped
-        self.threshold = health["failures"]
-        self.cooldown = health["cooldown_seconds"]
+        self.threshold = health.failures
+        self.cooldown = health.cooldown_seconds
         self.state = HEALTHY
         self.failures = 0                # in a row
         self.open_until = 0.0            # the breaker's cooldown ends
@@ -117,6 +119,7 @@ class Box:
         if error is not None:
             self.failed(error, now)
             return
+        assert facts is not None          # a probe gives its facts or its error
         self.models = set(facts["models"])
         self.loaded = facts["loaded"]
         self.slots = facts["slots"]

@@ -21,11 +21,20 @@ turn over budget) is refused there, before anything runs.
 
 import functools
 from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 from llmhub.context import build_input, estimate_input, estimate_messages
 from llmhub.messages import normalise_message
 
-__all__ = ["Stateless", "Chain", "ThreadTurn", "Resent", "Prompt", "Summary"]
+__all__ = ["InputPlan", "Stateless", "Chain", "ThreadTurn", "Resent", "Prompt", "Summary"]
+
+
+class InputPlan(Protocol):
+    """What the engine asks of every plan below."""
+    endpoint: str          # the upstream call it is for: chat, or completions
+
+    def prepare(self, generation: Any, run: Any) -> Callable[[], list | None]:
+        """The run's input (see the module's docstring); raises what is refused."""
 
 
 def ready(run, messages: list):
@@ -59,7 +68,7 @@ class Chain:
     endpoint = "chat"
 
     def prepare(self, generation, run):
-        budget = generation.config.context["max_input_tokens"] if self.budget else None
+        budget = generation.config.context.max_input_tokens if self.budget else None
         messages, run.context = build_input(self.system, self.history, self.messages,
                                             budget=budget)
         return ready(run, messages)
@@ -74,7 +83,7 @@ class ThreadTurn:
     endpoint = "chat"
 
     def prepare(self, generation, run):
-        budget = generation.config.context["max_input_tokens"] if self.budget else None
+        budget = generation.config.context.max_input_tokens if self.budget else None
         build_input(self.system, [], self.messages, budget=budget)   # alone too big?
         if self.thread_id is None:                 # a new thread: nobody to wait for
             turn = ready(run, generation.store_turn(run, self, budget))

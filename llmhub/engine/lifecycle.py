@@ -24,8 +24,10 @@ import threading
 import time
 
 from llmhub.engine.models import ModelManager
+from llmhub.engine.routing import Router, Target
 from llmhub.engine.runs import FINAL
 from llmhub.errors import HubError
+from llmhub.upstream.base import Upstream
 
 __all__ = ["Lifecycle"]
 
@@ -33,7 +35,7 @@ log = logging.getLogger("llmhub.lifecycle")
 
 
 class Lifecycle:
-    def __init__(self, router, upstreams: dict, registry) -> None:
+    def __init__(self, router: Router, upstreams: dict[str, Upstream], registry) -> None:
         self.router = router
         self.managers = {name: ModelManager(u, registry, u.config.load_timeout_seconds,
                                             on_load=self._loaded, on_unload=self._unloaded)
@@ -46,7 +48,7 @@ class Lifecycle:
         return self.managers[upstream_name] if upstream_name else \
             next(iter(self.managers.values()))
 
-    def ready(self, target, run=None, context: int | None = None) -> bool:
+    def ready(self, target: Target, run=None, context: int | None = None) -> bool:
         """Load the target's model first if its box says it is not loaded, with the context
         the run (or `context`) asks for, else `load_context_length`; False if `run` ended
         while it waited (the load goes on for the runs that still want it). A model loaded
@@ -86,12 +88,12 @@ class Lifecycle:
             raise outcome["error"]
         return True
 
-    def _loaded(self, upstream, key: str) -> None:
+    def _loaded(self, upstream: Upstream, key: str) -> None:
         with self._lock:
             self._ours[upstream.name, key] = time.monotonic()
         self.router.note_loaded(upstream.name, key, True)
 
-    def _unloaded(self, upstream, key: str) -> None:
+    def _unloaded(self, upstream: Upstream, key: str) -> None:
         """Any unload the hub made (idle, POST /models/unload, an exclusive load): cold now,
         so the next run for it loads it on demand instead of meeting "No models loaded"."""
         with self._lock:

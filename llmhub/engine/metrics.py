@@ -9,6 +9,7 @@ being sent), and upstream errors. Gauges (active, queued) are read when rendered
 import bisect
 import threading
 import time
+from typing import Sequence
 
 from llmhub.engine.runs import QUEUED
 
@@ -67,7 +68,7 @@ class Metrics:
                 key = (record["provider"] or "", record["error_code"])
                 self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
 
-    def render(self, live_runs: list, sessions: int, upstreams: list = (),
+    def render(self, live_runs: list, sessions: int, upstreams: Sequence[dict] = (),
                storage: dict | None = None) -> str:
         queued = sum(1 for run in live_runs if run.status == QUEUED)
         with self._lock:
@@ -136,7 +137,7 @@ TARGET_SERIES = (   # (metric, type, help, the target field it reads)
 )
 
 
-def upstream_lines(upstreams: list) -> list[str]:
+def upstream_lines(upstreams: Sequence[dict]) -> list[str]:
     """Each upstream's health state, queue and cooldowns, and its targets' counters
     (routing.Router.view)."""
     states = {(u["name"], state): int(u["state"] == state) for u in upstreams

@@ -19,6 +19,7 @@ import threading
 import time
 
 from llmhub.errors import Conflict, HubError, NotFound, UpstreamError
+from llmhub.upstream.base import Downloads, ManagesModels, Upstream
 
 __all__ = ["ModelManager", "NotManaged"]
 
@@ -48,7 +49,7 @@ class _Flight:
 class ModelManager:
     poll_seconds = 1.0      # between questions about a download's progress
 
-    def __init__(self, upstream, registry, load_timeout: float, on_load=None,
+    def __init__(self, upstream: Upstream, registry, load_timeout: float, on_load=None,
                  on_unload=None) -> None:
         self.upstream = upstream
         self.registry = registry
@@ -60,18 +61,19 @@ class ModelManager:
 
     @property
     def managed(self) -> bool:
-        return hasattr(self.upstream, "native_models")
+        return isinstance(self.upstream, ManagesModels)
 
-    def _require(self) -> None:
-        if not self.managed:
+    def _managing(self) -> ManagesModels:
+        """The upstream, as one that manages models; NotManaged if it does not."""
+        if not isinstance(self.upstream, ManagesModels):
             raise NotManaged(f"Model management needs an LM Studio upstream; "
                              f"{self.upstream.name} is {self.upstream.kind}")
+        return self.upstream
 
     # -- reading -----------------------------------------------------------------------------
     def catalog(self) -> tuple[list[dict], str]:
         """Every model, one entry per key (duplicate `key:2` rows folded into their key)."""
-        self._require()
-        entries, source = self.upstream.native_models()
+        entries, source = self._managing().native_models()
         merged: dict[str, dict] = {}
         for entry in entries:
             key = INSTANCE_SUFFIX.sub("", entry["key"]) if entry["loaded"] else entry["key"]
@@ -94,8 +96,11 @@ class ModelManager:
     def download(self, key: str):
         """Download `key` and yield its progress ({status, total, completed}) until it is
         there; an upstream that cannot download is NotManaged, a failed download a 502."""
-        self._require()
-        job = self.upstream.download(key)
+        upstream = self._managing()
+        if not isinstance(upstream, Downloads):     # the mock loads, has nothing to fetch
+            raise NotManaged(f"{self.upstream.name} ({self.upstream.kind}) cannot download "
+                             "models")
+        job = upstream.download(key)
         while True:
             status = job.get("status")
             yield {"status": status, "total": job.get("total_size_bytes"),
@@ -107,18 +112,19 @@ class ModelManager:
                                f"{job.get('error') or status}", status=502,
                                code="download_failed")
             time.sleep(self.poll_seconds)   # LM Studio tells progress only when asked
-            job = self.upstream.download_status(job["job_id"])
+            job = upstream.download_status(job["job_id"])
 
     # -- loading -----------------------------------------------------------------------------
     def load(self, key: str, exclusive: bool = False, context_length: int | None = None,
-             force: bool = False, strict: bool = True) -> dict:
+             force: bool = False, strict: bool = True) -> dict | None:
         """Load `key` unless loaded; `strict`: a context length other than the one asked
-        for is an error (else only logged: a request's on-demand load goes on)."""
-        self._require()
+        for is an error (else only logged: a request's on-demand load goes on). None: a
+        load another caller led did not end within load_timeout."""
+        self._managing()
         with self._lock:
             flight = self._flights.get(key)
             leader = flight is None
-            if leader:
+            if flight is None:
                 flight = self._flights[key] = _Flight()
             else:
                 flight.waiters += 1
@@ -155,7 +161,7 @@ class ModelManager:
         if keep:
             return {"loaded": True, "model_key": entry["key"], "instance_id": keep[0],
                     "load_time_seconds": 0.0, "unloaded": unloaded}
-        reply = self.upstream.load(entry["key"], context_length, self.load_timeout)
+        reply = self._managing().load(entry["key"], context_length, self.load_timeout)
         if self.on_load is not None:
             self.on_load(self.upstream, entry["key"])
         instance = reply.get("instance_id", entry["key"])
@@ -182,7 +188,7 @@ class ModelManager:
     # -- unloading ---------------------------------------------------------------------------
     def unload(self, key: str | None = None, everything: bool = False,
                force: bool = False) -> list[str]:
-        self._require()
+        self._managing()
         entries, _ = self.catalog()
         if everything:
             ids = [i for e in entries for i in e["instances"]]
@@ -203,7 +209,7 @@ class ModelManager:
             run.cancel("model_unloaded", wait=5)   # their partial replies stored first
         for instance in ids:
             try:
-                self.upstream.unload(instance)
+                self._managing().unload(instance)
             except UpstreamError as error:
                 if error.status != 404:       # already gone is what we wanted
                     raise

@@ -12,8 +12,10 @@ import threading
 from dataclasses import replace
 from urllib.parse import urlsplit
 
+from llmhub.config import Config
 from llmhub.errors import Forbidden
 from llmhub.upstream import make_upstream
+from llmhub.upstream.base import Upstream
 
 __all__ = ["Providers", "normalise"]
 
@@ -28,17 +30,17 @@ def normalise(url: str) -> str:
 
 
 class Providers:
-    def __init__(self, config, upstreams: dict) -> None:
+    def __init__(self, config: Config, upstreams: dict[str, Upstream]) -> None:
         self.config = config
         self.configured = {normalise(u.base_url): u for u in upstreams.values()
                            if u.kind != "mock"}
-        self.anthropic = {normalise(u) for u in SEED_ANTHROPIC + config.providers["anthropic"]}
+        self.anthropic = {normalise(u) for u in SEED_ANTHROPIC + config.providers.anthropic}
         self.allowed = set(self.configured) | self.anthropic | \
-            {normalise(u) for u in SEED_OPENAI + config.providers["allowed"]}
-        self._built: dict[str, object] = {}
+            {normalise(u) for u in SEED_OPENAI + config.providers.allowed}
+        self._built: dict[str, Upstream] = {}
         self._lock = threading.Lock()
 
-    def get(self, base_url: str):
+    def get(self, base_url: str) -> Upstream:
         """The upstream for an allowed base URL; 403 for anything else."""
         key = normalise(base_url)
         if key in self.configured:

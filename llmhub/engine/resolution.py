@@ -17,6 +17,7 @@ from fnmatch import fnmatchcase
 from llmhub.config import Config
 from llmhub.engine.routing import Router, Target
 from llmhub.errors import BadRequest, UpstreamError
+from llmhub.upstream.base import Upstream
 from llmhub.upstream.think import wants_split
 
 __all__ = ["Target", "Resolver"]
@@ -25,7 +26,7 @@ __all__ = ["Target", "Resolver"]
 class Resolver:
     models_cache_seconds = 30   # how long an upstream's model list answers "default model"
 
-    def __init__(self, config: Config, upstreams: dict, router: Router) -> None:
+    def __init__(self, config: Config, upstreams: dict[str, Upstream], router: Router) -> None:
         self.config = config
         self.upstreams = upstreams
         self.router = router
@@ -52,7 +53,7 @@ class Resolver:
 
     def resolve(self, requested: str | None) -> list[list[Target]]:
         """The pool for a requested name, then its fallbacks' pools, without repeats."""
-        chain = self.alias_chain(self.untagged(requested or self.config.models["default"]))
+        chain = self.alias_chain(self.untagged(requested or self.config.models.default))
         pools = [self.pool(chain[-1])]
         for step in chain:
             if step in self.config.fallbacks:
@@ -79,7 +80,7 @@ class Resolver:
         if name in self.pools:
             return self.pools[name]
         target = self.target(name)
-        if target.upstream is self.default_upstream and self.config.routing["discover"] \
+        if target.upstream is self.default_upstream and self.config.routing.discover \
                 and name:
             listing = self.router.listing(name)
             if len(listing) > 1 or (listing and listing[0] is not self.default_upstream):
@@ -96,7 +97,7 @@ class Resolver:
             return Target((lmstudio or [self.default_upstream])[0], rest)
         return Target(self.default_upstream, name)
 
-    def default_model(self, upstream) -> str:
+    def default_model(self, upstream: Upstream) -> str:
         """The first model an upstream lists, when neither request nor config names one."""
         listed_at, models = self._listed.get(upstream.name, (0.0, []))
         if time.monotonic() - listed_at > self.models_cache_seconds or not models:
@@ -110,13 +111,13 @@ class Resolver:
 
     def thinks_in_tags(self, model: str) -> bool:
         """Whether this model's `<think>` block is split out as reasoning (think_tags)."""
-        return wants_split(model, self.config.models["think_tags"])
+        return wants_split(model, self.config.models.think_tags)
 
     def inlines_thinking(self, model: str) -> bool:
         """Whether this model's reasoning is sent as `<think>` text (think_inline)."""
-        return wants_split(model, self.config.models["think_inline"])
+        return wants_split(model, self.config.models.think_inline)
 
-    def upstream_for(self, model: str | None):
+    def upstream_for(self, model: str | None) -> Upstream:
         """The upstream that would answer a request for `model` (its first target)."""
         return self.resolve(model)[0][0].upstream
 
@@ -129,7 +130,8 @@ class Resolver:
         """Every upstream's models, each id once (several boxes serving one model is one
         model to a client), then each pool once, naming its targets; the upstreams that
         could not say, as errors."""
-        models, errors = {}, []
+        models: dict[str, dict] = {}
+        errors = []
         for upstream in self.upstreams.values():
             try:
                 listed = upstream.list_models()

@@ -26,9 +26,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+from llmhub.config import Config, HealthConfig
 from llmhub.engine.health import BUSY, Box
 from llmhub.engine.runs import FINAL
 from llmhub.errors import HubError, UpstreamError
+from llmhub.upstream.base import Upstream
 from llmhub.upstream.gate import QueueFull
 
 __all__ = ["Target", "Router", "Affinity", "NoTarget", "retryable"]
@@ -36,7 +38,7 @@ __all__ = ["Target", "Router", "Affinity", "NoTarget", "retryable"]
 
 @dataclass(frozen=True)
 class Target:
-    upstream: object
+    upstream: Upstream
     model: str
     weight: float = 1.0
     tier: int = 1
@@ -117,11 +119,11 @@ class Router:
     poll = 0.05          # a waiting run notices its own cancel this often
     max_slots = 4096     # targets counted at once
 
-    def __init__(self, config, upstreams: dict) -> None:
+    def __init__(self, config: Config, upstreams: dict[str, Upstream]) -> None:
         self.boxes = {name: Box(u, config.health) for name, u in upstreams.items()}
         routing = config.routing
-        self.retries = routing["retries"]
-        self.affinity = Affinity(routing["affinity_seconds"], routing["affinity_max"])
+        self.retries = routing.retries
+        self.affinity = Affinity(routing.affinity_seconds, routing.affinity_max)
         self.lock = threading.Condition()
         self.slots: dict[tuple, Slot] = {}
         self.declared: dict[tuple, int] = {}   # a pool member's own max_concurrent
@@ -244,7 +246,7 @@ class Router:
         run.info["target"] = target.upstream.name
         return target
 
-    def _choose(self, candidates: list, session: str | None):
+    def _choose(self, candidates: list, session: str | None) -> tuple[Target, bool] | None:
         """(target, pinned) with room now; None to wait; NoTarget to give up."""
         now = time.monotonic()
         usable = [t for t in candidates if self.box(t).blocked(now) is None]
@@ -254,12 +256,12 @@ class Router:
         if not roomy:
             return None
         pinned = self.affinity.get(session, now) if session else None
-        if pinned in roomy:
+        if pinned is not None and pinned in roomy:
             return pinned, True
         return min(roomy, key=lambda t: (t.tier, not self.warm(t), self._load(t),
                                          candidates.index(t))), False
 
-    def _anyway(self, candidates: list, now: float):
+    def _anyway(self, candidates: list, now: float) -> tuple[Target, bool] | None:
         """Every target is skipped: (the one free soonest with room, False), None to wait
         for room; NoTarget if every one asked for time."""
         untimed = [t for t in candidates if now >= self.box(t).retry_at]
@@ -335,7 +337,7 @@ class Router:
             return None if slot.inflight else slot.last_done
 
     # -- what it knows -----------------------------------------------------------------------
-    def listing(self, model: str) -> list:
+    def listing(self, model: str) -> list[Upstream]:
         """The upstreams whose last probe listed this model (pool discovery)."""
         with self.lock:
             return [b.upstream for b in self.boxes.values()
@@ -377,4 +379,4 @@ class Router:
 
 # A client-named provider (the sessions dialect's api_base_url) is never probed, pooled or
 # skipped: its errors are the client's key's as often as the server's.
-_LENIENT = {"failures": 1, "cooldown_seconds": 0.0}
+_LENIENT = HealthConfig(failures=1, cooldown_seconds=0.0)

@@ -46,6 +46,7 @@ from llmhub.errors import Conflict, HubError, NotFound
 from llmhub.events import Done, Error, Start, Usage
 from llmhub.redaction import redact_error
 from llmhub.transcript import Transcript
+from llmhub.upstream.gate import Place
 
 __all__ = ["RunContract", "Run", "Registry", "EventsGone", "TRIMMED", "transition", "estimated_usage", "QUEUED", "STREAMING",
            "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
@@ -160,9 +161,9 @@ class Run(RunContract):
         self.load_context: int | None = None   # the context a load made for it asks for
         self.turn_stored = False           # its input is in its thread: its reply goes too
         self.closing: list = []            # the final events, set just before finish hooks
-        self.gate = None                   # the gate (or pool line) this run waits at, while it waits    # the gate this run is queued at, while it waits
+        self.gate: Place | None = None     # the gate (or pool line) this run waits at, while it waits
         self.job: Callable[[], None] | None = None   # the engine's work, until a driver takes it
-        self.budget = None                 # accounting.Budget: its key's tokens, counted live
+        self.budget: accounting.Budget | None = None   # its key's tokens, counted live
         self.background = False            # never ended by a reader leaving
         self.resume_grace: float | None = None   # seconds a resumable run waits for a reader
         self.awaited = False               # a caller awaits the whole reply (not a reader)
@@ -181,12 +182,14 @@ class Run(RunContract):
                                            # wake on every token, as the log's condition does
 
     # -- reading -----------------------------------------------------------------------------
+    # The contract only reads events, base and status; a live run derives them (a replay
+    # sets them), so these properties narrow what the contract declares as attributes.
     @property
-    def events(self) -> list:
+    def events(self) -> list:  # type: ignore[override]
         return self.log.events
 
     @property
-    def base(self) -> int:
+    def base(self) -> int:  # type: ignore[override]
         return self.log.base
 
     def read(self, cursor: int, timeout: float, reader: int | None = None) -> list:
@@ -376,14 +379,14 @@ class Run(RunContract):
         self.closing = self._closing_events()
 
     def _closing_events(self) -> list:
-        error = [Error(**self.error.as_dict())] if self._final == FAILED and \
+        error: list = [Error(**self.error.as_dict())] if self._final == FAILED and \
             self.error is not None else []
-        return error + [Done(self._final, self._finish_reason, self.cancel_reason)]
+        return error + [Done(self.status, self._finish_reason, self.cancel_reason)]
 
     def _close(self) -> None:
         # Retire before the closing events go out: a client that has read `done` may at
         # once ask for the run's status (cancel, metrics) and must find it finished.
-        self.state = self._final
+        self.state = self.status          # the final one: an end was asked for
         try:
             self._registry._retire(self)
         except Exception:
@@ -395,7 +398,7 @@ class Run(RunContract):
 
     # -- what it is --------------------------------------------------------------------------
     @property
-    def status(self) -> str:
+    def status(self) -> str:  # type: ignore[override]
         return self._final or self.state
 
     @property
@@ -405,6 +408,7 @@ class Run(RunContract):
     def failure(self) -> HubError:
         """The run's error as a fresh exception, to raise in a handler's thread (one
         exception object must not be raised in two threads)."""
+        assert self.error is not None, "failure() is asked of a failed run"
         return HubError.from_dict(self.error.as_dict())
 
     @property

@@ -76,7 +76,7 @@ class Summaries:
         context = run.context or {}
         unsummarised = context.get("history_tokens", 0) + run.input_estimate + \
             estimate_tokens(run.transcript.text)
-        if unsummarised > self.config.context["summary_trigger_tokens"]:
+        if unsummarised > self.config.context.summary_trigger_tokens:
             context["summary_scheduled"] = True
             self.submit(self.summarise, run.thread_id)
 
@@ -91,7 +91,7 @@ class Summaries:
             if not older:
                 return False
             run = self.generate(summary_prompt(summary, older),
-                                self.config.models["summary"] or None)
+                                self.config.models.summary or None)
             text = run.transcript.text.strip()
             if run.status != COMPLETED or not text:
                 log.warning("summary of thread %s failed: %s", thread_id,
@@ -109,7 +109,7 @@ class Summaries:
                  if m["role"] in ("user", "assistant")][:2]
         if not first:
             raise BadRequest("The thread has no messages to name it by", param="thread_id")
-        run = self.generate(title_prompt(first), self.config.models["summary"] or None)
+        run = self.generate(title_prompt(first), self.config.models.summary or None)
         title = clean_title(run.transcript.text)
         if run.status != COMPLETED or not title:
             raise UpstreamError("The summary model gave no title" + (
@@ -120,12 +120,13 @@ class Summaries:
     def _to_summarise(self, thread_id: str) -> tuple[list[dict], dict | None]:
         """The oldest unsummarised messages, short of the recent tail, within one budget."""
         context = self.config.context
-        chunk_budget = context["max_input_tokens"] * 3 // 4
+        chunk_budget = context.max_input_tokens * 3 // 4
         summary, oldest, newest = self.store.summary_source(
-            thread_id, chunk_budget, context["keep_recent_tokens"])
-        _, tail = split_for_summary(newest, context["keep_recent_tokens"])
+            thread_id, chunk_budget, context.keep_recent_tokens)
+        _, tail = split_for_summary(newest, context.keep_recent_tokens)
         tail_start = tail[0]["seq"] if tail else float("inf")
-        chunk, used = [], estimate_tokens(summary["text"]) if summary else 0
+        chunk: list[dict] = []
+        used = estimate_tokens(summary["text"]) if summary else 0
         for message in oldest:
             used += message_tokens(message)
             if message["seq"] >= tail_start or (chunk and used > chunk_budget):

@@ -23,6 +23,7 @@ the results of parallel tool calls must all sit in the one user turn after the c
 """
 
 import json
+from typing import Any
 
 from llmhub.context import content_text
 from llmhub.errors import BadRequest
@@ -79,7 +80,8 @@ def to_messages_body(chat: dict) -> dict:
 
 
 def to_anthropic_messages(messages) -> tuple[str, list]:
-    system, turns = [], []
+    system: list[str] = []
+    turns: list[tuple] = []
     for i, message in enumerate(messages):
         role = message.get("role")
         if role in ("system", "developer"):
@@ -267,7 +269,8 @@ def message_from_anthropic(reply: dict) -> dict:
             calls.append({"id": block.get("id"), "type": "function", "function": {
                 "name": block.get("name", ""),
                 "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False)}})
-    message = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    message: dict[str, Any] = {"role": "assistant",
+                               "content": "".join(text) if text or not calls else None}
     if calls:
         message["tool_calls"] = calls
     if reasoning:
@@ -307,8 +310,9 @@ def tool_from_anthropic(tool: dict) -> dict:
 
 def tool_choice_from_anthropic(choice: dict) -> dict:
     kind = choice.get("type")
-    out = {"tool_choice": {"type": "function", "function": {"name": choice.get("name")}}
-           if kind == "tool" else {"any": "required"}.get(kind, kind)}
+    out: dict[str, Any] = {"tool_choice": {"type": "function",
+                                           "function": {"name": choice.get("name")}}
+                           if kind == "tool" else "required" if kind == "any" else kind}
     if choice.get("disable_parallel_tool_use"):
         out["parallel_tool_calls"] = False
     return out
@@ -336,7 +340,7 @@ def usage_to_anthropic(usage: Usage) -> dict:
     """Anthropic's usage: its `input_tokens` are those neither read from nor written to
     the cache, so the neutral (OpenAI-style, all-inclusive) input has both taken off."""
     read, written = usage.cached_tokens or 0, usage.cache_creation_tokens or 0
-    return {"input_tokens": max(usage.input_tokens - read - written, 0),
+    return {"input_tokens": max((usage.input_tokens or 0) - read - written, 0),
             "cache_creation_input_tokens": written, "cache_read_input_tokens": read,
             "output_tokens": usage.output_tokens}
 

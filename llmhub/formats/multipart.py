@@ -66,7 +66,7 @@ def parse(body: bytes, boundary: bytes) -> list[Part]:
         if at < 0:
             raise _invalid("its boundary never occurs")
         at += len(delimiter)
-    parts = []
+    parts: list[Part] = []
     while True:
         if body.startswith(b"--", at):
             return parts                                   # the close delimiter

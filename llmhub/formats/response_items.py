@@ -86,7 +86,8 @@ def _message_item(item: dict, at: str) -> dict:
                          param=f"{at}.content")
     parts = [_part(p, f"{at}.content[{j}]") for j, p in enumerate(content)]
     if all(p["type"] == "text" for p in parts):     # plain text, as every server takes it
-        parts = "\n".join(p["text"] for p in parts)
+        return message("system" if role == "developer" else role,
+                       "\n".join(p["text"] for p in parts))
     return message("system" if role == "developer" else role, parts)
 
 

@@ -16,6 +16,7 @@ The Responses API defines many tool types; a local model server runs functions o
 """
 
 import json
+from typing import Any
 from dataclasses import dataclass
 
 from llmhub.errors import BadRequest
@@ -136,7 +137,7 @@ def _name(tool: dict, at: str) -> str:
 
 
 def _function(tool: dict, entry: Tool) -> dict:
-    function = {"name": upstream_name(entry.namespace, entry.name)}
+    function: dict[str, Any] = {"name": upstream_name(entry.namespace, entry.name)}
     if entry.kind == "function":
         function.update({k: tool[k] for k in ("description", "parameters", "strict")
                          if tool.get(k) is not None})
@@ -152,7 +153,7 @@ def _custom_description(tool: dict) -> str:
     """A custom tool's description, and its grammar: the model writes the input as text,
     so the format is all it has to go by."""
     text = tool.get("description") or ""
-    fmt = tool.get("format") if isinstance(tool.get("format"), dict) else {}
+    fmt = tool["format"] if isinstance(tool.get("format"), dict) else {}
     if fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
         text += (f"\n\nPut the whole input in `input`, following this "
                  f"{fmt.get('syntax', 'lark')} grammar:\n{fmt['definition']}")

@@ -21,6 +21,8 @@ visit can send an extension's Origin.
 
 import ipaddress
 
+from llmhub.config import ServerConfig
+
 __all__ = ["OriginPolicy", "split_host", "startup_warnings"]
 
 WILDCARD_BINDS = ("", "0.0.0.0", "::")
@@ -46,11 +48,11 @@ def _ip(name: str):
 
 
 class OriginPolicy:
-    def __init__(self, server_config: dict) -> None:
-        self.origins = tuple(o.rstrip("/").lower() for o in server_config["cors_origins"])
+    def __init__(self, server_config: ServerConfig) -> None:
+        self.origins = tuple(o.rstrip("/").lower() for o in server_config.cors_origins)
         self.any_origin = "*" in self.origins
-        self.hosts = tuple(h.lower() for h in server_config["allowed_hosts"])
-        self.bound = split_host(server_config["host"])[0]
+        self.hosts = tuple(h.lower() for h in server_config.allowed_hosts)
+        self.bound = split_host(server_config.host)[0]
         self._seen: dict[str, bool] = {}   # every request asks; few Hosts are ever sent
 
     def host_allowed(self, authority: str | None) -> bool:
@@ -109,8 +111,8 @@ def _origin_matches(origin: str, pattern: str) -> bool:
     return False
 
 
-def startup_warnings(server_config: dict) -> list[str]:
-    if "*" in server_config["cors_origins"] and not server_config["api_keys"]:
+def startup_warnings(server_config: ServerConfig) -> list[str]:
+    if "*" in server_config.cors_origins and not server_config.api_keys:
         return ["cors_origins = * and no api_keys: any web page you open can read your "
                 "threads and run your models through this hub"]
     return []

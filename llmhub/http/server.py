@@ -95,7 +95,7 @@ class Request:
             self._json = parse_json(text)
             del text
             if messages:
-                check_message_count(self._json, self.hub.config.server["max_messages"])
+                check_message_count(self._json, self.hub.config.server.max_messages)
         return self._json
 
     def _utf8_body(self) -> bytes:
@@ -197,8 +197,8 @@ class HubServer(ThreadingHTTPServer):
         self.deadlines = Deadlines(interval=0.25)   # every connection's read/write limit
         self.origins = OriginPolicy(hub.config.server)
         hub.routes = routes.ROUTES   # for /help and /openapi.json, without an import cycle
-        port = hub.config.server["port"] if port is None else port
-        super().__init__((hub.config.server["host"], port), Handler)
+        port = hub.config.server.port if port is None else port
+        super().__init__((hub.config.server.host, port), Handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls getfqdn(), a reverse-DNS lookup that can stall startup.
@@ -227,11 +227,11 @@ class HubServer(ThreadingHTTPServer):
         _busy_cond held. An evicted connection is still counted: it leaves within moments."""
         limits = self.hub.config.server
         mine = self.per_client.get(address, 0)
-        if mine >= limits["max_connections_per_client"]:
+        if mine >= limits.max_connections_per_client:
             if not self._evict_idle(address):
                 return 429, ("Too many connections from your address; close some or try "
                              "again shortly (max_connections_per_client)")
-        elif self.connections >= limits["max_connections"] and not self._evict_idle():
+        elif self.connections >= limits.max_connections and not self._evict_idle():
             return 503, "Too many connections; try again shortly"
         self.connections += 1
         self.per_client[address] = mine + 1
@@ -412,11 +412,11 @@ class Handler(BaseHTTPRequestHandler):
         # keep-alive connections, clients that trickle a request a byte at a time
         # (slowloris), and clients that stopped reading what they are sent.
         limits = self.server.hub.config.server
-        self.read_timeout = limits["read_timeout_seconds"]
-        self.head_timeout = min(limits["head_timeout_seconds"], self.read_timeout)
-        self.body_timeout = limits["body_timeout_seconds"]
+        self.read_timeout = limits.read_timeout_seconds
+        self.head_timeout = min(limits.head_timeout_seconds, self.read_timeout)
+        self.body_timeout = limits.body_timeout_seconds
         self.in_body = False                   # a request body is arriving
-        self.keepalive = limits["keepalive_timeout_seconds"]
+        self.keepalive = limits.keepalive_timeout_seconds
         self.expires_at: float | None = None
         self.deadline: float | None = None
         self.idle_since: float | None = None   # set while waiting for a request's first byte
@@ -546,7 +546,7 @@ class Handler(BaseHTTPRequestHandler):
             # Only the Request holds the body (and the request log, if it keeps bodies),
             # so that Request.json can let it go.
             request = Request(self, path, query, self._read_body())
-            if hub.config.log["capture_bodies"]:
+            if hub.config.log.capture_bodies:
                 self.state.body, self.state.captured = request.body, bytearray()
             self.expires_at = None    # the request is in; a run may take as long as it takes
             self._send_result(route.view(request, **params))
@@ -583,7 +583,7 @@ class Handler(BaseHTTPRequestHandler):
                             code="origin_not_allowed")
 
     def _read_body(self) -> bytes:
-        head, limit = self.state.head, self.server.hub.config.server["max_body_bytes"]
+        head, limit = self.state.head, self.server.hub.config.server.max_body_bytes
         if self.state.body_read:
             return b""
         check_length(head, limit)
@@ -719,7 +719,7 @@ class Handler(BaseHTTPRequestHandler):
             return out.start(b"")                  # the headers a GET would get, no body
         reader = run.follow(response.cursor)       # before launch: no event is trimmed unseen
         self.server.hub.engine.launch(run)     # a worker reads the upstream; this thread writes
-        pump = Pump(run, renderer, out, self.server.hub.config.server["ping_interval_seconds"],
+        pump = Pump(run, renderer, out, self.server.hub.config.server.ping_interval_seconds,
                     response.cursor, reader)
         with self.server.busy():
             try:

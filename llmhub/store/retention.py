@@ -54,7 +54,7 @@ class Upkeep:
             self._thread.join(5)
 
     def _loop(self) -> None:
-        interval = self.config.retention["sweep_interval_seconds"]
+        interval = self.config.retention.sweep_interval_seconds
         due = time.monotonic() + interval
         while not self._stop.wait(self.retry_seconds):
             self.store.retry_held()
@@ -73,15 +73,15 @@ class Upkeep:
         removed = {}
         try:
             removed["threads"] = self.store.sweep_threads(
-                keep["threads_keep_days"] * 86400, keep["threads_max_mb"] * MB,
+                keep.threads_keep_days * 86400, keep.threads_max_mb * MB,
                 self.busy_threads())
             for table in ("responses", "api_responses"):
                 removed[table] = self.store.sweep_table(
-                    table, responses["keep_count"], responses["keep_days"] * 86400,
-                    keep[f"{table}_max_mb"] * MB)
+                    table, responses.keep_count, responses.keep_days * 86400,
+                    getattr(keep, f"{table}_max_mb") * MB)
             removed["requests"] = self.store.sweep_table(
-                "requests", kept_log["keep_count"], kept_log["keep_days"] * 86400,
-                keep["requests_max_mb"] * MB)
+                "requests", kept_log.keep_count, kept_log.keep_days * 86400,
+                keep.requests_max_mb * MB)
         except Exception as exc:   # a full disk: try again next time
             log.error("the retention sweep failed: %s", exc)
             removed["error"] = str(exc)

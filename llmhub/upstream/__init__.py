@@ -17,24 +17,27 @@ server that answers none of them, or is not reachable then, keeps the default `l
 
 import dataclasses
 import logging
+from typing import Callable
 from urllib.parse import urlsplit
 
 from llmhub.config import Config, UpstreamConfig
 from llmhub.errors import UpstreamError
 from llmhub.upstream.anthropic import Anthropic
+from llmhub.upstream.base import Upstream
 from llmhub.upstream.exchange import Aborted
 from llmhub.upstream.llamacpp import VLLM, LlamaCpp
 from llmhub.upstream.lmstudio import LMStudio
 from llmhub.upstream.mock import Mock
 from llmhub.upstream.openai import OpenAICompatible
 
-__all__ = ["make_upstream", "make_upstreams", "UpstreamError", "Aborted"]
+__all__ = ["make_upstream", "make_upstreams", "Upstream", "UpstreamError", "Aborted"]
 
-KINDS = {"lmstudio": LMStudio, "openai": OpenAICompatible, "llamacpp": LlamaCpp,
-         "vllm": VLLM, "anthropic": Anthropic}
+KINDS: dict[str, Callable[[UpstreamConfig], Upstream]] = {
+    "lmstudio": LMStudio, "openai": OpenAICompatible, "llamacpp": LlamaCpp, "vllm": VLLM,
+    "anthropic": Anthropic}
 
 
-def make_upstream(upstream: UpstreamConfig, config: Config):
+def make_upstream(upstream: UpstreamConfig, config: Config) -> Upstream:
     if upstream.kind == "mock":
         return Mock(upstream, config.mock, config.models)
     return KINDS[upstream.kind](upstream)
@@ -47,7 +50,7 @@ SIGNS = (("llamacpp", "/props", "total_slots"), ("lmstudio", "/api/v1/models", "
          ("lmstudio", "/api/v0/models", "data"), ("vllm", "/version", "version"))
 
 
-def make_upstreams(config: Config) -> dict:
+def make_upstreams(config: Config) -> dict[str, Upstream]:
     """Every configured upstream by name; the first is the default. A kind not given is
     detected first (detect_kind)."""
     return {u.name: make_upstream(with_detected_kind(u), config) for u in config.upstreams}

@@ -19,6 +19,7 @@ import time
 from typing import Iterator
 from urllib.parse import urlsplit
 
+from llmhub.config import UpstreamConfig
 from llmhub.errors import UpstreamError
 from llmhub.events import token_count
 from llmhub.formats.anthropic_messages import StreamReader, to_messages_body
@@ -40,8 +41,9 @@ class Anthropic:
     kind = "anthropic"
     label = "Anthropic"
     speaks = "anthropic"     # a Messages client's request is relayed as it came (relay)
+    relays = False           # no rerank, audio or images endpoints to pass requests on to
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
         self.name = config.name
         self.base_url = public_url(config.base_url.rstrip("/"))   # shown everywhere
@@ -136,7 +138,7 @@ class AnthropicCall:
         response = self.exchange.send("POST", self.upstream.prefix + "/v1/messages",
                                       json_pieces(self.body), self.headers)
         if response.status >= 400 or "text/event-stream" not in \
-                response.getheader("Content-Type", ""):
+                (response.getheader("Content-Type", "") or ""):
             message = error_message(self.exchange.read_some())
             raise http_error(response.status if response.status >= 400 else 502, message,
                              self.upstream.label, secrets=self.secrets)

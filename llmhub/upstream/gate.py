@@ -11,9 +11,15 @@ from typing import Protocol
 from llmhub.errors import HubError
 
 
+class Place(Protocol):
+    """Where a run waits: a Gate, or a pool's line (engine/routing.py)."""
+
+    def position(self, run: "Waiter") -> int | None: ...
+
+
 class Waiter(Protocol):
     """What a gate holds in its line: a run, seen only as far as the gate needs."""
-    gate: "Gate | None"
+    gate: Place | None
 
     @property
     def ended(self) -> bool: ...

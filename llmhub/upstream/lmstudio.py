@@ -13,6 +13,7 @@ REST API for model management (../shared/reference/lmstudio.md §2–§5).
 """
 
 import json
+from typing import Any
 from urllib.parse import quote
 
 from llmhub.errors import HubError, UpstreamError
@@ -91,7 +92,7 @@ class LMStudio(OpenAICompatible):
                              if e["context_length"]}}
 
     def load(self, key: str, context_length: int | None, timeout: float) -> dict:
-        body = {"model": key}
+        body: dict[str, Any] = {"model": key}
         if context_length:   # and say what was applied: LM Studio may fit it smaller
             body.update(context_length=context_length, echo_load_config=True)
         return self._native_post("/api/v1/models/load", body, timeout)
@@ -159,7 +160,8 @@ def model_entry(model: dict, source: str) -> dict:
                 else None, "parameters": model.get("params_string"),
                 "format": model.get("format"), "size_bytes": model.get("size_bytes")}
     if source == "/api/v0/models":
-        kind = {"embeddings": "embedding"}.get(model.get("type"), model.get("type") or "llm")
+        given = model.get("type")
+        kind = "embedding" if given == "embeddings" else given or "llm"
         loaded = model.get("state") == "loaded"
         return {"key": model["id"], "type": kind, "vision": kind == "vlm", "loaded": loaded,
                 "instances": [model["id"]] if loaded else [],

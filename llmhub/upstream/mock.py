@@ -13,6 +13,7 @@ import re
 import threading
 from typing import Iterator
 
+from llmhub.config import MockConfig, ModelsConfig, UpstreamConfig
 from llmhub.context import estimate_input, estimate_messages, estimate_tokens
 from llmhub.errors import UpstreamError
 from llmhub.events import Finish, TextDelta, Usage
@@ -60,15 +61,17 @@ class Mock:
     kind = "mock"
     label = "mock upstream"
     base_url = "mock://llmhub"
+    relays = False           # no endpoints beyond chat and embeddings
 
-    def __init__(self, config, mock: dict, models: dict) -> None:
+    def __init__(self, config: UpstreamConfig, mock: MockConfig, models: ModelsConfig) -> None:
         self.config = config
         self.name = config.name
         self.mock = mock
-        self.models = list(dict.fromkeys(["mock-model"] + [models[k] for k in NAMED if models[k]]))
-        self.vision = models.get("vision")
+        named = [getattr(models, k) for k in NAMED]
+        self.models = list(dict.fromkeys(["mock-model"] + [m for m in named if m]))
+        self.vision = models.vision
         # What LM Studio would have: every model downloaded, mock-model loaded.
-        self.catalog = {m: [] for m in self.models}
+        self.catalog: dict[str, list[str]] = {m: [] for m in self.models}
         self.catalog["mock-model"] = ["mock-model"]
         self._lock = threading.Lock()
         self.gate = Gate(config.max_concurrent, config.max_queued)
@@ -146,9 +149,9 @@ class MockCall:
     def events(self) -> Iterator:
         settings = self.upstream.mock
         text = self._rng.choice(SAMPLE_RESPONSES)
-        count = self._rng.randint(settings["min_chunks"], settings["max_chunks"])
+        count = self._rng.randint(settings.min_chunks, settings.max_chunks)
         for i, piece in enumerate(group(split_words(text), count)):
-            if i and self._aborted.wait(settings["chunk_delay_seconds"]):
+            if i and self._aborted.wait(settings.chunk_delay_seconds):
                 raise Aborted("aborted")
             yield TextDelta(piece)
         yield Finish("stop", self.body.get("model") or "mock-model", "llmhub-mock")

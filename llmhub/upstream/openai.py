@@ -31,6 +31,7 @@ from llmhub.events import (Finish, Logprobs, ReasoningDelta, TextDelta, ToolCall
                            token_count)
 from llmhub.redaction import public_url, redact, upstream_secrets
 from llmhub.transcript import choice as build_choice, chunk as build_chunk
+from llmhub.upstream.base import Upstream
 from llmhub.upstream.exchange import Exchange, Pool, Timeouts, retry_after
 from llmhub.upstream.gate import Gate
 from llmhub.upstream.sse import EventTooLarge, SSEParser
@@ -118,13 +119,13 @@ class OpenAICompatible:
         try:
             response = exchange.send("POST" if payload else "GET", path, payload,
                                      self.headers())
-            body = exchange.read_all(self.config.max_reply_bytes)
+            raw = exchange.read_all(self.config.max_reply_bytes)
             exchange.finish()
         finally:
             exchange.close()
-        obj = _parse_json(body)
+        obj = _parse_json(raw)
         if response.status >= 400 or (isinstance(obj, dict) and "error" in obj):
-            raise http_error(response.status, error_message(body), self.label,
+            raise http_error(response.status, error_message(raw), self.label,
                              secrets=self.secrets)
         return obj if isinstance(obj, dict) else {}
 
@@ -219,7 +220,7 @@ class ChatCall:
         response = self.exchange.send("POST", self.upstream.prefix + self.path, payload,
                                       self.headers)
         del payload
-        content_type = response.getheader("Content-Type", "")
+        content_type = response.getheader("Content-Type", "") or ""
         if response.status >= 400:
             body = self.exchange.read_some()
             wait = retry_after(response.getheader("Retry-After")) \
@@ -299,7 +300,7 @@ def basic_auth(url: str) -> str | None:
     return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
-def sse_events(exchange, upstream) -> Iterator[tuple[str, str]]:
+def sse_events(exchange: Exchange, upstream: Upstream) -> Iterator[tuple[str, str]]:
     """An upstream reply's SSE events, each bounded by [upstream] max_event_bytes: past it
     the upstream is broken, and the run ends with a 502 rather than a growing buffer."""
     parser = SSEParser(upstream.config.max_event_bytes)
@@ -458,7 +459,7 @@ def _choice_events(choice: dict, chunk: dict, raw: dict) -> list:
     # Every chunk of a long stream comes through here: each test is a key lookup.
     delta = choice.get("delta") or choice.get("message") or {}
     index = choice.get("index", 0)
-    events = []
+    events: list = []
     if "reasoning_content" in delta or "reasoning" in delta:
         events += [ReasoningDelta(delta[name], raw, choice=index) for name in REASONING_FIELDS
                    if isinstance(delta.get(name), str) and delta[name]]
@@ -504,7 +505,7 @@ def text_events(chunk: dict) -> list:
     (parallel lists) as per-token entries, the finish, the usage."""
     usage = chunk.get("usage")
     raw = {k: v for k, v in chunk.items() if k != "usage"} if usage else chunk
-    events = []
+    events: list = []
     for one in chunk.get("choices") or ():
         if not isinstance(one, dict) or not isinstance(one.get("index", 0), int):
             continue

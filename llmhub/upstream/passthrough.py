@@ -22,6 +22,7 @@ import re
 import threading
 
 from llmhub.errors import UpstreamError
+from llmhub.upstream.base import Relaying, Upstream
 from llmhub.upstream.exchange import Aborted, Exchange, retry_after
 from llmhub.upstream.openai import error_message, error_type, http_error
 
@@ -38,7 +39,7 @@ class PassCall:
     `paths` are from the server's root (`/v1/rerank`, `/tokenize`): an upstream's base URL
     ends in /v1 for chat, and llama.cpp serves /tokenize beside /v1, not under it."""
 
-    def __init__(self, upstream, endpoint: str, paths: tuple, body, content_type: str,
+    def __init__(self, upstream: Relaying, endpoint: str, paths: tuple, body, content_type: str,
                  accept: str | None = None) -> None:
         root = upstream.prefix.removesuffix("/v1")
         self.upstream, self.endpoint = upstream, endpoint
@@ -80,7 +81,7 @@ class PassCall:
         """A JSON reply's body (or an error's, whatever its type), read whole."""
         kind = (response.getheader("Content-Type") or "").lower()
         if response.status >= 400 or "json" in kind:
-            return self.exchange.read_all(self.upstream.config.max_reply_bytes)
+            return self._live.read_all(self.upstream.config.max_reply_bytes)
         return None
 
     @staticmethod
@@ -95,15 +96,16 @@ class PassCall:
         if status >= 400:
             wait = retry_after(response.getheader("Retry-After")) \
                 if status in (429, 503) else None
-            raise http_error(status, error_message(body), self.upstream.label,
-                             error_type(body), retry_after=wait,
+            raw = body or b""         # an error's body is read whole (_whole_json)
+            raise http_error(status, error_message(raw), self.upstream.label,
+                             error_type(raw), retry_after=wait,
                              secrets=self.upstream.secrets)
         self.status, self.whole = status, body
         self.reply_headers = {name.title(): response.getheader(name)
                               for name in PASSED_HEADERS if response.getheader(name)}
         if body is not None:
             self.length = len(body)
-            self.exchange.finish()
+            self._live.finish()
         elif response.getheader("Content-Length", "").isdigit():
             self.length = int(response.getheader("Content-Length"))
 
@@ -113,12 +115,19 @@ class PassCall:
         if self.whole is not None:
             whole, self.whole = self.whole, b""
             return whole
-        if self.exchange.response.isclosed():
+        exchange = self._live
+        if exchange.response is None or exchange.response.isclosed():
             return b""
-        data = self.exchange.read()
+        data = exchange.read()
         if not data:
-            self.exchange.finish()
+            exchange.finish()
         return data
+
+    @property
+    def _live(self) -> Exchange:
+        """The exchange in hand: each one open() sends is kept until the next or the end."""
+        assert self.exchange is not None, "open() came first"
+        return self.exchange
 
     def _end_exchange(self) -> None:
         with self._lock:
@@ -139,7 +148,7 @@ class PassCall:
         self._end_exchange()
 
 
-def not_served(upstream, endpoint: str, answers: list) -> UpstreamError:
+def not_served(upstream: Upstream, endpoint: str, answers: list) -> UpstreamError:
     """The upstream has no such endpoint: a clear 404 (501 where it said 501) naming it,
     which never marks the box unhealthy (health.py reads `upstream_status`: a 4xx or a 501
     is not a fault) nor sends the request there again; another target of a pool, or a
