@@ -32,7 +32,6 @@ concurrent appends to one thread are serialised and none is lost or reordered.
 import bisect
 import collections
 import contextlib
-import hashlib
 import json
 import logging
 import queue
@@ -45,6 +44,7 @@ from llmhub import ids
 from llmhub.context import content_text, message_tokens
 from llmhub.errors import BadRequest, Conflict, HubError, NotFound
 from llmhub.messages import normalise_message
+from llmhub.store import chains
 from llmhub.wire import is_large, json_str, json_stream
 
 __all__ = ["Store", "StorageError", "MIGRATIONS", "normalise_message", "thread_not_found"]
@@ -189,7 +189,7 @@ def _add_turn_chains(conn: sqlite3.Connection) -> None:
     # [anthropic] store) has only what follows the longest stored prefix appended. Finding
     # that prefix by reading the stored thread cost every turn the whole thread. Each
     # message now carries a hash of its thread's turns up to and including itself
-    # (_chain), so the prefix is found by the newest message's chain, or a few index
+    # (chains.py), so the prefix is found by the newest message's chain, or a few index
     # look-ups when the client rewrote its history (Store.append_new).
     conn.execute("ALTER TABLE messages ADD COLUMN chain INTEGER")
     rows = conn.execute("SELECT id, thread_id, role, content, tool_call_id, tool_calls "
@@ -198,7 +198,7 @@ def _add_turn_chains(conn: sqlite3.Connection) -> None:
     for row in rows:
         if row["thread_id"] != thread:
             thread, chain = row["thread_id"], None
-        chain = _chain(chain, _stored_turn(row))
+        chain = chains.chain(chain, chains.stored_turn(row))
         updates.append((chain, row["id"]))
     conn.executemany("UPDATE messages SET chain = ? WHERE id = ?", updates)
     conn.execute("CREATE INDEX messages_chain ON messages (thread_id, chain)")
@@ -423,7 +423,7 @@ class Store:
         so the newest message's chain says whether the thread is a prefix of the
         conversation (the usual turn), and else a search over the conversation's chains
         finds where they part, one index look-up a step."""
-        chains = list(_chains(None, conversation))
+        hashes = list(chains.chains(None, conversation))
         with self.write_tx() as tx:
             tx.execute("INSERT OR IGNORE INTO threads (id, created_at, metadata, updated_at, "
                        "owner) VALUES (?, ?, '{}', ?, ?)",
@@ -431,12 +431,12 @@ class Store:
             if tx.execute("SELECT owner FROM threads WHERE id = ?",
                           (thread_id,)).fetchone()[0] != owner:
                 raise thread_not_found(thread_id)
-            same = self._shared_prefix_tx(tx, thread_id, chains)
+            same = self._shared_prefix_tx(tx, thread_id, hashes)
             self._append_tx(tx, thread_id, conversation[same:])
             return len(conversation) - same
 
     @staticmethod
-    def _shared_prefix_tx(tx, thread_id: str, chains: list[int]) -> int:
+    def _shared_prefix_tx(tx, thread_id: str, hashes: list[int]) -> int:
         """How many of the conversation's first turns the stored thread begins with, given
         the conversation's chains: a stored message with chain c has exactly the turns
         that give c before it, so 'the thread holds chains[i - 1]' is true up to the
@@ -445,14 +445,14 @@ class Store:
                           "LIMIT 1", (thread_id,)).fetchone()
         if tail is None:
             return 0
-        at = {chain: i for i, chain in enumerate(chains)}.get(tail[0])
+        at = {chain: i for i, chain in enumerate(hashes)}.get(tail[0])
         if at is not None:                   # the whole thread is a prefix: the usual turn
             return at + 1
-        low, high = 0, len(chains)           # holds(low), not holds(high + 1)
+        low, high = 0, len(hashes)           # holds(low), not holds(high + 1)
         while low < high:
             middle = (low + high + 1) // 2
             if tx.execute("SELECT 1 FROM messages WHERE thread_id = ? AND chain = ? LIMIT 1",
-                          (thread_id, chains[middle - 1])).fetchone():
+                          (thread_id, hashes[middle - 1])).fetchone():
                 low = middle
             else:
                 high = middle - 1
@@ -857,7 +857,7 @@ class Store:
         for row in tx.execute("SELECT id, role, content, tool_call_id, tool_calls FROM "
                               "messages WHERE thread_id = ? AND seq > ? ORDER BY seq",
                               (thread_id, after)).fetchall():
-            chain = _chain(chain, _stored_turn(row))
+            chain = chains.chain(chain, chains.stored_turn(row))
             updates.append((chain, row[0]))
         tx.executemany("UPDATE messages SET chain = ? WHERE id = ?", updates)
 
@@ -1035,7 +1035,7 @@ class Store:
     def _append_tx(self, tx, thread_id: str, messages: list, tokens: int | None = None):
         seq, running, chain = self._tail_tx(tx, thread_id, with_chain=True)
         created, out, weight = int(time.time()), [], 0
-        for message, chain in zip(messages, _chains(chain, messages)):
+        for message, chain in zip(messages, chains.chains(chain, messages)):
             seq += 1
             running += message_tokens(message)
             row = {"id": "msg_" + ids.uuid4().hex, "thread_id": thread_id, "seq": seq,
@@ -1056,39 +1056,6 @@ class Store:
                        "bytes = bytes + ? WHERE id = ?",
                        (time.time(), _title(messages), weight, thread_id))
         return out
-
-
-def _stored_turn(row) -> dict:
-    """A stored message's fields that _turn reads, from a row of (…, role, content,
-    tool_call_id, tool_calls) as its last four columns."""
-    role, content, tool_call_id, tool_calls = tuple(row)[-4:]
-    return {"role": role, "content": json.loads(content), "tool_call_id": tool_call_id,
-            "tool_calls": json.loads(tool_calls)}
-
-
-def _chain(previous: int | None, message: dict) -> int:
-    """A hash of a thread's turns up to and including `message` (_turn: what makes two
-    copies of a turn the same one), from the chain before it; 64 bits, as SQLite's
-    INTEGER holds them. A resent turn hashes every message the client sent, so this is
-    kept lean: the turn's repr (a tuple of strings and None: exact and stable), no JSON."""
-    data = (previous or 0).to_bytes(8, "big", signed=True) + \
-        repr(_turn(message)).encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
-
-
-def _chains(previous: int | None, messages: list):
-    """Each message's chain in turn, from the chain before the first."""
-    for message in messages:
-        previous = _chain(previous, message)
-        yield previous
-
-
-def _turn(message: dict) -> tuple:
-    """What makes two copies of a turn the same one: its text and its tool calls by id and
-    name (a resent call's arguments are re-serialised JSON, not the model's own text)."""
-    calls = tuple((c.get("id"), (c.get("function") or {}).get("name"))
-                  for c in message["tool_calls"] if isinstance(c, dict))
-    return (message["role"], content_text(message["content"]), message["tool_call_id"], calls)
 
 
 # What one request record can fail with for what it holds (a number past SQLite's 64 bits is
