@@ -291,7 +291,7 @@ def test_a_tool_call_turn_continued_in_another_dialect_replays_in_order(hub, fak
 
 def test_the_kept_window_follows_appends_and_deletes(tmp_path):
     """A turn's window is served from memory after the first read; what is appended since
-    joins it, and a deleted message leaves it."""
+    joins it, and a deleted message leaves it; a deleted or swept thread leaves nothing."""
     store = open_threads(tmp_path / "w.db")
     store.create_thread("w", {}, [normalise_message({"role": "user", "content": f"m{i}"})
                                   for i in range(5)])
@@ -311,3 +311,6 @@ def test_the_kept_window_follows_appends_and_deletes(tmp_path):
     store.delete_thread("w")
     store.create_thread("w", {}, [normalise_message({"role": "user", "content": "fresh"})])
     assert window() == ["fresh"]
+    assert store.sweep_threads(0, 1, set()) == 1      # past the size bound: the thread goes
+    store.create_thread("w", {}, [normalise_message({"role": "user", "content": "again"})])
+    assert window() == ["again"]
