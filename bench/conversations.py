@@ -20,7 +20,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.run import percentile, start_fake, start_hub
-from llmhub.store.threads import Store
+from llmhub.store.database import Database
+from llmhub.store.threads import ThreadStore
 
 SIZE = 50_000
 THREAD = "conv_bench"
@@ -37,12 +38,13 @@ def turns(size: int) -> list[dict]:
 
 
 def populate(db: Path, size: int) -> None:
-    store = Store(db)
+    database = Database(db)
+    store = ThreadStore(database)
     stored = [dict(m, name=None, tool_call_id=None, tool_calls=[], attachments=[],
                    metadata={}) for m in turns(size)]
     store.create_thread(THREAD, {}, stored)
     store.append_new("claude-" + SESSION, stored)
-    store.close()
+    database.close()
 
 
 def timed(conn, method: str, path: str, body=None, headers=None) -> tuple[float, dict]:

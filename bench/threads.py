@@ -16,20 +16,22 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.run import percentile, start_fake, start_hub
-from llmhub.store.threads import Store
+from llmhub.store.database import Database
+from llmhub.store.threads import ThreadStore
 
 SIZE = 100_000
 
 
 def populate(db: Path, size: int) -> None:
-    store = Store(db)
+    database = Database(db)
+    store = ThreadStore(database)
     store.create_thread("big")
     message = {"role": "user", "content": "A message of ordinary length, about twenty "
                "words, to make the thread weigh what a real one would.", "name": None,
                "tool_call_id": None, "tool_calls": [], "attachments": [], "metadata": {}}
     for _ in range(size // 10_000):
         store.append_messages("big", [message] * 10_000)
-    store.close()
+    database.close()
 
 
 def timed(conn, method: str, path: str, body=None, first_token=False) -> float:

@@ -2,7 +2,7 @@
 
 The server holds one Hub and hands it to every view as `request.hub`. Dialect views use
 `hub.engine` (the façade, engine/facade.py), `hub.config`, `hub.sessions` and `hub.metrics`; the
-store and the registry are here for the server's own lifecycle. Building it opens the
+database, its stores and the registry are here for the server's own lifecycle. Building it opens the
 database; `close()` cancels every live run and closes the database.
 """
 
@@ -15,8 +15,11 @@ from llmhub.engine.facade import Engine
 from llmhub.engine.metrics import Metrics
 from llmhub.engine.runs import Registry
 from llmhub.engine.session_log import SessionLog
+from llmhub.store.database import Database
+from llmhub.store.requests import RequestStore
+from llmhub.store.responses import ResponseStore
 from llmhub.store.retention import Upkeep
-from llmhub.store.threads import Store
+from llmhub.store.threads import ThreadStore
 from llmhub.upstream import make_upstreams
 
 __all__ = ["Hub"]
@@ -27,21 +30,26 @@ class Hub:
         self.config = config
         self.version = __version__
         self.started = time.time()
-        self.store = Store(config.server.db_path)
-        self.store.fail_interrupted_responses()   # their runs died with the last process
-        self.store.fail_interrupted_api_responses()
+        self.db = Database(config.server.db_path)
+        self.threads = ThreadStore(self.db)
+        self.responses = ResponseStore(self.db)
+        self.request_store = RequestStore(self.db)
+        self.responses.fail_interrupted_responses()   # their runs died with the last process
+        self.responses.fail_interrupted_api_responses()
         self.metrics = Metrics()
-        self.request_log = RequestLog(self.store, config.log.keep_count,
+        self.request_log = RequestLog(self.request_store, config.log.keep_count,
                                       config.log.keep_days, config.log.max_body_bytes)
         self.limits = Limits(config.key_limits)
         self.registry = Registry(on_retire=self._retired)
         self.upstreams = make_upstreams(config)
-        self.engine = Engine(config, self.upstreams, self.registry, self.store,
-                             self.request_log, self.limits)
+        self.engine = Engine(config, self.upstreams, self.registry, self.db, self.threads,
+                             self.responses, self.request_store, self.request_log,
+                             self.limits)
         self.sessions = SessionLog()
         self.feeds: dict = {}     # name → feed.Feed: one computation per tick for all its
                                   # readers (the runs page's: dialects/service.py)
-        self.upkeep = Upkeep(self.store, self.registry, config)   # retention, held writes
+        # the retention sweeps, and the retries of ends the database refused
+        self.upkeep = Upkeep(self.db, self.threads, self.registry, config)
         self.engine.upkeep = self.upkeep
         self.upkeep.start()
         self.routes: tuple = ()   # the API's route table, handed over by the server that
@@ -60,4 +68,4 @@ class Hub:
         self.engine.close()
         self.registry.cancel_all(reason)
         self.request_log.close()
-        self.store.close()
+        self.db.close()

@@ -98,8 +98,8 @@ def suite_hub(make_hub):
 
 
 def counts(hub) -> tuple:
-    store = hub.hub.store
-    return tuple(store._read(f"SELECT COUNT(*) FROM {t}")[0][0]
+    db = hub.hub.db
+    return tuple(db.read(f"SELECT COUNT(*) FROM {t}")[0][0]
                  for t in ("threads", "messages", "responses", "api_responses"))
 
 

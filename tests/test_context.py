@@ -79,13 +79,13 @@ def test_an_over_budget_turn_stores_nothing(make_hub, fake):
 def test_the_summary_trigger_summarises_in_the_background(make_hub, fake):
     hub = make_hub({"context": {"summary_trigger_tokens": 300, "keep_recent_tokens": 250}})
     fill_thread(hub, "chat", 5)
-    saved, original = threading.Event(), hub.hub.store.save_summary
+    saved, original = threading.Event(), hub.hub.threads.save_summary
 
     def save_summary(*args):
         original(*args)
         saved.set()
 
-    hub.hub.store.save_summary = save_summary
+    hub.hub.threads.save_summary = save_summary
     _, _, first = call(hub.url, "POST", "/responses", {"model": "m", "input": "six",
                                                        "thread_id": "chat"})
     assert first["context"]["summary_scheduled"] is True    # reported, not waited for
@@ -115,5 +115,5 @@ def test_a_big_backlog_is_summarised_a_budget_at_a_time(make_hub, fake):
     second = fake.chat_requests()[-1].body["messages"][1]["content"]
     assert second.startswith("Earlier summary: Hello from the fake!")
     assert ": 8 xxx" in second and ": 1 xxx" not in second
-    summary, _, _ = hub.hub.store.summary_source("backlog", 1, 1)
+    summary, _, _ = hub.hub.threads.summary_source("backlog", 1, 1)
     assert summary["upto_seq"] > 7

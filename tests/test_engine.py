@@ -302,7 +302,7 @@ def test_turns_on_one_thread_run_one_at_a_time_in_order(make_engine, fake):
     assert hub.engine.turns.waiting(first.thread_id) == 2 and len(fake.chat_requests()) == 1
     release.set()
     assert first.wait(5) and second.wait(5)
-    stored = [m["content"] for m in hub.store.list_messages(first.thread_id)]
+    stored = [m["content"] for m in hub.threads.list_messages(first.thread_id)]
     assert stored == ["Q1", "A1", "Q2", "A2"]
     assert [m["content"] for m in fake.chat_requests()[1].body["messages"]] == \
         ["Q1", "A1", "Q2"]
@@ -316,10 +316,10 @@ def test_a_summary_covers_the_older_messages_and_leaves_them_stored(make_engine,
         for n, role in enumerate(["user", "assistant"] * 3)])
     fake.enqueue(Script(chunks=["They talked."]))
     assert hub.engine.summarise(thread["id"])
-    summary, _, _ = hub.store.summary_source(thread["id"], 1000, 1000)
+    summary, _, _ = hub.threads.summary_source(thread["id"], 1000, 1000)
     assert summary["text"] == "They talked." and summary["upto_seq"] >= 1
     assert "Summarise the conversation" in fake.chat_requests()[0].body["messages"][0]["content"]
-    assert len(hub.store.list_messages(thread["id"])) == 6
+    assert len(hub.threads.list_messages(thread["id"])) == 6
 
 
 # --- what a thread keeps ---------------------------------------------------------------------
@@ -330,7 +330,7 @@ def test_a_thread_keeps_tool_calls_results_and_reasoning_and_replays_them(make_e
                  Script(chunks=["4 °C."]))
     turn = [normalise_message(m) for m in ASK]
     first = finished(hub, messages=turn, persist=True)
-    stored = hub.store.list_messages(first.thread_id)[-1]
+    stored = hub.threads.list_messages(first.thread_id)[-1]
     assert (stored["content"], stored["reasoning"]) == (None, "Look it up.")
     assert stored["tool_calls"][0]["function"]["arguments"] == CALL["arguments"]
     result = normalise_message({"role": "tool", "tool_call_id": "call_1", "content": "4"})

@@ -150,7 +150,7 @@ def test_a_metric_that_raises_still_ends_the_run(hub, fake):
 
 
 def test_a_finish_hook_that_raises_fails_the_run_and_frees_the_thread(hub, fake, monkeypatch):
-    store, calls = hub.hub.store, []
+    store, calls = hub.hub.threads, []
     real = store.record_reply
 
     def broken_once(*args, **kwargs):
@@ -266,12 +266,12 @@ def test_an_upstream_line_without_end_is_cut_at_max_event_bytes(make_hub, fake):
 
 # --- point 7: storage failures are failures ---------------------------------------------------
 
-def read_only(store) -> None:
+def read_only(db) -> None:
     """SQLite's own read-only mode on every connection from now on: writes fail as they do on
     a read-only file (SQLITE_READONLY). Root ignores file modes, and a mount with the file
     open cannot be remounted read-only, so this is the read-only database a test can make."""
-    store.pragmas = ("PRAGMA query_only=ON",)
-    store.reopen()
+    db.pragmas = ("PRAGMA query_only=ON",)
+    db.reopen()
 
 
 @pytest.mark.parametrize("dialect", ["edison", "responses", "langbase-stream", "langbase"])
@@ -290,7 +290,7 @@ def test_a_reply_that_cannot_be_stored_is_reported_failed(hub, fake, dialect):
             {"messages": HI, "stream": dialect == "langbase-stream"}).encode(),
             headers={"Content-Type": "application/json"})
     assert fake.wait_requests(1)                 # the turn is stored; the reply is not yet
-    read_only(hub.hub.store)
+    read_only(hub.hub.db)
     release.set()
     if dialect == "langbase":
         response = conn.getresponse()
@@ -313,7 +313,7 @@ def test_a_reply_that_cannot_be_stored_is_reported_failed(hub, fake, dialect):
 
 
 def test_a_turn_that_cannot_be_stored_is_a_503_and_nothing_runs(hub, fake):
-    read_only(hub.hub.store)
+    read_only(hub.hub.db)
     status, _, body = call(hub.url, "POST", "/v1/pipes/run", {"messages": HI})
     assert status == 503 and body["error"]["status"] == 503
     status, _, body = call(hub.url, "POST", "/v1/threads", {})
@@ -372,8 +372,8 @@ def test_a_full_disk_fails_the_reply_and_the_store_recovers(make_hub, fake, smal
 
 
 def test_a_read_only_database_file_stops_startup_with_one_clear_line(small_disk, tmp_path):
-    from llmhub.store.threads import Store
-    Store(small_disk / "hub.db").close()
+    from llmhub.store.database import Database
+    Database(small_disk / "hub.db").close()
     done = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True,
                           timeout=10)
     if done.returncode != 0:
@@ -406,9 +406,9 @@ def test_an_upstream_key_echoed_mid_stream_is_redacted_everywhere(make_hub, fake
     streamed = response.read().decode()
     conn.close()
     assert "Incorrect API key provided: ***" in streamed and UPSTREAM_KEY not in streamed
-    for thread in hub.hub.store.list_threads(100):
-        assert UPSTREAM_KEY not in json.dumps(hub.hub.store.list_messages(thread["id"]))
-    with hub.hub.store._connection() as db:
+    for thread in hub.hub.threads.list_threads(100):
+        assert UPSTREAM_KEY not in json.dumps(hub.hub.threads.list_messages(thread["id"]))
+    with hub.hub.db.connection() as db:
         stored = [tuple(row) for row in db.execute("SELECT * FROM responses")]
     assert UPSTREAM_KEY not in json.dumps(stored, default=str)
 

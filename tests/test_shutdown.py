@@ -67,6 +67,6 @@ def test_sigterm_with_100_live_streams(tmp_path, fake):
 
 def test_a_request_after_the_store_closed_gets_503_not_a_traceback(hub):
     from http_client import call
-    hub.hub.store.close()        # as at shutdown, with a keep-alive client still polling
+    hub.hub.db.close()           # as at shutdown, with a keep-alive client still polling
     status, _, body = call(hub.url, "GET", "/v1/threads")
     assert status == 503 and "shutting down" in json.dumps(body)

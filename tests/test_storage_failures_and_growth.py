@@ -13,14 +13,14 @@ from test_hardening import read_only
 HI = [{"role": "user", "content": "hi"}]
 
 
-def writable(store) -> None:
+def writable(db) -> None:
     """The disk is back: new connections write again."""
-    store.pragmas = ()
-    store.reopen()
+    db.pragmas = ()
+    db.reopen()
 
 
 def stored_row(hub, table: str, row_id: str) -> dict:
-    with sqlite3.connect(hub.hub.store.path) as conn:
+    with sqlite3.connect(hub.hub.db.path) as conn:
         conn.row_factory = sqlite3.Row
         return dict(conn.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone())
 
@@ -37,18 +37,18 @@ def test_seed_responses_json_answers_the_storage_error_not_in_progress(hub, fake
         hub.url, "POST", "/responses", {"model": "m", "input": "hi"})))
     caller.start()
     assert fake.wait_requests(1)                  # the run is stored as in_progress
-    read_only(hub.hub.store)
+    read_only(hub.hub.db)
     release.set()
     caller.join(10)
     status, _, body = answer["reply"]
     assert status == 503 and body["error"]["code"] == "storage_failed", body
-    response_id = hub.hub.store._read("SELECT id FROM responses")[0][0]
+    response_id = hub.hub.db.read("SELECT id FROM responses")[0][0]
     status, _, got = call(hub.url, "GET", f"/responses/{response_id}")
     assert status == 200
     assert got["status"] == "failed" and got["error"]["code"] == "storage_failed"
     assert got["output_text"] == "Hello there"    # what the model said is kept
-    writable(hub.hub.store)
-    assert hub.hub.store.retry_held() == 0        # the disk is back: the end is written
+    writable(hub.hub.db)
+    assert hub.hub.db.retry_held() == 0        # the disk is back: the end is written
     row = stored_row(hub, "responses", response_id)
     assert row["status"] == "failed" and row["output"] == "Hello there"
 
@@ -62,7 +62,7 @@ def test_background_response_fails_with_the_storage_error_at_once(hub, fake):
                               {"model": "m", "input": "hi", "background": True})
     assert status == 200 and created["status"] == "queued"
     assert fake.wait_requests(1)
-    read_only(hub.hub.store)
+    read_only(hub.hub.db)
     release.set()
     run = hub.hub.registry.get(created["id"])
     assert run is None or run.wait(10)
@@ -71,8 +71,8 @@ def test_background_response_fails_with_the_storage_error_at_once(hub, fake):
     assert got["error"]["code"] == "storage_failed" and got["output"]
     metrics = call(hub.url, "GET", "/metrics")[2].decode()
     assert "llmhub_store_held_ends 1" in metrics
-    writable(hub.hub.store)
-    assert hub.hub.store.retry_held() == 0
+    writable(hub.hub.db)
+    assert hub.hub.db.retry_held() == 0
     row = stored_row(hub, "api_responses", created["id"])
     assert row["status"] == "failed" and json.loads(row["error"])["code"] == "storage_failed"
 
@@ -86,8 +86,9 @@ def test_a_response_a_restart_interrupted_says_why(make_hub, fake, tmp_path):
     created = call(hub.url, "POST", "/v1/responses",
                    {"model": "m", "input": "hi", "background": True})[2]
     assert fake.wait_requests(1)
-    from llmhub.store.threads import Store
-    Store(hub.hub.store.path).fail_interrupted_api_responses()   # what a restart does
+    from llmhub.store.database import Database
+    from llmhub.store.responses import ResponseStore
+    ResponseStore(Database(hub.hub.db.path)).fail_interrupted_api_responses()   # a restart
     row = stored_row(hub, "api_responses", created["id"])
     assert row["status"] == "failed"
     assert json.loads(row["error"])["code"] == "interrupted"
@@ -98,7 +99,7 @@ def test_request_log_records_wait_for_the_disk_and_losses_are_counted(hub, fake)
     """Stateless runs' records survive a store that refuses them (kept, written when it is
     back); past max_pending the oldest are dropped and counted in /metrics."""
     log = hub.hub.request_log
-    read_only(hub.hub.store)
+    read_only(hub.hub.db)
     for _ in range(3):
         assert call(hub.url, "POST", "/v1/chat/completions",
                     {"model": "m", "messages": HI})[0] == 200
@@ -111,7 +112,7 @@ def test_request_log_records_wait_for_the_disk_and_losses_are_counted(hub, fake)
     metrics = call(hub.url, "GET", "/metrics")[2].decode()
     assert "llmhub_request_log_dropped_total 2" in metrics
     assert "llmhub_request_log_pending 2" in metrics
-    writable(hub.hub.store)
+    writable(hub.hub.db)
     status, _, records = call(hub.url, "GET", "/v1/requests")
     assert status == 200 and len(records["data"]) == 2
     assert log.pending() == 0
@@ -119,10 +120,10 @@ def test_request_log_records_wait_for_the_disk_and_losses_are_counted(hub, fake)
 
 # --- point 2: a page or a turn reads what it needs ------------------------------------------
 
-def counting(store) -> list:
-    """Count the SQLite VM steps every connection of `store` makes from now on: rows read
+def counting(db) -> list:
+    """Count the SQLite VM steps every connection of `db` makes from now on: rows read
     show in them, and time on a loaded machine does not."""
-    steps, opened = [0], store._open
+    steps, opened = [0], db._open
 
     def tick():
         steps[0] += 1
@@ -132,8 +133,8 @@ def counting(store) -> list:
         conn = opened()
         conn.set_progress_handler(tick, 1)
         return conn
-    store._open = open_counted
-    store.reopen()
+    db._open = open_counted
+    db.reopen()
     return steps
 
 
@@ -160,10 +161,10 @@ def steps_of(hub, steps, path: str) -> tuple[int, dict]:
 def test_a_page_of_items_reads_the_page_not_the_conversation(hub):
     """GET /v1/conversations/{id}/items?limit=20 on 4,000 messages costs what it costs on
     40 (within a small factor), and pages exactly as reading everything did."""
-    store = hub.hub.store
+    store = hub.hub.threads
     long_conversation(store, "short", 40)
     long_conversation(store, "long", 4000)
-    steps = counting(store)
+    steps = counting(store.db)
     short, _ = steps_of(hub, steps, "/v1/conversations/short/items?limit=20")
     long, _ = steps_of(hub, steps, "/v1/conversations/long/items?limit=20")
     assert long < short * 3, (short, long)
@@ -181,7 +182,7 @@ def test_paged_items_are_what_reading_everything_gave(hub):
     """Every page, either order, from every kind of cursor, is the slice of all items."""
     from llmhub.dialects.openai_responses import page
     from llmhub.formats.response_items import messages_to_items
-    store = hub.hub.store
+    store = hub.hub.threads
     long_conversation(store, "c", 37)
     everything = messages_to_items(store.list_messages("c"))
     for order in ("asc", "desc"):
@@ -215,12 +216,12 @@ def test_a_resent_conversation_turn_reads_the_tail_not_the_thread(make_hub, fake
     on 4,000 stored messages costs what it costs on 40 (SQLite VM steps, within a small
     factor), and stores the new tail only."""
     hub, send = kept_session(make_hub)
-    store = hub.hub.store
+    store = hub.hub.threads
     for session, size in (("short", 40), ("long", 4000)):
         store.append_new(f"claude-{session}", [dict(m, name=None, tool_call_id=None,
                                                     tool_calls=[], attachments=[],
                                                     metadata={}) for m in chat_turns(size)])
-    steps = counting(store)
+    steps = counting(store.db)
     cost = {}
     for session, size in (("short", 40), ("long", 4000)):
         before = steps[0]
@@ -239,7 +240,7 @@ def test_a_rewritten_conversation_keeps_what_it_kept_before(hub):
     what follows it, as comparing the whole stored thread did: a pure extension, a history
     rewritten in its middle or compacted to fewer turns, and a thread with a message
     deleted all keep what the whole comparison kept."""
-    store = hub.hub.store
+    store = hub.hub.threads
 
     def turns(*texts):
         return [{"role": "user", "content": t, "name": None, "tool_call_id": None,
@@ -267,8 +268,8 @@ def test_input_tokens_of_a_conversation_reads_what_the_turn_reads(hub, fake):
     summary and the messages after it), read as the turn reads them: on 4,000 messages
     with a recent summary it costs what it costs on 40, and counts what the turn sent."""
     from llmhub.context import estimate_messages
-    store = hub.hub.store
-    steps = counting(store)
+    store = hub.hub.threads
+    steps = counting(store.db)
     cost = {}
     for thread_id, size in (("short", 40), ("long", 4000)):
         long_conversation(store, thread_id, size)
@@ -288,7 +289,7 @@ def test_input_tokens_of_a_conversation_reads_what_the_turn_reads(hub, fake):
 # --- point 3: every table that grows is bounded, by a sweep ---------------------------------
 
 def age(hub, table: str, column: str, days: float, where: str = "1") -> None:
-    with sqlite3.connect(hub.hub.store.path) as conn:
+    with sqlite3.connect(hub.hub.db.path) as conn:
         conn.execute(f"UPDATE {table} SET {column} = {column} - ? WHERE {where}",
                      (days * 86400,))
 
@@ -366,21 +367,21 @@ def test_a_running_background_response_is_never_swept(make_hub, fake):
 def test_the_sweep_reads_indexes_not_tables(hub):
     """Each query a sweep runs walks an index (EXPLAIN QUERY PLAN), so a tick on a large
     table does not read every row, and never a stored input or a message's text."""
-    store, plans = hub.hub.store, []
-    opened = store._open
+    db, plans = hub.hub.db, []
+    opened = db._open
 
     def traced():
         conn = opened()
         conn.set_trace_callback(lambda sql: plans.append(sql) if sql.lstrip().startswith(
             ("SELECT", "DELETE")) else None)
         return conn
-    store._open = traced
-    store.reopen()
+    db._open = traced
+    db.reopen()
     hub.hub.upkeep.sweep()
-    store._open = opened
-    store.reopen()
+    db._open = opened
+    db.reopen()
     assert len(plans) >= 10
-    with sqlite3.connect(store.path) as conn:
+    with sqlite3.connect(db.path) as conn:
         for sql in plans:
             steps = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
             scans = [s for s in steps if s.startswith("SCAN") and "COVERING INDEX" not in s]
@@ -418,7 +419,7 @@ def test_a_large_stored_input_is_written_in_pieces_and_read_back_whole(make_hub,
         ids.append(body["id"])
     sent = fake.chat_requests()[-1].body["messages"][0]["content"][1]["image_url"]["url"]
     assert sent == url
-    with sqlite3.connect(hub.hub.store.path) as conn:
+    with sqlite3.connect(hub.hub.db.path) as conn:
         assert conn.execute("SELECT input FROM api_responses WHERE id = ?",
                             (ids[0],)).fetchone()[0] == ""
         sizes = [row[0] for row in conn.execute(
@@ -430,5 +431,5 @@ def test_a_large_stored_input_is_written_in_pieces_and_read_back_whole(make_hub,
     assert call(hub.url, "DELETE", f"/v1/responses/{ids[0]}")[0] == 200
     age(hub, "api_responses", "created_at", 30)
     assert hub.hub.upkeep.sweep()["removed"]["api_responses"] == 1
-    with sqlite3.connect(hub.hub.store.path) as conn:
+    with sqlite3.connect(hub.hub.db.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM api_response_input").fetchone()[0] == 0

@@ -9,11 +9,17 @@ import pytest
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream
 from llmhub.errors import HubError
-from llmhub.store.threads import MIGRATIONS, Store, normalise_message
+from llmhub.store.database import MIGRATIONS, Database
+from llmhub.store.threads import ThreadStore, normalise_message
 
 THREAD_FIELDS = ["id", "object", "created_at", "metadata"]
 MESSAGE_FIELDS = ["id", "thread_id", "created_at", "role", "content", "tool_call_id",
                   "tool_calls", "name", "attachments", "metadata"]
+
+
+def open_threads(path) -> ThreadStore:
+    """A thread store on a database of its own (`.db.close()` closes it)."""
+    return ThreadStore(Database(path))
 
 
 def test_create_with_metadata_and_messages(hub):
@@ -89,8 +95,8 @@ def test_update_merges_metadata_get_and_delete(hub):
     assert call(hub.url, "DELETE", path)[2] == {"success": True}
     assert call(hub.url, "GET", path)[0] == 404
     assert call(hub.url, "GET", path + "/messages")[0] == 404
-    assert not hub.hub.store._read("SELECT * FROM messages WHERE thread_id = ?",
-                                   (thread["id"],))   # the messages went with it
+    assert not hub.hub.db.read("SELECT * FROM messages WHERE thread_id = ?",
+                               (thread["id"],))   # the messages went with it
 
 
 def test_append_takes_a_bare_array_or_an_object_and_returns_the_created(hub):
@@ -135,31 +141,31 @@ def test_fifty_concurrent_appenders_lose_nothing_and_keep_order(hub):
     for n in range(50):
         mine = [m["content"] for m in listed if m["content"].startswith(f"{n}:")]
         assert mine == [f"{n}:{i}" for i in range(5)]
-    seqs = [r[0] for r in hub.hub.store._read(
+    seqs = [r[0] for r in hub.hub.db.read(
         "SELECT seq FROM messages WHERE thread_id = 'busy' ORDER BY seq")]
     assert seqs == list(range(1, 251))
 
 
 def test_store_survives_a_restart_and_migrations_are_recorded(tmp_path):
-    store = Store(tmp_path / "db" / "hub.db")
+    store = open_threads(tmp_path / "db" / "hub.db")
     store.create_thread("kept", {"k": "v"}, [{"role": "user", "content": "x", "name": None,
                                               "tool_call_id": None, "tool_calls": [],
                                               "attachments": [], "metadata": {}}])
-    store.close()
-    again = Store(tmp_path / "db" / "hub.db")          # migrations do not run twice
+    store.db.close()
+    again = open_threads(tmp_path / "db" / "hub.db")   # migrations do not run twice
     assert again.get_thread("kept")["metadata"] == {"k": "v"}
     assert [m["content"] for m in again.list_messages("kept")] == ["x"]
-    names = [r["name"] for r in again._read("SELECT name FROM migrations ORDER BY rowid")]
+    names = [r["name"] for r in again.db.read("SELECT name FROM migrations ORDER BY rowid")]
     assert names == [name for name, _ in MIGRATIONS]
-    mode = again._read("PRAGMA journal_mode")[0][0]
+    mode = again.db.read("PRAGMA journal_mode")[0][0]
     assert mode == "wal"
-    again.close()
+    again.db.close()
     with pytest.raises(HubError, match="shutting down"):
         again.get_thread("kept")
 
 
 def test_writers_never_see_database_locked(tmp_path):
-    store = Store(tmp_path / "hub.db")
+    store = open_threads(tmp_path / "hub.db")
     store.create_thread("w")
     errors = []
 
@@ -178,7 +184,7 @@ def test_writers_never_see_database_locked(tmp_path):
     for thread in threads:
         thread.join()
     assert not errors and len(store.list_messages("w")) == 160
-    store.close()
+    store.db.close()
 
 
 def test_threads_list_newest_activity_first_with_pages(hub):
@@ -208,43 +214,43 @@ def test_a_long_first_message_makes_a_short_title(hub):
 
 def test_migrations_upgrade_a_database_from_an_older_schema(tmp_path, monkeypatch):
     """A database made before add_thread_activity gains updated_at from its messages."""
-    from llmhub.store import threads
+    from llmhub.store import database
     old = MIGRATIONS[:[name for name, _ in MIGRATIONS].index("add_thread_activity")]
-    monkeypatch.setattr(threads, "MIGRATIONS", old)
-    store = Store(tmp_path / "old.db")
-    with store.write_tx() as tx:
+    monkeypatch.setattr(database, "MIGRATIONS", old)
+    store = open_threads(tmp_path / "old.db")
+    with store.db.write_tx() as tx:
         tx.execute("INSERT INTO threads (id, created_at, metadata) VALUES ('t', 100, '{}')")
         tx.execute("INSERT INTO messages (id, thread_id, seq, role, content, created_at) "
                    "VALUES ('m', 't', 1, 'user', '\"hi\"', 250)")
-    store.close()
-    monkeypatch.setattr(threads, "MIGRATIONS", MIGRATIONS)
-    upgraded = Store(tmp_path / "old.db")
+    store.db.close()
+    monkeypatch.setattr(database, "MIGRATIONS", MIGRATIONS)
+    upgraded = open_threads(tmp_path / "old.db")
     assert upgraded.list_threads()[0]["updated_at"] == 250
-    assert [r["name"] for r in upgraded._read("SELECT name FROM migrations ORDER BY rowid")] \
+    assert [r["name"] for r in upgraded.db.read("SELECT name FROM migrations ORDER BY rowid")] \
         == [name for name, _ in MIGRATIONS]
-    upgraded.close()
+    upgraded.db.close()
 
 
 def test_running_token_counts_are_filled_in_on_upgrade_and_kept_on_append(tmp_path,
                                                                             monkeypatch):
     """add_running_tokens: each message carries its thread's tokens so far, so a turn's
     window and totals are index look-ups (issue 18, point 9)."""
-    from llmhub.store import threads
+    from llmhub.store import database
     from llmhub.context import message_tokens
     old = MIGRATIONS[:[name for name, _ in MIGRATIONS].index("add_running_tokens")]
-    monkeypatch.setattr(threads, "MIGRATIONS", old)
-    store = Store(tmp_path / "old.db")
+    monkeypatch.setattr(database, "MIGRATIONS", old)
+    store = open_threads(tmp_path / "old.db")
     texts = ["one", "two two", "three " * 50]
-    with store.write_tx() as tx:                 # as the older code wrote them
+    with store.db.write_tx() as tx:              # as the older code wrote them
         tx.execute("INSERT INTO threads (id, created_at, metadata) VALUES ('t', 1, '{}')")
         for seq, text in enumerate(texts, 1):
             tx.execute("INSERT INTO messages (id, thread_id, seq, role, content, created_at) "
                        "VALUES (?, 't', ?, 'user', ?, 1)", (f"m{seq}", seq, json.dumps(text)))
-    store.close()
-    monkeypatch.setattr(threads, "MIGRATIONS", MIGRATIONS)
-    store = Store(tmp_path / "old.db")
+    store.db.close()
+    monkeypatch.setattr(database, "MIGRATIONS", MIGRATIONS)
+    store = open_threads(tmp_path / "old.db")
     store.append_messages("t", [normalise_message({"role": "assistant", "content": "four"})])
-    running = [r[0] for r in store._read("SELECT cum_tokens FROM messages ORDER BY seq")]
+    running = [r[0] for r in store.db.read("SELECT cum_tokens FROM messages ORDER BY seq")]
     sizes = [message_tokens({"content": t}) for t in texts + ["four"]]
     assert running == [sum(sizes[:i + 1]) for i in range(4)]
     seen = {}
@@ -252,7 +258,7 @@ def test_running_token_counts_are_filled_in_on_upgrade_and_kept_on_append(tmp_pa
         history=[m["content"] for m in history], totals=totals), budget=sizes[-1] + sizes[-2])
     assert seen["totals"] == {"messages": 4, "tokens": sum(sizes)}
     assert seen["history"] == ["three " * 50, "four"]      # only what the budget can hold
-    store.close()
+    store.db.close()
 
 
 def test_a_tool_call_turn_continued_in_another_dialect_replays_in_order(hub, fake):
@@ -285,8 +291,8 @@ def test_a_tool_call_turn_continued_in_another_dialect_replays_in_order(hub, fak
 
 def test_the_kept_window_follows_appends_and_deletes(tmp_path):
     """A turn's window is served from memory after the first read; what is appended since
-    joins it, and a deleted message leaves it."""
-    store = Store(tmp_path / "w.db")
+    joins it, and a deleted message leaves it; a deleted or swept thread leaves nothing."""
+    store = open_threads(tmp_path / "w.db")
     store.create_thread("w", {}, [normalise_message({"role": "user", "content": f"m{i}"})
                                   for i in range(5)])
 
@@ -305,3 +311,6 @@ def test_the_kept_window_follows_appends_and_deletes(tmp_path):
     store.delete_thread("w")
     store.create_thread("w", {}, [normalise_message({"role": "user", "content": "fresh"})])
     assert window() == ["fresh"]
+    assert store.sweep_threads(0, 1, set()) == 1      # past the size bound: the thread goes
+    store.create_thread("w", {}, [normalise_message({"role": "user", "content": "again"})])
+    assert window() == ["again"]

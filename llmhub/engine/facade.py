@@ -30,8 +30,11 @@ from llmhub.engine.summaries import Summaries, summary_prompt
 from llmhub.engine.workers import Workers
 from llmhub.errors import Conflict, Forbidden, HubError, NotFound
 from llmhub.redaction import redact
+from llmhub.store.database import Database
+from llmhub.store.requests import RequestStore
+from llmhub.store.responses import ResponseStore
 from llmhub.store.retention import Upkeep
-from llmhub.store.threads import Store
+from llmhub.store.threads import ThreadStore
 from llmhub.upstream.base import SpeaksNatively, Upstream
 
 __all__ = ["Access", "ChatRequest", "Native", "Relay", "Chain", "Prompt", "Resent", "Stateless",
@@ -43,9 +46,13 @@ HEALTH_FIELDS = ("state", "detail", "in_flight", "queued", "cooldowns", "targets
 
 class Engine:
     def __init__(self, config: Config, upstreams: dict[str, Upstream], registry: Registry,
-                 store: Store, request_log=None, limits=None) -> None:
+                 db: Database, threads: ThreadStore, responses: ResponseStore,
+                 request_store: RequestStore, request_log=None, limits=None) -> None:
         self.config = config
-        self.store = store
+        self.db = db                        # health and what it could not store yet
+        self.threads = threads
+        self.responses = responses
+        self.request_store = request_store  # read here, written by request_log
         self.request_log = request_log      # accounting.RequestLog
         self.registry = registry
         self.workers = Workers()
@@ -56,9 +63,9 @@ class Engine:
         self.prober = Prober(self.router, config.health.interval_seconds,
                              config.health.timeout_seconds,
                              ticks=[self.lifecycle.unload_idle])
-        self.generation = Generation(config, self.resolver, registry, store, self.workers,
-                                     self.lifecycle, limits)
-        self.summaries = Summaries(config, store, self._generate, self.workers.submit)
+        self.generation = Generation(config, self.resolver, registry, threads, responses,
+                                     self.workers, self.lifecycle, limits)
+        self.summaries = Summaries(config, threads, self._generate, self.workers.submit)
         self.generation.finish_hooks.append(self.summaries.if_due)
         self.providers = Providers(config, upstreams)
         self.prober.start()
@@ -147,7 +154,7 @@ class Engine:
             if match.get("key", only) != only:
                 return []                  # another key's records: as if there were none
             match = {**match, "key": only}
-        return self.store.list_requests(limit, before, match)
+        return self.request_store.list_requests(limit, before, match)
 
     def request_log_version(self) -> int:
         """A number that changes whenever records are added (the log is flushed first), so
@@ -159,53 +166,53 @@ class Engine:
         """One run's record (with its captured bodies); None for an unknown run or another
         key's."""
         self.request_log.flush()
-        record = self.store.get_request(run_id)
+        record = self.request_store.get_request(run_id)
         return record if record is not None and caller().sees(record["key"]) else None
 
     def usage(self, group: str, since: float, until: float) -> list[dict]:
         """Usage by key, model or day: every key's for an admin, a user key's own."""
         self.request_log.flush()
-        return self.store.usage(group, since, until, caller().only)
+        return self.request_store.usage(group, since, until, caller().only)
 
     # -- threads and messages ----------------------------------------------------------------
     # Every thread method below answers another key's thread as the store answers an
     # unknown one (require_thread): the same 404, so ids are not even confirmed.
     def create_thread(self, thread_id: str | None, metadata: dict, messages: list) -> dict:
-        if thread_id is not None and self.store.thread_owner(thread_id) is not None:
+        if thread_id is not None and self.threads.thread_owner(thread_id) is not None:
             self.generation.require_thread(thread_id)   # another key's id: as unknown
-        return self.store.create_thread(thread_id, metadata, messages, caller().key)
+        return self.threads.create_thread(thread_id, metadata, messages, caller().key)
 
     def list_threads(self, limit: int, before: float | None,
                      search: str | None = None) -> list[dict]:
-        return self.store.list_threads(limit, before, search, caller().only)
+        return self.threads.list_threads(limit, before, search, caller().only)
 
     def name_thread(self, thread_id: str, title: str | None = None) -> str:
         """Set a thread's title, or with none have the summary model name it."""
         self.generation.require_thread(thread_id)
         if title is None:
             return self.summaries.title(thread_id)
-        self.store.set_title(thread_id, title)
+        self.threads.set_title(thread_id, title)
         return title
 
     def thread(self, thread_id: str) -> dict:
         self.generation.require_thread(thread_id)
-        return self.store.get_thread(thread_id)
+        return self.threads.get_thread(thread_id)
 
     def update_thread(self, thread_id: str, metadata: dict) -> dict:
         self.generation.require_thread(thread_id)
-        return self.store.update_thread(thread_id, metadata)
+        return self.threads.update_thread(thread_id, metadata)
 
     def delete_thread(self, thread_id: str) -> None:
         self.generation.require_thread(thread_id)
-        self.store.delete_thread(thread_id)
+        self.threads.delete_thread(thread_id)
 
     def append_messages(self, thread_id: str, messages: list) -> list[dict]:
         self.generation.require_thread(thread_id)
-        return self.store.append_messages(thread_id, messages)
+        return self.threads.append_messages(thread_id, messages)
 
     def page_messages(self, thread_id: str, limit: int, after: str | None):
         self.generation.require_thread(thread_id)
-        return self.store.page_messages(thread_id, limit, after)
+        return self.threads.page_messages(thread_id, limit, after)
 
     def turn_input(self, plan: ThreadTurn) -> list[dict]:
         """The messages a turn on a stored thread would send upstream now: system prompt,
@@ -215,23 +222,23 @@ class Engine:
         self.generation.require_thread(plan.thread_id)
         context = self.config.context
         budget = context.max_input_tokens if plan.budget else None
-        history, summary, totals = self.store.turn_plan(plan.thread_id, budget)
+        history, summary, totals = self.threads.turn_plan(plan.thread_id, budget)
         return build_input(plan.system, history, plan.messages, summary, budget, totals,
                            context.replay_reasoning)[0]
 
     def messages_from(self, thread_id: str, anchor: str | None, count: int,
                       newest_first: bool = False) -> list[dict] | None:
-        """A stretch of a thread from one message on (threads.Store.messages_from)."""
+        """A stretch of a thread from one message on (ThreadStore.messages_from)."""
         self.generation.require_thread(thread_id)
-        return self.store.messages_from(thread_id, anchor, count, newest_first)
+        return self.threads.messages_from(thread_id, anchor, count, newest_first)
 
     # -- stored responses --------------------------------------------------------------------
     # Another key's response is None here, as an unknown one is: each dialect's 404.
     def response(self, response_id: str) -> dict | None:
-        return visible(self.store.get_response(response_id))
+        return visible(self.responses.get_response(response_id))
 
     def oldest_response_time(self) -> float | None:
-        return self.store.oldest_response_time()
+        return self.responses.oldest_response_time()
 
     def keep_api_response(self, run: Run, record: dict, outcome) -> None:
         """Keep a prepared /v1/responses run from its start (retention as [responses] says)
@@ -239,37 +246,37 @@ class Engine:
         replay. A store that fails fails the run before it starts."""
         kept = self.config.responses
         with run.failing_on_error():
-            self.store.create_api_response({**record, "owner": run.info["key"]},
-                                           kept.keep_count, kept.keep_days * 86400)
+            self.responses.create_api_response({**record, "owner": run.info["key"]},
+                                               kept.keep_count, kept.keep_days * 86400)
         run.on_finish(lambda run: self._finish_api_response(run, outcome))
 
     def _finish_api_response(self, run: Run, outcome) -> None:
         """Store the end; if the store refuses, the run fails with the store's error (507 or
-        503) and that failed end is what a retrieve shows at once (Store._hold)."""
+        503) and that failed end is what a retrieve shows at once (Database.finish_row)."""
         fields = dict(outcome(run), events=stored_events(run))
 
         def failed(error: HubError) -> dict:
             return dict(fields, status="failed", events=stored_events(run, error),
                         error={"code": error.code, "message": error.message})
-        self.store.finish_api_response(run.id, **fields, if_fails=failed)
+        self.responses.finish_api_response(run.id, **fields, if_fails=failed)
 
     def api_response(self, response_id: str) -> dict | None:
-        return visible(self.store.get_api_response(response_id))
+        return visible(self.responses.get_api_response(response_id))
 
     def api_response_chain(self, response_id: str) -> list[dict] | None:
         """The response and those it continues, oldest first; None if it is unknown (or
         another key's)."""
-        chain = self.store.api_response_chain(response_id)
+        chain = self.responses.api_response_chain(response_id)
         return chain if chain is not None and visible(chain[-1]) is not None else None
 
     def delete_api_response(self, response_id: str) -> bool:
         if self.api_response(response_id) is None:
             return False
-        return self.store.delete_api_response(response_id)
+        return self.responses.delete_api_response(response_id)
 
     def delete_message(self, thread_id: str, message_id: str) -> None:
         self.generation.require_thread(thread_id)
-        self.store.delete_message(thread_id, message_id)
+        self.threads.delete_message(thread_id, message_id)
 
     def summarise_messages(self, messages: list) -> Run:
         """A summary of these messages by [models] summary, run to its end."""
@@ -491,7 +498,7 @@ class Engine:
         for probe in probes:
             state = states.get(probe["name"], {})
             probe.update({key: state[key] for key in HEALTH_FIELDS if key in state})
-        database = self.store.health()
+        database = self.db.health()
         if self.upkeep is not None:
             database["last_sweep"] = self.upkeep.last_sweep
         return probes, database
@@ -501,8 +508,8 @@ class Engine:
         log = self.request_log
         return {"request_log_dropped": log.dropped if log else 0,
                 "request_log_pending": log.pending() if log else 0,
-                "held_ends": self.store.held_count(),
-                "held_dropped": self.store.held_dropped}
+                "held_ends": self.db.held_count(),
+                "held_dropped": self.db.held_dropped}
 
     def upstream_list(self) -> list[dict]:
         """Each configured upstream's name, kind and (public) address."""

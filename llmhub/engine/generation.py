@@ -52,7 +52,8 @@ from llmhub.engine.workers import Workers
 from llmhub.errors import BadRequest, HubError, UpstreamError
 from llmhub.events import Done, Error, Usage, stored, token_count
 from llmhub.redaction import config_secrets
-from llmhub.store.threads import Store, thread_not_found
+from llmhub.store.responses import ResponseStore
+from llmhub.store.threads import ThreadStore, thread_not_found
 from llmhub.transcript import finish_reason
 from llmhub.upstream.base import Call, SpeaksNatively, Upstream, relays
 from llmhub.upstream.gate import Gate, QueueFull
@@ -133,14 +134,16 @@ class Relay:
 
 
 class Generation:
-    def __init__(self, config: Config, resolver: Resolver, registry: Registry, store: Store,
-                 workers: Workers, lifecycle, limits: accounting.Limits | None = None) -> None:
+    def __init__(self, config: Config, resolver: Resolver, registry: Registry,
+                 threads: ThreadStore, responses: ResponseStore, workers: Workers, lifecycle,
+                 limits: accounting.Limits | None = None) -> None:
         self.config = config
         self.resolver = resolver
         self.router = resolver.router
         self.lifecycle = lifecycle
         self.registry = registry
-        self.store = store
+        self.threads = threads
+        self.responses = responses
         self.workers = workers
         self.limits = limits or accounting.Limits({})
         self.model_gates = {model: Gate(limit, config.upstream.max_queued)
@@ -184,7 +187,7 @@ class Generation:
         """404 for a thread that does not exist or that the caller may not see: the same
         answer, so that another key's thread ids are not even confirmed."""
         caller = accounting.current.get()
-        owner = self.store.thread_owner(thread_id)
+        owner = self.threads.thread_owner(thread_id)
         if owner is None or not caller.sees(owner):
             raise thread_not_found(thread_id)
 
@@ -221,8 +224,8 @@ class Generation:
             planned["messages"], run.context = build_input(
                 plan.system, history, plan.messages, summary, budget, totals, replay)
 
-        run.thread_id = self.store.begin_turn(plan.thread_id, plan.messages, build, budget,
-                                              run.info["key"])
+        run.thread_id = self.threads.begin_turn(plan.thread_id, plan.messages, build, budget,
+                                                run.info["key"])
         run.turn_stored = True
         return planned["messages"]
 
@@ -237,7 +240,7 @@ class Generation:
         if run.error is not None:
             metadata["error"] = run.error.message
         metadata.update(reply_stats(run))
-        self.store.record_reply(run.thread_id, {
+        self.threads.record_reply(run.thread_id, {
             "role": "assistant", "content": transcript.content, "name": None,
             "tool_call_id": None,
             "tool_calls": transcript.calls(), "attachments": [], "metadata": metadata,
@@ -249,7 +252,7 @@ class Generation:
         """Keep a /responses run in the responses table from now to its end."""
         kept = self.config.responses
         with run.failing_on_error():
-            self.store.create_response({
+            self.responses.create_response({
                 "id": run.id, "thread_id": run.thread_id, "model": run.model,
                 "provider": run.provider, "status": "in_progress", "metadata": metadata,
                 "context": run.context or {}, "created_at": time.time(),
@@ -262,7 +265,7 @@ class Generation:
         fields = {"status": run.status, "output": run.transcript.text, "model": run.model,
                   "provider": run.provider, "context": run.context or {},
                   "usage": run.usage.counts(), "events": stored_events(run)}
-        self.store.finish_response(run.id, **fields, if_fails=lambda error: dict(
+        self.responses.finish_response(run.id, **fields, if_fails=lambda error: dict(
             fields, status=FAILED, events=stored_events(run, error)))
 
     # -- embeddings --------------------------------------------------------------------------

@@ -105,7 +105,7 @@ class Resent:
     def prepare(self, generation, run):
         turns = [normalise_message(m, f"messages[{i}]") for i, m in
                  enumerate(self.messages) if m.get("role") != "system"]
-        generation.store.append_new(self.keep_in, turns, run.info["key"])
+        generation.threads.append_new(self.keep_in, turns, run.info["key"])
         run.thread_id, run.turn_stored = self.keep_in, True
         run.on_finish(generation.record_reply)
         return ready(run, self.messages)

@@ -61,9 +61,9 @@ def summary_prompt(previous: dict | None, messages: list[dict]) -> list[dict]:
 class Summaries:
     """`generate(messages, model)` runs a generation to its end and returns the run."""
 
-    def __init__(self, config, store, generate, submit) -> None:
+    def __init__(self, config, threads, generate, submit) -> None:
         self.config = config
-        self.store = store
+        self.threads = threads           # store.threads.ThreadStore
         self.generate = generate
         self.submit = submit             # runs a job on a background worker
         self._running: set[str] = set()
@@ -97,7 +97,7 @@ class Summaries:
                 log.warning("summary of thread %s failed: %s", thread_id,
                             run.error.message if run.error else run.status)
                 return False
-            self.store.save_summary(thread_id, older[-1]["seq"], text, estimate_tokens(text))
+            self.threads.save_summary(thread_id, older[-1]["seq"], text, estimate_tokens(text))
             return True
         finally:
             with self._lock:
@@ -105,7 +105,7 @@ class Summaries:
 
     def title(self, thread_id: str) -> str:
         """Name a thread from its first exchange with [models] summary, and store it."""
-        first = [m for m in self.store.page_messages(thread_id, 6, None)[0]
+        first = [m for m in self.threads.page_messages(thread_id, 6, None)[0]
                  if m["role"] in ("user", "assistant")][:2]
         if not first:
             raise BadRequest("The thread has no messages to name it by", param="thread_id")
@@ -114,14 +114,14 @@ class Summaries:
         if run.status != COMPLETED or not title:
             raise UpstreamError("The summary model gave no title" + (
                 f": {run.error.message}" if run.error else ""), code="no_title")
-        self.store.set_title(thread_id, title)
+        self.threads.set_title(thread_id, title)
         return title
 
     def _to_summarise(self, thread_id: str) -> tuple[list[dict], dict | None]:
         """The oldest unsummarised messages, short of the recent tail, within one budget."""
         context = self.config.context
         chunk_budget = context.max_input_tokens * 3 // 4
-        summary, oldest, newest = self.store.summary_source(
+        summary, oldest, newest = self.threads.summary_source(
             thread_id, chunk_budget, context.keep_recent_tokens)
         _, tail = split_for_summary(newest, context.keep_recent_tokens)
         tail_start = tail[0]["seq"] if tail else float("inf")

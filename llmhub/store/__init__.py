@@ -1,1 +1,3 @@
-"""The SQLite store: threads, messages, summaries, responses and the request log."""
+"""The SQLite store: one Database (database.py: connections, transactions, migrations,
+upkeep) and one store per concern over it: threads.py (threads, messages, summaries),
+responses.py (stored responses and their chains), requests.py (the request log and usage)."""

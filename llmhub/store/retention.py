@@ -15,9 +15,10 @@ Rules:
    must have its row to land in; it still counts towards the bounds.
 3. A sweep reads indexes, not tables: each row's weight is kept in a `bytes` column by the
    write that adds to it, and each table's `_swept` index holds the sweep's order, the
-   weight and the status (threads.Store.sweep_table), so a tick costs an index-only walk.
+   weight and the status (Database.sweep_table, ThreadStore.sweep_threads), so a tick
+   costs an index-only walk.
 4. The sweep runs on its own thread every `sweep_interval_seconds` (0: never); the held
-   writes (threads.Store._hold) and their retries run every `retry_seconds`, so a disk that
+   writes (Database._hold) and their retries run every `retry_seconds`, so a disk that
    comes back sees the responses' ends written within seconds.
 5. A sweep that fails (the disk is full) is logged and tried again at the next tick; it never
    stops the hub.
@@ -26,6 +27,9 @@ Rules:
 import logging
 import threading
 import time
+
+from llmhub.store.database import Database
+from llmhub.store.threads import ThreadStore
 
 __all__ = ["Upkeep"]
 
@@ -36,8 +40,9 @@ MB = 1 << 20
 class Upkeep:
     retry_seconds = 5.0     # how often held writes are retried while the store refuses them
 
-    def __init__(self, store, registry, config) -> None:
-        self.store = store
+    def __init__(self, db: Database, threads: ThreadStore, registry, config) -> None:
+        self.db = db
+        self.threads = threads
         self.registry = registry
         self.config = config
         self.last_sweep: dict | None = None     # when, and how many rows each bound took
@@ -57,7 +62,7 @@ class Upkeep:
         interval = self.config.retention.sweep_interval_seconds
         due = time.monotonic() + interval
         while not self._stop.wait(self.retry_seconds):
-            self.store.retry_held()
+            self.db.retry_held()
             if interval and time.monotonic() >= due:
                 self.sweep()
                 due = time.monotonic() + interval
@@ -70,16 +75,16 @@ class Upkeep:
         """Apply every bound once; what each took (or the error that stopped it)."""
         keep, responses, kept_log = (self.config.retention, self.config.responses,
                                      self.config.log)
-        removed = {}
+        removed: dict[str, int | str] = {}
         try:
-            removed["threads"] = self.store.sweep_threads(
+            removed["threads"] = self.threads.sweep_threads(
                 keep.threads_keep_days * 86400, keep.threads_max_mb * MB,
                 self.busy_threads())
             for table in ("responses", "api_responses"):
-                removed[table] = self.store.sweep_table(
+                removed[table] = self.db.sweep_table(
                     table, responses.keep_count, responses.keep_days * 86400,
                     getattr(keep, f"{table}_max_mb") * MB)
-            removed["requests"] = self.store.sweep_table(
+            removed["requests"] = self.db.sweep_table(
                 "requests", kept_log.keep_count, kept_log.keep_days * 86400,
                 keep.requests_max_mb * MB)
         except Exception as exc:   # a full disk: try again next time
