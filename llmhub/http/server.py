@@ -44,7 +44,7 @@ from llmhub.engine.runs import COMPLETED
 from llmhub.errors import (BadRequest, Forbidden, HubError, Unauthorized, UnsupportedMediaType,
                            UpgradeRequired)
 from llmhub.http import routes
-from llmhub.http.framing import FramingError, check_length, discard_body, read_body, read_head
+from llmhub.http.framing import FramingError, RequestReader, check_length
 from llmhub.http.origins import OriginPolicy
 from llmhub.http.sockets import Deadlines, HangupWatch, peer_closed
 from llmhub.http.streaming import Pump
@@ -64,6 +64,7 @@ EXPOSED_HEADERS = "X-Run-Id, X-Request-Id, lb-thread-id"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 DISCARD_LIMIT = 65536      # an unwanted body up to this size is read and dropped, so the
                            # connection survives an early 401/404; a larger one closes it
+RECV_SIZE = 65536          # one read of a request: a head, or a piece of a large body
 LINGER_SECONDS = 5.0       # lingering close (as nginx's): after an early answer, read and
 LINGER_IDLE = 1.0          # drop what the client still sends, so that a client writing its
 LINGER_BYTES = 64 << 20    # whole body before reading gets the answer, not a reset
@@ -127,34 +128,6 @@ class Request:
             raise BadRequest("X-Run-Id must be 1-128 letters, digits or _ . : -",
                              param="X-Run-Id")
         return value
-
-
-class DeadlineReader(io.RawIOBase):
-    """The handler's socket as a raw stream, with deadlines for a whole request.
-
-    A per-recv timeout never trips on a client sending one byte every few seconds. Here
-    the first byte of a request starts two clocks: the head must be in within
-    `head_timeout_seconds`, the whole request within `read_timeout_seconds`; and while the
-    body arrives, no silence may last `body_timeout_seconds` (nginx's client_body_timeout).
-    Past any of them, the server's Deadlines shut the socket down.
-    """
-
-    def __init__(self, sock, handler) -> None:
-        self.sock, self.handler = sock, handler
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        handler = self.handler
-        if handler.deadline is not None and time.monotonic() >= handler.deadline:
-            raise TimeoutError("the request took longer than read_timeout_seconds")
-        count = self.sock.recv_into(buffer)
-        if count and handler.deadline is None:
-            handler.first_byte()
-        elif count and handler.in_body:    # each read of a body restarts its silence clock
-            handler.expires_at = min(handler.deadline, time.monotonic() + handler.body_timeout)
-        return count
 
 
 class DeadlineWriter(io.RawIOBase):
@@ -425,10 +398,9 @@ class Handler(BaseHTTPRequestHandler):
         self.linger = False                    # read and drop the client's rest at the end
         self.state = RequestState(None)
         super().setup()
-        self.rfile.close()   # the plain makefile() reader and writer, replaced by ones
-        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self),   # that keep
-                                       self.rbufsize if self.rbufsize > 0 else 65536)
-        self.wfile = DeadlineWriter(self.connection, self)                      # deadlines
+        self.rfile.close()   # requests are read through `requests`, writes through a
+        self.requests = RequestReader(self._recv)             # writer that keeps a deadline
+        self.wfile = DeadlineWriter(self.connection, self)
         self.server.deadlines.add(self)
 
     def finish(self) -> None:
@@ -455,6 +427,22 @@ class Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
+    def _recv(self) -> bytes:
+        """The next bytes from the client, for `requests`. A per-recv timeout never trips on
+        a client sending one byte every few seconds. Here the first byte of a request starts
+        two clocks: the head must be in within `head_timeout_seconds`, the whole request
+        within `read_timeout_seconds`; and while the body arrives, no silence may last
+        `body_timeout_seconds` (nginx's client_body_timeout). Past any of them, the
+        server's Deadlines shut the socket down."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise TimeoutError("the request took longer than read_timeout_seconds")
+        data = self.connection.recv(RECV_SIZE)
+        if data and self.deadline is None:
+            self.first_byte()
+        elif data and self.in_body:    # each read of a body restarts its silence clock
+            self.expires_at = min(self.deadline, time.monotonic() + self.body_timeout)
+        return data
+
     def first_byte(self) -> None:
         """A request has begun: its head and its whole have their clocks now."""
         now = time.monotonic()
@@ -470,7 +458,7 @@ class Handler(BaseHTTPRequestHandler):
         self.expires_at = now + (self.keepalive if self.served else self.head_timeout)
         self.command, self.request_version, self.path = "", "HTTP/1.1", ""
         try:
-            head = read_head(self.rfile)
+            head = self.requests.read_head()
         except FramingError as exc:
             self.close_connection = self.linger = True
             return self._protocol_error(exc)
@@ -591,7 +579,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.headers.get("Expect", "").lower() == "100-continue" and \
                 head.version == "HTTP/1.1":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = read_body(self.rfile, head, limit)
+        body = self.requests.read_body(head, limit)
         self.state.body_read, self.in_body = True, False
         return body
 
@@ -602,7 +590,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.state.body_read = True
         waiting = self.headers.get("Expect", "").lower() == "100-continue"
-        if not waiting and discard_body(self.rfile, self.state.head, DISCARD_LIMIT):
+        if not waiting and self.requests.discard_body(self.state.head, DISCARD_LIMIT):
             return
         self.close_connection = self.linger = True
 

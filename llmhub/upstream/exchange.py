@@ -195,7 +195,7 @@ class Exchange:
         except UpstreamError:
             return
         self._reusable = (self.response.isclosed() and not self.response.will_close
-                          and not self._conn.buffer and not (self._aborted or self._expired))
+                          and not self._conn.reader.buffered and not (self._aborted or self._expired))
 
     def read(self, size: int = 65536) -> bytes:
         """Whatever body bytes are available (at most `size`); b'' at the end."""
@@ -312,8 +312,9 @@ class Exchange:
             return UpstreamError(f"{where} closed the connection in the middle of a chunk",
                                  code="upstream_disconnected", reason="disconnected",
                                  where=self.label)
-        if isinstance(exc, ProtocolError):
-            return UpstreamError(f"{where} sent a reply that is not HTTP/1.1 ({exc})",
+        if isinstance(exc, ProtocolError):      # the reader's sentence, inside ours
+            said = exc.message[:1].lower() + exc.message[1:]
+            return UpstreamError(f"{where} sent a reply that is not HTTP/1.1 ({said})",
                                  code="upstream_garbage", model_unavailable=not self._got_data,
                                  reason="garbage", where=self.label)
         return UpstreamError(f"{where} closed the connection unexpectedly "
