@@ -13,9 +13,10 @@ A stream (`serve_stream`) is read from the upstream by a worker and written by
 (`serve_awaited`) is driven in the handler's own thread, and the server's hangup watch
 notices its client leaving instead.
 
-Sockets stay blocking: the server's Deadlines shut down a connection that outlives its
-`expires_at` (idle keep-alive, a trickled request, a body fallen silent for
-`body_timeout_seconds`, a client that stopped reading).
+Sockets stay blocking: the server's Deadlines shut down a connection that outstays its
+phase (`Phase`, `PHASES`): idle keep-alive, a trickled request, a body fallen silent for
+`body_timeout_seconds`, a client that stopped reading. The phase changes only in
+`Handler.enter`, which stamps it and its deadline together in one `Clock`.
 
 Connection slots are counted per client address as well as in all: one address may hold
 `max_connections_per_client`, so a client trickling bodies into every slot it can get
@@ -23,6 +24,7 @@ locks out only itself. Loopback is one address like any other.
 """
 
 import contextlib
+import enum
 import hmac
 import io
 import logging
@@ -35,6 +37,7 @@ import threading
 import time
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 from urllib.parse import parse_qs, unquote
 
 from llmhub import __version__
@@ -130,10 +133,52 @@ class Request:
         return value
 
 
+class Phase(enum.Enum):
+    """Where a connection is. Each phase has its own timeout (PHASES)."""
+    NEW = "new"            # accepted; its first request not begun
+    IDLE = "idle"          # kept alive, waiting for the next request
+    HEAD = "head"          # a request line and headers arriving
+    BODY = "body"          # the body arriving (without one: the checks before the view)
+    SERVING = "serving"    # the view runs: a run may take as long as it takes
+    WRITING = "writing"    # one write to the client, inside any of the others
+
+
+# Each phase's timeout, as a [server] setting. A request's own phases (HEAD, BODY) end by
+# read_timeout_seconds from its first byte as well: a body trickled a byte per few seconds
+# restarts its silence clock forever, but not that one.
+PHASES = {
+    Phase.NEW: "head_timeout_seconds",       # a connection that never sends (slowloris)
+    Phase.IDLE: "keepalive_timeout_seconds",
+    Phase.HEAD: "head_timeout_seconds",
+    Phase.BODY: "body_timeout_seconds",       # of silence: each read restarts it
+    Phase.SERVING: None,
+    Phase.WRITING: "read_timeout_seconds",    # a client that stopped reading a stream
+}
+WAITING = (Phase.NEW, Phase.IDLE)   # no request begun: may be closed to make room
+
+
+def phase_timeouts(limits) -> dict:
+    """Seconds each phase may last, from [server]; no connection waits for its first
+    request longer than a request may take."""
+    timeouts = {phase: None if key is None else limits[key] for phase, key in PHASES.items()}
+    timeouts[Phase.NEW] = min(timeouts[Phase.NEW], limits["read_timeout_seconds"])
+    return timeouts
+
+
+class Clock(NamedTuple):
+    """A connection's phase and deadlines, replaced whole by Handler.enter(). The Deadlines
+    ticker and the eviction of idle connections read it from other threads, without a
+    lock: they take the Clock once and read its fields, never the handler's twice."""
+    phase: Phase
+    since: float                 # when the phase began
+    expires: float | None        # past it the Deadlines shut the socket down
+    request_ends: float | None   # HEAD and BODY: read_timeout_seconds from the first byte
+
+
 class DeadlineWriter(io.RawIOBase):
-    """The handler's socket for writing: each write must finish within read_timeout_seconds,
-    or the Deadlines shut the socket down, so a client that stops reading a stream cannot
-    hold its thread forever."""
+    """The handler's socket for writing: each write is a WRITING phase, which must end
+    within read_timeout_seconds or the Deadlines shut the socket down, so a client that
+    stops reading a stream cannot hold its thread forever."""
 
     def __init__(self, sock, handler) -> None:
         self.sock, self.handler = sock, handler
@@ -142,12 +187,11 @@ class DeadlineWriter(io.RawIOBase):
         return True
 
     def write(self, data) -> int:
-        handler = self.handler
-        before, handler.expires_at = handler.expires_at, time.monotonic() + handler.read_timeout
+        before = self.handler.enter(Phase.WRITING)
         try:
             self.sock.sendall(data)
         finally:
-            handler.expires_at = before
+            self.handler.resume(before)
         return len(data)
 
 
@@ -214,12 +258,13 @@ class HubServer(ThreadingHTTPServer):
     def _evict_idle(self, address: str | None = None) -> bool:
         """Shut down the connection (of `address`, if given) that has waited longest for
         its next request."""
-        idle = [h for h in self.deadlines.holders() if h.idle_since is not None
-                and (address is None or h.client_address[0] == address)]
+        idle = [(clock.since, handler) for handler in self.deadlines.holders()
+                if (clock := handler.clock).phase in WAITING and not handler.evicted
+                and (address is None or handler.client_address[0] == address)]
         if not idle:
             return False
-        oldest = min(idle, key=lambda h: h.idle_since)
-        oldest.idle_since = None
+        oldest = min(idle, key=lambda pair: pair[0])[1]
+        oldest.evicted = True
         oldest.expire()
         return True
 
@@ -382,18 +427,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         # The socket stays blocking (a socket timeout costs a poll() per recv and send).
-        # Instead the server's Deadlines shut it down past `expires_at`, which reaps idle
-        # keep-alive connections, clients that trickle a request a byte at a time
-        # (slowloris), and clients that stopped reading what they are sent.
+        # Instead the server's Deadlines shut it down once its phase outstays its timeout,
+        # which reaps idle keep-alive connections, clients that trickle a request a byte
+        # at a time (slowloris), and clients that stopped reading what they are sent.
         limits = self.server.hub.config.server
         self.read_timeout = limits["read_timeout_seconds"]
-        self.head_timeout = min(limits["head_timeout_seconds"], self.read_timeout)
-        self.body_timeout = limits["body_timeout_seconds"]
-        self.in_body = False                   # a request body is arriving
-        self.keepalive = limits["keepalive_timeout_seconds"]
-        self.expires_at: float | None = None
-        self.deadline: float | None = None
-        self.idle_since: float | None = None   # set while waiting for a request's first byte
+        self.timeouts = phase_timeouts(limits)
+        self.enter(Phase.NEW)
+        self.evicted = False                   # closed to make room: not to be chosen again
         self.served = 0
         self.linger = False                    # read and drop the client's rest at the end
         self.state = RequestState(None)
@@ -427,35 +468,51 @@ class Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
+    # -- the connection's phases -------------------------------------------------------------
+    clock = Clock(Phase.NEW, 0.0, None, None)   # until setup() enters NEW
+
+    def enter(self, phase: Phase) -> Clock:
+        """The one place the phase changes: the phase and its deadlines are stamped together,
+        in one Clock swapped whole. Returns the Clock it replaced."""
+        now, before = time.monotonic(), self.clock
+        ends = now + self.read_timeout if phase is Phase.HEAD else \
+            before.request_ends if phase is Phase.BODY else None
+        timeout = self.timeouts[phase]
+        expires = None if timeout is None else now + timeout
+        if ends is not None and expires is not None:
+            expires = min(expires, ends)
+        self.clock = Clock(phase, now, expires, ends)
+        return before
+
+    def resume(self, clock: Clock) -> None:
+        """Back to the phase a write interrupted, with its deadlines as they were."""
+        self.clock = clock
+
+    @property
+    def expires_at(self) -> float | None:
+        """For the Deadlines: when this connection's phase is over."""
+        return self.clock.expires
+
     def _recv(self) -> bytes:
         """The next bytes from the client, for `requests`. A per-recv timeout never trips on
-        a client sending one byte every few seconds. Here the first byte of a request starts
-        two clocks: the head must be in within `head_timeout_seconds`, the whole request
-        within `read_timeout_seconds`; and while the body arrives, no silence may last
-        `body_timeout_seconds` (nginx's client_body_timeout). Past any of them, the
-        server's Deadlines shut the socket down."""
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        a client sending one byte every few seconds; here the first byte of a request
+        begins its HEAD phase, and each read of a body restarts the BODY phase's silence
+        clock (nginx's client_body_timeout), both within the request's own deadline."""
+        clock = self.clock
+        if clock.request_ends is not None and time.monotonic() >= clock.request_ends:
             raise TimeoutError("the request took longer than read_timeout_seconds")
         data = self.connection.recv(RECV_SIZE)
-        if data and self.deadline is None:
-            self.first_byte()
-        elif data and self.in_body:    # each read of a body restarts its silence clock
-            self.expires_at = min(self.deadline, time.monotonic() + self.body_timeout)
+        if data and clock.phase in WAITING:
+            self.enter(Phase.HEAD)
+        elif data and clock.phase is Phase.BODY:
+            self.enter(Phase.BODY)
         return data
 
-    def first_byte(self) -> None:
-        """A request has begun: its head and its whole have their clocks now."""
-        now = time.monotonic()
-        self.idle_since = None
-        self.deadline = now + self.read_timeout
-        self.expires_at = now + self.head_timeout
-
     def handle_one_request(self) -> None:
-        # Until a request's first byte, the connection is idle: a new one may wait
-        # head_timeout_seconds for it, a kept-alive one keepalive_timeout_seconds.
-        self.deadline, self.state, self.in_body = None, RequestState(None), False
-        self.idle_since = now = time.monotonic()
-        self.expires_at = now + (self.keepalive if self.served else self.head_timeout)
+        self.state = RequestState(None)
+        self.enter(Phase.IDLE if self.served else Phase.NEW)
+        if self.requests.pending:      # its first byte came with the request before it
+            self.enter(Phase.HEAD)
         self.command, self.request_version, self.path = "", "HTTP/1.1", ""
         try:
             head = self.requests.read_head()
@@ -467,11 +524,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.served += 1
         self._take_head(head)
-        # The head is in; the body has what is left of the request's time, and may not
-        # fall silent for body_timeout_seconds (a trickle would otherwise hold the slot).
-        self.in_body = head.body != "none"
-        self.expires_at = min(self.deadline, time.monotonic() + self.body_timeout) \
-            if self.in_body else self.deadline
+        self.enter(Phase.BODY)
         if self.command not in self.METHODS:
             # An unread body ends the connection; without one, the client's own
             # `Connection: close` (read in _take_head) still holds.
@@ -537,7 +590,7 @@ class Handler(BaseHTTPRequestHandler):
             request = Request(self, path, query, self._read_body())
             if hub.config.log["capture_bodies"]:
                 self.state.body, self.state.captured = request.body, bytearray()
-            self.expires_at = None    # the request is in; a run may take as long as it takes
+            self.enter(Phase.SERVING)
             self._send_result(route.view(request, **params))
         except CLIENT_GONE:
             raise
@@ -580,7 +633,7 @@ class Handler(BaseHTTPRequestHandler):
                 head.version == "HTTP/1.1":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = self.requests.read_body(head, limit)
-        self.state.body_read, self.in_body = True, False
+        self.state.body_read = True
         return body
 
     def _settle_body(self) -> None:
