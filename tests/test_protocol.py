@@ -195,3 +195,17 @@ def test_the_body_must_be_framed_before_it_is_read():
     assert isinstance(reader.next_event(), Head)
     with pytest.raises(RuntimeError):
         reader.next_event()
+
+
+@pytest.mark.parametrize("headers", [
+    b"A: 1\r\nB:2\r\nC: \t spaced out \t\r\nEmpty:\r\nE: \r\n",
+    b"A: 1\nB: 2\r\nColon: a:b: c\n",
+    b"",
+])
+def test_a_whole_head_and_a_trickled_one_read_the_same(headers):
+    """A head all here is read in one go, one that trickles in line by line: same result."""
+    message = b"GET / HTTP/1.1\r\n" + headers + b"\r\n"
+    whole, _ = events(server(), [message])
+    trickled, _ = events(server(), [message[i:i + 1] for i in range(len(message))])
+    assert (whole.headers, whole.size) == (trickled.headers, trickled.size)
+    assert all(value == value.strip(" \t") for _, value in whole.headers)

@@ -40,7 +40,12 @@ __all__ = ["Reader", "Limits", "Head", "Data", "ProtocolError", "Truncated", "NE
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}\Z")
+# a chunk size line: 1 to 16 hex digits, then OWS and extensions or CRs, then its LF
+_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\n]*|\r*)\n")
+# The usual head, whole in the buffer and valid, is checked in one C call (every header
+# line good, then the empty line), then split: not a dozen Python steps a line. Anything
+# else goes line by line, which finds the first fault in order.
+_GOOD_HEADERS = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00\r\n]*\r?\n)*\r?\n")
 BODIES = ("none", "length", "chunked", "close")   # the framings start_body takes
 MAX_BLANK_LINES = 3
 
@@ -170,6 +175,8 @@ class Reader:
                         raise ProtocolError(f"Expected a {self.noun} line")
                     continue
                 self._start = self._start_line(line)
+                if (head := self._whole_headers()) is not None:
+                    return head
             elif line in (b"", b"\r"):
                 head = Head(self._start, self._headers, self._head_size)
                 self._state = self._await_framing
@@ -186,6 +193,27 @@ class Reader:
                 return CLOSED
             raise Truncated(f"closed in the middle of a {self.noun} head")
         return NEED_DATA
+
+    def _whole_headers(self) -> Head | None:
+        """The rest of the head at once, right after its start line, if its header lines
+        are all here, all good and within the limits; else None, and they are read line
+        by line."""
+        pos = self._pos
+        good = _GOOD_HEADERS.match(self._buf, pos, pos + self.limits.head - self._head_size)
+        if good is None:
+            return None
+        # Names are tokens, so ASCII: one decode decodes every name and value. The last
+        # two pieces are the empty line's and what follows its LF.
+        lines = self._buf[pos:good.end()].decode("latin-1").split("\n")[:-2]
+        if len(lines) > self.limits.headers:
+            return None
+        headers = []
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers.append((name, value.strip(" \t\r")))
+        self._pos, self._head_size = good.end(), self._head_size + good.end() - pos
+        self._state = self._await_framing
+        return Head(self._start, headers, self._head_size)
 
     def _line(self, budget: int) -> bytes | None:
         """The next whole line without its LF (consumed), if it is here within `budget`."""
@@ -258,74 +286,79 @@ class Reader:
 
     def _read_chunked(self, size: int | None) -> Any:
         """Every piece of chunk data here, up to `size` bytes, as one Data; the sizes,
-        CRLFs and trailers between are consumed on the way."""
-        parts: list = []
-        room = size or sys.maxsize
+        CRLFs and trailers between are consumed on the way. (Hot: a relayed stream passes
+        here once a recv, so the buffer and position are locals.)"""
+        buf, pos, parts = self._buf, self._pos, []
+        if pos == len(buf) and not self._eof:
+            return NEED_DATA
+        room, ended = size or sys.maxsize, False
         while room:
-            if self._chunk_left:
-                count = min(self._chunk_left, self.buffered, room)
-                if not count:
+            left = self._chunk_left
+            if left:
+                piece = buf[pos:pos + (left if left < room else room)]
+                if not piece:
                     break
-                parts.append(self._buf[self._pos:self._pos + count])
-                self._pos += count
-                self._chunk_left -= count
-                room -= count
-                self._crlf_due = not self._chunk_left
+                parts.append(piece)
+                count = len(piece)
+                pos, room, self._chunk_left = pos + count, room - count, left - count
+                self._crlf_due = left == count
             elif self._crlf_due:
-                if self.buffered < 2:
+                if len(buf) - pos < 2:
                     break
-                if self._buf[self._pos:self._pos + 2] != b"\r\n":
+                if buf[pos:pos + 2] != b"\r\n":
                     raise ProtocolError("Chunk data is not followed by CRLF")
-                self._pos += 2
-                self._crlf_due = False
+                pos, self._crlf_due = pos + 2, False
             elif self._trailer_bytes >= 0:
-                if self._read_trailers():
-                    self._state = self._end
+                pos, ended = self._read_trailers(buf, pos)
                 break
-            elif not self._read_size():
+            elif (after := self._read_size(buf, pos)) == pos:
                 break
+            else:
+                pos = after
+        self._pos = pos
         if parts:
+            if ended:
+                self._state = self._end
             return Data(b"".join(parts))
-        if self._state == self._end:
-            return self._end(size)
-        return self._starved()
+        return self._end(size) if ended else self._starved()
 
-    def _read_size(self) -> bool:
-        """Consume a chunk size line, if it is here; a size of 0 starts the trailers."""
-        end = self._buf.find(b"\n", self._pos)
-        if (end if end >= 0 else len(self._buf)) - self._pos > self.limits.chunk_line:
+    def _read_size(self, buf: bytes | bytearray, pos: int) -> int:
+        """Where a chunk size line ends, consumed; `pos` if it is not all here. A size of 0
+        starts the trailers."""
+        end = buf.find(b"\n", pos)
+        if (end if end >= 0 else len(buf)) - pos > self.limits.chunk_line:
             raise ProtocolError("A chunk size line is too long")
         if end < 0:
-            return False
-        line, self._pos = bytes(self._buf[self._pos:end]), end + 1
-        digits = line.rstrip(b"\r").split(b";", 1)[0].rstrip(b" \t")
-        if not _HEX.match(digits):
+            return pos
+        line = _SIZE_LINE.match(buf, pos, end + 1)
+        if line is None:
+            digits = bytes(buf[pos:end]).rstrip(b"\r").split(b";", 1)[0].rstrip(b" \t")
             raise ProtocolError(f"Bad chunk size {digits[:20].decode('latin-1')!r}: "
                                 "expected hex digits")
-        size = int(digits, 16)
+        size = int(line[1], 16)
         if not size:
             self._trailer_bytes = 0
-            return True
+            return end + 1
         self._total += size
         if self._limit is not None and self._total > self._limit:
             raise ProtocolError(f"{self.noun.capitalize()} body exceeds the limit of "
                                 f"{self._limit} bytes ({self._setting})", status=413,
                                 code="payload_too_large")
         self._chunk_left = size
-        return True
+        return end + 1
 
-    def _read_trailers(self) -> bool:
-        """Consume trailer lines (nothing here uses them; bounded all the same); True once
-        the empty line that ends them is in."""
-        while (end := self._buf.find(b"\n", self._pos)) >= 0:
-            line = self._buf[self._pos:end]
-            self._trailer_bytes += end + 1 - self._pos
-            self._pos = end + 1
+    def _read_trailers(self, buf: bytes | bytearray, pos: int) -> tuple[int, bool]:
+        """Consume trailer lines (nothing here uses them; bounded all the same): (where
+        they were read to, whether the empty line that ends them is in)."""
+        while (end := buf.find(b"\n", pos)) >= 0:
+            line = buf[pos:end]
+            self._trailer_bytes += end + 1 - pos
+            pos = end + 1
             if line in (b"", b"\r"):
-                return True
+                return pos, True
             if self._trailer_bytes > self.limits.trailers:
                 break
-        if self._trailer_bytes + self.buffered > self.limits.trailers:
+        if self._trailer_bytes + len(buf) - pos > self.limits.trailers:
             raise ProtocolError("Chunked trailers are too long", status=431,
                                 code="request_header_fields_too_large")
-        return False
+        return pos, False

@@ -177,7 +177,10 @@ class Response:
 
 def _header_map(headers: list) -> dict[str, str]:
     """Lower-cased names; a repeated header's values joined with commas (RFC 9110 §5.3)."""
-    found: dict[str, str] = {}
+    found = {name.lower(): value for name, value in headers}
+    if len(found) == len(headers):
+        return found                  # no name twice: the usual reply, in one pass
+    found = {}
     for name, value in headers:
         name = name.lower()
         found[name] = f"{found[name]}, {value}" if name in found else value
