@@ -37,13 +37,14 @@ import threading
 import time
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
 from typing import NamedTuple
 from urllib.parse import parse_qs, unquote
 
 from llmhub import __version__
 from llmhub.dialects import service
 from llmhub.engine import accounting
-from llmhub.engine.runs import COMPLETED
+from llmhub.engine.runs import COMPLETED, Run
 from llmhub.errors import (BadRequest, Forbidden, HubError, Unauthorized, UnsupportedMediaType,
                            UpgradeRequired)
 from llmhub.http import routes
@@ -91,12 +92,12 @@ class Request:
 
     def json(self, messages: bool = True):
         """The body parsed; `messages=False` where `input` is not a message list (embeddings'
-        texts have their own limit). The raw bytes are let go first (`body` is None after):
+        texts have their own limit). The raw bytes are let go first (`body` is empty after):
         a large body is held as text and value, never as bytes, text and value at once."""
         if self._json is None:
             check_content_type(self.headers.get("Content-Type"))
             text = json_text(self._utf8_body())
-            self.body = None
+            self.body = b""
             self._json = parse_json(text)
             del text
             if messages:
@@ -175,7 +176,7 @@ class Clock(NamedTuple):
     request_ends: float | None   # HEAD and BODY: read_timeout_seconds from the first byte
 
 
-class DeadlineWriter(io.RawIOBase):
+class DeadlineWriter(io.BufferedIOBase):
     """The handler's socket for writing: each write is a WRITING phase, which must end
     within read_timeout_seconds or the Deadlines shut the socket down, so a client that
     stops reading a stream cannot hold its thread forever."""
@@ -221,7 +222,8 @@ class HubServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls getfqdn(), a reverse-DNS lookup that can stall startup.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     @property
     def url(self) -> str:
@@ -407,8 +409,8 @@ class RequestState:
         self.request_id = "-"
         self.sent = False              # the status line has gone out
         self.status: int | None = None
-        self.run = None                # the run it served, for the request log
-        self.dialect = None            # whose error shape answers it
+        self.run: Run | None = None    # the run it served, for the request log
+        self.dialect: ModuleType | None = None   # whose error shape answers it
         self.route = "unmatched"       # for metrics
         self.body_read = head is None or head.body == "none"
         self.body = b""                # the request body, once read
@@ -416,6 +418,9 @@ class RequestState:
 
 
 class Handler(BaseHTTPRequestHandler):
+    server: HubServer                # not any BaseServer: views reach the hub through it
+    wfile: DeadlineWriter
+    _headers_buffer: list[bytes]     # BaseHTTPRequestHandler's, where send_header appends
     protocol_version = "HTTP/1.1"    # keep-alive; JSON has Content-Length, streams are chunked
     disable_nagle_algorithm = True   # one write per frame goes out at once (TCP_NODELAY)
     server_version = f"llmhub/{__version__}"
@@ -656,9 +661,9 @@ class Handler(BaseHTTPRequestHandler):
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             token = self.headers.get("x-api-key", "")   # Anthropic's SDKs send it so
-        token = token.strip().encode()
-        name = next((n for n, k in keys.items() if hmac.compare_digest(token, k.encode())),
-                    None) if token else None
+        secret = token.strip().encode()
+        name = next((n for n, k in keys.items() if hmac.compare_digest(secret, k.encode())),
+                    None) if secret else None
         if name is not None or not route.auth:
             return name or accounting.PUBLIC
         raise Unauthorized("Missing or invalid API key: send 'Authorization: Bearer <key>' "
@@ -776,12 +781,12 @@ class Handler(BaseHTTPRequestHandler):
                 # a renderer's bug: the run must still end, and this thread be freed
                 log.exception("stream of run %s failed", run.id)
                 self.close_connection = True
-                error = HubError("The hub failed while streaming this reply; see its log")
-                run.finish("fail", error=error)
+                failure = HubError("The hub failed while streaming this reply; see its log")
+                run.finish("fail", error=failure)
                 if self.server.raise_errors:
                     self.server.errors.append(exc)
                 if not self.state.sent:
-                    raise error from None          # still time for a status
+                    raise failure from None        # still time for a status
             finally:
                 run.unfollow(reader)               # a run nothing can resume ends here
 
@@ -872,7 +877,7 @@ class Handler(BaseHTTPRequestHandler):
                   "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                   "client": self.client_address[0]}
         record = run.info.get("record") if run is not None else None
-        if record is not None:             # the request log's own record of the run
+        if run is not None and record is not None:   # the request log's record of the run
             fields.update(run_id=record["run_id"], key=record["key"], model=record["model"],
                           target=record["target"],
                           outcome=record["status"], reason=run.cancel_reason,
