@@ -164,6 +164,7 @@ class Reader:
         self._state, self._start = self._read_head, None
         self._headers: list[tuple[str, str]] = []
         self._head_size = self._blank = 0
+        self._seen = 0             # bytes of a partial line searched already
 
     def _read_head(self, size: int | None) -> Any:
         while (line := self._line(self.limits.head - self._head_size)) is not None:
@@ -216,10 +217,13 @@ class Reader:
         return Head(self._start, headers, self._head_size)
 
     def _line(self, budget: int) -> bytes | None:
-        """The next whole line without its LF (consumed), if it is here within `budget`."""
-        end = self._buf.find(b"\n", self._pos)
+        """The next whole line without its LF (consumed), if it is here within `budget`.
+        A line that trickles in is searched once, not again from its start each time."""
+        end = self._buf.find(b"\n", self._pos + self._seen)
         if end < 0:
+            self._seen = self.buffered
             return None
+        self._seen = 0
         if end + 1 - self._pos > budget:
             raise self._head_too_large()
         line, self._pos = self._buf[self._pos:end], end + 1
