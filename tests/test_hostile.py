@@ -8,6 +8,7 @@ import time
 
 from fake_lmstudio import Script
 from http_client import call, open_stream
+from llmhub.http.server import Phase
 from support import wait_for
 
 
@@ -70,7 +71,7 @@ def test_past_max_connections_the_hub_answers_503(make_hub):
         sock = socket.create_connection((host, port))
         sock.sendall(b"GET /health HTTP/1.1\r\n")
         held.append(sock)
-    assert wait_for(lambda: sum(h.idle_since is None and h.served == 0
+    assert wait_for(lambda: sum(h.clock.phase is Phase.HEAD
                                 for h in hub.deadlines.holders()) == 3)
     with socket.create_connection((host, port)) as extra:
         reply = extra.recv(65536)

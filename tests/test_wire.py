@@ -6,7 +6,7 @@ import json
 import pytest
 
 from llmhub.errors import BadRequest
-from llmhub.http.framing import FramingError, read_body, read_head
+from llmhub.http.framing import FramingError, RequestReader
 from llmhub.wire import (PIECE, chunk, decode_json, json_pieces, json_str, ndjson, sse,
                          sse_comment)
 
@@ -50,38 +50,49 @@ def test_decode_json_accepts_bom_and_reports_position():
         decode_json(b"[" * 100_000 + b"]" * 100_000)
 
 
-def head(*lines: bytes):
-    return read_head(io.BytesIO(b"POST / HTTP/1.1\r\nHost: h\r\n" + b"".join(
-        line + b"\r\n" for line in lines) + b"\r\n"))
+def request(*lines: bytes, body: bytes = b""):
+    """A connection's RequestReader over one POST (its header `lines`, then `body`), and
+    the head it read."""
+    requests = RequestReader(io.BytesIO(b"POST / HTTP/1.1\r\nHost: h\r\n" + b"".join(
+        line + b"\r\n" for line in lines) + b"\r\n" + body).read1)
+    return requests, requests.read_head()
+
+
+def read_body(lines: list[bytes], body: bytes, limit: int = 100) -> bytes:
+    requests, head = request(*lines, body=body)
+    return requests.read_body(head, limit)
+
+
+NEXT = b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
 
 
 def test_read_body_by_length_and_chunked():
-    assert read_body(io.BytesIO(b"abcdef"), head(b"Content-Length: 3"), 100) == b"abc"
-    stream = io.BytesIO(b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nTrailer: x\r\n\r\nNEXT")
-    assert read_body(stream, head(b"Transfer-Encoding: chunked"), 100) == b"abcde"
-    assert stream.read() == b"NEXT"   # the next request on the connection is untouched
+    assert read_body([b"Content-Length: 3"], b"abcdef") == b"abc"
+    requests, head = request(b"Transfer-Encoding: chunked",
+                             body=b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nTrailer: x\r\n\r\n" + NEXT)
+    assert requests.read_body(head, 100) == b"abcde"
+    assert requests.read_head().path == "/next"   # the next request is untouched
 
 
 def test_read_body_limits():
     with pytest.raises(FramingError) as refused:
-        read_body(io.BytesIO(b""), head(b"Content-Length: 101"), 100)
+        read_body([b"Content-Length: 101"], b"")
     assert refused.value.status == 413
     with pytest.raises(FramingError) as refused:
-        read_body(io.BytesIO(b"80\r\n" + b"x" * 128 + b"\r\n0\r\n\r\n"),
-                  head(b"Transfer-Encoding: chunked"), 100)
-    assert refused.value.status == 413
+        read_body([b"Transfer-Encoding: chunked"], b"80\r\n" + b"x" * 128 + b"\r\n0\r\n\r\n")
+    assert refused.value.status == 413 and "max_body_bytes" in refused.value.message
     with pytest.raises(FramingError):
-        head(b"Transfer-Encoding: gzip")
+        request(b"Transfer-Encoding: gzip")
     with pytest.raises(FramingError):
-        read_body(io.BytesIO(b"zz\r\n"), head(b"Transfer-Encoding: chunked"), 100)
+        read_body([b"Transfer-Encoding: chunked"], b"zz\r\n")
 
 
 def test_a_head_reduces_absolute_form_and_keeps_its_authority():
-    parsed = read_head(io.BytesIO(b"GET http://127.0.0.1:8000/v1/models?x=1 HTTP/1.1\r\n"
-                                  b"Host: other\r\n\r\n"))
+    parsed = RequestReader(io.BytesIO(b"GET http://127.0.0.1:8000/v1/models?x=1 HTTP/1.1\r\n"
+                                      b"Host: other\r\n\r\n").read1).read_head()
     assert (parsed.path, parsed.authority, parsed.body) == ("/v1/models?x=1", "127.0.0.1:8000",
                                                            "none")
-    assert read_head(io.BytesIO(b"")) is None          # closed before a request began
+    assert RequestReader(io.BytesIO(b"").read1).read_head() is None   # closed before a request
 
 
 LONG = "x" * 70_000

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import ROOT
 from http_client import call
+from llmhub.http.server import WAITING, Phase
 from support import wait_for
 
 LONE = "\ud83d"          # JavaScript's s.slice(0, n) cut inside an emoji leaves this half
@@ -146,7 +147,7 @@ def test_issue26_trickling_clients_lock_out_only_their_own_address(make_hub):
     try:
         # until a handler reads its first byte, its connection counts as idle, and idle ones
         # are closed to make room: wait until all three are mid-body
-        assert wait_for(lambda: sum(h.in_body for h in hub.deadlines.holders()) == 3)
+        assert wait_for(lambda: sum(h.clock.phase is Phase.BODY for h in hub.deadlines.holders()) == 3)
         held += [trickler(address) for _ in range(3)]  # as many as the whole hub holds
         for sock in held[3:]:                         # past the cap: refused at once
             reply = sock.recv(65536)
@@ -174,7 +175,7 @@ def test_issue26_at_its_cap_a_client_reuses_its_own_idle_slot(make_hub):
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")   # answered; now idle
         idle.append(sock)
     try:
-        assert wait_for(lambda: sum(h.idle_since is not None
+        assert wait_for(lambda: sum(h.clock.phase in WAITING
                                     for h in hub.deadlines.holders()) == 2)
         assert call(hub.url, "GET", "/health")[0] == 200
         assert idle[0].recv(65536) == b""             # the longer idle, closed for it

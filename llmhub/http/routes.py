@@ -8,6 +8,7 @@ under other methods. The dialect of the matched route decides the shape of its e
 import re
 from dataclasses import dataclass, field
 from functools import partial
+from types import ModuleType
 from typing import Callable
 
 from llmhub.dialects import (anthropic, completions, conversations, edison, embeddings,
@@ -28,7 +29,7 @@ class Route:
     pattern: str                   # /v1/runs/{run_id}/cancel: {name} is one path segment,
                                    # {name:path} the rest of the path, slashes and all
     view: Callable
-    dialect: object                # the module whose error_body() shapes this route's errors
+    dialect: ModuleType            # the module whose error_body() shapes this route's errors
     summary: str
     example: object = None         # a request body, for /help
     auth: bool = True              # False: reachable without an API key
@@ -288,7 +289,8 @@ def _indexed() -> tuple[dict, list]:
     if ROUTES is replaced (tests do)."""
     global _index
     if _index[0] is not ROUTES:
-        static, patterns = {}, []
+        static: dict[str, list[Route]] = {}
+        patterns: list[Route] = []
         for route in ROUTES:
             if "{" in route.pattern:
                 patterns.append(route)

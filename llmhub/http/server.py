@@ -13,9 +13,10 @@ A stream (`serve_stream`) is read from the upstream by a worker and written by
 (`serve_awaited`) is driven in the handler's own thread, and the server's hangup watch
 notices its client leaving instead.
 
-Sockets stay blocking: the server's Deadlines shut down a connection that outlives its
-`expires_at` (idle keep-alive, a trickled request, a body fallen silent for
-`body_timeout_seconds`, a client that stopped reading).
+Sockets stay blocking: the server's Deadlines shut down a connection that outstays its
+phase (`Phase`, `PHASES`): idle keep-alive, a trickled request, a body fallen silent for
+`body_timeout_seconds`, a client that stopped reading. The phase changes only in
+`Handler.enter`, which stamps it and its deadline together in one `Clock`.
 
 Connection slots are counted per client address as well as in all: one address may hold
 `max_connections_per_client`, so a client trickling bodies into every slot it can get
@@ -23,6 +24,7 @@ locks out only itself. Loopback is one address like any other.
 """
 
 import contextlib
+import enum
 import hmac
 import io
 import logging
@@ -34,16 +36,18 @@ import threading
 import time
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
+from typing import NamedTuple
 from urllib.parse import parse_qs, unquote
 
 from llmhub import __version__
 from llmhub.dialects import service
 from llmhub.engine import accounting
-from llmhub.engine.runs import COMPLETED
+from llmhub.engine.runs import COMPLETED, Run
 from llmhub.errors import (BadRequest, Forbidden, HubError, Unauthorized, UnsupportedMediaType,
                            UpgradeRequired)
 from llmhub.http import routes
-from llmhub.http.framing import FramingError, check_length, discard_body, read_body, read_head
+from llmhub.http.framing import FramingError, RequestReader, check_length
 from llmhub.http.origins import OriginPolicy
 from llmhub.http.sockets import Deadlines, HangupWatch, peer_closed
 from llmhub.http.streaming import Pump
@@ -63,6 +67,7 @@ CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, Ti
 EXPOSED_HEADERS = "X-Run-Id, X-Request-Id, lb-thread-id"
 DISCARD_LIMIT = 65536      # an unwanted body up to this size is read and dropped, so the
                            # connection survives an early 401/404; a larger one closes it
+RECV_SIZE = 65536          # one read of a request: a head, or a piece of a large body
 LINGER_SECONDS = 5.0       # lingering close (as nginx's): after an early answer, read and
 LINGER_IDLE = 1.0          # drop what the client still sends, so that a client writing its
 LINGER_BYTES = 64 << 20    # whole body before reading gets the answer, not a reset
@@ -86,12 +91,12 @@ class Request:
 
     def json(self, messages: bool = True):
         """The body parsed; `messages=False` where `input` is not a message list (embeddings'
-        texts have their own limit). The raw bytes are let go first (`body` is None after):
+        texts have their own limit). The raw bytes are let go first (`body` is empty after):
         a large body is held as text and value, never as bytes, text and value at once."""
         if self._json is None:
             check_content_type(self.headers.get("Content-Type"))
             text = json_text(self._utf8_body())
-            self.body = None
+            self.body = b""
             self._json = parse_json(text)
             del text
             if messages:
@@ -128,38 +133,53 @@ class Request:
         return value
 
 
-class DeadlineReader(io.RawIOBase):
-    """The handler's socket as a raw stream, with deadlines for a whole request.
-
-    A per-recv timeout never trips on a client sending one byte every few seconds. Here
-    the first byte of a request starts two clocks: the head must be in within
-    `head_timeout_seconds`, the whole request within `read_timeout_seconds`; and while the
-    body arrives, no silence may last `body_timeout_seconds` (nginx's client_body_timeout).
-    Past any of them, the server's Deadlines shut the socket down.
-    """
-
-    def __init__(self, sock, handler) -> None:
-        self.sock, self.handler = sock, handler
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        handler = self.handler
-        if handler.deadline is not None and time.monotonic() >= handler.deadline:
-            raise TimeoutError("the request took longer than read_timeout_seconds")
-        count = self.sock.recv_into(buffer)
-        if count and handler.deadline is None:
-            handler.first_byte()
-        elif count and handler.in_body:    # each read of a body restarts its silence clock
-            handler.expires_at = min(handler.deadline, time.monotonic() + handler.body_timeout)
-        return count
+class Phase(enum.Enum):
+    """Where a connection is. Each phase has its own timeout (PHASES)."""
+    NEW = "new"            # accepted; its first request not begun
+    IDLE = "idle"          # kept alive, waiting for the next request
+    HEAD = "head"          # a request line and headers arriving
+    BODY = "body"          # the body arriving (without one: the checks before the view)
+    SERVING = "serving"    # the view runs: a run may take as long as it takes
+    WRITING = "writing"    # one write to the client, inside any of the others
 
 
-class DeadlineWriter(io.RawIOBase):
-    """The handler's socket for writing: each write must finish within read_timeout_seconds,
-    or the Deadlines shut the socket down, so a client that stops reading a stream cannot
-    hold its thread forever."""
+# Each phase's timeout, as a [server] setting. A request's own phases (HEAD, BODY) end by
+# read_timeout_seconds from its first byte as well: a body trickled a byte per few seconds
+# restarts its silence clock forever, but not that one.
+PHASES = {
+    Phase.NEW: "head_timeout_seconds",       # a connection that never sends (slowloris)
+    Phase.IDLE: "keepalive_timeout_seconds",
+    Phase.HEAD: "head_timeout_seconds",
+    Phase.BODY: "body_timeout_seconds",       # of silence: each read restarts it
+    Phase.SERVING: None,
+    Phase.WRITING: "read_timeout_seconds",    # a client that stopped reading a stream
+}
+WAITING = (Phase.NEW, Phase.IDLE)   # no request begun: may be closed to make room
+
+
+def phase_timeouts(limits) -> dict:
+    """Seconds each phase may last, from [server]; no connection waits for its first
+    request longer than a request may take."""
+    timeouts = {phase: None if key is None else getattr(limits, key)
+                for phase, key in PHASES.items()}
+    timeouts[Phase.NEW] = min(timeouts[Phase.NEW], limits.read_timeout_seconds)
+    return timeouts
+
+
+class Clock(NamedTuple):
+    """A connection's phase and deadlines, replaced whole by Handler.enter(). The Deadlines
+    ticker and the eviction of idle connections read it from other threads, without a
+    lock: they take the Clock once and read its fields, never the handler's twice."""
+    phase: Phase
+    since: float                 # when the phase began
+    expires: float | None        # past it the Deadlines shut the socket down
+    request_ends: float | None   # HEAD and BODY: read_timeout_seconds from the first byte
+
+
+class DeadlineWriter(io.BufferedIOBase):
+    """The handler's socket for writing: each write is a WRITING phase, which must end
+    within read_timeout_seconds or the Deadlines shut the socket down, so a client that
+    stops reading a stream cannot hold its thread forever."""
 
     def __init__(self, sock, handler) -> None:
         self.sock, self.handler = sock, handler
@@ -168,12 +188,11 @@ class DeadlineWriter(io.RawIOBase):
         return True
 
     def write(self, data) -> int:
-        handler = self.handler
-        before, handler.expires_at = handler.expires_at, time.monotonic() + handler.read_timeout
+        before = self.handler.enter(Phase.WRITING)
         try:
             self.sock.sendall(data)
         finally:
-            handler.expires_at = before
+            self.handler.resume(before)
         return len(data)
 
 
@@ -203,7 +222,8 @@ class HubServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls getfqdn(), a reverse-DNS lookup that can stall startup.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     @property
     def url(self) -> str:
@@ -240,12 +260,13 @@ class HubServer(ThreadingHTTPServer):
     def _evict_idle(self, address: str | None = None) -> bool:
         """Shut down the connection (of `address`, if given) that has waited longest for
         its next request."""
-        idle = [h for h in self.deadlines.holders() if h.idle_since is not None
-                and (address is None or h.client_address[0] == address)]
+        idle = [(clock.since, handler) for handler in self.deadlines.holders()
+                if (clock := handler.clock).phase in WAITING and not handler.evicted
+                and (address is None or handler.client_address[0] == address)]
         if not idle:
             return False
-        oldest = min(idle, key=lambda h: h.idle_since)
-        oldest.idle_since = None
+        oldest = min(idle, key=lambda pair: pair[0])[1]
+        oldest.evicted = True
         oldest.expire()
         return True
 
@@ -388,8 +409,8 @@ class RequestState:
         self.request_id = "-"
         self.sent = False              # the status line has gone out
         self.status: int | None = None
-        self.run = None                # the run it served, for the request log
-        self.dialect = None            # whose error shape answers it
+        self.run: Run | None = None    # the run it served, for the request log
+        self.dialect: ModuleType | None = None   # whose error shape answers it
         self.route = "unmatched"       # for metrics
         self.body_read = head is None or head.body == "none"
         self.body = b""                # the request body, once read
@@ -397,6 +418,9 @@ class RequestState:
 
 
 class Handler(BaseHTTPRequestHandler):
+    server: HubServer                # not any BaseServer: views reach the hub through it
+    wfile: DeadlineWriter
+    _headers_buffer: list[bytes]     # BaseHTTPRequestHandler's, where send_header appends
     protocol_version = "HTTP/1.1"    # keep-alive; JSON has Content-Length, streams are chunked
     disable_nagle_algorithm = True   # one write per frame goes out at once (TCP_NODELAY)
     server_version = f"llmhub/{__version__}"
@@ -408,26 +432,21 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         # The socket stays blocking (a socket timeout costs a poll() per recv and send).
-        # Instead the server's Deadlines shut it down past `expires_at`, which reaps idle
-        # keep-alive connections, clients that trickle a request a byte at a time
-        # (slowloris), and clients that stopped reading what they are sent.
+        # Instead the server's Deadlines shut it down once its phase outstays its timeout,
+        # which reaps idle keep-alive connections, clients that trickle a request a byte
+        # at a time (slowloris), and clients that stopped reading what they are sent.
         limits = self.server.hub.config.server
         self.read_timeout = limits.read_timeout_seconds
-        self.head_timeout = min(limits.head_timeout_seconds, self.read_timeout)
-        self.body_timeout = limits.body_timeout_seconds
-        self.in_body = False                   # a request body is arriving
-        self.keepalive = limits.keepalive_timeout_seconds
-        self.expires_at: float | None = None
-        self.deadline: float | None = None
-        self.idle_since: float | None = None   # set while waiting for a request's first byte
+        self.timeouts = phase_timeouts(limits)
+        self.enter(Phase.NEW)
+        self.evicted = False                   # closed to make room: not to be chosen again
         self.served = 0
         self.linger = False                    # read and drop the client's rest at the end
         self.state = RequestState(None)
         super().setup()
-        self.rfile.close()   # the plain makefile() reader and writer, replaced by ones
-        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self),   # that keep
-                                       self.rbufsize if self.rbufsize > 0 else 65536)
-        self.wfile = DeadlineWriter(self.connection, self)                      # deadlines
+        self.rfile.close()   # requests are read through `requests`, writes through a
+        self.requests = RequestReader(self._recv)             # writer that keeps a deadline
+        self.wfile = DeadlineWriter(self.connection, self)
         self.server.deadlines.add(self)
 
     def finish(self) -> None:
@@ -454,22 +473,54 @@ class Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
-    def first_byte(self) -> None:
-        """A request has begun: its head and its whole have their clocks now."""
-        now = time.monotonic()
-        self.idle_since = None
-        self.deadline = now + self.read_timeout
-        self.expires_at = now + self.head_timeout
+    # -- the connection's phases -------------------------------------------------------------
+    clock = Clock(Phase.NEW, 0.0, None, None)   # until setup() enters NEW
+
+    def enter(self, phase: Phase) -> Clock:
+        """The one place the phase changes: the phase and its deadlines are stamped together,
+        in one Clock swapped whole. Returns the Clock it replaced."""
+        now, before = time.monotonic(), self.clock
+        ends = now + self.read_timeout if phase is Phase.HEAD else \
+            before.request_ends if phase is Phase.BODY else None
+        timeout = self.timeouts[phase]
+        expires = None if timeout is None else now + timeout
+        if ends is not None and expires is not None:
+            expires = min(expires, ends)
+        self.clock = Clock(phase, now, expires, ends)
+        return before
+
+    def resume(self, clock: Clock) -> None:
+        """Back to the phase a write interrupted, with its deadlines as they were."""
+        self.clock = clock
+
+    @property
+    def expires_at(self) -> float | None:
+        """For the Deadlines: when this connection's phase is over."""
+        return self.clock.expires
+
+    def _recv(self) -> bytes:
+        """The next bytes from the client, for `requests`. A per-recv timeout never trips on
+        a client sending one byte every few seconds; here the first byte of a request
+        begins its HEAD phase, and each read of a body restarts the BODY phase's silence
+        clock (nginx's client_body_timeout), both within the request's own deadline."""
+        clock = self.clock
+        if clock.request_ends is not None and time.monotonic() >= clock.request_ends:
+            raise TimeoutError("the request took longer than read_timeout_seconds")
+        data = self.connection.recv(RECV_SIZE)
+        if data and clock.phase in WAITING:
+            self.enter(Phase.HEAD)
+        elif data and clock.phase is Phase.BODY:
+            self.enter(Phase.BODY)
+        return data
 
     def handle_one_request(self) -> None:
-        # Until a request's first byte, the connection is idle: a new one may wait
-        # head_timeout_seconds for it, a kept-alive one keepalive_timeout_seconds.
-        self.deadline, self.state, self.in_body = None, RequestState(None), False
-        self.idle_since = now = time.monotonic()
-        self.expires_at = now + (self.keepalive if self.served else self.head_timeout)
+        self.state = RequestState(None)
+        self.enter(Phase.IDLE if self.served else Phase.NEW)
+        if self.requests.pending:      # its first byte came with the request before it
+            self.enter(Phase.HEAD)
         self.command, self.request_version, self.path = "", "HTTP/1.1", ""
         try:
-            head = read_head(self.rfile)
+            head = self.requests.read_head()
         except FramingError as exc:
             self.close_connection = self.linger = True
             return self._protocol_error(exc)
@@ -478,11 +529,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.served += 1
         self._take_head(head)
-        # The head is in; the body has what is left of the request's time, and may not
-        # fall silent for body_timeout_seconds (a trickle would otherwise hold the slot).
-        self.in_body = head.body != "none"
-        self.expires_at = min(self.deadline, time.monotonic() + self.body_timeout) \
-            if self.in_body else self.deadline
+        self.enter(Phase.BODY)
         if self.command not in self.METHODS:
             # An unread body ends the connection; without one, the client's own
             # `Connection: close` (read in _take_head) still holds.
@@ -548,7 +595,7 @@ class Handler(BaseHTTPRequestHandler):
             request = Request(self, path, query, self._read_body())
             if hub.config.log.capture_bodies:
                 self.state.body, self.state.captured = request.body, bytearray()
-            self.expires_at = None    # the request is in; a run may take as long as it takes
+            self.enter(Phase.SERVING)
             self._send_result(route.view(request, **params))
         except CLIENT_GONE:
             raise
@@ -590,8 +637,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.headers.get("Expect", "").lower() == "100-continue" and \
                 head.version == "HTTP/1.1":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = read_body(self.rfile, head, limit)
-        self.state.body_read, self.in_body = True, False
+        body = self.requests.read_body(head, limit)
+        self.state.body_read = True
         return body
 
     def _settle_body(self) -> None:
@@ -601,7 +648,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.state.body_read = True
         waiting = self.headers.get("Expect", "").lower() == "100-continue"
-        if not waiting and discard_body(self.rfile, self.state.head, DISCARD_LIMIT):
+        if not waiting and self.requests.discard_body(self.state.head, DISCARD_LIMIT):
             return
         self.close_connection = self.linger = True
 
@@ -614,9 +661,9 @@ class Handler(BaseHTTPRequestHandler):
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             token = self.headers.get("x-api-key", "")   # Anthropic's SDKs send it so
-        token = token.strip().encode()
-        name = next((n for n, k in keys.items() if hmac.compare_digest(token, k.encode())),
-                    None) if token else None
+        secret = token.strip().encode()
+        name = next((n for n, k in keys.items() if hmac.compare_digest(secret, k.encode())),
+                    None) if secret else None
         if name is not None or not route.auth:
             return name or accounting.PUBLIC
         raise Unauthorized("Missing or invalid API key: send 'Authorization: Bearer <key>' "
@@ -734,12 +781,12 @@ class Handler(BaseHTTPRequestHandler):
                 # a renderer's bug: the run must still end, and this thread be freed
                 log.exception("stream of run %s failed", run.id)
                 self.close_connection = True
-                error = HubError("The hub failed while streaming this reply; see its log")
-                run.finish("fail", error=error)
+                failure = HubError("The hub failed while streaming this reply; see its log")
+                run.finish("fail", error=failure)
                 if self.server.raise_errors:
                     self.server.errors.append(exc)
                 if not self.state.sent:
-                    raise error from None          # still time for a status
+                    raise failure from None        # still time for a status
             finally:
                 run.unfollow(reader)               # a run nothing can resume ends here
 
@@ -830,7 +877,7 @@ class Handler(BaseHTTPRequestHandler):
                   "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                   "client": self.client_address[0]}
         record = run.info.get("record") if run is not None else None
-        if record is not None:             # the request log's own record of the run
+        if run is not None and record is not None:   # the request log's record of the run
             fields.update(run_id=record["run_id"], key=record["key"], model=record["model"],
                           target=record["target"],
                           outcome=record["status"], reason=run.cancel_reason,

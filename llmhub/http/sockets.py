@@ -137,6 +137,7 @@ class HangupWatch(Ticker):
 
 class Deadlines(Ticker):
     """Enforces timeouts by calling `expire()` on each holder whose `expires_at` has passed.
+    Holders change `expires_at` from their own threads, so it is read once a tick.
 
     Sockets given a timeout make CPython poll() before every recv and send, and each of
     those syscalls releases the GIL: under load, a context switch apiece. Sockets that stay
@@ -169,6 +170,6 @@ class Deadlines(Ticker):
         now = time.monotonic()
         with self._lock:
             overdue = [h for h in self._holders
-                       if h.expires_at is not None and h.expires_at <= now]
+                       if (expires := h.expires_at) is not None and expires <= now]
         for holder in overdue:
             holder.expire()

@@ -17,7 +17,9 @@ __all__ = ["Pump", "StreamWriter"]
 
 
 class StreamWriter(Protocol):
-    started: bool                          # the headers (and so a 200) have gone out
+    @property
+    def started(self) -> bool:             # the headers (and so a 200) have gone out
+        ...
 
     def start(self, data: bytes) -> None:  # the headers, with the first data
         ...

@@ -6,7 +6,9 @@ chunked body one chunk, and one readline, at a time. A streamed completion is a 
 chunks, so that machinery was a third of the hub's CPU for a short request. Here whatever one
 recv brings is de-chunked at once and handed on whole.
 
-What an OpenAI-compatible server sends is what is read: a Content-Length, chunked or
+The bytes are read by protocol.Reader, the sans-IO reader the server shares: this module
+adds what is a client's own, the status line and the framing a reply's status and headers
+imply. What an OpenAI-compatible server sends is what is read: a Content-Length, chunked or
 read-until-close body, interim 1xx replies skipped. Anything else is a ProtocolError, which
 the exchange reports as a garbled reply. Timeouts, pooling and abort live in exchange.py.
 """
@@ -15,12 +17,15 @@ import re
 import socket
 import ssl
 
+from llmhub.http.protocol import (CLOSED, END, NEED_DATA, Head, Limits, ProtocolError, Reader,
+                                  Truncated)
+
 __all__ = ["Connection", "Response", "ProtocolError", "Incomplete", "Closed"]
 
 RECV_SIZE = 65536
-MAX_HEAD = 65536        # status line and headers together, as http.client allows per line
-MAX_HEADERS = 100
-MAX_CHUNK_LINE = 4096
+# the status line and headers together as http.client allows per line; a chunk size line
+# with room for extensions; trailers as many as a server may send
+LIMITS = Limits(head=65536, headers=100, chunk_line=4096, trailers=65536)
 SMALL_BODY = 65536      # a body up to this goes out in one write with the head; a larger
                         # one after it, as it is, rather than copied into one buffer
 
@@ -29,12 +34,8 @@ _UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
 _UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
 
 
-class ProtocolError(Exception):
-    """The reply is not HTTP/1.x as this client reads it (garbage, or a broken body)."""
-
-
-class Incomplete(ConnectionError):
-    """The server closed the connection before the body it announced was complete."""
+# The server closed the connection before the body it announced was complete.
+Incomplete = Truncated
 
 
 class Closed(ConnectionError):
@@ -48,7 +49,7 @@ class Connection:
     def __init__(self, sock: socket.socket, host_header: str) -> None:
         self.sock = sock
         self.host_header = host_header
-        self.buffer = b""
+        self.reader = Reader(_status_line, LIMITS, noun="reply")
 
     @classmethod
     def open(cls, host: str, port: int | None, https: bool, timeout: float) -> "Connection":
@@ -92,74 +93,65 @@ class Connection:
 
     def read_response(self, method: str) -> "Response":
         while True:
-            status, reason, version, headers = self._read_head()
+            head = self._read_head()
+            status = head.start[0]
             if 100 <= status < 200 and status != 101:
+                self.reader.start_body("none")
                 continue          # 100 Continue and friends precede the real reply
-            return Response(self, method, status, reason, version, headers)
+            return Response(self, method, head)
 
     def fill(self) -> bool:
-        """Read once more into the buffer; False at EOF."""
+        """Read once more into the reader; False at EOF."""
         data = self.sock.recv(RECV_SIZE)
-        if not data:
-            return False
-        self.buffer = self.buffer + data if self.buffer else data
-        return True
+        self.reader.feed(data)
+        return bool(data)
 
     def close(self) -> None:
         self.sock.close()
 
-    def _read_head(self) -> tuple[int, str, str, dict]:
-        start = 0
-        while (end := self.buffer.find(b"\r\n\r\n", start)) < 0:
-            if len(self.buffer) > MAX_HEAD:
-                raise ProtocolError("reply headers longer than 64 KiB")
-            start = max(0, len(self.buffer) - 3)
-            if not self.fill():
-                if self.buffer:
-                    raise ProtocolError(f"not an HTTP reply: {self.buffer[:80]!r}")
-                raise Closed("closed before replying")
-        head, self.buffer = self.buffer[:end], self.buffer[end + 4:]
-        return parse_head(head)
+    def _read_head(self) -> Head:
+        try:
+            while (event := self.reader.next_event()) is NEED_DATA:
+                self.fill()
+        except Truncated:
+            raise ProtocolError("not an HTTP reply: closed in the middle of its head") from None
+        if event is CLOSED:
+            raise Closed("closed before replying")
+        return event
 
 
-def parse_head(head: bytes) -> tuple[int, str, str, dict]:
-    status_line, *lines = head.decode("iso-8859-1").split("\r\n")
-    version, _, rest = status_line.partition(" ")
+def _status_line(line: bytes) -> tuple[int, str, str]:
+    """(status, reason, version) from a status line given without its LF."""
+    text = line.decode("iso-8859-1").removesuffix("\r")
+    version, _, rest = text.partition(" ")
     code, _, reason = rest.partition(" ")
-    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise ProtocolError(f"not an HTTP reply: {status_line[:80]!r}")
-    if len(lines) > MAX_HEADERS:
-        raise ProtocolError(f"more than {MAX_HEADERS} reply headers")
-    headers: dict[str, str] = {}
-    for line in lines:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
-            raise ProtocolError(f"bad reply header line {line[:80]!r}")
-        name, value = name.lower(), value.strip()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return int(code), reason, version, headers
+    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit() \
+            or not code.isascii():
+        raise ProtocolError(f"not an HTTP reply: {text[:80]!r}")
+    return int(code), reason, version
 
 
 class Response:
     """A reply's status and headers, and its body read by framing: length, chunks or close."""
 
-    def __init__(self, conn: Connection, method: str, status: int, reason: str,
-                 version: str, headers: dict) -> None:
-        self.conn, self.status, self.reason, self.headers = conn, status, reason, headers
+    def __init__(self, conn: Connection, method: str, head: Head) -> None:
+        self.conn = conn
+        self.status, self.reason, version = head.start
+        self.headers = headers = _header_map(head.headers)
         tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
         self.will_close = "close" in tokens or (version == "HTTP/1.0" and
                                                 "keep-alive" not in tokens)
-        self._done = method == "HEAD" or status in (204, 304)
-        self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        self._left: int | None = None          # bytes of a Content-Length body still due
-        self._chunk_left = 0                   # bytes of the current chunk still due
-        self._crlf_due = self._trailers = False
-        if not self._done and not self._chunked:
-            self._left = _content_length(headers)
-            if self._left is None:
-                self.will_close = True         # the body ends when the connection does
-            elif self._left == 0:
-                self._done = True
+        if method == "HEAD" or self.status in (204, 304):
+            body, length = "none", 0
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            body, length = "chunked", 0
+        elif (declared := _content_length(headers)) is not None:
+            body, length = "length", declared
+        else:
+            body, length = "close", 0
+            self.will_close = True             # the body ends when the connection does
+        self._done = body == "none" or (body == "length" and not length)
+        conn.reader.start_body(body, length)
 
     def getheader(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
@@ -170,74 +162,35 @@ class Response:
 
     def read1(self, size: int = RECV_SIZE) -> bytes:
         """Body bytes already here, or one recv's worth; b'' at the end."""
+        reader = self.conn.reader
         while not self._done:
-            data = self._take(size)
-            if data or self._done:
-                return data
-            if not self.conn.fill():
-                if self._chunked or self._left is not None:
-                    raise Incomplete("closed in the middle of the body")
+            event = reader.next_event(size)
+            if event is NEED_DATA:
+                self.conn.fill()       # at EOF the reader ends a close-delimited body, or
+                continue               # raises Incomplete
+            if event is END:
                 self._done = True
+                break
+            return event.data
         return b""
 
-    def _take(self, size: int) -> bytes:
-        if self._chunked:
-            return self._dechunk(size)
-        buffer = self.conn.buffer
-        count = len(buffer) if self._left is None else min(len(buffer), self._left)
-        count = min(count, size)
-        data, self.conn.buffer = buffer[:count], buffer[count:]
-        if self._left is not None:
-            self._left -= count
-            self._done = self._left == 0
-        return data
 
-    def _dechunk(self, size: int) -> bytes:
-        """Every complete piece of chunk data in the buffer, up to `size` bytes."""
-        buffer, pos, parts, total = self.conn.buffer, 0, [], 0
-        while total < size and not self._done:
-            if self._chunk_left:
-                piece = buffer[pos:pos + min(self._chunk_left, size - total)]
-                if not piece:
-                    break
-                parts.append(piece)
-                pos, total = pos + len(piece), total + len(piece)
-                self._chunk_left -= len(piece)
-                self._crlf_due = self._chunk_left == 0
-                continue
-            if self._crlf_due:
-                if len(buffer) - pos < 2:
-                    break
-                if buffer[pos:pos + 2] != b"\r\n":
-                    raise ProtocolError("chunk data not followed by CRLF")
-                pos, self._crlf_due = pos + 2, False
-                continue
-            end = buffer.find(b"\r\n", pos)
-            if end < 0:
-                if len(buffer) - pos > MAX_CHUNK_LINE:
-                    raise ProtocolError("chunk size line too long")
-                break
-            line, pos = buffer[pos:end], end + 2
-            if self._trailers:
-                self._done = not line         # trailers end at an empty line
-            else:
-                self._chunk_left = _chunk_size(line)
-                self._trailers = self._chunk_left == 0
-        self.conn.buffer = buffer[pos:]
-        return b"".join(parts)
+def _header_map(headers: list) -> dict[str, str]:
+    """Lower-cased names; a repeated header's values joined with commas (RFC 9110 §5.3)."""
+    found = {name.lower(): value for name, value in headers}
+    if len(found) == len(headers):
+        return found                  # no name twice: the usual reply, in one pass
+    found = {}
+    for name, value in headers:
+        name = name.lower()
+        found[name] = f"{found[name]}, {value}" if name in found else value
+    return found
 
 
 def _content_length(headers: dict) -> int | None:
     value = headers.get("content-length")
     if value is None:
         return None
-    if not value.strip().isdigit():
+    if not (value.strip().isdigit() and value.isascii()):
         raise ProtocolError(f"bad Content-Length {value[:40]!r}")
     return int(value)
-
-
-def _chunk_size(line: bytes) -> int:
-    digits = line.split(b";", 1)[0].strip()
-    if not digits or any(c not in b"0123456789abcdefABCDEF" for c in digits):
-        raise ProtocolError(f"bad chunk size line {line[:40]!r}")
-    return int(digits, 16)

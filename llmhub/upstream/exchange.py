@@ -120,7 +120,7 @@ class Exchange:
         parts = urlsplit(base_url)
         self.base_url, self.label, self.timeouts = base_url, label, timeouts
         self._https = parts.scheme == "https"
-        self._host, self._port = parts.hostname, parts.port
+        self._host, self._port = parts.hostname or "", parts.port   # config: never empty
         self._conn: Connection | None = None
         self._aborted = self._expired = self._closed = False
         self._lock = threading.Lock()
@@ -132,7 +132,8 @@ class Exchange:
         self.response: Response | None = None
 
     # -- the exchange ------------------------------------------------------------------------
-    def send(self, method: str, path: str, body: bytes | None, headers: dict) -> Response:
+    def send(self, method: str, path: str, body: bytes | list[bytes] | None,
+             headers: dict) -> Response:
         """Connect (or reuse a kept-alive connection), send, read the status and headers."""
         DEADLINES.add(self)
         pooled = self._pool.get() if self._pool else None
@@ -189,19 +190,25 @@ class Exchange:
 
     def finish(self) -> None:
         """The caller has what it needs: drain the rest so the connection can be reused."""
+        response, conn = self.response, self._conn
+        if response is None or conn is None:
+            return                                 # nothing was answered: nothing to reuse
         try:
-            if not self.response.isclosed():
+            if not response.isclosed():
                 self.read_some(65536)
         except UpstreamError:
             return
-        self._reusable = (self.response.isclosed() and not self.response.will_close
-                          and not self._conn.buffer and not (self._aborted or self._expired))
+        self._reusable = (response.isclosed() and not response.will_close
+                          and not conn.reader.buffered and not (self._aborted or self._expired))
 
     def read(self, size: int = 65536) -> bytes:
         """Whatever body bytes are available (at most `size`); b'' at the end."""
+        response = self.response
         try:
             self._arm()
-            data = self.response.read1(size)
+            if response is None:
+                raise AttributeError("read() before a response")
+            data = response.read1(size)
         except (OSError, ProtocolError, ValueError, AttributeError) as exc:
             raise self._read_error(exc) from None
         if data:
@@ -255,7 +262,8 @@ class Exchange:
         DEADLINES.discard(self)
         with self._lock:
             self._closed = True
-        if self._reusable and self._pool is not None and not (self._aborted or self._expired):
+        if self._reusable and self._pool is not None and self._conn is not None \
+                and not (self._aborted or self._expired):
             self._pool.put(self._conn)
             self._reusable = False
             return
@@ -312,8 +320,9 @@ class Exchange:
             return UpstreamError(f"{where} closed the connection in the middle of a chunk",
                                  code="upstream_disconnected", reason="disconnected",
                                  where=self.label)
-        if isinstance(exc, ProtocolError):
-            return UpstreamError(f"{where} sent a reply that is not HTTP/1.1 ({exc})",
+        if isinstance(exc, ProtocolError):      # the reader's sentence, inside ours
+            said = exc.message[:1].lower() + exc.message[1:]
+            return UpstreamError(f"{where} sent a reply that is not HTTP/1.1 ({said})",
                                  code="upstream_garbage", model_unavailable=not self._got_data,
                                  reason="garbage", where=self.label)
         return UpstreamError(f"{where} closed the connection unexpectedly "
