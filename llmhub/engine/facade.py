@@ -35,7 +35,7 @@ from llmhub.store.requests import RequestStore
 from llmhub.store.responses import ResponseStore
 from llmhub.store.retention import Upkeep
 from llmhub.store.threads import ThreadStore
-from llmhub.upstream.base import SpeaksNatively, Upstream
+from llmhub.upstream.base import Upstream, speaks
 
 __all__ = ["Access", "ChatRequest", "Native", "Relay", "Chain", "Prompt", "Resent", "Stateless",
            "Summary", "ThreadTurn", "Target", "Engine", "summary_prompt"]
@@ -472,8 +472,7 @@ class Engine:
         upstream = target.upstream
         model = target.model or self.resolver.default_model(upstream)
         native = request.native
-        if native is not None and isinstance(upstream, SpeaksNatively) and \
-                upstream.speaks == native.dialect:
+        if native is not None and speaks(upstream, native.dialect):
             counted = upstream.count_native(dict(native.body, model=model), native.headers)
         else:
             counter = getattr(upstream, "count_input", None)

@@ -55,7 +55,7 @@ from llmhub.redaction import config_secrets
 from llmhub.store.responses import ResponseStore
 from llmhub.store.threads import ThreadStore, thread_not_found
 from llmhub.transcript import finish_reason
-from llmhub.upstream.base import Call, SpeaksNatively, Upstream, relays
+from llmhub.upstream.base import Call, Upstream, relays, speaks
 from llmhub.upstream.gate import Gate, QueueFull
 from llmhub.upstream.passthrough import PassCall, not_served
 from llmhub.upstream.think import join_think, split_think
@@ -684,8 +684,7 @@ def upstream_call(upstream: Upstream, body: dict, access: tuple) -> Call:
     """The call for one target: the client's own request where the upstream speaks the
     client's dialect (Native), else the neutral body as a chat or a legacy completion."""
     api_key, headers, endpoint, native = access
-    if native is not None and isinstance(upstream, SpeaksNatively) and \
-            upstream.speaks == native.dialect:
+    if native is not None and speaks(upstream, native.dialect):
         return upstream.relay(dict(native.body, model=body["model"]), api_key=api_key,
                               extra_headers={**native.headers, **headers})
     opener = upstream.chat if endpoint == "chat" else completions_of(upstream)

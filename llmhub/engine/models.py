@@ -58,10 +58,9 @@ class ModelManager:
         self.on_unload = on_unload  # (upstream, key) after it unloaded one of its instances
         self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()
-
-    @property
-    def managed(self) -> bool:
-        return isinstance(self.upstream, ManagesModels)
+        # Asked on every request: isinstance() against a runtime-checkable Protocol walks
+        # the protocol's members (~15 µs), and an upstream's kind never changes.
+        self.managed = isinstance(upstream, ManagesModels)
 
     def _managing(self) -> ManagesModels:
         """The upstream, as one that manages models; NotManaged if it does not."""

@@ -93,6 +93,12 @@ class Relaying(Upstream, Protocol):
     def headers(self, api_key: str | None = None) -> dict: ...
 
 
+def speaks(upstream: Upstream, dialect: str) -> TypeGuard[SpeaksNatively]:
+    """Does this upstream speak the client's own dialect? One attribute read, where an
+    isinstance() against the protocol would cost ~15 µs on every such request."""
+    return getattr(upstream, "speaks", None) == dialect
+
+
 def relays(upstream: Upstream) -> TypeGuard[Relaying]:
     """May a relayed request go to this upstream? Its flag says so, not its shape."""
     return upstream.relays
