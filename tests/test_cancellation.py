@@ -1,4 +1,5 @@
-"""engine/runs.py and upstream/gate.py: the run state table, cancel by id, finish-once, FIFO admission."""
+"""engine/runs.py and upstream/gate.py: the run state table, cancel by id, finish-once, FIFO
+admission."""
 
 import threading
 

@@ -60,7 +60,8 @@ def test_background_response_fails_with_the_storage_error_at_once(hub, fake):
     fake.enqueue(Script(chunks=["Hello"], hold_first=release))
     status, _, created = call(hub.url, "POST", "/v1/responses",
                               {"model": "m", "input": "hi", "background": True})
-    assert status == 200 and created["status"] == "queued"
+    # On a busy machine the worker may take the run before the reply is written.
+    assert status == 200 and created["status"] in ("queued", "in_progress")
     assert fake.wait_requests(1)
     read_only(hub.hub.db)
     release.set()

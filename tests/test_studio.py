@@ -76,7 +76,8 @@ def test_load_a_model_that_is_not_loaded(hub, fake):
 def test_a_loaded_model_gets_no_second_instance(hub, fake):
     body = call(hub.url, "POST", "/models/load", {"model_key": "qwen2.5-7b-instruct"})[2]
     assert body["loaded"] and body["instance_id"] == "qwen2.5-7b-instruct"
-    assert not fake.load_requests() and fake.loaded["qwen2.5-7b-instruct"] == ["qwen2.5-7b-instruct"]
+    assert not fake.load_requests()
+    assert fake.loaded["qwen2.5-7b-instruct"] == ["qwen2.5-7b-instruct"]
 
 
 def test_exclusive_unloads_every_other_instance_first(hub, fake):

@@ -1,4 +1,4 @@
-"""upstream/upstream/exchange.py over real sockets: keep-alive reuse, and never reuse after an abort."""
+"""upstream/exchange.py over real sockets: keep-alive reuse, and never reuse after an abort."""
 
 import threading
 

@@ -147,7 +147,8 @@ def test_issue26_trickling_clients_lock_out_only_their_own_address(make_hub):
     try:
         # until a handler reads its first byte, its connection counts as idle, and idle ones
         # are closed to make room: wait until all three are mid-body
-        assert wait_for(lambda: sum(h.clock.phase is Phase.BODY for h in hub.deadlines.holders()) == 3)
+        assert wait_for(lambda: sum(h.clock.phase is Phase.BODY
+                                    for h in hub.deadlines.holders()) == 3)
         held += [trickler(address) for _ in range(3)]  # as many as the whole hub holds
         for sock in held[3:]:                         # past the cap: refused at once
             reply = sock.recv(65536)

@@ -44,8 +44,8 @@ from llmhub.engine.facade import Chain, ChatRequest, ThreadTurn
 from llmhub.engine.runs import CANCELLED, COMPLETED, FAILED, QUEUED, STREAMING
 from llmhub.errors import BadRequest, HubError, NotFound, error_of
 from llmhub.events import Usage
-from llmhub.formats.response_items import (items_to_messages, output_items, reasoning_item, response_of,
-                                           wants_summary)
+from llmhub.formats.response_items import (items_to_messages, output_items, reasoning_item,
+                                           response_of, wants_summary)
 from llmhub.formats.response_tools import OMITTED_HEADER, Toolbox, custom_input
 from llmhub.messages import check_thread_id
 from llmhub.transcript import Transcript

@@ -1,1 +1,2 @@
-"""The engine: runs, their generation, admission, routing and upkeep; the one façade dialects call."""
+"""The engine: runs, their generation, admission, routing and upkeep, behind the one façade
+(facade.py) that dialects call."""

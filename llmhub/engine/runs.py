@@ -48,8 +48,8 @@ from llmhub.redaction import redact_error
 from llmhub.transcript import Transcript
 from llmhub.upstream.gate import Place
 
-__all__ = ["RunContract", "Run", "Registry", "EventsGone", "TRIMMED", "transition", "estimated_usage", "QUEUED", "STREAMING",
-           "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
+__all__ = ["RunContract", "Run", "Registry", "TooManyRuns", "EventsGone", "TRIMMED", "transition",
+           "estimated_usage", "QUEUED", "STREAMING", "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
 
 log = logging.getLogger("llmhub.runs")
 
@@ -161,7 +161,7 @@ class Run(RunContract):
         self.load_context: int | None = None   # the context a load made for it asks for
         self.turn_stored = False           # its input is in its thread: its reply goes too
         self.closing: list = []            # the final events, set just before finish hooks
-        self.gate: Place | None = None     # the gate (or pool line) this run waits at, while it waits
+        self.gate: Place | None = None     # the gate (or pool line) it waits at, while it waits
         self.job: Callable[[], None] | None = None   # the engine's work, until a driver takes it
         self.budget: accounting.Budget | None = None   # its key's tokens, counted live
         self.background = False            # never ended by a reader leaving
