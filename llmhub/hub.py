@@ -1,9 +1,10 @@
-"""The assembled application: configuration, store, run registry, upstreams and engine.
+"""The assembled application: configuration, database and stores, run registry, upstreams
+and engine.
 
 The server holds one Hub and hands it to every view as `request.hub`. Dialect views use
-`hub.engine` (the façade, engine/facade.py), `hub.config`, `hub.sessions` and `hub.metrics`; the
-database, its stores and the registry are here for the server's own lifecycle. Building it opens the
-database; `close()` cancels every live run and closes the database.
+`hub.engine` (the façade, engine/facade.py), `hub.config`, `hub.sessions` and
+`hub.metrics`; the database, its stores and the registry are here for the server's own
+lifecycle. Building it opens the database; `close()` cancels every live run and closes it.
 """
 
 import time

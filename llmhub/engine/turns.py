@@ -4,7 +4,7 @@ question, answer, question, answer."""
 import collections
 import threading
 
-from llmhub.engine.runs import FINAL, Run
+from llmhub.engine.runs import Run
 
 
 class Turns:
@@ -30,7 +30,7 @@ class Turns:
         with self._cond:
             while True:
                 line = self._lines.get(thread_id)
-                if run.status in FINAL or not line or run not in line:
+                if run.ended or not line or run not in line:
                     return False
                 if line[0] is run:
                     return True
