@@ -2,6 +2,7 @@
 
 import io
 import json
+import tracemalloc
 
 import pytest
 
@@ -72,6 +73,28 @@ def test_read_body_by_length_and_chunked():
                              body=b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nTrailer: x\r\n\r\n" + NEXT)
     assert requests.read_body(head, 100) == b"abcde"
     assert requests.read_head().path == "/next"   # the next request is untouched
+
+
+def test_a_large_body_is_held_once_while_it_is_read():
+    """A 8 MiB Content-Length body arriving in 64 KiB pieces is gathered into the bytes
+    that hold it, not kept as pieces and then joined (twice its size at the peak)."""
+    size = 8 << 20
+    stream = io.BytesIO(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size
+                        + b"x" * size + NEXT)
+    requests = RequestReader(lambda: stream.read(65536))
+    head = requests.read_head()
+    tracemalloc.start()
+    try:
+        body = requests.read_body(head, size)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(body) == size and peak < size * 1.25, peak
+    assert requests.read_head().path == "/next"   # the next request is untouched
+    truncated = RequestReader(io.BytesIO(b"POST / HTTP/1.1\r\nHost: h\r\n"
+                                         b"Content-Length: 9\r\n\r\nabc").read1)
+    with pytest.raises(ConnectionResetError):
+        truncated.read_body(truncated.read_head(), 100)
 
 
 def test_read_body_limits():

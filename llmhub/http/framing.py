@@ -18,19 +18,19 @@ status), after which the caller must close the connection: the rest of what the 
 cannot be trusted to be a request. A `RequestReader` is one connection's, fed by `recv`.
 """
 
+import io
 import re
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
-from llmhub.http.protocol import (CLOSED, END, NEED_DATA, Limits, ProtocolError, Reader,
-                                  Truncated)
+from llmhub.http.protocol import (CLOSED, END, NEED_DATA, TOKEN, Limits, ProtocolError,
+                                  Reader, Truncated)
 
 __all__ = ["FramingError", "RequestHead", "RequestReader", "check_length", "MAX_HEAD"]
 
 MAX_HEAD = 65536           # request line and headers together, as nginx's default buffers
 LIMITS = Limits(head=MAX_HEAD, headers=100, chunk_line=1024, trailers=8192)
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
 VERSIONS = ("HTTP/1.1", "HTTP/1.0")
 FramingError = ProtocolError   # one error for bytes that are not a request, reader's or ours
@@ -83,6 +83,8 @@ class RequestReader:
             return b""
         check_length(head, limit)
         self.reader.start_body(head.body, head.length, limit, "max_body_bytes")
+        if head.body == "length":
+            return self._read_length(head.length)
         parts = []
         while (event := self._next()) is not END:
             parts.append(event.data)
@@ -101,10 +103,38 @@ class RequestReader:
             return False
         return True
 
+    def _read_length(self, length: int) -> bytes:
+        """A Content-Length body, gathered into one bytes object of its size: a 15 MiB
+        upload is held once, not as pieces and their join. (io.BufferedReader with a
+        one-byte buffer reads exactly `length` bytes straight into its result, as
+        BufferedReader.read does for any large read, and never reads ahead.)"""
+        body = io.BufferedReader(_BodySource(self), buffer_size=1).read(length)
+        if len(body) < length:
+            raise Truncated("closed in the middle of a request body")
+        self._next()                   # END: the reader moves on to the next head
+        return body
+
     def _next(self):
         while (event := self.reader.next_event()) is NEED_DATA:
             self.reader.feed(self._recv())
         return event
+
+
+class _BodySource(io.RawIOBase):
+    """A Content-Length body as a raw stream: what the reader holds of it, fed from the
+    connection as it comes."""
+
+    def __init__(self, requests: RequestReader) -> None:
+        self.requests = requests
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, view) -> int:
+        reader = self.requests.reader
+        while not (count := reader.body_into(view)) and not reader.eof:
+            reader.feed(self.requests._recv())
+        return count
 
 
 def check_length(head: RequestHead, limit: int) -> None:
@@ -120,7 +150,7 @@ def _request_line(line: bytes) -> tuple[str, str, str]:
     if b"\r" in text:
         raise FramingError("A bare CR in the request line")
     words = text.split(b" ")
-    if len(words) != 3 or not _TOKEN.match(words[0]) or not words[1]:
+    if len(words) != 3 or not TOKEN.match(words[0]) or not words[1]:
         raise FramingError(f"Bad request line {text[:80].decode('latin-1')!r}")
     version = words[2].decode("latin-1")
     if version not in VERSIONS:

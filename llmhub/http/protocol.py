@@ -38,7 +38,7 @@ from llmhub.errors import HubError
 __all__ = ["Reader", "Limits", "Head", "Data", "ProtocolError", "Truncated", "NEED_DATA",
            "END", "CLOSED", "BODIES"]
 
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")   # a header name or method
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 # a chunk size line: 1 to 16 hex digits, then OWS and extensions or CRs, then its LF
 _SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\n]*|\r*)\n")
@@ -124,6 +124,11 @@ class Reader:
                 self._buf = bytearray(self._buf[self._pos:])   # bytearray from here, so a
                 self._pos = 0                     # trickled head costs linear time
             self._buf += data
+
+    @property
+    def eof(self) -> bool:
+        """The peer has closed: nothing more will be fed."""
+        return self._eof
 
     @property
     def buffered(self) -> int:
@@ -242,7 +247,7 @@ class Reader:
         if line[:1] in (b" ", b"\t"):
             raise ProtocolError("Folded header lines are not accepted (RFC 9112 §5.2)")
         name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.match(name):
+        if not colon or not TOKEN.match(name):
             raise ProtocolError(f"Bad {self.noun} header line "
                                 f"{line[:80].decode('latin-1')!r}")
         value = value.strip(b" \t")
@@ -262,6 +267,20 @@ class Reader:
         if not self._left:
             self._state = self._end
         return Data(self._take(count))
+
+    def body_into(self, view: memoryview) -> int:
+        """Copy what is buffered of a Content-Length body into `view`, consumed; 0 if none
+        is. The caller can gather a large body straight into the one object that will hold
+        it, rather than as Data pieces and their join (twice its size at the peak)."""
+        if self._state != self._read_length:
+            raise RuntimeError("body_into() reads a Content-Length body")
+        count = min(self.buffered, self._left, len(view))
+        view[:count] = self._buf[self._pos:self._pos + count]
+        self._pos += count
+        self._left -= count
+        if not self._left:
+            self._state = self._end
+        return count
 
     def _read_close(self, size: int | None) -> Any:
         count = min(self.buffered, size or self.buffered)
