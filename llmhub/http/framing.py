@@ -108,7 +108,10 @@ class RequestReader:
         upload is held once, not as pieces and their join. (io.BufferedReader with a
         one-byte buffer reads exactly `length` bytes straight into its result, as
         BufferedReader.read does for any large read, and never reads ahead.)"""
-        body = io.BufferedReader(_BodySource(self), buffer_size=1).read(length)
+        if self.reader.buffered >= length:     # the usual small body, come with its head
+            body = self.reader.next_event().data
+        else:
+            body = io.BufferedReader(_BodySource(self), buffer_size=1).read(length)
         if len(body) < length:
             raise Truncated("closed in the middle of a request body")
         self._next()                   # END: the reader moves on to the next head
