@@ -1,7 +1,7 @@
 """Just enough PowerShell to run the docs' PowerShell examples without pwsh.
 
 The docs give every curl a twin for Windows PowerShell 5.1 and 7, written in a small subset
-(docs/README.md, "How these docs are written"): literal here-strings, string variables,
+(docs/README.md, "How these docs are written"): here-strings, string variables,
 `$env:` assignments, `Invoke-RestMethod` with -Method, -Uri, -ContentType, -Body and
 -Headers, member access on its reply, `curl.exe`, and `[IO.File]::WriteAllText`. This module
 reads that subset and does what PowerShell would: it sends the same requests. A line outside
@@ -27,8 +27,9 @@ def statements(text: str) -> list[str]:
     i = 0
     while i < len(lines):
         line = lines[i].rstrip()
-        if re.match(r"^\$[\w:]+\s*=\s*@'$", line):
-            end = lines.index("'@", i + 1)          # the closing '@ starts its own line
+        opening = re.match(r"^\$[\w:]+\s*=\s*@(['\"])$", line)
+        if opening:
+            end = lines.index(opening[1] + "@", i + 1)   # the closing '@ starts its own line
             out.append("\n".join(lines[i:end + 1]))
             i = end + 1
             continue
@@ -56,9 +57,9 @@ class Session:
             self.execute(statement)
 
     def execute(self, statement: str) -> object:
-        here = re.match(r"^\$(\w+)\s*=\s*@'\n(.*)\n'@$", statement, re.S)
-        if here:
-            self.vars[here[1]] = here[2]
+        here = re.match(r"^\$(\w+)\s*=\s*@(['\"])\n(.*)\n\2@$", statement, re.S)
+        if here:       # @' '@ is literal; @" "@ expands $variables, as a "string" does
+            self.vars[here[1]] = here[3] if here[2] == "'" else self.expand(here[3], quotes=False)
             return None
         env = re.match(r"^\$env:(\w+)\s*=\s*(.+)$", statement)
         if env:
@@ -107,7 +108,7 @@ class Session:
             if name not in self.vars:
                 raise PowerShellError(f"${name} is not set")
             return self.members(self.vars[name], chain) if chain else self.vars[name]
-        return token                                   # a bare word: a URL, a flag, a name
+        return self.expand(token, quotes=False)        # a bare word: a URL, a flag, a name
 
     def paren(self, inner: str) -> object:
         utf8 = re.match(r"^\[Text\.Encoding\]::UTF8\.GetBytes\((\$\w+)\)$", inner.strip())
@@ -115,13 +116,15 @@ class Session:
             return str(self.token_value(utf8[1])).encode("utf-8")
         return self.value(inner)
 
-    def expand(self, text: str) -> str:
-        """A double-quoted string: $name, $name.member inside $( ), and backtick escapes."""
+    def expand(self, text: str, quotes: bool = True) -> str:
+        """A double-quoted string (or a bare word, or an @" "@ here-string): $name,
+        $name.member inside $( ), and backtick escapes."""
         def sub(match: re.Match) -> str:
             inner = match[1] or match[2]
             return str(self.token_value("$" + inner))
         text = re.sub(r"\$\(\$([\w.:]+)\)|\$([\w:]+)", sub, text)
-        return text.replace("`n", "\n").replace('`"', '"').replace("``", "`")
+        text = text.replace("`n", "\n").replace("``", "`")
+        return text.replace('`"', '"').replace('""', '"') if quotes else text
 
     def hashtable(self, body: str) -> dict:
         table = {}
@@ -215,7 +218,9 @@ class Session:
                                       f"{error.read()[:300]!r}") from None
             raw, kind = error.read(), error.headers.get("Content-Type", "")
         text = raw.decode("utf-8")
-        return json.loads(text) if "json" in kind and text.strip() else text
+        media = kind.split(";")[0].strip().lower()      # x-ndjson stays text, as in pwsh
+        is_json = media in ("application/json", "text/json") or media.endswith("+json")
+        return json.loads(text) if is_json and text.strip() else text
 
     def curl(self, args: list[str]) -> str:
         flags = ["-sS"] if self.allow_errors else ["-sS", "--fail-with-body"]

@@ -190,5 +190,5 @@ def test_the_powershell_reader_refuses_what_it_cannot_check(tmp_path):
 def test_the_docs_have_examples_that_are_run():
     """The runner must find the examples, or every test above passes on nothing."""
     readme = blocks(ROOT / "README.md")
-    assert sum(calls_hub(b) and b.mark != "not run" for b in readme) >= 5
-    assert sum(b.lang == "powershell" for b in readme) >= 5
+    assert sum(calls_hub(b) and b.mark != "not run" for b in readme) >= 3
+    assert sum(b.lang == "powershell" for b in readme) >= 3

@@ -40,7 +40,7 @@ def error_body(error: HubError) -> dict:
 def chat_stream(request):
     body = request.json_object()
     chat = parse_request(body)
-    chat.run_id = str(ids.uuid4())
+    chat.run_id = request.run_id() or str(ids.uuid4())   # X-Run-Id, as every dialect
     run = request.hub.engine.prepare(chat)
     return StreamResponse(run, EdisonStream(run))
 
