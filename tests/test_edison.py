@@ -78,6 +78,18 @@ def test_cancel_of_a_finished_or_unknown_run(hub):
     assert call(hub.url, "POST", "/chat/cancel", {})[0] == 400
 
 
+def test_the_clients_x_run_id_is_the_request_id_so_stop_can_be_sent_at_once(hub, fake):
+    """As in every dialect: a client that names its run can cancel it before init arrives."""
+    fake.enqueue(Script(chunks=["Partial", " rest"], hold_first=NEVER, hold_after=1))
+    conn, response = open_stream(hub.url, "/chat/stream", {"message": "Hi", "model": "m"},
+                                 headers={**SSE, "X-Run-Id": "my-chat-1"}, timeout=1)
+    assert read_until(response, "token")[0]["data"]["request_id"] == "my-chat-1"
+    assert call(hub.url, "POST", "/chat/cancel", {"request_id": "my-chat-1"})[2] == {
+        "ok": True, "cancelled": True}
+    assert fake.aborted.wait(1)
+    conn.close()
+
+
 def test_a_thread_continues_and_messages_may_be_a_list(hub, fake):
     conn, response = edison(hub, {"message": "First", "model": "m"})
     thread_id = parse_sse(response.read())[0]["data"]["thread_id"]
