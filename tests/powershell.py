@@ -87,10 +87,16 @@ class Session:
 
     def members(self, value: object, chain: str) -> object:
         for name in chain.strip(".").split("."):
-            if not isinstance(value, dict) or name not in value:
-                raise PowerShellError(f"the reply has no .{name}: {value!r:.200}")
-            value = value[name]
+            value = self.member(value, name)
         return value
+
+    def member(self, value: object, name: str) -> object:
+        if isinstance(value, list):      # member enumeration: each item's, one alone unwrapped
+            found = [self.member(item, name) for item in value]
+            return found[0] if len(found) == 1 else found
+        if not isinstance(value, dict) or name not in value:
+            raise PowerShellError(f"the reply has no .{name}: {value!r:.200}")
+        return value[name]
 
     def token_value(self, token: str) -> object:
         if token.startswith("'"):
