@@ -53,6 +53,8 @@ class Resumables:
         with self._lock:
             self._entries[run.id] = Resumable(run, where, renderer)
         run.on_finish(lambda run: self._ended(run.id, grace))
+        if run.ended:                     # ended before the hook was in place (a cancel by
+            self._ended(run.id, grace)    # X-Run-Id): its time is counted from now
 
     def find(self, run_id: str, caller) -> Resumable:
         """The caller's resumable stream with this id; NotFound otherwise."""
