@@ -344,3 +344,55 @@ def test_a_bad_resumable_header_is_refused_before_any_run(hub, fake):
                            headers={"X-Llmhub-Resumable": "maybe"})
     assert status == 400 and body["error"]["param"] == "X-Llmhub-Resumable"
     assert not fake.chat_requests() and not hub.hub.registry.live()
+
+
+# --- what a resumable run leaves behind ---------------------------------------------------------
+
+def test_a_run_nobody_comes_back_to_is_stored_and_counted_whole(hub, fake):
+    """With nobody reading, a resumable run goes on to its end within the grace: its reply
+    is stored in its thread and its record counts all of it, as for any finished run."""
+    dialect = DIALECTS["edison"]
+    release = threading.Event()
+    fake.enqueue(Script(chunks=CHUNKS, hold_first=release, hold_after=2))
+    conn, response = start(hub, dialect)
+    run_id = response.getheader("X-Run-Id")
+    first = read_until_text(response, dialect, "Alpha beta")
+    thread_id = first[0]["data"]["thread_id"]          # EDISON's init event
+    drop(conn)
+    assert wait_for(lambda: left(hub, run_id))
+    release.set()
+    assert wait_for(lambda: call(hub.url, "GET", f"/v1/runs/{run_id}")[2]["status"] ==
+                    "completed")
+    messages = call(hub.url, "GET", f"/v1/threads/{thread_id}/messages")[2]
+    assert messages[-1]["role"] == "assistant" and messages[-1]["content"] == "".join(CHUNKS)
+    record = call(hub.url, "GET", f"/v1/requests/{run_id}")[2]
+    assert record["status"] == "completed" and record["output_tokens"] == len(CHUNKS)
+
+
+def test_a_stream_dropped_twice_is_reattached_twice(hub, fake):
+    """A re-attached stream is as resumable as the first: its ids go on, and it may be
+    dropped and re-attached again."""
+    dialect = DIALECTS["openai"]
+    release = threading.Event()
+    fake.enqueue(Script(chunks=CHUNKS, hold_first=release, hold_after=1))
+    conn, response = start(hub, dialect)
+    run_id = response.getheader("X-Run-Id")
+    first = read_until_text(response, dialect, "Alpha")
+    drop(conn)
+    assert wait_for(lambda: left(hub, run_id))
+    conn = connect(hub.url)
+    conn.request("POST", dialect.path, headers={"X-Llmhub-Resume": run_id,
+                                                "Last-Event-ID": position(dialect, first)})
+    response = conn.getresponse()
+    assert response.status == 200 and response.getheader("X-Run-Id") == run_id
+    release.set()
+    second = read_until_text(response, dialect, " beta gamma delta")
+    drop(conn)
+    assert wait_for(lambda: left(hub, run_id))
+    status, _, raw = resume(hub, dialect, run_id, position(dialect, second))
+    everything = first + second + units_of(raw, False)[0]   # the third may be only the end
+    assert status == 200 and text_of(dialect, everything) == "".join(CHUNKS)
+    assert [int(u["id"]) for u in everything] == list(range(1, len(everything) + 1))
+    assert [u["raw"] for u in everything].count(b"data: [DONE]\nid: %d\n\n" %
+                                                len(everything)) == 1
+    assert not fake.aborted.is_set()

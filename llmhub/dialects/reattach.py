@@ -88,13 +88,13 @@ def reattach(request, run_id: str) -> StreamResponse:
                          f"({entry.where[0]}); re-attach to it there", param=RESUME)
     run = entry.run
     if run.base:
-        raise Gone(f"The start of run {run_id!r}'s stream is no longer kept "
+        raise Gone(f"The start of the stream of run {run_id!r} is no longer kept "
                    "([responses] max_event_log_bytes bounds it), so its rest cannot be "
                    "told apart from what was sent", code="events_expired", param=POSITION)
     sent = units_so_far(pristine(entry.renderer, run), run)
     if position > sent:
-        raise BadRequest(f"{POSITION} {position} is past the end of run {run_id!r}'s stream: "
-                         f"it has sent {sent} so far", param=POSITION,
+        raise BadRequest(f"{POSITION} {position} is past the end of the stream of run "
+                         f"{run_id!r}: it has sent {sent} so far", param=POSITION,
                          code="position_out_of_range")
     renderer = Numbered(pristine(entry.renderer, run), skip=position)
     return StreamResponse(run, renderer, headers={RESUMABLE: grace(request)})
