@@ -245,10 +245,10 @@ def test_nobody_back_in_the_grace_period_cancels_and_counts_the_run(make_hub, fa
     conn, response = start(hub, dialect)
     run_id = response.getheader("X-Run-Id")
     first = read_until_text(response, dialect, "Alpha beta")
+    run = hub.hub.registry.get(run_id)
     drop(conn)
-    assert fake.aborted.wait(5)
-    assert wait_for(lambda: call(hub.url, "GET", f"/v1/runs/{run_id}")[2]["status"] ==
-                    "cancelled")
+    assert fake.aborted.wait(5) and run.wait(5)    # cancelled, stored and recorded
+    assert call(hub.url, "GET", f"/v1/runs/{run_id}")[2]["status"] == "cancelled"
     record = call(hub.url, "GET", f"/v1/requests/{run_id}")[2]
     assert record["status"] == "cancelled" and record["output_tokens"] > 0
     status, _, raw = resume(hub, dialect, run_id, position(dialect, first))
@@ -358,11 +358,11 @@ def test_a_run_nobody_comes_back_to_is_stored_and_counted_whole(hub, fake):
     run_id = response.getheader("X-Run-Id")
     first = read_until_text(response, dialect, "Alpha beta")
     thread_id = first[0]["data"]["thread_id"]          # EDISON's init event
+    run = hub.hub.registry.get(run_id)
     drop(conn)
     assert wait_for(lambda: left(hub, run_id))
     release.set()
-    assert wait_for(lambda: call(hub.url, "GET", f"/v1/runs/{run_id}")[2]["status"] ==
-                    "completed")
+    assert run.wait(5) and run.status == "completed"   # stored and recorded
     messages = call(hub.url, "GET", f"/v1/threads/{thread_id}/messages")[2]
     assert messages[-1]["role"] == "assistant" and messages[-1]["content"] == "".join(CHUNKS)
     record = call(hub.url, "GET", f"/v1/requests/{run_id}")[2]
