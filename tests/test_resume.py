@@ -12,6 +12,8 @@ import pytest
 
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream
+from llmhub.dialects.reattach import Numbered
+from llmhub.wire import StreamRenderer
 from support import ALICE, BOB, TEAM, wait_for
 
 MODEL = "qwen2.5-7b-instruct"
@@ -396,3 +398,42 @@ def test_a_stream_dropped_twice_is_reattached_twice(hub, fake):
     assert [u["raw"] for u in everything].count(b"data: [DONE]\nid: %d\n\n" %
                                                 len(everything)) == 1
     assert not fake.aborted.is_set()
+
+
+# --- the numbering, sans I/O -------------------------------------------------------------------
+
+class Frames(StreamRenderer):
+    """A renderer whose every event renders as the bytes it carries."""
+
+    def __init__(self, content_type: str = StreamRenderer.content_type) -> None:
+        self.content_type = content_type
+
+    def render(self, event) -> bytes:
+        return event
+
+
+SSE_TABLE = [   # what a dialect's renderer wrote, per event → the same, numbered
+    ([b"data: a\n\n", b"event: x\ndata: b\n\n"],
+     [b"data: a\nid: 1\n\n", b"event: x\ndata: b\nid: 2\n\n"]),
+    ([b"data: a\n\ndata: b\n\n"], [b"data: a\nid: 1\n\ndata: b\nid: 2\n\n"]),   # two at once
+    ([b"data: a\n\n\n", b"data: b\n\n\n"],                                      # Langbase's
+     [b"data: a\nid: 1\n\n\n", b"data: b\nid: 2\n\n\n"]),                      # blank line
+    ([b": note\n\n", b"data: a\n\n", b""], [b": note\n\n", b"data: a\nid: 1\n\n", b""]),
+]
+
+
+@pytest.mark.parametrize("written, numbered", SSE_TABLE)
+def test_sse_events_are_numbered_in_place(written, numbered):
+    renderer = Numbered(Frames())
+    assert [renderer.render(data) for data in written] == numbered
+
+
+@pytest.mark.parametrize("skip", [0, 1, 2, 3])
+def test_a_skip_leaves_out_exactly_that_many_units(skip):
+    sse = Numbered(Frames(), skip=skip)
+    out = b"".join(sse.render(d) for d in (b"data: a\n\n", b"data: b\n\ndata: c\n\n"))
+    assert out == b"".join([b"data: a\nid: 1\n\n", b"data: b\nid: 2\n\n",
+                            b"data: c\nid: 3\n\n"][skip:])
+    lines = Numbered(Frames("application/x-ndjson"), skip=skip)
+    out = b"".join(lines.render(d) for d in (b'{"a":1}\n', b'{"b":2}\n{"c":3}\n'))
+    assert out == b"".join([b'{"a":1}\n', b'{"b":2}\n', b'{"c":3}\n'][skip:])
