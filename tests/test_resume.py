@@ -304,6 +304,10 @@ SHAPES = {   # the dialect's error body → (its message, the field it names, if
     "edison": lambda b: (b["error"], b.get("param")),
     "studio": lambda b: (str(b["detail"]), None),
     "ollama_chat": lambda b: (b["error"], None),
+    "ollama_generate": lambda b: (b["error"], None),
+    "completions": lambda b: (b["error"]["message"], b["error"]["param"]),
+    "v1_responses_unstored": lambda b: (b["error"]["message"], b["error"]["param"]),
+    "sessions": lambda b: (b["error"], None),
 }
 
 
