@@ -147,6 +147,7 @@ class ServerConfig:
     body_timeout_seconds: float = setting(_float(0.1, 3600), "10")
     keepalive_timeout_seconds: float = setting(_float(0.1, 3600), "5")
     stream_buffer_bytes: int = setting(_int(4096, 1 << 30), "1048576")
+    resumable_streams: bool = setting(_bool, "false")
     log_level: str = setting(_choice("debug", "info", "warning", "error"), "info")
     log_format: str = setting(_choice("json", "text"), "json")
 

@@ -565,10 +565,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
         self.close_connection = True          # the body is read until the connection closes
+        frames = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks]
+        hold_at = (script.hold_after or 0) if script.hold_first else None
+        if hold_at:                           # the first chunks, then the hold
+            self.wfile.write(b"".join(frames[:hold_at]))
         if script.hold_first and not self._hold(script.hold_first):
             return self._aborted(received)
-        self.wfile.write(b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
-                         + b"data: [DONE]\n\n")
+        self.wfile.write(b"".join(frames[hold_at or 0:]) + b"data: [DONE]\n\n")
 
     def _scripted(self, body: dict, script: Script, texts: list) -> list:
         """The chunks of a scripted answer: reasoning, text, then tool call pieces, the

@@ -24,6 +24,7 @@ from llmhub.engine.inputs import Chain, Prompt, Resent, Stateless, Summary, Thre
 from llmhub.engine.lifecycle import Lifecycle
 from llmhub.engine.providers import Providers
 from llmhub.engine.resolution import Resolver, Target
+from llmhub.engine.resumable import Resumable, Resumables
 from llmhub.engine.routing import Router
 from llmhub.engine.runs import Registry, Run
 from llmhub.engine.summaries import Summaries, summary_prompt
@@ -60,9 +61,10 @@ class Engine:
         self.resolver = Resolver(config, upstreams, self.router)
         self.router.register(self.resolver.pools.values())
         self.lifecycle = Lifecycle(self.router, upstreams, registry)
+        self.resumables = Resumables()
         self.prober = Prober(self.router, config.health.interval_seconds,
                              config.health.timeout_seconds,
-                             ticks=[self.lifecycle.unload_idle])
+                             ticks=[self.lifecycle.unload_idle, self.resumables.sweep])
         self.generation = Generation(config, self.resolver, registry, threads, responses,
                                      self.workers, self.lifecycle, limits)
         self.summaries = Summaries(config, threads, self._generate, self.workers.submit)
@@ -99,6 +101,18 @@ class Engine:
     def keep_response(self, run: Run, metadata: dict) -> None:
         """Keep a prepared /responses run in the seed's responses table, to its end."""
         self.generation.keep_response(run, metadata)
+
+    def keep_resumable(self, run: Run, where: tuple, renderer) -> None:
+        """Let a prepared run's stream be re-attached (resumable.Resumables.keep), for
+        `[responses] resume_grace_seconds` after its client left or it ended."""
+        with run.failing_on_error():
+            self.resumables.keep(run, self.config.responses.resume_grace_seconds, where,
+                                 renderer)
+
+    def resumable(self, run_id: str) -> Resumable:
+        """The caller's resumable stream with this id, live or just ended; NotFound
+        otherwise (another key's too)."""
+        return self.resumables.find(run_id, caller())
 
     def run(self, run_id: str) -> Run | None:
         """The live run with this id, if it is live and the caller's to see."""

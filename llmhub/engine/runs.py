@@ -11,11 +11,13 @@ Who ends a run (DESIGN §5; README "Runs"):
 1. Its owner (or an admin) with an explicit cancel, and the hub's shutdown. Cancel is
    idempotent; cancelling a finished run says how it ended.
 2. A run nothing can resume is cancelled as soon as its last reader goes away: any stream
-   that is not stored, `/v1/responses` with `store: false`, chat completions, Messages,
-   Langbase, the seed dialects, and every awaited (non-streaming) call.
-3. A stored stream that can be resumed (`allow_resume(grace)`: `/responses`, `/v1/responses`
-   with `store`) waits `grace` seconds after its last reader left; a reader that re-attaches
-   meanwhile keeps it alive, and only the last departure's timer may end it.
+   that is not stored and was not asked to be resumable (chat completions, Messages,
+   Langbase, the seed dialects, `/v1/responses` with `store: false`…), and every awaited
+   (non-streaming) call.
+3. A stream that can be resumed (`allow_resume(grace)`: `/responses`, `/v1/responses` with
+   `store`, and any stream whose request asked to be resumable: resumable.py) waits `grace`
+   seconds after its last reader left; a reader that re-attaches meanwhile keeps it alive,
+   and only the last departure's timer may end it.
 4. A background run (`detach()`) is never ended by a reader leaving.
 
 How a run ends: any thread may ask (`finish`, `cancel`); the first end asked for wins. Asking
@@ -226,8 +228,8 @@ class Run(RunContract):
         self.background = True
 
     def allow_resume(self, grace: float) -> None:
-        """A stored stream: a reader may come back within `grace` seconds of the last one
-        leaving."""
+        """A resumable stream: a reader may come back within `grace` seconds of the last
+        one leaving."""
         self.resume_grace = grace
 
     # -- driving (engine side) ---------------------------------------------------------------

@@ -17,6 +17,7 @@ from llmhub.dialects import (anthropic, completions, conversations, edison, embe
 from llmhub.errors import MethodNotAllowed, NotFound
 
 from llmhub.dialects import relays   # apart from the list above: the relays block stands alone
+from llmhub.dialects.reattach import resumable   # every stream's resume (X-Llmhub-Resumable)
 
 __all__ = ["Route", "ROUTES", "match", "methods_for", "dialect_for", "not_found"]
 
@@ -98,7 +99,7 @@ ROUTES = [
     Route("POST", "/v1/runs/{run_id}/cancel", service.cancel_run, service,
           "Cancel a run by id (idempotent)"),
     # OpenAI
-    Route("POST", "/v1/chat/completions", openai.chat_completions, openai,
+    Route("POST", "/v1/chat/completions", resumable(openai.chat_completions), openai,
           "OpenAI chat completions, streaming and not",
           {"model": "fast", "messages": HELLO, "stream": False}),
     Route("GET", "/v1/models", openai.list_models, openai, "Upstream models plus aliases"),
@@ -107,11 +108,11 @@ ROUTES = [
     Route("POST", "/v1/embeddings", embeddings.create_embeddings, embeddings,
           "OpenAI embeddings: strings or token ids, float or base64",
           {"model": "text-embedding-nomic-embed-text-v1.5", "input": ["Hello", "world"]}),
-    Route("POST", "/v1/completions", completions.create_completion, completions,
+    Route("POST", "/v1/completions", resumable(completions.create_completion), completions,
           "OpenAI legacy text completions, with suffix for fill-in-the-middle",
           {"model": "fast", "prompt": "def add(a, b):", "max_tokens": 32}),
     # OpenAI Responses and Conversations
-    Route("POST", "/v1/responses", openai_responses.create, openai_responses,
+    Route("POST", "/v1/responses", resumable(openai_responses.create), openai_responses,
           "OpenAI Responses: stored, streamed or background, cancellable, resumable",
           {"model": "fast", "input": "Hello!"}),
     Route("POST", "/v1/responses/input_tokens", openai_responses.input_tokens,
@@ -147,14 +148,14 @@ ROUTES = [
     Route("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}",
           conversations.delete_item, conversations, "Delete an item (its message)"),
     # Anthropic Messages
-    Route("POST", "/v1/messages", anthropic.create_message, anthropic,
+    Route("POST", "/v1/messages", resumable(anthropic.create_message), anthropic,
           "Anthropic Messages API, streaming and not, over any upstream",
           {"model": "claude-sonnet-4-5", "max_tokens": 256, "messages": HELLO}),
     Route("POST", "/v1/messages/count_tokens", anthropic.count_tokens, anthropic,
           "Estimated input tokens of a Messages request",
           {"model": "claude-sonnet-4-5", "messages": HELLO}),
     # sessions (nash)
-    Route("POST", "/v1/chat/completions/stream", sessions.chat_stream, sessions,
+    Route("POST", "/v1/chat/completions/stream", resumable(sessions.chat_stream), sessions,
           "Session-id stream, provider chosen per request (allow-listed)",
           {"messages": HELLO, "model": "gpt-4-turbo-preview", "api_key": "sk-...",
            "api_base_url": "https://api.openai.com/v1"}),
@@ -163,7 +164,7 @@ ROUTES = [
           {"messages": HELLO, "model": "gpt-4-turbo-preview", "api_key": "sk-...",
            "api_base_url": "https://api.openai.com/v1"}),
     # Langbase
-    Route("POST", "/v1/pipes/run", langbase.run_pipe, langbase,
+    Route("POST", "/v1/pipes/run", resumable(langbase.run_pipe), langbase,
           "Run a Langbase pipe, streaming or not; the thread id comes back in lb-thread-id",
           {"messages": HELLO, "stream": True}),
     Route("GET", "/v1/pipes", langbase.list_pipes, langbase, "The configured pipes"),
@@ -187,7 +188,8 @@ ROUTES = [
           "A page of a thread's messages, oldest first (?limit=1000&after=<message id>; "
           "X-Has-More says if more follow)"),
     # Responses hub
-    Route("POST", "/responses", responses.create_response, responses,
+    Route("POST", "/responses",
+          resumable(responses.create_response, own=responses.response_events), responses,
           "Create a response; ?stream=true (or \"stream\": true) for SSE events",
           {"model": "lm:qwen2.5-instruct", "input": "Скажи привет", "create_thread": True}),
     Route("GET", "/responses/{response_id}", responses.get_response, responses,
@@ -208,21 +210,23 @@ ROUTES = [
     Route("POST", "/chat", studio.chat, studio, "Chat with model_key or the default model",
           {"model_key": "my-custom-model", "messages": HELLO}),
     # EDISON: /chat/stream is claimed by two seeds; SSE clients get EDISON's events
-    Route("POST", "/chat/stream", edison.chat_stream, edison,
+    Route("POST", "/chat/stream", resumable(edison.chat_stream), edison,
           "EDISON chat stream (Accept: text/event-stream): init, token, done events",
           {"message": "Hello!", "model": "fast"}, accept="text/event-stream"),
     Route("POST", "/chat/cancel", edison.cancel, edison,
           "Stop an EDISON stream by request_id; the model stops too",
           {"request_id": "<request_id from init>"}),
-    Route("POST", "/chat/stream", studio.chat_stream, studio,
+    Route("POST", "/chat/stream", resumable(studio.chat_stream), studio,
           "Streaming chat: NDJSON fragments (any other Accept)", STUDIO_CHAT),
     Route("POST", "/chat/regular", partial(studio.chat, kind="regular"), studio,
           "Text-only chat with [models] regular", STUDIO_CHAT),
-    Route("POST", "/chat/regular/stream", partial(studio.chat_stream, kind="regular"), studio,
+    Route("POST", "/chat/regular/stream",
+          resumable(partial(studio.chat_stream, kind="regular")), studio,
           "Text-only streaming chat (NDJSON)", STUDIO_CHAT),
     Route("POST", "/chat/vision", partial(studio.chat, kind="vision"), studio,
           "Chat with images, with [models] vision", STUDIO_VISION),
-    Route("POST", "/chat/vision/stream", partial(studio.chat_stream, kind="vision"), studio,
+    Route("POST", "/chat/vision/stream",
+          resumable(partial(studio.chat_stream, kind="vision")), studio,
           "Streaming chat with images (NDJSON)", STUDIO_VISION),
     # Ollama
     Route("GET", "/api/version", ollama.version, ollama, "The Ollama version the hub speaks",
@@ -233,10 +237,10 @@ ROUTES = [
           "One model: capabilities (tools, vision, thinking), context length, details",
           {"model": "fast"}),
     Route("GET", "/api/ps", ollama.ps, ollama, "The models loaded now"),
-    Route("POST", "/api/chat", ollama.chat, ollama,
+    Route("POST", "/api/chat", resumable(ollama.chat), ollama,
           "Ollama chat: NDJSON stream unless \"stream\": false; tools, images, think, format",
           {"model": "fast", "messages": HELLO}),
-    Route("POST", "/api/generate", ollama.generate, ollama,
+    Route("POST", "/api/generate", resumable(ollama.generate), ollama,
           "Ollama generate: prompt, suffix, system, raw; an empty prompt loads the model",
           {"model": "fast", "prompt": "Why is the sky blue?", "stream": False}),
     Route("POST", "/api/embed", ollama.embed, ollama, "Ollama embeddings: input, a string or list",

@@ -64,7 +64,7 @@ access_log = logging.getLogger("llmhub.access")
 
 # A client that went away shows up as one of these on write or read (STYLE.md habit 5).
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
-EXPOSED_HEADERS = "X-Run-Id, X-Request-Id, lb-thread-id"
+EXPOSED_HEADERS = "X-Run-Id, X-Request-Id, lb-thread-id, X-Llmhub-Resumable"
 DISCARD_LIMIT = 65536      # an unwanted body up to this size is read and dropped, so the
                            # connection survives an early 401/404; a larger one closes it
 RECV_SIZE = 65536          # one read of a request: a head, or a piece of a large body
