@@ -148,8 +148,9 @@ def stand_in(facts: dict) -> str | None:
     list: the first it has loaded; where it does not say what is loaded (it serves what it
     lists: llama.cpp, OpenAI-compatible servers), the first it lists; where it says none
     is, none (a stand-in must not load a model nobody asked for)."""
-    embeddings = facts.get("embeddings") or ()
-    chat = [m for m in facts["models"] if m not in embeddings and "embed" not in m.lower()]
+    embeddings = facts.get("embeddings") or ()      # where the server says (LM Studio);
+    chat = [m for m in facts["models"]              # else by name, as they are all named
+            if m not in embeddings and "embed" not in m.lower()]
     loaded = facts.get("resident", facts["loaded"])     # in memory, whoever loaded it
     return next((m for m in chat if loaded is None or m in loaded), None)
 

@@ -38,7 +38,8 @@ class Resolver:
         self.router = router
         self.default_upstream = next(iter(upstreams.values()))
         self._listed: dict[str, tuple[float, list]] = {}
-        self._stood_in: dict[tuple, str] = {}   # (alias, upstream, model) → stand-in logged
+        self._stood_in: dict[tuple, str] = {}   # (upstream, missing model) → stand-in logged:
+                                                # keyed by configured targets, so bounded
         self.pools = {name: [Target(upstreams[m.upstream], m.model, m.weight, m.tier,
                                     m.max_concurrent) for m in members]
                       for name, members in config.pools.items()}
@@ -78,13 +79,13 @@ class Resolver:
     def chain_pool(self, chain: list[str]) -> list[Target]:
         """The pool an alias chain ends in, or its stand-in ([models] stand_in)."""
         pool = self.pool(chain[-1])
-        if len(chain) < 2 or len(pool) != 1 or not self.stands_in(chain):
+        if len(chain) < 2 or len(pool) != 1 or not self.config.models.stand_in:
             return pool
         target = pool[0]
-        model = self.router.stand_in(target)
-        if model is None:
+        model = self.router.stand_in(target)     # first: mostly None, and cheaper
+        if model is None or not self.stands_in(chain):
             return pool
-        key = (chain[-2], target.upstream.name, target.model)
+        key = (target.upstream.name, target.model)
         if self._stood_in.get(key) != model:       # once, and again when it changes
             self._stood_in[key] = model
             log.warning("alias %s: %s not on upstream %s; using %s", chain[-2], target.model,
