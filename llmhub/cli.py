@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import sys
 import threading
+from pathlib import Path
 
 from llmhub import __version__, logs
 from llmhub.config import ConfigError, load_config
@@ -26,7 +27,8 @@ __all__ = ["main", "parse_args"]
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="llmhub", description="One local hub for every "
                                      "LLM client on this machine.")
-    parser.add_argument("--config", help="config file (default: ./config.ini if present)")
+    parser.add_argument("--config", help="config file (default: $LLMHUB_CONFIG, else "
+                                         "config.ini in this folder, else beside main.py)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", help="port to listen on (default 8000; 0 picks one)")
     parser.add_argument("--db", help="SQLite database file (default llmhub.db)")
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
         print(f"llmhub: {redact(str(exc))}", file=sys.stderr)
         return 2
     logs.setup(config.server.log_level, config.server.log_format)
-    for warning in startup_warnings(config.server):
+    for warning in (*config.warnings, *startup_warnings(config.server)):
         print(f"llmhub: warning: {warning}", file=sys.stderr, flush=True)
     try:
         hub = Hub(config)
@@ -78,15 +80,41 @@ def main(argv=None) -> int:
     return serve(servers, hub)
 
 
-def startup_line(server, hub) -> str:
-    parts = []
+def startup_lines(server, hub) -> list[str]:
+    """The line that says where the hub listens, which config file it read (or where it
+    looked), and how each upstream answered; then, for each that did not, what to do."""
+    parts, unreachable = [], []
     for upstream in hub.upstreams.values():
         probe = upstream.probe(timeout=2.0)
         state = (f"reachable, {probe['latency_ms']:g} ms" if probe["reachable"]
                  else f"NOT reachable: {probe['error']}")
         parts.append(f"{upstream.kind} {upstream.base_url} ({state})")
-    line = f"llmhub {hub.version} listening on {server.url} - upstream " + "; ".join(parts)
-    return redact(line, hub.engine.secrets)    # a probe's error may echo the key it was sent
+        if probe.get("reason") in ("unreachable", "timeout"):
+            unreachable.append(upstream)     # nothing answered: say how to start without it
+    lines = [f"llmhub {hub.version} listening on {server.url} - {config_said(hub.config)} - "
+             "upstream " + "; ".join(parts)]
+    lines += [unreachable_hint(upstream) for upstream in unreachable]
+    return [redact(line, hub.engine.secrets) for line in lines]   # a probe's error may echo
+                                                                   # the key it was sent
+
+
+def config_said(config) -> str:
+    if config.source:
+        return f"config {Path(config.source).resolve()}"
+    return (f"no config file (looked for {' and '.join(config.searched) or 'none'}): "
+            "built-in defaults, no aliases")
+
+
+def unreachable_hint(upstream) -> str:
+    if upstream.name == "default":
+        where = ("--upstream URL (or LLMHUB_UPSTREAM_BASE_URL, or [upstream] base_url in "
+                 "the config file)")
+    else:
+        where = f"[upstream:{upstream.name}] base_url in the config file"
+    return (f"llmhub: nothing answers at {upstream.base_url}: start the model server there "
+            f"(LM Studio: Developer > Start Server, or `lms server start`), point the hub at "
+            f"a running one with {where}, or try the hub without one: "
+            f"python main.py --upstream mock")
 
 
 def serve(servers: list, hub) -> int:
@@ -102,7 +130,8 @@ def serve(servers: list, hub) -> int:
     for thread in threads:
         thread.start()
     try:
-        print(startup_line(servers[0], hub), flush=True)
+        for line in startup_lines(servers[0], hub):
+            print(line, flush=True)
         for server in servers[1:]:
             print(f"llmhub: Ollama's clients may use {server.url} too", flush=True)
         while not stop.wait(0.5):

@@ -15,7 +15,7 @@ import configparser
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 from urllib.parse import urlsplit
@@ -23,11 +23,13 @@ from urllib.parse import urlsplit
 from llmhub.redaction import public_url
 
 __all__ = ["Config", "ConfigError", "UpstreamConfig", "PoolMember", "load_config", "redacted",
-           "SCHEMA", "SECTIONS"]
+           "SCHEMA", "SECTIONS", "CONFIG_ENV", "search_paths"]
 
 UPSTREAM_KINDS = ("auto", "lmstudio", "openai", "llamacpp", "vllm", "anthropic", "mock")
 SECRET_KEYS = {"api_key", "api_keys"}
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+CONFIG_ENV = "LLMHUB_CONFIG"     # the config file, when --config names none
+PROJECT_ROOT = Path(__file__).resolve().parent.parent    # main.py's folder, config.ini's home
 T = TypeVar("T")
 N = TypeVar("N", int, float)
 
@@ -195,6 +197,7 @@ class ModelsConfig:
     regular: str = setting(_str, "qwen/qwen3-4b-2507", env=("DEFAULT_REGULAR_MODEL",))
     vision: str = setting(_str, "qwen3-vl-4b-instruct", env=("DEFAULT_VISION_MODEL",))
     summary: str = setting(_str, "")
+    stand_in: tuple[str, ...] = setting(_list, "")
     think_tags: tuple[str, ...] = setting(_list, "")
     think_inline: tuple[str, ...] = setting(_list, "")
 
@@ -376,6 +379,8 @@ class Config:
     pipes: dict[str, PipeConfig] = field(default_factory=dict)
     pools: dict[str, tuple[PoolMember, ...]] = field(default_factory=dict)
     source: str = ""          # the config file read, if any
+    searched: tuple[str, ...] = ()    # where the hub looked for one, when it found none
+    warnings: tuple[str, ...] = ()    # settings that work, but not as their writer meant
 
     @property
     def upstream(self) -> UpstreamConfig:
@@ -386,10 +391,18 @@ class Config:
 
 def load_config(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
                 path: str | Path | None = None) -> Config:
-    """Build the effective Config. `path=None` reads ./config.ini when it exists."""
+    """Build the effective Config. `path=None`: the file LLMHUB_CONFIG names, else the first
+    of `search_paths()` that exists, else none (built-in defaults)."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     env = os.environ if env is None else env
-    parser, source = _read_file(path)
+    searched: tuple[str, ...] = ()
+    if path is None and env.get(CONFIG_ENV):
+        path = env[CONFIG_ENV]
+    elif path is None:
+        candidates = search_paths()
+        path = next((p for p in candidates if p.is_file()), None)
+        searched = () if path else tuple(str(p) for p in candidates)
+    parser, raw, source = _read_file(path)
     _check_sections(parser)
     sections = _sections(_raw_values(parser, source, env, flags))
     keys = _keys(parser, sections["server"]["api_keys"])
@@ -408,10 +421,17 @@ def load_config(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] |
         concurrency=_concurrency(parser, source), pipes=_pipes(parser, source),
         key_limits=_key_limits(parser, keys, source),
         health=HealthConfig(**sections["health"]), routing=RoutingConfig(**sections["routing"]),
-        source=source,
+        source=source, searched=searched,
     )
     _validate(config)
-    return config
+    return replace(config, warnings=tuple(_warnings(config, parser, raw)))
+
+
+def search_paths() -> list[Path]:
+    """Where the hub looks for its file when neither --config nor LLMHUB_CONFIG names one:
+    config.ini in the current folder, then beside main.py (a hub started from another
+    folder still reads the project's file)."""
+    return list(dict.fromkeys([Path.cwd() / "config.ini", PROJECT_ROOT / "config.ini"]))
 
 
 def _raw_values(parser: configparser.ConfigParser, source: str, env: Mapping[str, str],
@@ -462,22 +482,31 @@ def _flag_values(flags: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     return out
 
 
-def _read_file(path: str | Path | None) -> tuple[configparser.ConfigParser, str]:
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
-    parser.optionxform = str  # type: ignore[assignment,method-assign]  # names keep their case
+def _read_file(path: str | Path | None) -> tuple[configparser.ConfigParser,
+                                                 configparser.ConfigParser, str]:
+    """(the file as the hub reads it, the same without inline comments, its name): the
+    second shows what an inline comment cut (`_warnings`)."""
+    parser, raw = _parser((";", "#")), _parser(None)
     if path is None:
-        path = Path("config.ini")
-        if not path.is_file():
-            return parser, ""
+        return parser, raw, ""
     path = Path(path)
     try:
         # utf-8-sig: Notepad and PowerShell write a BOM
-        parser.read_string(path.read_text(encoding="utf-8-sig"), source=str(path))
+        text = path.read_text(encoding="utf-8-sig")
+        parser.read_string(text, source=str(path))
+        raw.read_string(text, source=str(path))
     except OSError as exc:
         raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, configparser.Error) as exc:
         raise ConfigError(f"config file {path}: {str(exc).splitlines()[0]}") from None
-    return parser, str(path)
+    return parser, raw, str(path)
+
+
+def _parser(inline_comments: tuple[str, ...] | None) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None,
+                                       inline_comment_prefixes=inline_comments)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # names keep their case
+    return parser
 
 
 def _check_sections(parser: configparser.ConfigParser) -> None:
@@ -689,6 +718,56 @@ def _validate(config: Config) -> None:
                           "api_keys (or --insecure, or allow_remote_without_keys = true)")
 
 
+def _warnings(config: Config, parser: configparser.ConfigParser,
+              raw: configparser.ConfigParser) -> Iterator[str]:
+    """Settings the hub runs with, but not as their writer surely meant: each names its
+    section and key, and says what happens instead (the CLI prints them at startup)."""
+    context = config.context
+    for key in ("keep_recent_tokens", "summary_trigger_tokens"):
+        value = getattr(context, key)
+        if value >= context.max_input_tokens:
+            yield (f"[context] {key} = {value} is not below max_input_tokens = "
+                   f"{context.max_input_tokens}: a thread's history is cut to the budget "
+                   "before a summary can run, so its older messages are dropped unsummarised")
+    if context.keep_recent_tokens >= context.summary_trigger_tokens:
+        yield (f"[context] keep_recent_tokens = {context.keep_recent_tokens} is not below "
+               f"summary_trigger_tokens = {context.summary_trigger_tokens}: a summary falls "
+               "due when everything unsummarised is still recent, so none is ever written")
+    for section, name in _named(parser, "upstream"):
+        if not parser.has_option(section, "base_url"):
+            yield (f"[{section}] has no base_url: it uses [upstream]'s "
+                   f"({public_url(config.upstream.base_url)}), the default upstream's server; "
+                   "give it its own")
+    for section in parser.sections():
+        for key, value in parser.items(section):
+            whole = raw.get(section, key)
+            if whole != value and _free_text(section, key):
+                yield _cut_warning(section, key, value, whole)
+
+
+def _free_text(section: str, key: str) -> bool:
+    """Whether a value may hold ' #' or ' ;' as text (a prompt, a key, a list of them),
+    where an inline comment cuts it unseen; typed values and names hold no spaces."""
+    if section.startswith("pipe:"):
+        return key in ("model", "system", "variables")
+    if section == "keys":
+        return True
+    parse = UPSTREAM_KEYS[key].parse if section.startswith("upstream:") and \
+        key in UPSTREAM_KEYS else KEY_LIMIT_KEYS.get(key) if section.startswith("key:") \
+        else next((k.parse for k in SCHEMA if (k.section, k.name) == (section, key)), None)
+    return parse is not None and parse.allowed in (_str.allowed, _list.allowed)
+
+
+def _cut_warning(section: str, key: str, kept: str, whole: str) -> str:
+    cut = whole[len(kept):].lstrip() if whole.startswith(kept) else whole
+    mark = cut[:1]
+    if section == "keys" or key in SECRET_KEYS:
+        kept = cut = "***"
+    return (f"[{section}] {key}: read as {kept!r}: ' {mark}' starts an inline comment, so "
+            f"{cut!r} is left out. If it belongs to the value, remove the space before the "
+            f"{mark!r}; if it is a comment, put it on a line of its own")
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -712,6 +791,8 @@ def redacted(config: Config) -> dict[str, Any]:
 
     return {
         "source": config.source or None,
+        "searched": list(config.searched),      # where no file was found, when none was
+        "warnings": list(config.warnings),
         "server": section(config.server),
         "upstreams": [section(u, base_url=public_url(u.base_url)) for u in config.upstreams],
         "models": section(config.models), "context": section(config.context),

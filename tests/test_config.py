@@ -7,16 +7,77 @@ from dataclasses import FrozenInstanceError, fields
 import pytest
 
 from conftest import ROOT, write_ini
+from llmhub import config as config_module
 from llmhub.config import SCHEMA, SECTIONS, ConfigError, ServerConfig, load_config, redacted
 
 
 def test_defaults_without_a_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config_module, "PROJECT_ROOT", tmp_path / "clone")   # none there
     config = load_config(env={})
     assert config.server.host == "127.0.0.1" and config.server.port == 8000
     assert config.upstream.kind == "auto"     # detected at start (upstream.detect_kind)
     assert config.upstream.base_url == "http://localhost:1234/v1"
     assert config.source == ""
+    assert config.searched == (str(tmp_path / "config.ini"),
+                               str(tmp_path / "clone" / "config.ini"))
+
+
+def test_the_file_is_looked_for_here_then_beside_main_py(tmp_path, monkeypatch):
+    elsewhere, here = tmp_path / "elsewhere", tmp_path / "here"
+    elsewhere.mkdir()
+    here.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(env={})            # started from another folder: the project's file
+    assert config.source == str(ROOT / "config.ini") and config.searched == ()
+    assert config.aliases["fast"] == "qwen2.5-14b-instruct"
+    write_ini(elsewhere / "config.ini", {"server": {"port": 1111}})
+    assert load_config(env={}).server.port == 1111            # this folder's file first
+    named = write_ini(here / "named.ini", {"server": {"port": 2222}})
+    env = {"LLMHUB_CONFIG": str(named)}
+    assert load_config(env=env).server.port == 2222           # then LLMHUB_CONFIG before it
+    assert load_config(env=env).source == str(named)
+    flag = write_ini(here / "flag.ini", {"server": {"port": 3333}})
+    assert load_config(env=env, path=flag).server.port == 3333   # and --config before all
+    with pytest.raises(ConfigError, match="nope.ini"):
+        load_config(env={"LLMHUB_CONFIG": str(here / "nope.ini")})
+
+
+WARNED = [
+    ({"context": {"max_input_tokens": 1024}},
+     ["[context] keep_recent_tokens = 2048 is not below max_input_tokens = 1024",
+      "[context] summary_trigger_tokens = 6144 is not below max_input_tokens = 1024"]),
+    ({"context": {"keep_recent_tokens": 7000}},
+     ["[context] keep_recent_tokens = 7000 is not below summary_trigger_tokens = 6144"]),
+    ({"upstream:gpu": {"kind": "openai"}},
+     ["[upstream:gpu] has no base_url: it uses [upstream]'s (http://localhost:1234/v1)"]),
+    ({"pipe:support": {"system": "You are agent #1 of 3"}},
+     ["[pipe:support] system: read as 'You are agent': ' #' starts an inline comment, so "
+      "'#1 of 3' is left out"]),
+    ({"models": {"summary": "my-model ; v2"}},
+     ["[models] summary: read as 'my-model': ' ;' starts an inline comment"]),
+    ({"server": {"api_keys": "sk-abc #xyzq"}},
+     ["[server] api_keys: read as '***': ' #' starts an inline comment, so '***' is left "
+      "out"]),
+]
+
+
+@pytest.mark.parametrize("sections, starts", WARNED)
+def test_settings_that_surely_mean_otherwise_are_warned_of(tmp_path, sections, starts):
+    config = load_config(env={}, path=write_ini(tmp_path / "c.ini", sections))
+    assert len(config.warnings) == len(starts), config.warnings
+    for warning, start in zip(config.warnings, starts):
+        assert warning.startswith(start), warning
+    assert "sk-abc" not in repr(config.warnings) and "xyzq" not in repr(config.warnings)
+
+
+def test_typed_values_and_the_shipped_file_warn_of_nothing(tmp_path):
+    assert load_config(env={}, path=ROOT / "config.ini").warnings == ()
+    ini = write_ini(tmp_path / "c.ini", {"server": {"port": "8001 # mine"},
+                                         "aliases": {"fast": "qwen ; the small one"},
+                                         "upstream:gpu": {"base_url": "http://10.0.0.2:1234"}})
+    config = load_config(env={}, path=ini)
+    assert config.warnings == () and config.server.port == 8001
 
 
 def test_precedence_flag_over_env_over_file_over_default(tmp_path):

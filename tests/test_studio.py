@@ -15,7 +15,7 @@ from http_client import call, open_stream
 from llmhub.http import routes
 from support import closed_port
 
-SEED = ROOT.parent / "shared" / "seeds" / "003_0dfe5ff70316431f.txt"
+SEED = ROOT / "tests" / "seeds" / "studio_curl.md"    # the seed document's, verbatim
 NEVER = threading.Event()
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32
@@ -308,8 +308,7 @@ def test_help_is_html_for_browsers(hub):
 
 # --- the seed's examples ---------------------------------------------------------------------
 
-@pytest.mark.skipif(not SEED.exists() or not shutil.which("curl"),
-                    reason="needs ../shared/seeds and curl")
+@pytest.mark.skipif(not shutil.which("curl"), reason="needs curl")
 def test_the_seed_curl_examples_work_verbatim(hub):
     blocks = re.findall(r"```bash\n(curl .*?)\n```", SEED.read_text(encoding="utf-8"), re.S)
     assert len(blocks) == 5

@@ -81,8 +81,12 @@ def help_page(request):
 
 
 def curl(base: str, route) -> str:
+    """The route's example as a command that runs as written (but for ids in its path): a
+    route chosen by Accept (EDISON's /chat/stream) sends it, and streams unbuffered."""
     command = f"curl {base}{route.path}" if route.method == "GET" else \
         f"curl -X {route.method} {base}{route.path}"
+    if route.accept is not None:
+        command = command.replace("curl ", f"curl -N -H 'Accept: {route.accept}' ", 1)
     if route.example is not None:
         body = json.dumps(route.example, ensure_ascii=False)
         command += f" -H 'Content-Type: application/json' -d '{body}'"

@@ -51,6 +51,7 @@ class Box:
         self.loaded: set | None = None   # which of them are loaded; None: not said
         self.slots: dict = {}            # model → requests served at once, where it says
         self.contexts: dict = {}         # model → the context length it is loaded with
+        self.stand_in: str | None = None  # what an alias whose model it lacks uses instead
         self.checked_at: float | None = None
         self.cooldowns = 0
 
@@ -124,6 +125,7 @@ class Box:
         self.loaded = facts["loaded"]
         self.slots = facts["slots"]
         self.contexts = facts.get("contexts") or {}
+        self.stand_in = stand_in(facts)
         if self.state in (DOWN, AUTH) and now < self.open_until:
             return
         self.succeeded()
@@ -139,6 +141,18 @@ class Box:
                 "slots": dict(self.slots),
                 "checked_seconds_ago": round(now - self.checked_at, 3)
                 if self.checked_at is not None else None}
+
+
+def stand_in(facts: dict) -> str | None:
+    """The chat model a box serves to an alias ([models] stand_in) whose model it does not
+    list: the first it has loaded; where it does not say what is loaded (it serves what it
+    lists: llama.cpp, OpenAI-compatible servers), the first it lists; where it says none
+    is, none (a stand-in must not load a model nobody asked for)."""
+    embeddings = facts.get("embeddings") or ()      # where the server says (LM Studio);
+    chat = [m for m in facts["models"]              # else by name, as they are all named
+            if m not in embeddings and "embed" not in m.lower()]
+    loaded = facts.get("resident", facts["loaded"])     # in memory, whoever loaded it
+    return next((m for m in chat if loaded is None or m in loaded), None)
 
 
 class Prober:

@@ -7,10 +7,14 @@ before a pattern with `*` (`claude-* = deep`); a `[pool:NAME]` name is its targe
 prefix); with `[routing] discover`, a bare name that several upstreams' last probes listed
 is a pool of them (the default upstream first); anything else goes to the default
 upstream. `[fallbacks]` of any name on the alias chain follow as further pools, without
-repeats. With no name at all, `[models] default`, else the first model the upstream lists
+repeats. An alias named in `[models] stand_in` (or on the chain of one) whose model its
+upstream's last probe did not list goes to a model that upstream has loaded instead
+(routing.Router.stand_in), and says so once in the log; the reply names the model used.
+With no name at all, `[models] default`, else the first model the upstream lists
 (cached for `models_cache_seconds`). Which target of a pool answers is routing.py's.
 """
 
+import logging
 import time
 from fnmatch import fnmatchcase
 
@@ -22,6 +26,8 @@ from llmhub.upstream.think import wants_split
 
 __all__ = ["Target", "Resolver"]
 
+log = logging.getLogger("llmhub.models")
+
 
 class Resolver:
     models_cache_seconds = 30   # how long an upstream's model list answers "default model"
@@ -32,6 +38,8 @@ class Resolver:
         self.router = router
         self.default_upstream = next(iter(upstreams.values()))
         self._listed: dict[str, tuple[float, list]] = {}
+        self._stood_in: dict[tuple, str] = {}   # (upstream, missing model) → stand-in logged:
+                                                # keyed by configured targets, so bounded
         self.pools = {name: [Target(upstreams[m.upstream], m.model, m.weight, m.tier,
                                     m.max_concurrent) for m in members]
                       for name, members in config.pools.items()}
@@ -54,10 +62,11 @@ class Resolver:
     def resolve(self, requested: str | None) -> list[list[Target]]:
         """The pool for a requested name, then its fallbacks' pools, without repeats."""
         chain = self.alias_chain(self.untagged(requested or self.config.models.default))
-        pools = [self.pool(chain[-1])]
+        pools = [self.chain_pool(chain)]
         for step in chain:
             if step in self.config.fallbacks:
-                pools += [self.pool(self.alias_chain(f)[-1]) for f in self.config.fallbacks[step]]
+                pools += [self.chain_pool(self.alias_chain(f))
+                          for f in self.config.fallbacks[step]]
                 break
         seen, out = set(), []
         for pool in pools:
@@ -66,6 +75,28 @@ class Resolver:
             if pool:
                 out.append(pool)
         return out
+
+    def chain_pool(self, chain: list[str]) -> list[Target]:
+        """The pool an alias chain ends in, or its stand-in ([models] stand_in)."""
+        pool = self.pool(chain[-1])
+        if len(chain) < 2 or len(pool) != 1 or not self.config.models.stand_in:
+            return pool
+        target = pool[0]
+        model = self.router.stand_in(target)     # first: mostly None, and cheaper
+        if model is None or not self.stands_in(chain):
+            return pool
+        key = (target.upstream.name, target.model)
+        if self._stood_in.get(key) != model:       # once, and again when it changes
+            self._stood_in[key] = model
+            log.warning("alias %s: %s not on upstream %s; using %s", chain[-2], target.model,
+                        target.upstream.name, model)
+        return [Target(target.upstream, model)]
+
+    def stands_in(self, chain: list[str]) -> bool:
+        """Whether an alias on the chain (not its end, a model) is one `[models] stand_in`
+        names (a pattern may: claude-*)."""
+        patterns = self.config.models.stand_in
+        return any(fnmatchcase(name, pattern) for name in chain[:-1] for pattern in patterns)
 
     def untagged(self, name: str) -> str:
         """`x:latest`, as Ollama's clients name what /api/tags lists (and then ask for on

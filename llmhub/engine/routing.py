@@ -343,6 +343,16 @@ class Router:
             return [b.upstream for b in self.boxes.values()
                     if b.models is not None and model in b.models and b.state != "auth"]
 
+    def stand_in(self, target: Target) -> str | None:
+        """The model to use for the target's when its box's last probe did not list it
+        (health.stand_in); None when it did, or nothing is known yet. Memory only: the
+        probes keep it fresh, no request waits for a listing."""
+        with self.lock:
+            box = self.boxes.get(target.upstream.name)
+            if box is None or box.models is None or target.model in box.models:
+                return None
+            return box.stand_in
+
     def view(self) -> list[dict]:
         """Each box with its targets' counters, for /v1/upstreams, /health and /metrics."""
         now = time.monotonic()

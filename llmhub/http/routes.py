@@ -57,9 +57,11 @@ def _group(name: str) -> str:
 
 STUDIO_CHAT = {"messages": [{"role": "user", "content": "What is 2+2?"}],
                "config": {"temperature": 0.7, "maxTokens": 100}}
+# A real image (one white pixel, PNG), so the example runs as written; send your own.
+PIXEL = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8/AAX+Av4N70a4AAAAAEl"
+         "FTkSuQmCC")
 STUDIO_VISION = {"messages": [{"role": "user", "content": "What is in this image?",
-                               "images": [{"data_base64": "<BASE64>",
-                                           "mime_type": "image/jpeg"}]}]}
+                               "images": [{"data_base64": PIXEL, "mime_type": "image/png"}]}]}
 
 ROUTES = [
     # service
@@ -157,12 +159,10 @@ ROUTES = [
     # sessions (nash)
     Route("POST", "/v1/chat/completions/stream", resumable(sessions.chat_stream), sessions,
           "Session-id stream, provider chosen per request (allow-listed)",
-          {"messages": HELLO, "model": "gpt-4-turbo-preview", "api_key": "sk-...",
-           "api_base_url": "https://api.openai.com/v1"}),
+          {"messages": HELLO, "model": "fast"}),   # + api_base_url, api_key: a provider
     Route("POST", "/v1/chat/summarize", sessions.summarize, sessions,
           "Summarise a conversation to fewer tokens",
-          {"messages": HELLO, "model": "gpt-4-turbo-preview", "api_key": "sk-...",
-           "api_base_url": "https://api.openai.com/v1"}),
+          {"messages": HELLO, "model": "fast"}),   # + api_base_url, api_key: a provider
     # Langbase
     Route("POST", "/v1/pipes/run", resumable(langbase.run_pipe), langbase,
           "Run a Langbase pipe, streaming or not; the thread id comes back in lb-thread-id",

@@ -122,7 +122,7 @@ class Anthropic:
         try:
             self.list_models()
         except UpstreamError as exc:
-            return {"reachable": False, "error": exc.message}
+            return {"reachable": False, "error": exc.message, "reason": exc.reason}
         return {"reachable": True,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
 

@@ -50,7 +50,8 @@ class Upstream(Protocol):
     def list_models(self) -> list[dict]: ...
 
     def probe(self, timeout: float = ...) -> dict:
-        """{reachable, latency_ms} or {reachable: False, error}, for /health."""
+        """{reachable, latency_ms} or {reachable: False, error, reason}, for /health (reason:
+        UpstreamError.reason, unreachable or timeout when nothing answered)."""
 
     def check(self, timeout: float) -> dict:
         """What a health probe learns: {models, loaded, slots[, contexts]}."""

@@ -13,6 +13,7 @@ REST API for model management (../shared/reference/lmstudio.md §2–§5).
 """
 
 import json
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +23,7 @@ from llmhub.upstream.openai import OpenAICompatible, error_message, http_error
 
 __all__ = ["LMStudio", "NoNativeAPI", "model_entry"]
 
+INSTANCE = re.compile(r":\d+$")
 ANY_OBJECT = {"type": "json_schema",
               "json_schema": {"name": "json_object", "schema": {"type": "object"}}}
 
@@ -76,20 +78,31 @@ class LMStudio(OpenAICompatible):
         return [model_entry(m, "/v1/models") for m in self.list_models()], "/v1/models"
 
     def check(self, timeout: float) -> dict:
-        """LM Studio 0.4+ says which models are loaded and each instance's parallel slots
-        (`loaded_instances[].config.parallel`); older ones only list models."""
-        try:
-            listed = self.get_json("/api/v1/models", timeout)
-        except UpstreamError as exc:
-            if not _unknown_route(exc):
-                raise
-            return super().check(timeout)
-        entries = [model_entry(m, "/api/v1/models") for m in listed.get("models") or ()]
-        return {"models": [e["key"] for e in entries],
-                "loaded": {e["key"] for e in entries if e["loaded"]},
-                "slots": {e["key"]: e["parallel"] for e in entries if e["parallel"]},
-                "contexts": {e["key"]: e["context_length"] for e in entries
-                             if e["context_length"]}}
+        """LM Studio 0.4+ says which models are loaded, which are embedding models, and
+        each instance's parallel slots (`loaded_instances[].config.parallel`). Older ones
+        say `state: loaded` in /api/v0/models: that is `resident` only, since the hub cannot
+        load through them (`loaded` None leaves it to LM Studio's own load on first use).
+        The oldest only list models."""
+        for path in ("/api/v1/models", "/api/v0/models"):
+            try:
+                listed = self.get_json(path, timeout)
+            except UpstreamError as exc:
+                if not _unknown_route(exc):
+                    raise
+                continue
+            native = path == "/api/v1/models"
+            entries = [model_entry(m, path) for m in listed.get("models" if native else "data")
+                       or ()]
+            keys = [e["key"] if native or not e["loaded"] else INSTANCE.sub("", e["key"])
+                    for e in entries]           # v0 lists a second instance as key:2
+            resident = {k for k, e in zip(keys, entries) if e["loaded"]}
+            return {"models": list(dict.fromkeys(keys)), "loaded": resident if native else None,
+                    "resident": resident,
+                    "embeddings": {k for k, e in zip(keys, entries) if e["type"] == "embedding"},
+                    "slots": {e["key"]: e["parallel"] for e in entries if e["parallel"]},
+                    "contexts": {k: e["context_length"] for k, e in zip(keys, entries)
+                                 if e["context_length"] and native}}
+        return super().check(timeout)
 
     def load(self, key: str, context_length: int | None, timeout: float) -> dict:
         body: dict[str, Any] = {"model": key}

@@ -183,7 +183,7 @@ class OpenAICompatible:
         try:
             self.get_json(self.prefix + "/models", timeout)
         except UpstreamError as exc:
-            return {"reachable": False, "error": exc.message}
+            return {"reachable": False, "error": exc.message, "reason": exc.reason}
         return {"reachable": True,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
 
