@@ -1,0 +1,297 @@
+"""Math and code highlighting on the chat page, in a real browser (headless Chromium).
+
+A reply from the fake LM Studio is rendered by the page itself; the finer cases go through
+the page's own renderMarkdown into a message box, which is the function a reply takes.
+What is proven: each math delimiter becomes a <math> element of the right shape, prices and
+code stay text, each listed language gets token spans whose colours keep 4.5:1 in both
+themes, hostile replies stay inert text, and a 2,000-line block renders.
+"""
+
+import json
+
+import pytest
+
+from chromium import NEEDS_CHROMIUM
+from fake_lmstudio import Script
+
+pytestmark = NEEDS_CHROMIUM
+LAST = "document.querySelector('#messages .msg.assistant:last-of-type')"
+IDLE = "!document.querySelector('#send').disabled && !document.querySelector('.msg.live')"
+INJECTED = "img, script, svg, iframe, object, embed, style, link, a, video, audio, form"
+HANDLERS = ("[...document.querySelectorAll('*')].filter(e => [...e.attributes]"
+            ".some(a => a.name.startsWith('on'))).length")
+
+
+@pytest.fixture
+def page(browser, hub):
+    page = browser.open(hub.url + "/")
+    page.evaluate("localStorage.clear()")
+    page.goto(hub.url + "/")
+    page.wait_for("typeof renderMarkdown === 'function' && typeof renderMath === 'function'")
+    return page
+
+
+def render(page, text: str) -> str:
+    """Render `text` as a reply's body does; returns a JS expression for that body."""
+    page.evaluate(f"""(() => {{
+      document.querySelector('#probe')?.closest('.msg').remove();
+      const box = document.createElement('div');
+      box.className = 'msg assistant';
+      box.innerHTML = '<div class="body" id="probe"></div>';
+      document.querySelector('#messages').append(box);
+      renderMarkdown(box.firstChild, {json.dumps(text)});
+    }})()""")
+    return "document.querySelector('#probe')"
+
+
+def shape(page, selector: str) -> list:
+    """Each element of `selector` in the probe as a nested [tag, text-or-children] tree."""
+    return page.evaluate(f"""(() => {{
+      const tree = (n) => n.children.length ? [n.localName, [...n.children].map(tree)]
+                                             : [n.localName, n.textContent];
+      return [...document.querySelectorAll('#probe {selector}')].map(tree);
+    }})()""")
+
+
+def send_reply(page, fake, reply: str) -> str:
+    fake.enqueue(Script(chunks=[reply[:25], reply[25:]]))
+    page.wait_for(IDLE)
+    page.type("#input", "Show me")
+    page.press("Enter")
+    page.wait_for(f"{IDLE} && document.querySelectorAll('.msg').length === 2")
+    return f"{LAST}.querySelector('.body')"
+
+
+# --- math --------------------------------------------------------------------------------
+
+def test_a_reply_with_math_is_typeset_and_prices_stay_text(page, fake):
+    body = send_reply(page, fake, "Pythagoras: \\(a^2+b^2=c^2\\), so\n\n"
+                                  "$$\\frac{1}{2}$$\n\nIt costs $5 and $10.")
+    MATH = f"{body}.querySelectorAll('math')"
+    assert page.evaluate(f"{MATH}.length") == 2
+    assert page.evaluate(f"{body}.querySelectorAll('math msup').length") == 3
+    assert page.evaluate(f"{MATH}[0].getAttribute('display')") is None
+    assert page.evaluate(f"{MATH}[1].getAttribute('display')") == "block"
+    assert page.evaluate(f"!!{MATH}[1].querySelector('mfrac')")
+    text = page.evaluate(f"{body}.textContent")
+    assert "It costs $5 and $10." in text and "(a^2" not in text
+    assert page.evaluate(f"{MATH}[0].namespaceURI") == "http://www.w3.org/1998/Math/MathML"
+
+
+@pytest.mark.parametrize("source, display", [
+    ("$a^2$", None), ("\\(a^2\\)", None), ("$$a^2$$", "block"), ("\\[a^2\\]", "block"),
+    ("Before\n$$\na^2\n$$\nafter", "block"), ("\\[\na^2\n\\]", "block"),
+    ("- an item with $a^2$ in it", None),
+])
+def test_each_delimiter_typesets(page, source, display):
+    render(page, source)
+    assert shape(page, "math > *") == [["msup", [["mi", "a"], ["mn", "2"]]]]
+    assert page.evaluate("document.querySelector('#probe math').getAttribute('display')") == display
+    assert "$" not in page.evaluate("document.querySelector('#probe').textContent")
+
+
+STRUCTURES = [
+    ("x_1", "msub", [["mi", "x"], ["mn", "1"]]),
+    ("x_i^2", "msubsup", [["mi", "x"], ["mi", "i"], ["mn", "2"]]),
+    ("\\frac{a}{b}", "mfrac", [["mrow", [["mi", "a"]]], ["mrow", [["mi", "b"]]]]),
+    ("\\frac12", "mfrac", [["mn", "1"], ["mn", "2"]]),
+    ("\\sqrt{x}", "msqrt", [["mrow", [["mi", "x"]]]]),
+    ("\\sqrt[3]{x}", "mroot", [["mrow", [["mi", "x"]]], ["mn", "3"]]),
+    ("\\hat{x}", "mover", [["mrow", [["mi", "x"]]], ["mo", "^"]]),
+    ("\\bar x", "mover", [["mi", "x"], ["mo", "¯"]]),
+    ("\\vec{v}", "mover", [["mrow", [["mi", "v"]]], ["mo", "→"]]),
+    ("\\sum_{i=1}^{n}", "munderover",
+     [["mo", "∑"], ["mrow", [["mi", "i"], ["mo", "="], ["mn", "1"]]], ["mrow", [["mi", "n"]]]]),
+    ("\\prod_k", "munder", [["mo", "∏"], ["mi", "k"]]),
+    ("\\int_0^1", "msubsup", [["mo", "∫"], ["mn", "0"], ["mn", "1"]]),
+    ("\\lim_{x\\to 0}", "munder", [["mo", "lim"], ["mrow", [["mi", "x"], ["mo", "→"], ["mn", "0"]]]]),
+    ("\\text{if <b>x</b>}", "mtext", "if <b>x</b>"),
+    ("\\mathbf{v}", "mrow", [["mi", "𝐯"]]),
+    ("\\mathbb{R}", "mrow", [["mi", "ℝ"]]),
+    ("\\alpha", "mi", "α"),
+    ("\\foo", "mtext", "\\foo"),
+    ("\\begin{pmatrix}a&b\\\\c&d\\end{pmatrix}", "mrow",
+     [["mo", "("], ["mtable", [["mtr", [["mtd", [["mi", "a"]]], ["mtd", [["mi", "b"]]]]],
+                               ["mtr", [["mtd", [["mi", "c"]]], ["mtd", [["mi", "d"]]]]]]],
+      ["mo", ")"]]),
+    ("\\begin{bmatrix}1\\\\2\\end{bmatrix}", "mrow",
+     [["mo", "["], ["mtable", [["mtr", [["mtd", [["mn", "1"]]]]], ["mtr", [["mtd", [["mn", "2"]]]]]]],
+      ["mo", "]"]]),
+    ("\\begin{cases}1 & x>0\\\\0 & \\text{else}\\end{cases}", "mrow",
+     [["mo", "{"], ["mtable", [
+         ["mtr", [["mtd", [["mn", "1"]]], ["mtd", [["mrow", [["mi", "x"], ["mo", ">"], ["mn", "0"]]]]]]],
+         ["mtr", [["mtd", [["mn", "0"]]], ["mtd", [["mtext", "else"]]]]]]]]),
+]
+
+
+@pytest.mark.parametrize("tex, tag, children", STRUCTURES, ids=[s[0] for s in STRUCTURES])
+def test_tex_becomes_mathml_of_the_right_shape(page, tex, tag, children):
+    render(page, f"\\({tex}\\)")
+    assert shape(page, "math > *") == [[tag, children]]
+
+
+def test_operators_relations_and_fences(page):
+    render(page, "$$\\left( a \\cdot b \\times c \\pm d \\right) \\leq e \\geq f \\neq g "
+                 "\\approx h \\infty$$")
+    assert page.evaluate("[...document.querySelectorAll('#probe mo')].map(m => m.textContent)"
+                         ".join(' ')") == "( ⋅ × ± ) ≤ ≥ ≠ ≈"
+    assert page.evaluate("document.querySelector('#probe mo').getAttribute('stretchy')") == "true"
+    assert page.evaluate("[...document.querySelectorAll('#probe mi')].pop().textContent") == "∞"
+
+
+def test_prices_code_and_escapes_stay_text(page):
+    cases = {
+        "It costs $5 and $10 today.": "It costs $5 and $10 today.",
+        "Between $ 5 and 6 $ here": "Between $ 5 and 6 $ here",
+        "Pay \\$x\\$ now": "Pay $x$ now",
+        "Code `$x^2$` and `\\(y\\)`": "Code $x^2$ and \\(y\\)",
+        "```\n$x^2$ and \\(y\\)\n```": "$x^2$ and \\(y\\)",
+        "```python\nprint('$a$', r'\\[b\\]')\n```": "print('$a$', r'\\[b\\]')",
+        "A $x$5 is no formula": "A $x$5 is no formula",
+    }
+    for source, text in cases.items():
+        body = render(page, source)
+        assert page.evaluate(f"{body}.querySelectorAll('math').length") == 0, source
+        shown = page.evaluate(f"{body}.textContent")
+        assert text in shown, (source, shown)
+
+
+def test_bad_math_shows_its_source(page):
+    source = "$$" + "{" * 200 + "x" + "}" * 200 + "$$"
+    body = render(page, source)
+    assert page.evaluate(f"{body}.querySelectorAll('math').length") == 0
+    assert page.evaluate(f"{body}.textContent") == source
+
+
+# --- code --------------------------------------------------------------------------------
+
+SAMPLES = {
+    "python": ("@cached\ndef area(r: float) -> float:\n    \"\"\"Area.\"\"\"\n"
+               "    return 3.14 * r ** 2  # pi r squared\n",
+               {"meta": "@cached", "kw": "def", "fn": "area", "type": "float",
+                "str": '"""Area."""', "num": "3.14", "com": "# pi r squared"}),
+    "js": ("// greet\nconst greet = (name) => `hi ${name}`;\nconsole.log(greet('x'), 42, null);",
+           {"com": "// greet", "kw": "const", "str": "`hi ${name}`", "fn": "log", "num": "42"}),
+    "ts": ("interface P { x: number }\nfunction f(p: P): string { return 'a'; }",
+           {"kw": "interface", "type": "number", "fn": "f", "str": "'a'"}),
+    "json": ('{"name": "hub", "port": 8000, "tls": false, "tags": null}',
+             {"key": '"name"', "str": '"hub"', "num": "8000"}),
+    "bash": ("#!/bin/bash\n# comment\nfor f in *.txt; do echo \"$f\" ${HOME}; done\n",
+             {"com": "# comment", "kw": "for", "str": '"$f"', "var": "${HOME}"}),
+    "console": ("$ ls -la\n", {"meta": "$ "}),
+    "c": ("#include <stdio.h>\nint main(void) { printf(\"%d\\n\", 1); return 0; }",
+          {"meta": "#include", "type": "int", "fn": "printf", "str": '"%d\\n"', "kw": "return"}),
+    "cpp": ("template <typename T> class Box { std::vector<T> v; };\n// note",
+            {"kw": "template", "type": "vector", "com": "// note"}),
+    "java": ("@Override\npublic String toString() { return \"x\"; }",
+             {"meta": "@Override", "kw": "public", "type": "String", "fn": "toString"}),
+    "csharp": ("using System;\nvar x = new List<int>(); /* c */",
+               {"kw": "using", "type": "List", "com": "/* c */"}),
+    "sql": ("SELECT name, count(*) FROM users WHERE age > 21 -- adults\n",
+            {"kw": "SELECT", "fn": "count", "num": "21", "com": "-- adults"}),
+    "html": ('<!-- c --><a href="/x" class=\'y\'>&amp;</a><script>let s = "v";</script>',
+             {"com": "<!-- c -->", "tag": "<a", "attr": "href", "str": '"/x"', "num": "&amp;",
+              "kw": "let"}),
+    "css": ("/* c */\n.box > a:hover { color: #fff; margin: 1.5em; }\n@media print {}",
+            {"com": "/* c */", "type": ".box", "key": "color", "num": "#fff", "kw": "@media"}),
+    "rust": ("#[derive(Debug)]\nfn main() { let v: Vec<u8> = vec![1]; println!(\"{}\", v); }",
+             {"meta": "#[derive(Debug)]", "kw": "fn", "type": "Vec", "fn": "println!",
+              "str": '"{}"'}),
+    "go": ("package main\nfunc main() { s := `raw`; fmt.Println(s, 0x1F, nil) }",
+           {"kw": "package", "str": "`raw`", "fn": "Println", "num": "0x1F"}),
+}
+
+
+@pytest.mark.parametrize("language", list(SAMPLES))
+def test_each_language_gets_token_spans(page, language):
+    code, expected = SAMPLES[language]
+    body = render(page, f"```{language}\n{code}\n```")
+    tokens = page.evaluate(f"[...{body}.querySelectorAll('pre code span')]"
+                           ".map(s => [s.className.slice(4), s.textContent])")
+    for kind, text in expected.items():
+        assert [kind, text] in tokens, (kind, text, tokens)
+    assert page.evaluate(f"{body}.querySelector('pre code').textContent") == code
+    assert page.evaluate(f"{body}.querySelector('.copy-code').dataset.copy") == code
+    assert page.text("#probe .code .lang") == language
+
+
+def test_unknown_languages_stay_plain_and_the_copy_button_still_copies(page):
+    body = render(page, "```brainfuck\n+[-->+<]\n```\n\n```\nplain\n```")
+    assert page.evaluate(f"{body}.querySelectorAll('pre code span').length") == 0
+    page.evaluate("window.copied = []; navigator.clipboard.writeText = async (t) => "
+                  "{ window.copied.push(t); }")
+    page.click("#probe .copy-code")
+    page.wait_for("window.copied.length === 1")
+    assert page.evaluate("window.copied") == ["+[-->+<]"]
+
+
+def contrast(page) -> list:
+    """[class, ratio] of each token kind against its code block's background."""
+    return page.evaluate("""(() => {
+      const rgb = (c) => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+      const lum = (c) => rgb(c).map(v => v / 255).map(v => v <= 0.03928 ? v / 12.92
+                        : ((v + 0.055) / 1.055) ** 2.4).reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+      const bg = getComputedStyle(document.querySelector('#probe .code')).backgroundColor;
+      const kinds = new Map([...document.querySelectorAll('#probe pre span')].map(s => [s.className, s]));
+      return [...kinds].map(([kind, s]) => {
+        const [a, b] = [lum(getComputedStyle(s).color), lum(bg)].sort((x, y) => y - x);
+        return [kind, (a + 0.05) / (b + 0.05)];
+      });
+    })()""")
+
+
+def test_token_colours_are_readable_in_light_dark_and_the_system_theme(page):
+    code = "\n".join(f"```{language}\n{SAMPLES[language][0]}\n```" for language in SAMPLES)
+    render(page, code)
+    kinds = set()
+    for theme, scheme in (("light", "light"), ("dark", "light"), (None, "dark"), (None, "light")):
+        page.send("Emulation.setEmulatedMedia", {"features": [
+            {"name": "prefers-color-scheme", "value": scheme}]})
+        page.evaluate(f"document.documentElement.dataset.theme = {json.dumps(theme or '')}")
+        ratios = contrast(page)
+        kinds |= {kind for kind, _ in ratios}
+        assert all(ratio >= 4.5 for _, ratio in ratios), (theme, scheme, ratios)
+    assert len(kinds) == 11                      # every token kind was measured
+
+
+def test_a_2000_line_block_renders(page):
+    lines = [f"def f{n}(x):  # line {n}\n    return x * {n} + 'a'" for n in range(1000)]
+    code = "\n".join(lines)
+    body = render(page, f"```python\n{code}\n```")
+    assert page.evaluate(f"{body}.querySelector('pre code').textContent") == code
+    assert page.evaluate(f"{body}.querySelectorAll('.tok-fn').length") == 1000
+    for language, (sample, _) in SAMPLES.items():     # no language's patterns go quadratic
+        long = "\n".join([sample.replace("\n", " ")] * 2000)
+        body = render(page, f"```{language}\n{long}\n```")
+        assert page.evaluate(f"{body}.querySelector('pre code').textContent") == long
+
+
+# --- hostile replies ---------------------------------------------------------------------
+
+HOSTILE = [
+    "```html\n<img src=x onerror=window.pwned=1>\n```",
+    "```js\n</code></pre><img src=x onerror=window.pwned=1>\n```",
+    "```\"><img src=x onerror=window.pwned=1>\nx = 1\n```",
+    "```python' onmouseover='window.pwned=1\nx = 1\n```",
+    "$<img src=x onerror=window.pwned=1>$",
+    "$$\\text{<script>window.pwned=1</script>}$$",
+    "\\(\\text{<img src=x onerror=window.pwned=1>}\\)",
+    "\\[\\href{javascript:window.pwned=1}{x} \\mathrm{<svg onload=window.pwned=1>}\\]",
+    "$\\begin{<img src=x onerror=window.pwned=1>} a \\end{x}$",
+    "$\\operatorname{<iframe src=javascript:window.pwned=1>}$",
+]
+
+
+def test_hostile_code_and_math_stay_inert_text(page, fake):
+    body = send_reply(page, fake, "\n\n".join(HOSTILE))
+    assert page.evaluate(f"{body}.querySelectorAll('{INJECTED}').length") == 0
+    assert page.evaluate(HANDLERS) == 0
+    assert page.evaluate(f"{body}.querySelectorAll('math').length") == 6
+    text = page.evaluate(f"{body}.textContent")
+    assert "<img src=x onerror=window.pwned=1>" in text
+    assert "<script>window.pwned=1</script>" in text
+    assert page.evaluate(f"{body}.querySelectorAll('.code .lang')[2].textContent") == \
+        '"><img'
+    page.evaluate(f"[...{body}.querySelectorAll('*')].forEach(e => "
+                  "e.dispatchEvent(new MouseEvent('mouseover')))")
+    assert page.evaluate("window.pwned === undefined")
