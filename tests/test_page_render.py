@@ -8,6 +8,7 @@ themes, hostile replies stay inert text, and a 2,000-line block renders.
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from chromium import NEEDS_CHROMIUM
 from fake_lmstudio import Script
 
 pytestmark = NEEDS_CHROMIUM
+SHOTS = Path(__file__).resolve().parent / "screenshots"
 LAST = "document.querySelector('#messages .msg.assistant:last-of-type')"
 IDLE = "!document.querySelector('#send').disabled && !document.querySelector('.msg.live')"
 INJECTED = "img, script, svg, iframe, object, embed, style, link, a, video, audio, form"
@@ -128,6 +130,56 @@ STRUCTURES = [
 def test_tex_becomes_mathml_of_the_right_shape(page, tex, tag, children):
     render(page, f"\\({tex}\\)")
     assert shape(page, "math > *") == [[tag, children]]
+
+
+# What models write, taken from the kinds of answers they give (calculus, algebra, stats,
+# physics, CS): every command here is known, so none shows as "\\name" text.
+MODEL_MATH = [
+    r"\frac{d}{dx}\left[ x^n \right] = n x^{n-1}",
+    r"\int_{-\infty}^{\infty} e^{-x^2} \, dx = \sqrt{\pi}",
+    r"\lim_{x \to 0} \frac{\sin x}{x} = 1",
+    r"\sum_{k=0}^{\infty} \frac{x^k}{k!} = e^x",
+    r"\prod_{i=1}^{n} a_i \geq \left( \prod a_i \right)^{1/n}",
+    r"x = \frac{-b \pm \sqrt{b^2 - 4ac}}{2a}",
+    r"\nabla \cdot \vec{E} = \frac{\rho}{\varepsilon_0}",
+    r"\frac{\partial^2 u}{\partial t^2} = c^2 \nabla^2 u",
+    r"P(A \mid B) = \frac{P(B \mid A) \, P(A)}{P(B)}",
+    r"\mathbb{E}[X] = \mu, \quad \operatorname{Var}(X) = \sigma^2",
+    r"\binom{n}{k} = \frac{n!}{k!(n-k)!}",
+    r"\forall \epsilon > 0 \, \exists \delta > 0 : |x - a| < \delta \implies |f(x) - f(a)| < \epsilon",
+    r"A = \begin{bmatrix} a_{11} & a_{12} \\ a_{21} & a_{22} \end{bmatrix}, \det(A) \neq 0",
+    r"\begin{aligned} f(x) &= (x+1)^2 \\[2pt] &= x^2 + 2x + 1 \end{aligned}",
+    r"O(n \log n) \subseteq O(n^2), \quad T(n) = 2T\left(\frac{n}{2}\right) + O(n)",
+    r"\hat{\theta} = \arg\max_{\theta} \mathcal{L}(\theta)",
+    r"\bar{x} = \frac{1}{n}\sum_{i=1}^n x_i, \quad \tilde{y} \approx \dot{y}",
+    r"\mathbf{v} \times \mathbf{w} \perp \mathbf{v}, \quad \|\mathbf{v}\| \ge 0",
+    r"a \equiv b \pmod{n}, \quad \gcd(a, b) = 1",
+    r"f: \mathbb{R}^n \rightarrow \mathbb{R}, \quad x \mapsto \langle x, x \rangle",
+    r"\underbrace{1 + 1 + \cdots + 1}_{n} = n, \quad \overline{z} = a - bi",
+    r"\text{if } x > 0 \text{ then } \boxed{y = \ln x}",
+    r"F = G \frac{m_1 m_2}{r^2}, \quad E = mc^2, \quad 90^\circ",
+    r"\lfloor x \rfloor \leq x < \lceil x \rceil + 1, \quad \emptyset \subset A \cup B",
+    r"{n \choose k} = {a \over b}, \quad \xrightarrow{f} \quad \Rightarrow \Leftrightarrow",
+    r"\text{where $x$ is real}, \quad \displaystyle\sum_{n\geq1} \frac{1}{n^2} = \frac{\pi^2}{6}",
+]
+
+
+@pytest.mark.parametrize("tex", MODEL_MATH)
+def test_math_models_write_has_no_unknown_command(page, tex):
+    body = render(page, f"$${tex}$$")
+    assert page.evaluate(f"{body}.querySelectorAll('math').length") == 1
+    assert page.evaluate(f"[...{body}.querySelectorAll('.tex-unknown')].map(e => e.textContent)") == []
+    assert "\\" not in page.evaluate(f"{body}.textContent")
+
+
+def test_over_and_text_with_math_inside(page):
+    render(page, "$\\text{for $n$ terms}$")
+    assert shape(page, "math > *") == [["mrow", [["mtext", "for "], ["mi", "n"], ["mtext", " terms"]]]]
+    render(page, "${a + 1 \\over b}$")
+    assert shape(page, "mfrac") == [["mfrac", [["mrow", [["mi", "a"], ["mo", "+"], ["mn", "1"]]], ["mi", "b"]]]]
+    render(page, "$$\\begin{matrix} a \\\\ [0, 1] \\end{matrix}$$")
+    assert page.evaluate("document.querySelectorAll('#probe mtr').length") == 2
+    assert "[" in page.evaluate("document.querySelector('#probe mtr:last-child').textContent")
 
 
 def test_operators_relations_and_fences(page):
@@ -295,3 +347,27 @@ def test_hostile_code_and_math_stay_inert_text(page, fake):
     page.evaluate(f"[...{body}.querySelectorAll('*')].forEach(e => "
                   "e.dispatchEvent(new MouseEvent('mouseover')))")
     assert page.evaluate("window.pwned === undefined")
+
+
+SHOWCASE = r"""Inline \(a^2+b^2=c^2\), $\alpha \leq \beta_1$, $\mathbb{R}^n$, $\hat{x} + \vec{v}$ and a price of $5 and $10.
+
+$$\sum_{i=1}^{n} i = \frac{n(n+1)}{2}, \quad \int_0^\infty e^{-x^2}\,dx = \frac{\sqrt{\pi}}{2}$$
+
+\[ A = \begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}, \quad |x| = \begin{cases} x & x \geq 0 \\ -x & \text{otherwise} \end{cases}, \quad \lim_{n\to\infty} \left(1 + \frac{1}{n}\right)^n = e \]
+
+```python
+@cached
+def area(r: float) -> float:
+    # the area of a circle
+    return 3.14159 * r ** 2  # pi r squared
+```
+"""
+
+
+def test_screenshots_of_math_and_code_in_both_themes(page):
+    SHOTS.mkdir(exist_ok=True)
+    render(page, SHOWCASE)
+    for theme in ("light", "dark"):
+        page.evaluate(f"document.documentElement.dataset.theme = '{theme}'")
+        page.screenshot(SHOTS / f"render-{theme}.png")
+    assert (SHOTS / "render-dark.png").stat().st_size > 0

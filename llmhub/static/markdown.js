@@ -133,7 +133,8 @@ function inlineLines(parent, lines) {
 // Math at text[i], or null. \(…\) and \[…\] always are; $$…$$ is display math; a single $
 // follows Pandoc and markdown-it-texmath so that prices stay text: no space after the
 // opening $ and none before the closing one, no digit before the opening or after the
-// closing, all on one line ("it costs $5 and $10" has no math).
+// closing, all on one line ("it costs $5 and $10" has no math); a $ inside {braces}, as in
+// \text{for $n$ terms}, does not close.
 function mathAt(text, i) {
   const next = text[i + 1] || "";
   if (text[i] === "\\") {
@@ -146,9 +147,10 @@ function mathAt(text, i) {
     return end > i + 2 ? { tex: text.slice(i + 2, end), display: true, end: end + 2 } : null;
   }
   if (!next || /\s/.test(next) || /\d/.test(text[i - 1] || "")) return null;
-  for (let j = i + 1; j < text.length && text[j] !== "\n"; j++) {
+  for (let j = i + 1, depth = 0; j < text.length && text[j] !== "\n"; j++) {
     if (text[j] === "\\") { j++; continue; }
-    if (text[j] !== "$" || /\s/.test(text[j - 1])) continue;
+    if (text[j] === "{" || text[j] === "}") depth += text[j] === "{" ? 1 : -1;
+    if (text[j] !== "$" || depth > 0 || /\s/.test(text[j - 1])) continue;
     return /\d/.test(text[j + 1] || "") ? null : { tex: text.slice(i + 1, j), display: false, end: j + 1 };
   }
   return null;

@@ -22,6 +22,8 @@ const row = (nodes) => nodes.length === 1 ? nodes[0] : mml("mrow", nodes);
 const mo = (text, attrs) => mml("mo", text, attrs);
 const fence = (text) => mo(text, { stretchy: "true", fence: "true" });
 const space = (width) => mml("mspace", null, { width });
+// |x| and \|v\|: a bar is a fence, not an infix operator with space on both sides.
+const bar = (text) => mo(text, { lspace: "0", rspace: "0" });
 
 // --- what each command means ---------------------------------------------------------------
 
@@ -66,8 +68,19 @@ const OPERATORS = table([
   ["Vert lVert rVert |", "‖"], ["langle", "⟨"], ["rangle", "⟩"], ["lfloor", "⌊"],
   ["rfloor", "⌋"], ["lceil", "⌈"], ["rceil", "⌉"], ["{ lbrace", "{"], ["} rbrace", "}"],
   ["lbrack", "["], ["rbrack", "]"], ["backslash", "∖"], ["# % & $ _", null],
-  ["bmod mod", "mod"], ["dagger", "†"], ["checkmark", "✓"],
+  ["bmod mod", "mod"], ["dagger", "†"], ["checkmark", "✓"], ["lt", "<"], ["gt", ">"],
+  ["leqq", "≦"], ["geqq", "≧"], ["nleq", "≰"], ["ngeq", "≱"], ["asymp", "≍"], ["doteq", "≐"],
+  ["coloneqq", "≔"], ["triangleq", "≜"], ["models", "⊨"], ["vdash", "⊢"], ["diamond", "⋄"],
+  ["sqcup", "⊔"], ["sqcap", "⊓"], ["uplus", "⊎"], ["sqsubseteq", "⊑"], ["Uparrow", "⇑"],
+  ["Downarrow", "⇓"], ["updownarrow", "↕"], ["nearrow", "↗"], ["searrow", "↘"],
+  ["longmapsto", "⟼"], ["Longrightarrow", "⟹"], ["Longleftarrow", "⟸"],
+  ["Longleftrightarrow", "⟺"], ["longleftrightarrow", "⟷"], ["leftharpoonup", "↼"],
+  ["rightharpoonup", "⇀"], ["complement", "∁"], ["intercal", "⊺"], ["S", "§"], ["P", "¶"],
+  ["pounds", "£"], ["euro", "€"], ["copyright", "©"], ["textdegree", "°"], ["sharp", "♯"],
+  ["flat", "♭"], ["natural", "♮"], ["bigstar", "★"], ["cdotp", "⋅"], ["ldotp", "."],
 ]);
+
+const BARS = new Set(["vert", "lvert", "rvert", "Vert", "lVert", "rVert", "|"]);
 
 // Big operators take their limits above and below in display math (movablelimits).
 const BIG = table([
@@ -101,8 +114,8 @@ const FRACTIONS = new Set(["frac", "dfrac", "tfrac", "cfrac"]);
 const BIG_DELIMITERS = table([["big bigl bigr bigm", "1.2em"], ["Big Bigl Bigr Bigm", "1.8em"],
                               ["bigg biggl biggr biggm", "2.4em"],
                               ["Bigg Biggl Biggr Biggm", "3em"]]);
-const IGNORED = new Set("label nonumber notag limits nolimits displaystyle textstyle " +
-                        "scriptstyle scriptscriptstyle left right middle".split(" "));
+const IGNORED = new Set("nonumber notag limits nolimits hline smash mathstrut strut " +
+                        "displaystyle textstyle scriptstyle scriptscriptstyle".split(" "));
 
 // Mathematical alphanumerics: MathML Core has no mathvariant but "normal", so \mathbf and
 // friends map letters to their Unicode styled forms. [A, a, 0] starts, holes as exceptions.
@@ -135,11 +148,14 @@ const MATRICES = { matrix: ["", ""], smallmatrix: ["", ""], pmatrix: ["(", ")"],
 
 // --- the parser ------------------------------------------------------------------------------
 
+const ROW_GAP = /\[\s*-?[\d.]+\s*[a-z]{2}\s*\]/y;     // \\[2pt]: a gap we do not draw
 const TOKEN = /\\([a-zA-Z]+|[^a-zA-Z])|[\s\S]/uy;
 const OPERATOR_CHARS = "+-=<>()[]|,;:!/*.?'\"@~";
 
 class TexParser {
-  constructor(source) { this.src = source; this.pos = 0; this.depth = 0; }
+  constructor(source, depth = 0) { this.src = source; this.pos = 0; this.depth = depth; }
+
+  sub(source) { return new TexParser(source, this.depth + 1).math(); }
 
   skipSpace() { while (this.pos < this.src.length && /\s/.test(this.src[this.pos])) this.pos++; }
 
@@ -169,9 +185,10 @@ class TexParser {
     return this.src.slice(start);
   }
 
-  optional() {           // [optional argument], raw
+  optional(pattern = /\[/y) {           // [optional argument], raw
     this.skipSpace();
-    if (this.src[this.pos] !== "[") return null;
+    pattern.lastIndex = this.pos;
+    if (!pattern.test(this.src)) return null;
     const end = this.src.indexOf("]", this.pos);
     if (end < 0) return null;
     const text = this.src.slice(this.pos + 1, end);
@@ -191,6 +208,14 @@ class TexParser {
           (kind === "rows" && (token === "&" || token === "\\\\" || token === "\\cr" ||
                                token === "\\end")) ||
           (kind === "left" && (token === "\\right" || token === "\\middle"))) break;
+      if (token === "\\over" || token === "\\choose") {      // {a \over b}: all before / all after
+        this.next();
+        const under = row(this.list(kind).nodes);
+        const frac = mml("mfrac", [row(nodes.length ? nodes : [mml("mrow")]), under]);
+        if (token === "\\choose") frac.setAttribute("linethickness", "0");
+        nodes.splice(0, nodes.length, token === "\\choose" ? mml("mrow", [mo("("), frac, mo(")")]) : frac);
+        break;
+      }
       if (/^\\(display|text|script|scriptscript)style$/.test(token)) {
         this.next();
         const rest = this.list(kind);
@@ -275,12 +300,14 @@ class TexParser {
     if (token === "*") return { node: mo("∗") };
     if (token === "&") return { node: mo("&") };     // a stray & outside a table
     if (token === "}") return { node: mo("}") };     // a stray closer
+    if (token === "|") return { node: bar("|") };
     return { node: mo(token) };
   }
 
   command(name) {
     let char;
     if ((char = GREEK.get(name))) return { node: mml("mi", char) };
+    if (BARS.has(name)) return { node: bar(OPERATORS.get(name)) };
     if (OPERATORS.has(name)) return { node: mo(OPERATORS.get(name) || name) };
     if ((char = BIG.get(name))) return { node: mo(char, { movablelimits: "true", largeop: "true" }), limits: true };
     if ((char = INTEGRALS.get(name))) return { node: mo(char, { largeop: "true" }) };
@@ -298,7 +325,7 @@ class TexParser {
                          { accentunder: "true" }), limits: name === "underbrace" };
     }
     if (ALPHABETS[name]) return { node: this.alphabet(ALPHABETS[name]) };
-    if (TEXT.has(name)) return { node: mml("mtext", this.raw().replace(/\\([{}$%&#_ ])/g, "$1")) };
+    if (TEXT.has(name)) return { node: this.text(this.raw()) };
     return this.structure(name);
   }
 
@@ -308,7 +335,7 @@ class TexParser {
         const index = this.optional();
         const radicand = this.argument();
         return { node: index === null ? mml("msqrt", [radicand])
-                                      : mml("mroot", [radicand, new TexParser(index).math()]) };
+                                      : mml("mroot", [radicand, this.sub(index)]) };
       }
       case "binom": case "dbinom": case "tbinom":
         return { node: mml("mrow", [mo("("), mml("mfrac", [this.argument(), this.argument()],
@@ -343,7 +370,18 @@ class TexParser {
       case "phantom": return { node: mml("mphantom", [this.argument()]) };
       case "color": this.raw(); return null;                   // colour is dropped, text kept
       case "textcolor": case "colorbox": this.raw(); return { node: this.argument() };
-      case "label": this.raw(); return null;
+      case "label": case "vspace": this.raw(); return null;
+      case "hspace": case "kern": case "mspace": case "hskip": this.raw(); return { node: space("0.5em") };
+      case "mathop": case "mathbin": case "mathrel": case "mathord": case "mathpunct":
+        return { node: this.argument() };
+      case "xrightarrow": case "xleftarrow": case "xRightarrow": {
+        const under = this.optional();
+        const arrow = mo({ xrightarrow: "→", xleftarrow: "←", xRightarrow: "⇒" }[name],
+                         { stretchy: "true" });
+        const over = this.argument();
+        return { node: under === null ? mml("mover", [arrow, over])
+                                      : mml("munderover", [arrow, this.sub(under), over]) };
+      }
       case "tag": return { node: mml("mrow", [space("2em"), mml("mtext", `(${this.raw()})`)]) };
       case "pmod": return { node: mml("mrow", [mo("("), mo("mod"), this.argument(), mo(")")]) };
       case "not": {
@@ -366,6 +404,14 @@ class TexParser {
     }
     if (IGNORED.has(name)) return null;
     return { node: mml("mtext", "\\" + name, { class: "tex-unknown" }) };
+  }
+
+  // \text{…}: words, with any $…$ inside it typeset again as math.
+  text(raw) {
+    const parts = raw.split(/\$([^$]*)\$/);
+    const nodes = parts.map((part, n) => n % 2 ? this.sub(part)
+      : part && mml("mtext", part.replace(/\\([{}$%&#_ ])/g, "$1")));
+    return row(nodes.filter(Boolean).length ? nodes.filter(Boolean) : [mml("mtext")]);
   }
 
   alphabet(letters) {
@@ -419,7 +465,7 @@ class TexParser {
       if (token === "&") continue;
       rows.push(cells);
       cells = [];
-      if (token === "\\\\" || token === "\\cr") { this.optional(); continue; }
+      if (token === "\\\\" || token === "\\cr") { this.optional(ROW_GAP); continue; }
       if (token !== "\\end") break;
       this.raw();
       if (!top) break;                    // a stray \end at the top ends a row, loses nothing
