@@ -36,7 +36,12 @@ function inline(parent, text) {
     const c = text[i];
     if (c === "\n") { flush(); el("br", parent); i++; continue; }
     const math = (c === "$" || c === "\\") && mathAt(text, i);
-    if (math) { flush(); typeset(parent, math.tex, math.display, text.slice(i, math.end)); i = math.end; continue; }
+    if (math) {
+      flush();
+      typeset(parent, math.tex, math.display, text.slice(i, math.end));
+      i = math.end;
+      continue;
+    }
     if (c === "\\" && ESCAPABLE.test(text[i + 1] || "")) { buffer += text[i + 1]; i += 2; continue; }
     if (c === "`") {
       const run = text.slice(i).match(/^`+/)[0];
