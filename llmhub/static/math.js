@@ -202,7 +202,7 @@ const renderMath = (() => {
     // A list of atoms up to a closer; "rows" lists (the top, environments) stop at & and \\.
     list(kind) {
       this.enter();
-      const nodes = [];
+      let nodes = [];
       for (;;) {
         const token = this.peek();
         if (token === null || (token === "}" && kind === "group") ||
@@ -211,32 +211,33 @@ const renderMath = (() => {
             (kind === "left" && (token === "\\right" || token === "\\middle"))) break;
         if (token === "\\over" || token === "\\choose") {      // {a \over b}: all before / all after
           this.next();
-          const under = row(this.list(kind).nodes);
-          const frac = mml("mfrac", [row(nodes.length ? nodes : [mml("mrow")]), under]);
-          if (token === "\\choose") frac.setAttribute("linethickness", "0");
-          nodes.splice(0, nodes.length, token === "\\choose" ? mml("mrow", [mo("("), frac, mo(")")]) : frac);
+          const frac = mml("mfrac", [row(nodes.length ? nodes : [mml("mrow")]), row(this.list(kind))]);
+          if (token === "\\over") { nodes = [frac]; break; }
+          frac.setAttribute("linethickness", "0");
+          nodes = [mo("("), frac, mo(")")];
           break;
         }
         if (/^\\(display|text|script|scriptscript)style$/.test(token)) {
           this.next();
-          const rest = this.list(kind);
-          nodes.push(mml("mrow", rest.nodes, { displaystyle: String(token === "\\displaystyle") }));
+          nodes.push(mml("mrow", this.list(kind), { displaystyle: String(token === "\\displaystyle") }));
           break;
         }
         const atom = this.atom();
         if (atom) nodes.push(...atom);
       }
       this.depth--;
-      return { nodes };
+      return nodes;
     }
 
-    // One atom with its scripts, as a list (a function adds the space after it).
+    // One atom with its scripts, as a list: a function (\sin x) keeps a thin space after it,
+    // unless its argument comes in brackets (\sin(x)).
     atom() {
       const base = this.base();
       if (!base) return null;
       const node = this.scripts(base);
       const next = base.fn && this.peek();
-      return next && !/^(\(|\[|\\left|\\big.*|\\Big.*)$/.test(next) ? [node, space("0.1667em")] : [node];
+      const spaced = next && !/^(\(|\[|\\left|\\[bB]ig.*)$/.test(next);
+      return spaced ? [node, space("0.1667em")] : [node];
     }
 
     scripts(base) {
@@ -279,7 +280,7 @@ const renderMath = (() => {
 
     group() {
       this.next();                                   // {
-      const { nodes } = this.list("group");
+      const nodes = this.list("group");
       if (this.peek() === "}") this.next();
       return mml("mrow", nodes);
     }
@@ -400,10 +401,7 @@ const renderMath = (() => {
         }
         case "begin": return { node: this.environment(this.raw()) };
         case "end": this.raw(); return null;                     // a stray \end
-        case "substack": {
-          const inner = new TexParser(this.raw());
-          return { node: inner.rows("matrix") };
-        }
+        case "substack": return { node: new TexParser(this.raw(), this.depth + 1).rows("matrix") };
       }
       if (BIG_DELIMITERS.has(name)) {
         const node = this.delimiter();
@@ -444,8 +442,7 @@ const renderMath = (() => {
     leftRight() {
       const parts = [this.delimiter()];
       for (;;) {
-        const { nodes } = this.list("left");
-        parts.push(...nodes);
+        parts.push(...this.list("left"));
         const token = this.next();
         if (token === "\\middle") { parts.push(this.delimiter()); continue; }
         if (token === "\\right") parts.push(this.delimiter());
@@ -468,8 +465,7 @@ const renderMath = (() => {
       const rows = [];
       let cells = [];
       for (;;) {
-        const { nodes } = this.list("rows");
-        cells.push(nodes);
+        cells.push(this.list("rows"));
         const token = this.next();
         if (token === "&") continue;
         rows.push(cells);
@@ -492,7 +488,7 @@ const renderMath = (() => {
     // The whole source: one row of atoms, or a table when it holds \\ or & at the top.
     math() {
       const start = this.pos;
-      const { nodes } = this.list("rows");
+      const nodes = this.list("rows");
       if (this.peek() === null) return row(nodes.length ? nodes : [mml("mrow")]);
       this.pos = start;
       return this.rows("aligned", true);
