@@ -341,6 +341,8 @@ def test_hostile_code_and_math_stay_inert_text(page, fake):
     assert page.evaluate(f"{body}.querySelectorAll('{INJECTED}').length") == 0
     assert page.evaluate(HANDLERS) == 0
     assert page.evaluate(f"{body}.querySelectorAll('math').length") == 6
+    assert page.evaluate(f"[...{body}.querySelectorAll('math, math *')].flatMap(e => "
+                         "[...e.attributes].map(a => a.value)).filter(v => /[<>=]/.test(v))") == []
     text = page.evaluate(f"{body}.textContent")
     assert "<img src=x onerror=window.pwned=1>" in text
     assert "<script>window.pwned=1</script>" in text

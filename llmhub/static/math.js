@@ -150,6 +150,7 @@ const renderMath = (() => {
 
   // --- the parser ------------------------------------------------------------------------------
 
+  const KNOWN_TABLES = /^(p|b|B|v|V|small)?matrix$|^d?cases$|^rcases$|^(aligned|array|gathered|split)$/;
   const ROW_GAP = /\[\s*-?[\d.]+\s*[a-z]{2}\s*\]/y;     // \\[2pt]: a gap we do not draw
   const TOKEN = /\\([a-zA-Z]+|[^a-zA-Z])|[\s\S]/uy;
 
@@ -482,7 +483,7 @@ const renderMath = (() => {
       return mml("mtable", rows.map((cells) => mml("mtr", cells.map((cell, n) =>
         mml("mtd", [row(cell.length ? cell : [mml("mrow")])],
             align ? { class: "tex-" + align[n % 2] } : null)))),
-        { class: "tex-" + (kind || "gathered") });
+        { class: "tex-" + (KNOWN_TABLES.test(kind) ? kind : "table") });
     }
 
     // The whole source: one row of atoms, or a table when it holds \\ or & at the top.
