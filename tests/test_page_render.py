@@ -177,7 +177,7 @@ def test_math_models_write_has_no_unknown_command(page):
 
 def test_over_and_text_with_math_inside(page):
     render(page, "$\\text{for $n$ terms}$")
-    assert shape(page, "math > *") == [["mrow", [["mtext", "for "], ["mi", "n"], ["mtext", " terms"]]]]
+    assert shape(page, "math > *") == [["mrow", [["mtext", "for\u00a0"], ["mi", "n"], ["mtext", "\u00a0terms"]]]]
     render(page, "${a + 1 \\over b}$")
     assert shape(page, "mfrac") == [["mfrac", [["mrow", [["mi", "a"], ["mo", "+"], ["mn", "1"]]], ["mi", "b"]]]]
     render(page, "$$\\begin{matrix} a \\\\ [0, 1] \\end{matrix}$$")

@@ -387,14 +387,16 @@ const renderMath = (() => {
           return { node: this.argument() };
         case "xrightarrow": case "xleftarrow": case "xRightarrow": {
           const under = this.optional();
-          const arrow = mo({ xrightarrow: "→", xleftarrow: "←", xRightarrow: "⇒" }[name],
-                           { stretchy: "true" });
+          // not stretchy: without a math font a stretched arrow may draw nothing at all
+          const arrow = mo({ xrightarrow: "⟶", xleftarrow: "⟵", xRightarrow: "⟹" }[name]);
           const over = this.argument();
           return { node: under === null ? mml("mover", [arrow, over])
                                         : mml("munderover", [arrow, this.sub(under), over]) };
         }
         case "tag": return { node: mml("mrow", [space("2em"), mml("mtext", `(${this.raw()})`)]) };
-        case "pmod": return { node: mml("mrow", [mo("("), mo("mod"), this.argument(), mo(")")]) };
+        case "pmod":
+          return { node: mml("mrow", [space("0.5em"), mo("("), mml("mi", "mod"), space("0.3333em"),
+                                      this.argument(), mo(")")]) };
         case "not": {
           const base = this.base();
           if (base && base.node.localName === "mo") base.node.textContent += "\u0338";
@@ -414,12 +416,14 @@ const renderMath = (() => {
       return { node: mml("mtext", "\\" + name, { class: "tex-unknown" }) };
     }
 
-    // \text{…}: words, with any $…$ inside it typeset again as math.
+    // \text{…}: words, with any $…$ inside it typeset again as math. Spaces at either end
+    // are kept (as no-break spaces): "\text{if } x" is not "ifx".
     text(raw) {
-      const parts = raw.split(/\$([^$]*)\$/);
-      const nodes = parts.map((part, n) => n % 2 ? this.sub(part)
-        : part && mml("mtext", part.replace(/\\([{}$%&#_ ])/g, "$1")));
-      return row(nodes.filter(Boolean).length ? nodes.filter(Boolean) : [mml("mtext")]);
+      const words = (part) => mml("mtext", part.replace(/\\([{}$%&#_ ])/g, "$1")
+                                             .replace(/^ +| +$/g, (s) => "\u00a0".repeat(s.length)));
+      const nodes = raw.split(/\$([^$]*)\$/).map((part, n) => n % 2 ? this.sub(part) : part && words(part))
+                       .filter(Boolean);
+      return row(nodes.length ? nodes : [mml("mtext")]);
     }
 
     alphabet(letters) {
