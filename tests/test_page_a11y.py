@@ -41,7 +41,8 @@ def chat(make_hub, fake):
     conversation = call(hub.url, "POST", "/v1/conversations", {})[2]["id"]
     status, _, _ = call(hub.url, "POST", "/v1/responses", {
         "model": "m", "conversation": conversation,
-        "input": [{"type": "message", "role": "user", "content": "Show me Markdown"}]})
+        "input": [{"type": "message", "role": "user",
+                   "content": "Show me Markdown\n\n````notes.txt\nfirst line\nsecond\n````"}]})
     assert status == 200
     return hub, conversation
 

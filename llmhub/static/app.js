@@ -327,7 +327,7 @@ function messageBox(message, index) {
   const meta = message.metadata || {};
   box.dataset.index = index;
   if (message.role === "user") {
-    $(".body", box).textContent = text;
+    showUserText($(".body", box), text);                    // attachments.js
     for (const url of imagesOf(message.content)) image(box, url);
   } else {
     const { reasoning, answer } = splitThinking(text);
@@ -495,15 +495,6 @@ function busy() { return state.live.has(state.threadId); }
 function updateComposer() {
   $("#stop").disabled = !busy();
   $("#send").disabled = busy();
-}
-
-function content(text, attachments) {
-  const files = attachments.filter((a) => a.kind === "text")
-    .map((a) => `\n\n\`\`\`\`${a.name}\n${a.text}\n\`\`\`\``).join("");
-  const images = attachments.filter((a) => a.kind === "image");
-  if (!images.length) return text + files;
-  return [{ type: "input_text", text: text + files },
-          ...images.map((a) => ({ type: "input_image", image_url: a.dataUrl }))];
 }
 
 async function send(text, attachments = state.attachments, { name = true } = {}) {
@@ -680,44 +671,8 @@ async function stop() {
   $("#input").focus();
 }
 
-// --- attachments -------------------------------------------------------------------------
-
-const MAX_IMAGE = 10 * 1024 * 1024, MAX_TEXT = 512 * 1024;
-
-function addFiles(files) {
-  clearProblem("attach");                 // a refusal stays until the next files come
-  for (const file of files) {
-    if (/^image\/(png|jpeg|gif|webp)$/.test(file.type)) {
-      if (file.size > MAX_IMAGE) { refuseFile(file, "is over 10 MB"); continue; }
-      const reader = new FileReader();
-      reader.onload = () => { state.attachments.push({ kind: "image", name: file.name, dataUrl: reader.result }); drawAttachments(); };
-      reader.readAsDataURL(file);
-    } else if (file.type.startsWith("text/") || /\.(txt|md|py|js|ts|json|csv|ya?ml|toml|ini|html|css|c|h|cpp|rs|go|java|sh|sql|log)$/i.test(file.name)) {
-      if (file.size > MAX_TEXT) { refuseFile(file, "is over 512 KB"); continue; }
-      file.text().then((text) => { state.attachments.push({ kind: "text", name: file.name, text }); drawAttachments(); });
-    } else {
-      refuseFile(file, "is neither an image (PNG, JPEG, GIF, WebP) nor a text file");
-    }
-  }
-}
-
-function refuseFile(file, why) {
-  setProblem("attach", new ApiError(`${file.name} ${why}`, 0, ""));
-}
-
-function drawAttachments() {
-  $("#attachments").replaceChildren(...state.attachments.map((a, i) => {
-    const chip = document.createElement("span");
-    chip.className = "chip";
-    chip.textContent = (a.kind === "image" ? "image: " : "file: ") + a.name;
-    const remove = button("×", "remove", "Remove " + a.name);
-    remove.addEventListener("click", () => { state.attachments.splice(i, 1); drawAttachments(); });
-    chip.append(remove);
-    return chip;
-  }));
-}
-
-function clearAttachments() { state.attachments = []; drawAttachments(); }
+// --- attachments: attachments.js (addFiles, drawAttachments, clearAttachments, content,
+// showUserText) -------------------------------------------------------------------------
 
 // --- export and import -------------------------------------------------------------------
 
