@@ -250,7 +250,7 @@ async function openThread(threadId, push = true) {
   try {
     const id = encodeURIComponent(threadId);
     const [thread, messages] = await Promise.all([api("GET", `/v1/threads/${id}`),
-                                                  api("GET", `/v1/threads/${id}/messages`)]);
+                                                  newestMessages(threadId)]);   // paging.js
     if (state.threadId !== threadId) return;          // another was opened meanwhile
     state.thread = thread;
     state.messages = messages.filter((m) => m.role === "user" || m.role === "assistant");
@@ -286,6 +286,8 @@ function drawMessages(refresh = false) {
   const box = $("#messages");
   const top = box.scrollTop;
   box.replaceChildren(...state.messages.map((message, index) => messageBox(message, index)));
+  const older = olderButton();                              // paging.js: a long chat's start
+  if (older) box.prepend(older);
   const live = state.live.get(state.threadId);
   if (live) box.append(liveBox(live));
   $("#chat-actions").hidden = !state.threadId;
@@ -473,9 +475,10 @@ async function fork(index, text, images) {
   if (!text.trim() || busy()) return;
   const parent = state.thread;
   try {
+    index += await loadEveryOlder();        // paging.js: the whole chat, before it branches
     const kept = state.messages.slice(0, index).map((m) => ({ role: m.role, content: m.content }));
-    const branch = await api("POST", "/v1/threads", { messages: kept, metadata: {
-      branch_of: parent.id, branch_at: String(index) } });
+    const branch = await postThread(kept, { branch_of: parent.id,      // paging.js
+                                            branch_at: String(index) });
     const branches = [...branchesOf(parent), { id: branch.id, at: index }];
     await api("POST", `/v1/threads/${encodeURIComponent(parent.id)}`,
               { metadata: { branches: JSON.stringify(branches) } });

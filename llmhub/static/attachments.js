@@ -5,8 +5,9 @@
 // On the wire a text file (or a PDF's text) rides in the message text as a fenced block
 // named for the file (````name … ````), which every model reads; an image is an input_image
 // part. showUserText finds those blocks again in a stored message.
-// Loaded after app.js, whose globals it uses ($, state, button, setProblem, clearProblem,
-// ApiError); app.js calls addFiles, drawAttachments, clearAttachments, content, showUserText.
+// Loaded before app.js; its functions use app.js's globals ($, state, button, setProblem,
+// clearProblem, ApiError); app.js calls addFiles, drawAttachments, clearAttachments, content
+// and showUserText.
 // Top-level names here are function declarations or ATTACH_*: app.js shares the scope.
 "use strict";
 
