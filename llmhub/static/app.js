@@ -713,26 +713,7 @@ function download(text, type, extension) {
   return link;
 }
 
-async function importChat(text) {
-  try {
-    const data = JSON.parse(text);
-    if (!data || !Array.isArray(data.messages) ||
-        !data.messages.every((m) => m && typeof m.role === "string" && m.content !== undefined)) {
-      throw new ApiError("this is not a chat exported by llmhub (no messages list)", 0, "Import");
-    }
-    const thread = await api("POST", "/v1/threads", {
-      messages: data.messages.map((m) => ({ role: m.role, content: m.content })),
-      metadata: { imported: "true" } });
-    const title = data.thread && data.thread.title;
-    if (title) await api("POST", `/v1/threads/${encodeURIComponent(thread.id)}/title`, { title });
-    clearProblem("import");
-    await loadThreads();
-    await openThread(thread.id);
-  } catch (error) {
-    setProblem("import", error instanceof SyntaxError
-      ? new ApiError("the file is not JSON", 0, "Import") : error);
-  }
-}
+// importChat: transfer.js (llmhub's, Open WebUI's and llama.cpp's exports)
 
 // --- copying -----------------------------------------------------------------------------
 
