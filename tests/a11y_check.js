@@ -56,7 +56,8 @@
   for (const el of document.querySelectorAll("[id]")) ids.set(el.id, (ids.get(el.id) || 0) + 1);
   for (const [id, count] of ids) if (count > 1) report("duplicate-id", document.getElementById(id));
 
-  const named = "button, a[href], input:not([type=hidden]), select, textarea, img, svg[role=img], " +
+  const named = "button, a[href], input:not([type=hidden]), select, textarea, img, " +
+    "svg[role=img], " +
     "[role=button], [role=link], [role=checkbox], [role=img], [role=dialog], nav, [role=region]";
   for (const el of document.querySelectorAll(named)) {
     if (el.type === "file" && !visible(el)) continue;          // opened by its button
@@ -74,7 +75,8 @@
     const m = c.match(/rgba?\(([\d.]+),\s*([\d.]+),\s*([\d.]+)(?:,\s*([\d.]+))?\)/);
     return m ? [+m[1], +m[2], +m[3], m[4] === undefined ? 1 : +m[4]] : null;
   };
-  const over = (top, bottom) => top.slice(0, 3).map((v, i) => v * top[3] + bottom[i] * (1 - top[3]));
+  const over = (top, bottom) =>
+    top.slice(0, 3).map((v, i) => v * top[3] + bottom[i] * (1 - top[3]));
   function background(el) {
     const layers = [];
     for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
@@ -93,7 +95,10 @@
     return result;
   }
   const luminance = (rgb) => {
-    const [r, g, b] = rgb.map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    const [r, g, b] = rgb.map((v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
     return 0.2126 * r + 0.7152 * g + 0.0722 * b;
   };
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);

@@ -13,7 +13,8 @@
 
 const ATTACH_IMAGE_MAX = 10 * 1024 * 1024, ATTACH_TEXT_MAX = 512 * 1024;
 const ATTACH_PDF_MAX = 20 * 1024 * 1024;
-const ATTACH_TEXT_NAMES = /\.(txt|md|py|js|ts|json|csv|ya?ml|toml|ini|html|css|c|h|cpp|rs|go|java|sh|sql|log)$/i;
+const ATTACH_TEXT_NAMES =
+  /\.(txt|md|py|js|ts|json|csv|ya?ml|toml|ini|html|css|c|h|cpp|rs|go|java|sh|sql|log)$/i;
 const ATTACH_FENCE = /\n\n````([^\n`]*)\n([\s\S]*?)\n````(?=\n\n````|$)/g;
 
 function takesImages(model) {
@@ -233,7 +234,8 @@ function* pdfTokens(ops) {
     }
     if (c === "[") { array = []; i++; continue; }
     if (c === "]") { const value = array || []; array = null; i++; yield value; continue; }
-    const word = /^(\/[^\s\/\[\]()<>{}%]*|[-+]?\d*\.?\d+|[^\s\/\[\]()<>{}%]+)/.exec(ops.slice(i, i + 200));
+    const word = /^(\/[^\s\/\[\]()<>{}%]*|[-+]?\d*\.?\d+|[^\s\/\[\]()<>{}%]+)/
+      .exec(ops.slice(i, i + 200));
     if (!word) { i++; continue; }
     i += word[0].length;
     const value = /^[-+]?\d*\.?\d+$/.test(word[0]) ? Number(word[0]) : word[0];

@@ -18,7 +18,8 @@ async function messagePage(threadId, after) {
   const response = await request("GET", path);
   const data = await response.json().catch(() => null);
   if (!response.ok) {
-    throw new ApiError(errorText(data, response.status), response.status, "GET " + path.split("?")[0]);
+    throw new ApiError(errorText(data, response.status), response.status,
+                       "GET " + path.split("?")[0]);
   }
   const more = response.headers.get("X-Has-More") === "true";
   return { messages: data.reverse(), cursor: more ? response.headers.get("X-Next-After") : null };

@@ -74,8 +74,10 @@ function llmhubChat(item) {
 function branchPath(byId, last, parentOf) {
   // the messages from the root to `last`, following each one's parent
   const path = [];
-  for (let node = byId.get(last); node && path.length <= byId.size; node = byId.get(parentOf(node))) {
+  let node = byId.get(last);
+  while (node && path.length <= byId.size) {    // a loop in a broken file ends too
     path.unshift(node);
+    node = byId.get(parentOf(node));
   }
   return path;
 }
