@@ -103,3 +103,30 @@ def test_the_checker_finds_what_it_looks_for(browser, hub):
     rules = {v["rule"] for v in violations(page)}
     assert {"name", "image-alt", "aria-roles", "color-contrast", "table-headers",
             "duplicate-id"} <= rules, rules
+
+
+def test_on_a_phone_settings_are_44_px_and_the_drawer_has_a_backdrop_that_closes_it(
+        browser, hub):
+    page = browser.open(hub.url + "/")
+    look(page, "phone", "light")
+    page.goto(hub.url + "/")
+    page.wait_for("document.querySelectorAll('#model option').length > 0")
+    page.click("#open-settings")
+    page.wait_for("!document.querySelector('#settings').hidden")
+    fields = "#settings input, #settings select, #settings textarea, #settings label.check"
+    heights = page.evaluate(f"""[...document.querySelectorAll('{fields}, #to-runs')]
+      .filter(e => e.type !== 'checkbox')
+      .map(e => [e.id || e.className, e.getBoundingClientRect().height])""")
+    assert all(height >= 44 for _, height in heights), heights
+    box = page.evaluate("document.querySelector('#stream-responses').getBoundingClientRect()"
+                        ".height")
+    assert box >= 24                                      # in a 44 px row
+    page.click("#open-settings")
+    page.click("#toggle-threads")
+    page.wait_for("getComputedStyle(document.querySelector('#drawer-backdrop')).display "
+                  "=== 'block'")
+    assert page.evaluate("getComputedStyle(document.querySelector('#drawer-backdrop'))"
+                         ".backgroundColor") == "rgba(0, 0, 0, 0.45)"
+    page.click("#drawer-backdrop")
+    page.wait_for("!document.body.classList.contains('show-threads')")
+    page.send("Emulation.clearDeviceMetricsOverride")
