@@ -200,6 +200,7 @@ function drawChart(points, group) {
   const most = Math.max(1, ...points.map((p) => p.tokens));
   const mostRequests = Math.max(1, ...points.map((p) => p.requests));
   const slot = plot.w / points.length;
+  const every = Math.ceil(points.length / Math.max(2, Math.floor(plot.w / 56)));   // labels
   const label = (time) => group === "hour" ? new Date(time).getHours() + ":00"
     : new Date(time).toLocaleDateString(undefined, { month: "short", day: "numeric",
                                                      timeZone: "UTC" });   // a UTC day
@@ -217,7 +218,7 @@ function drawChart(points, group) {
     const y = 8 + plot.h - plot.h * p.requests / mostRequests;
     line.push(`${x + slot / 2},${y}`);
     if (p.requests) nodes.push(svg("circle", { class: "dot", cx: x + slot / 2, cy: y, r: 2.5 }));
-    if (i % Math.ceil(points.length / 8) === 0) {
+    if (i % every === 0) {
       nodes.push(svg("text", { x: x + slot / 2, y: height - 4, "text-anchor": "middle" },
                      label(p.time)));
     }
