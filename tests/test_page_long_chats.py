@@ -69,6 +69,8 @@ def test_a_long_chat_opens_at_its_end_and_loads_older_messages_upwards(browser, 
     page.click("#messages button.older")
     page.wait_for(f"{COUNT} === 1200 && !document.querySelector('#messages button.older')")
     assert page.evaluate("document.querySelector('#messages .msg .body').textContent") == "m0"
+    page.evaluate(f"openThread('{thread}', false)")     # opened again (a reply ended): kept
+    assert page.evaluate(COUNT) == 1200
 
     # a regenerate in a chat opened at its end branches with its whole history
     page.goto(f"{hub.url}/c/{thread}")

@@ -26,8 +26,13 @@ async function messagePage(threadId, after) {
 }
 
 async function newestMessages(threadId) {
+  // the chat's newest page; a chat opened again (a reply ended, a retry) keeps the older
+  // pages the reader had loaded above it, so the view does not jump
   const { messages, cursor } = await messagePage(threadId, null);
-  state.older = cursor ? { threadId, cursor, loading: null } : null;
+  const shownBefore = state.older && state.older.threadId === threadId ? state.messages : [];
+  const at = messages.length ? shownBefore.findIndex((m) => m.id === messages[0].id) : -1;
+  if (cursor && at > 0) return shownBefore.slice(0, at).concat(messages);   // older kept
+  state.older = { threadId, cursor, loading: null };       // cursor null: the chat's start
   return messages;
 }
 
@@ -39,7 +44,7 @@ function loadOlder() {
   // the page before the oldest shown, drawn above it with the reader's view kept in place;
   // one load at a time; resolves to how many messages came
   const older = state.older;
-  if (!older || older.threadId !== state.threadId) return Promise.resolve(0);
+  if (!older || older.threadId !== state.threadId || !older.cursor) return Promise.resolve(0);
   if (older.loading) return older.loading;
   older.loading = (async () => {
     try {
@@ -49,7 +54,7 @@ function loadOlder() {
       const height = box.scrollHeight, top = box.scrollTop;
       const added = pagingShown(messages);
       state.messages = added.concat(state.messages);
-      state.older = cursor ? { threadId: older.threadId, cursor, loading: null } : null;
+      state.older = { threadId: older.threadId, cursor, loading: null };
       drawMessages(true);
       box.scrollTop = top + box.scrollHeight - height;
       clearProblem("older");
@@ -67,7 +72,9 @@ async function loadEveryOlder() {
   // the whole chat, before anything counts by a message's place in it; returns how many
   // messages were put before the ones shown
   let added = 0;
-  while (state.older && state.older.threadId === state.threadId) added += await loadOlder();
+  while (state.older && state.older.threadId === state.threadId && state.older.cursor) {
+    added += await loadOlder();
+  }
   return added;
 }
 
@@ -86,14 +93,14 @@ async function postThread(messages, metadata) {
 }
 
 function olderButton() {
-  if (!state.older || state.older.threadId !== state.threadId) return null;
+  if (!state.older || state.older.threadId !== state.threadId || !state.older.cursor) return null;
   const more = button("Load older messages", "older");
   more.addEventListener("click", () => loadOlder().catch(() => {}));
   return more;
 }
 
 document.getElementById("messages").addEventListener("scroll", (event) => {
-  if (event.target.scrollTop < 400 && state.older) loadOlder().catch(() => {});
+  if (event.target.scrollTop < 400) loadOlder().catch(() => {});
 });
 
 // The phone drawer's backdrop: a tap on it closes the drawer (app.js closeDrawer).
