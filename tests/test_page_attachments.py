@@ -4,10 +4,12 @@ a PDF's text is read in the browser (plain and FlateDecode streams) or the PDF i
 with the reason; an image's chip is a thumbnail; the page knows which models see images."""
 
 import zlib
+from pathlib import Path
 
 from chromium import NEEDS_CHROMIUM
 
 pytestmark = NEEDS_CHROMIUM
+SHOTS = Path(__file__).resolve().parent / "screenshots"
 IDLE = "!document.querySelector('#send').disabled && !document.querySelector('.msg.live')"
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                     "1f15c4890000000d49444154789c6360f8cf00000301010018dd8db00000"
@@ -131,5 +133,11 @@ def test_an_images_chip_is_a_thumbnail_and_the_page_knows_who_sees_images(browse
     assert page.evaluate("document.querySelector('#attachments .chip img.thumb')"
                          ".naturalWidth") == 1
     assert chips(page) == [f"dot.png | {len(PNG)} B"]
+    (tmp_path / "notes.md").write_text("# Notes\nsecond line\n", encoding="utf-8")
+    attach(page, tmp_path / "notes.md")
+    page.wait_for("document.querySelectorAll('#attachments .chip').length === 2")
+    assert chips(page)[1] == "notes.md | 2 lines"       # a last newline ends a line
+    SHOTS.mkdir(exist_ok=True)                  # the composer's chips, for a person to see
+    page.screenshot(SHOTS / "attachments-composer.png")
     assert page.evaluate("state.models.filter(takesImages).map(m => m.id)") == [
         "qwen3-vl-4b-instruct"]

@@ -97,7 +97,7 @@ function drawAttachments() {
 
 function clearAttachments() { state.attachments = []; drawAttachments(); }
 
-function lineCount(text) { return text ? text.split("\n").length : 0; }
+function lineCount(text) { return text ? text.replace(/\n$/, "").split("\n").length : 0; }
 
 function content(text, attachments) {
   // what a user turn sends: its text, each text file as a fenced block named for the file
