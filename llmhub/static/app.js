@@ -250,7 +250,7 @@ async function openThread(threadId, push = true) {
   try {
     const id = encodeURIComponent(threadId);
     const [thread, messages] = await Promise.all([api("GET", `/v1/threads/${id}`),
-                                                  api("GET", `/v1/threads/${id}/messages`)]);
+                                                  newestMessages(threadId)]);   // paging.js
     if (state.threadId !== threadId) return;          // another was opened meanwhile
     state.thread = thread;
     state.messages = messages.filter((m) => m.role === "user" || m.role === "assistant");
@@ -286,6 +286,8 @@ function drawMessages(refresh = false) {
   const box = $("#messages");
   const top = box.scrollTop;
   box.replaceChildren(...state.messages.map((message, index) => messageBox(message, index)));
+  const older = olderButton();                              // paging.js: a long chat's start
+  if (older) box.prepend(older);
   const live = state.live.get(state.threadId);
   if (live) box.append(liveBox(live));
   $("#chat-actions").hidden = !state.threadId;
@@ -327,7 +329,7 @@ function messageBox(message, index) {
   const meta = message.metadata || {};
   box.dataset.index = index;
   if (message.role === "user") {
-    $(".body", box).textContent = text;
+    showUserText($(".body", box), text);                    // attachments.js
     for (const url of imagesOf(message.content)) image(box, url);
   } else {
     const { reasoning, answer } = splitThinking(text);
@@ -473,9 +475,10 @@ async function fork(index, text, images) {
   if (!text.trim() || busy()) return;
   const parent = state.thread;
   try {
+    index += await loadEveryOlder();        // paging.js: the whole chat, before it branches
     const kept = state.messages.slice(0, index).map((m) => ({ role: m.role, content: m.content }));
-    const branch = await api("POST", "/v1/threads", { messages: kept, metadata: {
-      branch_of: parent.id, branch_at: String(index) } });
+    const branch = await postThread(kept, { branch_of: parent.id,      // paging.js
+                                            branch_at: String(index) });
     const branches = [...branchesOf(parent), { id: branch.id, at: index }];
     await api("POST", `/v1/threads/${encodeURIComponent(parent.id)}`,
               { metadata: { branches: JSON.stringify(branches) } });
@@ -495,15 +498,6 @@ function busy() { return state.live.has(state.threadId); }
 function updateComposer() {
   $("#stop").disabled = !busy();
   $("#send").disabled = busy();
-}
-
-function content(text, attachments) {
-  const files = attachments.filter((a) => a.kind === "text")
-    .map((a) => `\n\n\`\`\`\`${a.name}\n${a.text}\n\`\`\`\``).join("");
-  const images = attachments.filter((a) => a.kind === "image");
-  if (!images.length) return text + files;
-  return [{ type: "input_text", text: text + files },
-          ...images.map((a) => ({ type: "input_image", image_url: a.dataUrl }))];
 }
 
 async function send(text, attachments = state.attachments, { name = true } = {}) {
@@ -680,44 +674,8 @@ async function stop() {
   $("#input").focus();
 }
 
-// --- attachments -------------------------------------------------------------------------
-
-const MAX_IMAGE = 10 * 1024 * 1024, MAX_TEXT = 512 * 1024;
-
-function addFiles(files) {
-  clearProblem("attach");                 // a refusal stays until the next files come
-  for (const file of files) {
-    if (/^image\/(png|jpeg|gif|webp)$/.test(file.type)) {
-      if (file.size > MAX_IMAGE) { refuseFile(file, "is over 10 MB"); continue; }
-      const reader = new FileReader();
-      reader.onload = () => { state.attachments.push({ kind: "image", name: file.name, dataUrl: reader.result }); drawAttachments(); };
-      reader.readAsDataURL(file);
-    } else if (file.type.startsWith("text/") || /\.(txt|md|py|js|ts|json|csv|ya?ml|toml|ini|html|css|c|h|cpp|rs|go|java|sh|sql|log)$/i.test(file.name)) {
-      if (file.size > MAX_TEXT) { refuseFile(file, "is over 512 KB"); continue; }
-      file.text().then((text) => { state.attachments.push({ kind: "text", name: file.name, text }); drawAttachments(); });
-    } else {
-      refuseFile(file, "is neither an image (PNG, JPEG, GIF, WebP) nor a text file");
-    }
-  }
-}
-
-function refuseFile(file, why) {
-  setProblem("attach", new ApiError(`${file.name} ${why}`, 0, ""));
-}
-
-function drawAttachments() {
-  $("#attachments").replaceChildren(...state.attachments.map((a, i) => {
-    const chip = document.createElement("span");
-    chip.className = "chip";
-    chip.textContent = (a.kind === "image" ? "image: " : "file: ") + a.name;
-    const remove = button("×", "remove", "Remove " + a.name);
-    remove.addEventListener("click", () => { state.attachments.splice(i, 1); drawAttachments(); });
-    chip.append(remove);
-    return chip;
-  }));
-}
-
-function clearAttachments() { state.attachments = []; drawAttachments(); }
+// --- attachments: attachments.js (addFiles, drawAttachments, clearAttachments, content,
+// showUserText) -------------------------------------------------------------------------
 
 // --- export and import -------------------------------------------------------------------
 
@@ -755,26 +713,7 @@ function download(text, type, extension) {
   return link;
 }
 
-async function importChat(text) {
-  try {
-    const data = JSON.parse(text);
-    if (!data || !Array.isArray(data.messages) ||
-        !data.messages.every((m) => m && typeof m.role === "string" && m.content !== undefined)) {
-      throw new ApiError("this is not a chat exported by llmhub (no messages list)", 0, "Import");
-    }
-    const thread = await api("POST", "/v1/threads", {
-      messages: data.messages.map((m) => ({ role: m.role, content: m.content })),
-      metadata: { imported: "true" } });
-    const title = data.thread && data.thread.title;
-    if (title) await api("POST", `/v1/threads/${encodeURIComponent(thread.id)}/title`, { title });
-    clearProblem("import");
-    await loadThreads();
-    await openThread(thread.id);
-  } catch (error) {
-    setProblem("import", error instanceof SyntaxError
-      ? new ApiError("the file is not JSON", 0, "Import") : error);
-  }
-}
+// importChat: transfer.js (llmhub's, Open WebUI's and llama.cpp's exports)
 
 // --- copying -----------------------------------------------------------------------------
 
