@@ -1,6 +1,6 @@
 """OpenAI's Codex CLI (`codex exec`) through the hub's Responses API, on Codex's default
 provider settings: a custom `[model_providers]` entry with `wire_api = "responses"` and a key
-from an environment variable (README's snippet). The fake LM Studio scripts every answer:
+from an environment variable (docs/clients.md's snippet). The fake LM Studio scripts every answer:
 first a call to Codex's own shell tool (`exec_command`), which Codex really runs, then the
 final text. Skipped when no Codex binary is found: LLMHUB_CODEX, else `codex` on PATH, else
 the npm prefix .ci/run installs it to."""
@@ -48,7 +48,7 @@ def codex_or_skip() -> str:
 
 
 def codex_home(path: Path, base_url: str, extra: str = "") -> Path:
-    """A CODEX_HOME whose config.toml points at the hub, as README's snippet does."""
+    """A CODEX_HOME whose config.toml points at the hub, as docs/clients.md's snippet does."""
     path.mkdir()
     (path / "config.toml").write_text(f'''
 model = "{MODEL}"

@@ -1,4 +1,4 @@
-"""The package's layout is its architecture (README "Architecture"): imports point one way.
+"""The package's layout is its architecture (docs/architecture.md): imports point one way.
 
 Each group may import only the groups listed for it; a module that breaks the rule fails
 here with its name and the import, before the cycle or the leak it starts can grow.

@@ -109,7 +109,7 @@ class Limits:
     """Each named key's [key:NAME] limits: routes and methods it may use, requests per
     minute and tokens per UTC day. Counts live in memory (a restart forgets them).
 
-    What each counts (README "Limits"): `requests_per_minute` every HTTP request the key
+    What each counts (docs/api/hub.md, "The request log and usage"): `requests_per_minute` every HTTP request the key
     makes (a background run's creation, a poll, a refused one not), and each retry the hub
     makes on another target for it; `tokens_per_day` the input and output tokens of every
     run, however it ended, counted while it streams (`budget`), so a run is cut where the

@@ -1,6 +1,6 @@
 """What the hub knows of each model server: its health, its breaker, its models and slots.
 
-Rules (README "Several model machines"):
+Rules (docs/configuration.md, "Several model machines"):
 - Each upstream is a `Box` with a state: healthy, loading, busy (every slot in use),
   down, or auth (it refused the hub's key).
 - Failures count, from requests and from probes alike: a refused or timed-out connection,

@@ -1,4 +1,4 @@
-"""Which target of a pool answers a run (README "Several model machines").
+"""Which target of a pool answers a run (docs/configuration.md, "Several model machines").
 
 Rules:
 - A pool is a list of targets, each an upstream's model with a weight and a tier; a name

@@ -7,7 +7,7 @@ A run is three parts, each with one job:
 - the `Run` itself, the object dialects hold: who made it, what it asked for, what the model
   has said so far, and the rules of its end.
 
-Who ends a run (DESIGN §5; README "Runs"):
+Who ends a run (DESIGN §5; docs/api/hub.md "Runs"):
 1. Its owner (or an admin) with an explicit cancel, and the hub's shutdown. Cancel is
    idempotent; cancelling a finished run says how it ended.
 2. A run nothing can resume is cancelled as soon as its last reader goes away: any stream

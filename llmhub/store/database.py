@@ -152,7 +152,7 @@ def _add_request_target(conn: sqlite3.Connection) -> None:
 def _add_owners(conn: sqlite3.Connection) -> None:
     # Every stored thing belongs to the key that made it (its name; `local` without keys).
     # Rows from before keys were owners belong to `local`: an admin key sees them, and
-    # README "Sharing one hub" says how to hand them to a key.
+    # docs/sharing.md says how to hand them to a key.
     for table in ("threads", "responses", "api_responses"):
         conn.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT NOT NULL DEFAULT 'local'")
     conn.execute("CREATE INDEX threads_owner ON threads (owner, updated_at)")
