@@ -113,7 +113,7 @@ const HUB_AWAY = "The hub is not answering: is `python main.py` still running? "
                  "This goes away by itself when the hub is back.";
 
 function setProblem(key, error, retry) {
-  if (error.status === 0) {               // one line for an unreachable hub, not one per request
+  if (hubGone(error)) {                   // one line for a hub that is away, not one per request
     state.problems.delete(key);
     state.waiting.set(key, retry);
     hubAway();
@@ -149,6 +149,12 @@ function drawProblems() {
     return row;
   }));
   box.hidden = state.problems.size === 0;
+}
+
+function hubGone(error) {
+  // no answer at all, or a hub on its way out (Langbase's error shape has no code for it)
+  return error.status === 0 || error.code === "shutting_down" ||
+    (error.status === 503 && /^The hub is shutting down/.test(error.message));
 }
 
 let hubTimer = null;
@@ -1001,7 +1007,7 @@ async function settle(live) {
   remember(live);
   state.live.delete(live.threadId);
   const here = live.threadId === state.threadId;
-  if (live.error && live.error.status === 0) {
+  if (live.error && hubGone(live.error)) {
     // the hub went away mid-reply: what it kept shows once it is back
     setProblem("reply", live.error, () => {
       if (state.threadId === live.threadId) openThread(live.threadId, false);
