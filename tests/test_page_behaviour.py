@@ -191,6 +191,7 @@ def test_welcome_names_the_upstream_and_what_to_do_and_send_makes_no_empty_chat(
     fake.revive()
     find(page, "button", "Check again").click()
     find(page, "heading", "Models")
+    page.wait_for("document.querySelector('#problems').hidden")   # no longer applies
     text = find(page, "region", "Chat with your local models").text
     assert "which answered with 2 models" in text
     assert "qwen2.5-7b-instruct (loaded)" in text and "qwen3-vl-4b-instruct (vision)" in text

@@ -201,6 +201,8 @@ async function loadModels() {
     state.modelsError = null;
     drawModels();
     clearProblem("models");
+    const refused = state.problems.get("send");
+    if (refused && refused.error.code === "no_model" && $("#model").value) clearProblem("send");
     if (!data.some((m) => !m.alias_of)) modelsTimer = setTimeout(loadModels, 5000);
   } catch (error) {
     state.models = [];
@@ -397,6 +399,7 @@ async function deleteTree(thread) {
     if (child) deleted.push(...await deleteTree(child));
   }
   await api("DELETE", `/v1/threads/${encodeURIComponent(thread.id)}`);
+  localStorage.removeItem("llmhub.model." + thread.id);
   return [...deleted, thread.id];
 }
 
@@ -826,8 +829,8 @@ async function send(text, attachments = state.attachments, { name = true } = {})
   if (busy()) return;
   const model = $("#model").value;
   const refusal = sendRefusal(model, attachments);
-  if (refusal) {                          // refused here: no chat is made for it
-    setProblem("send", new ApiError(refusal), () => send(text, attachments, { name }));
+  if (refusal) {                          // refused here (no Retry: it cannot help), and no
+    setProblem("send", refusal);          // chat is made for it
     if (!$("#input").value) $("#input").value = text;
     return;
   }
@@ -875,15 +878,15 @@ function sendRefusal(model, attachments) {
   if (!model) {
     const why = state.modelsError ? `the upstream did not answer (${state.modelsError.message})`
                                   : "the upstream has no model";
-    return `there is no model to answer: ${why}. Start LM Studio and load a model, or ` +
-           "run python main.py --upstream mock";
+    return new ApiError(`there is no model to answer: ${why}. Start LM Studio and load a ` +
+                        "model, or run python main.py --upstream mock", null, "", "no_model");
   }
   const chosen = chosenModel();
   if (attachments.some((a) => a.kind === "image") && chosen && chosen.type &&
       chosen.type !== "vlm") {
-    return `${model} cannot see images: choose a vision model, or remove the image`;
+    return new ApiError(`${model} cannot see images: choose a vision model, or remove the image`);
   }
-  return "";
+  return null;
 }
 
 async function dropChat(threadId) {
