@@ -529,10 +529,10 @@ function upstreamLine() {
 
 function noModelsHelp() {
   const help = element("div", "no-models");
-  help.append(element("p", "", "There is no model to chat with yet. To get one:"),
-              bullets(["Start LM Studio (or the server the hub points at) and load a model, or",
-                    "restart the hub with a mock model to try the page: python main.py " +
-                    "--upstream mock"]));
+  const steps = bullets(["Start LM Studio (or the server the hub points at) and load a model, or",
+                         "restart the hub with a mock model to try the page: "]);
+  steps.lastChild.append(element("code", "", "python main.py --upstream mock"));
+  help.append(element("p", "", "There is no model to chat with yet. To get one:"), steps);
   const again = button("Check again", "check-models");
   again.addEventListener("click", loadModels);
   help.append(again);
@@ -604,6 +604,8 @@ function messageBox(message, index) {
 const INTERRUPTIONS = {                 // a cancel no one asked for, by the hub's reason
   shutdown: "the hub shut down before the reply finished",
   client_gone: "the client that asked for the reply went away before it finished",
+  unreachable: "the hub stopped answering before the reply finished: what it kept shows " +
+               "when it is back",     // the page's own, never stored
 };
 
 function ending(meta) {
@@ -1011,7 +1013,13 @@ async function settle(live) {
   state.live.delete(live.threadId);
   const here = live.threadId === state.threadId;
   if (live.error && hubGone(live.error)) {
-    // the hub went away mid-reply: what it kept shows once it is back
+    // the hub went away mid-reply: what came stays on screen, marked, until the hub is
+    // back and shows what it kept
+    if (here) {
+      state.messages.push({ role: "assistant", content: live.text, reasoning: live.reasoning,
+                            metadata: { status: "cancelled", cancel_reason: "unreachable" } });
+      drawMessages(true);
+    }
     setProblem("reply", live.error, () => {
       if (state.threadId === live.threadId) openThread(live.threadId, false);
     });
@@ -1316,7 +1324,7 @@ applyTheme();
 const phone = matchMedia("(max-width: 700px)");
 const placeholder = () => {
   $("#input").placeholder = phone.matches ? "Message"
-    : "Message (Enter sends, Shift+Enter for a new line, Esc stops a reply)";
+    : "Message (Enter sends, Shift+Enter for a new line, Esc stops)";
 };
 phone.addEventListener("change", placeholder);
 placeholder();
