@@ -43,7 +43,7 @@ function settingError(name, raw) {
   if (!NUMBERS[name] || !raw.trim()) return "";
   const [label, low, high] = NUMBERS[name], value = Number(raw);
   if (!Number.isFinite(value) || value < low || value > high) {
-    return `${label} must be a number from ${low} to ${high === 1e7 ? "10,000,000" : high}`;
+    return `${label} must be a number from ${low} to ${high.toLocaleString("en")}`;
   }
   if (name === "max-tokens" && !Number.isInteger(value)) return `${label} must be a whole number`;
   return "";
