@@ -435,7 +435,9 @@ async function openThread(threadId, push = true) {
     markCurrent();
     drawMessages(refresh);
     resume(threadId);
-  } catch (error) { setProblem("open", error, () => openThread(threadId, false)); }
+  } catch (error) {                      // a chat that is gone is not helped by a Retry
+    setProblem("open", error, error.status === 404 ? null : () => openThread(threadId, false));
+  }
 }
 
 function newChat() {
@@ -1274,6 +1276,11 @@ function wire() {
     if (state.threadId) localStorage.setItem("llmhub.model." + state.threadId, $("#model").value);
   });
   wireSettings();
+  document.addEventListener("visibilitychange", () => {
+    // back to this tab (a phone woken up): the chat as it is now, and a reply another
+    // device started in it, followed
+    if (!document.hidden && state.threadId && !busy()) openThread(state.threadId, false);
+  });
   window.addEventListener("popstate", () => {
     const threadId = threadFromPath();
     if (threadId) openThread(threadId, false); else newChat();
