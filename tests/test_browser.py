@@ -438,8 +438,9 @@ def test_images_and_text_files_reach_the_model_and_come_back(browser, make_hub, 
     page.wait_for("document.querySelectorAll('#attachments .chip').length === 2")
     assert "tool.exe is neither an image" in page.text("#problems")
     assert page.evaluate("[...document.querySelectorAll('#attachments .chip')].map(c => "
-                         "c.firstChild.textContent)") in (
-        ["image: pasted.png", "file: data.csv"], ["file: data.csv", "image: pasted.png"])
+                         "c.className + ': ' + c.querySelector('.chip-name').textContent)") in (
+        ["chip image: pasted.png", "chip text: data.csv"],
+        ["chip text: data.csv", "chip image: pasted.png"])
 
 
 def test_reasoning_streams_in_a_thinking_block_after_a_waiting_indicator(browser, make_hub,

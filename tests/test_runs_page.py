@@ -37,3 +37,46 @@ def test_a_live_run_appears_is_cancelled_by_its_button_and_is_logged(browser, ma
                   f"r.textContent.includes('{run_id}') && r.textContent.includes('cancelled'))")
     conn.close()
     assert "sk-page-1" not in json.dumps(page.evaluate("document.body.innerText"))
+
+
+def test_the_page_has_headed_tables_a_chart_a_way_to_the_chat_and_counts_cancelled_runs(
+        browser, make_hub, fake):
+    hub = make_hub()
+    for word in ("one", "two"):
+        call(hub.url, "POST", "/v1/chat/completions", {"model": "m", "messages": [
+            {"role": "user", "content": word}]})
+    fake.enqueue(Script(chunks=["one", "two"], hold_first=NEVER, hold_after=1))
+    conn, response = open_stream(hub.url, "/v1/chat/completions", {
+        "model": "held", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+    run_id = response.getheader("X-Run-Id")
+    assert call(hub.url, "POST", f"/v1/runs/{run_id}/cancel")[2]["status"] == "cancelled"
+    conn.close()
+    page = browser.open(hub.url + "/runs")
+    page.wait_for("document.querySelectorAll('#log tbody tr.record').length === 3")
+    row = page.evaluate("[...document.querySelectorAll('#log tbody tr')].find(r => "
+                        f"r.textContent.includes('{run_id}')).lastChild.textContent")
+    assert "?" not in row and "→" in row and row.endswith("~")   # counted, as an estimate
+    headers = page.evaluate("[...document.querySelectorAll('table')].map(t => "
+                            "[...t.querySelectorAll('thead th[scope=col]')].length)")
+    assert all(count >= 5 for count in headers), headers
+    # the chart: this hour's bar holds the three runs' tokens, named for a screen reader
+    page.wait_for("document.querySelectorAll('#chart rect.tokens').length === 24")
+    page.wait_for("document.querySelector('#chart-summary').textContent.startsWith("
+                  "'3 requests')")
+    assert "3 requests" in page.evaluate(
+        "[...document.querySelectorAll('#chart rect title')].at(-1).textContent")
+    page.evaluate("document.querySelector('#chart-span').value = 'day';"
+                  "document.querySelector('#chart-span').dispatchEvent(new Event('change'))")
+    page.wait_for("document.querySelectorAll('#chart rect.tokens').length === 30")
+    assert page.evaluate("document.querySelector('#to-chat').getAttribute('href')") == "/"
+
+
+def test_the_runs_page_follows_the_chat_pages_dark_theme(browser, hub):
+    page = browser.open(hub.url + "/runs")
+    light = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    page.evaluate("localStorage.setItem('llmhub.theme', 'dark')")
+    page.goto(hub.url + "/runs")
+    page.wait_for("document.documentElement.dataset.theme === 'dark'")
+    dark = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    page.evaluate("localStorage.removeItem('llmhub.theme')")
+    assert light == "rgb(246, 246, 247)" and dark == "rgb(23, 24, 27)"

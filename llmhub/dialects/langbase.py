@@ -315,19 +315,24 @@ def list_messages(request, thread_id: str) -> JSONResponse:
     """GET …/messages?limit=&after=: a page of a thread, oldest first, as the bare array the
     SDKs read. A page that does not reach the end says so in `X-Has-More: true`, with the
     cursor for the next (`X-Next-After`, also as a `Link: rel="next"`), so no client takes
-    part of a thread for all of it."""
+    part of a thread for all of it. The hub's `order=desc` (OpenAI's list order word) pages
+    from the newest back, each page newest first: a long chat opens at its end."""
     thread_id = check_thread_id(thread_id)
     limit = page_limit(request.query, MESSAGES_PAGE, MESSAGES_MAX_PAGE)
     after = request.query.get("after") or None
     if after is not None:
         check_thread_id(after, "after")
-    messages, more = request.hub.engine.page_messages(thread_id, limit, after)
+    order = request.query.get("order") or "asc"
+    if order not in ("asc", "desc"):
+        raise BadRequest("'order' must be 'asc' or 'desc'", param="order")
+    messages, more = request.hub.engine.page_messages(thread_id, limit, after, order == "desc")
     headers = {"X-Has-More": "true" if more else "false"}
     if more:
         cursor = messages[-1]["id"]
+        ordered = "&order=desc" if order == "desc" else ""
         headers["X-Next-After"] = cursor
-        headers["Link"] = f'</v1/threads/{thread_id}/messages?limit={limit}&after={cursor}>; ' \
-                          'rel="next"'
+        headers["Link"] = f'</v1/threads/{thread_id}/messages?limit={limit}{ordered}' \
+                          f'&after={cursor}>; rel="next"'
     # `include=reasoning` (the chat page's): each reply's stored reasoning too, which
     # Langbase's message object has no field for
     reasoning = request.query.get("include") == "reasoning"

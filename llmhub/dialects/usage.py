@@ -44,11 +44,12 @@ def get_request(request, run_id: str) -> JSONResponse:
 
 
 def usage(request) -> JSONResponse:
-    """GET /v1/usage?group_by=key|model|day&from=&to= (Unix seconds or YYYY-MM-DD, UTC)."""
+    """GET /v1/usage?group_by=key|model|day|hour&from=&to= (Unix seconds or YYYY-MM-DD,
+    UTC); an hour is named as 2026-12-06T04:00Z (the runs page's chart)."""
     query = request.query
     group = query.get("group_by") or "key"
-    if group not in ("key", "model", "day"):
-        raise BadRequest("'group_by' must be key, model or day", param="group_by")
+    if group not in ("key", "model", "day", "hour"):
+        raise BadRequest("'group_by' must be key, model, day or hour", param="group_by")
     since = moment(query.get("from"), "from") or 0.0
     until = moment(query.get("to"), "to") or float("inf")
     return JSONResponse({"object": "usage", "group_by": group, "from": since or None,

@@ -224,9 +224,10 @@ class Engine:
         self.generation.require_thread(thread_id)
         return self.threads.append_messages(thread_id, messages)
 
-    def page_messages(self, thread_id: str, limit: int, after: str | None):
+    def page_messages(self, thread_id: str, limit: int, after: str | None,
+                      newest_first: bool = False):
         self.generation.require_thread(thread_id)
-        return self.threads.page_messages(thread_id, limit, after)
+        return self.threads.page_messages(thread_id, limit, after, newest_first)
 
     def turn_input(self, plan: ThreadTurn) -> list[dict]:
         """The messages a turn on a stored thread would send upstream now: system prompt,

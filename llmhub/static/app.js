@@ -58,10 +58,16 @@ function applyTheme() {
 // --- the hub's API -----------------------------------------------------------------------
 
 class ApiError extends Error {
-  // status 0: the hub did not answer at all; null: refused here, before asking the hub
+  // status null (or 0): refused here, before asking the hub; `unreachable` (unreachable()):
+  // the hub did not answer at all
   constructor(message, status = null, where = "", code = null) {
     super(message); this.status = status; this.where = where; this.code = code;
   }
+}
+
+function unreachable(where) {
+  // no answer at all: the hub is down, restarting, or the network is
+  return Object.assign(new ApiError("the hub is not answering", 0, where), { unreachable: true });
 }
 
 function headers(extra = {}) {
@@ -77,7 +83,7 @@ async function request(method, path, body, signal) {
                                    body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (error) {
     if (error.name === "AbortError") throw error;
-    throw new ApiError("the hub is not answering", 0, `${method} ${path}`);
+    throw unreachable(`${method} ${path}`);
   }
   return response;
 }
@@ -153,14 +159,14 @@ function drawProblems() {
 
 function hubGone(error) {
   // no answer at all, or a hub on its way out (Langbase's error shape has no code for it)
-  return error.status === 0 || error.code === "shutting_down" ||
+  return error.unreachable || error.code === "shutting_down" ||
     (error.status === 503 && /^The hub is shutting down/.test(error.message));
 }
 
 let hubTimer = null;
 function hubAway() {
   if (!state.problems.has("hub")) {
-    state.problems.set("hub", { error: new ApiError(HUB_AWAY, 0), retry: checkHub });
+    state.problems.set("hub", { error: new ApiError(HUB_AWAY), retry: checkHub });
     drawProblems();
   }
   clearTimeout(hubTimer);
@@ -190,11 +196,16 @@ function friendly(error, model) {
 
 // --- models: real ones and aliases apart, with the hub's hints; a default that exists ----
 
-let modelsTimer = null;
+let modelsTimer = null, modelsLoading = null;   // the list being asked for: Send waits for it
 
-async function loadModels() {
+function loadModels() {
+  modelsLoading = askModels().finally(() => { modelsLoading = null; });
+  return modelsLoading;
+}
+
+async function askModels() {
   clearTimeout(modelsTimer);
-  loadUpstreams();
+  const upstreams = loadUpstreams();
   try {
     const { data } = await api("GET", "/v1/models");
     state.models = data;
@@ -213,7 +224,9 @@ async function loadModels() {
     else setProblem("models", error, loadModels);
     modelsTimer = setTimeout(loadModels, 5000);    // the list comes back with the upstream
   }
-  if (!state.threadId) drawMessages();
+  await upstreams;
+  const shown = $("#messages .welcome");        // the welcome screen, told what is new
+  if (shown) shown.replaceWith(welcome());
 }
 
 async function loadUpstreams() {
@@ -419,9 +432,8 @@ async function openThread(threadId, push = true) {
   markCurrent();
   try {
     const id = encodeURIComponent(threadId);
-    const [thread, messages] = await Promise.all([
-      api("GET", `/v1/threads/${id}`),
-      api("GET", `/v1/threads/${id}/messages?include=reasoning`)]);
+    const [thread, messages] = await Promise.all([api("GET", `/v1/threads/${id}`),
+                                                  newestMessages(threadId)]);   // paging.js
     if (state.threadId !== threadId) return;          // another was opened meanwhile
     state.thread = thread;
     state.toolResults = new Map(messages.filter((m) => m.role === "tool" && m.tool_call_id)
@@ -473,6 +485,8 @@ function drawMessages(refresh = false) {
   const box = $("#messages");
   const top = box.scrollTop;
   box.replaceChildren(...state.messages.map((message, index) => messageBox(message, index)));
+  const older = olderButton();                              // paging.js: a long chat's start
+  if (older) box.prepend(older);
   const live = state.live.get(state.threadId);
   if (live) box.append(liveBox(live));
   if (!state.threadId && !state.messages.length) box.append(welcome());
@@ -587,7 +601,7 @@ function messageBox(message, index) {
   const meta = message.metadata || {};
   box.dataset.index = index;
   if (message.role === "user") {
-    $(".body", box).textContent = text;
+    showUserText($(".body", box), text);                    // attachments.js
     for (const url of imagesOf(message.content)) image(box, url);
   } else {
     const { reasoning, answer } = splitThinking(text);
@@ -795,9 +809,10 @@ async function fork(index, text, images) {
   if (!text.trim() || busy()) return;
   const parent = state.thread;
   try {
+    index += await loadEveryOlder();        // paging.js: the whole chat, before it branches
     const kept = state.messages.slice(0, index).map((m) => ({ role: m.role, content: m.content }));
-    const branch = await api("POST", "/v1/threads", { messages: kept, metadata: {
-      branch_of: parent.id, branch_at: String(index) } });
+    const branch = await postThread(kept, { branch_of: parent.id,      // paging.js
+                                            branch_at: String(index) });
     const branches = [...branchesOf(parent), { id: branch.id, at: index }];
     await api("POST", `/v1/threads/${encodeURIComponent(parent.id)}`,
               { metadata: { branches: JSON.stringify(branches) } });
@@ -819,18 +834,10 @@ function updateComposer() {
   $("#send").disabled = busy();
 }
 
-function content(text, attachments) {
-  const files = attachments.filter((a) => a.kind === "text")
-    .map((a) => `\n\n\`\`\`\`${a.name}\n${a.text}\n\`\`\`\``).join("");
-  const images = attachments.filter((a) => a.kind === "image");
-  if (!images.length) return text + files;
-  return [{ type: "input_text", text: text + files },
-          ...images.map((a) => ({ type: "input_image", image_url: a.dataUrl }))];
-}
-
 async function send(text, attachments = state.attachments, { name = true } = {}) {
   if (!text.trim() && !attachments.length) return;
   if (busy()) return;
+  if (!$("#model").value && modelsLoading) await modelsLoading;   // sent as the page opened
   const model = $("#model").value;
   const refusal = sendRefusal(model, attachments);
   if (refusal) {                          // refused here (no Retry: it cannot help), and no
@@ -945,7 +952,7 @@ async function follow(live) {
     }
   } catch (error) {
     if (error.name === "AbortError") { /* stopped waiting */ }
-    else live.error = error instanceof ApiError ? error : new ApiError("the hub is not answering", 0);
+    else live.error = error instanceof ApiError ? error : unreachable("");
   }
   await settle(live);
 }
@@ -1071,44 +1078,8 @@ async function stop() {
   $("#input").focus();
 }
 
-// --- attachments -------------------------------------------------------------------------
-
-const MAX_IMAGE = 10 * 1024 * 1024, MAX_TEXT = 512 * 1024;
-
-function addFiles(files) {
-  clearProblem("attach");                 // a refusal stays until the next files come
-  for (const file of files) {
-    if (/^image\/(png|jpeg|gif|webp)$/.test(file.type)) {
-      if (file.size > MAX_IMAGE) { refuseFile(file, "is over 10 MB"); continue; }
-      const reader = new FileReader();
-      reader.onload = () => { state.attachments.push({ kind: "image", name: file.name, dataUrl: reader.result }); drawAttachments(); };
-      reader.readAsDataURL(file);
-    } else if (file.type.startsWith("text/") || /\.(txt|md|py|js|ts|json|csv|ya?ml|toml|ini|html|css|c|h|cpp|rs|go|java|sh|sql|log)$/i.test(file.name)) {
-      if (file.size > MAX_TEXT) { refuseFile(file, "is over 512 KB"); continue; }
-      file.text().then((text) => { state.attachments.push({ kind: "text", name: file.name, text }); drawAttachments(); });
-    } else {
-      refuseFile(file, "is neither an image (PNG, JPEG, GIF, WebP) nor a text file");
-    }
-  }
-}
-
-function refuseFile(file, why) {
-  setProblem("attach", new ApiError(`${file.name} ${why}`));
-}
-
-function drawAttachments() {
-  $("#attachments").replaceChildren(...state.attachments.map((a, i) => {
-    const chip = document.createElement("span");
-    chip.className = "chip";
-    chip.textContent = (a.kind === "image" ? "image: " : "file: ") + a.name;
-    const remove = button("×", "remove", "Remove " + a.name);
-    remove.addEventListener("click", () => { state.attachments.splice(i, 1); drawAttachments(); });
-    chip.append(remove);
-    return chip;
-  }));
-}
-
-function clearAttachments() { state.attachments = []; drawAttachments(); }
+// --- attachments: attachments.js (addFiles, drawAttachments, clearAttachments, content,
+// showUserText) -------------------------------------------------------------------------
 
 // --- export and import -------------------------------------------------------------------
 
@@ -1146,26 +1117,7 @@ function download(text, type, extension) {
   return link;
 }
 
-async function importChat(text) {
-  try {
-    const data = JSON.parse(text);
-    if (!data || !Array.isArray(data.messages) ||
-        !data.messages.every((m) => m && typeof m.role === "string" && m.content !== undefined)) {
-      throw new ApiError("this is not a chat exported by llmhub (no messages list)");
-    }
-    const thread = await api("POST", "/v1/threads", {
-      messages: data.messages.map((m) => ({ role: m.role, content: m.content })),
-      metadata: { imported: "true" } });
-    const title = data.thread && data.thread.title;
-    if (title) await api("POST", `/v1/threads/${encodeURIComponent(thread.id)}/title`, { title });
-    clearProblem("import");
-    await loadThreads();
-    await openThread(thread.id);
-  } catch (error) {
-    setProblem("import", error instanceof SyntaxError
-      ? new ApiError("the file is not JSON") : error);
-  }
-}
+// importChat: transfer.js (llmhub's, Open WebUI's and llama.cpp's exports)
 
 // --- copying -----------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 // Markdown for model output, built as DOM nodes: never an HTML string, so nothing a model
 // writes can become markup or script. Blocks: fenced code (any fence length, ``` or ~~~,
 // with a language label), headings, blockquotes, lists (nested, ordered or not), tables,
-// rules, paragraphs. Inline: code spans, bold, italics, links. A link keeps its text and
-// becomes an <a> only for http, https and mailto addresses; images are never fetched (a
-// model's ![x](url) is a link). Anything not understood stays text.
+// rules, display math, paragraphs. Inline: code spans, math, bold, italics, links. A link
+// keeps its text and becomes an <a> only for http, https and mailto addresses; images are
+// never fetched (a model's ![x](url) is a link). Anything not understood stays text. Math
+// ($…$, $$…$$, \(…\), \[…\]) is typeset by math.js as MathML; a fenced block in a known
+// language is coloured by highlight.js. Both build nodes too.
 "use strict";
 
 const SAFE_SCHEMES = ["http:", "https:", "mailto:"];
@@ -24,7 +26,7 @@ function el(tag, parent, text) {
 
 // --- inline ------------------------------------------------------------------------------
 
-const ESCAPABLE = /[\\`*_[\]()#+\-.!|>~{}]/;
+const ESCAPABLE = /[\\`*_[\]()#+\-.!|>~{}$]/;
 
 function inline(parent, text) {
   let buffer = "";
@@ -32,6 +34,14 @@ function inline(parent, text) {
   let i = 0;
   while (i < text.length) {
     const c = text[i];
+    if (c === "\n") { flush(); el("br", parent); i++; continue; }
+    const math = (c === "$" || c === "\\") && mathAt(text, i);
+    if (math) {
+      flush();
+      typeset(parent, math.tex, math.display, text.slice(i, math.end));
+      i = math.end;
+      continue;
+    }
     if (c === "\\" && ESCAPABLE.test(text[i + 1] || "")) { buffer += text[i + 1]; i += 2; continue; }
     if (c === "`") {
       const run = text.slice(i).match(/^`+/)[0];
@@ -117,11 +127,63 @@ function findEmphasisEnd(text, from, marker) {
   return -1;
 }
 
+// A paragraph's lines, each newline a line break (as chat models expect), read as one text
+// so that math, code spans and emphasis may run across lines.
 function inlineLines(parent, lines) {
-  lines.forEach((line, n) => {
-    if (n) parent.append(document.createElement("br"));
-    inline(parent, line.replace(/\s+$/, ""));
-  });
+  inline(parent, lines.map((line) => line.replace(/\s+$/, "")).join("\n"));
+}
+
+// --- math ----------------------------------------------------------------------------------
+
+// Math at text[i], or null. \(…\) and \[…\] always are; $$…$$ is display math; a single $
+// follows Pandoc and markdown-it-texmath so that prices stay text: no space after the
+// opening $ and none before the closing one, no digit before the opening or after the
+// closing, all on one line ("it costs $5 and $10" has no math); a $ inside {braces}, as in
+// \text{for $n$ terms}, does not close.
+function mathAt(text, i) {
+  const next = text[i + 1] || "";
+  if (text[i] === "\\") {
+    if (next !== "(" && next !== "[") return null;
+    const end = text.indexOf(next === "(" ? "\\)" : "\\]", i + 2);
+    return end > i + 2 ? { tex: text.slice(i + 2, end), display: next === "[", end: end + 2 } : null;
+  }
+  if (next === "$") {
+    const end = text.indexOf("$$", i + 2);
+    return end > i + 2 ? { tex: text.slice(i + 2, end), display: true, end: end + 2 } : null;
+  }
+  if (!next || /\s/.test(next) || /\d/.test(text[i - 1] || "")) return null;
+  for (let j = i + 1, depth = 0; j < text.length && text[j] !== "\n"; j++) {
+    if (text[j] === "\\") { j++; continue; }
+    if (text[j] === "{" || text[j] === "}") depth += text[j] === "{" ? 1 : -1;
+    if (text[j] !== "$" || depth > 0 || /\s/.test(text[j - 1])) continue;
+    return /\d/.test(text[j + 1] || "") ? null : { tex: text.slice(i + 1, j), display: false, end: j + 1 };
+  }
+  return null;
+}
+
+// The MathML of `tex`; what math.js cannot typeset is shown as its source, delimiters and all.
+function typeset(parent, tex, display, source) {
+  const math = renderMath(tex, display);
+  if (!math) { parent.append(source); return; }
+  if (!display) { parent.append(math); return; }
+  const box = el("span", parent);                  // a span: it may sit inside a paragraph
+  box.className = "math-display";
+  box.append(math);
+}
+
+// $$ or \[ at the start of a line, closed on a later line or at the end of this one: the
+// whole block is one formula. Null when it is not such a block (then it is paragraph text).
+function displayMath(lines, i, opener) {
+  const closer = opener === "$$" ? "$$" : "\\]";
+  let text = lines[i].replace(MATH_OPEN, "");
+  for (let j = i; j < lines.length; j++) {
+    if (j > i) { if (!lines[j].trim()) return null; text += "\n" + lines[j]; }
+    const end = text.indexOf(closer);
+    if (end < 0) continue;
+    if (text.slice(end + closer.length).trim()) return null;
+    return { tex: text.slice(0, end), next: j + 1 };
+  }
+  return null;
 }
 
 // --- blocks ------------------------------------------------------------------------------
@@ -131,11 +193,12 @@ const HEADING = /^ {0,3}(#{1,6})\s+(.*?)(?:\s+#+)?\s*$/;
 const RULE = /^ {0,3}([-*_])(?:\s*\1){2,}\s*$/;
 const QUOTE = /^ {0,3}> ?/;
 const ITEM = /^( *)([-*+]|\d{1,9}[.)])\s+(.*)$/;
+const MATH_OPEN = /^ {0,3}(\$\$|\\\[)/;
 const TABLE_RULE = /^\s*\|?\s*:?-{1,}:?\s*(\|\s*:?-{1,}:?\s*)*\|?\s*$/;
 
 function startsBlock(line) {
   return FENCE.test(line) || HEADING.test(line) || RULE.test(line) || QUOTE.test(line) ||
-         ITEM.test(line);
+         ITEM.test(line) || MATH_OPEN.test(line);
 }
 
 function cells(line) {
@@ -159,6 +222,12 @@ function blocks(parent, lines, tight = false) {
       continue;
     }
     if (!line.trim()) { i++; continue; }
+    const formula = (m = line.match(MATH_OPEN)) && displayMath(lines, i, m[1]);
+    if (formula) {
+      typeset(parent, formula.tex, true, lines.slice(i, formula.next).join("\n"));
+      i = formula.next;
+      continue;
+    }
     if ((m = line.match(HEADING))) { inline(el("h" + m[1].length, parent), m[2]); i++; continue; }
     if (RULE.test(line)) { el("hr", parent); i++; continue; }
     if (QUOTE.test(line)) {
@@ -195,8 +264,9 @@ function codeBlock(parent, code, language) {
   copy.className = "copy-code";
   copy.dataset.copy = code;
   const pre = el("pre", figure);
-  const tag = el("code", pre, code);
+  const tag = el("code", pre);
   if (language) tag.dataset.lang = language;
+  highlight(tag, code, language);
 }
 
 function table(parent, lines, i) {

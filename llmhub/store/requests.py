@@ -66,10 +66,10 @@ class RequestStore:
 
     def usage(self, group: str, since: float, until: float,
               key: str | None = None) -> list[dict]:
-        """Runs, tokens, errors and cancels per key, model or UTC day; with each group's
-        time to first token p50; `key`: that key's runs only."""
-        column = {"key": "key", "model": "model",
-                  "day": "date(at, 'unixepoch')"}[group]
+        """Runs, tokens, errors and cancels per key, model, UTC day or UTC hour; with each
+        group's time to first token p50; `key`: that key's runs only."""
+        column = {"key": "key", "model": "model", "day": "date(at, 'unixepoch')",
+                  "hour": "strftime('%Y-%m-%dT%H:00Z', at, 'unixepoch')"}[group]
         mine = "" if key is None else "AND key = ? "
         rows = self.db.read(
             f"SELECT {column} AS grp, COUNT(*) AS requests, "

@@ -184,14 +184,18 @@ class ThreadStore:
         return self.page_messages(thread_id)[0]
 
     def page_messages(self, thread_id: str, limit: int | None = None,
-                      after: str | None = None) -> tuple[list[dict], bool]:
+                      after: str | None = None,
+                      newest_first: bool = False) -> tuple[list[dict], bool]:
         """Oldest first, at most `limit`, after the message with id `after`; and whether more
-        follow. Reads in one transaction, so the thread cannot vanish in between."""
+        follow. Newest first, "after" is "older than": a long chat's last page, then the
+        ones before it. Reads in one transaction, so the thread cannot vanish in between."""
+        sign, order = ("<", "DESC") if newest_first else (">", "ASC")
         with self.db.snapshot() as conn:
             self._require_thread_tx(conn, thread_id)
-            start = self._seq_of(conn, thread_id, after) if after else 0
+            start = self._seq_of(conn, thread_id, after) if after else \
+                (1 << 62) if newest_first else 0
             rows = conn.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? "
-                                "AND seq > ? ORDER BY seq LIMIT ?",
+                                f"AND seq {sign} ? ORDER BY seq {order} LIMIT ?",
                                 (thread_id, start, -1 if limit is None else limit + 1)).fetchall()
         more = limit is not None and len(rows) > limit
         return [_message(row) for row in rows[:limit]], more
