@@ -172,10 +172,10 @@ def test_welcome_names_the_upstream_and_what_to_do_and_send_makes_no_empty_chat(
     fake.kill()                                             # no LM Studio running
     hub = make_hub({"aliases": {"quick": "qwen2.5-7b-instruct"}})
     page = fresh(browser, hub, models=False)
-    welcome = find(page, "region", "Chat with your local models")
+    find(page, "region", "Chat with your local models")
     page.wait_for("document.querySelector('.welcome .upstream').textContent.includes("
                   "'did not answer')")
-    text = welcome.text
+    text = find(page, "region", "Chat with your local models").text
     assert f"The hub uses LM Studio at {fake.url}, which did not answer" in text
     assert "Start LM Studio" in text and "python main.py --upstream mock" in text
     assert page.evaluate("document.querySelector('#problems').hidden")   # not a page fault

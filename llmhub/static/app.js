@@ -15,7 +15,7 @@ const state = {
   live: new Map(),                        // threadId → the run being followed
   cursor: null, search: "", attachments: [], stick: true, problems: new Map(),
   waiting: new Map(),                     // key → retry: what failed while the hub was away
-  upstreams: null, modelsError: null, defaultModel: "",
+  upstreams: null, modelsAsked: false, modelsError: null, defaultModel: "",
   toolResults: new Map(),                 // tool_call_id → the tool message's content
   titles: new Map(),                      // threadId → title, as the list last said
 };
@@ -209,6 +209,7 @@ async function askModels() {
   try {
     const { data } = await api("GET", "/v1/models");
     state.models = data;
+    state.modelsAsked = true;
     state.modelsError = null;
     drawModels();
     clearProblem("models");
@@ -216,8 +217,13 @@ async function askModels() {
     if (refused && refused.error.code === "no_model" && $("#model").value) clearProblem("send");
     if (!data.some((m) => !m.alias_of)) modelsTimer = setTimeout(loadModels, 5000);
   } catch (error) {
+    if (hubGone(error)) {                        // the hub, not its upstream: the list stays
+      setProblem("models", error, loadModels);
+      return;
+    }
     state.models = [];
     state.modelsError = error;
+    state.modelsAsked = true;
     drawModels();
     // an upstream that is down is told on the welcome screen, not as a failure of the page
     if (error.status === 503 || error.status === 502) clearProblem("models");
@@ -511,6 +517,7 @@ function welcome() {
   const title = element("h2", "", "Chat with your local models");
   title.id = "welcome-title";
   box.append(title, upstreamLine());
+  if (!state.modelsAsked) return box;           // no advice before the answer
   const real = state.models.filter((m) => !m.alias_of);
   if (!real.length) {
     box.append(noModelsHelp());
@@ -537,7 +544,8 @@ function upstreamLine() {
   const where = (state.upstreams || []).map((u) => `${KINDS[u.kind] || u.kind} at ${u.base_url}`);
   const named = where.length ? where.join(", ") : "its upstream";
   const count = state.models.filter((m) => !m.alias_of).length;
-  const text = state.modelsError
+  const text = !state.modelsAsked ? `The hub uses ${named}: asking it for its models…`
+    : state.modelsError
     ? `The hub uses ${named}, which did not answer: ${state.modelsError.message}`
     : `The hub uses ${named}, which answered with ${count} ${count === 1 ? "model" : "models"}.`;
   return element("p", "upstream", text);
