@@ -556,25 +556,25 @@ def problems(page) -> str:
     return page.text("#problems")
 
 
-def test_errors_stay_named_with_retry_until_the_request_works(browser, make_hub, fake):
+def test_errors_say_why_with_retry_until_the_request_works(browser, make_hub, fake):
     fake.kill()                                            # the model server is down
     hub = make_hub()
     page = browser.open(hub.url + "/")
     page.evaluate("localStorage.clear()")
     page.goto(hub.url + "/")
-    page.wait_for("document.querySelector('#problems').textContent.includes("
-                  "'GET /v1/models failed')")
-    assert page.evaluate("!!document.querySelector('#problems .retry')")
-    assert "GET /v1/models failed" in problems(page)       # a later failure does not hide it
+    page.wait_for("document.querySelector('.welcome .upstream').textContent.includes("
+                  "'did not answer')")                     # said where it matters, not a fault
     fake.revive()                                          # it comes back: the list refreshes
     page.wait_for("document.querySelectorAll('#model option').length > 0 && "
-                  "!document.querySelector('#problems').textContent.includes('/v1/models')",
-                  timeout=10)
+                  "document.querySelector('.welcome .upstream').textContent.includes("
+                  "'answered with 2 models')", timeout=10)
     fake.enqueue(Script(status=500, error={"message": "CUDA out of memory"}))
     send(page, "Will this work?")
     page.wait_for("document.querySelector('#problems').textContent.includes("
-                  "'CUDA out of memory')")
+                  "'The reply failed: CUDA out of memory')")
+    assert "/v1/" not in problems(page)                    # no internal request named
     page.wait_for(f"{LAST} && {LAST}.dataset.state === 'failed' && {IDLE}")
+    assert "CUDA out of memory" in page.text("#messages .msg.assistant .reason")
     page.click("#problems .retry")                         # Retry asks again, and it works
     page.wait_for(f"{IDLE} && {LAST_REPLY} === 'Hello from the fake!' && "
                   "document.querySelector('#problems').hidden")

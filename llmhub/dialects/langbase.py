@@ -333,7 +333,11 @@ def list_messages(request, thread_id: str) -> JSONResponse:
         headers["X-Next-After"] = cursor
         headers["Link"] = f'</v1/threads/{thread_id}/messages?limit={limit}{ordered}' \
                           f'&after={cursor}>; rel="next"'
-    return JSONResponse([message_json(m) for m in messages], headers=headers)
+    # `include=reasoning` (the chat page's): each reply's stored reasoning too, which
+    # Langbase's message object has no field for
+    reasoning = request.query.get("include") == "reasoning"
+    return JSONResponse([dict(message_json(m), reasoning=m["reasoning"]) if reasoning
+                         else message_json(m) for m in messages], headers=headers)
 
 
 def thread_json(thread: dict) -> dict:

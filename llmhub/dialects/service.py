@@ -225,8 +225,12 @@ def runs_page(request):
 
 
 def live_runs(request) -> JSONResponse:
-    return JSONResponse({"object": "list", "data": [run_json(run) for run in
-                                                    request.hub.engine.live_runs()]})
+    """?thread_id=: only the runs answering in that thread (the chat page on a second
+    device finds the reply in progress there)."""
+    thread_id = request.query.get("thread_id")
+    return JSONResponse({"object": "list", "data": [
+        run_json(run) for run in request.hub.engine.live_runs()
+        if thread_id is None or run.thread_id == thread_id]})
 
 
 def run_json(run) -> dict:
@@ -235,7 +239,7 @@ def run_json(run) -> dict:
             "requested_model": run.requested, "model": run.model, "status": run.status,
             "queue_position": run.queue_position,
             "elapsed_ms": round((time.monotonic() - run.started) * 1000),
-            "tokens": estimate_tokens(run.transcript.text)}
+            "tokens": estimate_tokens(run.transcript.text), "thread_id": run.thread_id}
 
 
 def runs_events(request):

@@ -239,6 +239,9 @@ class Generation:
                                                    otherwise=run.status)}
         if run.error is not None:
             metadata["error"] = run.error.message
+        if run.status == "cancelled" and run.cancel_reason:
+            metadata["cancel_reason"] = run.cancel_reason   # a Stop, or "shutdown": the page
+                                                            # tells them apart
         metadata.update(reply_stats(run))
         self.threads.record_reply(run.thread_id, {
             "role": "assistant", "content": transcript.content, "name": None,

@@ -12,15 +12,13 @@ const PAGING_SIZE = 500;                  // messages a page: most chats fit in 
 async function messagePage(threadId, after) {
   // one page, newest first from `after` back; returns it oldest first, and the cursor of
   // the page before it (null: this page reaches the chat's start)
-  const query = new URLSearchParams({ limit: String(PAGING_SIZE), order: "desc" });
+  const query = new URLSearchParams({ limit: String(PAGING_SIZE), order: "desc",
+                                      include: "reasoning" });   // each reply's, kept
   if (after) query.set("after", after);
   const path = `/v1/threads/${encodeURIComponent(threadId)}/messages?${query}`;
   const response = await request("GET", path);
   const data = await response.json().catch(() => null);
-  if (!response.ok) {
-    throw new ApiError(errorText(data, response.status), response.status,
-                       "GET " + path.split("?")[0]);
-  }
+  if (!response.ok) throw apiError(data, response.status, "GET " + path.split("?")[0]);
   const more = response.headers.get("X-Has-More") === "true";
   return { messages: data.reverse(), cursor: more ? response.headers.get("X-Next-After") : null };
 }
