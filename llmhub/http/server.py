@@ -24,6 +24,7 @@ locks out only itself. Loopback is one address like any other.
 """
 
 import contextlib
+import email.utils
 import enum
 import hmac
 import io
@@ -74,6 +75,7 @@ LINGER_BYTES = 64 << 20    # whole body before reading gets the answer, not a re
 # Request ids only correlate log lines: a seeded PRNG is enough, and far cheaper than uuid4.
 # (Run ids, which authorise a cancel, stay uuid4.)
 _request_ids = random.Random()
+_date = (0, "")            # (second, its Date header): Handler.date_time_string's cache
 
 
 class Headers(HTTPMessage):
@@ -467,6 +469,17 @@ class Handler(BaseHTTPRequestHandler):
     # -- plumbing ----------------------------------------------------------------------------
     def version_string(self) -> str:
         return self.server_version   # no Python version in the Server header
+
+    def date_time_string(self, timestamp=None) -> str:
+        """The Date header, formatted once a second rather than once a response (the
+        stdlib's goes through datetime and email.utils: ~15 µs a response)."""
+        global _date
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        if _date[0] != now:
+            _date = (now, email.utils.formatdate(now, usegmt=True))
+        return _date[1]
 
     def setup(self) -> None:
         # The socket stays blocking (a socket timeout costs a poll() per recv and send).
