@@ -27,9 +27,11 @@ def paced_fake(first_token: float, rate: float, tokens: int):
     answer = _Handler._answer
 
     def paced(self, body, script, received):
-        wait = first_token + (0 if body.get("stream") else gap * max(0, tokens - 1))
-        if wait:
-            time.sleep(wait)
+        if first_token:
+            time.sleep(first_token)
+        if gap and not body.get("stream"):
+            for _ in range(tokens - 1):   # sleep by sleep, as the stream does: each sleep
+                time.sleep(gap)          # overshoots a little, and both add up alike
         return answer(self, body, script, received)
 
     _Handler._answer = paced
