@@ -35,6 +35,11 @@ def paced_fake(first_token: float, rate: float, tokens: int):
         return answer(self, body, script, received)
 
     _Handler._answer = paced
+    # Token by token means small writes apart: without TCP_NODELAY (the stdlib server's
+    # default) Nagle holds each until the last is acknowledged, and the hub's or client's
+    # delayed ACK can make that tens of ms. Node's http server (LM Studio) and asyncio
+    # servers (uvicorn, vLLM) set it by default.
+    _Handler.disable_nagle_algorithm = True
     fake = FakeLMStudio()
     fake.default = Script(chunks=[" tok"] * tokens, delay=gap)
     return fake.start()
