@@ -206,7 +206,8 @@ def table(rows: list, header: list = HEADER) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description="llmhub's "
+                                     "benchmarks, direct beside the hub (bench/README.md)")
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
     parser.add_argument("--only", choices=("relay", "dialects", "openloop", "threads",
                                            "conversations", "cancel", "load", "routing",

@@ -1,6 +1,8 @@
 """The bench's own machinery, on tiny numbers: the open loop measures from the scheduled
 send time, and --ab hands its ref on. No timing of the hub is asserted (it never is)."""
 
+import asyncio
+
 from fake_lmstudio import Script
 
 from bench import ab, openloop, run
@@ -18,7 +20,7 @@ def test_a_request_that_waited_to_be_sent_counts_its_wait(fake):
     # waits for the four before it. Measured from its scheduled time it took ≥ 160 ms of
     # sleeps, which a closed loop (from when it was sent) would report as ~40 ms.
     fake.default = Script(chunks=["a", "b", "c"], delay=0.02)
-    result = openloop.asyncio.run(openloop.open_loop(
+    result = asyncio.run(openloop.open_loop(
         fake.url, "/chat/completions", openloop.STREAM, rate=100, seconds=0.05,
         max_connections=1))
     assert (len(result.first_token), result.errors) == (5, 0)
