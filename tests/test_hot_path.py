@@ -1,9 +1,11 @@
-"""The hot path's shortcuts answer exactly what the stdlib they replace answers."""
+"""The hot path's shortcuts answer exactly what the code they replace answered."""
 
 import email.utils
+import json
 from http.client import HTTPMessage
 
 from llmhub.http.server import Handler, Headers
+from llmhub.wire import json_bytes, sse
 
 PAIRS = [("Host", "hub"), ("Content-Type", "application/json; charset=latin-1"),
          ("X-Twice", "1"), ("x-twice", "2")]
@@ -41,3 +43,12 @@ def test_the_date_header_is_the_stdlib_one():
     assert email.utils.parsedate_to_datetime(date).tzname() == "UTC"
     assert handler.date_time_string(0) == "Thu, 01 Jan 1970 00:00:00 GMT"
     assert handler.date_time_string() in (date, email.utils.formatdate(usegmt=True))
+
+
+def test_a_chunk_is_one_data_line_encoded_as_json_dumps_would():
+    chunk = {"choices": [{"delta": {"content": "two\nlines \u2028 é \"q\""}}], "n": None}
+    text = json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))
+    assert sse(chunk) == b"data: " + text.encode("utf-8") + b"\n\n"
+    assert sse(chunk, event="delta") == b"event: delta\ndata: " + text.encode("utf-8") + b"\n\n"
+    assert json_bytes(chunk) == text.encode("utf-8")
+    assert sse("a\nb") == b"data: a\ndata: b\n\n"
