@@ -10,6 +10,7 @@ are measured, in alternating order, on the same figures:
   system time (/proc/PID/stat) over the block, divided by its requests. On a shared machine
   this is the figure to judge a hot-path change by: other processes stretch wall-clock time,
   much less the CPU the hub itself spends;
+- hub CPU µs per chunk of a 500-chunk stream (the relay path; per_block / 20 streams);
 - non-streaming latency p50 and time to first token p50 at concurrency 1 (wall clock).
 
 Each figure is printed for both trees (the median over blocks; for CPU the mean, which is
@@ -41,10 +42,14 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+LONG = 500          # chunks in the long stream: the per-chunk relay path
+
+
 def measure(pid: int, client: Client, task: str, n: int) -> tuple[float, float]:
     """(p50 seconds, hub CPU seconds per request) of `n` requests."""
+    call = (lambda: client.relay(LONG)) if task == "relay" else getattr(client, task)
     before = cpu_seconds(pid)
-    samples = [getattr(client, task)() for _ in range(n)]
+    samples = [call() for _ in range(n)]
     after = cpu_seconds(pid)
     cpu = (after - before) / n if before is not None and after is not None else float("nan")
     return percentile(samples, 0.5), cpu
@@ -52,7 +57,8 @@ def measure(pid: int, client: Client, task: str, n: int) -> tuple[float, float]:
 
 FIGURES = (("non-stream hub CPU µs/request", "complete", 1), ("non-stream p50 ms", "complete", 0),
            ("streamed hub CPU µs/request", "first_token", 1), ("time to first token p50 ms",
-                                                                "first_token", 0))
+                                                                "first_token", 0),
+           (f"{LONG}-chunk stream hub CPU µs/chunk", "relay", LONG))
 
 
 def compare(hubs: dict, blocks: int, per_block: int) -> dict:
@@ -67,11 +73,12 @@ def compare(hubs: dict, blocks: int, per_block: int) -> dict:
     for block in range(blocks):
         for label in labels if block % 2 == 0 else labels[::-1]:
             pid, client = hubs[label][0].pid, clients[label]
-            for task in ("complete", "first_token"):
-                p50, cpu = measure(pid, client, task, per_block)
-                for name, figure_task, is_cpu in FIGURES:
+            for task in ("complete", "first_token", "relay"):
+                count = max(1, per_block // 20) if task == "relay" else per_block
+                p50, cpu = measure(pid, client, task, count)
+                for name, figure_task, per in FIGURES:   # per: CPU over so many (0: p50)
                     if figure_task == task:
-                        values[name][label].append(cpu * 1e6 if is_cpu else p50 * 1e3)
+                        values[name][label].append(cpu * 1e6 / per if per else p50 * 1e3)
     return values
 
 
@@ -82,7 +89,7 @@ def rows(values: dict, this: str, ref: str) -> list[list]:
     for name, by_label in values.items():
         middle = statistics.mean if "CPU" in name else statistics.median
         a, b = by_label[this], by_label[ref]
-        diffs = sorted(x - y for x, y in zip(a, b))
+        diffs = sorted(round(x - y, 9) for x, y in zip(a, b))   # no 7e-13 for a tie
         spread = f"{percentile(diffs, .25):+.3g} … {percentile(diffs, .75):+.3g}"
         out.append([name, f"{middle(a):.3g}", f"{middle(b):.3g}", f"{middle(diffs):+.3g}",
                     spread])
