@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BLOCKS, PER_BLOCK = 40, 50
 
 
-def start_pool_hub(upstream: str, folder: Path):
+def start_pool_hub(upstream: str, folder: Path, extra: tuple = ()):
+    """A hub whose [pool:trio] spreads bench-model over three upstreams (one fake);
+    `extra` config lines are appended."""
     ini = folder / "config.ini"
     ini.write_text("\n".join([
         "[server]", "log_level = error", f"db_path = {folder / 'bench.db'}",
@@ -32,7 +34,7 @@ def start_pool_hub(upstream: str, folder: Path):
         "[upstream:b]", f"base_url = {upstream}",
         "[upstream:c]", f"base_url = {upstream}",
         "[pool:trio]", "targets = default:bench-model, b:bench-model, c:bench-model",
-    ]) + "\n", encoding="utf-8")
+        *extra]) + "\n", encoding="utf-8")
     process = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--port", "0",
                                 "--config", str(ini)], stdout=subprocess.PIPE, text=True)
     line = process.stdout.readline()

@@ -1,6 +1,13 @@
 """Relay benchmark: the hub against the direct upstream, side by side in one run.
 
-    python -m bench    (or: python bench/run.py)  [--quick] [--only relay|threads|conversations|cancel|load|routing|memory]
+    python -m bench    (or: python bench/run.py)  [--quick] [--only relay|dialects|openloop|
+                       threads|conversations|cancel|load|routing|memory]
+    python -m bench --ab REF       this tree against a git ref, interleaved (bench/ab.py)
+
+bench/README.md explains every figure and keeps the dated table of results. This module is
+the closed loop: a fixed number of clients, each sending its next request when the last one
+answered, against an instant fake. bench/openloop.py is the open loop (a fixed rate against
+a paced fake), the way the gateway benchmarks measure.
 
 The fake LM Studio (tests/fake_lmstudio.py) and the hub each run in their own process, so
 neither shares a GIL with the load generator. Each scenario is measured direct (client →
@@ -50,12 +57,13 @@ def start_fake() -> tuple[subprocess.Popen, str]:
 HUB_ENV = {"LLMHUB_SERVER_MAX_CONNECTIONS_PER_CLIENT": "2000"}
 
 
-def start_hub(upstream: str, db: Path,
-              env: dict | None = None) -> tuple[subprocess.Popen, str]:
+def start_hub(upstream: str, db: Path, env: dict | None = None,
+              root: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """A hub process from the tree at `root` (another checkout, for an A/B)."""
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "main.py"), "--port", "0", "--upstream", upstream,
+        [sys.executable, str(root / "main.py"), "--port", "0", "--upstream", upstream,
          "--db", str(db), "--log-level", "error"], stdout=subprocess.PIPE, text=True,
-        env={**os.environ, **HUB_ENV, **(env or {})})
+        env={**os.environ, **HUB_ENV, **(env or {})}, cwd=root)
     line = process.stdout.readline()
     return process, line.split(" listening on ", 1)[1].split(" ", 1)[0]
 
@@ -198,14 +206,49 @@ def table(rows: list, header: list = HEADER) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description="llmhub's "
+                                     "benchmarks, direct beside the hub (bench/README.md)")
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
-    parser.add_argument("--only", choices=("relay", "threads", "conversations", "cancel",
-                                           "load", "routing", "memory"),
+    parser.add_argument("--only", choices=("relay", "dialects", "openloop", "threads",
+                                           "conversations", "cancel", "load", "routing",
+                                           "memory"),
                         help="run one benchmark")
+    parser.add_argument("--ab", metavar="REF", help="compare this tree with a git ref "
+                        "(hub CPU per request, p50, TTFT) in interleaved blocks, and stop")
+    parser.add_argument("--blocks", type=int, default=12, help="--ab: blocks per tree")
+    parser.add_argument("--per-block", type=int, default=200, help="--ab: requests a block")
+    parser.add_argument("--rate", type=float, default=100, help="openloop: requests/s")
+    parser.add_argument("--seconds", type=float, default=8, help="openloop: per figure")
+    parser.add_argument("--first-token-ms", type=float, default=50,
+                        help="openloop: the paced fake's delay before its first token")
+    parser.add_argument("--tokens-per-s", type=float, default=100,
+                        help="openloop: the paced fake's token rate")
+    parser.add_argument("--tokens", type=int, default=10, help="openloop: tokens a reply")
     args = parser.parse_args(argv)
+    if args.ab:
+        from bench import ab
+        rows = ab.main(args.ab, args.blocks, args.per_block)
+        print(f"\nllmhub A/B: this tree against {args.ab} (median of blocks; difference "
+              "= this tree − REF)")
+        print(table(rows, [*ab.HEADER[:2], args.ab, *ab.HEADER[3:]]))
+        return 0
     if args.only in (None, "relay"):
         relay(args.quick)
+    if args.only in (None, "dialects"):
+        from bench import dialects
+        print("\nllmhub dialect hot paths (ms; concurrency 1, blocks interleaved with the "
+              "direct request each becomes)")
+        print(table(dialects.main(args.quick), dialects.HEADER))
+    if args.only in (None, "openloop"):
+        from bench import openloop
+        seconds = 2 if args.quick else args.seconds
+        rows = openloop.main(args.rate, seconds, args.first_token_ms, args.tokens_per_s,
+                             args.tokens)
+        print(f"\nllmhub open-loop benchmark: {args.rate:g} requests/s for {seconds:g} s "
+              f"each way; paced fake: first token {args.first_token_ms:g} ms, "
+              f"{args.tokens} tokens at {args.tokens_per_s:g}/s; latency from the "
+              "scheduled send time")
+        print(table(rows, openloop.HEADER))
     if args.only in (None, "threads"):
         from bench import threads
         rows = threads.main(10_000 if args.quick else threads.SIZE)

@@ -31,6 +31,9 @@ __all__ = [
 BOM = b"\xef\xbb\xbf"
 LAST_CHUNK = b"0\r\n\r\n"
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+# json.dumps with arguments builds a JSONEncoder per call; one made once encodes the same
+# (it keeps no state between calls) ~1 µs sooner, and every streamed chunk is encoded
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 # --- responses a view can return -------------------------------------------------------------
@@ -276,7 +279,7 @@ def check_message_count(body, limit: int) -> None:
 # --- output framing --------------------------------------------------------------------------
 
 def json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _compact(obj).encode("utf-8")
 
 
 PIECE = 1 << 20     # json_pieces' piece size: about the most it holds beyond its output
@@ -320,7 +323,7 @@ def json_str(obj: Any) -> str:
     """json.dumps(obj) compact, as stored: a long string with nothing to escape (base64
     image data) goes into the one join as it is, instead of as an escaped copy first."""
     if not is_large(obj):
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        return _compact(obj)
     return "".join(_parts(obj))
 
 
@@ -371,7 +374,9 @@ def _parts(obj):
 def sse(data: str | dict | list, event: str | None = None, id: str | int | None = None) -> bytes:
     """One Server-Sent Event; multi-line data becomes several `data:` lines (WHATWG rules)."""
     if not isinstance(data, str):
-        data = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        if event is None and id is None:   # a chunk: JSON text holds no CR or LF, so it
+            return b"data: %s\n\n" % _compact(data).encode("utf-8")   # is one data line
+        data = _compact(data)
     lines = []
     if id is not None:
         lines.append("id: " + _LINE_BREAKS.sub("", str(id)))

@@ -24,6 +24,7 @@ locks out only itself. Loopback is one address like any other.
 """
 
 import contextlib
+import email.utils
 import enum
 import hmac
 import io
@@ -74,6 +75,41 @@ LINGER_BYTES = 64 << 20    # whole body before reading gets the answer, not a re
 # Request ids only correlate log lines: a seeded PRNG is enough, and far cheaper than uuid4.
 # (Run ids, which authorise a cancel, stay uuid4.)
 _request_ids = random.Random()
+_date = (0, "")            # (second, its Date header): Handler.date_time_string's cache
+
+
+class Headers(HTTPMessage):
+    """A request's headers: an HTTPMessage (views and the stdlib use its methods) whose
+    lookups, a dozen a request, come from a dict made once. HTTPMessage.get scans every
+    header and lower-cases each name per call: ~10 µs a request in all."""
+
+    def __init__(self, pairs: list) -> None:
+        super().__init__()
+        self._headers = list(pairs)      # compat32 keeps (name, value) as given, so do we
+        self._reindex()
+
+    def _reindex(self) -> None:
+        index: dict[str, str] = {}
+        for name, value in reversed(self._headers):   # the first of a repeated name wins,
+            index[name.lower()] = value                # as Message.get has it
+        self._index = index
+
+    def get(self, name, failobj=None):
+        return self._index.get(name.lower(), failobj)
+
+    def __getitem__(self, name):
+        return self._index.get(name.lower())
+
+    def __contains__(self, name) -> bool:
+        return name.lower() in self._index
+
+    def __setitem__(self, name, value) -> None:
+        super().__setitem__(name, value)
+        self._reindex()
+
+    def __delitem__(self, name) -> None:
+        super().__delitem__(name)
+        self._reindex()
 
 
 class Request:
@@ -105,7 +141,11 @@ class Request:
 
     def _utf8_body(self) -> bytes:
         """The body as UTF-8; a declared other charset (older PowerShell) is honoured."""
-        charset = (self.headers.get_content_charset() or "utf-8").lower().replace("_", "-")
+        declared = self.headers.get("Content-Type", "")
+        # No parameters (the usual "application/json"): no charset, so no email-package
+        # parameter parsing, which costs ~10 µs a request
+        charset = "utf-8" if ";" not in declared else \
+            (self.headers.get_content_charset() or "utf-8").lower().replace("_", "-")
         if charset in ("utf-8", "utf8"):
             return self.body
         try:
@@ -430,6 +470,17 @@ class Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version   # no Python version in the Server header
 
+    def date_time_string(self, timestamp=None) -> str:
+        """The Date header, formatted once a second rather than once a response (the
+        stdlib's goes through datetime and email.utils: ~15 µs a response)."""
+        global _date
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        if _date[0] != now:
+            _date = (now, email.utils.formatdate(now, usegmt=True))
+        return _date[1]
+
     def setup(self) -> None:
         # The socket stays blocking (a socket timeout costs a poll() per recv and send).
         # Instead the server's Deadlines shut it down once its phase outstays its timeout,
@@ -543,9 +594,7 @@ class Handler(BaseHTTPRequestHandler):
         self.state = RequestState(head)
         self.command, self.request_version, self.path = head.method, head.version, head.path
         self.requestline = f"{head.method} {head.target} {head.version}"
-        headers = self.headers = HTTPMessage()
-        for name, value in head.headers:
-            headers[name] = value
+        headers = self.headers = Headers(head.headers)
         head.headers = ()              # kept once, as the message: a held stream is small
         tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
         self.close_connection = "close" in tokens or (head.version == "HTTP/1.0"

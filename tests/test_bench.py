@@ -1,0 +1,43 @@
+"""The bench's own machinery, on tiny numbers: the open loop measures from the scheduled
+send time, and --ab hands its ref on. No timing of the hub is asserted (it never is)."""
+
+import asyncio
+
+from fake_lmstudio import Script
+
+from bench import ab, openloop, run
+
+
+def test_the_open_loop_sends_every_scheduled_request(fake):
+    result = openloop.run(fake.url, "/chat/completions", openloop.NON_STREAM, rate=100,
+                          seconds=0.05)
+    assert (len(result.latency), result.errors) == (5, 0)
+    assert len(fake.chat_requests()) == 5
+
+
+def test_a_request_that_waited_to_be_sent_counts_its_wait(fake):
+    # One connection, streams of ≥ 40 ms of pacing, one scheduled every 10 ms: the fifth
+    # waits for the four before it. Measured from its scheduled time it took ≥ 160 ms of
+    # sleeps, which a closed loop (from when it was sent) would report as ~40 ms.
+    fake.default = Script(chunks=["a", "b", "c"], delay=0.02)
+    result = asyncio.run(openloop.open_loop(
+        fake.url, "/chat/completions", openloop.STREAM, rate=100, seconds=0.05,
+        max_connections=1))
+    assert (len(result.first_token), result.errors) == (5, 0)
+    assert max(result.latency) >= 0.16
+    assert max(result.lag) >= 0.12      # it was sent late, and that is part of its latency
+
+
+def test_ab_takes_a_ref_and_its_block_sizes(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(ab, "main", lambda *args: calls.append(args) or [
+        ["non-stream p50 ms", "1", "2", "-1", "-1 … -1"]])
+    assert run.main(["--ab", "HEAD~1", "--blocks", "3", "--per-block", "7"]) == 0
+    assert calls == [("HEAD~1", 3, 7)]
+    assert "HEAD~1" in capsys.readouterr().out
+
+
+def test_ab_rows_difference_this_tree_minus_ref():
+    values = {"non-stream hub CPU µs/request": {"this": [10.0, 20.0], "ref": [15.0, 30.0]}}
+    [row] = ab.rows(values, "this", "ref")
+    assert row[1:4] == ["15", "22.5", "-7.5"]

@@ -1,0 +1,54 @@
+"""The hot path's shortcuts answer exactly what the code they replace answered."""
+
+import email.utils
+import json
+from http.client import HTTPMessage
+
+from llmhub.http.server import Handler, Headers
+from llmhub.wire import json_bytes, sse
+
+PAIRS = [("Host", "hub"), ("Content-Type", "application/json; charset=latin-1"),
+         ("X-Twice", "1"), ("x-twice", "2")]
+
+
+def message(pairs) -> HTTPMessage:
+    found = HTTPMessage()
+    for name, value in pairs:
+        found[name] = value
+    return found
+
+
+def test_headers_look_up_as_an_http_message_does():
+    ours, theirs = Headers(PAIRS), message(PAIRS)
+    for name in ("host", "CONTENT-TYPE", "X-Twice", "missing"):
+        assert ours.get(name) == theirs.get(name)
+        assert ours[name] == theirs[name]
+        assert (name in ours) == (name in theirs)
+    assert ours.get("missing", "default") == "default"
+    assert ours.get_all("x-twice") == theirs.get_all("x-twice") == ["1", "2"]
+    assert ours.get_content_charset() == theirs.get_content_charset() == "latin-1"
+    assert list(ours.items()) == list(theirs.items())
+
+
+def test_headers_changed_after_are_seen():
+    ours = Headers(PAIRS)
+    ours["X-Added"] = "yes"
+    del ours["Host"]
+    assert ours.get("x-added") == "yes" and ours.get("host") is None
+
+
+def test_the_date_header_is_the_stdlib_one():
+    handler = Handler.__new__(Handler)
+    date = handler.date_time_string()
+    assert email.utils.parsedate_to_datetime(date).tzname() == "UTC"
+    assert handler.date_time_string(0) == "Thu, 01 Jan 1970 00:00:00 GMT"
+    assert handler.date_time_string() in (date, email.utils.formatdate(usegmt=True))
+
+
+def test_a_chunk_is_one_data_line_encoded_as_json_dumps_would():
+    chunk = {"choices": [{"delta": {"content": "two\nlines \u2028 é \"q\""}}], "n": None}
+    text = json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))
+    assert sse(chunk) == b"data: " + text.encode("utf-8") + b"\n\n"
+    assert sse(chunk, event="delta") == b"event: delta\ndata: " + text.encode("utf-8") + b"\n\n"
+    assert json_bytes(chunk) == text.encode("utf-8")
+    assert sse("a\nb") == b"data: a\ndata: b\n\n"
