@@ -88,14 +88,30 @@ class Chromium:
             raise RuntimeError(f"{method}: {reply['error']}")
         return reply.get("result", {})
 
-    def open(self, url: str) -> "Page":
-        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+    def open(self, url: str, own_context: bool = False) -> "Page":
+        """A new tab at url; own_context: in a browser context of its own, with no
+        localStorage or cookies shared with the other tabs, as a second device has."""
+        params = {"url": "about:blank"}
+        if own_context:
+            params["browserContextId"] = self.send("Target.createBrowserContext")[
+                "browserContextId"]
+        target = self.send("Target.createTarget", params)["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target,
                                                       "flatten": True})["sessionId"]
         page = Page(self, session)
         page.send("Page.enable")
         page.send("Runtime.enable")
         page.goto(url)
+        return page
+
+    def fresh(self, base: str, path: str = "/", models: bool = True) -> "Page":
+        """The chat page with nothing kept from an earlier test (localStorage cleared),
+        once its model list is in unless models is False."""
+        page = self.open(base + "/")
+        page.evaluate("localStorage.clear()")
+        page.goto(base + path)
+        if models:
+            page.wait_for("document.querySelectorAll('#model option').length > 0")
         return page
 
     def close(self) -> None:

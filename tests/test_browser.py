@@ -22,14 +22,6 @@ LAST_REPLY = f"{LAST}.querySelector('.body').textContent"
 IDLE = "!document.querySelector('#send').disabled && !document.querySelector('.msg.live')"
 
 
-def fresh(browser, hub, path: str = "/"):
-    page = browser.open(hub.url + "/")
-    page.evaluate("localStorage.clear()")
-    page.goto(hub.url + path)
-    page.wait_for("document.querySelectorAll('#model option').length > 0")
-    return page
-
-
 def send(page, text: str, key: bool = True) -> None:
     page.wait_for(IDLE)
     page.type("#input", text)
@@ -52,7 +44,7 @@ def thread_of(page) -> str:
 
 def test_tokens_stream_and_stop_stops_the_model_in_both_modes(browser, make_hub, fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     release = threading.Event()
     fake.enqueue(Script(chunks=["Hello", " from", " the", " page"], hold_first=release,
                         hold_after=2))
@@ -106,7 +98,7 @@ def test_tokens_stream_and_stop_stops_the_model_in_both_modes(browser, make_hub,
 
 def test_a_reload_or_a_thread_switch_mid_stream_does_not_cancel(browser, make_hub, fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     release = threading.Event()
     fake.enqueue(Script(chunks=["Still", " here", " after", " all"], hold_first=release,
                         hold_after=1))
@@ -139,7 +131,7 @@ def test_closing_the_tab_mid_reply_does_not_cancel_it(browser, make_hub, fake):
     # a short grace: were a background run still ended when its follower leaves, it would be
     # cancelled well inside the wait below
     hub = make_hub({"responses": {"resume_grace_seconds": "0.2"}})
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     release = threading.Event()
     fake.enqueue(Script(chunks=["First", " part", " and", " the", " rest."],
                         hold_first=release, hold_after=2))
@@ -209,7 +201,7 @@ alert("inner fence")
 
 def test_markdown_renders_as_nodes_and_nothing_a_model_writes_runs(browser, make_hub, fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     fake.enqueue(Script(chunks=[MARKDOWN[:40], MARKDOWN[40:]]))
     send(page, "Show me Markdown")
     page.wait_for(f"{IDLE} && {LAST}.querySelector('table')")
@@ -249,7 +241,7 @@ VECTORS = ["<svg onload=window.pwned=1>", "[x](JAVASCRIPT:window.pwned=1)",
 
 def test_xss_vectors_stay_inert(browser, make_hub, fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     fake.enqueue(Script(chunks=["\n\n".join(VECTORS)]))
     send(page, "Try to escape")
     page.wait_for(f"{IDLE} && document.querySelectorAll('.msg').length === 2")
@@ -268,7 +260,7 @@ def test_xss_vectors_stay_inert(browser, make_hub, fake):
 
 def test_copy_regenerate_and_edit_keep_every_branch_reachable(browser, make_hub, fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     page.evaluate("navigator.clipboard.writeText = (text) => { window.copied = text; "
                   "return Promise.resolve(); }")
     fake.enqueue(Script(chunks=["Answer A:\n```py\nprint(1)\n```"]))
@@ -324,7 +316,7 @@ def test_threads_are_named_renamed_searched_paged_deleted_exported_imported(
     for i in range(55):                     # made by an API client: they show up too
         call(hub.url, "POST", "/v1/threads", {"messages": [
             {"role": "user", "content": f"API thread number {i}"}]})
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     page.wait_for("document.querySelectorAll('#thread-list li').length === 50")
     page.click("#more-threads")
     page.wait_for("document.querySelectorAll('#thread-list li').length === 55")
@@ -401,7 +393,7 @@ def attach(page, *paths) -> None:
 def test_images_and_text_files_reach_the_model_and_come_back(browser, make_hub, fake,
                                                             tmp_path):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     image, notes = tmp_path / "dot.png", tmp_path / "notes.txt"
     image.write_bytes(PNG)
     notes.write_text("remember the milk", encoding="utf-8")
@@ -446,7 +438,7 @@ def test_images_and_text_files_reach_the_model_and_come_back(browser, make_hub, 
 def test_reasoning_streams_in_a_thinking_block_after_a_waiting_indicator(browser, make_hub,
                                                                          fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     accepted, thought = threading.Event(), threading.Event()
     fake.enqueue(Script(reasoning=["Let me", " think."], chunks=["Forty-two."],
                         hold_headers=accepted, hold_first=thought, hold_after=2))
@@ -486,7 +478,7 @@ BACKGROUND = "getComputedStyle(document.body).backgroundColor"
 def test_settings_persist_and_shape_the_request_and_the_theme_follows(browser, make_hub,
                                                                      fake):
     hub = make_hub({"aliases": {"quick": "qwen2.5-7b-instruct"}})
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     set_value(page, "#model", "quick")                      # an alias: the line says who
     send(page, "Who answers?")
     page.wait_for(IDLE + " && document.querySelector('.msg.assistant .stats')")
@@ -525,7 +517,7 @@ def test_settings_persist_and_shape_the_request_and_the_theme_follows(browser, m
 def test_auto_scroll_follows_until_the_user_scrolls_up_and_replies_are_announced_whole(
         browser, make_hub, fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     rest = threading.Event()
     lines = [f"Line {i} of a long answer.\n\n" for i in range(80)]
     fake.enqueue(Script(chunks=lines, hold_first=rest, hold_after=40))
@@ -609,7 +601,7 @@ def key(page, name: str, **modifiers) -> None:
 
 def test_phone_keyboard_shortcuts_icon_and_screenshots(browser, make_hub, fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     status, headers, icon = call(hub.url, "GET", "/favicon.ico")
     assert status == 200 and headers["Content-Type"] == "image/x-icon" and icon[:4] == \
         b"\x00\x00\x01\x00"

@@ -40,14 +40,6 @@ def pdf(content: bytes, flate: bool = False, encrypted: bool = False) -> bytes:
     return out
 
 
-def fresh(browser, hub):
-    page = browser.open(hub.url + "/")
-    page.evaluate("localStorage.clear()")
-    page.goto(hub.url + "/")
-    page.wait_for("document.querySelectorAll('#model option').length > 0")
-    return page
-
-
 def attach(page, *paths) -> None:
     """Choose files in the hidden file input, as the file dialog would."""
     document = page.send("DOM.getDocument")["root"]["nodeId"]
@@ -64,7 +56,7 @@ def chips(page) -> list:
 def test_a_text_file_is_a_chip_then_a_folded_file_not_text_in_the_bubble(browser, make_hub,
                                                                           fake, tmp_path):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     notes = tmp_path / "notes.txt"
     notes.write_text("\n".join(f"line {i} of the notes" for i in range(60)), encoding="utf-8")
     attach(page, notes)
@@ -98,7 +90,7 @@ def test_a_text_file_is_a_chip_then_a_folded_file_not_text_in_the_bubble(browser
 def test_a_pdfs_text_is_read_in_the_browser_or_the_pdf_is_refused_saying_why(
         browser, make_hub, fake, tmp_path):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     files = {"plain.pdf": pdf(TEXT_OPS), "packed.pdf": pdf(TEXT_OPS, flate=True),
              "scan.pdf": pdf(b"q 612 0 0 792 0 0 cm /Im1 Do Q", flate=True),
              "locked.pdf": pdf(TEXT_OPS, encrypted=True)}
@@ -126,7 +118,7 @@ def test_a_pdfs_text_is_read_in_the_browser_or_the_pdf_is_refused_saying_why(
 def test_an_images_chip_is_a_thumbnail_and_the_page_knows_who_sees_images(browser, make_hub,
                                                                          tmp_path):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     (tmp_path / "dot.png").write_bytes(PNG)
     attach(page, tmp_path / "dot.png")
     page.wait_for("document.querySelector('#attachments .chip img.thumb')?.complete")

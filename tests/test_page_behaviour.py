@@ -86,15 +86,6 @@ def alert_text(page) -> str:
     return page.text("#problems")
 
 
-def fresh(browser, hub, path: str = "/", models: bool = True):
-    page = browser.open(hub.url + "/")
-    page.evaluate("localStorage.clear()")
-    page.goto(hub.url + path)
-    if models:
-        page.wait_for("document.querySelectorAll('#model option').length > 0")
-    return page
-
-
 def send(page, text: str) -> None:
     page.wait_for(IDLE)
     box = find(page, "textbox", "Message")
@@ -111,7 +102,7 @@ def thread_of(page) -> str:
 
 def test_model_not_found_says_so_on_the_reply_and_retry_works(browser, make_hub, fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     fake.enqueue(Script(status=404, error={"message": "model 'qwen2.5-7b-instruct' not found",
                                            "type": "invalid_request_error",
                                            "code": "model_not_found"}))
@@ -137,7 +128,7 @@ def offline(page, on: bool) -> None:
 def test_a_hub_shutdown_is_not_a_stop_and_an_unreachable_hub_is_one_line_that_clears(
         browser, make_hub, fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     fake.enqueue(Script(chunks=["Half", " never"], hold_first=NEVER, hold_after=1))
     send(page, "Tell me everything")
     page.wait_for("document.querySelector('.msg.live .body') && "
@@ -171,7 +162,7 @@ def test_welcome_names_the_upstream_and_what_to_do_and_send_makes_no_empty_chat(
         browser, make_hub, fake):
     fake.kill()                                             # no LM Studio running
     hub = make_hub({"aliases": {"quick": "qwen2.5-7b-instruct"}})
-    page = fresh(browser, hub, models=False)
+    page = browser.fresh(hub.url, models=False)
     find(page, "region", "Chat with your local models")
     page.wait_for("document.querySelector('.welcome .upstream').textContent.includes("
                   "'did not answer')")
@@ -208,7 +199,7 @@ def test_welcome_names_the_upstream_and_what_to_do_and_send_makes_no_empty_chat(
 
 def test_a_reply_cut_by_max_tokens_is_marked_continued_and_titled(browser, make_hub, fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     fake.enqueue(Script(chunks=["The first half of"], finish_reason="length"))
     send(page, "Write an essay")
     page.wait_for(f"{IDLE} && {LAST} && {LAST}.dataset.state === 'cut off'")
@@ -227,7 +218,7 @@ def test_a_reply_cut_by_max_tokens_is_marked_continued_and_titled(browser, make_
 
 def test_esc_stops_only_from_the_message_box(browser, make_hub, fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     release = threading.Event()
     fake.enqueue(Script(chunks=["Going", " on", " to", " the end."], hold_first=release,
                         hold_after=1))
@@ -257,7 +248,7 @@ AT_BOTTOM = ("(() => { const m = document.querySelector('#messages'); "
 def test_send_scrolls_to_you_edit_keys_regenerate_any_reply_and_branch_highlight(
         browser, make_hub, fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     fake.enqueue(Script(chunks=[f"Line {i}.\n\n" for i in range(80)]))
     send(page, "First")
     page.wait_for(f"{IDLE} && {LAST}.querySelector('.body').textContent.includes('Line 79')")
@@ -314,7 +305,7 @@ def test_send_scrolls_to_you_edit_keys_regenerate_any_reply_and_branch_highlight
 def test_tool_calls_and_reasoning_are_shown_folded_and_kept_after_a_reload(browser, make_hub,
                                                                              fake):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     fake.enqueue(Script(reasoning=["Weather needs", " a lookup."], chunks=["Checking."],
                         tool_calls=[{"id": "call_1", "name": "get_weather",
                                      "arguments": '{"city": "Paris"}'}]))
@@ -359,7 +350,7 @@ def test_model_picker_sets_aliases_apart_with_hints_a_real_default_and_a_choice_
     fake.loaded = {"qwen3-vl-4b-instruct": ["qwen3-vl-4b-instruct"]}
     hub = make_hub({"aliases": {"quick": "qwen2.5-7b-instruct"},
                     "models": {"default": "not-on-this-upstream"}})
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     assert options(page) == [["Models", ["qwen2.5-7b-instruct",
                                          "qwen3-vl-4b-instruct (loaded, vision)"]],
                              ["Aliases", ["quick → qwen2.5-7b-instruct"]]]
@@ -409,7 +400,7 @@ def test_polish_contrast_import_titles_search_tab_stops_and_settings(browser, ma
         {"role": "user", "content": "hi"}]})
     call(hub.url, "POST", f"/v1/threads/{thread['id']}/title", {"title": long_title})
     call(hub.url, "POST", "/v1/threads", {"messages": [{"role": "user", "content": "other"}]})
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     page.wait_for("document.querySelectorAll('#thread-list li').length === 2")
 
     for theme in ("dark", "light"):                           # Send is readable in both
@@ -466,22 +457,13 @@ def test_polish_contrast_import_titles_search_tab_stops_and_settings(browser, ma
 
 def second_device(browser, url: str) -> Page:
     """A page in a browser context of its own: no localStorage shared with the first."""
-    context = browser.send("Target.createBrowserContext")["browserContextId"]
-    target = browser.send("Target.createTarget", {"url": "about:blank",
-                                                  "browserContextId": context})["targetId"]
-    session = browser.send("Target.attachToTarget", {"targetId": target,
-                                                     "flatten": True})["sessionId"]
-    page = Page(browser, session)
-    page.send("Page.enable")
-    page.send("Runtime.enable")
-    page.goto(url)
-    return page
+    return browser.open(url, own_context=True)
 
 
 def test_a_second_device_follows_a_reply_live_and_can_stop_it(browser, make_hub, fake):
     hub = make_hub()
     phone_page = None
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     more = threading.Event()
     fake.enqueue(Script(chunks=["Seen", " from", " afar", " never"], hold_first=more,
                         hold_after=1))

@@ -45,14 +45,6 @@ LLAMA_CPP = [{
          "thinking": "", "model": "qwen"}]}]
 
 
-def fresh(browser, hub):
-    page = browser.open(hub.url + "/")
-    page.evaluate("localStorage.clear()")
-    page.goto(hub.url + "/")
-    page.wait_for("document.querySelectorAll('#model option').length > 0")
-    return page
-
-
 def load(page, data, name: str = "export.json") -> None:
     """Give the import control a file, as the file dialog would."""
     text = json.dumps(json.dumps(data))
@@ -70,7 +62,7 @@ def threads(hub) -> dict:
 
 def test_open_webui_and_llama_cpp_exports_import_as_titled_threads(browser, make_hub):
     hub = make_hub()
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     load(page, OPEN_WEBUI)
     page.wait_for("document.querySelectorAll('.msg').length === 2")
     load(page, LLAMA_CPP)
@@ -92,7 +84,7 @@ def test_export_all_chats_holds_every_chat_and_imports_back(browser, make_hub):
         thread = call(hub.url, "POST", "/v1/threads", {"messages": [
             {"role": "user", "content": words}, {"role": "assistant", "content": "ok"}]})[2]
         call(hub.url, "POST", f"/v1/threads/{thread['id']}/title", {"title": title})
-    page = fresh(browser, hub)
+    page = browser.fresh(hub.url)
     page.evaluate("""window.exported = new Promise(resolve => {
       new MutationObserver((changes, observer) => {
         const link = document.querySelector('a.download');
