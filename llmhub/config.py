@@ -271,13 +271,22 @@ class OllamaConfig:
     vision: tuple[str, ...] = setting(_list, "")
 
 
+@dataclass(frozen=True)
+class BatchesConfig:
+    max_file_bytes: int = setting(_int(1, 1 << 40), "209715200")
+    max_total_bytes: int = setting(_int(1, 1 << 44), "1073741824")
+    max_lines: int = setting(_int(1, 10_000_000), "50000")
+    max_parallel_lines: int = setting(_int(1, 10_000), "8")
+
+
 # Each fixed section's class; `[upstream]` is the first of Config.upstreams, not a field.
 SECTIONS: dict[str, type] = {
     "server": ServerConfig, "upstream": UpstreamConfig, "health": HealthConfig,
     "routing": RoutingConfig, "models": ModelsConfig, "context": ContextConfig,
     "responses": ResponsesConfig, "mock": MockConfig, "providers": ProvidersConfig,
     "retention": RetentionConfig, "log": LogConfig, "openai": OpenAIConfig,
-    "anthropic": AnthropicConfig, "ollama": OllamaConfig}
+    "anthropic": AnthropicConfig, "ollama": OllamaConfig,
+    "batches": BatchesConfig}
 # Sections that hold names rather than fixed keys, each read by its own function below.
 NAMED_SECTIONS = ("aliases", "fallbacks", "concurrency", "keys")
 NAMED_PREFIXES = ("upstream:", "pool:", "pipe:", "key:")
@@ -371,6 +380,7 @@ class Config:
     retention: RetentionConfig
     health: HealthConfig
     routing: RoutingConfig
+    batches: BatchesConfig = field(default_factory=BatchesConfig)
     keys: dict[str, str] = field(default_factory=dict)   # key name → key ([keys], or name:key)
     key_limits: dict[str, KeyLimits] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
@@ -421,6 +431,7 @@ def load_config(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] |
         concurrency=_concurrency(parser, source), pipes=_pipes(parser, source),
         key_limits=_key_limits(parser, keys, source),
         health=HealthConfig(**sections["health"]), routing=RoutingConfig(**sections["routing"]),
+        batches=BatchesConfig(**sections["batches"]),
         source=source, searched=searched,
     )
     _validate(config)

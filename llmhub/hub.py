@@ -2,21 +2,26 @@
 and engine.
 
 The server holds one Hub and hands it to every view as `request.hub`. Dialect views use
-`hub.engine` (the façade, engine/facade.py), `hub.config`, `hub.sessions` and
-`hub.metrics`; the database, its stores and the registry are here for the server's own
-lifecycle. Building it opens the database; `close()` cancels every live run and closes it.
+`hub.engine` (the façade, engine/facade.py), `hub.config`, `hub.sessions`, `hub.metrics`
+and `hub.batches` (the Files and Batch APIs, engine/batches.py); the database, its stores
+and the registry are here for the server's own lifecycle. Building it opens the database; `close()` cancels every live run and closes it.
 """
 
+import functools
 import time
 
 from llmhub import __version__
 from llmhub.config import Config
+from llmhub.dialects import batches as batch_lines
 from llmhub.engine.accounting import Limits, RequestLog
+from llmhub.engine.batches import Batches
 from llmhub.engine.facade import Engine
 from llmhub.engine.metrics import Metrics
 from llmhub.engine.runs import Registry
 from llmhub.engine.session_log import SessionLog
+from llmhub.store.batches import BatchStore
 from llmhub.store.database import Database
+from llmhub.store.files import FileStore, files_folder
 from llmhub.store.requests import RequestStore
 from llmhub.store.responses import ResponseStore
 from llmhub.store.retention import Upkeep
@@ -53,6 +58,11 @@ class Hub:
         self.upkeep = Upkeep(self.db, self.threads, self.registry, config)
         self.engine.upkeep = self.upkeep
         self.upkeep.start()
+        # OpenAI's Files and Batch APIs; the worker resumes what the last process left
+        self.batches = Batches(config, FileStore(self.db, files_folder(config.server.db_path)),
+                               BatchStore(self.db), self._cancel_line)
+        self.batches.run_line = functools.partial(batch_lines.run_line, self)
+        self.batches.start()
         self.routes: tuple = ()   # the API's route table, handed over by the server that
                                   # serves it (service views list it: /, /help, OpenAPI)
 
@@ -64,7 +74,11 @@ class Hub:
         self.limits.spend(record["key"], (record["input_tokens"] or 0) +
                           (record["output_tokens"] or 0), run.budget)
 
+    def _cancel_line(self, run_id: str) -> None:
+        self.registry.cancel(run_id, "cancelled", wait=0)
+
     def close(self, reason: str = "shutdown") -> None:
+        self.batches.stop()
         self.upkeep.stop()
         self.engine.close()
         self.registry.cancel_all(reason)

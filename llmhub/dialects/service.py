@@ -172,7 +172,8 @@ def operation(route) -> dict:
 def metrics(request) -> BytesResponse:
     hub = request.hub
     text = hub.metrics.render(hub.engine.live_runs(), len(hub.sessions),
-                              hub.engine.upstream_states(), hub.engine.storage_counters())
+                              hub.engine.upstream_states(), hub.engine.storage_counters(),
+                              hub.batches.progress())
     return BytesResponse(text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -329,7 +329,7 @@ class Generation:
             self.router.opened(target, None)
             return reply, name, target
         finally:
-            self._leave(entered)
+            self._leave(entered, run)
 
     @staticmethod
     def _embedding_usage(reply: dict, given) -> Usage:
@@ -387,7 +387,7 @@ class Generation:
         finally:
             if call is not None:
                 call.close()
-            self._leave(entered)
+            self._leave(entered, run)
 
     def _deliver(self, run: Run, call: PassCall, sink: RelaySink, target: Target) -> None:
         """The accepted reply to the sink as it comes; the run ends with it."""
@@ -462,7 +462,7 @@ class Generation:
                 if error is not None:        # counted while it is still the trial
                     self.router.failed(target, error)
             finally:
-                self.router.release(target)
+                self.router.release(target, run)
             if error is None:
                 return None
             if run.status in FINAL or not retryable(error) or len(tried) == len(pool) \
@@ -485,15 +485,15 @@ class Generation:
                 run.finish("fail", error=exc)
                 admitted = False
             if not admitted:
-                self._leave(entered)
+                self._leave(entered, run)
                 return None
             entered.append(gate)
         return entered
 
     @staticmethod
-    def _leave(gates: list) -> None:
+    def _leave(gates: list, run: Run) -> None:
         for gate in gates:
-            gate.leave()
+            gate.leave(run)
 
     def _attempt(self, run: Run, body: dict, access: tuple, target: Target,
                  session: str | None) -> HubError | None:
@@ -538,7 +538,7 @@ class Generation:
             if call is not None:
                 call.close()
             if entered is not None:
-                self._leave(entered)
+                self._leave(entered, run)
 
     def _check_fits(self, run: Run, target: Target, model: str) -> None:
         """LM Studio cuts an input its context cannot hold without a word (its overflow

@@ -69,7 +69,7 @@ class Metrics:
                 self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
 
     def render(self, live_runs: list, sessions: int, upstreams: Sequence[dict] = (),
-               storage: dict | None = None) -> str:
+               storage: dict | None = None, batches: dict | None = None) -> str:
         queued = sum(1 for run in live_runs if run.status == QUEUED)
         with self._lock:
             out = [
@@ -98,6 +98,7 @@ class Metrics:
                 *self.overhead.lines("llmhub_hub_overhead_seconds"),
                 *upstream_lines(upstreams),
                 *storage_lines(storage or {}),
+                *batch_lines(batches or {}),
                 "# HELP llmhub_uptime_seconds Seconds since the hub started",
                 "# TYPE llmhub_uptime_seconds gauge",
                 f"llmhub_uptime_seconds {time.time() - self.started:.1f}",
@@ -124,6 +125,25 @@ def storage_lines(counters: dict) -> list[str]:
             out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}",
                     f"{name} {counters[key]}"]
     return out
+
+
+def batch_lines(progress: dict) -> list[str]:
+    """Batches by status, and their lines: running, waiting, and finished by outcome
+    (`requeued`: given back, preempted by an interactive request or stopped, to run again)."""
+    if not progress:
+        return []
+    return [*family("llmhub_batches", "gauge", "Batches, by status",
+                    {("status",): {(k,): v for k, v in progress["statuses"].items()}}),
+            "# HELP llmhub_batch_lines_running Batch lines running now",
+            "# TYPE llmhub_batch_lines_running gauge",
+            f"llmhub_batch_lines_running {progress['lines_running']}",
+            "# HELP llmhub_batch_lines_pending Batch lines waiting to run",
+            "# TYPE llmhub_batch_lines_pending gauge",
+            f"llmhub_batch_lines_pending {progress['lines_pending']}",
+            *family("llmhub_batch_lines_total", "counter",
+                    "Batch lines ended since the hub started, by outcome",
+                    {("outcome",): {(k,): progress[f"lines_{k}"]
+                                    for k in ("completed", "failed", "requeued")}})]
 
 
 STATES = ("healthy", "loading", "busy", "down", "auth")

@@ -17,6 +17,9 @@ Rules:
 - A failure retries on another target only before the upstream could have acted on the
   request: an upstream that closed after the request was written without answering
   (reason `unanswered`) may be generating, so the run fails with its 502 instead.
+- A batch line (gate.background set by its driver) waits behind every interactive run of
+  the line and takes a target only when none waits; an interactive run at the head of the
+  line that finds no room preempts a batch line holding one of its targets (gate.py).
 - Affinity is a thread's (or session's) last target, kept in memory for `affinity_seconds`,
   at most `affinity_max` of them (the oldest go first).
 """
@@ -31,7 +34,7 @@ from llmhub.engine.health import BUSY, Box
 from llmhub.engine.runs import FINAL
 from llmhub.errors import HubError, UpstreamError
 from llmhub.upstream.base import Upstream
-from llmhub.upstream.gate import QueueFull
+from llmhub.upstream.gate import PREEMPTED, QueueFull, background
 
 __all__ = ["Target", "Router", "Affinity", "NoTarget", "retryable"]
 
@@ -79,11 +82,17 @@ class Line:
 
     def __init__(self, router: "Router") -> None:
         self.router = router
-        self.runs: collections.deque = collections.deque()
+        self.runs: collections.deque = collections.deque()   # interactive
+        self.low: collections.deque = collections.deque()    # background (batch lines)
 
     def position(self, run) -> int | None:
         with self.router.lock:
-            return self.runs.index(run) + 1 if run in self.runs else None
+            if run in self.runs:
+                return self.runs.index(run) + 1
+            return len(self.runs) + self.low.index(run) + 1 if run in self.low else None
+
+    def __len__(self) -> int:
+        return len(self.runs) + len(self.low)
 
 
 class Affinity:
@@ -130,6 +139,8 @@ class Router:
         self.registered: set = set()           # the configured pools' targets
         self._lines: dict[tuple, Line] = {}
         self.waiting = 0           # runs in any line: release() wakes them only if any
+        self.holders: dict[tuple, list] = {}   # target → background runs in flight on it
+        self.preempted: set = set()            # those already asked to give it up
 
     def register(self, pools) -> None:
         """The configured pools' targets, so that /v1/upstreams lists them before use."""
@@ -200,36 +211,52 @@ class Router:
             line = self._lines.get(tuple(pool))
             if line is None:
                 line = self._lines[tuple(pool)] = Line(self)
-            if not line.runs:
+            low = background.get()
+            if not line.runs and not (low and line.low):
                 chosen = self._choose(candidates, session)
                 if chosen is not None:
                     return self._take(*chosen, run)
             limit = max(t.upstream.config.max_queued for t in pool)
-            if limit and len(line.runs) >= limit:
-                raise QueueFull(len(line.runs))
-            return self._wait(run, line, candidates, session, bool(tried))
+            if limit and len(line) >= limit:
+                raise QueueFull(len(line))
+            return self._wait(run, line, candidates, session, bool(tried), low)
 
-    def _wait(self, run, line: Line, candidates: list, session: str | None, retry: bool):
+    def _wait(self, run, line: Line, candidates: list, session: str | None, retry: bool,
+              low: bool):
+        queue = line.low if low else line.runs
         if retry:
-            line.runs.appendleft(run)    # it came before those behind it: it stays first
+            queue.appendleft(run)        # it came before those behind it: it stays first
         else:
-            line.runs.append(run)
+            queue.append(run)
         run.gate = line
         self.waiting += 1
         try:
             while True:
                 if run.status in FINAL:
                     return None
-                if line.runs[0] is run:
+                if queue[0] is run and not (low and line.runs):
                     chosen = self._choose(candidates, session)
                     if chosen is not None:
                         return self._take(*chosen, run)
+                    if not low:
+                        self._preempt(candidates)
                 self.lock.wait(self.poll)
         finally:
-            line.runs.remove(run)
+            queue.remove(run)
             run.gate = None
             self.waiting -= 1
             self.lock.notify_all()
+
+    def _preempt(self, candidates: list) -> None:
+        """Ask one batch line holding a target of these to give it up (once each); the
+        cancel runs on a worker, outside the router's lock, which it would need."""
+        for target in candidates:
+            for holder in self.holders.get((target.upstream.name, target.model), ()):
+                if holder not in self.preempted:
+                    self.preempted.add(holder)
+                    threading.Thread(target=holder.cancel, args=(PREEMPTED,),
+                                     daemon=True).start()
+                    return
 
     def _lone(self, target: Target, now: float) -> Target:
         box = self.box(target)
@@ -244,6 +271,8 @@ class Router:
         slot.affinity_hits += pinned
         self.box(target).begin(time.monotonic())
         run.info["target"] = target.upstream.name
+        if background.get():
+            self.holders.setdefault((target.upstream.name, target.model), []).append(run)
         return target
 
     def _choose(self, candidates: list, session: str | None) -> tuple[Target, bool] | None:
@@ -284,8 +313,12 @@ class Router:
         return self.slot(target).inflight / ((self.capacity(target) or 1) * target.weight)
 
     # -- outcomes ----------------------------------------------------------------------------
-    def release(self, target: Target) -> None:
+    def release(self, target: Target, run=None) -> None:
         with self.lock:
+            holders = self.holders.get((target.upstream.name, target.model))
+            if holders and run in holders:
+                holders.remove(run)
+                self.preempted.discard(run)
             slot = self.slot(target)
             slot.inflight -= 1
             slot.last_done = time.monotonic()
@@ -376,7 +409,7 @@ class Router:
                 if view["state"] == "healthy" and targets and all(
                         t["capacity"] and t["in_flight"] >= t["capacity"] for t in targets):
                     view["state"] = BUSY
-                queued = sum(len(line.runs) for pool, line in self._lines.items()
+                queued = sum(len(line) for pool, line in self._lines.items()
                              if any(t.upstream.name == name for t in pool))
                 out.append({"name": name, "kind": box.upstream.kind,
                             "base_url": box.upstream.base_url, **view,

@@ -11,7 +11,8 @@ from functools import partial
 from types import ModuleType
 from typing import Callable
 
-from llmhub.dialects import (anthropic, completions, conversations, edison, embeddings,
+from llmhub.dialects import (anthropic, batches, completions, conversations, edison,
+                             embeddings,
                              langbase, ollama, openai, openai_responses, responses,
                              service, sessions, studio, usage)
 from llmhub.errors import MethodNotAllowed, NotFound
@@ -113,6 +114,26 @@ ROUTES = [
     Route("POST", "/v1/completions", resumable(completions.create_completion), completions,
           "OpenAI legacy text completions, with suffix for fill-in-the-middle",
           {"model": "fast", "prompt": "def add(a, b):", "max_tokens": 32}),
+    # OpenAI Files and Batch
+    Route("POST", "/v1/files", batches.upload_file, batches,
+          "Upload a file: a multipart form with file and purpose (batch or user_data)"),
+    Route("GET", "/v1/files", batches.list_files, batches,
+          "Your files, newest first (?purpose=batch&limit=&after=&order=asc|desc)"),
+    Route("GET", "/v1/files/{file_id}", batches.get_file, batches, "One file's object"),
+    Route("GET", "/v1/files/{file_id}/content", batches.file_content, batches,
+          "A file's bytes (a batch's output or error file too)"),
+    Route("DELETE", "/v1/files/{file_id}", batches.delete_file, batches, "Delete a file"),
+    Route("POST", "/v1/batches", batches.create_batch, batches,
+          "Run a JSONL file of requests in the background, below interactive requests; "
+          "durable across restarts",
+          {"input_file_id": "file-abc123", "endpoint": "/v1/chat/completions",
+           "completion_window": "24h"}),
+    Route("GET", "/v1/batches", batches.list_batches, batches,
+          "Your batches, newest first (?limit=20&after=)"),
+    Route("GET", "/v1/batches/{batch_id}", batches.get_batch, batches,
+          "A batch: status, request_counts, output_file_id, error_file_id"),
+    Route("POST", "/v1/batches/{batch_id}/cancel", batches.cancel_batch, batches,
+          "Cancel a batch: lines in flight stop; answered lines stay in its output"),
     # OpenAI Responses and Conversations
     Route("POST", "/v1/responses", resumable(openai_responses.create), openai_responses,
           "OpenAI Responses: stored, streamed or background, cancellable, resumable",

@@ -208,6 +208,26 @@ def _create_input_pieces(conn: sqlite3.Connection) -> None:
         part INTEGER NOT NULL, piece BLOB NOT NULL, PRIMARY KEY (response_id, part))""")
 
 
+def _create_files_and_batches(conn: sqlite3.Connection) -> None:
+    # OpenAI's Files and Batch APIs (store/files.py, store/batches.py). A file's bytes are
+    # in the files folder beside the database; its row says whose it is and what it is.
+    # A batch line's result is one row, written once as the line finishes (INSERT OR
+    # IGNORE on its number): a restart runs only the lines without one.
+    conn.execute("""CREATE TABLE files (
+        id TEXT PRIMARY KEY, owner TEXT NOT NULL, filename TEXT NOT NULL,
+        purpose TEXT NOT NULL, bytes INTEGER NOT NULL, created_at INTEGER NOT NULL)""")
+    conn.execute("CREATE INDEX files_owner ON files (owner, created_at)")
+    conn.execute("""CREATE TABLE batches (
+        id TEXT PRIMARY KEY, owner TEXT NOT NULL, created_at INTEGER NOT NULL,
+        status TEXT NOT NULL, record TEXT NOT NULL)""")
+    conn.execute("CREATE INDEX batches_owner ON batches (owner, created_at)")
+    conn.execute("""CREATE TABLE batch_lines (
+        batch_id TEXT NOT NULL REFERENCES batches(id) ON DELETE CASCADE,
+        line INTEGER NOT NULL, ok INTEGER NOT NULL, result TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (batch_id, line))""")
+
+
 MIGRATIONS = [
     ("create_threads_and_messages", _create_threads_and_messages),
     ("create_summaries", _create_summaries),
@@ -223,6 +243,7 @@ MIGRATIONS = [
     ("add_row_sizes", _add_row_sizes),
     ("add_turn_chains", _add_turn_chains),
     ("create_input_pieces", _create_input_pieces),
+    ("create_files_and_batches", _create_files_and_batches),
 ]
 
 

@@ -1,0 +1,534 @@
+"""OpenAI's Files and Batch APIs, durable (issue 32): uploads, batches, and the worker that
+runs their lines through the same engine as interactive requests.
+
+Rules:
+- Every file and batch is its owner's (the key that made it); another key's answers the
+  same 404 an unknown id gets. An admin key sees everyone's, as elsewhere.
+- A batch is `validating` until its input file is read: a file with bad lines fails it
+  with OpenAI's `errors.data[]` ({code, message, param, line}); otherwise it is
+  `in_progress` until every line has a result, then `finalizing` while its output and error
+  files are written from the stored results, in line order, then `completed`. A cancel
+  makes it `cancelling` (the lines in flight are cancelled), then `cancelled`, with the
+  lines answered by then in its output file.
+- Each line's result is stored as the line finishes (store/batches.py), never twice. A
+  restart resumes each unfinished batch from what is stored: finished lines are not run
+  again, a line that was running is run again once, and the output holds each line once.
+- A line runs as a background run (upstream/gate.py): it waits behind every interactive
+  request and gives up its slot to one (`preempted`), to be run again later. A line
+  cancelled for any reason other than its batch's cancel is put back, never answered as
+  cancelled. At most `[batches] max_parallel_lines` lines run at once, and at most the
+  owner key's `max_concurrent` less one, so the key keeps a slot of its own.
+- The lines themselves are run by `run_line` (dialects/batches.py), which calls the
+  endpoint's own view as its HTTP route would, under the batch owner's key.
+"""
+
+import collections
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
+
+from llmhub.config import Config
+from llmhub.engine import accounting
+from llmhub.errors import BadRequest, Conflict, HubError, NotFound, PayloadTooLarge
+from llmhub.store.batches import BatchStore
+from llmhub.store.files import FileStore
+from llmhub.upstream.gate import background
+
+__all__ = ["Batches", "LineOutcome", "Requeue", "ENDPOINTS", "PURPOSES"]
+
+log = logging.getLogger("llmhub.batches")
+
+ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions")
+PURPOSES = ("batch", "user_data")          # what a client may upload
+WINDOW = 86400                             # "24h", the one completion window OpenAI takes
+MAX_ERRORS = 1000                          # validation errors reported at most
+
+
+class LineOutcome(NamedTuple):
+    """What one line's request answered: its HTTP status and JSON body, as its route would."""
+    status_code: int
+    body: dict
+    request_id: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Requeue(Exception):
+    """The line did not run to an answer (preempted by an interactive request, the hub
+    stopping, the key at its run limit): put it back, to run again after `delay` s."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(delay)
+        self.delay = delay
+
+
+@dataclass
+class Job:
+    """A batch's lines in memory while it runs: what is left, what is in flight."""
+    batch_id: str
+    owner: str
+    endpoint: str
+    lines: dict                                    # line number → (custom_id, body)
+    pending: collections.deque                     # line numbers not yet answered
+    running: dict = field(default_factory=dict)    # line number → run id, once known
+    not_before: float = 0.0                        # a requeue's delay
+    cancelling: bool = False
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def caller() -> accounting.Caller:
+    return accounting.current.get()
+
+
+class Batches:
+    tick = 1.0            # the worker's longest sleep: it is woken by every change anyway
+
+    def __init__(self, config: Config, files: FileStore, store: BatchStore,
+                 cancel_run: Callable[[str], object]) -> None:
+        self.config = config
+        self.limits = config.batches
+        self.files = files
+        self.store = store
+        self.cancel_run = cancel_run
+        self.run_line: Callable[..., LineOutcome] | None = None   # set by the hub
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._threads: set[threading.Thread] = set()
+        self.counters = {"completed": 0, "failed": 0, "requeued": 0}
+
+    # -- files -------------------------------------------------------------------------------
+    def upload(self, filename: str, purpose: str, data: bytes) -> dict:
+        if purpose not in PURPOSES:
+            raise BadRequest(f"'purpose' must be one of {', '.join(PURPOSES)}, not "
+                             f"{purpose!r}", param="purpose", code="invalid_value")
+        if purpose == "batch" and not filename.lower().endswith(".jsonl"):
+            raise BadRequest("Invalid file format for Batch API. Must be .jsonl",
+                             param="file", code="invalid_file_format")
+        if len(data) > self.limits.max_file_bytes:
+            raise PayloadTooLarge(f"The file is {len(data)} bytes; at most "
+                                  f"{self.limits.max_file_bytes} are accepted ([batches] "
+                                  "max_file_bytes)", param="file", code="file_too_large")
+        total = self.files.total_bytes()
+        if total + len(data) > self.limits.max_total_bytes:
+            raise PayloadTooLarge(f"The hub's files would take {total + len(data)} bytes; at "
+                                  f"most {self.limits.max_total_bytes} are kept ([batches] "
+                                  "max_total_bytes): delete some first", param="file",
+                                  code="storage_limit_exceeded")
+        record = {"id": "file-" + uuid.uuid4().hex, "owner": caller().key,
+                  "filename": filename, "purpose": purpose, "bytes": len(data),
+                  "created_at": now()}
+        return file_object(self.files.put(record, data))
+
+    def file(self, file_id: str) -> dict:
+        return file_object(self._file(file_id))
+
+    def _file(self, file_id: str) -> dict:
+        record = self.files.get(file_id)
+        if record is None or not caller().sees(record["owner"]):
+            raise NotFound(f"No such File object: {file_id}", param="file_id",
+                           code="file_not_found")
+        return record
+
+    def content(self, file_id: str) -> bytes:
+        return self.files.content(self._file(file_id)["id"])
+
+    def list_files(self, purpose: str | None, limit: int, after: str | None,
+                   order: str) -> dict:
+        start = self._file(after) if after else None
+        rows = self.files.page(caller().only, purpose, limit + 1, start, order == "desc")
+        return page([file_object(r) for r in rows], limit)
+
+    def delete_file(self, file_id: str) -> dict:
+        record = self._file(file_id)
+        if any(batch["input_file_id"] == file_id for batch, _ in self.store.active()):
+            raise Conflict(f"File {file_id} is the input of a batch still running; cancel "
+                           "the batch first", param="file_id", code="file_in_use")
+        self.files.delete(record["id"])
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    # -- batches -----------------------------------------------------------------------------
+    def create(self, input_file_id: str, endpoint: str, window: str,
+               metadata: dict | None) -> dict:
+        if endpoint not in ENDPOINTS:
+            raise BadRequest(f"'endpoint' must be one of {', '.join(ENDPOINTS)}",
+                             param="endpoint", code="invalid_value")
+        if window != "24h":
+            raise BadRequest("'completion_window' must be 24h", param="completion_window",
+                             code="invalid_value")
+        source = self._file(input_file_id)
+        if source["purpose"] != "batch":
+            raise BadRequest(f"File {input_file_id} was uploaded with purpose "
+                             f"{source['purpose']!r}; a batch's input needs purpose 'batch'",
+                             param="input_file_id", code="invalid_value")
+        created = now()
+        batch = {"id": "batch_" + uuid.uuid4().hex, "object": "batch", "endpoint": endpoint,
+                 "errors": None, "input_file_id": input_file_id, "completion_window": window,
+                 "status": "validating", "output_file_id": None, "error_file_id": None,
+                 "created_at": created, "in_progress_at": None,
+                 "expires_at": created + WINDOW, "finalizing_at": None,
+                 "completed_at": None, "failed_at": None, "expired_at": None,
+                 "cancelling_at": None, "cancelled_at": None,
+                 "request_counts": {"total": 0, "completed": 0, "failed": 0},
+                 "metadata": metadata, "model": None, "usage": None}
+        self.store.create(batch, caller().key)
+        self._wake.set()
+        return batch
+
+    def batch(self, batch_id: str) -> dict:
+        return self._live_view(self._batch(batch_id)[0])
+
+    def _batch(self, batch_id: str) -> tuple[dict, str]:
+        found = self.store.get(batch_id)
+        if found is None or not caller().sees(found[1]):
+            raise NotFound(f"No batch found with id '{batch_id}'", param="batch_id",
+                           code="batch_not_found")
+        return found
+
+    def list_batches(self, limit: int, after: str | None) -> dict:
+        start = self._batch(after)[0]["id"] if after else None
+        rows = self.store.page(caller().only, limit + 1, start)
+        return page([self._live_view(b) for b in rows], limit)
+
+    def cancel(self, batch_id: str) -> dict:
+        batch, owner = self._batch(batch_id)
+        if batch["status"] in ("cancelling", "cancelled"):
+            return self._live_view(batch)
+        if batch["status"] not in ("validating", "in_progress"):
+            raise Conflict(f"Cannot cancel a batch with status '{batch['status']}'",
+                           param="batch_id", code="batch_not_cancellable")
+        batch.update(status="cancelling", cancelling_at=now())
+        self.store.update(batch)
+        with self._lock:
+            job = self._jobs.get(batch_id)
+            running = [r for r in job.running.values() if r] if job is not None else []
+            if job is not None:
+                job.cancelling = True
+        for run_id in running:
+            self._cancel(run_id)
+        self._wake.set()
+        return self._live_view(batch)
+
+    def _cancel(self, run_id: str) -> None:
+        try:
+            self.cancel_run(run_id)
+        except HubError:
+            pass               # it ended meanwhile
+
+    def _live_view(self, batch: dict) -> dict:
+        """The stored batch, with its counts and usage as they are now while it runs."""
+        if batch["status"] in ("in_progress", "finalizing", "cancelling"):
+            batch = dict(batch, **summary(self.store.counts(batch["id"]),
+                                          batch["request_counts"]["total"]))
+        return batch
+
+    # -- the worker --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker: it resumes every batch the last process left unfinished."""
+        self._worker = threading.Thread(target=self._loop, name="batches", daemon=True)
+        self._worker.start()
+
+    def stop(self, wait: float = 5.0) -> None:
+        """Stop launching lines and cancel those in flight (each is run again after a
+        restart, as none of them has a stored result)."""
+        self._stopping.set()
+        self._wake.set()
+        with self._lock:
+            running = [run_id for job in self._jobs.values() for run_id in job.running.values()
+                       if run_id]
+            threads = list(self._threads)
+        for run_id in running:
+            self._cancel(run_id)
+        deadline = time.monotonic() + wait
+        for thread in threads + ([self._worker] if self._worker else []):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                for batch, owner in self.store.active():
+                    if self._stopping.is_set():
+                        break
+                    self._step(batch, owner)
+            except Exception:      # a bad row or a full disk: log it, try again next tick
+                log.exception("the batch worker failed a step")
+            self._wake.wait(self.tick)
+            self._wake.clear()
+
+    def _step(self, batch: dict, owner: str) -> None:
+        status = batch["status"]
+        if status == "validating":
+            self._validate(batch, owner)
+        elif status == "in_progress":
+            job = self._job(batch, owner)
+            if job is None:
+                return
+            self._launch(job)
+            if not job.pending and not job.running:
+                self._finalize(batch, owner, "completed")
+        elif status == "finalizing":
+            self._finalize(batch, owner, "completed")
+        elif status == "cancelling":
+            with self._lock:
+                job = self._jobs.get(batch["id"])
+                busy = bool(job and job.running)
+            if not busy:
+                self._finalize(batch, owner, "cancelled")
+
+    def _validate(self, batch: dict, owner: str) -> None:
+        lines, errors = self._read_input(batch)
+        if errors:
+            batch.update(status="failed", failed_at=now(),
+                         errors={"object": "list", "data": errors[:MAX_ERRORS]})
+            self.store.update(batch)
+            return
+        models = {body.get("model") for _, body in lines.values()}
+        batch.update(status="in_progress", in_progress_at=now(),
+                     model=models.pop() if len(models) == 1 else None,
+                     request_counts={"total": len(lines), "completed": 0, "failed": 0})
+        self.store.update(batch)
+        self._wake.set()
+
+    def _read_input(self, batch: dict) -> tuple[dict, list]:
+        """(line number → (custom_id, body), OpenAI's validation errors)."""
+        if self.files.get(batch["input_file_id"]) is None:
+            return {}, [error("file_not_found", f"The input file {batch['input_file_id']} "
+                              "no longer exists", "input_file_id")]
+        return parse_input(self.files.content(batch["input_file_id"]), batch["endpoint"],
+                           self.limits.max_lines)
+
+    def _job(self, batch: dict, owner: str) -> Job | None:
+        with self._lock:
+            job = self._jobs.get(batch["id"])
+        if job is not None:
+            return job
+        lines, errors = self._read_input(batch)
+        if errors:                     # its input changed under it (deleted): it fails
+            batch.update(status="failed", failed_at=now(),
+                         errors={"object": "list", "data": errors[:MAX_ERRORS]})
+            self.store.update(batch)
+            return None
+        done = self.store.done_lines(batch["id"])
+        job = Job(batch["id"], owner, batch["endpoint"], lines,
+                  collections.deque(n for n in sorted(lines) if n not in done))
+        with self._lock:
+            return self._jobs.setdefault(batch["id"], job)
+
+    def _parallel(self, owner: str) -> int:
+        """How many lines may run at once for this owner."""
+        limits = self.config.key_limits.get(owner)
+        most = self.limits.max_parallel_lines
+        if limits is not None and limits.max_concurrent:
+            most = min(most, max(1, limits.max_concurrent - 1))
+        return most
+
+    def _launch(self, job: Job) -> None:
+        with self._lock:
+            if self._stopping.is_set() or job.cancelling or time.monotonic() < job.not_before:
+                return
+            in_flight = sum(len(j.running) for j in self._jobs.values())
+            mine = sum(len(j.running) for j in self._jobs.values() if j.owner == job.owner)
+            room = min(self.limits.max_parallel_lines - in_flight,
+                       self._parallel(job.owner) - mine)
+            started = []
+            while room > 0 and job.pending:
+                number = job.pending.popleft()
+                job.running[number] = None
+                thread = threading.Thread(target=self._run, args=(job, number),
+                                          name=f"batch line {number}", daemon=True)
+                self._threads.add(thread)
+                started.append(thread)
+                room -= 1
+        for thread in started:
+            thread.start()
+
+    def _run(self, job: Job, number: int) -> None:
+        """One line, in its own thread: its outcome stored, or the line put back."""
+        custom_id, body = job.lines[number]
+
+        def started(run_id: str) -> None:
+            with self._lock:
+                job.running[number] = run_id
+                late = job.cancelling or self._stopping.is_set()
+            if late:                   # cancelled before its run existed
+                self._cancel(run_id)
+
+        # this thread is the batch owner's request, and a background one (upstream/gate.py)
+        accounting.current.set(accounting.Caller((job.owner, f"batch {job.endpoint}",
+                                                  self.config.key_limits.get(job.owner))))
+        background.set(True)
+        try:
+            assert self.run_line is not None, "the hub sets it before starting the worker"
+            try:
+                outcome = self.run_line(job.owner, job.endpoint, body, started)
+            except Requeue as again:
+                self._put_back(job, number, again.delay)
+                return
+            except Exception:
+                log.exception("batch %s line %s crashed", job.batch_id, number)
+                outcome = LineOutcome(500, {"error": {
+                    "message": "Internal error in the hub; see its log", "type": "api_error",
+                    "param": None, "code": None}}, job.running.get(number) or "")
+            ok = 200 <= outcome.status_code < 300
+            result = {"id": "batch_req_" + uuid.uuid4().hex, "custom_id": custom_id,
+                      "response": {"status_code": outcome.status_code,
+                                   "request_id": outcome.request_id, "body": outcome.body},
+                      "error": None}
+            try:
+                self.store.record_line(job.batch_id, number, ok, result,
+                                       outcome.input_tokens, outcome.output_tokens)
+            except HubError as exc:     # the store refused: the line is run again later
+                log.error("batch %s line %s: its result could not be stored (%s)",
+                          job.batch_id, number, exc.message)
+                self._put_back(job, number, 5.0)
+                return
+            with self._lock:
+                job.running.pop(number, None)
+                self.counters["completed" if ok else "failed"] += 1
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+            self._wake.set()
+
+    def _put_back(self, job: Job, number: int, delay: float) -> None:
+        with self._lock:
+            job.running.pop(number, None)
+            self.counters["requeued"] += 1
+            if not job.cancelling:
+                job.pending.appendleft(number)
+                job.not_before = max(job.not_before, time.monotonic() + delay)
+
+    def _finalize(self, batch: dict, owner: str, final: str) -> None:
+        """Write the output and error files from the stored results (each line once, in
+        line order), then the final status. Run again after a crash, it writes the same
+        files under the same ids."""
+        if final == "completed" and batch["status"] != "finalizing":
+            batch.update(status="finalizing", finalizing_at=now())
+            self.store.update(batch)
+        hexid = batch["id"].removeprefix("batch_")
+        for ok, kind, key in ((True, "output", "output_file_id"),
+                              (False, "error", "error_file_id")):
+            results = self.store.results(batch["id"], ok)
+            if not results:
+                continue
+            data = "".join(r + "\n" for r in results).encode("utf-8")
+            record = {"id": f"file-{hexid}{kind[:3]}", "owner": owner,
+                      "filename": f"{batch['id']}_{kind}.jsonl", "purpose": "batch_output",
+                      "bytes": len(data), "created_at": now()}
+            self.files.put(record, data)
+            batch[key] = record["id"]
+        batch.update(summary(self.store.counts(batch["id"]),
+                             batch["request_counts"]["total"]))
+        batch["status"] = final
+        batch["completed_at" if final == "completed" else "cancelled_at"] = now()
+        self.store.update(batch)
+        with self._lock:
+            self._jobs.pop(batch["id"], None)
+
+    # -- what it is doing, for /metrics and the runs page ------------------------------------
+    def progress(self) -> dict:
+        """Batches by status and lines running, waiting and ended (engine/metrics.py)."""
+        statuses = self.store.status_counts()
+        with self._lock:
+            return {"statuses": statuses,
+                    "lines_running": sum(len(j.running) for j in self._jobs.values()),
+                    "lines_pending": sum(len(j.pending) for j in self._jobs.values()),
+                    **{f"lines_{k}": v for k, v in self.counters.items()}}
+
+
+# --- shapes ------------------------------------------------------------------------------------
+
+def file_object(record: dict) -> dict:
+    """A stored file as OpenAI's FileObject."""
+    return {"id": record["id"], "object": "file", "bytes": record["bytes"],
+            "created_at": record["created_at"], "filename": record["filename"],
+            "purpose": record["purpose"], "status": "processed", "expires_at": None,
+            "status_details": None}
+
+
+def page(items: list, limit: int) -> dict:
+    """OpenAI's cursor page: `items` holds one more than `limit` when more follow."""
+    shown = items[:limit]
+    return {"object": "list", "data": shown,
+            "first_id": shown[0]["id"] if shown else None,
+            "last_id": shown[-1]["id"] if shown else None,
+            "has_more": len(items) > limit}
+
+
+def summary(counts: dict, total: int) -> dict:
+    """request_counts and usage from the stored lines' counts."""
+    tokens_in, tokens_out = counts["input_tokens"], counts["output_tokens"]
+    return {"request_counts": {"total": total, "completed": counts["completed"],
+                               "failed": counts["failed"]},
+            "usage": {"input_tokens": tokens_in, "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": tokens_out,
+                      "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": tokens_in + tokens_out}}
+
+
+def error(code: str, message: str, param: str | None = None, line: int | None = None) -> dict:
+    return {"code": code, "message": message, "param": param, "line": line}
+
+
+def parse_input(data: bytes, endpoint: str, max_lines: int) -> tuple[dict, list]:
+    """A batch input file's requests by line number (1 first), and its errors as OpenAI
+    reports them: every line is checked, so a user fixes the file in one go."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return {}, [error("invalid_file_format", f"The file is not UTF-8 (byte {exc.start})")]
+    lines: dict[int, tuple] = {}
+    errors: list[dict] = []
+    seen: set = set()
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        problem, request = check_line(raw, endpoint, seen)
+        if problem is not None:
+            errors.append(dict(problem, line=number))
+            continue
+        seen.add(request["custom_id"])
+        lines[number] = (request["custom_id"], request["body"])
+    if not lines and not errors:
+        errors.append(error("empty_file", "The batch input file is empty."))
+    elif len(lines) > max_lines:
+        errors.append(error("too_many_tasks", f"The batch input file has {len(lines)} "
+                            f"requests; at most {max_lines} are accepted ([batches] "
+                            "max_lines)"))
+    return lines, errors
+
+
+def check_line(raw: str, endpoint: str, seen: set) -> tuple[dict | None, dict]:
+    """(OpenAI's error for this line or None, the parsed request)."""
+    try:
+        request = json.loads(raw)
+    except ValueError:
+        return error("invalid_json_line", "This line is not parseable as valid JSON."), {}
+    if not isinstance(request, dict):
+        return error("invalid_json_line", "This line is not a JSON object."), {}
+    for name, kind, what in (("custom_id", str, "a string"), ("method", str, "a string"),
+                             ("url", str, "a string"), ("body", dict, "an object")):
+        if name not in request:
+            return error("missing_required_parameter",
+                         f"Missing required parameter: '{name}'.", name), {}
+        if not isinstance(request[name], kind):
+            return error("invalid_value", f"'{name}' must be {what}.", name), {}
+    if request["method"].upper() != "POST":
+        return error("invalid_value", "'method' must be POST.", "method"), {}
+    if request["url"] != endpoint:
+        return error("url_mismatch", "The URL provided for this request does not match the "
+                     f"batch endpoint ({endpoint}).", "url"), {}
+    if request["custom_id"] in seen:
+        return error("duplicate_custom_id", "The custom_id for this request is a duplicate "
+                     "of another request. The custom_id parameter must be unique for each "
+                     "individual request in a batch.", "custom_id"), {}
+    return None, request

@@ -1,0 +1,91 @@
+"""Batches (OpenAI's Batch API) and their lines' results, over the one Database.
+
+Rules:
+1. A batch is one row: its owner, status and creation time as columns (what is queried),
+   the rest of OpenAI's Batch object as JSON (`record`).
+2. A line's result is written once, when the line finishes (`record_line`: INSERT OR
+   IGNORE on (batch, line number)), so a line run twice (a restart caught it running)
+   still has one result, and the output file, built from these rows in line order at the
+   end, has each line once.
+"""
+
+import json
+
+from llmhub.store.database import Database
+
+__all__ = ["BatchStore", "ACTIVE"]
+
+ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")   # work still to do
+
+
+class BatchStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, batch: dict, owner: str) -> None:
+        with self.db.write_tx() as tx:
+            tx.execute("INSERT INTO batches (id, owner, created_at, status, record) "
+                       "VALUES (?, ?, ?, ?, ?)", (batch["id"], owner, batch["created_at"],
+                                                  batch["status"], json.dumps(batch)))
+
+    def update(self, batch: dict) -> None:
+        with self.db.write_tx() as tx:
+            tx.execute("UPDATE batches SET status = ?, record = ? WHERE id = ?",
+                       (batch["status"], json.dumps(batch), batch["id"]))
+
+    def get(self, batch_id: str) -> tuple[dict, str] | None:
+        """(the batch, its owner)."""
+        rows = self.db.read("SELECT owner, record FROM batches WHERE id = ?", (batch_id,))
+        return (json.loads(rows[0]["record"]), rows[0]["owner"]) if rows else None
+
+    def page(self, owner: str | None, limit: int, after: str | None) -> list[dict]:
+        """Newest first (rowid: the order they were made), after the batch `after`; one
+        owner's, or everyone's."""
+        where, args = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        if after is not None:
+            where.append("rowid < (SELECT rowid FROM batches WHERE id = ?)")
+            args.append(after)
+        rows = self.db.read(f"SELECT record FROM batches {'WHERE ' if where else ''}"
+                            f"{' AND '.join(where)} ORDER BY rowid DESC LIMIT ?",
+                            (*args, limit))
+        return [json.loads(row["record"]) for row in rows]
+
+    def active(self) -> list[tuple[dict, str]]:
+        """Every batch with work to do, oldest first: (the batch, its owner)."""
+        rows = self.db.read(f"SELECT owner, record FROM batches WHERE status IN "
+                            f"({', '.join('?' * len(ACTIVE))}) ORDER BY rowid",
+                            ACTIVE)
+        return [(json.loads(row["record"]), row["owner"]) for row in rows]
+
+    def record_line(self, batch_id: str, line: int, ok: bool, result: dict,
+                    input_tokens: int, output_tokens: int) -> None:
+        with self.db.write_tx() as tx:
+            tx.execute("INSERT OR IGNORE INTO batch_lines VALUES (?, ?, ?, ?, ?, ?)",
+                       (batch_id, line, int(ok), json.dumps(result, ensure_ascii=False),
+                        input_tokens, output_tokens))
+
+    def done_lines(self, batch_id: str) -> set[int]:
+        rows = self.db.read("SELECT line FROM batch_lines WHERE batch_id = ?", (batch_id,))
+        return {row[0] for row in rows}
+
+    def counts(self, batch_id: str) -> dict:
+        """Lines answered and failed so far, and their tokens."""
+        row = self.db.read("SELECT COALESCE(SUM(ok), 0), COUNT(*) - COALESCE(SUM(ok), 0), "
+                           "COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0) "
+                           "FROM batch_lines WHERE batch_id = ?", (batch_id,))[0]
+        return {"completed": row[0], "failed": row[1], "input_tokens": row[2],
+                "output_tokens": row[3]}
+
+    def results(self, batch_id: str, ok: bool) -> list[str]:
+        """The answered (or failed) lines' results as JSON text, in line order."""
+        rows = self.db.read("SELECT result FROM batch_lines WHERE batch_id = ? AND ok = ? "
+                            "ORDER BY line", (batch_id, int(ok)))
+        return [row[0] for row in rows]
+
+    def status_counts(self) -> dict:
+        """How many batches are in each status."""
+        return {row[0]: row[1] for row in
+                self.db.read("SELECT status, COUNT(*) FROM batches GROUP BY status")}

@@ -1,0 +1,97 @@
+"""Uploaded files (OpenAI's Files API) and the files batches write: bytes in a folder beside
+the database, one row each in `files` saying whose it is and what it is.
+
+Rules:
+1. The bytes are written to a temporary name and renamed into place before the row is
+   inserted, so a row always has its whole file; a crash between the two leaves a stray
+   temporary file, never a row without bytes.
+2. Deleting removes the row first, then the bytes: a crash between leaves bytes no row
+   names, which nothing reads.
+3. The store does not check owners or limits: the engine (engine/batches.py) does.
+"""
+
+import contextlib
+import os
+from pathlib import Path
+
+from llmhub.errors import HubError
+from llmhub.store.database import Database
+
+__all__ = ["FileStore", "files_folder"]
+
+FIELDS = ("id", "owner", "filename", "purpose", "bytes", "created_at")
+
+
+def files_folder(db_path: str | Path) -> Path:
+    """Where a database's files live: `<db name>-files` beside it."""
+    path = Path(db_path)
+    return path.with_name(path.stem + "-files")
+
+
+class FileStore:
+    def __init__(self, db: Database, folder: Path) -> None:
+        self.db = db
+        self.folder = folder
+
+    def _path(self, file_id: str) -> Path:
+        return self.folder / file_id
+
+    def put(self, record: dict, data: bytes) -> dict:
+        """Keep `data` under `record["id"]`, replacing a file of that id (a batch's output
+        written again after a restart: its id is the batch's)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self._path(record["id"])
+        temporary = final.with_name(final.name + ".part")
+        try:
+            temporary.write_bytes(data)
+            os.replace(temporary, final)
+        except OSError as exc:
+            raise HubError(f"Could not write the file: {exc.strerror or exc}",
+                           status=507 if exc.errno == 28 else 503,
+                           code="storage_error") from None
+        with self.db.write_tx() as tx:
+            tx.execute(f"INSERT OR REPLACE INTO files ({', '.join(FIELDS)}) "
+                       f"VALUES ({', '.join('?' * len(FIELDS))})",
+                       tuple(record[f] for f in FIELDS))
+        return record
+
+    def get(self, file_id: str) -> dict | None:
+        rows = self.db.read("SELECT rowid AS seq, * FROM files WHERE id = ?", (file_id,))
+        return dict(rows[0]) if rows else None
+
+    def content(self, file_id: str) -> bytes:
+        try:
+            return self._path(file_id).read_bytes()
+        except OSError as exc:
+            raise HubError(f"The file's bytes could not be read: {exc.strerror or exc}",
+                           status=503, code="storage_error") from None
+
+    def page(self, owner: str | None, purpose: str | None, limit: int, after: dict | None,
+             newest_first: bool) -> list[dict]:
+        """Up to `limit` files in the order they were made (rowid), after the `after`
+        file's place; one owner's, or everyone's for None."""
+        where, args = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        if purpose is not None:
+            where.append("purpose = ?")
+            args.append(purpose)
+        if after is not None:
+            where.append("rowid < ?" if newest_first else "rowid > ?")
+            args.append(after["seq"])
+        order = "DESC" if newest_first else "ASC"
+        rows = self.db.read(f"SELECT rowid AS seq, * FROM files {'WHERE ' if where else ''}"
+                            f"{' AND '.join(where)} ORDER BY rowid {order} LIMIT ?",
+                            (*args, limit))
+        return [dict(row) for row in rows]
+
+    def total_bytes(self) -> int:
+        return self.db.read("SELECT COALESCE(SUM(bytes), 0) FROM files")[0][0]
+
+    def delete(self, file_id: str) -> bool:
+        with self.db.write_tx() as tx:
+            gone = tx.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount
+        with contextlib.suppress(OSError):
+            self._path(file_id).unlink()
+        return bool(gone)

@@ -1,0 +1,353 @@
+"""OpenAI's Files and Batch APIs (issue 32), with the official `openai` client as the test:
+uploads, batches run through the engine below interactive requests, cancel, owners,
+limits, and a batch that survives the hub being killed mid-way."""
+
+import io
+import json
+import signal
+import threading
+
+import pytest
+
+from conftest import ROOT
+from support import start, stop, wait_for
+from fake_lmstudio import Script
+
+openai = pytest.importorskip("openai", reason="the openai package is not installed")
+
+MODEL = "qwen2.5-7b-instruct"
+REPLY = "Hello from the fake!"
+
+
+def client(url: str, key: str = "not-needed"):
+    return openai.OpenAI(api_key=key, base_url=url + "/v1", max_retries=0)
+
+
+def jsonl(*lines) -> bytes:
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+def chat_line(n: int, url: str = "/v1/chat/completions") -> dict:
+    return {"custom_id": f"row-{n}", "method": "POST", "url": url,
+            "body": {"model": MODEL, "messages": [{"role": "user", "content": f"row {n}"}]}}
+
+
+def upload(api, data: bytes, name: str = "input.jsonl", purpose: str = "batch"):
+    return api.files.create(file=(name, io.BytesIO(data)), purpose=purpose)
+
+
+def settle(api, batch_id: str, timeout: float = 20.0, until=("completed", "failed",
+                                                             "cancelled", "expired")):
+    """Poll the batch (bounded) until it reaches one of `until`; the last Batch."""
+    seen = []
+    assert wait_for(lambda: seen.append(api.batches.retrieve(batch_id)) or
+                    seen[-1].status in until, timeout), f"batch stuck: {seen[-1]}"
+    return seen[-1]
+
+
+def output_lines(api, file_id: str) -> list[dict]:
+    return [json.loads(line) for line in api.files.content(file_id).text.splitlines()]
+
+
+def asked(fake, n: int) -> int:
+    """How many chat requests the fake received for line `n`."""
+    return sum(1 for r in fake.chat_requests()
+               if r.body["messages"][-1]["content"] == f"row {n}")
+
+
+# --- files -----------------------------------------------------------------------------------
+
+def test_files_upload_list_retrieve_content_delete(hub):
+    api = client(hub.url)
+    data = jsonl(chat_line(1))
+    made = upload(api, data)
+    assert made.object == "file" and made.purpose == "batch" and made.bytes == len(data)
+    assert made.filename == "input.jsonl" and made.status == "processed"
+    notes = upload(api, b"some notes", "notes.txt", "user_data")
+    assert api.files.retrieve(made.id).id == made.id
+    assert api.files.content(made.id).content == data
+    listed = api.files.list()
+    assert [f.id for f in listed.data] == [notes.id, made.id]        # newest first
+    assert [f.id for f in api.files.list(purpose="batch").data] == [made.id]
+    assert [f.id for f in api.files.list(order="asc", limit=1).data] == [made.id]
+    deleted = api.files.delete(made.id)
+    assert deleted.deleted and deleted.id == made.id
+    with pytest.raises(openai.NotFoundError):
+        api.files.retrieve(made.id)
+
+
+def test_files_bad_purpose_and_format_are_400s(hub):
+    api = client(hub.url)
+    with pytest.raises(openai.BadRequestError) as info:
+        upload(api, b"{}", purpose="fine-tune")
+    assert info.value.body["param"] == "purpose"
+    with pytest.raises(openai.BadRequestError) as info:
+        upload(api, b"{}", name="input.csv")
+    assert "jsonl" in info.value.body["message"]
+
+
+def test_file_limits_are_413s_naming_the_setting(make_hub):
+    hub = make_hub({"batches": {"max_file_bytes": 100, "max_total_bytes": 150}})
+    api = client(hub.url)
+    with pytest.raises(openai.APIStatusError) as info:
+        upload(api, b"x" * 101, "big.txt", "user_data")
+    assert info.value.status_code == 413
+    assert "max_file_bytes" in info.value.body["message"]
+    upload(api, b"x" * 100, "a.txt", "user_data")
+    with pytest.raises(openai.APIStatusError) as info:
+        upload(api, b"x" * 60, "b.txt", "user_data")
+    assert info.value.status_code == 413
+    assert "max_total_bytes" in info.value.body["message"]
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+def test_batch_answers_every_line_once(hub, fake):
+    api = client(hub.url)
+    lines = [chat_line(n) for n in range(1, 8)]
+    source = upload(api, jsonl(*lines))
+    batch = api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                               completion_window="24h", metadata={"job": "demo"})
+    assert batch.status == "validating" and batch.object == "batch"
+    assert batch.metadata == {"job": "demo"}
+    done = settle(api, batch.id)
+    assert done.status == "completed", done
+    assert done.request_counts.total == 7 and done.request_counts.completed == 7
+    assert done.request_counts.failed == 0 and done.error_file_id is None
+    assert done.completed_at and done.in_progress_at and done.finalizing_at
+    assert done.usage.total_tokens > 0
+    out = output_lines(api, done.output_file_id)
+    assert sorted(line["custom_id"] for line in out) == sorted(f"row-{n}" for n in range(1, 8))
+    for line in out:
+        assert line["id"].startswith("batch_req_") and line["error"] is None
+        assert line["response"]["status_code"] == 200
+        assert line["response"]["body"]["choices"][0]["message"]["content"] == REPLY
+        assert line["response"]["request_id"]
+    assert all(asked(fake, n) == 1 for n in range(1, 8))
+    assert api.files.retrieve(done.output_file_id).purpose == "batch_output"
+    assert [b.id for b in api.batches.list().data] == [batch.id]
+    # its lines are runs like any other: in the request log, under the batch's route
+    records = [r for r in _get(hub.url, "/v1/requests?limit=50")["data"]
+               if r["route"] == "batch /v1/chat/completions"]
+    assert len(records) == 7
+
+
+def _get(url: str, path: str, key: str | None = None) -> dict:
+    import urllib.request
+    request = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {key}"}
+                                     if key else {})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def test_embeddings_completions_and_responses_lines(hub):
+    api = client(hub.url)
+    for endpoint, body, check in (
+            ("/v1/embeddings", {"model": MODEL, "input": "hello"},
+             lambda b: b["data"][0]["object"] == "embedding"),
+            ("/v1/completions", {"model": MODEL, "prompt": "Say hi"},
+             lambda b: b["object"] == "text_completion"),
+            ("/v1/responses", {"model": MODEL, "input": "Say hi"},
+             lambda b: b["object"] == "response" and b["status"] == "completed")):
+        source = upload(api, jsonl({"custom_id": "one", "method": "POST", "url": endpoint,
+                                    "body": body}))
+        batch = api.batches.create(input_file_id=source.id, endpoint=endpoint,
+                                   completion_window="24h")
+        done = settle(api, batch.id)
+        assert done.status == "completed", (endpoint, done)
+        [line] = output_lines(api, done.output_file_id)
+        assert check(line["response"]["body"]), line
+
+
+def test_a_line_the_endpoint_refuses_goes_to_the_error_file(hub):
+    api = client(hub.url)
+    bad = {"custom_id": "bad", "method": "POST", "url": "/v1/chat/completions",
+           "body": {"model": MODEL, "messages": "not a list"}}
+    source = upload(api, jsonl(chat_line(1), bad))
+    batch = api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    done = settle(api, batch.id)
+    assert done.status == "completed"
+    assert (done.request_counts.completed, done.request_counts.failed) == (1, 1)
+    [good] = output_lines(api, done.output_file_id)
+    [failed] = output_lines(api, done.error_file_id)
+    assert good["custom_id"] == "row-1" and failed["custom_id"] == "bad"
+    assert failed["response"]["status_code"] == 400
+    assert failed["response"]["body"]["error"]["param"] == "messages"
+
+
+def test_validation_failure_reports_each_bad_line(hub, fake):
+    api = client(hub.url)
+    data = (json.dumps(chat_line(1)) + "\n" + "{not json\n" +
+            json.dumps(chat_line(1)) + "\n" +                       # a duplicate custom_id
+            json.dumps(chat_line(4, url="/v1/embeddings")) + "\n" +
+            json.dumps({"method": "POST", "url": "/v1/chat/completions", "body": {}}) + "\n")
+    source = upload(api, data.encode())
+    batch = api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    done = settle(api, batch.id)
+    assert done.status == "failed" and done.failed_at
+    errors = [(e.code, e.line, e.param) for e in done.errors.data]
+    assert errors == [("invalid_json_line", 2, None), ("duplicate_custom_id", 3, "custom_id"),
+                      ("url_mismatch", 4, "url"),
+                      ("missing_required_parameter", 5, "custom_id")]
+    assert not fake.chat_requests()          # nothing ran
+    empty = upload(api, b"\n")
+    done = settle(api, api.batches.create(input_file_id=empty.id, endpoint="/v1/completions",
+                                          completion_window="24h").id)
+    assert done.status == "failed" and done.errors.data[0].code == "empty_file"
+
+
+def test_bad_create_requests_are_400s_and_404s(hub):
+    api = client(hub.url)
+    source = upload(api, jsonl(chat_line(1)))
+    with pytest.raises(openai.BadRequestError) as info:
+        api.batches.create(input_file_id=source.id, endpoint="/v1/moderations",
+                           completion_window="24h")
+    assert info.value.body["param"] == "endpoint"
+    with pytest.raises(openai.BadRequestError) as info:
+        api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                           completion_window="1h")
+    assert info.value.body["param"] == "completion_window"
+    with pytest.raises(openai.NotFoundError):
+        api.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions",
+                           completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        api.batches.retrieve("batch_nope")
+
+
+def test_cancel_stops_the_lines_in_flight(make_hub, fake):
+    hub = make_hub({"batches": {"max_parallel_lines": 1}})
+    api = client(hub.url)
+    held = threading.Event()
+    fake.enqueue(Script(), Script(hold_first=held))
+    source = upload(api, jsonl(*(chat_line(n) for n in range(1, 6))))
+    batch = api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    assert fake.wait_requests(2, timeout=10)             # line 2 is being answered
+    cancelling = api.batches.cancel(batch.id)
+    assert cancelling.status in ("cancelling", "cancelled") and cancelling.cancelling_at
+    done = settle(api, batch.id)
+    held.set()
+    assert done.status == "cancelled" and done.cancelled_at
+    assert done.request_counts.completed == 1
+    assert [line["custom_id"] for line in output_lines(api, done.output_file_id)] == ["row-1"]
+    assert wait_for(lambda: fake.aborted.is_set())       # the model really stopped
+    assert len(fake.chat_requests()) == 2                 # nothing after the cancel
+
+
+def test_a_finished_batch_cannot_be_cancelled(hub):
+    api = client(hub.url)
+    source = upload(api, jsonl(chat_line(1)))
+    batch = api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    assert settle(api, batch.id).status == "completed"
+    with pytest.raises(openai.ConflictError):
+        api.batches.cancel(batch.id)
+
+
+KEYS = {"keys": {"alice": "sk-alice-1", "bob": "sk-bob-2"}}
+
+
+def test_another_keys_files_and_batches_are_404s(make_hub):
+    hub = make_hub(KEYS)
+    alice, bob = client(hub.url, "sk-alice-1"), client(hub.url, "sk-bob-2")
+    source = upload(alice, jsonl(chat_line(1)))
+    batch = alice.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                                 completion_window="24h")
+    for call in (lambda: bob.files.retrieve(source.id), lambda: bob.files.content(source.id),
+                 lambda: bob.files.delete(source.id), lambda: bob.batches.retrieve(batch.id),
+                 lambda: bob.batches.cancel(batch.id),
+                 lambda: bob.batches.create(input_file_id=source.id,
+                                            endpoint="/v1/chat/completions",
+                                            completion_window="24h")):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert bob.files.list().data == [] and bob.batches.list().data == []
+    done = settle(alice, batch.id)
+    assert done.status == "completed"
+    with pytest.raises(openai.NotFoundError):
+        bob.files.content(done.output_file_id)
+    assert [r["key"] for r in _get(hub.url, "/v1/requests", "sk-alice-1")["data"]] == ["alice"]
+
+
+def test_an_interactive_request_never_waits_behind_a_batch(make_hub, fake):
+    """One slot upstream (max_concurrent 1), a batch line holding it: an interactive request
+    takes it at once (the batch line is preempted and run again later), and is never
+    queued behind batch lines."""
+    hub = make_hub({"upstream": {"max_concurrent": 1}, "batches": {"max_parallel_lines": 2}})
+    api = client(hub.url)
+    held = threading.Event()
+    fake.enqueue(Script(hold_first=held))
+    source = upload(api, jsonl(*(chat_line(n) for n in range(1, 4))))
+    batch = api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    assert fake.wait_requests(1, timeout=10)             # a batch line holds the one slot
+    answered = {}
+
+    def interactive():
+        answered["reply"] = api.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "interactive"}])
+    thread = threading.Thread(target=interactive)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the interactive request waited for the batch line"
+    assert not held.is_set()                             # the batch line was still held
+    assert answered["reply"].choices[0].message.content == REPLY
+    assert fake.most_in_flight == 1                      # the limit held throughout
+    held.set()
+    done = settle(api, batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 3
+    out = output_lines(api, done.output_file_id)
+    assert sorted(line["custom_id"] for line in out) == ["row-1", "row-2", "row-3"]
+    preempted = [r for r in _get(hub.url, "/v1/requests?limit=50")["data"]
+                 if r["status"] == "cancelled"]
+    assert len(preempted) == 1 and preempted[0]["route"] == "batch /v1/chat/completions"
+
+
+def test_a_batch_survives_the_hub_being_killed(tmp_path, fake):
+    """SIGKILL while line 3 is being answered; the restarted hub (same database) runs line 3
+    again, once, and the rest not at all: every line is in the output exactly once."""
+    ini = tmp_path / "config.ini"
+    ini.write_text(f"[upstream]\nbase_url = {fake.url}\nkind = lmstudio\n"
+                   "[health]\ninterval_seconds = 0\n"
+                   "[batches]\nmax_parallel_lines = 1\n", encoding="utf-8")
+    held = threading.Event()
+    fake.enqueue(Script(), Script(), Script(hold_first=held))
+    process, line, url = start([str(ROOT / "main.py"), "--config", str(ini)], tmp_path)
+    assert url, line
+    try:
+        api = client(url)
+        source = upload(api, jsonl(*(chat_line(n) for n in range(1, 7))))
+        batch = api.batches.create(input_file_id=source.id,
+                                   endpoint="/v1/chat/completions", completion_window="24h")
+        assert fake.wait_requests(3, timeout=15)         # line 3 is being answered
+    finally:
+        stop(process, signal.SIGKILL)
+    held.set()
+    process, line, url = start([str(ROOT / "main.py"), "--config", str(ini)], tmp_path)
+    assert url, line
+    try:
+        api = client(url)
+        done = settle(api, batch.id, timeout=30)
+        assert done.status == "completed", done
+        assert done.request_counts.completed == 6 and done.request_counts.total == 6
+        out = output_lines(api, done.output_file_id)
+        assert [line["custom_id"] for line in out] == [f"row-{n}" for n in range(1, 7)]
+        assert [asked(fake, n) for n in range(1, 7)] == [1, 1, 2, 1, 1, 1]
+    finally:
+        stop(process)
+
+
+def test_progress_in_metrics(hub):
+    api = client(hub.url)
+    source = upload(api, jsonl(chat_line(1), chat_line(2)))
+    batch = api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    assert settle(api, batch.id).status == "completed"
+    import urllib.request
+    with urllib.request.urlopen(hub.url + "/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    assert 'llmhub_batches{status="completed"} 1' in text
+    assert 'llmhub_batch_lines_total{outcome="completed"} 2' in text
+    assert "llmhub_batch_lines_pending 0" in text
