@@ -351,3 +351,73 @@ def test_progress_in_metrics(hub):
     assert 'llmhub_batches{status="completed"} 1' in text
     assert 'llmhub_batch_lines_total{outcome="completed"} 2' in text
     assert "llmhub_batch_lines_pending 0" in text
+
+
+def test_a_batch_fills_every_pool_target_and_yields_to_interactive(make_hub, fake):
+    """A pool of two one-slot targets: a batch runs a line on each at once, and an
+    interactive request for the pool preempts one of them rather than wait."""
+    from fake_lmstudio import FakeLMStudio
+    other = FakeLMStudio().start()
+    try:
+        for box in (fake, other):
+            box.models, box.loaded = ["m"], {"m": ["m"]}
+        hub = make_hub({"upstream": {"max_concurrent": 1},
+                        "upstream:b": {"base_url": other.url, "kind": "lmstudio",
+                                       "max_concurrent": 1},
+                        "pool:qwen": {"targets": "default:m, b:m"},
+                        "batches": {"max_parallel_lines": 4}})
+        api = client(hub.url)
+        held = threading.Event()
+        fake.enqueue(Script(hold_first=held))
+        other.enqueue(Script(hold_first=held))
+        lines = [dict(chat_line(n), body={"model": "qwen", "messages": [
+            {"role": "user", "content": f"row {n}"}]}) for n in range(1, 5)]
+        batch = api.batches.create(input_file_id=upload(api, jsonl(*lines)).id,
+                                   endpoint="/v1/chat/completions", completion_window="24h")
+        assert fake.wait_requests(1, timeout=10) and other.wait_requests(1, timeout=10)
+        reply = api.with_options(timeout=10).chat.completions.create(
+            model="qwen", messages=[{"role": "user", "content": "interactive"}])
+        assert reply.choices[0].message.content == REPLY
+        assert not held.is_set()
+        held.set()
+        done = settle(api, batch.id)
+        assert done.status == "completed" and done.request_counts.completed == 4
+        out = output_lines(api, done.output_file_id)
+        assert sorted(line["custom_id"] for line in out) == [f"row-{n}" for n in range(1, 5)]
+        assert fake.most_in_flight == 1 and other.most_in_flight == 1
+    finally:
+        other.stop()
+
+
+def test_interactive_waiters_go_before_batch_lines(make_hub, fake):
+    """Every slot busy with an interactive run, batch lines waiting: a second interactive
+    request is first in line (position 1, not behind the batch), and is answered first."""
+    hub = make_hub({"upstream": {"max_concurrent": 1}, "batches": {"max_parallel_lines": 2}})
+    api = client(hub.url)
+    held = threading.Event()
+    fake.enqueue(Script(hold_first=held))
+    first = threading.Thread(target=lambda: api.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "first"}]))
+    first.start()
+    assert fake.wait_requests(1, timeout=10)
+    source = upload(api, jsonl(*(chat_line(n) for n in (1, 2, 3))))
+    batch = api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    gate = hub.hub.upstreams["default"].gate
+    assert wait_for(lambda: gate.queued == 2)            # two batch lines wait for the slot
+    second = threading.Thread(target=lambda: api.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "second"}],
+        extra_headers={"X-Run-Id": "second"}))
+    second.start()
+    assert wait_for(lambda: gate.queued == 3)
+    positions = {r["id"]: r["queue_position"] for r in _get(hub.url, "/v1/runs")["data"]
+                 if r["queue_position"]}
+    assert positions.pop("second") == 1                  # ahead of both batch lines
+    assert sorted(positions.values()) == [2, 3]
+    held.set()
+    first.join(10)
+    second.join(10)
+    assert not second.is_alive()
+    order = [r.body["messages"][-1]["content"] for r in fake.chat_requests()]
+    assert order[:2] == ["first", "second"], order
+    assert settle(api, batch.id).status == "completed"
