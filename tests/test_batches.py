@@ -274,8 +274,9 @@ def test_another_keys_files_and_batches_are_404s(make_hub):
 def test_an_interactive_request_never_waits_behind_a_batch(make_hub, fake):
     """One slot upstream (max_concurrent 1), a batch line holding it: an interactive request
     takes it at once (the batch line is preempted and run again later), and is never
-    queued behind batch lines."""
-    hub = make_hub({"upstream": {"max_concurrent": 1}, "batches": {"max_parallel_lines": 2}})
+    queued behind batch lines, nor refused for a line (max_queued) full of them."""
+    hub = make_hub({"upstream": {"max_concurrent": 1, "max_queued": 1},
+                    "batches": {"max_parallel_lines": 3}})
     api = client(hub.url)
     held = threading.Event()
     fake.enqueue(Script(hold_first=held))
@@ -283,6 +284,8 @@ def test_an_interactive_request_never_waits_behind_a_batch(make_hub, fake):
     batch = api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
                                completion_window="24h")
     assert fake.wait_requests(1, timeout=10)             # a batch line holds the one slot
+    gate = hub.hub.upstreams["default"].gate
+    assert wait_for(lambda: gate.queued == 2)            # and two more wait for it
     answered = {}
 
     def interactive():

@@ -217,8 +217,8 @@ class Router:
                 if chosen is not None:
                     return self._take(*chosen, run)
             limit = max(t.upstream.config.max_queued for t in pool)
-            if limit and len(line) >= limit:
-                raise QueueFull(len(line))
+            if limit and not low and len(line.runs) >= limit:   # batch lines: not counted
+                raise QueueFull(len(line.runs))
             return self._wait(run, line, candidates, session, bool(tried), low)
 
     def _wait(self, run, line: Line, candidates: list, session: str | None, retry: bool,

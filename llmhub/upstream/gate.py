@@ -63,9 +63,11 @@ class Gate:
             return True
         low = background.get()
         with self._cond:
-            busy = self._waiting or self._low or self._active >= self.limit
-            if busy and self.max_queued and self.queued_now() >= self.max_queued:
-                raise QueueFull(self.queued_now())
+            # max_queued bounds interactive waiters; batch lines are bounded by their own
+            # [batches] max_parallel_lines, and never crowd an interactive request out
+            busy = self._waiting or self._active >= self.limit
+            if not low and busy and self.max_queued and len(self._waiting) >= self.max_queued:
+                raise QueueFull(len(self._waiting))
             line = self._low if low else self._waiting
             line.append(run)
             run.gate = self
