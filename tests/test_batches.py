@@ -424,3 +424,21 @@ def test_interactive_waiters_go_before_batch_lines(make_hub, fake):
     order = [r.body["messages"][-1]["content"] for r in fake.chat_requests()]
     assert order[:2] == ["first", "second"], order
     assert settle(api, batch.id).status == "completed"
+
+
+def test_a_batch_waits_for_its_model_server_rather_than_failing(make_hub, fake):
+    """LM Studio closed: the lines are not failed one after another; the batch tries one
+    line at a time, with a growing pause, and goes on when the server is back."""
+    hub = make_hub({"batches": {"max_parallel_lines": 4}})
+    hub.hub.batches.retry_seconds = 0.05
+    api = client(hub.url)
+    fake.kill()
+    source = upload(api, jsonl(*(chat_line(n) for n in range(1, 5))))
+    batch = api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    assert wait_for(lambda: hub.hub.batches.progress()["lines_requeued"] >= 3)
+    assert api.batches.retrieve(batch.id).request_counts.failed == 0
+    fake.revive()
+    done = settle(api, batch.id)
+    assert done.status == "completed"
+    assert (done.request_counts.completed, done.request_counts.failed) == (4, 0)

@@ -20,7 +20,7 @@ from typing import Callable
 
 from llmhub.dialects import completions, embeddings, openai, openai_responses
 from llmhub.dialects.openai import error_body
-from llmhub.engine.batches import LineOutcome, Requeue
+from llmhub.engine.batches import LineOutcome, Requeue, requeue_for
 from llmhub.engine.runs import CANCELLED
 from llmhub.errors import BadRequest, HubError
 from llmhub.formats import multipart
@@ -157,9 +157,10 @@ def run_line(hub, owner: str, endpoint: str, body: dict,
              on_run: Callable[[str], None]) -> LineOutcome:
     """Run one line through its endpoint's view, as its HTTP route would under the batch
     owner's key (the engine's line thread runs as that key, below every interactive
-    request: engine/batches.py); `on_run(run_id)` is told the run's id before it starts (a batch cancel cancels it).
-    Raises Requeue when the line did not run to an answer: preempted, cancelled, the hub
-    stopping, or the key at its limit of runs or requests."""
+    request: engine/batches.py). `on_run(run_id)` is told the run's id before it starts,
+    so that a batch's cancel can cancel it. Raises Requeue when the line did not run to
+    an answer: preempted, cancelled, the hub stopping, the key at its limit of runs or
+    requests, no model server there (engine/batches.py requeue_for)."""
     body = {k: v for k, v in body.items() if k not in AWAITED_ONLY}
     run = None
     try:
@@ -175,8 +176,9 @@ def run_line(hub, owner: str, endpoint: str, body: dict,
             result = result.finish(run)
         return outcome(result, run)
     except HubError as exc:
-        if exc.code in ("cancelled", "too_many_runs", "rate_limited", "shutting_down"):
-            raise Requeue(float(exc.headers.get("Retry-After", 1))) from None
+        again = requeue_for(exc)
+        if again is not None:
+            raise again from None
         status, shaped = exc.status, error_body(exc)
         return LineOutcome(status, shaped, run.id if run is not None else "", *tokens(run))
 

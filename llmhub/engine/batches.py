@@ -38,7 +38,7 @@ from llmhub.store.batches import BatchStore
 from llmhub.store.files import FileStore
 from llmhub.upstream.gate import background
 
-__all__ = ["Batches", "LineOutcome", "Requeue", "ENDPOINTS", "PURPOSES"]
+__all__ = ["Batches", "LineOutcome", "Requeue", "requeue_for", "ENDPOINTS", "PURPOSES"]
 
 log = logging.getLogger("llmhub.batches")
 
@@ -59,11 +59,29 @@ class LineOutcome(NamedTuple):
 
 class Requeue(Exception):
     """The line did not run to an answer (preempted by an interactive request, the hub
-    stopping, the key at its run limit): put it back, to run again after `delay` s."""
+    stopping, the key at its run limit): put it back, to run again after `delay` s.
+    `down`: no model server answered; the batch waits for one (Batches._put_back)."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, down: bool = False) -> None:
         super().__init__(delay)
         self.delay = delay
+        self.down = down
+
+
+# What a line's run failed with that says "not now" rather than "no": the line is put back.
+NOT_NOW = ("cancelled", "too_many_runs", "rate_limited", "shutting_down")
+# The model server is not there (LM Studio closed overnight): put back too, and the batch
+# waits for it, trying one line at a time, rather than failing every line in a minute.
+SERVER_DOWN = ("upstream_unavailable", "upstream_timeout", "upstream_busy")
+
+
+def requeue_for(error: HubError) -> Requeue | None:
+    """The Requeue a line's error calls for; None: the error is the line's answer."""
+    if error.code in SERVER_DOWN:
+        return Requeue(down=True)
+    if error.code in NOT_NOW:
+        return Requeue(float(error.headers.get("Retry-After", 1)))
+    return None
 
 
 @dataclass
@@ -77,6 +95,7 @@ class Job:
     running: dict = field(default_factory=dict)    # line number → run id, once known
     not_before: float = 0.0                        # a requeue's delay
     cancelling: bool = False
+    backoff: float = 0.0          # while no model server answers: the pause, doubling
 
 
 def now() -> int:
@@ -89,6 +108,8 @@ def caller() -> accounting.Caller:
 
 class Batches:
     tick = 1.0            # the worker's longest sleep: it is woken by every change anyway
+    retry_seconds = 2.0   # the first pause while no model server answers; then doubling
+    retry_most = 60.0     # to at most this
 
     def __init__(self, config: Config, files: FileStore, store: BatchStore,
                  cancel_run: Callable[[str], object]) -> None:
@@ -339,6 +360,8 @@ class Batches:
             mine = sum(len(j.running) for j in self._jobs.values() if j.owner == job.owner)
             room = min(self.limits.max_parallel_lines - in_flight,
                        self._parallel(job.owner) - mine)
+            if job.backoff:            # the server was down: one line finds out if it is back
+                room = min(room, 1 - len(job.running))
             started = []
             while room > 0 and job.pending:
                 number = job.pending.popleft()
@@ -371,7 +394,7 @@ class Batches:
             try:
                 outcome = self.run_line(job.owner, job.endpoint, body, started)
             except Requeue as again:
-                self._put_back(job, number, again.delay)
+                self._put_back(job, number, again)
                 return
             except Exception:
                 log.exception("batch %s line %s crashed", job.batch_id, number)
@@ -389,20 +412,25 @@ class Batches:
             except HubError as exc:     # the store refused: the line is run again later
                 log.error("batch %s line %s: its result could not be stored (%s)",
                           job.batch_id, number, exc.message)
-                self._put_back(job, number, 5.0)
+                self._put_back(job, number, Requeue(5.0))
                 return
             with self._lock:
                 job.running.pop(number, None)
+                job.backoff = 0.0      # a server answered
                 self.counters["completed" if ok else "failed"] += 1
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())
             self._wake.set()
 
-    def _put_back(self, job: Job, number: int, delay: float) -> None:
+    def _put_back(self, job: Job, number: int, again: Requeue) -> None:
         with self._lock:
             job.running.pop(number, None)
             self.counters["requeued"] += 1
+            delay = again.delay
+            if again.down:
+                job.backoff = min(max(job.backoff * 2, self.retry_seconds), self.retry_most)
+                delay = job.backoff
             if not job.cancelling:
                 job.pending.appendleft(number)
                 job.not_before = max(job.not_before, time.monotonic() + delay)
