@@ -308,9 +308,7 @@ class Batches:
     def _validate(self, batch: dict, owner: str) -> None:
         lines, errors = self._read_input(batch)
         if errors:
-            batch.update(status="failed", failed_at=now(),
-                         errors={"object": "list", "data": errors[:MAX_ERRORS]})
-            self.store.update(batch)
+            self._fail(batch, errors)
             return
         models = {body.get("model") for _, body in lines.values()}
         batch.update(status="in_progress", in_progress_at=now(),
@@ -318,6 +316,11 @@ class Batches:
                      request_counts={"total": len(lines), "completed": 0, "failed": 0})
         self.store.update(batch)
         self._wake.set()
+
+    def _fail(self, batch: dict, errors: list) -> None:
+        batch.update(status="failed", failed_at=now(),
+                     errors={"object": "list", "data": errors[:MAX_ERRORS]})
+        self.store.update(batch)
 
     def _read_input(self, batch: dict) -> tuple[dict, list]:
         """(line number → (custom_id, body), OpenAI's validation errors)."""
@@ -333,10 +336,8 @@ class Batches:
         if job is not None:
             return job
         lines, errors = self._read_input(batch)
-        if errors:                     # its input changed under it (deleted): it fails
-            batch.update(status="failed", failed_at=now(),
-                         errors={"object": "list", "data": errors[:MAX_ERRORS]})
-            self.store.update(batch)
+        if errors:                     # its input went from under it: it fails
+            self._fail(batch, errors)
             return None
         done = self.store.done_lines(batch["id"])
         job = Job(batch["id"], owner, batch["endpoint"], lines,
@@ -375,9 +376,22 @@ class Batches:
             thread.start()
 
     def _run(self, job: Job, number: int) -> None:
-        """One line, in its own thread: its outcome stored, or the line put back."""
-        custom_id, body = job.lines[number]
+        """One line, in its own thread: its outcome stored, or the line put back. The
+        thread is the batch owner's request, and a background one (upstream/gate.py)."""
+        accounting.current.set(accounting.Caller((job.owner, f"batch {job.endpoint}",
+                                                  self.config.key_limits.get(job.owner))))
+        background.set(True)
+        try:
+            outcome = self._answer(job, number)
+            if outcome is not None:
+                self._keep(job, number, outcome)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+            self._wake.set()
 
+    def _answer(self, job: Job, number: int) -> LineOutcome | None:
+        """What the line's endpoint answered; None if the line was put back."""
         def started(run_id: str) -> None:
             with self._lock:
                 job.running[number] = run_id
@@ -385,43 +399,33 @@ class Batches:
             if late:                   # cancelled before its run existed
                 self._cancel(run_id)
 
-        # this thread is the batch owner's request, and a background one (upstream/gate.py)
-        accounting.current.set(accounting.Caller((job.owner, f"batch {job.endpoint}",
-                                                  self.config.key_limits.get(job.owner))))
-        background.set(True)
+        assert self.run_line is not None, "the hub sets it before starting the worker"
         try:
-            assert self.run_line is not None, "the hub sets it before starting the worker"
-            try:
-                outcome = self.run_line(job.owner, job.endpoint, body, started)
-            except Requeue as again:
-                self._put_back(job, number, again)
-                return
-            except Exception:
-                log.exception("batch %s line %s crashed", job.batch_id, number)
-                outcome = LineOutcome(500, {"error": {
-                    "message": "Internal error in the hub; see its log", "type": "api_error",
-                    "param": None, "code": None}}, job.running.get(number) or "")
-            ok = 200 <= outcome.status_code < 300
-            result = {"id": "batch_req_" + uuid.uuid4().hex, "custom_id": custom_id,
-                      "response": {"status_code": outcome.status_code,
-                                   "request_id": outcome.request_id, "body": outcome.body},
-                      "error": None}
-            try:
-                self.store.record_line(job.batch_id, number, ok, result,
-                                       outcome.input_tokens, outcome.output_tokens)
-            except HubError as exc:     # the store refused: the line is run again later
-                log.error("batch %s line %s: its result could not be stored (%s)",
-                          job.batch_id, number, exc.message)
-                self._put_back(job, number, Requeue(5.0))
-                return
-            with self._lock:
-                job.running.pop(number, None)
-                job.backoff = 0.0      # a server answered
-                self.counters["completed" if ok else "failed"] += 1
-        finally:
-            with self._lock:
-                self._threads.discard(threading.current_thread())
-            self._wake.set()
+            return self.run_line(job.owner, job.endpoint, job.lines[number][1], started)
+        except Requeue as again:
+            self._put_back(job, number, again)
+            return None
+        except Exception:
+            log.exception("batch %s line %s crashed", job.batch_id, number)
+            return LineOutcome(500, INTERNAL, job.running.get(number) or "")
+
+    def _keep(self, job: Job, number: int, outcome: LineOutcome) -> None:
+        """Store the line's result (once: store/batches.py); if the store refuses, the
+        line is put back, to run again later."""
+        ok = 200 <= outcome.status_code < 300
+        try:
+            self.store.record_line(job.batch_id, number, ok,
+                                   line_result(job.lines[number][0], outcome),
+                                   outcome.input_tokens, outcome.output_tokens)
+        except HubError as exc:
+            log.error("batch %s line %s: its result could not be stored (%s)",
+                      job.batch_id, number, exc.message)
+            self._put_back(job, number, Requeue(5.0))
+            return
+        with self._lock:
+            job.running.pop(number, None)
+            job.backoff = 0.0          # a server answered
+            self.counters["completed" if ok else "failed"] += 1
 
     def _put_back(self, job: Job, number: int, again: Requeue) -> None:
         with self._lock:
@@ -501,6 +505,18 @@ def summary(counts: dict, total: int) -> dict:
                       "output_tokens": tokens_out,
                       "output_tokens_details": {"reasoning_tokens": 0},
                       "total_tokens": tokens_in + tokens_out}}
+
+
+INTERNAL = {"error": {"message": "Internal error in the hub; see its log", "type": "api_error",
+                      "param": None, "code": None}}
+
+
+def line_result(custom_id: str, outcome: LineOutcome) -> dict:
+    """One line of a batch's output (or error) file, as OpenAI writes it."""
+    return {"id": "batch_req_" + uuid.uuid4().hex, "custom_id": custom_id,
+            "response": {"status_code": outcome.status_code,
+                         "request_id": outcome.request_id, "body": outcome.body},
+            "error": None}
 
 
 def error(code: str, message: str, param: str | None = None, line: int | None = None) -> dict:
