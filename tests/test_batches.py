@@ -442,3 +442,39 @@ def test_a_batch_waits_for_its_model_server_rather_than_failing(make_hub, fake):
     done = settle(api, batch.id)
     assert done.status == "completed"
     assert (done.request_counts.completed, done.request_counts.failed) == (4, 0)
+
+
+def test_lines_run_under_the_owner_keys_limits(make_hub, fake):
+    """A key that may use only some models: its batch's line for another model is that
+    key's 403, in the error file; the allowed one is answered."""
+    hub = make_hub({**KEYS, "key:bob": {"models": "qwen*"}})
+    bob = client(hub.url, "sk-bob-2")
+    other = {"custom_id": "other", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": "llama-3", "messages": [{"role": "user", "content": "hi"}]}}
+    batch = bob.batches.create(input_file_id=upload(bob, jsonl(chat_line(1), other)).id,
+                               endpoint="/v1/chat/completions", completion_window="24h")
+    done = settle(bob, batch.id)
+    assert (done.request_counts.completed, done.request_counts.failed) == (1, 1)
+    [refused] = output_lines(bob, done.error_file_id)
+    assert refused["custom_id"] == "other"
+    assert refused["response"]["status_code"] == 403
+    assert refused["response"]["body"]["error"]["code"] == "model_not_allowed"
+    assert [r["key"] for r in _get(hub.url, "/v1/requests", "sk-bob-2")["data"]] == ["bob"]
+
+
+def test_results_are_read_a_page_at_a_time_in_line_order(tmp_path):
+    from llmhub.store.batches import BatchStore
+    from llmhub.store.database import Database
+    store = BatchStore(Database(tmp_path / "hub.db"))
+    store.create({"id": "batch_1", "created_at": 0, "status": "in_progress"}, "local")
+    for line in (5, 1, 4, 2, 3):
+        store.record_line("batch_1", line, line != 4, {"line": line}, 1, 2)
+    store.record_line("batch_1", 2, True, {"line": "again"}, 1, 2)    # a second run: ignored
+    assert [json.loads(r)["line"] for r in store.results("batch_1", True, page=2)] == \
+        [1, 2, 3, 5]
+    assert store.counts("batch_1") == {"completed": 4, "failed": 1, "input_tokens": 5,
+                                       "output_tokens": 10}
+    store.drop_lines()                       # an active batch keeps its lines
+    assert store.done_lines("batch_1") == {1, 2, 3, 4, 5}
+    store.drop_lines("batch_1")
+    assert store.done_lines("batch_1") == set()

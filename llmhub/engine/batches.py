@@ -146,9 +146,8 @@ class Batches:
                                   "max_total_bytes): delete some first", param="file",
                                   code="storage_limit_exceeded")
         record = {"id": "file-" + uuid.uuid4().hex, "owner": caller().key,
-                  "filename": filename, "purpose": purpose, "bytes": len(data),
-                  "created_at": now()}
-        return file_object(self.files.put(record, data))
+                  "filename": filename, "purpose": purpose, "created_at": now()}
+        return file_object(self.files.put(record, [data]))
 
     def file(self, file_id: str) -> dict:
         return file_object(self._file(file_id))
@@ -255,6 +254,7 @@ class Batches:
     # -- the worker --------------------------------------------------------------------------
     def start(self) -> None:
         """Start the worker: it resumes every batch the last process left unfinished."""
+        self.store.drop_lines()        # of batches that ended just before a crash
         self._worker = threading.Thread(target=self._loop, name="batches", daemon=True)
         self._worker.start()
 
@@ -446,23 +446,23 @@ class Batches:
         if final == "completed" and batch["status"] != "finalizing":
             batch.update(status="finalizing", finalizing_at=now())
             self.store.update(batch)
+        counts = self.store.counts(batch["id"])
         hexid = batch["id"].removeprefix("batch_")
         for ok, kind, key in ((True, "output", "output_file_id"),
                               (False, "error", "error_file_id")):
-            results = self.store.results(batch["id"], ok)
-            if not results:
+            if not counts["completed" if ok else "failed"]:
                 continue
-            data = "".join(r + "\n" for r in results).encode("utf-8")
             record = {"id": f"file-{hexid}{kind[:3]}", "owner": owner,
                       "filename": f"{batch['id']}_{kind}.jsonl", "purpose": "batch_output",
-                      "bytes": len(data), "created_at": now()}
-            self.files.put(record, data)
+                      "created_at": now()}
+            self.files.put(record, ((result + "\n").encode("utf-8")
+                                    for result in self.store.results(batch["id"], ok)))
             batch[key] = record["id"]
-        batch.update(summary(self.store.counts(batch["id"]),
-                             batch["request_counts"]["total"]))
+        batch.update(summary(counts, batch["request_counts"]["total"]))
         batch["status"] = final
         batch["completed_at" if final == "completed" else "cancelled_at"] = now()
         self.store.update(batch)
+        self.store.drop_lines(batch["id"])     # the files hold them now
         with self._lock:
             self._jobs.pop(batch["id"], None)
 

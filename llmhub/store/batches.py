@@ -7,9 +7,12 @@ Rules:
    IGNORE on (batch, line number)), so a line run twice (a restart caught it running)
    still has one result, and the output file, built from these rows in line order at the
    end, has each line once.
+3. Once a batch has ended, its output file holds its results: its rows go (`drop_lines`),
+   so a result is stored twice only while its batch runs.
 """
 
 import json
+from typing import Iterator
 
 from llmhub.store.database import Database
 
@@ -79,11 +82,28 @@ class BatchStore:
         return {"completed": row[0], "failed": row[1], "input_tokens": row[2],
                 "output_tokens": row[3]}
 
-    def results(self, batch_id: str, ok: bool) -> list[str]:
-        """The answered (or failed) lines' results as JSON text, in line order."""
-        rows = self.db.read("SELECT result FROM batch_lines WHERE batch_id = ? AND ok = ? "
-                            "ORDER BY line", (batch_id, int(ok)))
-        return [row[0] for row in rows]
+    def results(self, batch_id: str, ok: bool, page: int = 500) -> Iterator[str]:
+        """The answered (or failed) lines' results as JSON text, in line order, read a
+        page at a time: 50,000 embeddings are never in memory at once."""
+        last = 0
+        while True:
+            rows = self.db.read("SELECT line, result FROM batch_lines WHERE batch_id = ? "
+                                "AND ok = ? AND line > ? ORDER BY line LIMIT ?",
+                                (batch_id, int(ok), last, page))
+            if not rows:
+                return
+            yield from (row[1] for row in rows)
+            last = rows[-1][0]
+
+    def drop_lines(self, batch_id: str | None = None) -> None:
+        """The results of this ended batch, or of every batch not active (what a crash
+        between a batch's end and this left)."""
+        with self.db.write_tx() as tx:
+            if batch_id is not None:
+                tx.execute("DELETE FROM batch_lines WHERE batch_id = ?", (batch_id,))
+                return
+            tx.execute(f"DELETE FROM batch_lines WHERE batch_id IN (SELECT id FROM batches "
+                       f"WHERE status NOT IN ({', '.join('?' * len(ACTIVE))}))", ACTIVE)
 
     def status_counts(self) -> dict:
         """How many batches are in each status."""

@@ -13,6 +13,7 @@ Rules:
 import contextlib
 import os
 from pathlib import Path
+from typing import Iterable
 
 from llmhub.errors import HubError
 from llmhub.store.database import Database
@@ -36,14 +37,17 @@ class FileStore:
     def _path(self, file_id: str) -> Path:
         return self.folder / file_id
 
-    def put(self, record: dict, data: bytes) -> dict:
-        """Keep `data` under `record["id"]`, replacing a file of that id (a batch's output
-        written again after a restart: its id is the batch's)."""
+    def put(self, record: dict, pieces: Iterable[bytes]) -> dict:
+        """Keep the bytes of `pieces`, written one at a time (a batch's output need not be
+        held whole), under `record["id"]`, replacing a file of that id (a batch's output
+        written again after a restart: its id is the batch's); `bytes` is set to their
+        length."""
         self.folder.mkdir(parents=True, exist_ok=True)
         final = self._path(record["id"])
         temporary = final.with_name(final.name + ".part")
         try:
-            temporary.write_bytes(data)
+            with temporary.open("wb") as out:
+                record["bytes"] = sum(out.write(piece) for piece in pieces)
             os.replace(temporary, final)
         except OSError as exc:
             raise HubError(f"Could not write the file: {exc.strerror or exc}",
