@@ -90,7 +90,8 @@ class Job:
     batch_id: str
     owner: str
     endpoint: str
-    lines: dict                                    # line number → (custom_id, body)
+    lines: dict                                    # line number → its text (JSON): a
+                                                   # third of the parsed request's memory
     pending: collections.deque                     # line numbers not yet answered
     running: dict = field(default_factory=dict)    # line number → run id, once known
     not_before: float = 0.0                        # a requeue's delay
@@ -306,11 +307,10 @@ class Batches:
                 self._finalize(batch, owner, "cancelled")
 
     def _validate(self, batch: dict, owner: str) -> None:
-        lines, errors = self._read_input(batch)
+        lines, errors, models = self._read_input(batch)
         if errors:
             self._fail(batch, errors)
             return
-        models = {body.get("model") for _, body in lines.values()}
         batch.update(status="in_progress", in_progress_at=now(),
                      model=models.pop() if len(models) == 1 else None,
                      request_counts={"total": len(lines), "completed": 0, "failed": 0})
@@ -322,11 +322,11 @@ class Batches:
                      errors={"object": "list", "data": errors[:MAX_ERRORS]})
         self.store.update(batch)
 
-    def _read_input(self, batch: dict) -> tuple[dict, list]:
-        """(line number → (custom_id, body), OpenAI's validation errors)."""
+    def _read_input(self, batch: dict) -> "Input":
         if self.files.get(batch["input_file_id"]) is None:
-            return {}, [error("file_not_found", f"The input file {batch['input_file_id']} "
-                              "no longer exists", "input_file_id")]
+            return Input({}, [error("file_not_found", f"The input file "
+                                    f"{batch['input_file_id']} no longer exists",
+                                    "input_file_id")], set())
         return parse_input(self.files.content(batch["input_file_id"]), batch["endpoint"],
                            self.limits.max_lines)
 
@@ -335,7 +335,7 @@ class Batches:
             job = self._jobs.get(batch["id"])
         if job is not None:
             return job
-        lines, errors = self._read_input(batch)
+        lines, errors, _ = self._read_input(batch)
         if errors:                     # its input went from under it: it fails
             self._fail(batch, errors)
             return None
@@ -381,16 +381,17 @@ class Batches:
         accounting.current.set(accounting.Caller((job.owner, f"batch {job.endpoint}",
                                                   self.config.key_limits.get(job.owner))))
         background.set(True)
+        request = json.loads(job.lines[number])    # checked by parse_input
         try:
-            outcome = self._answer(job, number)
+            outcome = self._answer(job, number, request["body"])
             if outcome is not None:
-                self._keep(job, number, outcome)
+                self._keep(job, number, request["custom_id"], outcome)
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())
             self._wake.set()
 
-    def _answer(self, job: Job, number: int) -> LineOutcome | None:
+    def _answer(self, job: Job, number: int, body: dict) -> LineOutcome | None:
         """What the line's endpoint answered; None if the line was put back."""
         def started(run_id: str) -> None:
             with self._lock:
@@ -401,7 +402,7 @@ class Batches:
 
         assert self.run_line is not None, "the hub sets it before starting the worker"
         try:
-            return self.run_line(job.owner, job.endpoint, job.lines[number][1], started)
+            return self.run_line(job.owner, job.endpoint, body, started)
         except Requeue as again:
             self._put_back(job, number, again)
             return None
@@ -409,13 +410,13 @@ class Batches:
             log.exception("batch %s line %s crashed", job.batch_id, number)
             return LineOutcome(500, INTERNAL, job.running.get(number) or "")
 
-    def _keep(self, job: Job, number: int, outcome: LineOutcome) -> None:
+    def _keep(self, job: Job, number: int, custom_id: str, outcome: LineOutcome) -> None:
         """Store the line's result (once: store/batches.py); if the store refuses, the
         line is put back, to run again later."""
         ok = 200 <= outcome.status_code < 300
         try:
             self.store.record_line(job.batch_id, number, ok,
-                                   line_result(job.lines[number][0], outcome),
+                                   line_result(custom_id, outcome),
                                    outcome.input_tokens, outcome.output_tokens)
         except HubError as exc:
             log.error("batch %s line %s: its result could not be stored (%s)",
@@ -523,16 +524,25 @@ def error(code: str, message: str, param: str | None = None, line: int | None = 
     return {"code": code, "message": message, "param": param, "line": line}
 
 
-def parse_input(data: bytes, endpoint: str, max_lines: int) -> tuple[dict, list]:
-    """A batch input file's requests by line number (1 first), and its errors as OpenAI
-    reports them: every line is checked, so a user fixes the file in one go."""
+class Input(NamedTuple):
+    """A batch input file, read: each good line's text by line number (1 first), OpenAI's
+    errors for the bad ones, and the models the lines name."""
+    lines: dict
+    errors: list
+    models: set
+
+
+def parse_input(data: bytes, endpoint: str, max_lines: int) -> Input:
+    """Every line is checked, so a user fixes the file in one go."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return {}, [error("invalid_file_format", f"The file is not UTF-8 (byte {exc.start})")]
-    lines: dict[int, tuple] = {}
+        return Input({}, [error("invalid_file_format",
+                                f"The file is not UTF-8 (byte {exc.start})")], set())
+    lines: dict[int, str] = {}
     errors: list[dict] = []
     seen: set = set()
+    models: set = set()
     for number, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
             continue
@@ -541,14 +551,15 @@ def parse_input(data: bytes, endpoint: str, max_lines: int) -> tuple[dict, list]
             errors.append(dict(problem, line=number))
             continue
         seen.add(request["custom_id"])
-        lines[number] = (request["custom_id"], request["body"])
+        models.add(request["body"].get("model"))
+        lines[number] = raw
     if not lines and not errors:
         errors.append(error("empty_file", "The batch input file is empty."))
     elif len(lines) > max_lines:
         errors.append(error("too_many_tasks", f"The batch input file has {len(lines)} "
                             f"requests; at most {max_lines} are accepted ([batches] "
                             "max_lines)"))
-    return lines, errors
+    return Input(lines, errors, models)
 
 
 def check_line(raw: str, endpoint: str, seen: set) -> tuple[dict | None, dict]:
