@@ -478,3 +478,20 @@ def test_results_are_read_a_page_at_a_time_in_line_order(tmp_path):
     assert store.done_lines("batch_1") == {1, 2, 3, 4, 5}
     store.drop_lines("batch_1")
     assert store.done_lines("batch_1") == set()
+
+
+def test_a_cancel_at_once_is_never_undone_by_the_worker(hub, fake):
+    """Cancelled while it is validating (or just after): it ends cancelled, whichever of
+    the cancel and the worker moved it first."""
+    held = threading.Event()
+    fake.enqueue(*(Script(hold_first=held) for _ in range(8)))
+    api = client(hub.url)
+    source = upload(api, jsonl(*(chat_line(n) for n in range(1, 4))))
+    for _ in range(3):
+        batch = api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                                   completion_window="24h")
+        assert api.batches.cancel(batch.id).status in ("cancelling", "cancelled")
+        done = settle(api, batch.id)
+        assert done.status == "cancelled", done
+        assert done.request_counts.completed == 0
+    held.set()

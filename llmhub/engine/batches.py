@@ -221,14 +221,15 @@ class Batches:
         return page([self._live_view(b) for b in rows], limit)
 
     def cancel(self, batch_id: str) -> dict:
-        batch, owner = self._batch(batch_id)
-        if batch["status"] in ("cancelling", "cancelled"):
-            return self._live_view(batch)
-        if batch["status"] not in ("validating", "in_progress"):
-            raise Conflict(f"Cannot cancel a batch with status '{batch['status']}'",
-                           param="batch_id", code="batch_not_cancellable")
-        batch.update(status="cancelling", cancelling_at=now())
-        self.store.update(batch)
+        while True:                    # again if the worker moved it on meanwhile
+            batch = self._batch(batch_id)[0]
+            if batch["status"] in ("cancelling", "cancelled"):
+                return self._live_view(batch)
+            if batch["status"] not in ("validating", "in_progress"):
+                raise Conflict(f"Cannot cancel a batch with status '{batch['status']}'",
+                               param="batch_id", code="batch_not_cancellable")
+            if self._move(batch, "cancelling", cancelling_at=now()):
+                break
         with self._lock:
             job = self._jobs.get(batch_id)
             running = [r for r in job.running.values() if r] if job is not None else []
@@ -238,6 +239,15 @@ class Batches:
             self._cancel(run_id)
         self._wake.set()
         return self._live_view(batch)
+
+    def _move(self, batch: dict, status: str, **fields) -> bool:
+        """Move the batch on from the status it was read with (store: `expect`); False,
+        and `batch` unchanged, if it has moved on since."""
+        moved = dict(batch, status=status, **fields)
+        if not self.store.update(moved, expect=batch["status"]):
+            return False
+        batch.update(moved)
+        return True
 
     def _cancel(self, run_id: str) -> None:
         try:
@@ -311,16 +321,14 @@ class Batches:
         if errors:
             self._fail(batch, errors)
             return
-        batch.update(status="in_progress", in_progress_at=now(),
-                     model=models.pop() if len(models) == 1 else None,
-                     request_counts={"total": len(lines), "completed": 0, "failed": 0})
-        self.store.update(batch)
+        self._move(batch, "in_progress", in_progress_at=now(),
+                   model=models.pop() if len(models) == 1 else None,
+                   request_counts={"total": len(lines), "completed": 0, "failed": 0})
         self._wake.set()
 
     def _fail(self, batch: dict, errors: list) -> None:
-        batch.update(status="failed", failed_at=now(),
-                     errors={"object": "list", "data": errors[:MAX_ERRORS]})
-        self.store.update(batch)
+        self._move(batch, "failed", failed_at=now(),
+                   errors={"object": "list", "data": errors[:MAX_ERRORS]})
 
     def _read_input(self, batch: dict) -> "Input":
         if self.files.get(batch["input_file_id"]) is None:
@@ -444,9 +452,9 @@ class Batches:
         """Write the output and error files from the stored results (each line once, in
         line order), then the final status. Run again after a crash, it writes the same
         files under the same ids."""
-        if final == "completed" and batch["status"] != "finalizing":
-            batch.update(status="finalizing", finalizing_at=now())
-            self.store.update(batch)
+        if final == "completed" and batch["status"] == "in_progress" and \
+                not self._move(batch, "finalizing", finalizing_at=now()):
+            return                     # cancelled meanwhile: the next step ends it so
         counts = self.store.counts(batch["id"])
         hexid = batch["id"].removeprefix("batch_")
         for ok, kind, key in ((True, "output", "output_file_id"),
@@ -459,11 +467,10 @@ class Batches:
             self.files.put(record, ((result + "\n").encode("utf-8")
                                     for result in self.store.results(batch["id"], ok)))
             batch[key] = record["id"]
-        batch.update(summary(counts, batch["request_counts"]["total"]))
-        batch["status"] = final
-        batch["completed_at" if final == "completed" else "cancelled_at"] = now()
-        self.store.update(batch)
-        self.store.drop_lines(batch["id"])     # the files hold them now
+        ended = {"completed_at" if final == "completed" else "cancelled_at": now()}
+        if self._move(batch, final, **summary(counts, batch["request_counts"]["total"]),
+                      **ended):
+            self.store.drop_lines(batch["id"])     # the files hold them now
         with self._lock:
             self._jobs.pop(batch["id"], None)
 

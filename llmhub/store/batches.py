@@ -31,10 +31,13 @@ class BatchStore:
                        "VALUES (?, ?, ?, ?, ?)", (batch["id"], owner, batch["created_at"],
                                                   batch["status"], json.dumps(batch)))
 
-    def update(self, batch: dict) -> None:
+    def update(self, batch: dict, expect: str) -> bool:
+        """Store the batch if its stored status is still `expect`: a cancel and the worker
+        moving the same batch on never overwrite each other. Whether it was stored."""
         with self.db.write_tx() as tx:
-            tx.execute("UPDATE batches SET status = ?, record = ? WHERE id = ?",
-                       (batch["status"], json.dumps(batch), batch["id"]))
+            return tx.execute("UPDATE batches SET status = ?, record = ? WHERE id = ? AND "
+                              "status = ?", (batch["status"], json.dumps(batch), batch["id"],
+                                             expect)).rowcount == 1
 
     def get(self, batch_id: str) -> tuple[dict, str] | None:
         """(the batch, its owner)."""
