@@ -75,13 +75,8 @@ class Gate:
                 while not self._may_go(run, line):
                     if run.ended:
                         return False
-                    victim = None if low else self._victim(run)
-                    if victim is not None:
-                        self._cond.release()        # a cancel takes the run's own locks
-                        try:
-                            victim.cancel(PREEMPTED)
-                        finally:
-                            self._cond.acquire()
+                    if not low:
+                        self._preempt_for(run)
                     self._cond.wait(poll)
                 self._active += 1
                 if low:
@@ -97,15 +92,20 @@ class Gate:
             return False
         return line is self._waiting or not self._waiting
 
-    def _victim(self, run: "Waiter") -> "Waiter | None":
-        """The background holder to displace for the interactive run at the head of the
-        line, when every slot is taken; each holder is asked once."""
+    def _preempt_for(self, run: "Waiter") -> None:
+        """When every slot is taken and `run` heads the interactive line, cancel one
+        background holder (each is asked once); called holding the condition."""
         if self._waiting[0] is not run or self._active < self.limit:
-            return None
+            return
         victim = next((h for h in self._holders if h not in self._preempted), None)
-        if victim is not None:
-            self._preempted.append(victim)
-        return victim
+        if victim is None:
+            return
+        self._preempted.append(victim)
+        self._cond.release()           # a cancel takes the run's own locks
+        try:
+            victim.cancel(PREEMPTED)
+        finally:
+            self._cond.acquire()
 
     def leave(self, run: "Waiter | None" = None) -> None:
         if not self.limit:
