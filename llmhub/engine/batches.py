@@ -265,7 +265,6 @@ class Batches:
     # -- the worker --------------------------------------------------------------------------
     def start(self) -> None:
         """Start the worker: it resumes every batch the last process left unfinished."""
-        self.store.drop_lines()        # of batches that ended just before a crash
         self._worker = threading.Thread(target=self._loop, name="batches", daemon=True)
         self._worker.start()
 
@@ -285,6 +284,10 @@ class Batches:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def _loop(self) -> None:
+        try:
+            self.store.drop_lines()    # of batches that ended just before a crash
+        except HubError as exc:        # a full disk must not stop the hub from starting
+            log.error("could not drop ended batches' lines: %s", exc.message)
         while not self._stopping.is_set():
             try:
                 for batch, owner in self.store.active():
