@@ -294,7 +294,9 @@ class Batches:
                     if self._stopping.is_set():
                         break
                     self._step(batch, owner)
-            except Exception:      # a bad row or a full disk: log it, try again next tick
+            except HubError as exc:    # the store refused (a full disk): next tick
+                log.error("the batch worker could not go on: %s", exc.message)
+            except Exception:          # a bug: logged whole, and the next tick goes on
                 log.exception("the batch worker failed a step")
             self._wake.wait(self.tick)
             self._wake.clear()
