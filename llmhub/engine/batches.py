@@ -265,7 +265,8 @@ class Batches:
     # -- the worker --------------------------------------------------------------------------
     def start(self) -> None:
         """Start the worker: it resumes every batch the last process left unfinished."""
-        self._worker = threading.Thread(target=self._loop, name="batches", daemon=True)
+        self._worker = threading.Thread(target=self._loop, args=(self._recover(),),
+                                        name="batches", daemon=True)
         self._worker.start()
 
     def stop(self, wait: float = 5.0) -> None:
@@ -283,23 +284,41 @@ class Batches:
         for thread in threads + ([self._worker] if self._worker else []):
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _loop(self) -> None:
+    def _recover(self) -> bool:
+        """What a start finds: the lines of batches that ended just before a crash go;
+        whether any batch has work left. A full disk must not stop the hub starting."""
         try:
-            self.store.drop_lines()    # of batches that ended just before a crash
-        except HubError as exc:        # a full disk must not stop the hub from starting
-            log.error("could not drop ended batches' lines: %s", exc.message)
+            self.store.drop_lines()
+            return bool(self.store.active())
+        except HubError as exc:
+            log.error("the batch worker could not read its batches: %s", exc.message)
+            return True
+
+    def _loop(self, busy: bool) -> None:
+        """Step every active batch, then sleep: a tick while some are active (a requeued
+        line's pause ends on its own), until woken (a new batch, a cancel) while none is,
+        so an idle hub never reads the database for batches."""
         while not self._stopping.is_set():
-            try:
-                for batch, owner in self.store.active():
-                    if self._stopping.is_set():
-                        break
-                    self._step(batch, owner)
-            except HubError as exc:    # the store refused (a full disk): next tick
-                log.error("the batch worker could not go on: %s", exc.message)
-            except Exception:          # a bug: logged whole, and the next tick goes on
-                log.exception("the batch worker failed a step")
-            self._wake.wait(self.tick)
+            if busy:
+                busy = self._step_all()
+            self._wake.wait(self.tick if busy else None)
             self._wake.clear()
+            busy = True                # woken, or a tick: look again
+
+    def _step_all(self) -> bool:
+        """One step of each active batch; whether any was active (or the store failed)."""
+        try:
+            active = self.store.active()
+            for batch, owner in active:
+                if self._stopping.is_set():
+                    break
+                self._step(batch, owner)
+            return bool(active)
+        except HubError as exc:        # the store refused (a full disk): next tick
+            log.error("the batch worker could not go on: %s", exc.message)
+        except Exception:              # a bug: logged whole, and the next tick goes on
+            log.exception("the batch worker failed a step")
+        return True
 
     def _step(self, batch: dict, owner: str) -> None:
         status = batch["status"]
