@@ -21,7 +21,8 @@ NEEDS = {
                     "/v1/images/generations")},
     **{("POST", path): "a file to upload (multipart/form-data)"
        for path in ("/v1/audio/transcriptions", "/v1/audio/translations",
-                    "/v1/images/edits")},
+                    "/v1/images/edits", "/v1/files")},
+    ("POST", "/v1/batches"): "the id of a batch file uploaded first (POST /v1/files)",
     **{(method, path): "nothing: llmhub keeps no model files, and says so with 501"
        for method, path in (("POST", "/api/push"), ("POST", "/api/create"),
                             ("POST", "/api/copy"), ("DELETE", "/api/delete"))},

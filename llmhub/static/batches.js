@@ -8,9 +8,12 @@
   const section = document.createElement("section");
   section.className = "wide";
   section.id = "batches";
-  section.innerHTML = "<h2>Batches</h2><table><thead><tr><th>Batch</th><th>Status</th>" +
-    "<th>Endpoint</th><th>Progress</th><th>Failed</th><th>Created</th><th>Files</th>" +
-    "<th></th></tr></thead><tbody></tbody></table>";
+  section.setAttribute("aria-labelledby", "batches-title");
+  section.innerHTML = '<h2 id="batches-title">Batches</h2>' +
+    '<table aria-labelledby="batches-title"><thead><tr><th scope="col">Batch</th>' +
+    '<th scope="col">Status</th><th scope="col">Endpoint</th><th scope="col">Progress</th>' +
+    '<th scope="col" class="number">Failed</th><th scope="col">Created</th>' +
+    '<th scope="col">Files</th><th scope="col">Action</th></tr></thead><tbody></tbody></table>';
   document.querySelector("main").appendChild(section);
   const body = section.querySelector("tbody");
   const RUNNING = ["validating", "in_progress"];
@@ -49,7 +52,9 @@
   function fileButton(td, label, fileId) {
     if (!fileId) return;
     const button = document.createElement("button");
+    button.type = "button";
     button.textContent = label;
+    button.setAttribute("aria-label", `Download the ${label} file ${fileId}`);
     button.addEventListener("click", () => download(fileId));
     td.append(button, " ");
   }
@@ -63,7 +68,7 @@
       text(row, batch.status, "status-" + batch.status);
       text(row, batch.endpoint);
       progress(row, batch.request_counts || { total: 0, completed: 0, failed: 0 });
-      text(row, batch.request_counts ? batch.request_counts.failed : "");
+      text(row, batch.request_counts ? batch.request_counts.failed : "", "number");
       text(row, new Date(batch.created_at * 1000).toLocaleString());
       const files = row.insertCell();
       fileButton(files, "output", batch.output_file_id);
@@ -71,8 +76,10 @@
       const actions = row.insertCell();
       if (RUNNING.includes(batch.status)) {
         const cancel = document.createElement("button");
+        cancel.type = "button";
         cancel.className = "cancel";
         cancel.textContent = "Cancel";
+        cancel.setAttribute("aria-label", "Cancel batch " + batch.id);
         cancel.addEventListener("click", async () => {
           await fetch(`/v1/batches/${encodeURIComponent(batch.id)}/cancel`,
                       { method: "POST", headers: auth() });
