@@ -121,6 +121,8 @@ class Batches:
         self.cancel_run = cancel_run
         self.run_line: Callable[..., LineOutcome] | None = None   # set by the hub
         self._jobs: dict[str, Job] = {}
+        self._cancelled: set[str] = set()   # batches cancelled while the worker had them:
+                                            # a job it makes for one starts cancelling
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -231,6 +233,7 @@ class Batches:
             if self._move(batch, "cancelling", cancelling_at=now()):
                 break
         with self._lock:
+            self._cancelled.add(batch_id)
             job = self._jobs.get(batch_id)
             running = [r for r in job.running.values() if r] if job is not None else []
             if job is not None:
@@ -374,7 +377,8 @@ class Batches:
         done = self.store.done_lines(batch["id"])
         job = Job(batch["id"], owner, batch["endpoint"], lines,
                   collections.deque(n for n in sorted(lines) if n not in done))
-        with self._lock:
+        with self._lock:               # a cancel that read no job yet has left its mark
+            job.cancelling = batch["id"] in self._cancelled
             return self._jobs.setdefault(batch["id"], job)
 
     def _parallel(self, owner: str) -> int:
@@ -497,6 +501,7 @@ class Batches:
             self.store.drop_lines(batch["id"])     # the files hold them now
         with self._lock:
             self._jobs.pop(batch["id"], None)
+            self._cancelled.discard(batch["id"])
 
     # -- what it is doing, for /metrics and the runs page ------------------------------------
     def progress(self) -> dict:
