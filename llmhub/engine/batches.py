@@ -18,6 +18,8 @@ Rules:
   cancelled for any reason other than its batch's cancel is put back, never answered as
   cancelled. At most `[batches] max_parallel_lines` lines run at once, and at most the
   owner key's `max_concurrent` less one, so the key keeps a slot of its own.
+- No model server there (requeue_for's SERVER_DOWN) fails no line: the batch waits, one
+  line at a time after a doubling pause, until a server answers.
 - The lines themselves are run by `run_line` (dialects/batches.py), which calls the
   endpoint's own view as its HTTP route would, under the batch owner's key.
 """
