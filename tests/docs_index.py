@@ -18,7 +18,7 @@ APIS = {
     "openai": ("OpenAI", "docs/api/openai.md"),
     "embeddings": ("OpenAI", "docs/api/openai.md"),
     "completions": ("OpenAI", "docs/api/openai.md"),
-    "batches": ("OpenAI Files and Batch", "docs/notes/batches.md"),
+    "batches": ("OpenAI Files and Batch", "docs/api/batches.md"),
     "relays": ("OpenAI relays", "docs/api/openai.md#relays"),
     "openai_responses": ("OpenAI Responses", "docs/api/responses.md"),
     "conversations": ("OpenAI Conversations", "docs/api/responses.md"),
