@@ -1,5 +1,5 @@
 """Resume for every stream: a request asks to be resumable, and a client that lost its
-connection comes back for the rest, in the same wire format (docs/notes/resume.md).
+connection comes back for the rest, in the same wire format (docs/resume.md).
 
 The wire, the same in every dialect:
 - A streaming request asks with `X-Llmhub-Resumable: 1` (`[server] resumable_streams` makes
