@@ -414,7 +414,8 @@ def load_config(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] |
         searched = () if path else tuple(str(p) for p in candidates)
     parser, raw, source = _read_file(path)
     _check_sections(parser)
-    sections = _sections(_raw_values(parser, source, env, flags))
+    sections = _sections(_database_beside_the_file(_raw_values(parser, source, env, flags),
+                                                   source))
     keys = _keys(parser, sections["server"]["api_keys"])
     sections["server"]["api_keys"] = tuple(keys.values())   # the secrets alone, as before
     upstreams = _upstreams(parser, sections.pop("upstream"), source)
@@ -458,6 +459,18 @@ def _raw_values(parser: configparser.ConfigParser, source: str, env: Mapping[str
                 raw[key.section, key.name] = (env[name], f"environment {name}")
     for (section, name), value in _flag_values(flags).items():
         raw[section, name] = (value, f"flag --{_FLAG_OF.get((section, name), name)}")
+    return raw
+
+
+def _database_beside_the_file(raw: dict[tuple[str, str], tuple[str, str]],
+                               source: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """A relative db_path from the file (or the default, once a file was read) is taken from
+    the file's folder, not the current one: a hub started from another folder finds the
+    file beside main.py, and must find its conversations beside it too. A path from a flag
+    or the environment stays the current folder's, as a shell user means it."""
+    text, origin = raw["server", "db_path"]
+    if source and origin in (source, "default") and not Path(text).is_absolute():
+        raw["server", "db_path"] = (str(Path(source).resolve().parent / text), origin)
     return raw
 
 

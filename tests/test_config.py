@@ -43,6 +43,25 @@ def test_the_file_is_looked_for_here_then_beside_main_py(tmp_path, monkeypatch):
         load_config(env={"LLMHUB_CONFIG": str(here / "nope.ini")})
 
 
+def test_a_relative_database_is_the_config_files_neighbour(tmp_path, monkeypatch):
+    """Started from another folder, the hub opens the database beside the file it read, so
+    the conversations it kept are still there; a flag's path is the shell's."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    ini = write_ini(project / "config.ini", {"server": {"db_path": "data/hub.db"}})
+    assert load_config(env={}, path=ini).server.db_path == str(project / "data" / "hub.db")
+    bare = write_ini(project / "bare.ini", {"server": {"port": 1234}})
+    assert load_config(env={}, path=bare).server.db_path == str(project / "llmhub.db")
+    assert load_config(flags={"db": "mine.db"}, env={}, path=ini).server.db_path == "mine.db"
+    env = {"LLMHUB_SERVER_DB_PATH": "env.db"}
+    assert load_config(env=env, path=ini).server.db_path == "env.db"
+    absolute = str(tmp_path / "abs.db")
+    ini = write_ini(project / "abs.ini", {"server": {"db_path": absolute}})
+    assert load_config(env={}, path=ini).server.db_path == absolute
+
+
 WARNED = [
     ({"context": {"max_input_tokens": 1024}},
      ["[context] keep_recent_tokens = 2048 is not below max_input_tokens = 1024",
