@@ -28,6 +28,8 @@ def test_messages_carry_reasoning_only_when_asked(hub, fake):
     kept = call(hub.url, "GET", path + "?include=reasoning")[2]
     assert [m["reasoning"] for m in kept] == [None, "Because so."]
     assert kept[1]["content"] == "Yes."
+    headers = call(hub.url, "GET", path + "?include=reasoning&order=desc&limit=1")[1]
+    assert "order=desc&include=reasoning&after=" in headers["Link"]   # page 2 reads the same
 
 
 def test_a_threads_run_in_progress_is_found_and_a_shutdown_is_told_from_a_stop(hub, fake):

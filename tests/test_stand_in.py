@@ -116,3 +116,17 @@ def test_the_shipped_config_makes_the_readmes_model_names_work(tmp_path, fake):
         server.stop(grace=2)
         server.hub.close()
         thread.join(5)
+
+
+
+def test_a_stand_in_keeps_its_pool_members_weight_tier_and_slots(make_hub, fake):
+    """Only the model changes: a one-member pool's max_concurrent still holds."""
+    fake.models = [LOADED]
+    fake.loaded = {LOADED: [LOADED]}
+    hub = make_hub({"aliases": {"fast": "solo"}, "models": {"stand_in": "fast"},
+                    "pool:solo": {"targets": f"default:{MISSING} weight=2 tier=2 "
+                                             "max_concurrent=1"}})
+    hub.hub.engine.prober.probe_all()
+    [stood_in] = hub.hub.engine.resolver.chain_pool(["fast", "solo"])
+    assert (stood_in.model, stood_in.weight, stood_in.tier, stood_in.max_concurrent) == \
+        (LOADED, 2.0, 2, 1)

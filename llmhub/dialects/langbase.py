@@ -325,17 +325,18 @@ def list_messages(request, thread_id: str) -> JSONResponse:
     order = request.query.get("order") or "asc"
     if order not in ("asc", "desc"):
         raise BadRequest("'order' must be 'asc' or 'desc'", param="order")
+    # `include=reasoning` (the chat page's): each reply's stored reasoning too, which
+    # Langbase's message object has no field for
+    reasoning = request.query.get("include") == "reasoning"
     messages, more = request.hub.engine.page_messages(thread_id, limit, after, order == "desc")
     headers = {"X-Has-More": "true" if more else "false"}
     if more:
         cursor = messages[-1]["id"]
-        ordered = "&order=desc" if order == "desc" else ""
+        kept = ("&order=desc" if order == "desc" else "") + \
+            ("&include=reasoning" if reasoning else "")     # the next page reads as this one
         headers["X-Next-After"] = cursor
-        headers["Link"] = f'</v1/threads/{thread_id}/messages?limit={limit}{ordered}' \
+        headers["Link"] = f'</v1/threads/{thread_id}/messages?limit={limit}{kept}' \
                           f'&after={cursor}>; rel="next"'
-    # `include=reasoning` (the chat page's): each reply's stored reasoning too, which
-    # Langbase's message object has no field for
-    reasoning = request.query.get("include") == "reasoning"
     return JSONResponse([dict(message_json(m), reasoning=m["reasoning"]) if reasoning
                          else message_json(m) for m in messages], headers=headers)
 

@@ -16,6 +16,7 @@ With no name at all, `[models] default`, else the first model the upstream lists
 
 import logging
 import time
+from dataclasses import replace
 from fnmatch import fnmatchcase
 
 from llmhub.config import Config
@@ -90,7 +91,7 @@ class Resolver:
             self._stood_in[key] = model
             log.warning("alias %s: %s not on upstream %s; using %s", chain[-2], target.model,
                         target.upstream.name, model)
-        return [Target(target.upstream, model)]
+        return [replace(target, model=model)]     # its weight, tier and slots kept
 
     def stands_in(self, chain: list[str]) -> bool:
         """Whether an alias on the chain (not its end, a model) is one `[models] stand_in`
