@@ -115,8 +115,10 @@ def test_the_conversations_calls(client):
     client.conversations.items.delete(added.data[0].id, conversation_id=conversation.id)
     assert len(client.conversations.items.list(conversation.id).data) == 1
     assert client.conversations.delete(conversation.id).deleted
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.NotFoundError) as gone:      # in OpenAI's words, not Langbase's
         client.conversations.retrieve(conversation.id)
+    assert (gone.value.code, gone.value.param) == ("conversation_not_found", "conversation_id")
+    assert gone.value.message.endswith(f"Conversation with id '{conversation.id}' not found.")
 
 
 # --- tools -----------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ OpenAI's limits hold here too, with its 400s: at most 20 items per create or add
 values strings up to 512 (dialects/checks.py).
 """
 
+import functools
+
 from llmhub import ids
 from llmhub.dialects.checks import check_at_most, check_known, check_openai_metadata
 from llmhub.dialects.openai import error_body
@@ -24,6 +26,22 @@ __all__ = ["TITLE", "error_body", "create", "retrieve", "update", "delete", "lis
 
 TITLE = "OpenAI Conversations"
 MAX_ITEMS = 20     # per create or add-items call, as OpenAI takes
+
+
+def in_openai_words(view):
+    """A conversation is a thread, and the store says an unknown one is missing in
+    Langbase's words ("Thread … not found", param threadId); an OpenAI client reads OpenAI's,
+    as for a response."""
+    @functools.wraps(view)
+    def answered(request, conversation_id: str, **rest):
+        try:
+            return view(request, conversation_id, **rest)
+        except NotFound as error:
+            if error.param != "threadId":
+                raise
+            raise NotFound(f"Conversation with id '{conversation_id}' not found.",
+                           param="conversation_id", code="conversation_not_found") from None
+    return answered
 
 
 def conversation_json(thread: dict) -> dict:
@@ -41,11 +59,13 @@ def create(request) -> JSONResponse:
     return JSONResponse(conversation_json(thread))
 
 
+@in_openai_words
 def retrieve(request, conversation_id: str) -> JSONResponse:
     return JSONResponse(conversation_json(request.hub.engine.thread(
         check_thread_id(conversation_id, "conversation_id"))))
 
 
+@in_openai_words
 def update(request, conversation_id: str) -> JSONResponse:
     body = request.json_object()
     if "metadata" not in body:
@@ -57,12 +77,14 @@ def update(request, conversation_id: str) -> JSONResponse:
     return JSONResponse(conversation_json(thread))
 
 
+@in_openai_words
 def delete(request, conversation_id: str) -> JSONResponse:
     request.hub.engine.delete_thread(check_thread_id(conversation_id, "conversation_id"))
     return JSONResponse({"id": conversation_id, "object": "conversation.deleted",
                          "deleted": True})
 
 
+@in_openai_words
 def list_items(request, conversation_id: str) -> JSONResponse:
     """A page of items, read from the store a page at a time: every message is at least one
     item, so `limit` + 1 messages past the one `after` names fill the page and tell whether
@@ -79,6 +101,7 @@ def list_items(request, conversation_id: str) -> JSONResponse:
                              ordered=True))
 
 
+@in_openai_words
 def create_items(request, conversation_id: str) -> JSONResponse:
     body = request.json_object()
     check_known(body, {"items"})
@@ -91,6 +114,7 @@ def create_items(request, conversation_id: str) -> JSONResponse:
                          "last_id": data[-1]["id"] if data else None, "has_more": False})
 
 
+@in_openai_words
 def get_item(request, conversation_id: str, item_id: str) -> JSONResponse:
     thread_id = check_thread_id(conversation_id, "conversation_id")
     messages = request.hub.engine.messages_from(thread_id, message_of(item_id), 1) or []
@@ -101,6 +125,7 @@ def get_item(request, conversation_id: str, item_id: str) -> JSONResponse:
     return JSONResponse(item)
 
 
+@in_openai_words
 def delete_item(request, conversation_id: str, item_id: str) -> JSONResponse:
     """Removes the message the item is (a tool call's item: its whole message)."""
     thread_id = check_thread_id(conversation_id, "conversation_id")
