@@ -495,3 +495,75 @@ def test_a_cancel_at_once_is_never_undone_by_the_worker(hub, fake):
         assert done.status == "cancelled", done
         assert done.request_counts.completed == 0
     held.set()
+
+
+def test_a_line_that_times_out_mid_answer_fails_at_once(make_hub, fake):
+    """The answer began, then the server went silent (idle timeout): the server is there,
+    so the line is not put back to wait for it; its 504 is its answer, in the error file."""
+    hub = make_hub({"upstream": {"idle_timeout_seconds": 0.3}})
+    api = client(hub.url)
+    held = threading.Event()
+    fake.enqueue(Script(hold_first=held, hold_after=1))
+    try:
+        batch = api.batches.create(input_file_id=upload(api, jsonl(chat_line(1))).id,
+                                   endpoint="/v1/chat/completions", completion_window="24h")
+        done = settle(api, batch.id)
+    finally:
+        held.set()
+    assert done.status == "completed"
+    assert (done.request_counts.completed, done.request_counts.failed) == (0, 1)
+    [failed] = output_lines(api, done.error_file_id)
+    assert failed["response"]["status_code"] == 504
+    assert failed["response"]["body"]["error"]["code"] == "upstream_timeout"
+    assert asked(fake, 1) == 1
+
+
+def test_a_line_the_server_never_answers_fails_after_its_tries(make_hub, fake):
+    """The server takes the line and sends nothing (first-byte timeout) every time: the
+    line is tried MAX_ATTEMPTS times, then fails with its last error; never forever."""
+    from llmhub.engine.batches import MAX_ATTEMPTS
+    hub = make_hub({"upstream": {"first_byte_timeout_seconds": 0.2}})
+    hub.hub.batches.retry_seconds = 0.05
+    api = client(hub.url)
+    held = threading.Event()
+    fake.enqueue(*(Script(hold_headers=held) for _ in range(MAX_ATTEMPTS)))
+    try:
+        batch = api.batches.create(input_file_id=upload(api, jsonl(chat_line(1))).id,
+                                   endpoint="/v1/chat/completions", completion_window="24h")
+        done = settle(api, batch.id)
+    finally:
+        held.set()
+    assert (done.status, done.request_counts.failed) == ("completed", 1), done
+    [failed] = output_lines(api, done.error_file_id)
+    assert failed["response"]["body"]["error"]["code"] == "upstream_timeout"
+    assert asked(fake, 1) == MAX_ATTEMPTS
+
+
+def test_a_batch_past_its_window_ends_expired(make_hub, fake):
+    """Its 24h window closes with line 2 in flight: line 2 is cancelled, the batch ends
+    `expired`, line 1's answer in the output file, lines 2 and 3 in the error file with
+    OpenAI's `batch_expired`."""
+    hub = make_hub({"batches": {"max_parallel_lines": 1}})
+    api = client(hub.url)
+    held = threading.Event()
+    fake.enqueue(Script(), Script(hold_first=held))
+    batch = api.batches.create(input_file_id=upload(api, jsonl(*(chat_line(n) for n in (1, 2, 3)))).id,
+                               endpoint="/v1/chat/completions", completion_window="24h")
+    try:
+        assert fake.wait_requests(2, timeout=10)         # line 2 is being answered
+        store = hub.hub.batches.store
+        stored = store.get(batch.id)[0]
+        assert store.update(dict(stored, expires_at=0), expect="in_progress")   # time's up
+        done = settle(api, batch.id)
+    finally:
+        held.set()
+    assert done.status == "expired" and done.expired_at, done
+    assert (done.request_counts.total, done.request_counts.completed,
+            done.request_counts.failed) == (3, 1, 2)
+    assert [line["custom_id"] for line in output_lines(api, done.output_file_id)] == ["row-1"]
+    expired = output_lines(api, done.error_file_id)
+    assert [line["custom_id"] for line in expired] == ["row-2", "row-3"]
+    assert all(line["response"] is None and line["error"]["code"] == "batch_expired"
+               for line in expired)
+    assert wait_for(fake.aborted.is_set)                 # line 2's run was stopped
+    assert (asked(fake, 2), asked(fake, 3)) == (1, 0)

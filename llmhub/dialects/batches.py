@@ -176,11 +176,14 @@ def run_line(hub, owner: str, endpoint: str, body: dict,
             result = result.finish(run)
         return outcome(result, run)
     except HubError as exc:
+        answer = LineOutcome(exc.status, error_body(exc), run.id if run is not None else "",
+                             *tokens(run))
         again = requeue_for(exc)
-        if again is not None:
-            raise again from None
-        status, shaped = exc.status, error_body(exc)
-        return LineOutcome(status, shaped, run.id if run is not None else "", *tokens(run))
+        if again is None:
+            return answer
+        if again.counted:              # its answer once the line has no tries left
+            again.answer = answer
+        raise again from None
 
 
 def outcome(result, run) -> LineOutcome:

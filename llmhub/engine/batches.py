@@ -18,8 +18,14 @@ Rules:
   cancelled for any reason other than its batch's cancel is put back, never answered as
   cancelled. At most `[batches] max_parallel_lines` lines run at once, and at most the
   owner key's `max_concurrent` less one, so the key keeps a slot of its own.
-- No model server there (requeue_for's SERVER_DOWN) fails no line: the batch waits, one
-  line at a time after a doubling pause, until a server answers.
+- No model server there (requeue_for's SERVER_DOWN: an error before any byte of an
+  answer) fails no line: the batch waits, one line at a time after a doubling pause, until
+  a server answers. A line the server took but sent nothing for (a first-byte timeout) is
+  tried MAX_ATTEMPTS times, then its last error is its answer; a timeout after the answer
+  began is its answer at once (run again, it would most likely time out again).
+- A batch still unfinished at `expires_at` (its 24h window) ends `expired`, as OpenAI's:
+  its lines in flight are cancelled, the lines answered by then go to its output (and
+  error) file, every other line to its error file with code `batch_expired`.
 - The lines themselves are run by `run_line` (dialects/batches.py), which calls the
   endpoint's own view as its HTTP route would, under the batch owner's key.
 """
@@ -47,6 +53,7 @@ log = logging.getLogger("llmhub.batches")
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions")
 PURPOSES = ("batch", "user_data")          # what a client may upload
 WINDOW = 86400                             # "24h", the one completion window OpenAI takes
+MAX_ATTEMPTS = 3                           # a line's runs that timed out before it fails
 MAX_ERRORS = 1000                          # validation errors reported at most
 
 
@@ -62,25 +69,32 @@ class LineOutcome(NamedTuple):
 class Requeue(Exception):
     """The line did not run to an answer (preempted by an interactive request, the hub
     stopping, the key at its run limit): put it back, to run again after `delay` s.
-    `down`: no model server answered; the batch waits for one (Batches._put_back)."""
+    `down`: no model server answered; the batch waits for one (Batches._put_back).
+    `answer`: set when the try counts against the line (MAX_ATTEMPTS): its answer once
+    the line has no tries left."""
 
-    def __init__(self, delay: float = 0.0, down: bool = False) -> None:
+    def __init__(self, delay: float = 0.0, down: bool = False,
+                 counted: bool = False) -> None:
         super().__init__(delay)
         self.delay = delay
         self.down = down
+        self.counted = counted
+        self.answer: LineOutcome | None = None
 
 
 # What a line's run failed with that says "not now" rather than "no": the line is put back.
 NOT_NOW = ("cancelled", "too_many_runs", "rate_limited", "shutting_down")
 # The model server is not there (LM Studio closed overnight): put back too, and the batch
 # waits for it, trying one line at a time, rather than failing every line in a minute.
+# Only before any byte of an answer (model_unavailable): a timeout mid-answer is an answer.
 SERVER_DOWN = ("upstream_unavailable", "upstream_timeout", "upstream_busy")
 
 
 def requeue_for(error: HubError) -> Requeue | None:
     """The Requeue a line's error calls for; None: the error is the line's answer."""
-    if error.code in SERVER_DOWN:
-        return Requeue(down=True)
+    if error.code in SERVER_DOWN and getattr(error, "model_unavailable", False):
+        # a server that took the line and sent nothing may be stuck on this very line
+        return Requeue(down=True, counted=error.code == "upstream_timeout")
     if error.code in NOT_NOW:
         return Requeue(float(error.headers.get("Retry-After", 1)))
     return None
@@ -97,8 +111,9 @@ class Job:
     pending: collections.deque                     # line numbers not yet answered
     running: dict = field(default_factory=dict)    # line number → run id, once known
     not_before: float = 0.0                        # a requeue's delay
-    cancelling: bool = False
+    cancelling: bool = False                       # cancelled or expired: no more runs
     backoff: float = 0.0          # while no model server answers: the pause, doubling
+    tries: dict = field(default_factory=dict)      # line number → its counted tries
 
 
 def now() -> int:
@@ -327,7 +342,9 @@ class Batches:
 
     def _step(self, batch: dict, owner: str) -> None:
         status = batch["status"]
-        if status == "validating":
+        if status in ("validating", "in_progress") and now() >= batch["expires_at"]:
+            self._expire(batch, owner)
+        elif status == "validating":
             self._validate(batch, owner)
         elif status == "in_progress":
             job = self._job(batch, owner)
@@ -344,6 +361,20 @@ class Batches:
                 busy = bool(job and job.running)
             if not busy:
                 self._finalize(batch, owner, "cancelled")
+
+    def _expire(self, batch: dict, owner: str) -> None:
+        """Past its window: stop its lines, then end it `expired` once none is in flight."""
+        with self._lock:
+            job = self._jobs.get(batch["id"])
+            running = []
+            if job is not None and not job.cancelling:
+                job.cancelling = True
+                running = [r for r in job.running.values() if r]
+            busy = bool(job and job.running)
+        for run_id in running:
+            self._cancel(run_id)
+        if not busy:
+            self._finalize(batch, owner, "expired")
 
     def _validate(self, batch: dict, owner: str) -> None:
         lines, errors, models = self._read_input(batch)
@@ -442,6 +473,11 @@ class Batches:
         try:
             return self.run_line(job.owner, job.endpoint, body, started)
         except Requeue as again:
+            if again.counted and again.answer is not None:
+                with self._lock:
+                    job.tries[number] = tries = job.tries.get(number, 0) + 1
+                if tries >= MAX_ATTEMPTS:      # no tries left: its last error answers it
+                    return again.answer
             self._put_back(job, number, again)
             return None
         except Exception:
@@ -485,6 +521,8 @@ class Batches:
         if final == "completed" and batch["status"] == "in_progress" and \
                 not self._move(batch, "finalizing", finalizing_at=now()):
             return                     # cancelled meanwhile: the next step ends it so
+        if final == "expired":
+            self._record_expired(batch)
         counts = self.store.counts(batch["id"])
         hexid = batch["id"].removeprefix("batch_")
         for ok, kind, key in ((True, "output", "output_file_id"),
@@ -497,13 +535,23 @@ class Batches:
             self.files.put(record, ((result + "\n").encode("utf-8")
                                     for result in self.store.results(batch["id"], ok)))
             batch[key] = record["id"]
-        ended = {"completed_at" if final == "completed" else "cancelled_at": now()}
+        ended = {f"{final}_at": now()}            # completed_at, cancelled_at, expired_at
         if self._move(batch, final, **summary(counts, batch["request_counts"]["total"]),
                       **ended):
             self.store.drop_lines(batch["id"])     # the files hold them now
         with self._lock:
             self._jobs.pop(batch["id"], None)
             self._cancelled.discard(batch["id"])
+
+    def _record_expired(self, batch: dict) -> None:
+        """Each line without a result gets OpenAI's `batch_expired` error as its result."""
+        if batch["status"] == "validating":
+            return                     # never read: it has no lines
+        done = self.store.done_lines(batch["id"])
+        for number, raw in self._read_input(batch).lines.items():
+            if number not in done:
+                self.store.record_line(batch["id"], number, False, expired_result(
+                    json.loads(raw)["custom_id"]), 0, 0)
 
     # -- what it is doing, for /metrics and the runs page ------------------------------------
     def progress(self) -> dict:
@@ -556,6 +604,13 @@ def line_result(custom_id: str, outcome: LineOutcome) -> dict:
             "response": {"status_code": outcome.status_code,
                          "request_id": outcome.request_id, "body": outcome.body},
             "error": None}
+
+
+def expired_result(custom_id: str) -> dict:
+    """A line the batch's window closed on, as OpenAI writes it to the error file."""
+    return {"id": "batch_req_" + uuid.uuid4().hex, "custom_id": custom_id, "response": None,
+            "error": {"code": "batch_expired", "message": "This request could not be "
+                      "executed before the completion window expired."}}
 
 
 def error(code: str, message: str, param: str | None = None, line: int | None = None) -> dict:
