@@ -567,3 +567,26 @@ def test_a_batch_past_its_window_ends_expired(make_hub, fake):
                for line in expired)
     assert wait_for(fake.aborted.is_set)                 # line 2's run was stopped
     assert (asked(fake, 2), asked(fake, 3)) == (1, 0)
+
+
+def test_a_batch_never_completes_with_a_line_unanswered(make_hub, fake):
+    """The worker's end check racing a line being put back (running → pending) must not
+    complete the batch without that line: completing is refused unless every line has a
+    stored result. Here the end is asked for while line 2 is still in flight."""
+    hub = make_hub({"batches": {"max_parallel_lines": 1}})
+    api = client(hub.url)
+    held = threading.Event()
+    fake.enqueue(Script(), Script(hold_first=held))
+    batch = api.batches.create(input_file_id=upload(api, jsonl(chat_line(1), chat_line(2))).id,
+                               endpoint="/v1/chat/completions", completion_window="24h")
+    try:
+        assert fake.wait_requests(2, timeout=10)         # line 2 is being answered
+        stored, owner = hub.hub.batches.store.get(batch.id)
+        hub.hub.batches._finalize(stored, owner, "completed")
+        assert api.batches.retrieve(batch.id).status == "in_progress"
+    finally:
+        held.set()
+    done = settle(api, batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 2
+    assert [line["custom_id"] for line in output_lines(api, done.output_file_id)] == \
+        ["row-1", "row-2"]

@@ -115,6 +115,11 @@ class Job:
     backoff: float = 0.0          # while no model server answers: the pause, doubling
     tries: dict = field(default_factory=dict)      # line number → its counted tries
 
+    def idle(self) -> bool:
+        """No line left to run nor in flight. Call with Batches._lock held: a put-back
+        moves a line from `running` to `pending` under it, so both are read at one time."""
+        return not self.pending and not self.running
+
 
 def now() -> int:
     return int(time.time())
@@ -351,7 +356,9 @@ class Batches:
             if job is None:
                 return
             self._launch(job)
-            if not job.pending and not job.running:
+            with self._lock:
+                idle = job.idle()
+            if idle:
                 self._finalize(batch, owner, "completed")
         elif status == "finalizing":
             self._finalize(batch, owner, "completed")
@@ -518,9 +525,11 @@ class Batches:
         """Write the output and error files from the stored results (each line once, in
         line order), then the final status. Run again after a crash, it writes the same
         files under the same ids."""
-        if final == "completed" and batch["status"] == "in_progress" and \
-                not self._move(batch, "finalizing", finalizing_at=now()):
-            return                     # cancelled meanwhile: the next step ends it so
+        if final == "completed" and batch["status"] == "in_progress":
+            if not self._all_answered(batch):
+                return                 # a line is unanswered: never complete without it
+            if not self._move(batch, "finalizing", finalizing_at=now()):
+                return                 # cancelled meanwhile: the next step ends it so
         if final == "expired":
             self._record_expired(batch)
         counts = self.store.counts(batch["id"])
@@ -542,6 +551,15 @@ class Batches:
         with self._lock:
             self._jobs.pop(batch["id"], None)
             self._cancelled.discard(batch["id"])
+
+    def _all_answered(self, batch: dict) -> bool:
+        counts = self.store.counts(batch["id"])
+        answered = counts["completed"] + counts["failed"]
+        if answered == batch["request_counts"]["total"]:
+            return True
+        log.error("batch %s: %d of its %d lines answered, yet none left to run; not "
+                  "completed", batch["id"], answered, batch["request_counts"]["total"])
+        return False
 
     def _record_expired(self, batch: dict) -> None:
         """Each line without a result gets OpenAI's `batch_expired` error as its result."""
