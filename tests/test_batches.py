@@ -590,3 +590,28 @@ def test_a_batch_never_completes_with_a_line_unanswered(make_hub, fake):
     assert done.status == "completed" and done.request_counts.completed == 2
     assert [line["custom_id"] for line in output_lines(api, done.output_file_id)] == \
         ["row-1", "row-2"]
+
+
+def test_responses_lines_store_nothing_and_never_continue_a_conversation(hub):
+    """A line may run twice (preempted, a restart): a /v1/responses line is never stored
+    (`store: false`, whatever it asked), and one naming a conversation or a previous
+    response is refused at validation, naming the field."""
+    api = client(hub.url)
+    line = {"custom_id": "one", "method": "POST", "url": "/v1/responses",
+            "body": {"model": MODEL, "input": "Say hi", "store": True}}
+    batch = api.batches.create(input_file_id=upload(api, jsonl(line)).id,
+                               endpoint="/v1/responses", completion_window="24h")
+    done = settle(api, batch.id)
+    [answer] = output_lines(api, done.output_file_id)
+    assert answer["response"]["body"]["store"] is False
+    with pytest.raises(openai.NotFoundError):
+        api.responses.retrieve(answer["response"]["body"]["id"])
+    refused = [dict(line, custom_id="conv", body=dict(line["body"], conversation="conv_1")),
+               dict(line, custom_id="prev", body=dict(line["body"],
+                                                      previous_response_id="resp_1"))]
+    batch = api.batches.create(input_file_id=upload(api, jsonl(*refused)).id,
+                               endpoint="/v1/responses", completion_window="24h")
+    done = settle(api, batch.id)
+    assert done.status == "failed"
+    assert [(e.code, e.line, e.param) for e in done.errors.data] == [
+        ("invalid_value", 1, "body.conversation"), ("invalid_value", 2, "body.previous_response_id")]

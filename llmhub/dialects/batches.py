@@ -11,7 +11,9 @@ Wire rules kept here:
 - a line runs as the endpoint's HTTP route would run it (`run_line`): the same view, under
   the batch owner's key, its route's key limits checked; its answer is the status and the
   JSON body that route would have sent, errors in OpenAI's shape. `stream` and
-  `background` are dropped from a line's body: a batch line is always awaited whole;
+  `background` are dropped from a line's body: a batch line is always awaited whole; a
+  `/v1/responses` line runs with `store: false` (the batch's output file holds its answer,
+  and a line run twice must not store two responses);
 - errors are OpenAI's shape.
 """
 
@@ -162,6 +164,8 @@ def run_line(hub, owner: str, endpoint: str, body: dict,
     an answer: preempted, cancelled, the hub stopping, the key at its limit of runs or
     requests, no model server there (engine/batches.py requeue_for)."""
     body = {k: v for k, v in body.items() if k not in AWAITED_ONLY}
+    if endpoint == "/v1/responses":
+        body["store"] = False
     run = None
     try:
         hub.limits.admit(owner, "POST", endpoint)

@@ -55,6 +55,9 @@ PURPOSES = ("batch", "user_data")          # what a client may upload
 WINDOW = 86400                             # "24h", the one completion window OpenAI takes
 MAX_ATTEMPTS = 3                           # a line's runs that timed out before it fails
 MAX_ERRORS = 1000                          # validation errors reported at most
+# A line may be run more than once (preempted, the hub restarted): a /v1/responses line
+# that continues a conversation would add its turn to it each time, so it is refused.
+NOT_REPEATABLE = ("conversation", "previous_response_id")
 
 
 class LineOutcome(NamedTuple):
@@ -693,6 +696,11 @@ def check_line(raw: str, endpoint: str, seen: set) -> tuple[dict | None, dict]:
     if request["url"] != endpoint:
         return error("url_mismatch", "The URL provided for this request does not match the "
                      f"batch endpoint ({endpoint}).", "url"), {}
+    for name in NOT_REPEATABLE:
+        if request["body"].get(name) is not None:
+            return error("invalid_value", f"'body.{name}' is not supported in a batch: a "
+                         "batch line may be run more than once, and each run would add to "
+                         "the conversation.", f"body.{name}"), {}
     if request["custom_id"] in seen:
         return error("duplicate_custom_id", "The custom_id for this request is a duplicate "
                      "of another request. The custom_id parameter must be unique for each "
