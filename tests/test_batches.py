@@ -615,3 +615,25 @@ def test_responses_lines_store_nothing_and_never_continue_a_conversation(hub):
     assert done.status == "failed"
     assert [(e.code, e.line, e.param) for e in done.errors.data] == [
         ("invalid_value", 1, "body.conversation"), ("invalid_value", 2, "body.previous_response_id")]
+
+
+def test_a_running_batch_never_takes_its_owners_interactive_slot(make_hub, fake):
+    """alice may run one request at once; her batch has a line in flight: her own chat
+    completion is answered (batch lines are bounded by [batches] max_parallel_lines, not
+    by her max_concurrent), not refused with 429."""
+    hub = make_hub({**KEYS, "key:alice": {"max_concurrent": 1},
+                    "batches": {"max_parallel_lines": 2}})
+    alice = client(hub.url, "sk-alice-1")
+    held = threading.Event()
+    fake.enqueue(Script(hold_first=held), Script(hold_first=held))
+    batch = alice.batches.create(
+        input_file_id=upload(alice, jsonl(*(chat_line(n) for n in (1, 2, 3)))).id,
+        endpoint="/v1/chat/completions", completion_window="24h")
+    try:
+        assert fake.wait_requests(2, timeout=10)         # two lines in flight
+        reply = alice.with_options(timeout=10).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "interactive"}])
+        assert reply.choices[0].message.content == REPLY
+    finally:
+        held.set()
+    assert settle(alice, batch.id).request_counts.completed == 3

@@ -16,8 +16,9 @@ Rules:
 - A line runs as a background run (upstream/gate.py): it waits behind every interactive
   request and gives up its slot to one (`preempted`), to be run again later. A line
   cancelled for any reason other than its batch's cancel is put back, never answered as
-  cancelled. At most `[batches] max_parallel_lines` lines run at once, and at most the
-  owner key's `max_concurrent` less one, so the key keeps a slot of its own.
+  cancelled. At most `[batches] max_parallel_lines` lines run at once; they do not count
+  toward the owner key's `max_concurrent` (engine/runs.py Registry.create), so a running
+  batch never turns its owner's interactive requests away.
 - No model server there (requeue_for's SERVER_DOWN: an error before any byte of an
   answer) fails no line: the batch waits, one line at a time after a doubling pause, until
   a server answers. A line the server took but sent nothing for (a first-byte timeout) is
@@ -424,22 +425,12 @@ class Batches:
             job.cancelling = batch["id"] in self._cancelled
             return self._jobs.setdefault(batch["id"], job)
 
-    def _parallel(self, owner: str) -> int:
-        """How many lines may run at once for this owner."""
-        limits = self.config.key_limits.get(owner)
-        most = self.limits.max_parallel_lines
-        if limits is not None and limits.max_concurrent:
-            most = min(most, max(1, limits.max_concurrent - 1))
-        return most
-
     def _launch(self, job: Job) -> None:
         with self._lock:
             if self._stopping.is_set() or job.cancelling or time.monotonic() < job.not_before:
                 return
-            in_flight = sum(len(j.running) for j in self._jobs.values())
-            mine = sum(len(j.running) for j in self._jobs.values() if j.owner == job.owner)
-            room = min(self.limits.max_parallel_lines - in_flight,
-                       self._parallel(job.owner) - mine)
+            room = self.limits.max_parallel_lines - sum(len(j.running)
+                                                        for j in self._jobs.values())
             if job.backoff:            # the server was down: one line finds out if it is back
                 room = min(room, 1 - len(job.running))
             started = []
