@@ -637,3 +637,18 @@ def test_a_running_batch_never_takes_its_owners_interactive_slot(make_hub, fake)
     finally:
         held.set()
     assert settle(alice, batch.id).request_counts.completed == 3
+
+
+def test_a_line_with_unicode_line_separators_is_one_line(hub):
+    """JSON may hold U+2028, U+2029 and U+0085 unescaped; JSONL lines end at "\\n" (and
+    "\\r\\n") only, so such a line is one valid request."""
+    api = client(hub.url)
+    line = dict(chat_line(1), body={"model": MODEL, "messages": [
+        {"role": "user", "content": "a\u2028b\u2029c\u0085d"}]})
+    data = (json.dumps(line, ensure_ascii=False) + "\r\n" +
+            json.dumps(chat_line(2)) + "\n").encode()
+    batch = api.batches.create(input_file_id=upload(api, data).id,
+                               endpoint="/v1/chat/completions", completion_window="24h")
+    done = settle(api, batch.id)
+    assert done.status == "completed", done.errors
+    assert (done.request_counts.total, done.request_counts.completed) == (2, 2)

@@ -648,7 +648,8 @@ def parse_input(data: bytes, endpoint: str, max_lines: int) -> Input:
     errors: list[dict] = []
     seen: set = set()
     models: set = set()
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(text.split("\n"), 1):   # not splitlines(): U+2028 and
+        raw = raw.removesuffix("\r")                      # the like are text in a string
         if not raw.strip():
             continue
         problem, request = check_line(raw, endpoint, seen)
