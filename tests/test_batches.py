@@ -547,7 +547,8 @@ def test_a_batch_past_its_window_ends_expired(make_hub, fake):
     api = client(hub.url)
     held = threading.Event()
     fake.enqueue(Script(), Script(hold_first=held))
-    batch = api.batches.create(input_file_id=upload(api, jsonl(*(chat_line(n) for n in (1, 2, 3)))).id,
+    source = upload(api, jsonl(*(chat_line(n) for n in (1, 2, 3))))
+    batch = api.batches.create(input_file_id=source.id,
                                endpoint="/v1/chat/completions", completion_window="24h")
     try:
         assert fake.wait_requests(2, timeout=10)         # line 2 is being answered
@@ -614,7 +615,8 @@ def test_responses_lines_store_nothing_and_never_continue_a_conversation(hub):
     done = settle(api, batch.id)
     assert done.status == "failed"
     assert [(e.code, e.line, e.param) for e in done.errors.data] == [
-        ("invalid_value", 1, "body.conversation"), ("invalid_value", 2, "body.previous_response_id")]
+        ("invalid_value", 1, "body.conversation"),
+        ("invalid_value", 2, "body.previous_response_id")]
 
 
 def test_a_running_batch_never_takes_its_owners_interactive_slot(make_hub, fake):
@@ -652,3 +654,19 @@ def test_a_line_with_unicode_line_separators_is_one_line(hub):
     done = settle(api, batch.id)
     assert done.status == "completed", done.errors
     assert (done.request_counts.total, done.request_counts.completed) == (2, 2)
+
+
+@pytest.mark.parametrize("path", ["/v1/batches", "/v1/files"])
+@pytest.mark.parametrize("value", ["\u00b2", "1" * 5000, "0", "-1", "x"],
+                         ids=["superscript-two", "5000-digits", "zero", "negative", "word"])
+def test_a_limit_that_is_not_a_small_whole_number_is_a_400_naming_it(hub, path, value):
+    """"²" is isdigit() yet not int()'s, and 5,000 digits are past int()'s limit: both are
+    a 400 naming `limit` (the one shared helper, dialects/checks.py query_int), not a 500."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{hub.url}{path}?limit={urllib.parse.quote(value)}",
+                               timeout=10)
+    assert info.value.code == 400
+    assert json.loads(info.value.read())["error"]["param"] == "limit"

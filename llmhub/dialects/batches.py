@@ -21,6 +21,7 @@ from email.message import Message
 from typing import Callable
 
 from llmhub.dialects import completions, embeddings, openai, openai_responses
+from llmhub.dialects.checks import query_int
 from llmhub.dialects.openai import error_body
 from llmhub.engine.batches import LineOutcome, Requeue, requeue_for
 from llmhub.engine.runs import CANCELLED
@@ -65,7 +66,7 @@ def list_files(request) -> JSONResponse:
     if order not in ("asc", "desc"):
         raise BadRequest("'order' must be asc or desc", param="order", code="invalid_value")
     return JSONResponse(request.hub.batches.list_files(
-        query.get("purpose") or None, query_int(query, "limit", 10000, 10000),
+        query.get("purpose") or None, page_limit(query, 10000, 10000),
         query.get("after") or None, order))
 
 
@@ -108,8 +109,12 @@ def check_metadata(metadata) -> None:
 
 def list_batches(request) -> JSONResponse:
     query = request.query
-    return JSONResponse(request.hub.batches.list_batches(query_int(query, "limit", 20, 100),
+    return JSONResponse(request.hub.batches.list_batches(page_limit(query, 20, 100),
                                                          query.get("after") or None))
+
+
+def page_limit(query: dict, default: int, most: int) -> int:
+    return query_int(query.get("limit"), "limit", default, hi=most, code="invalid_value")
 
 
 def get_batch(request, batch_id: str) -> JSONResponse:
@@ -118,16 +123,6 @@ def get_batch(request, batch_id: str) -> JSONResponse:
 
 def cancel_batch(request, batch_id: str) -> JSONResponse:
     return JSONResponse(request.hub.batches.cancel(batch_id))
-
-
-def query_int(query: dict, name: str, default: int, most: int) -> int:
-    given = query.get(name)
-    if given is None or given == "":
-        return default
-    if not given.isdigit() or not 1 <= int(given) <= most:
-        raise BadRequest(f"'{name}' must be a whole number from 1 to {most}", param=name,
-                         code="invalid_value")
-    return int(given)
 
 
 # --- running one line ------------------------------------------------------------------------
