@@ -670,3 +670,90 @@ def test_a_limit_that_is_not_a_small_whole_number_is_a_400_naming_it(hub, path, 
                                timeout=10)
     assert info.value.code == 400
     assert json.loads(info.value.read())["error"]["param"] == "limit"
+
+
+def _slow_to_leave(owner, name: str, gone: set, go: threading.Event) -> None:
+    """Make a preempted batch line slow to give its slot back (its upstream call still
+    aborting): `owner.<name>(…, run)` waits for `go` for a run in `gone`."""
+    original = getattr(owner, name)
+
+    def slow(*args):
+        if args and args[-1] in gone:
+            go.wait(10)
+        original(*args)
+    setattr(owner, name, slow)
+
+
+def _counted(owner, name: str, calls: list) -> None:
+    """Count `owner.<name>` calls: a waiting interactive run makes one each poll."""
+    original = getattr(owner, name)
+    setattr(owner, name, lambda *args: calls.append(1) or original(*args))
+
+
+def _one_preempted_per_waiter(api, model: str, place, leave: str, preempt: str,
+                              preempted) -> None:
+    """Two batch lines hold both slots; one interactive request, its victim slow to go:
+    however many times it polls meanwhile, one batch line only is asked to go."""
+    go, polls = threading.Event(), []
+    _slow_to_leave(place, leave, preempted, go)
+    _counted(place, preempt, polls)
+    answered = threading.Thread(target=lambda: api.with_options(timeout=15).chat.completions
+                                .create(model=model,
+                                        messages=[{"role": "user", "content": "interactive"}]))
+    answered.start()
+    try:
+        assert wait_for(lambda: len(preempted) == 1)
+        seen = len(polls)
+        assert wait_for(lambda: len(polls) >= seen + 5)  # it polled on, victim still there
+        assert len(preempted) == 1
+    finally:
+        go.set()
+    answered.join(15)
+    assert not answered.is_alive()
+
+
+def test_one_interactive_request_preempts_one_batch_line(make_hub, fake):
+    hub = make_hub({"upstream": {"max_concurrent": 2}, "batches": {"max_parallel_lines": 2}})
+    api = client(hub.url)
+    held = threading.Event()
+    fake.enqueue(Script(hold_first=held), Script(hold_first=held))
+    source = upload(api, jsonl(*(chat_line(n) for n in (1, 2, 3))))
+    batch = api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    try:
+        assert fake.wait_requests(2, timeout=10)         # both slots held by batch lines
+        gate = hub.hub.upstreams["default"].gate
+        _one_preempted_per_waiter(api, MODEL, gate, "leave", "_preempt_for",
+                                  gate._preempted)
+    finally:
+        held.set()
+    assert settle(api, batch.id).request_counts.completed == 3
+
+
+def test_one_interactive_request_preempts_one_batch_line_of_a_pool(make_hub, fake):
+    from fake_lmstudio import FakeLMStudio
+    other = FakeLMStudio().start()
+    held = threading.Event()
+    try:
+        for box in (fake, other):
+            box.models, box.loaded = ["m"], {"m": ["m"]}
+            box.enqueue(Script(hold_first=held))
+        hub = make_hub({"upstream": {"max_concurrent": 1},
+                        "upstream:b": {"base_url": other.url, "kind": "lmstudio",
+                                       "max_concurrent": 1},
+                        "pool:qwen": {"targets": "default:m, b:m"},
+                        "batches": {"max_parallel_lines": 2}})
+        api = client(hub.url)
+        lines = [dict(chat_line(n), body={"model": "qwen", "messages": [
+            {"role": "user", "content": f"row {n}"}]}) for n in (1, 2, 3)]
+        batch = api.batches.create(input_file_id=upload(api, jsonl(*lines)).id,
+                                   endpoint="/v1/chat/completions", completion_window="24h")
+        assert fake.wait_requests(1, timeout=10) and other.wait_requests(1, timeout=10)
+        router = hub.hub.engine.router
+        _one_preempted_per_waiter(api, "qwen", router, "release", "_preempt",
+                                  router.preempted)
+        held.set()
+        assert settle(api, batch.id).request_counts.completed == 3
+    finally:
+        held.set()
+        other.stop()
