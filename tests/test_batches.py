@@ -757,3 +757,23 @@ def test_one_interactive_request_preempts_one_batch_line_of_a_pool(make_hub, fak
     finally:
         held.set()
         other.stop()
+
+
+def test_a_removed_keys_batch_fails_rather_than_runs(make_hub, fake):
+    """bob's batch outlives bob's key (removed from [keys], the hub restarted): it is
+    failed, naming the key, and none of its lines runs (it would run with no limits)."""
+    import contextvars
+    from llmhub.engine import accounting
+    hub = make_hub({"keys": {"alice": "sk-alice-1"}})
+    batches = hub.hub.batches
+
+    def as_bob():                       # what bob made while his key was configured
+        accounting.current.set(accounting.Caller(("bob", "-", None)))
+        source = batches.upload("input.jsonl", "batch", jsonl(chat_line(1)))
+        return batches.create(source["id"], "/v1/chat/completions", "24h", None)["id"]
+    batch_id = contextvars.copy_context().run(as_bob)
+    assert wait_for(lambda: batches.store.get(batch_id)[0]["status"] == "failed")
+    failed = batches.store.get(batch_id)[0]
+    assert failed["errors"]["data"][0]["code"] == "key_not_found"
+    assert "'bob'" in failed["errors"]["data"][0]["message"]
+    assert not fake.chat_requests()

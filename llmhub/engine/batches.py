@@ -27,6 +27,8 @@ Rules:
 - A batch still unfinished at `expires_at` (its 24h window) ends `expired`, as OpenAI's:
   its lines in flight are cancelled, the lines answered by then go to its output (and
   error) file, every other line to its error file with code `batch_expired`.
+- A batch whose owner key is no longer configured (removed from [keys], the hub restarted)
+  fails at once, `key_not_found`, its lines not run.
 - The lines themselves are run by `run_line` (dialects/batches.py), which calls the
   endpoint's own view as its HTTP route would, under the batch owner's key.
 """
@@ -351,7 +353,11 @@ class Batches:
 
     def _step(self, batch: dict, owner: str) -> None:
         status = batch["status"]
-        if status in ("validating", "in_progress") and now() >= batch["expires_at"]:
+        if status in ("validating", "in_progress") and not self._owner_exists(owner):
+            self._fail(batch, [error("key_not_found", f"The API key {owner!r} that made this "
+                                     "batch is no longer configured ([keys]): its lines are "
+                                     "not run")])
+        elif status in ("validating", "in_progress") and now() >= batch["expires_at"]:
             self._expire(batch, owner)
         elif status == "validating":
             self._validate(batch, owner)
@@ -372,6 +378,11 @@ class Batches:
                 busy = bool(job and job.running)
             if not busy:
                 self._finalize(batch, owner, "cancelled")
+
+    def _owner_exists(self, owner: str) -> bool:
+        """A key removed from [keys] (and the hub restarted) has no limits left to run its
+        lines under (accounting admits it with none): its batches must not go on."""
+        return owner == accounting.LOCAL or owner in self.config.keys
 
     def _expire(self, batch: dict, owner: str) -> None:
         """Past its window: stop its lines, then end it `expired` once none is in flight."""
