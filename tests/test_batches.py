@@ -777,3 +777,25 @@ def test_a_removed_keys_batch_fails_rather_than_runs(make_hub, fake):
     assert failed["errors"]["data"][0]["code"] == "key_not_found"
     assert "'bob'" in failed["errors"]["data"][0]["message"]
     assert not fake.chat_requests()
+
+
+def test_a_file_is_downloaded_a_piece_at_a_time(make_hub):
+    """A download is read and sent in PIECE-sized parts after its Content-Length (a 200 MB
+    output file is never whole in memory), and arrives whole."""
+    import urllib.request
+    from llmhub.store.files import PIECE
+    hub = make_hub()
+    api = client(hub.url)
+    data = bytes(range(256)) * (3 * PIECE // 256) + b"tail!"
+    made = upload(api, data, "big.bin", "user_data")
+    store, pieces = hub.hub.batches.files, []
+    reader = store.reader
+
+    def counted(file_id):
+        size, parts = reader(file_id)
+        return size, (pieces.append(len(part)) or part for part in parts)
+    store.reader = counted
+    with urllib.request.urlopen(f"{hub.url}/v1/files/{made.id}/content", timeout=10) as reply:
+        assert reply.headers["Content-Length"] == str(len(data))
+        assert reply.read() == data
+    assert pieces == [PIECE, PIECE, PIECE, 5]

@@ -27,7 +27,7 @@ from llmhub.engine.batches import LineOutcome, Requeue, requeue_for
 from llmhub.engine.runs import CANCELLED
 from llmhub.errors import BadRequest, HubError
 from llmhub.formats import multipart
-from llmhub.wire import BytesResponse, JSONResponse, RunResponse
+from llmhub.wire import FileResponse, JSONResponse, RunResponse
 
 __all__ = ["TITLE", "error_body", "upload_file", "list_files", "get_file", "file_content",
            "delete_file", "create_batch", "list_batches", "get_batch", "cancel_batch",
@@ -74,8 +74,8 @@ def get_file(request, file_id: str) -> JSONResponse:
     return JSONResponse(request.hub.batches.file(file_id))
 
 
-def file_content(request, file_id: str) -> BytesResponse:
-    return BytesResponse(request.hub.batches.content(file_id), "application/octet-stream")
+def file_content(request, file_id: str) -> FileResponse:
+    return FileResponse(*request.hub.batches.content(file_id))
 
 
 def delete_file(request, file_id: str) -> JSONResponse:

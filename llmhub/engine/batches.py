@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import Callable, Generator, NamedTuple
 
 from llmhub.config import Config
 from llmhub.engine import accounting
@@ -190,8 +190,9 @@ class Batches:
                            code="file_not_found")
         return record
 
-    def content(self, file_id: str) -> bytes:
-        return self.files.content(self._file(file_id)["id"])
+    def content(self, file_id: str) -> tuple[int, Generator[bytes, None, None]]:
+        """(its size, its bytes a piece at a time): store/files.py FileStore.reader."""
+        return self.files.reader(self._file(file_id)["id"])
 
     def list_files(self, purpose: str | None, limit: int, after: str | None,
                    order: str) -> dict:
