@@ -117,6 +117,8 @@ class UpstreamError(HubError):
     def as_dict(self) -> dict:
         details = {name: getattr(self, name) for name in DETAILS
                    if getattr(self, name) is not None}
+        if self.model_unavailable:          # carried so a batch line knows "server down"
+            details["model_unavailable"] = True
         return {**super().as_dict(), "details": details or None}
 
 

@@ -16,13 +16,13 @@ remember them:
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Generator, Iterable
 
 from llmhub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
     "JSONResponse", "BytesResponse", "StreamRenderer", "StreamResponse", "RunResponse",
-    "RelayResponse", "LinesResponse",
+    "RelayResponse", "LinesResponse", "FileResponse",
     "decode_json", "json_text", "parse_json", "json_bytes", "json_pieces", "json_stream",
     "json_str", "is_large", "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK",
     "token_count_header",
@@ -87,6 +87,16 @@ class BytesResponse:
     body: bytes
     content_type: str
     status: int = 200
+    headers: dict = field(default_factory=dict)
+
+
+@dataclass
+class FileResponse:
+    """A stored file, sent a piece at a time with its Content-Length; `pieces` is closed
+    (the file with it) however the sending ends."""
+    size: int
+    pieces: Generator[bytes, None, None]
+    content_type: str = "application/octet-stream"
     headers: dict = field(default_factory=dict)
 
 

@@ -495,3 +495,307 @@ def test_a_cancel_at_once_is_never_undone_by_the_worker(hub, fake):
         assert done.status == "cancelled", done
         assert done.request_counts.completed == 0
     held.set()
+
+
+def test_a_line_that_times_out_mid_answer_fails_at_once(make_hub, fake):
+    """The answer began, then the server went silent (idle timeout): the server is there,
+    so the line is not put back to wait for it; its 504 is its answer, in the error file."""
+    hub = make_hub({"upstream": {"idle_timeout_seconds": 0.3}})
+    api = client(hub.url)
+    held = threading.Event()
+    fake.enqueue(Script(hold_first=held, hold_after=1))
+    try:
+        batch = api.batches.create(input_file_id=upload(api, jsonl(chat_line(1))).id,
+                                   endpoint="/v1/chat/completions", completion_window="24h")
+        done = settle(api, batch.id)
+    finally:
+        held.set()
+    assert done.status == "completed"
+    assert (done.request_counts.completed, done.request_counts.failed) == (0, 1)
+    [failed] = output_lines(api, done.error_file_id)
+    assert failed["response"]["status_code"] == 504
+    assert failed["response"]["body"]["error"]["code"] == "upstream_timeout"
+    assert asked(fake, 1) == 1
+
+
+def test_a_line_the_server_never_answers_fails_after_its_tries(make_hub, fake):
+    """The server takes the line and sends nothing (first-byte timeout) every time: the
+    line is tried MAX_ATTEMPTS times, then fails with its last error; never forever."""
+    from llmhub.engine.batches import MAX_ATTEMPTS
+    hub = make_hub({"upstream": {"first_byte_timeout_seconds": 0.2}})
+    hub.hub.batches.retry_seconds = 0.05
+    api = client(hub.url)
+    held = threading.Event()
+    fake.enqueue(*(Script(hold_headers=held) for _ in range(MAX_ATTEMPTS)))
+    try:
+        batch = api.batches.create(input_file_id=upload(api, jsonl(chat_line(1))).id,
+                                   endpoint="/v1/chat/completions", completion_window="24h")
+        done = settle(api, batch.id)
+    finally:
+        held.set()
+    assert (done.status, done.request_counts.failed) == ("completed", 1), done
+    [failed] = output_lines(api, done.error_file_id)
+    assert failed["response"]["body"]["error"]["code"] == "upstream_timeout"
+    assert asked(fake, 1) == MAX_ATTEMPTS
+
+
+def test_a_batch_past_its_window_ends_expired(make_hub, fake):
+    """Its 24h window closes with line 2 in flight: line 2 is cancelled, the batch ends
+    `expired`, line 1's answer in the output file, lines 2 and 3 in the error file with
+    OpenAI's `batch_expired`."""
+    hub = make_hub({"batches": {"max_parallel_lines": 1}})
+    api = client(hub.url)
+    held = threading.Event()
+    fake.enqueue(Script(), Script(hold_first=held))
+    source = upload(api, jsonl(*(chat_line(n) for n in (1, 2, 3))))
+    batch = api.batches.create(input_file_id=source.id,
+                               endpoint="/v1/chat/completions", completion_window="24h")
+    try:
+        assert fake.wait_requests(2, timeout=10)         # line 2 is being answered
+        store = hub.hub.batches.store
+        stored = store.get(batch.id)[0]
+        assert store.update(dict(stored, expires_at=0), expect="in_progress")   # time's up
+        done = settle(api, batch.id)
+    finally:
+        held.set()
+    assert done.status == "expired" and done.expired_at, done
+    assert (done.request_counts.total, done.request_counts.completed,
+            done.request_counts.failed) == (3, 1, 2)
+    assert [line["custom_id"] for line in output_lines(api, done.output_file_id)] == ["row-1"]
+    expired = output_lines(api, done.error_file_id)
+    assert [line["custom_id"] for line in expired] == ["row-2", "row-3"]
+    assert all(line["response"] is None and line["error"]["code"] == "batch_expired"
+               for line in expired)
+    assert wait_for(fake.aborted.is_set)                 # line 2's run was stopped
+    assert (asked(fake, 2), asked(fake, 3)) == (1, 0)
+
+
+def test_a_batch_never_completes_with_a_line_unanswered(make_hub, fake):
+    """The worker's end check racing a line being put back (running → pending) must not
+    complete the batch without that line: completing is refused unless every line has a
+    stored result. Here the end is asked for while line 2 is still in flight."""
+    hub = make_hub({"batches": {"max_parallel_lines": 1}})
+    api = client(hub.url)
+    held = threading.Event()
+    fake.enqueue(Script(), Script(hold_first=held))
+    batch = api.batches.create(input_file_id=upload(api, jsonl(chat_line(1), chat_line(2))).id,
+                               endpoint="/v1/chat/completions", completion_window="24h")
+    try:
+        assert fake.wait_requests(2, timeout=10)         # line 2 is being answered
+        stored, owner = hub.hub.batches.store.get(batch.id)
+        hub.hub.batches._finalize(stored, owner, "completed")
+        assert api.batches.retrieve(batch.id).status == "in_progress"
+    finally:
+        held.set()
+    done = settle(api, batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 2
+    assert [line["custom_id"] for line in output_lines(api, done.output_file_id)] == \
+        ["row-1", "row-2"]
+
+
+def test_responses_lines_store_nothing_and_never_continue_a_conversation(hub):
+    """A line may run twice (preempted, a restart): a /v1/responses line is never stored
+    (`store: false`, whatever it asked), and one naming a conversation or a previous
+    response is refused at validation, naming the field."""
+    api = client(hub.url)
+    line = {"custom_id": "one", "method": "POST", "url": "/v1/responses",
+            "body": {"model": MODEL, "input": "Say hi", "store": True}}
+    batch = api.batches.create(input_file_id=upload(api, jsonl(line)).id,
+                               endpoint="/v1/responses", completion_window="24h")
+    done = settle(api, batch.id)
+    [answer] = output_lines(api, done.output_file_id)
+    assert answer["response"]["body"]["store"] is False
+    with pytest.raises(openai.NotFoundError):
+        api.responses.retrieve(answer["response"]["body"]["id"])
+    refused = [dict(line, custom_id="conv", body=dict(line["body"], conversation="conv_1")),
+               dict(line, custom_id="prev", body=dict(line["body"],
+                                                      previous_response_id="resp_1"))]
+    batch = api.batches.create(input_file_id=upload(api, jsonl(*refused)).id,
+                               endpoint="/v1/responses", completion_window="24h")
+    done = settle(api, batch.id)
+    assert done.status == "failed"
+    assert [(e.code, e.line, e.param) for e in done.errors.data] == [
+        ("invalid_value", 1, "body.conversation"),
+        ("invalid_value", 2, "body.previous_response_id")]
+
+
+def test_a_running_batch_never_takes_its_owners_interactive_slot(make_hub, fake):
+    """alice may run one request at once; her batch has a line in flight: her own chat
+    completion is answered (batch lines are bounded by [batches] max_parallel_lines, not
+    by her max_concurrent), not refused with 429."""
+    hub = make_hub({**KEYS, "key:alice": {"max_concurrent": 1},
+                    "batches": {"max_parallel_lines": 2}})
+    alice = client(hub.url, "sk-alice-1")
+    held = threading.Event()
+    fake.enqueue(Script(hold_first=held), Script(hold_first=held))
+    batch = alice.batches.create(
+        input_file_id=upload(alice, jsonl(*(chat_line(n) for n in (1, 2, 3)))).id,
+        endpoint="/v1/chat/completions", completion_window="24h")
+    try:
+        assert fake.wait_requests(2, timeout=10)         # two lines in flight
+        reply = alice.with_options(timeout=10).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "interactive"}])
+        assert reply.choices[0].message.content == REPLY
+    finally:
+        held.set()
+    assert settle(alice, batch.id).request_counts.completed == 3
+
+
+def test_a_line_with_unicode_line_separators_is_one_line(hub):
+    """JSON may hold U+2028, U+2029 and U+0085 unescaped; JSONL lines end at "\\n" (and
+    "\\r\\n") only, so such a line is one valid request."""
+    api = client(hub.url)
+    line = dict(chat_line(1), body={"model": MODEL, "messages": [
+        {"role": "user", "content": "a\u2028b\u2029c\u0085d"}]})
+    data = (json.dumps(line, ensure_ascii=False) + "\r\n" +
+            json.dumps(chat_line(2)) + "\n").encode()
+    batch = api.batches.create(input_file_id=upload(api, data).id,
+                               endpoint="/v1/chat/completions", completion_window="24h")
+    done = settle(api, batch.id)
+    assert done.status == "completed", done.errors
+    assert (done.request_counts.total, done.request_counts.completed) == (2, 2)
+
+
+@pytest.mark.parametrize("path", ["/v1/batches", "/v1/files"])
+@pytest.mark.parametrize("value", ["\u00b2", "1" * 5000, "0", "-1", "x"],
+                         ids=["superscript-two", "5000-digits", "zero", "negative", "word"])
+def test_a_limit_that_is_not_a_small_whole_number_is_a_400_naming_it(hub, path, value):
+    """"²" is isdigit() yet not int()'s, and 5,000 digits are past int()'s limit: both are
+    a 400 naming `limit` (the one shared helper, dialects/checks.py query_int), not a 500."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{hub.url}{path}?limit={urllib.parse.quote(value)}",
+                               timeout=10)
+    assert info.value.code == 400
+    assert json.loads(info.value.read())["error"]["param"] == "limit"
+
+
+def _slow_to_leave(owner, name: str, gone: set, go: threading.Event) -> None:
+    """Make a preempted batch line slow to give its slot back (its upstream call still
+    aborting): `owner.<name>(…, run)` waits for `go` for a run in `gone`."""
+    original = getattr(owner, name)
+
+    def slow(*args):
+        if args and args[-1] in gone:
+            go.wait(10)
+        original(*args)
+    setattr(owner, name, slow)
+
+
+def _counted(owner, name: str, calls: list) -> None:
+    """Count `owner.<name>` calls: a waiting interactive run makes one each poll."""
+    original = getattr(owner, name)
+    setattr(owner, name, lambda *args: calls.append(1) or original(*args))
+
+
+def _one_preempted_per_waiter(api, model: str, place, leave: str, preempt: str,
+                              preempted) -> None:
+    """Two batch lines hold both slots; one interactive request, its victim slow to go:
+    however many times it polls meanwhile, one batch line only is asked to go."""
+    go, polls = threading.Event(), []
+    _slow_to_leave(place, leave, preempted, go)
+    _counted(place, preempt, polls)
+    answered = threading.Thread(target=lambda: api.with_options(timeout=15).chat.completions
+                                .create(model=model,
+                                        messages=[{"role": "user", "content": "interactive"}]))
+    answered.start()
+    try:
+        assert wait_for(lambda: len(preempted) == 1)
+        seen = len(polls)
+        assert wait_for(lambda: len(polls) >= seen + 5)  # it polled on, victim still there
+        assert len(preempted) == 1
+    finally:
+        go.set()
+    answered.join(15)
+    assert not answered.is_alive()
+
+
+def test_one_interactive_request_preempts_one_batch_line(make_hub, fake):
+    hub = make_hub({"upstream": {"max_concurrent": 2}, "batches": {"max_parallel_lines": 2}})
+    api = client(hub.url)
+    held = threading.Event()
+    fake.enqueue(Script(hold_first=held), Script(hold_first=held))
+    source = upload(api, jsonl(*(chat_line(n) for n in (1, 2, 3))))
+    batch = api.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    try:
+        assert fake.wait_requests(2, timeout=10)         # both slots held by batch lines
+        gate = hub.hub.upstreams["default"].gate
+        _one_preempted_per_waiter(api, MODEL, gate, "leave", "_preempt_for",
+                                  gate._preempted)
+    finally:
+        held.set()
+    assert settle(api, batch.id).request_counts.completed == 3
+
+
+def test_one_interactive_request_preempts_one_batch_line_of_a_pool(make_hub, fake):
+    from fake_lmstudio import FakeLMStudio
+    other = FakeLMStudio().start()
+    held = threading.Event()
+    try:
+        for box in (fake, other):
+            box.models, box.loaded = ["m"], {"m": ["m"]}
+            box.enqueue(Script(hold_first=held))
+        hub = make_hub({"upstream": {"max_concurrent": 1},
+                        "upstream:b": {"base_url": other.url, "kind": "lmstudio",
+                                       "max_concurrent": 1},
+                        "pool:qwen": {"targets": "default:m, b:m"},
+                        "batches": {"max_parallel_lines": 2}})
+        api = client(hub.url)
+        lines = [dict(chat_line(n), body={"model": "qwen", "messages": [
+            {"role": "user", "content": f"row {n}"}]}) for n in (1, 2, 3)]
+        batch = api.batches.create(input_file_id=upload(api, jsonl(*lines)).id,
+                                   endpoint="/v1/chat/completions", completion_window="24h")
+        assert fake.wait_requests(1, timeout=10) and other.wait_requests(1, timeout=10)
+        router = hub.hub.engine.router
+        _one_preempted_per_waiter(api, "qwen", router, "release", "_preempt",
+                                  router.preempted)
+        held.set()
+        assert settle(api, batch.id).request_counts.completed == 3
+    finally:
+        held.set()
+        other.stop()
+
+
+def test_a_removed_keys_batch_fails_rather_than_runs(make_hub, fake):
+    """bob's batch outlives bob's key (removed from [keys], the hub restarted): it is
+    failed, naming the key, and none of its lines runs (it would run with no limits)."""
+    import contextvars
+    from llmhub.engine import accounting
+    hub = make_hub({"keys": {"alice": "sk-alice-1"}})
+    batches = hub.hub.batches
+
+    def as_bob():                       # what bob made while his key was configured
+        accounting.current.set(accounting.Caller(("bob", "-", None)))
+        source = batches.upload("input.jsonl", "batch", jsonl(chat_line(1)))
+        return batches.create(source["id"], "/v1/chat/completions", "24h", None)["id"]
+    batch_id = contextvars.copy_context().run(as_bob)
+    assert wait_for(lambda: batches.store.get(batch_id)[0]["status"] == "failed")
+    failed = batches.store.get(batch_id)[0]
+    assert failed["errors"]["data"][0]["code"] == "key_not_found"
+    assert "'bob'" in failed["errors"]["data"][0]["message"]
+    assert not fake.chat_requests()
+
+
+def test_a_file_is_downloaded_a_piece_at_a_time(make_hub):
+    """A download is read and sent in PIECE-sized parts after its Content-Length (a 200 MB
+    output file is never whole in memory), and arrives whole."""
+    import urllib.request
+    from llmhub.store.files import PIECE
+    hub = make_hub()
+    api = client(hub.url)
+    data = bytes(range(256)) * (3 * PIECE // 256) + b"tail!"
+    made = upload(api, data, "big.bin", "user_data")
+    store, pieces = hub.hub.batches.files, []
+    reader = store.reader
+
+    def counted(file_id):
+        size, parts = reader(file_id)
+        return size, (pieces.append(len(part)) or part for part in parts)
+    store.reader = counted
+    with urllib.request.urlopen(f"{hub.url}/v1/files/{made.id}/content", timeout=10) as reply:
+        assert reply.headers["Content-Length"] == str(len(data))
+        assert reply.read() == data
+    assert pieces == [PIECE, PIECE, PIECE, 5]

@@ -11,7 +11,9 @@ Wire rules kept here:
 - a line runs as the endpoint's HTTP route would run it (`run_line`): the same view, under
   the batch owner's key, its route's key limits checked; its answer is the status and the
   JSON body that route would have sent, errors in OpenAI's shape. `stream` and
-  `background` are dropped from a line's body: a batch line is always awaited whole;
+  `background` are dropped from a line's body: a batch line is always awaited whole; a
+  `/v1/responses` line runs with `store: false` (the batch's output file holds its answer,
+  and a line run twice must not store two responses);
 - errors are OpenAI's shape.
 """
 
@@ -19,12 +21,13 @@ from email.message import Message
 from typing import Callable
 
 from llmhub.dialects import completions, embeddings, openai, openai_responses
+from llmhub.dialects.checks import query_int
 from llmhub.dialects.openai import error_body
 from llmhub.engine.batches import LineOutcome, Requeue, requeue_for
 from llmhub.engine.runs import CANCELLED
 from llmhub.errors import BadRequest, HubError
 from llmhub.formats import multipart
-from llmhub.wire import BytesResponse, JSONResponse, RunResponse
+from llmhub.wire import FileResponse, JSONResponse, RunResponse
 
 __all__ = ["TITLE", "error_body", "upload_file", "list_files", "get_file", "file_content",
            "delete_file", "create_batch", "list_batches", "get_batch", "cancel_batch",
@@ -63,7 +66,7 @@ def list_files(request) -> JSONResponse:
     if order not in ("asc", "desc"):
         raise BadRequest("'order' must be asc or desc", param="order", code="invalid_value")
     return JSONResponse(request.hub.batches.list_files(
-        query.get("purpose") or None, query_int(query, "limit", 10000, 10000),
+        query.get("purpose") or None, page_limit(query, 10000, 10000),
         query.get("after") or None, order))
 
 
@@ -71,8 +74,8 @@ def get_file(request, file_id: str) -> JSONResponse:
     return JSONResponse(request.hub.batches.file(file_id))
 
 
-def file_content(request, file_id: str) -> BytesResponse:
-    return BytesResponse(request.hub.batches.content(file_id), "application/octet-stream")
+def file_content(request, file_id: str) -> FileResponse:
+    return FileResponse(*request.hub.batches.content(file_id))
 
 
 def delete_file(request, file_id: str) -> JSONResponse:
@@ -106,8 +109,12 @@ def check_metadata(metadata) -> None:
 
 def list_batches(request) -> JSONResponse:
     query = request.query
-    return JSONResponse(request.hub.batches.list_batches(query_int(query, "limit", 20, 100),
+    return JSONResponse(request.hub.batches.list_batches(page_limit(query, 20, 100),
                                                          query.get("after") or None))
+
+
+def page_limit(query: dict, default: int, most: int) -> int:
+    return query_int(query.get("limit"), "limit", default, hi=most, code="invalid_value")
 
 
 def get_batch(request, batch_id: str) -> JSONResponse:
@@ -116,16 +123,6 @@ def get_batch(request, batch_id: str) -> JSONResponse:
 
 def cancel_batch(request, batch_id: str) -> JSONResponse:
     return JSONResponse(request.hub.batches.cancel(batch_id))
-
-
-def query_int(query: dict, name: str, default: int, most: int) -> int:
-    given = query.get(name)
-    if given is None or given == "":
-        return default
-    if not given.isdigit() or not 1 <= int(given) <= most:
-        raise BadRequest(f"'{name}' must be a whole number from 1 to {most}", param=name,
-                         code="invalid_value")
-    return int(given)
 
 
 # --- running one line ------------------------------------------------------------------------
@@ -162,6 +159,8 @@ def run_line(hub, owner: str, endpoint: str, body: dict,
     an answer: preempted, cancelled, the hub stopping, the key at its limit of runs or
     requests, no model server there (engine/batches.py requeue_for)."""
     body = {k: v for k, v in body.items() if k not in AWAITED_ONLY}
+    if endpoint == "/v1/responses":
+        body["store"] = False
     run = None
     try:
         hub.limits.admit(owner, "POST", endpoint)
@@ -176,11 +175,14 @@ def run_line(hub, owner: str, endpoint: str, body: dict,
             result = result.finish(run)
         return outcome(result, run)
     except HubError as exc:
+        answer = LineOutcome(exc.status, error_body(exc), run.id if run is not None else "",
+                             *tokens(run))
         again = requeue_for(exc)
-        if again is not None:
-            raise again from None
-        status, shaped = exc.status, error_body(exc)
-        return LineOutcome(status, shaped, run.id if run is not None else "", *tokens(run))
+        if again is None:
+            return answer
+        if again.counted:              # its answer once the line has no tries left
+            again.answer = answer
+        raise again from None
 
 
 def outcome(result, run) -> LineOutcome:

@@ -6,7 +6,7 @@ from llmhub.errors import BadRequest
 
 __all__ = ["check_type", "check_number", "check_int", "check_sampling", "check_known",
            "check_openai_metadata", "check_at_most", "decoded_size", "decoded_head",
-           "SAMPLING"]
+           "query_int", "SAMPLING"]
 
 # The OpenAI generation fields the chat dialects pass upstream.
 SAMPLING = {"temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens",
@@ -39,6 +39,21 @@ def check_int(body: dict, name: str, lo: int | None) -> None:
     if value is not None and lo is not None and value < lo:
         raise BadRequest(f"'{name}' must be at least {lo}, not {value}", param=name,
                          code="invalid_value")
+
+
+def query_int(raw: str | None, name: str, default: int, lo: int = 1, hi: int | None = None,
+              code: str | None = None) -> int:
+    """A whole number from a query string or header (`limit`, `Last-Event-ID`): `default`
+    when absent or empty, else ASCII digits from `lo` to `hi`. isdigit() alone takes "²"
+    (int() refuses it), and int() of thousands of digits raises (int_max_str_digits): both
+    are a 400 naming the parameter, never a 500."""
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 15) or int(raw) < lo or \
+            hi is not None and int(raw) > hi:
+        range_ = f"from {lo} to {hi}" if hi is not None else f"{lo} or more"
+        raise BadRequest(f"'{name}' must be a whole number {range_}", param=name, code=code)
+    return int(raw)
 
 
 def check_sampling(body: dict) -> None:

@@ -16,7 +16,7 @@ small differences, so these rules are kept exactly:
 import re
 
 from llmhub.config import PipeConfig
-from llmhub.dialects.checks import SAMPLING, check_known, check_sampling
+from llmhub.dialects.checks import SAMPLING, check_known, check_sampling, query_int
 from llmhub.dialects.openai import completion_body, completion_id, openai_usage
 from llmhub.engine.facade import Access, ChatRequest, ThreadTurn
 from llmhub.engine.runs import CANCELLED, COMPLETED
@@ -358,13 +358,7 @@ def message_json(message: dict) -> dict:
 
 
 def page_limit(query: dict, default: int, most: int) -> int:
-    raw = query.get("limit")
-    if raw is None or raw == "":
-        return default
-    # the length first: int() of thousands of digits raises (CPython's int_max_str_digits)
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= most:
-        raise BadRequest(f"'limit' must be a whole number from 1 to {most}", param="limit")
-    return int(raw)
+    return query_int(query.get("limit"), "limit", default, hi=most)
 
 
 def parse_thread_messages(messages) -> list[dict]:

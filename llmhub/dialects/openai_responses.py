@@ -37,7 +37,7 @@ from dataclasses import replace
 
 from llmhub.context import to_upstream
 from llmhub.dialects.checks import (check_int, check_number, check_openai_metadata,
-                                    check_type)
+                                    check_type, query_int)
 from llmhub.dialects.openai import error_body
 from llmhub.dialects.responses import Replay, new_response_id
 from llmhub.engine.facade import Chain, ChatRequest, ThreadTurn
@@ -368,13 +368,11 @@ def input_items(request, response_id: str) -> JSONResponse:
 
 def page_args(query: dict) -> tuple[int, str]:
     """A list's `limit` (1-100, 20 by default) and `order` (asc or desc, desc by default)."""
-    limit = query.get("limit") or "20"
-    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 100:
-        raise BadRequest("'limit' must be a whole number from 1 to 100", param="limit")
+    limit = query_int(query.get("limit"), "limit", 20, hi=100)
     order = query.get("order") or "desc"
     if order not in ("asc", "desc"):
         raise BadRequest("'order' must be asc or desc", param="order")
-    return int(limit), order
+    return limit, order
 
 
 def page(items: list, query: dict, ordered: bool = False) -> dict:

@@ -16,7 +16,7 @@ import time
 import uuid
 
 from llmhub import ids
-from llmhub.dialects.checks import check_int, check_known, check_number, check_type
+from llmhub.dialects.checks import check_int, check_known, check_number, check_type, query_int
 from llmhub.engine.facade import Chain, ChatRequest, ThreadTurn
 from llmhub.engine.runs import FAILED, TRIMMED, EventsGone, RunContract
 from llmhub.errors import BadRequest, Gone, HubError, NotFound
@@ -170,10 +170,7 @@ def response_events(request, response_id: str):
     hub = request.hub
     after = request.headers.get("Last-Event-ID", request.query.get("last_event_id"))
     after = after.strip() if after is not None else None
-    if after and not (after.isascii() and after.isdigit() and len(after) < 16):
-        raise BadRequest("Last-Event-ID must be a whole number, 0 or more",
-                         param="Last-Event-ID")
-    cursor = int(after) if after else 0
+    cursor = query_int(after, "Last-Event-ID", 0, lo=0)
     run = hub.engine.run(response_id)
     if run is None:
         run = Replay(find(hub, response_id))

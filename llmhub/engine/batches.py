@@ -16,10 +16,19 @@ Rules:
 - A line runs as a background run (upstream/gate.py): it waits behind every interactive
   request and gives up its slot to one (`preempted`), to be run again later. A line
   cancelled for any reason other than its batch's cancel is put back, never answered as
-  cancelled. At most `[batches] max_parallel_lines` lines run at once, and at most the
-  owner key's `max_concurrent` less one, so the key keeps a slot of its own.
-- No model server there (requeue_for's SERVER_DOWN) fails no line: the batch waits, one
-  line at a time after a doubling pause, until a server answers.
+  cancelled. At most `[batches] max_parallel_lines` lines run at once; they do not count
+  toward the owner key's `max_concurrent` (engine/runs.py Registry.create), so a running
+  batch never turns its owner's interactive requests away.
+- No model server there (requeue_for's SERVER_DOWN: an error before any byte of an
+  answer) fails no line: the batch waits, one line at a time after a doubling pause, until
+  a server answers. A line the server took but sent nothing for (a first-byte timeout) is
+  tried MAX_ATTEMPTS times, then its last error is its answer; a timeout after the answer
+  began is its answer at once (run again, it would most likely time out again).
+- A batch still unfinished at `expires_at` (its 24h window) ends `expired`, as OpenAI's:
+  its lines in flight are cancelled, the lines answered by then go to its output (and
+  error) file, every other line to its error file with code `batch_expired`.
+- A batch whose owner key is no longer configured (removed from [keys], the hub restarted)
+  fails at once, `key_not_found`, its lines not run.
 - The lines themselves are run by `run_line` (dialects/batches.py), which calls the
   endpoint's own view as its HTTP route would, under the batch owner's key.
 """
@@ -31,7 +40,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import Callable, Generator, NamedTuple
 
 from llmhub.config import Config
 from llmhub.engine import accounting
@@ -47,7 +56,11 @@ log = logging.getLogger("llmhub.batches")
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions")
 PURPOSES = ("batch", "user_data")          # what a client may upload
 WINDOW = 86400                             # "24h", the one completion window OpenAI takes
+MAX_ATTEMPTS = 3                           # a line's runs that timed out before it fails
 MAX_ERRORS = 1000                          # validation errors reported at most
+# A line may be run more than once (preempted, the hub restarted): a /v1/responses line
+# that continues a conversation would add its turn to it each time, so it is refused.
+NOT_REPEATABLE = ("conversation", "previous_response_id")
 
 
 class LineOutcome(NamedTuple):
@@ -62,25 +75,32 @@ class LineOutcome(NamedTuple):
 class Requeue(Exception):
     """The line did not run to an answer (preempted by an interactive request, the hub
     stopping, the key at its run limit): put it back, to run again after `delay` s.
-    `down`: no model server answered; the batch waits for one (Batches._put_back)."""
+    `down`: no model server answered; the batch waits for one (Batches._put_back).
+    `answer`: set when the try counts against the line (MAX_ATTEMPTS): its answer once
+    the line has no tries left."""
 
-    def __init__(self, delay: float = 0.0, down: bool = False) -> None:
+    def __init__(self, delay: float = 0.0, down: bool = False,
+                 counted: bool = False) -> None:
         super().__init__(delay)
         self.delay = delay
         self.down = down
+        self.counted = counted
+        self.answer: LineOutcome | None = None
 
 
 # What a line's run failed with that says "not now" rather than "no": the line is put back.
 NOT_NOW = ("cancelled", "too_many_runs", "rate_limited", "shutting_down")
 # The model server is not there (LM Studio closed overnight): put back too, and the batch
 # waits for it, trying one line at a time, rather than failing every line in a minute.
+# Only before any byte of an answer (model_unavailable): a timeout mid-answer is an answer.
 SERVER_DOWN = ("upstream_unavailable", "upstream_timeout", "upstream_busy")
 
 
 def requeue_for(error: HubError) -> Requeue | None:
     """The Requeue a line's error calls for; None: the error is the line's answer."""
-    if error.code in SERVER_DOWN:
-        return Requeue(down=True)
+    if error.code in SERVER_DOWN and getattr(error, "model_unavailable", False):
+        # a server that took the line and sent nothing may be stuck on this very line
+        return Requeue(down=True, counted=error.code == "upstream_timeout")
     if error.code in NOT_NOW:
         return Requeue(float(error.headers.get("Retry-After", 1)))
     return None
@@ -97,8 +117,14 @@ class Job:
     pending: collections.deque                     # line numbers not yet answered
     running: dict = field(default_factory=dict)    # line number → run id, once known
     not_before: float = 0.0                        # a requeue's delay
-    cancelling: bool = False
+    cancelling: bool = False                       # cancelled or expired: no more runs
     backoff: float = 0.0          # while no model server answers: the pause, doubling
+    tries: dict = field(default_factory=dict)      # line number → its counted tries
+
+    def idle(self) -> bool:
+        """No line left to run nor in flight. Call with Batches._lock held: a put-back
+        moves a line from `running` to `pending` under it, so both are read at one time."""
+        return not self.pending and not self.running
 
 
 def now() -> int:
@@ -164,8 +190,9 @@ class Batches:
                            code="file_not_found")
         return record
 
-    def content(self, file_id: str) -> bytes:
-        return self.files.content(self._file(file_id)["id"])
+    def content(self, file_id: str) -> tuple[int, Generator[bytes, None, None]]:
+        """(its size, its bytes a piece at a time): store/files.py FileStore.reader."""
+        return self.files.reader(self._file(file_id)["id"])
 
     def list_files(self, purpose: str | None, limit: int, after: str | None,
                    order: str) -> dict:
@@ -327,14 +354,22 @@ class Batches:
 
     def _step(self, batch: dict, owner: str) -> None:
         status = batch["status"]
-        if status == "validating":
+        if status in ("validating", "in_progress") and not self._owner_exists(owner):
+            self._fail(batch, [error("key_not_found", f"The API key {owner!r} that made this "
+                                     "batch is no longer configured ([keys]): its lines are "
+                                     "not run")])
+        elif status in ("validating", "in_progress") and now() >= batch["expires_at"]:
+            self._expire(batch, owner)
+        elif status == "validating":
             self._validate(batch, owner)
         elif status == "in_progress":
             job = self._job(batch, owner)
             if job is None:
                 return
             self._launch(job)
-            if not job.pending and not job.running:
+            with self._lock:
+                idle = job.idle()
+            if idle:
                 self._finalize(batch, owner, "completed")
         elif status == "finalizing":
             self._finalize(batch, owner, "completed")
@@ -344,6 +379,25 @@ class Batches:
                 busy = bool(job and job.running)
             if not busy:
                 self._finalize(batch, owner, "cancelled")
+
+    def _owner_exists(self, owner: str) -> bool:
+        """A key removed from [keys] (and the hub restarted) has no limits left to run its
+        lines under (accounting admits it with none): its batches must not go on."""
+        return owner == accounting.LOCAL or owner in self.config.keys
+
+    def _expire(self, batch: dict, owner: str) -> None:
+        """Past its window: stop its lines, then end it `expired` once none is in flight."""
+        with self._lock:
+            job = self._jobs.get(batch["id"])
+            running = []
+            if job is not None and not job.cancelling:
+                job.cancelling = True
+                running = [r for r in job.running.values() if r]
+            busy = bool(job and job.running)
+        for run_id in running:
+            self._cancel(run_id)
+        if not busy:
+            self._finalize(batch, owner, "expired")
 
     def _validate(self, batch: dict, owner: str) -> None:
         lines, errors, models = self._read_input(batch)
@@ -383,22 +437,12 @@ class Batches:
             job.cancelling = batch["id"] in self._cancelled
             return self._jobs.setdefault(batch["id"], job)
 
-    def _parallel(self, owner: str) -> int:
-        """How many lines may run at once for this owner."""
-        limits = self.config.key_limits.get(owner)
-        most = self.limits.max_parallel_lines
-        if limits is not None and limits.max_concurrent:
-            most = min(most, max(1, limits.max_concurrent - 1))
-        return most
-
     def _launch(self, job: Job) -> None:
         with self._lock:
             if self._stopping.is_set() or job.cancelling or time.monotonic() < job.not_before:
                 return
-            in_flight = sum(len(j.running) for j in self._jobs.values())
-            mine = sum(len(j.running) for j in self._jobs.values() if j.owner == job.owner)
-            room = min(self.limits.max_parallel_lines - in_flight,
-                       self._parallel(job.owner) - mine)
+            room = self.limits.max_parallel_lines - sum(len(j.running)
+                                                        for j in self._jobs.values())
             if job.backoff:            # the server was down: one line finds out if it is back
                 room = min(room, 1 - len(job.running))
             started = []
@@ -442,6 +486,11 @@ class Batches:
         try:
             return self.run_line(job.owner, job.endpoint, body, started)
         except Requeue as again:
+            if again.counted and again.answer is not None:
+                with self._lock:
+                    job.tries[number] = tries = job.tries.get(number, 0) + 1
+                if tries >= MAX_ATTEMPTS:      # no tries left: its last error answers it
+                    return again.answer
             self._put_back(job, number, again)
             return None
         except Exception:
@@ -482,9 +531,13 @@ class Batches:
         """Write the output and error files from the stored results (each line once, in
         line order), then the final status. Run again after a crash, it writes the same
         files under the same ids."""
-        if final == "completed" and batch["status"] == "in_progress" and \
-                not self._move(batch, "finalizing", finalizing_at=now()):
-            return                     # cancelled meanwhile: the next step ends it so
+        if final == "completed" and batch["status"] == "in_progress":
+            if not self._all_answered(batch):
+                return                 # a line is unanswered: never complete without it
+            if not self._move(batch, "finalizing", finalizing_at=now()):
+                return                 # cancelled meanwhile: the next step ends it so
+        if final == "expired":
+            self._record_expired(batch)
         counts = self.store.counts(batch["id"])
         hexid = batch["id"].removeprefix("batch_")
         for ok, kind, key in ((True, "output", "output_file_id"),
@@ -497,13 +550,32 @@ class Batches:
             self.files.put(record, ((result + "\n").encode("utf-8")
                                     for result in self.store.results(batch["id"], ok)))
             batch[key] = record["id"]
-        ended = {"completed_at" if final == "completed" else "cancelled_at": now()}
+        ended = {f"{final}_at": now()}            # completed_at, cancelled_at, expired_at
         if self._move(batch, final, **summary(counts, batch["request_counts"]["total"]),
                       **ended):
             self.store.drop_lines(batch["id"])     # the files hold them now
         with self._lock:
             self._jobs.pop(batch["id"], None)
             self._cancelled.discard(batch["id"])
+
+    def _all_answered(self, batch: dict) -> bool:
+        counts = self.store.counts(batch["id"])
+        answered = counts["completed"] + counts["failed"]
+        if answered == batch["request_counts"]["total"]:
+            return True
+        log.error("batch %s: %d of its %d lines answered, yet none left to run; not "
+                  "completed", batch["id"], answered, batch["request_counts"]["total"])
+        return False
+
+    def _record_expired(self, batch: dict) -> None:
+        """Each line without a result gets OpenAI's `batch_expired` error as its result."""
+        if batch["status"] == "validating":
+            return                     # never read: it has no lines
+        done = self.store.done_lines(batch["id"])
+        for number, raw in self._read_input(batch).lines.items():
+            if number not in done:
+                self.store.record_line(batch["id"], number, False, expired_result(
+                    json.loads(raw)["custom_id"]), 0, 0)
 
     # -- what it is doing, for /metrics and the runs page ------------------------------------
     def progress(self) -> dict:
@@ -558,6 +630,13 @@ def line_result(custom_id: str, outcome: LineOutcome) -> dict:
             "error": None}
 
 
+def expired_result(custom_id: str) -> dict:
+    """A line the batch's window closed on, as OpenAI writes it to the error file."""
+    return {"id": "batch_req_" + uuid.uuid4().hex, "custom_id": custom_id, "response": None,
+            "error": {"code": "batch_expired", "message": "This request could not be "
+                      "executed before the completion window expired."}}
+
+
 def error(code: str, message: str, param: str | None = None, line: int | None = None) -> dict:
     return {"code": code, "message": message, "param": param, "line": line}
 
@@ -581,7 +660,8 @@ def parse_input(data: bytes, endpoint: str, max_lines: int) -> Input:
     errors: list[dict] = []
     seen: set = set()
     models: set = set()
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(text.split("\n"), 1):   # not splitlines(): U+2028 and
+        raw = raw.removesuffix("\r")                      # the like are text in a string
         if not raw.strip():
             continue
         problem, request = check_line(raw, endpoint, seen)
@@ -620,6 +700,11 @@ def check_line(raw: str, endpoint: str, seen: set) -> tuple[dict | None, dict]:
     if request["url"] != endpoint:
         return error("url_mismatch", "The URL provided for this request does not match the "
                      f"batch endpoint ({endpoint}).", "url"), {}
+    for name in NOT_REPEATABLE:
+        if request["body"].get(name) is not None:
+            return error("invalid_value", f"'body.{name}' is not supported in a batch: a "
+                         "batch line may be run more than once, and each run would add to "
+                         "the conversation.", f"body.{name}"), {}
     if request["custom_id"] in seen:
         return error("duplicate_custom_id", "The custom_id for this request is a duplicate "
                      "of another request. The custom_id parameter must be unique for each "

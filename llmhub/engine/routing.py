@@ -19,7 +19,8 @@ Rules:
   (reason `unanswered`) may be generating, so the run fails with its 502 instead.
 - A batch line (gate.background set by its driver) waits behind every interactive run of
   the line and takes a target only when none waits; an interactive run at the head of the
-  line that finds no room preempts a batch line holding one of its targets (gate.py).
+  line that finds no room preempts a batch line holding one of its targets (gate.py), one
+  per interactive run waiting.
 - Affinity is a thread's (or session's) last target, kept in memory for `affinity_seconds`,
   at most `affinity_max` of them (the oldest go first).
 """
@@ -239,7 +240,7 @@ class Router:
                     if chosen is not None:
                         return self._take(*chosen, run)
                     if not low:
-                        self._preempt(candidates)
+                        self._preempt(candidates, len(line.runs))
                 self.lock.wait(self.poll)
         finally:
             queue.remove(run)
@@ -247,16 +248,20 @@ class Router:
             self.waiting -= 1
             self.lock.notify_all()
 
-    def _preempt(self, candidates: list) -> None:
-        """Ask one batch line holding a target of these to give it up (once each); the
-        cancel runs on a worker, outside the router's lock, which it would need."""
-        for target in candidates:
-            for holder in self.holders.get((target.upstream.name, target.model), ()):
-                if holder not in self.preempted:
-                    self.preempted.add(holder)
-                    threading.Thread(target=holder.cancel, args=(PREEMPTED,),
-                                     daemon=True).start()
-                    return
+    def _preempt(self, candidates: list, wanted: int) -> None:
+        """Ask one batch line holding a target of these to give it up (once each), while
+        fewer are giving theirs up than `wanted` (the interactive runs waiting): one victim
+        per waiter, however long a victim takes to go. The cancel runs on a worker,
+        outside the router's lock, which it would need."""
+        held = [holder for target in candidates
+                for holder in self.holders.get((target.upstream.name, target.model), ())]
+        if sum(holder in self.preempted for holder in held) >= wanted:
+            return
+        for holder in held:
+            if holder not in self.preempted:
+                self.preempted.add(holder)
+                threading.Thread(target=holder.cancel, args=(PREEMPTED,), daemon=True).start()
+                return
 
     def _lone(self, target: Target, now: float) -> Target:
         box = self.box(target)

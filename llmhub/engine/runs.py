@@ -48,7 +48,7 @@ from llmhub.errors import Conflict, HubError, NotFound
 from llmhub.events import Done, Error, Start, Usage
 from llmhub.redaction import redact_error
 from llmhub.transcript import Transcript
-from llmhub.upstream.gate import Place
+from llmhub.upstream.gate import Place, background
 
 __all__ = ["RunContract", "Run", "Registry", "TooManyRuns", "EventsGone", "TRIMMED", "transition",
            "estimated_usage", "QUEUED", "STREAMING", "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
@@ -446,12 +446,15 @@ class Registry:
         self._on_retire = on_retire      # records and counts every run once, as it ends
         self._live: dict[str, Run] = {}
         self._per_key: collections.Counter = collections.Counter()   # live runs by owner
+        self._batch_lines: set[str] = set()     # live runs of batch lines: not in _per_key
         # finished run id → (its final status, its owner)
         self._finished: collections.OrderedDict[str, tuple] = collections.OrderedDict()
 
     def create(self, run_id: str | None = None, most: int = 0, **info: Any) -> Run:
         """A new live run, its owner the key whose request made it; with `most`, refused
-        (429) when that key already has so many live."""
+        (429) when that key already has so many live. A batch line's run (made under
+        gate.background) neither counts nor is refused: `[batches] max_parallel_lines`
+        bounds those, and a running batch never takes its owner's interactive runs."""
         run_id = run_id or "run_" + ids.uuid4().hex
         caller = accounting.current.get()           # whose request made it, by key name
         info.setdefault("key", caller.key)
@@ -460,10 +463,14 @@ class Registry:
         with self._lock:
             if run_id in self._live or run_id in self._finished:
                 raise Conflict(f"Run id {run_id!r} is already in use", param="X-Run-Id")
-            if most and self._per_key[key] >= most:
+            line = background.get()
+            if most and not line and self._per_key[key] >= most:
                 raise TooManyRuns(key, most, "runs at once", "max_concurrent")
             run = self._live[run_id] = Run(run_id, self, **info)
-            self._per_key[key] += 1
+            if line:
+                self._batch_lines.add(run_id)
+            else:
+                self._per_key[key] += 1
         return run
 
     def detach(self, run: Run, most: int = 0) -> None:
@@ -525,9 +532,12 @@ class Registry:
     def _retire(self, run: Run) -> None:
         with self._lock:
             if self._live.pop(run.id, None) is not None:
-                self._per_key[run.info["key"]] -= 1
-                if not self._per_key[run.info["key"]]:
-                    del self._per_key[run.info["key"]]
+                if run.id in self._batch_lines:
+                    self._batch_lines.discard(run.id)
+                else:
+                    self._per_key[run.info["key"]] -= 1
+                    if not self._per_key[run.info["key"]]:
+                        del self._per_key[run.info["key"]]
             self._finished[run.id] = (run.status, run.info["key"])
             while len(self._finished) > self.remember_finished:
                 self._finished.popitem(last=False)

@@ -54,7 +54,7 @@ from llmhub.http.sockets import Deadlines, HangupWatch, peer_closed
 from llmhub.http.streaming import Pump
 from llmhub.ids import SAFE_ID
 from llmhub.redaction import redact_error
-from llmhub.wire import (LAST_CHUNK, BytesResponse, JSONResponse, LinesResponse,
+from llmhub.wire import (LAST_CHUNK, BytesResponse, FileResponse, JSONResponse, LinesResponse,
                          RelayResponse, RunResponse, StreamResponse, check_content_type,
                          check_message_count, chunk, json_bytes, json_text, parse_json)
 
@@ -731,6 +731,8 @@ class Handler(BaseHTTPRequestHandler):
             self.serve_relay(result)
         elif isinstance(result, LinesResponse):
             self.serve_lines(result)
+        elif isinstance(result, FileResponse):
+            self.serve_file(result)
         else:
             raise TypeError(f"a view returned {type(result).__name__}")
 
@@ -900,6 +902,26 @@ class Handler(BaseHTTPRequestHandler):
             out.send(line)
             self.wfile.flush()
         out.end()
+
+    def serve_file(self, response: FileResponse) -> None:
+        """A stored file, a piece at a time after its Content-Length: never whole in memory.
+        Should the file come up short, the connection ends, as its length promised more."""
+        sent = 0
+        try:
+            self._begin(200, response.headers)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(response.size))
+            self._end_headers()
+            if self.command == "HEAD":
+                return
+            for piece in response.pieces:
+                piece = piece[:response.size - sent]
+                self.wfile.write(piece)
+                sent += len(piece)
+            if sent < response.size:
+                self.close_connection = True
+        finally:
+            response.pieces.close()
 
     # -- logging -----------------------------------------------------------------------------
     def _keep_bodies(self) -> None:

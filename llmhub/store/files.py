@@ -13,7 +13,7 @@ Rules:
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Generator, Iterable
 
 from llmhub.errors import HubError
 from llmhub.store.database import Database
@@ -21,6 +21,7 @@ from llmhub.store.database import Database
 __all__ = ["FileStore", "files_folder"]
 
 FIELDS = ("id", "owner", "filename", "purpose", "bytes", "created_at")
+PIECE = 64 * 1024       # a download is read and sent this much at a time
 
 
 def files_folder(db_path: str | Path) -> Path:
@@ -70,6 +71,17 @@ class FileStore:
             raise HubError(f"The file's bytes could not be read: {exc.strerror or exc}",
                            status=503, code="storage_error") from None
 
+    def reader(self, file_id: str) -> tuple[int, Generator[bytes, None, None]]:
+        """(its size, its bytes a PIECE at a time): a 200 MB output file is never in memory
+        whole. The file is open until the pieces are read or closed."""
+        try:
+            handle = self._path(file_id).open("rb")
+            size = os.fstat(handle.fileno()).st_size
+        except OSError as exc:
+            raise HubError(f"The file's bytes could not be read: {exc.strerror or exc}",
+                           status=503, code="storage_error") from None
+        return size, pieces(handle)
+
     def page(self, owner: str | None, purpose: str | None, limit: int, after: dict | None,
              newest_first: bool) -> list[dict]:
         """Up to `limit` files in the order they were made (rowid), after the `after`
@@ -99,3 +111,9 @@ class FileStore:
         with contextlib.suppress(OSError):
             self._path(file_id).unlink()
         return bool(gone)
+
+
+def pieces(handle) -> Generator[bytes, None, None]:
+    with handle:
+        while piece := handle.read(PIECE):
+            yield piece

@@ -7,7 +7,8 @@ Two priorities (issue 32): a run entered while `background` is set in its driver
 (a batch line) is admitted only when no interactive run waits, and an interactive run that
 finds every slot taken while a background run holds one preempts it (`cancel("preempted")`:
 the batch runs that line again later). So a batch uses every idle slot and never makes an
-interactive request wait for one, beyond the moment its upstream call takes to abort.
+interactive request wait for one, beyond the moment its upstream call takes to abort. One
+batch line is preempted per interactive run waiting, never more.
 """
 
 import collections
@@ -94,8 +95,11 @@ class Gate:
 
     def _preempt_for(self, run: "Waiter") -> None:
         """When every slot is taken and `run` heads the interactive line, cancel one
-        background holder (each is asked once); called holding the condition."""
-        if self._waiting[0] is not run or self._active < self.limit:
+        background holder (each is asked once); called holding the condition. One victim
+        per interactive waiter: a victim asked but not yet gone (its upstream call
+        aborting) still frees a slot, so while there are as many as waiters, none more."""
+        if self._waiting[0] is not run or self._active < self.limit or \
+                len(self._preempted) >= len(self._waiting):
             return
         victim = next((h for h in self._holders if h not in self._preempted), None)
         if victim is None:
