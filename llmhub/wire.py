@@ -25,7 +25,7 @@ __all__ = [
     "RelayResponse", "LinesResponse", "FileResponse",
     "decode_json", "json_text", "parse_json", "json_bytes", "json_pieces", "json_stream",
     "json_str", "is_large", "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK",
-    "token_count_header",
+    "token_count_header", "cursor_page",
 ]
 
 BOM = b"\xef\xbb\xbf"
@@ -37,6 +37,12 @@ _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 # --- responses a view can return -------------------------------------------------------------
+
+def cursor_page(data: list, has_more: bool) -> dict:
+    """OpenAI's cursor page (responses' input items, conversations' items, files, batches)."""
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+
 
 def token_count_header(counted: bool) -> dict:
     """What a token count route adds to its official body: whether the upstream's tokenizer

@@ -19,7 +19,7 @@ from llmhub.dialects.openai_responses import page, page_args
 from llmhub.errors import BadRequest, NotFound
 from llmhub.formats.response_items import items_to_messages, messages_to_items
 from llmhub.messages import check_metadata, check_thread_id, normalise_message
-from llmhub.wire import JSONResponse
+from llmhub.wire import JSONResponse, cursor_page
 
 __all__ = ["TITLE", "error_body", "create", "retrieve", "update", "delete", "list_items",
            "create_items", "get_item", "delete_item"]
@@ -108,10 +108,7 @@ def create_items(request, conversation_id: str) -> JSONResponse:
     messages = parse_items(body.get("items"))
     created = request.hub.engine.append_messages(check_thread_id(conversation_id,
                                                                  "conversation_id"), messages)
-    data = messages_to_items(created)
-    return JSONResponse({"object": "list", "data": data,
-                         "first_id": data[0]["id"] if data else None,
-                         "last_id": data[-1]["id"] if data else None, "has_more": False})
+    return JSONResponse(cursor_page(messages_to_items(created), has_more=False))
 
 
 @in_openai_words

@@ -50,7 +50,7 @@ from llmhub.formats.response_tools import OMITTED_HEADER, Toolbox, custom_input
 from llmhub.messages import check_thread_id
 from llmhub.transcript import Transcript
 from llmhub.wire import (JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse,
-                         token_count_header)
+                         cursor_page, token_count_header)
 
 __all__ = ["TITLE", "error_body", "create", "retrieve", "cancel", "delete", "input_items",
            "input_tokens", "compact", "ResponseEvents"]
@@ -385,9 +385,7 @@ def page(items: list, query: dict, ordered: bool = False) -> dict:
         if after not in ids:
             raise BadRequest(f"'after' names no item: {after!r}", param="after")
         listed = listed[ids.index(after) + 1:]
-    data = listed[:limit]
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": len(listed) > len(data)}
+    return cursor_page(listed[:limit], len(listed) > limit)
 
 
 # --- input_tokens and compact ------------------------------------------------------------------

@@ -48,6 +48,7 @@ from llmhub.errors import BadRequest, Conflict, HubError, NotFound, PayloadTooLa
 from llmhub.store.batches import BatchStore
 from llmhub.store.files import FileStore
 from llmhub.upstream.gate import background
+from llmhub.wire import cursor_page
 
 __all__ = ["Batches", "LineOutcome", "Requeue", "requeue_for", "ENDPOINTS", "PURPOSES"]
 
@@ -600,11 +601,7 @@ def file_object(record: dict) -> dict:
 
 def page(items: list, limit: int) -> dict:
     """OpenAI's cursor page: `items` holds one more than `limit` when more follow."""
-    shown = items[:limit]
-    return {"object": "list", "data": shown,
-            "first_id": shown[0]["id"] if shown else None,
-            "last_id": shown[-1]["id"] if shown else None,
-            "has_more": len(items) > limit}
+    return cursor_page(items[:limit], len(items) > limit)
 
 
 def summary(counts: dict, total: int) -> dict:
