@@ -29,6 +29,7 @@ import copy
 import functools
 from typing import Callable
 
+from llmhub.dialects.checks import query_int
 from llmhub.errors import BadRequest, Gone
 from llmhub.wire import StreamRenderer, StreamResponse
 
@@ -101,14 +102,9 @@ def reattach(request, run_id: str) -> StreamResponse:
 
 
 def position_of(request) -> int:
+    """The last SSE id the client got, or how many NDJSON lines came."""
     value = request.headers.get(POSITION, request.query.get("last_event_id"))
-    value = (value or "").strip()
-    if not value:
-        return 0
-    if not (value.isascii() and value.isdigit() and len(value) < 16):
-        raise BadRequest(f"{POSITION} must be a whole number, 0 or more: the last id the "
-                         "stream sent (SSE), or how many lines came (NDJSON)", param=POSITION)
-    return int(value)
+    return query_int((value or "").strip(), POSITION, 0, lo=0)
 
 
 def where(request) -> tuple:
