@@ -14,7 +14,7 @@ Rules:
 import json
 from typing import Iterator
 
-from llmhub.store.database import Database
+from llmhub.store.database import Database, where
 
 __all__ = ["BatchStore", "ACTIVE"]
 
@@ -47,15 +47,9 @@ class BatchStore:
     def page(self, owner: str | None, limit: int, after: str | None) -> list[dict]:
         """Newest first (rowid: the order they were made), after the batch `after`; one
         owner's, or everyone's."""
-        where, args = [], []
-        if owner is not None:
-            where.append("owner = ?")
-            args.append(owner)
-        if after is not None:
-            where.append("rowid < (SELECT rowid FROM batches WHERE id = ?)")
-            args.append(after)
-        rows = self.db.read(f"SELECT record FROM batches {'WHERE ' if where else ''}"
-                            f"{' AND '.join(where)} ORDER BY rowid DESC LIMIT ?",
+        clause, args = where(("owner = ?", owner),
+                             ("rowid < (SELECT rowid FROM batches WHERE id = ?)", after))
+        rows = self.db.read(f"SELECT record FROM batches {clause} ORDER BY rowid DESC LIMIT ?",
                             (*args, limit))
         return [json.loads(row["record"]) for row in rows]
 

@@ -39,7 +39,8 @@ from llmhub.errors import HubError
 from llmhub.store import chains
 from llmhub.wire import json_str
 
-__all__ = ["Database", "StorageError", "MIGRATIONS", "MESSAGE_BYTES", "prune_tx", "over_bound"]
+__all__ = ["Database", "StorageError", "MIGRATIONS", "MESSAGE_BYTES", "prune_tx", "over_bound",
+           "where"]
 
 log = logging.getLogger("llmhub.store")
 
@@ -480,6 +481,14 @@ def _encoded(fields: dict, as_json: tuple) -> dict:
     encoded = {k: json_str(v) if k in as_json else v for k, v in fields.items()}
     encoded["finished_at"] = time.time()
     return encoded
+
+
+def where(*conditions: tuple[str, object]) -> tuple[str, tuple]:
+    """A WHERE clause and its arguments from (condition, argument) pairs, leaving out each
+    whose argument is None (no filter there): ("owner = ?", None) keeps every owner."""
+    kept = [(sql, arg) for sql, arg in conditions if arg is not None]
+    clause = "WHERE " + " AND ".join(sql for sql, _ in kept) if kept else ""
+    return clause, tuple(arg for _, arg in kept)
 
 
 def prune_tx(tx: sqlite3.Connection, table: str, keep_count: int, keep_seconds: float) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Generator, Iterable
 
 from llmhub.errors import HubError
-from llmhub.store.database import Database
+from llmhub.store.database import Database, where
 
 __all__ = ["FileStore", "files_folder"]
 
@@ -86,20 +86,12 @@ class FileStore:
              newest_first: bool) -> list[dict]:
         """Up to `limit` files in the order they were made (rowid), after the `after`
         file's place; one owner's, or everyone's for None."""
-        where, args = [], []
-        if owner is not None:
-            where.append("owner = ?")
-            args.append(owner)
-        if purpose is not None:
-            where.append("purpose = ?")
-            args.append(purpose)
-        if after is not None:
-            where.append("rowid < ?" if newest_first else "rowid > ?")
-            args.append(after["seq"])
+        clause, args = where(("owner = ?", owner), ("purpose = ?", purpose),
+                             ("rowid < ?" if newest_first else "rowid > ?",
+                              after["seq"] if after is not None else None))
         order = "DESC" if newest_first else "ASC"
-        rows = self.db.read(f"SELECT rowid AS seq, * FROM files {'WHERE ' if where else ''}"
-                            f"{' AND '.join(where)} ORDER BY rowid {order} LIMIT ?",
-                            (*args, limit))
+        rows = self.db.read(f"SELECT rowid AS seq, * FROM files {clause} "
+                            f"ORDER BY rowid {order} LIMIT ?", (*args, limit))
         return [dict(row) for row in rows]
 
     def total_bytes(self) -> int:
