@@ -13,9 +13,12 @@ read-until-close body, interim 1xx replies skipped. Anything else is a ProtocolE
 the exchange reports as a garbled reply. Timeouts, pooling and abort live in exchange.py.
 """
 
+import contextlib
 import re
 import socket
 import ssl
+import struct
+import sys
 
 from llmhub.http.protocol import (CLOSED, END, NEED_DATA, Head, Limits, ProtocolError, Reader,
                                   Truncated)
@@ -28,6 +31,9 @@ RECV_SIZE = 65536
 LIMITS = Limits(head=65536, headers=100, chunk_line=4096, trailers=65536)
 SMALL_BODY = 65536      # a body up to this goes out in one write with the head; a larger
                         # one after it, as it is, rather than copied into one buffer
+
+# SO_LINGER on with a zero timeout: close() resets (Windows' struct linger is two shorts)
+LINGER_NOW = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
@@ -106,7 +112,13 @@ class Connection:
         self.reader.feed(data)
         return bool(data)
 
-    def close(self) -> None:
+    def close(self, reset: bool = False) -> None:
+        """`reset`: end with a RST rather than a FIN. A server blocked writing into a full
+        window never sees a FIN (the window stays shut once the socket is shut down), so
+        it would go on holding the model; a RST fails its write at once."""
+        if reset:
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_NOW)
         self.sock.close()
 
     def _read_head(self) -> Head:

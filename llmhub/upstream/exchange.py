@@ -269,7 +269,7 @@ class Exchange:
             return
         if self._conn is not None:
             try:
-                self._conn.close()
+                self._conn.close(reset=self._aborted or self._expired)
             except OSError:
                 pass
 
