@@ -196,27 +196,59 @@ def test_a_renderer_that_raises_ends_the_run_and_the_stream(hub, fake, monkeypat
 
 # --- point 5: bounded memory per stream -------------------------------------------------------
 
-def test_a_client_that_stops_reading_stops_the_upstream_too(make_hub, fake):
-    hub = make_hub({"server": {"read_timeout_seconds": 2, "stream_buffer_bytes": 65536}})
+def test_a_held_stream_costs_one_hub_thread(make_hub, fake):
+    # The handler that writes a stream also reads its upstream (issue 31): a held stream
+    # is one thread, not a handler and a worker. Threads counted in this process: each
+    # stream also has the fake's handler; the hub's tickers are a few more at most.
+    hub = make_hub()
+    release, count = threading.Event(), 16
+    for _ in range(count):
+        fake.enqueue(Script(chunks=["a", "b"], hold_first=release, hold_after=1))
+    before = threading.active_count()
+    streams = [open_stream(hub.url, "/v1/chat/completions", {**CHAT, "stream": True})
+               for _ in range(count)]
+    seen = []
+    for _, response in streams:                    # each has its first token: all held
+        seen.append(b"")
+        while b'"content"' not in seen[-1]:
+            seen[-1] += response.read1(65536)
+    grown = threading.active_count() - before
+    release.set()
+    for (conn, response), start in zip(streams, seen):
+        assert (start + response.read()).decode().rstrip().endswith("data: [DONE]")
+        conn.close()
+    assert grown <= 2 * count + 6, f"{grown} threads for {count} held streams"   # 3 each: 50
+
+
+@pytest.mark.parametrize("resumable", [False, True], ids=["driven", "followed"])
+def test_a_client_that_stops_reading_stops_the_upstream_too(make_hub, fake, resumable):
+    # Driven: the handler's thread reads the upstream and blocks writing to the client, so
+    # the upstream waits with it. Followed (a resumable stream, read by a worker): the
+    # run's log holds the worker back at stream_buffer_bytes.
+    hub = make_hub({"server": {"read_timeout_seconds": 2, "stream_buffer_bytes": 65536},
+                    "responses": {"resume_grace_seconds": 0}})
     fake.enqueue(Script(chunks=["x" * 200] * 100_000, unbatched=True))   # ~25 MB
     stalled = __import__("socket").socket()
     stalled.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 4096)
     stalled.connect(hub.server_address[:2])
     body = json.dumps({**CHAT, "stream": True}).encode()
+    extra = b"X-Llmhub-Resumable: 1\r\n" if resumable else b""
     stalled.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                    b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                    b"application/json\r\n%sContent-Length: %d\r\n\r\n%s"
+                    % (extra, len(body), body))
     assert fake.wait_requests(1)
     assert wait_for(lambda: live_runs(hub))
     run = live_runs(hub)[0]
-    # the worker is held back: what the client has not taken stays near the bound …
-    assert wait_for(lambda: run.log.followed and run.log.untaken() > run.log.buffer_limit, 10)
     received = fake.chat_requests()[0]
-    assert run.log.untaken() < run.log.buffer_limit + 10_000
-    assert not received.finished.is_set()       # … and the model server is held back too
-    assert received.sent_bytes < 10 << 20
+    if resumable:   # what the client has not taken stays near the bound
+        assert wait_for(lambda: run.log.followed and run.log.untaken() > run.log.buffer_limit,
+                        10)
+        assert run.log.untaken() < run.log.buffer_limit + 10_000
+    assert not received.finished.is_set()       # the model server is held back
     # read_timeout_seconds without reading: the client is dropped and the run cancelled
     assert fake.aborted.wait(15)
     assert run.status == "cancelled" and run.cancel_reason == "client_gone"
+    assert not received.finished.is_set() and received.sent_bytes < 10 << 20   # of ~25 MB
     stalled.close()
 
 

@@ -13,7 +13,7 @@ from llmhub.wire import StreamRenderer
 
 class Writer:
     def __init__(self) -> None:
-        self.started, self.gone = False, False
+        self.started, self.gone, self.full = False, False, False
         self.parts: list[tuple[str, bytes]] = []
 
     def start(self, data: bytes) -> None:
@@ -29,6 +29,9 @@ class Writer:
 
     def client_gone(self) -> bool:
         return self.gone
+
+    def writable(self) -> bool:
+        return not self.full
 
 
 class Text(StreamRenderer):
@@ -95,3 +98,81 @@ def test_an_eager_renderer_opens_before_the_first_event():
     run.finish("complete")
     Pump(run, Eager(), writer, ping_every=10).pump()
     assert writer.parts[0] == ("start", b"meta;") and writer.parts[-1] == ("end", b"")
+
+
+# --- driven: the run's driver writes between reads (Pump.flush), the pinger pings -------------
+
+def driven(renderer=None, writer=None):
+    run = Registry().create()
+    writer = writer or Writer()
+    pump = Pump(run, renderer or Text(), writer, ping_every=10,
+                reader=run.follow(0, driving=True))
+    pump.open()
+    run.start("m", {})
+    return run, writer, pump
+
+
+def test_a_flush_writes_what_one_read_brought_in_one_piece_and_leaves_the_end_to_pump():
+    run, writer, pump = driven()
+    run.emit(TextDelta("Hel"))
+    run.emit(TextDelta("lo"))
+    pump.flush()
+    assert writer.parts == [("start", b"Hello")]
+    pump.flush()                                    # nothing new: nothing written
+    run.emit(TextDelta("!"))
+    run.finish("complete", finish_reason="stop")    # the closing events: not flush's
+    pump.flush()
+    assert writer.parts == [("start", b"Hello"), ("send", b"!")]
+    pump.pump()
+    assert writer.parts[-2:] == [("send", b"."), ("end", b"")]
+
+
+def test_a_driven_reader_never_holds_its_own_writer_back():
+    run, writer, pump = driven()
+    run.log.buffer_limit = 10
+    for _ in range(100):                            # far past the buffer, nobody reading:
+        assert run.emit(TextDelta("xxxxxxxx"))      # a follower would block here
+    pump.flush()
+    assert writer.parts == [("start", b"xxxxxxxx" * 100)]
+    run.cancel()
+
+
+def test_a_failed_write_cancels_the_run_and_pump_says_the_client_went():
+    class Gone(Writer):
+        def send(self, data):
+            raise BrokenPipeError
+    run, writer, pump = driven(writer=Gone())
+    run.emit(TextDelta("a"))
+    pump.flush()                                    # starts the stream
+    run.emit(TextDelta("b"))
+    pump.flush()                                    # never raises into the driver …
+    assert run.status == "cancelled" and run.cancel_reason == "client_gone"
+    with pytest.raises(ConnectionResetError):       # … the server hears of it after
+        pump.pump()
+
+
+def test_a_renderer_bug_in_a_flush_fails_the_run_and_is_raised_after():
+    class Broken(Text):
+        def render(self, event):
+            raise RuntimeError("bug")
+    run, writer, pump = driven(Broken())
+    run.emit(TextDelta("a"))
+    pump.flush()
+    assert run.status == "failed"
+    with pytest.raises(RuntimeError):
+        pump.pump()
+
+
+def test_the_pinger_pings_only_when_due_writable_and_not_writing():
+    run, writer, pump = driven()
+    pump.keep_pinging(pump.next_ping - 1)           # not due
+    writer.full = True
+    pump.keep_pinging(pump.next_ping)               # due, but a write could block
+    assert writer.parts == []
+    writer.full = False
+    with pump._lock:                                # the driver is writing
+        pump.keep_pinging(pump.next_ping)
+    assert writer.parts == []
+    pump.keep_pinging(pump.next_ping)
+    assert writer.parts == [("start", b"p")]
+    run.cancel()

@@ -34,7 +34,7 @@ class EventsGone(Gone):
 class EventLog:
     # Slots: a thousand held streams are a thousand logs.
     __slots__ = ("buffer_limit", "log_limit", "events", "base", "_ends", "_bytes",
-                 "_base_bytes", "_readers", "_next_reader", "_cond")
+                 "_base_bytes", "_readers", "_drivers", "_next_reader", "_cond")
 
     def __init__(self, buffer_limit: int = 1 << 20, log_limit: int = 8 << 20) -> None:
         self.buffer_limit = buffer_limit
@@ -45,6 +45,7 @@ class EventLog:
         self._bytes = 0                    # bytes emitted in all (an estimate: events.weight)
         self._base_bytes = 0               # … of which before `base`, dropped from the log
         self._readers: dict[int, int] = {}   # reader key → the cursor it has reached
+        self._drivers: dict[int, int] = {}   # … of readers that are the writer's own thread
         self._next_reader = 0
         self._cond = threading.Condition(threading.Lock())   # new events, for readers;
                                            # readers moving on, for a held-back writer
@@ -54,7 +55,9 @@ class EventLog:
         """Events from absolute position `cursor` on, waiting up to `timeout` for one;
         EventsGone if the log no longer holds `cursor`."""
         with self._cond:
-            if reader is not None and self._readers.get(reader, cursor) < cursor:
+            if reader in self._drivers:
+                self._drivers[reader] = cursor
+            elif reader is not None and self._readers.get(reader, cursor) < cursor:
                 self._readers[reader] = cursor
                 self._cond.notify_all()
                 if self._bytes - self._base_bytes > self.log_limit:
@@ -65,26 +68,29 @@ class EventLog:
                 self._cond.wait(timeout)
             return self.events[cursor - self.base:]
 
-    def follow(self, cursor: int) -> int:
+    def follow(self, cursor: int, driving: bool = False) -> int:
         """A reader from `cursor` on: its events are kept for it, and the writer is held back
-        when it falls behind. Returns the reader's key."""
+        when it falls behind; unless it is `driving`, the writer's own thread reading between
+        appends, which must never wait for itself (its writes block instead). Returns the
+        reader's key."""
         with self._cond:
             if cursor < self.base:
                 raise EventsGone(cursor, self.base)
             self._next_reader += 1
-            self._readers[self._next_reader] = cursor
+            (self._drivers if driving else self._readers)[self._next_reader] = cursor
             return self._next_reader
 
     def unfollow(self, reader: int) -> int:
         """The reader left; how many readers are still following."""
         with self._cond:
             self._readers.pop(reader, None)
+            self._drivers.pop(reader, None)
             self._cond.notify_all()
-            return len(self._readers)
+            return len(self._readers) + len(self._drivers)
 
     @property
     def followed(self) -> bool:
-        return bool(self._readers)
+        return bool(self._readers or self._drivers)
 
     # -- the writer --------------------------------------------------------------------------
     def append(self, event, stop: Callable[[], bool] | None = None) -> None:
@@ -118,9 +124,8 @@ class EventLog:
 
     def _trim(self) -> None:
         """Drop the older half of the kept log, but nothing a reader has not taken."""
-        keep_from = self.base + len(self.events) // 2
-        if self._readers:
-            keep_from = min(keep_from, min(self._readers.values()))
+        keep_from = min([self.base + len(self.events) // 2, *self._readers.values(),
+                         *self._drivers.values()])
         drop = keep_from - self.base
         if drop > 0:
             self._base_bytes = self._ends[drop - 1]

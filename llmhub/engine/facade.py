@@ -14,6 +14,7 @@ client names.
 """
 
 import json
+from typing import Callable
 
 from llmhub.config import Config
 from llmhub.context import build_input, estimate_messages, estimate_tokens
@@ -37,6 +38,7 @@ from llmhub.store.responses import ResponseStore
 from llmhub.store.retention import Upkeep
 from llmhub.store.threads import ThreadStore
 from llmhub.upstream.base import Upstream, speaks
+from llmhub.upstream.connection import before_wait
 
 __all__ = ["Access", "ChatRequest", "Native", "Relay", "Chain", "Prompt", "Resent", "Stateless",
            "Summary", "ThreadTurn", "Target", "Engine", "summary_prompt"]
@@ -92,11 +94,20 @@ class Engine:
             self.workers.submit(run.drive)
 
     @staticmethod
-    def drive(run: Run) -> None:
-        """Do a prepared run's work in this thread, for a caller awaiting the whole reply,
-        until the run ends; once only. That caller, not a reader of its events, is then
-        the client whose leaving ends it."""
-        run.drive(awaited=True)
+    def drive(run: Run, deliver: Callable[[], None] | None = None) -> None:
+        """Do a prepared run's work in this thread until the run ends; once only. Without
+        `deliver`, for a caller awaiting the whole reply: that caller, not a reader of its
+        events, is then the client whose leaving ends it. With it, for a stream's one
+        reader: `deliver` is called each time the work is about to wait on the upstream, to
+        write out what the run has made so far."""
+        if deliver is None:
+            run.drive(awaited=True)
+            return
+        token = before_wait.set(deliver)
+        try:
+            run.drive()
+        finally:
+            before_wait.reset(token)
 
     def keep_response(self, run: Run, metadata: dict) -> None:
         """Keep a prepared /responses run in the seed's responses table, to its end."""

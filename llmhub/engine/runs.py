@@ -22,8 +22,8 @@ Who ends a run (DESIGN §5; docs/api/hub.md "Runs"):
 
 How a run ends: any thread may ask (`finish`, `cancel`); the first end asked for wins. Asking
 sets the run's final status at once, wakes its driver and shuts the upstream socket. The
-run's driver, the one thread that does its work (`drive`: a worker for a stream, the handler
-for an awaited reply), then concludes it: counts what it spent, runs its finish hooks
+run's driver, the one thread that does its work (`drive`: its client's handler, or a worker
+for a stream that must outlive its client), then concludes it: counts what it spent, runs its finish hooks
 (persistence), leaves the registry (which records it once) and publishes its closing events.
 A run that no thread drives (its work not yet taken) is concluded by the thread that asked.
 So persistence and recording never run on a canceller's thread, and never twice.
@@ -197,8 +197,16 @@ class Run(RunContract):
     def read(self, cursor: int, timeout: float, reader: int | None = None) -> list:
         return self.log.read(cursor, timeout, reader)
 
-    def follow(self, cursor: int) -> int:
-        return self.log.follow(cursor)
+    def follow(self, cursor: int, driving: bool = False) -> int:
+        """`driving`: the reader is the thread that will drive the run (Engine.drive with
+        `deliver`): it takes events between appends, so the log never holds it back."""
+        return self.log.follow(cursor, driving)
+
+    @property
+    def drivable(self) -> bool:
+        """Whether a stream's one reader may drive the run in its own thread: its work not
+        yet taken, and the run one that ends when that reader leaves (rule 2)."""
+        return self.job is not None and not self.background and self.resume_grace is None
 
     def unfollow(self, reader: int) -> None:
         """A reader left. Rules 2-4 of the module's docstring decide what that ends; a run

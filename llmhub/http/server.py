@@ -8,10 +8,12 @@ or closes it with a lingering close. Errors become JSON in one place
 (`send_error_json`), in the matched route's dialect shape. Client disconnects go through one
 funnel too (CLIENT_GONE): they cancel the run and never print a traceback.
 
-A stream (`serve_stream`) is read from the upstream by a worker and written by
-`streaming.Pump`, the connection's only writer, through `StreamOut`. An awaited run
-(`serve_awaited`) is driven in the handler's own thread, and the server's hangup watch
-notices its client leaving instead.
+A run is driven in the handler's own thread, and the server's hangup watch notices its
+client leaving meanwhile: an awaited run (`serve_awaited`), and a stream that ends with
+its client (`serve_stream`), whose events `streaming.Pump` writes through `StreamOut`
+each time the run is about to wait on the upstream, the server's pinger keeping its pings
+while the upstream is silent. A stream that outlives its client (background, stored,
+resumable) is read from the upstream by a worker and followed by the Pump instead.
 
 Sockets stay blocking: the server's Deadlines shut down a connection that outstays its
 phase (`Phase`, `PHASES`): idle keep-alive, a trickled request, a body fallen silent for
@@ -50,8 +52,8 @@ from llmhub.errors import (BadRequest, Forbidden, HubError, Unauthorized, Unsupp
 from llmhub.http import routes
 from llmhub.http.framing import FramingError, RequestReader, check_length
 from llmhub.http.origins import OriginPolicy
-from llmhub.http.sockets import Deadlines, HangupWatch, peer_closed
-from llmhub.http.streaming import Pump
+from llmhub.http.sockets import Deadlines, HangupWatch, peer_closed, writable
+from llmhub.http.streaming import Pinger, Pump
 from llmhub.ids import SAFE_ID
 from llmhub.redaction import redact_error
 from llmhub.wire import (LAST_CHUNK, BytesResponse, FileResponse, JSONResponse, LinesResponse,
@@ -252,7 +254,8 @@ class HubServer(ThreadingHTTPServer):
         self.connections = 0
         self.per_client: dict[str, int] = {}   # open connections by client address
         self._busy_cond = threading.Condition()
-        self.hangups = HangupWatch()       # clients of awaited runs, whose handlers are busy
+        self.hangups = HangupWatch()       # clients of runs driven in their handler's thread
+        self.pinger = Pinger()             # … and the pings of such streams
         self.deadlines = Deadlines(interval=0.25)   # every connection's read/write limit
         self.origins = OriginPolicy(hub.config.server)
         hub.routes = routes.ROUTES   # for /help and /openapi.json, without an import cycle
@@ -400,6 +403,9 @@ class StreamOut:
 
     def client_gone(self) -> bool:
         return peer_closed(self.handler.connection)
+
+    def writable(self) -> bool:
+        return writable(self.handler.connection)
 
     def _frame(self, data: bytes) -> bytes:
         return chunk(data) if self.chunked else data
@@ -815,13 +821,18 @@ class Handler(BaseHTTPRequestHandler):
         out = StreamOut(self, response)
         if self.command == "HEAD":
             return out.start(b"")                  # the headers a GET would get, no body
-        reader = run.follow(response.cursor)       # before launch: no event is trimmed unseen
-        self.server.hub.engine.launch(run)     # a worker reads the upstream; this thread writes
+        driven = isinstance(run, Run) and run.drivable
+        reader = run.follow(response.cursor, driven) if driven else \
+            run.follow(response.cursor)            # before launch: no event is trimmed unseen
         pump = Pump(run, renderer, out, self.server.hub.config.server.ping_interval_seconds,
                     response.cursor, reader)
         with self.server.busy():
             try:
-                pump.pump()
+                if driven:
+                    self._drive_stream(run, pump)
+                else:
+                    self.server.hub.engine.launch(run)   # a worker reads the upstream
+                pump.pump()                    # this thread writes (the rest of) the stream
             except CLIENT_GONE:
                 self.close_connection = True       # the run's own rule says what this ends
             except HubError as error:              # failed before a byte went out: it is
@@ -840,6 +851,25 @@ class Handler(BaseHTTPRequestHandler):
                     raise failure from None        # still time for a status
             finally:
                 run.unfollow(reader)               # a run nothing can resume ends here
+
+    def _drive_stream(self, run: Run, pump: Pump) -> None:
+        """A stream that ends with its one client is driven in this thread, as an awaited
+        reply is: each time the run is about to wait on the upstream, what the last read
+        brought is written (Pump.flush), the pinger keeps pings going while the upstream is
+        silent, and the hangup watch cancels the run if the client leaves meanwhile. One
+        thread a stream, and no hand-off between two on the way to the first token."""
+        pump.open()
+
+        def on_hangup():
+            run.cancel("client_gone")
+
+        server = self.server
+        server.pinger.add(pump)
+        try:
+            with server.hangups.watching(self.connection, on_hangup):
+                server.hub.engine.drive(run, deliver=pump.flush)
+        finally:
+            server.pinger.discard(pump)
 
     def serve_awaited(self, response: RunResponse) -> None:
         """Drive the run in this thread (no hand-off to a worker), while the hangup watch

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable
 
-__all__ = ["readable", "peer_closed", "ready", "HangupWatch", "Deadlines"]
+__all__ = ["readable", "writable", "peer_closed", "ready", "Ticker", "HangupWatch", "Deadlines"]
 
 log = logging.getLogger("llmhub.sockets")
 SELECT_LIMIT = 500   # Windows' select() takes at most 512 sockets a call
@@ -27,6 +27,18 @@ def readable(sock: socket.socket, timeout: float = 0.0) -> bool:
         poller.register(sock, select.POLLIN | select.POLLPRI)
         return bool(poller.poll(timeout * 1000))
     return bool(select.select([sock], [], [], timeout)[0])
+
+
+def writable(sock: socket.socket) -> bool:
+    """True if a small write would not block now (the send buffer has room)."""
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT)
+            return bool(poller.poll(0))
+        return bool(select.select([], [sock], [], 0)[1])
+    except (OSError, ValueError):   # closed meanwhile: the write will say so
+        return True
 
 
 def peer_closed(sock: socket.socket) -> bool:

@@ -19,11 +19,14 @@ import socket
 import ssl
 import struct
 import sys
+from contextvars import ContextVar
+from typing import Callable
 
 from llmhub.http.protocol import (CLOSED, END, NEED_DATA, Head, Limits, ProtocolError, Reader,
                                   Truncated)
 
-__all__ = ["Connection", "Response", "ProtocolError", "Incomplete", "Closed"]
+__all__ = ["Connection", "Response", "ProtocolError", "Incomplete", "Closed", "before_wait",
+           "waiting"]
 
 RECV_SIZE = 65536
 # the status line and headers together as http.client allows per line; a chunk size line
@@ -42,6 +45,19 @@ _UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
 
 # The server closed the connection before the body it announced was complete.
 Incomplete = Truncated
+
+# What this thread does before it blocks waiting on an upstream. A stream driven in its
+# client's handler thread (Engine.drive with `deliver`) writes out what the last read
+# brought, so one read's chunks go to the client in one write, and nothing waits in the
+# hub while the model is silent.
+before_wait: ContextVar[Callable[[], None] | None] = ContextVar("before_wait", default=None)
+
+
+def waiting() -> None:
+    """About to block on an upstream: run this thread's `before_wait`, if it has one."""
+    hook = before_wait.get()
+    if hook is not None:
+        hook()
 
 
 class Closed(ConnectionError):
@@ -108,6 +124,7 @@ class Connection:
 
     def fill(self) -> bool:
         """Read once more into the reader; False at EOF."""
+        waiting()
         data = self.sock.recv(RECV_SIZE)
         self.reader.feed(data)
         return bool(data)

@@ -17,6 +17,7 @@ from llmhub.config import MockConfig, ModelsConfig, UpstreamConfig
 from llmhub.context import estimate_input, estimate_messages, estimate_tokens
 from llmhub.errors import UpstreamError
 from llmhub.events import Finish, TextDelta, Usage
+from llmhub.upstream.connection import waiting
 from llmhub.upstream.exchange import Aborted
 from llmhub.upstream.gate import Gate
 
@@ -151,8 +152,10 @@ class MockCall:
         text = self._rng.choice(SAMPLE_RESPONSES)
         count = self._rng.randint(settings.min_chunks, settings.max_chunks)
         for i, piece in enumerate(group(split_words(text), count)):
-            if i and self._aborted.wait(settings.chunk_delay_seconds):
-                raise Aborted("aborted")
+            if i:
+                waiting()              # as a real upstream's read would: the last piece goes out
+                if self._aborted.wait(settings.chunk_delay_seconds):
+                    raise Aborted("aborted")
             yield TextDelta(piece)
         yield Finish("stop", self.body.get("model") or "mock-model", "llmhub-mock")
         messages = self.body.get("messages")
