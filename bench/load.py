@@ -23,6 +23,7 @@ from bench.cancel import connect, one_round, start_holding_fake
 from bench.run import percentile, start_fake, start_hub
 
 STREAMS = 1000
+WARM_UP = 20
 HI = [{"role": "user", "content": "Hi"}]
 
 
@@ -91,6 +92,10 @@ async def throughput(url: str, concurrency: int = 64, seconds: float = 5.0):
 
 
 def held_streams(loop, server_pid: int, url: str) -> tuple[list, list]:
+    # A few streams first, on both sides, so what a server sets up once (a thread pool,
+    # lazy imports, a database connection) is not divided among the held streams.
+    writers, _ = loop.run_until_complete(open_streams(url, WARM_UP))
+    loop.run_until_complete(close_all(writers))
     before = rss_kb(server_pid)
     writers, errors = loop.run_until_complete(open_streams(url, STREAMS))
     after = rss_kb(server_pid)

@@ -2,9 +2,12 @@
 
 import email.utils
 import json
+import socket
+import threading
 from http.client import HTTPMessage
 
 from llmhub.http.server import Handler, Headers
+from llmhub.http.sockets import RecvSize
 from llmhub.wire import json_bytes, sse
 
 PAIRS = [("Host", "hub"), ("Content-Type", "application/json; charset=latin-1"),
@@ -52,3 +55,28 @@ def test_a_chunk_is_one_data_line_encoded_as_json_dumps_would():
     assert sse(chunk, event="delta") == b"event: delta\ndata: " + text.encode("utf-8") + b"\n\n"
     assert json_bytes(chunk) == text.encode("utf-8")
     assert sse("a\nb") == b"data: a\ndata: b\n\n"
+
+
+def test_recv_asks_for_little_until_reads_fill_it_and_gets_every_byte():
+    left, right = socket.socketpair()
+    with left, right:
+        size = RecvSize()
+        left.sendall(b"x" * 100)
+        assert size.recv(right) == b"x" * 100 and size.size == RecvSize.least   # short: small
+        payload = bytes(range(256)) * 1024          # 256 KiB, more than one read's worth
+        sender = threading.Thread(target=left.sendall, args=(payload,))
+        sender.start()
+        got, reads = b"", []
+        while len(got) < len(payload):
+            asked = size.size
+            data = size.recv(right)
+            reads.append((asked, len(data), size.size))
+            got += data
+        sender.join()
+        assert got == payload                       # nothing lost or reordered
+        for asked, read, then in reads:             # a full read asks four times more next
+            assert then == (min(4 * asked, RecvSize.most) if read == asked else RecvSize.least)
+        assert max(asked for asked, _, _ in reads) == RecvSize.most
+        left.sendall(b"y")
+        size.recv(right)
+        assert size.size == RecvSize.least          # quiet again: a small buffer while it waits

@@ -126,7 +126,7 @@ class Subscriber(RunContract):
             self.feed.wait_tick(self._seen, left)
         return []
 
-    def follow(self, cursor: int) -> int:
+    def follow(self, cursor: int, driving: bool = False) -> int:
         return 0
 
     def unfollow(self, reader: int) -> None:

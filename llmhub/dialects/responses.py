@@ -215,7 +215,7 @@ class Replay(RunContract):
             raise EventsGone(cursor, self.base)
         return self.events[cursor - self.base:]
 
-    def follow(self, cursor: int) -> int:
+    def follow(self, cursor: int, driving: bool = False) -> int:
         return 0
 
     def unfollow(self, reader: int) -> None:

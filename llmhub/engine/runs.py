@@ -23,8 +23,9 @@ Who ends a run (DESIGN §5; docs/api/hub.md "Runs"):
 How a run ends: any thread may ask (`finish`, `cancel`); the first end asked for wins. Asking
 sets the run's final status at once, wakes its driver and shuts the upstream socket. The
 run's driver, the one thread that does its work (`drive`: its client's handler, or a worker
-for a stream that must outlive its client), then concludes it: counts what it spent, runs its finish hooks
-(persistence), leaves the registry (which records it once) and publishes its closing events.
+for a stream that must outlive its client), then concludes it: counts what it spent, runs
+its finish hooks (persistence), leaves the registry (which records it once) and publishes
+its closing events.
 A run that no thread drives (its work not yet taken) is concluded by the thread that asked.
 So persistence and recording never run on a canceller's thread, and never twice.
 
@@ -109,8 +110,10 @@ class RunContract:
         EventsGone if the log no longer holds `cursor`."""
         raise NotImplementedError
 
-    def follow(self, cursor: int) -> int:
-        """Register a reader from `cursor` (its events are kept for it); its key."""
+    def follow(self, cursor: int, driving: bool = False) -> int:
+        """Register a reader from `cursor` (its events are kept for it); its key.
+        `driving`: the reader is the thread that will drive the run (Engine.drive with
+        `deliver`): it takes events between appends, so the log never holds it back."""
         raise NotImplementedError
 
     def unfollow(self, reader: int) -> None:
@@ -198,8 +201,6 @@ class Run(RunContract):
         return self.log.read(cursor, timeout, reader)
 
     def follow(self, cursor: int, driving: bool = False) -> int:
-        """`driving`: the reader is the thread that will drive the run (Engine.drive with
-        `deliver`): it takes events between appends, so the log never holds it back."""
         return self.log.follow(cursor, driving)
 
     @property

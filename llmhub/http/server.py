@@ -52,7 +52,7 @@ from llmhub.errors import (BadRequest, Forbidden, HubError, Unauthorized, Unsupp
 from llmhub.http import routes
 from llmhub.http.framing import FramingError, RequestReader, check_length
 from llmhub.http.origins import OriginPolicy
-from llmhub.http.sockets import Deadlines, HangupWatch, peer_closed, writable
+from llmhub.http.sockets import Deadlines, HangupWatch, RecvSize, peer_closed, writable
 from llmhub.http.streaming import Pinger, Pump
 from llmhub.ids import SAFE_ID
 from llmhub.redaction import redact_error
@@ -70,7 +70,6 @@ CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, Ti
 EXPOSED_HEADERS = "X-Run-Id, X-Request-Id, lb-thread-id, X-Llmhub-Resumable"
 DISCARD_LIMIT = 65536      # an unwanted body up to this size is read and dropped, so the
                            # connection survives an early 401/404; a larger one closes it
-RECV_SIZE = 65536          # one read of a request: a head, or a piece of a large body
 LINGER_SECONDS = 5.0       # lingering close (as nginx's): after an early answer, read and
 LINGER_IDLE = 1.0          # drop what the client still sends, so that a client writing its
 LINGER_BYTES = 64 << 20    # whole body before reading gets the answer, not a reset
@@ -503,6 +502,7 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         self.rfile.close()   # requests are read through `requests`, writes through a
         self.requests = RequestReader(self._recv)             # writer that keeps a deadline
+        self.recv_size = RecvSize()            # an idle keep-alive connection holds its recv
         self.wfile = DeadlineWriter(self.connection, self)
         self.server.deadlines.add(self)
 
@@ -563,7 +563,7 @@ class Handler(BaseHTTPRequestHandler):
         clock = self.clock
         if clock.request_ends is not None and time.monotonic() >= clock.request_ends:
             raise TimeoutError("the request took longer than read_timeout_seconds")
-        data = self.connection.recv(RECV_SIZE)
+        data = self.recv_size.recv(self.connection)
         if data and clock.phase in WAITING:
             self.enter(Phase.HEAD)
         elif data and clock.phase is Phase.BODY:
@@ -822,8 +822,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return out.start(b"")                  # the headers a GET would get, no body
         driven = isinstance(run, Run) and run.drivable
-        reader = run.follow(response.cursor, driven) if driven else \
-            run.follow(response.cursor)            # before launch: no event is trimmed unseen
+        reader = run.follow(response.cursor, driven)   # before launch: nothing trimmed unseen
         pump = Pump(run, renderer, out, self.server.hub.config.server.ping_interval_seconds,
                     response.cursor, reader)
         with self.server.busy():

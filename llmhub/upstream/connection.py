@@ -24,6 +24,7 @@ from typing import Callable
 
 from llmhub.http.protocol import (CLOSED, END, NEED_DATA, Head, Limits, ProtocolError, Reader,
                                   Truncated)
+from llmhub.http.sockets import RecvSize
 
 __all__ = ["Connection", "Response", "ProtocolError", "Incomplete", "Closed", "before_wait",
            "waiting"]
@@ -72,6 +73,7 @@ class Connection:
         self.sock = sock
         self.host_header = host_header
         self.reader = Reader(_status_line, LIMITS, noun="reply")
+        self.recv_size = RecvSize()
 
     @classmethod
     def open(cls, host: str, port: int | None, https: bool, timeout: float) -> "Connection":
@@ -125,7 +127,7 @@ class Connection:
     def fill(self) -> bool:
         """Read once more into the reader; False at EOF."""
         waiting()
-        data = self.sock.recv(RECV_SIZE)
+        data = self.recv_size.recv(self.sock)
         self.reader.feed(data)
         return bool(data)
 
