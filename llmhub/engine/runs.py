@@ -49,6 +49,7 @@ from llmhub.errors import Conflict, HubError, NotFound
 from llmhub.events import Done, Error, Start, Usage
 from llmhub.redaction import redact_error
 from llmhub.transcript import Transcript
+from llmhub.upstream.connection import waiting
 from llmhub.upstream.gate import Place, background
 
 __all__ = ["RunContract", "Run", "Registry", "TooManyRuns", "EventsGone", "TRIMMED", "transition",
@@ -362,6 +363,9 @@ class Run(RunContract):
                 return
             self._concluding = True
         try:
+            # A reader driving the run gets its last tokens before the hooks store them:
+            # a thread's write must not hold them back (upstream.connection.before_wait).
+            waiting()
             if self.usage is None:
                 self.usage = estimated_usage(self)
             self._run_hooks()

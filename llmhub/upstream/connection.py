@@ -47,10 +47,11 @@ _UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
 # The server closed the connection before the body it announced was complete.
 Incomplete = Truncated
 
-# What this thread does before it blocks waiting on an upstream. A stream driven in its
-# client's handler thread (Engine.drive with `deliver`) writes out what the last read
-# brought, so one read's chunks go to the client in one write, and nothing waits in the
-# hub while the model is silent.
+# What this thread does before it blocks waiting on an upstream, and before a run it
+# drives is concluded (runs.Run._conclude). A stream driven in its client's handler thread
+# (Engine.drive with `deliver`) writes out what the last read brought, so one read's
+# chunks go to the client in one write, and nothing waits in the hub while the model is
+# silent or the reply is being stored.
 before_wait: ContextVar[Callable[[], None] | None] = ContextVar("before_wait", default=None)
 
 
