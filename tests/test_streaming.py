@@ -24,8 +24,8 @@ class Writer:
         assert data, "an empty piece would end a chunked body"
         self.parts.append(("send", data))
 
-    def end(self) -> None:
-        self.parts.append(("end", b""))
+    def end(self, data: bytes = b"") -> None:
+        self.parts.append(("end", data))
 
     def client_gone(self) -> bool:
         return self.gone
@@ -97,7 +97,7 @@ def test_an_eager_renderer_opens_before_the_first_event():
     run, writer = started_run(), Writer()
     run.finish("complete")
     Pump(run, Eager(), writer, ping_every=10).pump()
-    assert writer.parts[0] == ("start", b"meta;") and writer.parts[-1] == ("end", b"")
+    assert writer.parts == [("start", b"meta;"), ("end", b".")]   # the last piece ends it
 
 
 # --- driven: the run's driver writes between reads (Pump.flush), the pinger pings -------------
@@ -124,7 +124,7 @@ def test_a_flush_writes_what_one_read_brought_in_one_piece_and_leaves_the_end_to
     pump.flush()
     assert writer.parts == [("start", b"Hello"), ("send", b"!")]
     pump.pump()
-    assert writer.parts[-2:] == [("send", b"."), ("end", b"")]
+    assert writer.parts[-1] == ("end", b".")       # the last piece and the end: one write
 
 
 def test_a_driven_reader_never_holds_its_own_writer_back():

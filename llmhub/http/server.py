@@ -396,9 +396,11 @@ class StreamOut:
         self.handler._capture(data)
         self.handler.wfile.write(self._frame(data))
 
-    def end(self) -> None:
-        if self.chunked:
-            self.handler.wfile.write(LAST_CHUNK)
+    def end(self, data: bytes = b"") -> None:
+        self.handler._capture(data)
+        last = (self._frame(data) if data else b"") + (LAST_CHUNK if self.chunked else b"")
+        if last:
+            self.handler.wfile.write(last)
 
     def client_gone(self) -> bool:
         return peer_closed(self.handler.connection)

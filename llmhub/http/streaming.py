@@ -33,8 +33,8 @@ class StreamWriter(Protocol):
     def send(self, data: bytes) -> None:   # one piece of the body; never empty
         ...
 
-    def end(self) -> None:                 # the body's end, where the framing has one
-        ...
+    def end(self, data: bytes = b"") -> None:   # the last piece and the body's end, in
+        ...                                      # one write (where the framing has an end)
 
     def client_gone(self) -> bool:
         ...
@@ -135,11 +135,16 @@ class Pump:
         self.cursor += len(events)
         if not self.writer.started and events[0].kind == "error":
             raise error_of(events[0])
-        self._write(b"".join(self.renderer.render(event) for event in events))
-        if events[-1].kind == "done":
+        data = b"".join(self.renderer.render(event) for event in events)
+        if events[-1].kind != "done":
+            self._write(data)
+            return False
+        if self.writer.started:
+            self.writer.end(data)          # one write, one packet: the client wakes once
+        else:
+            self.writer.start(data)
             self.writer.end()
-            return True
-        return False
+        return True
 
     def _ping(self) -> None:
         self.next_ping = time.monotonic() + self.ping_every
