@@ -254,7 +254,7 @@ class HubServer(ThreadingHTTPServer):
         self.per_client: dict[str, int] = {}   # open connections by client address
         self._busy_cond = threading.Condition()
         self.hangups = HangupWatch()       # clients of runs driven in their handler's thread
-        self.pinger = Pinger()             # … and the pings of such streams
+        self.pinger = Pinger(hub.config.server.ping_interval_seconds)   # … and their pings
         self.deadlines = Deadlines(interval=0.25)   # every connection's read/write limit
         self.origins = OriginPolicy(hub.config.server)
         hub.routes = routes.ROUTES   # for /help and /openapi.json, without an import cycle

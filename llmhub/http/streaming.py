@@ -172,9 +172,9 @@ class Pinger(Ticker):
     """Pings for driven streams (Pump.flush), whose one thread is blocked on the upstream
     while it is silent: one thread for all of them, on a clock."""
 
-    def __init__(self, interval: float = 0.05) -> None:
+    def __init__(self, ping_every: float) -> None:
         super().__init__("pinger")
-        self.interval = interval
+        self.interval = min(1.0, max(0.05, ping_every / 10))   # a ping is at most 10% late
         self._pumps: set[Pump] = set()
 
     def add(self, pump: Pump) -> None:
