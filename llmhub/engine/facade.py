@@ -38,7 +38,7 @@ from llmhub.store.responses import ResponseStore
 from llmhub.store.retention import Upkeep
 from llmhub.store.threads import ThreadStore
 from llmhub.upstream.base import Upstream, speaks
-from llmhub.upstream.connection import before_wait
+from llmhub.waiting import delivering
 
 __all__ = ["Access", "ChatRequest", "Native", "Relay", "Chain", "Prompt", "Resent", "Stateless",
            "Summary", "ThreadTurn", "Target", "Engine", "summary_prompt"]
@@ -98,16 +98,14 @@ class Engine:
         """Do a prepared run's work in this thread until the run ends; once only. Without
         `deliver`, for a caller awaiting the whole reply: that caller, not a reader of its
         events, is then the client whose leaving ends it. With it, for a stream's one
-        reader: `deliver` is called each time the work is about to wait on the upstream, to
-        write out what the run has made so far."""
+        reader: `deliver` is called each time the work is about to wait on the upstream, and
+        once more before the run's finish hooks store it, to write out what the run has
+        made so far."""
         if deliver is None:
             run.drive(awaited=True)
             return
-        token = before_wait.set(deliver)
-        try:
+        with delivering(deliver):
             run.drive()
-        finally:
-            before_wait.reset(token)
 
     def keep_response(self, run: Run, metadata: dict) -> None:
         """Keep a prepared /responses run in the seed's responses table, to its end."""

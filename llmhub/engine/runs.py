@@ -49,8 +49,8 @@ from llmhub.errors import Conflict, HubError, NotFound
 from llmhub.events import Done, Error, Start, Usage
 from llmhub.redaction import redact_error
 from llmhub.transcript import Transcript
-from llmhub.upstream.connection import waiting
 from llmhub.upstream.gate import Place, background
+from llmhub.waiting import waiting
 
 __all__ = ["RunContract", "Run", "Registry", "TooManyRuns", "EventsGone", "TRIMMED", "transition",
            "estimated_usage", "QUEUED", "STREAMING", "COMPLETED", "CANCELLED", "FAILED", "FINAL"]
@@ -363,9 +363,12 @@ class Run(RunContract):
                 return
             self._concluding = True
         try:
-            # A reader driving the run gets its last tokens before the hooks store them:
-            # a thread's write must not hold them back (upstream.connection.before_wait).
+            # A reader driving the run gets its last tokens before the hooks store them
+            # (llmhub.waiting); its failing to must not keep them from being stored.
             waiting()
+        except Exception:
+            log.exception("delivering the last of run %s failed", self.id)
+        try:
             if self.usage is None:
                 self.usage = estimated_usage(self)
             self._run_hooks()

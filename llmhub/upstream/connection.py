@@ -19,17 +19,15 @@ import socket
 import ssl
 import struct
 import sys
-from contextvars import ContextVar
-from typing import Callable
 
 from llmhub.http.protocol import (CLOSED, END, NEED_DATA, Head, Limits, ProtocolError, Reader,
                                   Truncated)
 from llmhub.http.sockets import RecvSize
+from llmhub.waiting import waiting
 
-__all__ = ["Connection", "Response", "ProtocolError", "Incomplete", "Closed", "before_wait",
-           "waiting"]
+__all__ = ["Connection", "Response", "ProtocolError", "Incomplete", "Closed"]
 
-RECV_SIZE = 65536
+READ_MOST = 65536       # read1's default: the most body bytes one call returns
 # the status line and headers together as http.client allows per line; a chunk size line
 # with room for extensions; trailers as many as a server may send
 LIMITS = Limits(head=65536, headers=100, chunk_line=4096, trailers=65536)
@@ -47,21 +45,6 @@ _UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
 # The server closed the connection before the body it announced was complete.
 Incomplete = Truncated
 
-# What this thread does before it blocks waiting on an upstream, and before a run it
-# drives is concluded (runs.Run._conclude). A stream driven in its client's handler thread
-# (Engine.drive with `deliver`) writes out what the last read brought, so one read's
-# chunks go to the client in one write, and nothing waits in the hub while the model is
-# silent or the reply is being stored.
-before_wait: ContextVar[Callable[[], None] | None] = ContextVar("before_wait", default=None)
-
-
-def waiting() -> None:
-    """About to block on an upstream: run this thread's `before_wait`, if it has one."""
-    hook = before_wait.get()
-    if hook is not None:
-        hook()
-
-
 class Closed(ConnectionError):
     """The server closed the connection before sending a byte of its reply: on a kept-alive
     connection, the sign that it was closed while idle."""
@@ -74,7 +57,7 @@ class Connection:
         self.sock = sock
         self.host_header = host_header
         self.reader = Reader(_status_line, LIMITS, noun="reply")
-        self.recv_size = RecvSize()
+        self.recv_size = RecvSize(tls=isinstance(sock, ssl.SSLSocket))
 
     @classmethod
     def open(cls, host: str, port: int | None, https: bool, timeout: float) -> "Connection":
@@ -192,7 +175,7 @@ class Response:
         """True once the whole body has been read."""
         return self._done
 
-    def read1(self, size: int = RECV_SIZE) -> bytes:
+    def read1(self, size: int = READ_MOST) -> bytes:
         """Body bytes already here, or one recv's worth; b'' at the end."""
         reader = self.conn.reader
         while not self._done:
