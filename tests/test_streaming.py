@@ -7,7 +7,7 @@ import pytest
 from llmhub.engine.runs import Registry
 from llmhub.errors import HubError, UpstreamError
 from llmhub.events import TextDelta
-from llmhub.http.streaming import Pump
+from llmhub.http.streaming import Pinger, Pump
 from llmhub.wire import StreamRenderer
 
 
@@ -165,6 +165,7 @@ def test_a_renderer_bug_in_a_flush_fails_the_run_and_is_raised_after():
 
 def test_the_pinger_pings_only_when_due_writable_and_not_writing():
     run, writer, pump = driven()
+    pump.pinging = True                             # as Pinger.add does
     pump.keep_pinging(pump.next_ping - 1)           # not due
     writer.full = True
     pump.keep_pinging(pump.next_ping)               # due, but a write could block
@@ -175,4 +176,16 @@ def test_the_pinger_pings_only_when_due_writable_and_not_writing():
     assert writer.parts == []
     pump.keep_pinging(pump.next_ping)
     assert writer.parts == [("start", b"p")]
+    run.cancel()
+
+
+def test_a_tick_that_took_a_pump_before_it_left_the_pinger_writes_nothing():
+    # A tick copies the pinger's pumps, then pings each: one discarded in between has
+    # ended its stream, and its connection may already carry the next reply.
+    run, writer, pump = driven()
+    pinger = Pinger(ping_every=10)
+    pinger.add(pump)
+    pinger.discard(pump)
+    pump.keep_pinging(pump.next_ping)               # the late tick
+    assert writer.parts == []
     run.cancel()

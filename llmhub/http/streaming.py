@@ -22,6 +22,7 @@ from llmhub.http.sockets import Ticker
 
 __all__ = ["Pump", "StreamWriter", "Pinger"]
 
+
 class StreamWriter(Protocol):
     @property
     def started(self) -> bool:             # the headers (and so a 200) have gone out
@@ -44,7 +45,9 @@ class StreamWriter(Protocol):
 
 
 class Pump:
-    """Streams `run` from event `cursor` on, as the follower `reader` (Run.follow).
+    """Streams `run` from event `cursor` on, as the reader `reader` (Run.follow): following
+    it (`pump`), or driven by its driver (`flush` before each wait on the upstream, then
+    `pump` for the closing events).
 
     A run that fails before anything went out raises its error, so the server can still
     answer with a real status; a client that leaves raises ConnectionResetError.
@@ -60,6 +63,7 @@ class Pump:
         self.ping_every, self.cursor, self.reader = ping_every, cursor, reader
         self.next_ping = 0.0
         self.broken: BaseException | None = None   # a driven write failed: what pump() raises
+        self.pinging = False                       # the Pinger may write (under the lock)
         self._opened = False
         self._lock = threading.Lock()              # the driver's writes and the pinger's
 
@@ -123,12 +127,18 @@ class Pump:
                 not self._lock.acquire(blocking=False):
             return
         try:
-            if self.writer.writable():
+            if self.pinging and self.writer.writable():
                 self._ping()
         except OSError as exc:
             self._gone(exc)
         finally:
             self._lock.release()
+
+    def stop_pinging(self) -> None:
+        """No tick of the pinger writes from now on, not even one that took this pump just
+        before: the connection may be carrying the next request's reply by then."""
+        with self._lock:
+            self.pinging = False
 
     def _deliver(self, events: list) -> bool:
         """Render and write `events`; True once the last was `done` (the body ended)."""
@@ -178,6 +188,7 @@ class Pinger(Ticker):
         self._pumps: set[Pump] = set()
 
     def add(self, pump: Pump) -> None:
+        pump.pinging = True
         with self._lock:
             self._pumps.add(pump)
             self._wanted()
@@ -185,6 +196,7 @@ class Pinger(Ticker):
     def discard(self, pump: Pump) -> None:
         with self._lock:
             self._pumps.discard(pump)
+        pump.stop_pinging()
 
     def _busy(self) -> bool:
         return bool(self._pumps)
