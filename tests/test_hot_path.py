@@ -80,3 +80,25 @@ def test_recv_asks_for_little_until_reads_fill_it_and_gets_every_byte():
         left.sendall(b"y")
         size.recv(right)
         assert size.size == RecvSize.least          # quiet again: a small buffer while it waits
+
+
+def test_over_tls_a_read_of_a_whole_record_counts_as_full():
+    # An SSL socket's recv returns one record at most: 16 KiB asked 64 is no short read.
+    class Records:
+        def __init__(self, sizes):
+            self.sizes = iter(sizes)
+
+        def recv(self, asked):
+            return b"x" * min(asked, next(self.sizes))
+    size = RecvSize(tls=True)
+    records = Records([16384] * 4 + [300])
+    asked = []
+    for _ in range(5):
+        asked.append(size.size)
+        size.recv(records)
+    assert asked == [2048, 8192, 32768, 65536, 65536]   # grows, then stays at the most …
+    assert size.size == RecvSize.least                   # … until a record comes short
+    plain = RecvSize()
+    plain.size = RecvSize.most
+    plain.recv(Records([16384]))
+    assert plain.size == RecvSize.least                  # plain TCP: 16 KiB of 64 is short

@@ -72,18 +72,24 @@ class RecvSize:
     after each read that filled it, up to `most`. A recv blocked on a silent peer holds a
     buffer of the size it asked for the whole time it waits: a thousand held streams asking
     for 64 KiB each held 56 KiB apiece (tracemalloc), where a token's chunk is a few hundred
-    bytes. A bulk transfer fills its reads, and is at `most` after two of them."""
+    bytes. A bulk transfer fills its reads, and is at `most` after two of them.
 
-    __slots__ = ("size",)
+    Over TLS one recv returns at most one record (16 KiB of plaintext), so a read that
+    brought a whole record counts as full."""
+
+    __slots__ = ("size", "record")
     least, most = 2048, 65536
+    TLS_RECORD = 16384
 
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         self.size = self.least
+        self.record = self.TLS_RECORD if tls else self.most
 
     def recv(self, sock: socket.socket) -> bytes:
         size = self.size
         data = sock.recv(size)
-        self.size = min(size * 4, self.most) if len(data) == size else self.least
+        full = len(data) >= min(size, self.record)
+        self.size = min(size * 4, self.most) if full else self.least
         return data
 
 
