@@ -6,9 +6,11 @@ import base64
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -16,6 +18,8 @@ import pytest
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream, raw_exchange, sse_events
 from support import wait_for
+
+from llmhub.http.server import Phase
 
 HI = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "m", "messages": HI}
@@ -220,16 +224,11 @@ def test_a_held_stream_costs_one_hub_thread(make_hub, fake):
     assert grown <= 2 * count + 6, f"{grown} threads for {count} held streams"   # 3 each: 50
 
 
-@pytest.mark.parametrize("resumable", [False, True], ids=["driven", "followed"])
-def test_a_client_that_stops_reading_stops_the_upstream_too(make_hub, fake, resumable):
-    # Driven: the handler's thread reads the upstream and blocks writing to the client, so
-    # the upstream waits with it. Followed (a resumable stream, read by a worker): the
-    # run's log holds the worker back at stream_buffer_bytes.
-    hub = make_hub({"server": {"read_timeout_seconds": 2, "stream_buffer_bytes": 65536},
-                    "responses": {"resume_grace_seconds": 0}})
-    fake.enqueue(Script(chunks=["x" * 200] * 100_000, unbatched=True))   # ~25 MB
-    stalled = __import__("socket").socket()
-    stalled.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 4096)
+def stalled_stream(hub, fake, resumable: bool) -> socket.socket:
+    """A client that asks for a long stream (~25 MB) and reads none of it."""
+    fake.enqueue(Script(chunks=["x" * 200] * 100_000, unbatched=True))
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.connect(hub.server_address[:2])
     body = json.dumps({**CHAT, "stream": True}).encode()
     extra = b"X-Llmhub-Resumable: 1\r\n" if resumable else b""
@@ -237,6 +236,24 @@ def test_a_client_that_stops_reading_stops_the_upstream_too(make_hub, fake, resu
                     b"application/json\r\n%sContent-Length: %d\r\n\r\n%s"
                     % (extra, len(body), body))
     assert fake.wait_requests(1)
+    return stalled
+
+
+def blocked_writing(hub, for_at_least: float = 0.0) -> bool:
+    """A handler has been in one write to its client for `for_at_least` seconds."""
+    now = time.monotonic()
+    return any(clock.phase is Phase.WRITING and now - clock.since >= for_at_least
+               for clock in (handler.clock for handler in hub.deadlines.holders()))
+
+
+@pytest.mark.parametrize("resumable", [False, True], ids=["driven", "followed"])
+def test_a_client_that_stops_reading_stops_the_upstream_too(make_hub, fake, resumable):
+    # Driven: the handler's thread reads the upstream and blocks writing to the client, so
+    # the upstream waits with it. Followed (a resumable stream, read by a worker): the
+    # run's log holds the worker back at stream_buffer_bytes.
+    hub = make_hub({"server": {"read_timeout_seconds": 2, "stream_buffer_bytes": 65536},
+                    "responses": {"resume_grace_seconds": 0}})
+    stalled = stalled_stream(hub, fake, resumable)
     assert wait_for(lambda: live_runs(hub))
     run = live_runs(hub)[0]
     received = fake.chat_requests()[0]
@@ -249,6 +266,25 @@ def test_a_client_that_stops_reading_stops_the_upstream_too(make_hub, fake, resu
     assert fake.aborted.wait(15)
     assert run.status == "cancelled" and run.cancel_reason == "client_gone"
     assert not received.finished.is_set() and received.sent_bytes < 10 << 20   # of ~25 MB
+    stalled.close()
+
+
+@pytest.mark.parametrize("resumable", [False, True], ids=["driven", "followed"])
+def test_a_cancel_by_id_frees_a_stream_whose_client_stopped_reading(make_hub, fake, resumable):
+    # The thread blocked writing to that client is the run's driver (or its pump): a cancel
+    # by id must not leave it, the run unstored and the connection held for
+    # read_timeout_seconds (a minute here).
+    hub = make_hub({"server": {"stream_buffer_bytes": 65536},
+                    "responses": {"resume_grace_seconds": 0}})
+    stalled = stalled_stream(hub, fake, resumable)
+    assert wait_for(lambda: live_runs(hub))
+    run = live_runs(hub)[0]
+    assert wait_for(lambda: blocked_writing(hub, for_at_least=0.5), 10)   # the buffers full
+    status, _, body = call(hub.url, "POST", f"/v1/runs/{run.id}/cancel")
+    assert status == 200 and body["status"] == "cancelled"
+    assert run.wait(10) and run.cancel_reason == "cancelled"     # concluded: stored
+    assert fake.aborted.wait(10)                                 # the model stopped
+    assert wait_for(lambda: not blocked_writing(hub), 10)        # the handler is free
     stalled.close()
 
 

@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, unquote
 from llmhub import __version__
 from llmhub.dialects import service
 from llmhub.engine import accounting
-from llmhub.engine.runs import COMPLETED, Run
+from llmhub.engine.runs import CANCELLED, COMPLETED, Run
 from llmhub.errors import (BadRequest, Forbidden, HubError, Unauthorized, UnsupportedMediaType,
                            UpgradeRequired)
 from llmhub.http import routes
@@ -73,6 +73,8 @@ DISCARD_LIMIT = 65536      # an unwanted body up to this size is read and droppe
 LINGER_SECONDS = 5.0       # lingering close (as nginx's): after an early answer, read and
 LINGER_IDLE = 1.0          # drop what the client still sends, so that a client writing its
 LINGER_BYTES = 64 << 20    # whole body before reading gets the answer, not a reset
+CANCELLED_WRITE_GRACE = 1.0   # seconds a write of a cancelled run may block on a client
+                              # that reads nothing, before the client is dropped
 # Request ids only correlate log lines: a seeded PRNG is enough, and far cheaper than uuid4.
 # (Run ids, which authorise a cancel, stay uuid4.)
 _request_ids = random.Random()
@@ -554,8 +556,15 @@ class Handler(BaseHTTPRequestHandler):
 
     @property
     def expires_at(self) -> float | None:
-        """For the Deadlines: when this connection's phase is over."""
-        return self.clock.expires
+        """For the Deadlines: when this connection's phase is over. A write of a cancelled
+        run gives way within CANCELLED_WRITE_GRACE: the thread blocked in it is the run's
+        driver (or its pump), and a cancel by id, a shutdown or an unload waits for that
+        thread to store what the run made, not for read_timeout_seconds."""
+        clock, run = self.clock, self.state.run
+        if clock.phase is Phase.WRITING and run is not None and run.status == CANCELLED \
+                and clock.expires is not None:
+            return min(clock.expires, clock.since + CANCELLED_WRITE_GRACE)
+        return clock.expires
 
     def _recv(self) -> bytes:
         """The next bytes from the client, for `requests`. A per-recv timeout never trips on
