@@ -68,6 +68,10 @@ FIGURES = (("non-stream hub CPU µs/request", "complete", 1), ("non-stream p50 m
 
 
 BLOCKS_PER_PROCESS = 2   # then both hubs are started afresh (the docstring says why)
+# While one hub is measured, the other's client connection sits idle for a whole block
+# (seconds at --per-block 500); past the hub's 5 s keep-alive default it is closed, and the
+# next request dies with BrokenPipeError.
+HUB_ENV = {"LLMHUB_SERVER_KEEPALIVE_TIMEOUT_SECONDS": "300"}
 
 
 def compare(hubs: dict, blocks: int, per_block: int, values: dict | None = None) -> dict:
@@ -126,7 +130,7 @@ def main(ref: str, blocks: int = 12, per_block: int = 200) -> list[list]:
             started_hubs = {}
             for label, root in trees if done % 4 == 0 else trees[::-1]:   # who starts first
                 process, url = start_hub(upstream, folder / f"{done}-{label[:4]}.db",
-                                         root=root)
+                                         HUB_ENV, root=root)
                 processes.append(process)
                 started_hubs[label] = (process, url)
             hubs = {label: started_hubs[label] for label, _ in trees}
