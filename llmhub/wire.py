@@ -16,6 +16,7 @@ remember them:
 import json
 import re
 from dataclasses import dataclass, field
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Callable, Generator, Iterable
 
 from llmhub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -31,9 +32,28 @@ __all__ = [
 BOM = b"\xef\xbb\xbf"
 LAST_CHUNK = b"0\r\n\r\n"
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
-# json.dumps with arguments builds a JSONEncoder per call; one made once encodes the same
-# (it keeps no state between calls) ~1 µs sooner, and every streamed chunk is encoded
-_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _compact_encoder() -> Callable[[Any], str]:
+    """Compact JSON (`separators=(",", ":")`, `ensure_ascii=False`), as json.dumps gives it.
+
+    JSONEncoder.encode builds a new C encoder (c_make_encoder) on every call; every reply
+    and every streamed chunk is encoded, so the C encoder is built once here and called
+    directly (~2 µs a call sooner). It is built without circular-reference markers: one
+    shared markers dict would be shared by all threads (two encoding the same object at
+    once would see a false cycle) and is left dirty by a failed encode. A cycle, which the
+    hub never builds, is then a RecursionError instead of a ValueError; the text is the same.
+    """
+    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+    if c_make_encoder is None:                 # a Python without the _json accelerator
+        return encoder.encode
+    scan = c_make_encoder(None, encoder.default, encode_basestring, None,
+                          encoder.key_separator, encoder.item_separator,
+                          encoder.sort_keys, encoder.skipkeys, encoder.allow_nan)
+    return lambda obj: "".join(scan(obj, 0))
+
+
+_compact = _compact_encoder()
 
 
 # --- responses a view can return -------------------------------------------------------------
