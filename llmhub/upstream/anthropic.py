@@ -27,7 +27,7 @@ from llmhub.redaction import public_url, redact, upstream_secrets
 from llmhub.upstream.exchange import Exchange, Pool, Timeouts
 from llmhub.upstream.gate import Gate
 from llmhub.upstream.openai import error_message, http_error, sse_events, stream_error
-from llmhub.wire import json_pieces
+from llmhub.wire import json_pieces, json_value
 
 __all__ = ["Anthropic"]
 
@@ -177,7 +177,7 @@ def _decode(payload: str, label: str, secrets=()) -> dict:
     """One stream event's JSON object; anything else (not JSON, not an object, nested past
     what Python's json can read) is a 502 upstream_garbage, as on the OpenAI path."""
     try:
-        data = json.loads(payload)
+        data = json_value(payload)
     except (ValueError, RecursionError):     # 50,000 deep: RecursionError
         data = None
     if not isinstance(data, dict):

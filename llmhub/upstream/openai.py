@@ -35,7 +35,7 @@ from llmhub.upstream.base import Upstream
 from llmhub.upstream.exchange import Exchange, Pool, Timeouts, retry_after
 from llmhub.upstream.gate import Gate
 from llmhub.upstream.sse import EventTooLarge, SSEParser
-from llmhub.wire import json_pieces
+from llmhub.wire import json_pieces, json_value
 
 __all__ = ["OpenAICompatible", "ChatCall", "error_message", "http_error", "stream_error",
            "sse_events", "chunk_events"]
@@ -267,7 +267,7 @@ class ChatCall:
         if payload.strip() == "[DONE]":
             return None
         try:
-            obj = json.loads(payload)
+            obj = json_value(payload)
         except (ValueError, RecursionError):     # deep nesting is RecursionError
             raise UpstreamError(f"{self.upstream.label} sent a stream event that is not JSON: "
                                 f"{redact(payload[:200], self.secrets)!r}",

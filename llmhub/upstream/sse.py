@@ -25,6 +25,34 @@ class SSEParser:
 
     def feed(self, data: bytes) -> list[tuple[str, str]]:
         """Return the (event name, data) pairs completed by `data`."""
+        if self._data or self._event is not None:     # inside an event: line by line
+            return self._lines(data)
+        buffer = self._buffer + data if self._buffer else data
+        cut = buffer.rfind(b"\n\n")
+        if cut < 0:
+            return self._lines(data)
+        self._buffer = b""
+        events = self._blocks(buffer[:cut])
+        if cut + 2 < len(buffer):
+            events += self._lines(buffer[cut + 2:])
+        return events
+
+    def _blocks(self, whole: bytes) -> list[tuple[str, str]]:
+        """The events of `whole`, the text between two event boundaries (a blank line after
+        a line's end: the parser is between events at each `\\n\\n`). A read of a fast
+        stream holds dozens of events, nearly all one `data: ` line: those are taken without
+        the line machinery; any other (a comment, `event:`, CRLF, several lines) goes
+        through it, whole."""
+        events = []
+        for block in whole.split(b"\n\n"):
+            if block.startswith(b"data: ") and b"\n" not in block and b"\r" not in block \
+                    and len(block) - 6 <= self.max_bytes:
+                events.append(("message", block[6:].decode("utf-8", "replace")))
+            elif block:
+                events += self._lines(block + b"\n\n")
+        return events
+
+    def _lines(self, data: bytes) -> list[tuple[str, str]]:
         buffer = self._buffer + data if self._buffer else data
         events, start = [], 0
         while (end := buffer.find(b"\n", start)) >= 0:
