@@ -166,9 +166,18 @@ _SLIM = {"raw"}    # never stored: the relay's copy of the upstream's wire chunk
 def stored(event) -> list:
     """An event as a stored response keeps it: [kind, {fields}], without the raw chunk and
     without fields at their defaults (a long answer is thousands of deltas)."""
-    return [event.kind, {f.name: getattr(event, f.name) for f in fields(event)
-                         if f.name not in _SLIM and getattr(event, f.name) is not None and
-                         getattr(event, f.name) != f.default}]
+    data = {}
+    for name, default in _STORED[type(event)]:
+        value = getattr(event, name)
+        if value is not None and value != default:
+            data[name] = value
+    return [event.kind, data]
+
+
+# Each kind's stored fields and their defaults, once: dataclasses.fields() builds its tuple
+# afresh on every call, and a stored reply calls this for each of its events.
+_STORED = {cls: tuple((f.name, f.default) for f in fields(cls) if f.name not in _SLIM)
+           for cls in KINDS.values()}
 
 
 def from_stored(kind: str, data: dict):
