@@ -13,7 +13,7 @@ from typing import Any
 
 from llmhub.events import ReasoningDelta, TextDelta, ToolCallDelta
 
-__all__ = ["Transcript", "Seen", "chunk", "choice", "delta_of", "finish_reason"]
+__all__ = ["Transcript", "Seen", "chunk", "choice", "delta_of", "finish_reason", "finishes"]
 
 KNOWN_DELTA = {"content", "role", "tool_calls"}
 
@@ -170,6 +170,16 @@ def finish_reason(reason: str | None, status: str, otherwise: str = "stop") -> s
     """Why a choice ended, as the OpenAI-shaped replies say it: the model's own reason, else
     "cancelled" for a run ended before the model finished, else `otherwise`."""
     return reason or ("cancelled" if status == "cancelled" else otherwise)
+
+
+def finishes(chunk: dict) -> bool:
+    """Whether a chat.completion.chunk ends a choice (one of its choices has a
+    finish_reason). Asked of every relayed chunk until one does: a loop, not any() over a
+    generator, which costs twice as much."""
+    for one in chunk.get("choices") or ():
+        if isinstance(one, dict) and one.get("finish_reason"):
+            return True
+    return False
 
 
 def chunk(chunk_id: str | None, created: int | None, model: str | None, choices: list,

@@ -22,7 +22,7 @@ from llmhub.engine.facade import Access, ChatRequest, ThreadTurn
 from llmhub.engine.runs import CANCELLED, COMPLETED
 from llmhub.errors import BadRequest, HubError, NotFound, error_of
 from llmhub.messages import check_metadata, check_thread_id, normalise_message
-from llmhub.transcript import Seen, choice, chunk, delta_of, finish_reason
+from llmhub.transcript import Seen, choice, chunk, delta_of, finish_reason, finishes
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, json_bytes
 
 __all__ = ["name_thread", "error_body", "run_pipe", "list_pipes", "create_thread", "list_threads", "get_thread",
@@ -197,7 +197,7 @@ class PipeStream(StreamRenderer):
                                                         **(choices[0].get("delta") or {})}),
                                 *choices[1:]]
             self.role_sent = True
-        if any(c.get("finish_reason") for c in chunk["choices"] if isinstance(c, dict)):
+        if finishes(chunk):
             held, self.final = self.final, chunk     # with n > 1, an earlier choice's finish
             return frame(held) if held is not None else b""
         return frame(chunk)

@@ -25,7 +25,7 @@ from llmhub.engine.facade import ChatRequest, Stateless
 from llmhub.engine.runs import CANCELLED, FAILED
 from llmhub.errors import BadRequest, HubError, NotFound, error_of
 from llmhub.events import Usage, token_count
-from llmhub.transcript import Seen, choice, chunk, delta_of, finish_reason
+from llmhub.transcript import Seen, choice, chunk, delta_of, finish_reason, finishes
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
 
 __all__ = ["error_body", "chat_completions", "list_models", "get_model", "ChunkStream",
@@ -238,8 +238,7 @@ class ChunkStream(StreamRenderer):
         self.relayed, self.role_sent = raw, True
         chunk = dict(raw, id=self.id)
         chunk.setdefault("object", self.object)
-        self.finish_sent = self.finish_sent or any(
-            isinstance(c, dict) and c.get("finish_reason") for c in chunk["choices"])
+        self.finish_sent = self.finish_sent or finishes(chunk)
         return sse(chunk)
 
     def _build(self, event) -> bytes:

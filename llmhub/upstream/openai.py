@@ -30,7 +30,7 @@ from llmhub.errors import UpstreamError
 from llmhub.events import (Finish, Logprobs, ReasoningDelta, TextDelta, ToolCallDelta, Usage,
                            token_count)
 from llmhub.redaction import public_url, redact, upstream_secrets
-from llmhub.transcript import choice as build_choice, chunk as build_chunk
+from llmhub.transcript import choice as build_choice, chunk as build_chunk, finishes
 from llmhub.upstream.base import Upstream
 from llmhub.upstream.exchange import Exchange, Pool, Timeouts, retry_after
 from llmhub.upstream.gate import Gate
@@ -253,7 +253,7 @@ class ChatCall:
             if chunk is None:                  # [DONE]
                 self.exchange.finish()
                 return
-            finished = finished or _has_finish(chunk)
+            finished = finished or finishes(chunk)
             yield chunk
         if not finished:
             raise UpstreamError(f"{self.upstream.label} at {self.upstream.base_url} ended the "
@@ -567,10 +567,6 @@ def is_count(value) -> bool:
 
 
 # --- chunk helpers ---------------------------------------------------------------------------
-
-def _has_finish(chunk: dict) -> bool:
-    return any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ())
-
 
 def chunks_from_completion(completion: dict) -> Iterator[dict]:
     """A whole chat.completion as the chunks a stream would have carried."""
