@@ -60,6 +60,8 @@ log = logging.getLogger("llmhub.runs")
 QUEUED, STREAMING = "queued", "streaming"
 COMPLETED, CANCELLED, FAILED = "completed", "cancelled", "failed"
 FINAL = (COMPLETED, CANCELLED, FAILED)
+OVER = threading.Event()    # a concluded run's `_over`: waiting for its end returns at once
+OVER.set()
 
 TRANSITIONS = {
     (QUEUED, "start"): STREAMING,
@@ -184,8 +186,10 @@ class Run(RunContract):
         self._driver: int | None = None    # the thread doing the run's work, while it does
         self._concluding = False
         self._departures = 0               # readers that left: only the last one's grace counts
-        self._over = threading.Event()     # set once concluded: waiting for the end must not
-                                           # wake on every token, as the log's condition does
+        # Set once concluded: waiting for the end must not wake on every token, as the log's
+        # condition does. Made by the first wait (a run driven in its caller's thread ends
+        # before anyone waits), OVER once concluded.
+        self._over: threading.Event | None = None
 
     # -- reading -----------------------------------------------------------------------------
     # The contract only reads events, base and status; a live run derives them (a replay
@@ -230,7 +234,11 @@ class Run(RunContract):
             self.cancel("client_gone")
 
     def wait(self, timeout: float | None) -> bool:
-        return self._over.wait(timeout)
+        with self._lock:
+            if self._over is None:
+                self._over = threading.Event()
+            over = self._over
+        return over.wait(timeout)
 
     # -- who ends it -------------------------------------------------------------------------
     def detach(self) -> None:
@@ -412,7 +420,10 @@ class Run(RunContract):
         if not self.closing or self.closing[-1].kind != "done":
             self.closing = self._closing_events()
         self.log.extend(self.closing)
-        self._over.set()
+        with self._lock:
+            over, self._over = self._over, OVER
+        if over is not None:
+            over.set()
 
     # -- what it is --------------------------------------------------------------------------
     @property
