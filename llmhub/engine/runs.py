@@ -482,7 +482,7 @@ class Registry:
         (429) when that key already has so many live. A batch line's run (made under
         gate.background) neither counts nor is refused: `[batches] max_parallel_lines`
         bounds those, and a running batch never takes its owner's interactive runs."""
-        run_id = run_id or "run_" + ids.uuid4().hex
+        run_id = run_id or "run_" + ids.uuid4_hex()
         caller = accounting.current.get()           # whose request made it, by key name
         info.setdefault("key", caller.key)
         info.setdefault("route", caller.route)
