@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "llmhub"
 
 # The shared vocabulary at the top of the package: every group may use it.
 VOCABULARY = {"errors", "events", "transcript", "context", "wire", "ids", "redaction", "config",
-              "messages", "logs"}
+              "messages", "logs", "waiting"}
 # The application's assembly (and its entry points) may import anything.
 ASSEMBLY = {"hub", "cli", "__main__", "__init__"}
 # Protocol leaves of http/ that the upstream client shares: they import only vocabulary.
