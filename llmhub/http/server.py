@@ -18,7 +18,8 @@ resumable) is read from the upstream by a worker and followed by the Pump instea
 Sockets stay blocking: the server's Deadlines shut down a connection that outstays its
 phase (`Phase`, `PHASES`): idle keep-alive, a trickled request, a body fallen silent for
 `body_timeout_seconds`, a client that stopped reading. The phase changes only in
-`Handler.enter`, which stamps it and its deadline together in one `Clock`.
+`Handler.enter`, which stamps it and its deadlines together in one tuple (a `Clock`'s
+fields), swapped whole, so that other threads read a consistent set without a lock.
 
 Connection slots are counted per client address as well as in all: one address may hold
 `max_connections_per_client`, so a client trickling bodies into every slot it can get
@@ -185,34 +186,41 @@ class Phase(enum.Enum):
     SERVING = "serving"    # the view runs: a run may take as long as it takes
     WRITING = "writing"    # one write to the client, inside any of the others
 
+    # Members are singletons compared by identity, so they may hash by it too: Enum's own
+    # __hash__ is Python code, and each phase change looks its phase up in a dict.
+    __hash__ = object.__hash__
 
-# Each phase's timeout, as a [server] setting. A request's own phases (HEAD, BODY) end by
-# read_timeout_seconds from its first byte as well: a body trickled a byte per few seconds
+
+# Each phase's timeout, as a [server] setting, and what it does to the request's own
+# deadline: a request's phases (HEAD, BODY) end by read_timeout_seconds from its first byte
+# as well, which HEAD "starts" and BODY "keeps": a body trickled a byte per few seconds
 # restarts its silence clock forever, but not that one.
 PHASES = {
-    Phase.NEW: "head_timeout_seconds",       # a connection that never sends (slowloris)
-    Phase.IDLE: "keepalive_timeout_seconds",
-    Phase.HEAD: "head_timeout_seconds",
-    Phase.BODY: "body_timeout_seconds",       # of silence: each read restarts it
-    Phase.SERVING: None,
-    Phase.WRITING: "read_timeout_seconds",    # a client that stopped reading a stream
+    Phase.NEW: ("head_timeout_seconds", None),        # one that never sends (slowloris)
+    Phase.IDLE: ("keepalive_timeout_seconds", None),
+    Phase.HEAD: ("head_timeout_seconds", "starts"),
+    Phase.BODY: ("body_timeout_seconds", "keeps"),    # of silence: each read restarts it
+    Phase.SERVING: (None, None),
+    Phase.WRITING: ("read_timeout_seconds", None),    # a client that stopped reading a stream
 }
 WAITING = (Phase.NEW, Phase.IDLE)   # no request begun: may be closed to make room
 
 
-def phase_timeouts(limits) -> dict:
-    """Seconds each phase may last, from [server]; no connection waits for its first
-    request longer than a request may take."""
-    timeouts = {phase: None if key is None else getattr(limits, key)
-                for phase, key in PHASES.items()}
-    timeouts[Phase.NEW] = min(timeouts[Phase.NEW], limits.read_timeout_seconds)
-    return timeouts
+def phase_rules(limits) -> dict:
+    """{phase: (seconds it may last, what it does to the request's deadline)}, from
+    [server]; no connection waits for its first request longer than a request may take."""
+    rules = {phase: (None if key is None else getattr(limits, key), request)
+             for phase, (key, request) in PHASES.items()}
+    rules[Phase.NEW] = (min(limits.head_timeout_seconds, limits.read_timeout_seconds), None)
+    return rules
 
 
 class Clock(NamedTuple):
-    """A connection's phase and deadlines, replaced whole by Handler.enter(). The Deadlines
-    ticker and the eviction of idle connections read it from other threads, without a
-    lock: they take the Clock once and read its fields, never the handler's twice."""
+    """A connection's phase and deadlines, as `Handler.clock` shows them. The handler keeps
+    them as a plain tuple of these fields (`Handler._clock`), replaced whole by
+    Handler.enter(): the Deadlines ticker and the eviction of idle connections read it from
+    other threads, without a lock, so they take it once and read its fields, never the
+    handler's twice."""
     phase: Phase
     since: float                 # when the phase began
     expires: float | None        # past it the Deadlines shut the socket down
@@ -497,7 +505,7 @@ class Handler(BaseHTTPRequestHandler):
         # at a time (slowloris), and clients that stopped reading what they are sent.
         limits = self.server.hub.config.server
         self.read_timeout = limits.read_timeout_seconds
-        self.timeouts = phase_timeouts(limits)
+        self.phases = phase_rules(limits)
         self.enter(Phase.NEW)
         self.evicted = False                   # closed to make room: not to be chosen again
         self.served = 0
@@ -535,24 +543,35 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
     # -- the connection's phases -------------------------------------------------------------
-    clock = Clock(Phase.NEW, 0.0, None, None)   # until setup() enters NEW
+    # Clock's fields as a plain tuple: the phase changes five times a request and at every
+    # write, and a NamedTuple made each time cost more than the rest of enter().
+    _clock: tuple = (Phase.NEW, 0.0, None, None)   # until setup() enters NEW
 
-    def enter(self, phase: Phase) -> Clock:
+    def enter(self, phase: Phase) -> tuple:
         """The one place the phase changes: the phase and its deadlines are stamped together,
-        in one Clock swapped whole. Returns the Clock it replaced."""
-        now, before = time.monotonic(), self.clock
-        ends = now + self.read_timeout if phase is Phase.HEAD else \
-            before.request_ends if phase is Phase.BODY else None
-        timeout = self.timeouts[phase]
+        in one tuple swapped whole. Returns the one it replaced, for resume()."""
+        now, before = time.monotonic(), self._clock
+        timeout, request = self.phases[phase]
+        if request is None:
+            ends = None
+        elif request == "starts":
+            ends = now + self.read_timeout
+        else:
+            ends = before[3]               # "keeps": the request's own deadline carries on
         expires = None if timeout is None else now + timeout
-        if ends is not None and expires is not None:
-            expires = min(expires, ends)
-        self.clock = Clock(phase, now, expires, ends)
+        if ends is not None and expires is not None and ends < expires:
+            expires = ends
+        self._clock = (phase, now, expires, ends)
         return before
 
-    def resume(self, clock: Clock) -> None:
+    def resume(self, clock: tuple) -> None:
         """Back to the phase a write interrupted, with its deadlines as they were."""
-        self.clock = clock
+        self._clock = clock
+
+    @property
+    def clock(self) -> Clock:
+        """The phase and its deadlines, for another thread (read once: one consistent set)."""
+        return Clock(*self._clock)
 
     @property
     def expires_at(self) -> float | None:
@@ -560,32 +579,34 @@ class Handler(BaseHTTPRequestHandler):
         run gives way within CANCELLED_WRITE_GRACE: the thread blocked in it is the run's
         driver (or its pump), and a cancel by id, a shutdown or an unload waits for that
         thread to store what the run made, not for read_timeout_seconds."""
-        clock, run = self.clock, self.state.run
-        if clock.phase is Phase.WRITING and run is not None and run.status == CANCELLED \
-                and clock.expires is not None:
-            return min(clock.expires, clock.since + CANCELLED_WRITE_GRACE)
-        return clock.expires
+        phase, since, expires, _ = self._clock
+        run = self.state.run
+        if phase is Phase.WRITING and expires is not None and run is not None and \
+                run.status == CANCELLED:
+            return min(expires, since + CANCELLED_WRITE_GRACE)
+        return expires
 
     def _recv(self) -> bytes:
         """The next bytes from the client, for `requests`. A per-recv timeout never trips on
         a client sending one byte every few seconds; here the first byte of a request
         begins its HEAD phase, and each read of a body restarts the BODY phase's silence
         clock (nginx's client_body_timeout), both within the request's own deadline."""
-        clock = self.clock
-        if clock.request_ends is not None and time.monotonic() >= clock.request_ends:
+        phase, _, _, request_ends = self._clock
+        if request_ends is not None and time.monotonic() >= request_ends:
             raise TimeoutError("the request took longer than read_timeout_seconds")
         data = self.recv_size.recv(self.connection)
-        if data and clock.phase in WAITING:
+        if data and phase in WAITING:
             self.enter(Phase.HEAD)
-        elif data and clock.phase is Phase.BODY:
+        elif data and phase is Phase.BODY:
             self.enter(Phase.BODY)
         return data
 
     def handle_one_request(self) -> None:
         self.state = RequestState(None)
-        self.enter(Phase.IDLE if self.served else Phase.NEW)
         if self.requests.pending:      # its first byte came with the request before it
             self.enter(Phase.HEAD)
+        else:
+            self.enter(Phase.IDLE if self.served else Phase.NEW)
         self.command, self.request_version, self.path = "", "HTTP/1.1", ""
         try:
             head = self.requests.read_head()
