@@ -20,7 +20,7 @@ cannot be trusted to be a request. A `RequestReader` is one connection's, fed by
 
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -47,6 +47,8 @@ class RequestHead:
     body: str              # "none", "length" or "chunked"
     length: int = 0        # with body == "length"
     size: int = 0          # bytes the head took
+    fields: dict = field(default_factory=dict)   # {lower-cased name: its first value}: made
+                           # by the framing check, which reads every name anyway
 
 
 class RequestReader:
@@ -180,33 +182,39 @@ def _route_target(method: str, target: str) -> tuple[str, str | None]:
     raise FramingError(f"Bad request target {target[:80]!r}")
 
 
+FRAMING = ("host", "content-length", "transfer-encoding")   # headers that may come once
+
+
 def _check_framing(head: RequestHead) -> None:
-    found: dict[str, list[str]] = {}
+    fields, repeated = head.fields, set()
     for name, value in head.headers:
         lowered = name.lower()
-        if lowered in ("host", "content-length", "transfer-encoding"):
-            found.setdefault(lowered, []).append(value)
-    hosts = found.get("host", [])
-    if len(hosts) > 1:
+        if lowered not in fields:
+            fields[lowered] = value
+        elif lowered in FRAMING:
+            repeated.add(lowered)
+    host = fields.get("host")
+    if "host" in repeated:
         raise FramingError("More than one Host header")
-    if head.version == "HTTP/1.1" and not hosts:
+    if head.version == "HTTP/1.1" and host is None:
         raise FramingError("HTTP/1.1 needs a Host header (RFC 9112 §3.2)")
     if head.authority is None:
-        head.authority = hosts[0] if hosts else None
-    lengths, codings = found.get("content-length", []), found.get("transfer-encoding", [])
-    if lengths and codings:
+        head.authority = host
+    length, coding = fields.get("content-length"), fields.get("transfer-encoding")
+    if length is not None and coding is not None:
         raise FramingError("Content-Length and Transfer-Encoding together (RFC 9112 §6.1)")
-    if len(lengths) > 1:
+    if "content-length" in repeated:
         raise FramingError("More than one Content-Length header")
-    if codings:
-        if len(codings) > 1 or codings[0].lower() != "chunked" or head.version != "HTTP/1.1":
+    if coding is not None:
+        if "transfer-encoding" in repeated or coding.lower() != "chunked" or \
+                head.version != "HTTP/1.1":
+            codings = [v for n, v in head.headers if n.lower() == "transfer-encoding"]
             raise FramingError(f"Transfer-Encoding {', '.join(codings)!r} is not accepted; "
                                "send Content-Length, or exactly 'chunked' over HTTP/1.1")
         head.body = "chunked"
-    elif lengths:
-        value = lengths[0]
-        if not (value.isascii() and value.isdigit()) or len(value) > 18:
-            raise FramingError(f"Content-Length {value[:40]!r} is not a number",
+    elif length is not None:
+        if not (length.isascii() and length.isdigit()) or len(length) > 18:
+            raise FramingError(f"Content-Length {length[:40]!r} is not a number",
                                param="Content-Length")
-        head.length = int(value)
+        head.length = int(length)
         head.body = "length" if head.length else "none"

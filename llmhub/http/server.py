@@ -38,6 +38,7 @@ import socketserver
 import sys
 import threading
 import time
+from email.policy import compat32
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
@@ -87,13 +88,23 @@ _STATUS_LINES = {int(status): f"HTTP/1.1 {int(status)} {phrase}"
 
 class Headers(HTTPMessage):
     """A request's headers: an HTTPMessage (views and the stdlib use its methods) whose
-    lookups, a dozen a request, come from a dict made once. HTTPMessage.get scans every
-    header and lower-cases each name per call: ~10 µs a request in all."""
+    lookups, a dozen a request, come from a dict made once, by the framing check, which
+    reads every name anyway (RequestHead.fields). HTTPMessage.get scans every header and
+    lower-cases each name per call: ~10 µs a request in all."""
 
-    def __init__(self, pairs: list) -> None:
-        super().__init__()
+    # Message.__init__'s attributes as class defaults, so that it need not run for every
+    # request: a request's headers never get a payload, a charset or a preamble of their own.
+    policy = compat32
+    _unixfrom = _payload = _charset = preamble = epilogue = None
+    _default_type = "text/plain"
+
+    def __init__(self, pairs: list, fields: dict | None = None) -> None:
         self._headers = list(pairs)      # compat32 keeps (name, value) as given, so do we
-        self._reindex()
+        self.defects: list = []
+        if fields is None:
+            self._reindex()
+        else:
+            self._index = fields         # {lower-cased name: its first value}
 
     def _reindex(self) -> None:
         index: dict[str, str] = {}
@@ -127,7 +138,8 @@ class Request:
         self.hub = handler.server.hub
         self.method = handler.command
         self.path = path
-        self.query = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        self.query = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()} \
+            if query else {}
         self.headers = handler.headers
         self.body = body
         self._json = None
@@ -635,9 +647,10 @@ class Handler(BaseHTTPRequestHandler):
         self.state = RequestState(head)
         self.command, self.request_version, self.path = head.method, head.version, head.path
         self.requestline = f"{head.method} {head.target} {head.version}"
-        headers = self.headers = Headers(head.headers)
-        head.headers = ()              # kept once, as the message: a held stream is small
-        tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+        headers = self.headers = Headers(head.headers, head.fields)
+        head.headers, head.fields = (), {}   # kept once, as the message: a held stream is small
+        connection = headers.get("Connection")
+        tokens = {t.strip().lower() for t in connection.split(",")} if connection else ()
         self.close_connection = "close" in tokens or (head.version == "HTTP/1.0"
                                                       and "keep-alive" not in tokens)
 
