@@ -197,20 +197,26 @@ def json_text(body: bytes) -> str:
 
 def parse_json(text: str) -> Any:
     """Parse JSON text (json_text's); every failure is a 400 that says where."""
-    numbers = _Numbers()
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=numbers.int,
-                           parse_float=numbers.float, parse_constant=numbers.constant)
+        try:
+            value = _decode(text, _DECODER)
+        except _Refusal:            # rare: read it again, marking, to name the field (raises)
+            _refuse_sentinels(_decode(text, _Numbers(marking=True).decoder()), "")
+            raise
     except json.JSONDecodeError as exc:
         raise BadRequest(f"Invalid JSON at line {exc.lineno} column {exc.colno} "
                          f"(char {exc.pos}): {exc.msg}", code="invalid_json") from None
     except RecursionError:
         raise BadRequest("JSON is nested too deeply", code="invalid_json") from None
-    if numbers.refused:
-        _refuse_sentinels(value, "")
     if _SURROGATE_ESCAPE.search(text):      # rare: only then is the whole value walked
         value = _replace_surrogates(value)
     return value
+
+
+def _decode(text: str, decoder: json.JSONDecoder) -> Any:
+    if text.startswith("\ufeff"):           # json.loads refuses a BOM left in the text
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return decoder.decode(text)
 
 
 # Python's json joins a valid \uD83D\uDE00 pair into one character, so any surrogate
@@ -239,18 +245,29 @@ class _Refused:
         self.text, self.why = text, why
 
 
+class _Refusal(Exception):
+    """The shared decoder met a number to refuse (_Numbers)."""
+
+
 class _Numbers:
-    """json.loads hooks that refuse NaN, Infinity, floats that overflow to infinity, and
+    """JSON decoder hooks that refuse NaN, Infinity, floats that overflow to infinity, and
     integers longer than any field needs (Python raises a bare ValueError past 4,300
-    digits, and converting huge ones costs quadratic time)."""
+    digits, and converting huge ones costs quadratic time). Without `marking` the first
+    such number raises _Refusal: so one decoder serves every request (json.loads with hooks
+    builds one a call); with it each stands as a _Refused, to name its field."""
 
     max_digits = 100
 
-    def __init__(self) -> None:
-        self.refused = False
+    def __init__(self, marking: bool) -> None:
+        self.marking = marking
+
+    def decoder(self) -> json.JSONDecoder:
+        return json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_int=self.int,
+                                parse_float=self.float, parse_constant=self.constant)
 
     def _refuse(self, text: str, why: str) -> _Refused:
-        self.refused = True
+        if not self.marking:
+            raise _Refusal
         return _Refused(text, why)
 
     def constant(self, text: str):
@@ -299,6 +316,9 @@ def _first_repeat(keys: Iterable[str]) -> str | None:
             return key
         seen.add(key)
     return None
+
+
+_DECODER = _Numbers(marking=False).decoder()   # keeps no state between calls
 
 
 JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
