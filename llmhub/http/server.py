@@ -90,7 +90,8 @@ class Headers(HTTPMessage):
     """A request's headers: an HTTPMessage (views and the stdlib use its methods) whose
     lookups, a dozen a request, come from a dict made once, by the framing check, which
     reads every name anyway (RequestHead.fields). HTTPMessage.get scans every header and
-    lower-cases each name per call: ~10 µs a request in all."""
+    lower-cases each name per call: ~10 µs a request in all. The server's own lookups, of
+    names it spells itself, go to that dict (`fields`) directly: no Python call at all."""
 
     # Message.__init__'s attributes as class defaults, so that it need not run for every
     # request: a request's headers never get a payload, a charset or a preamble of their own.
@@ -104,22 +105,22 @@ class Headers(HTTPMessage):
         if fields is None:
             self._reindex()
         else:
-            self._index = fields         # {lower-cased name: its first value}
+            self.fields = fields         # {lower-cased name: its first value}
 
     def _reindex(self) -> None:
-        index: dict[str, str] = {}
+        fields: dict[str, str] = {}
         for name, value in reversed(self._headers):   # the first of a repeated name wins,
-            index[name.lower()] = value                # as Message.get has it
-        self._index = index
+            fields[name.lower()] = value               # as Message.get has it
+        self.fields = fields
 
     def get(self, name, failobj=None):
-        return self._index.get(name.lower(), failobj)
+        return self.fields.get(name.lower(), failobj)
 
     def __getitem__(self, name):
-        return self._index.get(name.lower())
+        return self.fields.get(name.lower())
 
     def __contains__(self, name) -> bool:
-        return name.lower() in self._index
+        return name.lower() in self.fields
 
     def __setitem__(self, name, value) -> None:
         super().__setitem__(name, value)
@@ -149,7 +150,7 @@ class Request:
         texts have their own limit). The raw bytes are let go first (`body` is empty after):
         a large body is held as text and value, never as bytes, text and value at once."""
         if self._json is None:
-            check_content_type(self.headers.get("Content-Type"))
+            check_content_type(self.headers.fields.get("content-type"))
             text = json_text(self._utf8_body())
             self.body = b""
             self._json = parse_json(text)
@@ -160,7 +161,7 @@ class Request:
 
     def _utf8_body(self) -> bytes:
         """The body as UTF-8; a declared other charset (older PowerShell) is honoured."""
-        declared = self.headers.get("Content-Type", "")
+        declared = self.headers.fields.get("content-type", "")
         # No parameters (the usual "application/json"): no charset, so no email-package
         # parameter parsing, which costs ~10 µs a request
         charset = "utf-8" if ";" not in declared else \
@@ -492,6 +493,7 @@ class RequestState:
 class Handler(BaseHTTPRequestHandler):
     server: HubServer                # not any BaseServer: views reach the hub through it
     wfile: DeadlineWriter
+    headers: Headers                 # the request's (_take_head), not any email Message
     _head: list[str]                 # the reply's head, _begin to _end_headers
     protocol_version = "HTTP/1.1"    # keep-alive; JSON has Content-Length, streams are chunked
     disable_nagle_algorithm = True   # one write per frame goes out at once (TCP_NODELAY)
@@ -649,7 +651,7 @@ class Handler(BaseHTTPRequestHandler):
         self.requestline = f"{head.method} {head.target} {head.version}"
         headers = self.headers = Headers(head.headers, head.fields)
         head.headers, head.fields = (), {}   # kept once, as the message: a held stream is small
-        connection = headers.get("Connection")
+        connection = headers.fields.get("connection")
         tokens = {t.strip().lower() for t in connection.split(",")} if connection else ()
         self.close_connection = "close" in tokens or (head.version == "HTTP/1.0"
                                                       and "keep-alive" not in tokens)
@@ -676,7 +678,7 @@ class Handler(BaseHTTPRequestHandler):
             path, _, query = self.path.partition("?")
             path = unquote(path)
             self._guard()
-            if "websocket" in self.headers.get("Upgrade", "").lower():
+            if "websocket" in self.headers.fields.get("upgrade", "").lower():
                 raise UpgradeRequired("The hub speaks HTTP only here: send the same request "
                                       "as an HTTP POST (WebSocket is not served)",
                                       param="Upgrade", code="websocket_not_supported")
@@ -684,7 +686,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._read_body()
                 return self._preflight(path)
             route, params = routes.match("GET" if self.command == "HEAD" else self.command, path,
-                                         self.headers.get("Accept", ""))
+                                         self.headers.fields.get("accept", ""))
             self.state.dialect, self.state.route = route.dialect, route.pattern
             key = self._authorise(route)
             hub = self.server.hub
@@ -726,7 +728,7 @@ class Handler(BaseHTTPRequestHandler):
             raise Forbidden(f"Host {authority!r} is not allowed; add it to [server] "
                             "allowed_hosts to reach the hub by that name", param="Host",
                             code="host_not_allowed")
-        origin = self.headers.get("Origin")
+        origin = self.headers.fields.get("origin")
         if not policy.origin_allowed(origin, authority):
             raise Forbidden(f"Origin {origin!r} is not allowed; add it to [server] "
                             "cors_origins to let that page use the hub", param="Origin",
@@ -737,7 +739,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.state.body_read:
             return b""
         check_length(head, limit)
-        if self.headers.get("Expect", "").lower() == "100-continue" and \
+        if self.headers.fields.get("expect", "").lower() == "100-continue" and \
                 head.version == "HTTP/1.1":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = self.requests.read_body(head, limit)
@@ -750,7 +752,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.state.body_read:
             return
         self.state.body_read = True
-        waiting = self.headers.get("Expect", "").lower() == "100-continue"
+        waiting = self.headers.fields.get("expect", "").lower() == "100-continue"
         if not waiting and self.requests.discard_body(self.state.head, DISCARD_LIMIT):
             return
         self.close_connection = self.linger = True
@@ -846,7 +848,7 @@ class Handler(BaseHTTPRequestHandler):
         self.state.sent = True
 
     def _cors_headers(self) -> None:
-        origin = self.state.head is not None and self.headers.get("Origin")
+        origin = self.state.head is not None and self.headers.fields.get("origin")
         policy = self.server.origins
         if not origin or not policy.origin_allowed(origin, self.state.head.authority):
             return
@@ -1018,8 +1020,9 @@ class Handler(BaseHTTPRequestHandler):
             captured += data
 
     def _request_id(self) -> str:
-        given = self.headers.get("X-Request-Id", "")
-        return given if SAFE_ID.match(given) else f"{_request_ids.getrandbits(64):016x}"
+        given = self.headers.fields.get("x-request-id")
+        return given if given and SAFE_ID.match(given) else \
+            f"{_request_ids.getrandbits(64):016x}"
 
     def _log_request(self, started: float) -> None:
         if not access_log.isEnabledFor(logging.INFO):
