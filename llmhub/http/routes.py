@@ -305,29 +305,32 @@ ROUTES = [
 ]
 
 
-# (the table it was built for, exact path → routes, the routes with {parameters})
-_index: tuple = (None, {}, [])
+# (the table it was built for, exact path → routes, the routes with {parameters},
+#  (method, exact path) → routes)
+_index: tuple = (None, {}, [], {})
 
 
-def _indexed() -> tuple[dict, list]:
-    """Exact paths as a dict (most requests are one lookup) and the pattern routes; rebuilt
+def _indexed() -> tuple[dict, list, dict]:
+    """Exact paths as dicts (most requests are one lookup) and the pattern routes; rebuilt
     if ROUTES is replaced (tests do)."""
     global _index
     if _index[0] is not ROUTES:
         static: dict[str, list[Route]] = {}
         patterns: list[Route] = []
+        by_method: dict[tuple[str, str], list[Route]] = {}
         for route in ROUTES:
             if "{" in route.pattern:
                 patterns.append(route)
             else:
                 static.setdefault(route.pattern, []).append(route)
-        _index = (ROUTES, static, patterns)
-    return _index[1], _index[2]
+                by_method.setdefault((route.method, route.pattern), []).append(route)
+        _index = (ROUTES, static, patterns, by_method)
+    return _index[1], _index[2], _index[3]
 
 
 def _candidates(method: str, path: str) -> list:
     """The exact-path routes when one has this method; else those and every pattern route."""
-    static, patterns = _indexed()
+    static, patterns, _ = _indexed()
     exact = static.get(path, [])
     if any(route.method == method for route in exact):
         return exact
@@ -335,6 +338,9 @@ def _candidates(method: str, path: str) -> list:
 
 
 def match(method: str, path: str, accept: str = "") -> tuple[Route, dict]:
+    for route in _indexed()[2].get((method, path), ()):   # the usual request: an exact path
+        if not route.accept or route.accept in accept:
+            return route, {}
     allowed = []
     for route in _candidates(method, path):
         found = route.regex.match(path)
