@@ -186,7 +186,7 @@ def json_text(body: bytes) -> str:
     body need not all be held at once."""
     if body.startswith(BOM):
         body = body[len(BOM):]
-    if not body.strip():
+    if not body or body.isspace():          # as `not body.strip()`, without copying it
         raise BadRequest("Request body is empty; expected JSON", code="empty_body")
     try:
         return body.decode("utf-8")
@@ -336,14 +336,22 @@ def check_content_type(value: str | None) -> None:
 def check_message_count(body, limit: int) -> None:
     """Every dialect's message list is `messages`, Responses' `input`, or a bare array
     (thread appends): one limit guards them all (DESIGN §10)."""
-    items = body if isinstance(body, list) else next(
-        (body[k] for k in ("messages", "input") if isinstance(body, dict)
-         and isinstance(body.get(k), list)), [])
+    items = _message_list(body)
     if len(items) > limit:
         field = "messages" if not isinstance(body, dict) or "messages" in body else "input"
         raise PayloadTooLarge(f"'{field}' has {len(items)} items; at most {limit} are accepted "
                               "in one request (max_messages)", param=field,
                               code="too_many_messages")
+
+
+def _message_list(body) -> list:
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict):
+        for key in ("messages", "input"):
+            if isinstance(items := body.get(key), list):
+                return items
+    return []
 
 
 # --- output framing --------------------------------------------------------------------------
