@@ -946,16 +946,17 @@ class Handler(BaseHTTPRequestHandler):
         cancels it if the client leaves; then send the reply in one piece."""
         run = response.run
         self.state.run = run
-        hung_up = threading.Event()
+        hung_up = False     # a flag, not an Event (a Condition and a lock): read once, after
 
         def on_hangup():
-            hung_up.set()
+            nonlocal hung_up
+            hung_up = True
             run.cancel("client_gone")
 
         with self.server.busy(), self.server.hangups.watching(self.connection, on_hangup):
             self.server.hub.engine.drive(run)
             run.wait(None)          # at once, unless a worker is driving it
-        if hung_up.is_set():
+        if hung_up:
             self.close_connection = True
             return
         try:
