@@ -1,12 +1,16 @@
 """The hot path's shortcuts answer exactly what the code they replace answered."""
 
 import email.utils
+import io
 import json
 import socket
 import threading
 from http.client import HTTPMessage
+from http.server import BaseHTTPRequestHandler
+from types import SimpleNamespace
 
-from llmhub.http.server import Handler, Headers
+from llmhub.http.framing import RequestReader
+from llmhub.http.server import Handler, Headers, Phase, RequestState
 from llmhub.http.sockets import RecvSize
 from llmhub.wire import json_bytes, sse
 
@@ -31,6 +35,56 @@ def test_headers_look_up_as_an_http_message_does():
     assert ours.get_all("x-twice") == theirs.get_all("x-twice") == ["1", "2"]
     assert ours.get_content_charset() == theirs.get_content_charset() == "latin-1"
     assert list(ours.items()) == list(theirs.items())
+
+
+def test_headers_indexed_by_the_framing_check_look_up_as_an_http_message_does():
+    raw = (b"POST /v1/x HTTP/1.1\r\nHost: hub\r\nX-Twice: 1\r\nx-TWICE: 2\r\n"
+           b"Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n")
+    head = RequestReader(io.BytesIO(raw).read).read_head()
+    ours, theirs = Headers(head.headers, head.fields), message(head.headers)
+    for name in ("HOST", "x-twice", "content-type", "Content-Length", "missing"):
+        assert ours.get(name) == theirs.get(name) and ours[name] == theirs[name]
+        assert ours.fields.get(name.lower()) == theirs.get(name)
+    assert ours.get_all("X-Twice") == theirs.get_all("X-Twice") == ["1", "2"]
+    assert list(ours.items()) == list(theirs.items())
+
+
+def test_a_reply_head_is_what_send_response_and_send_header_would_write():
+    metrics = SimpleNamespace(request=lambda *args: None)
+    handler = Handler.__new__(Handler)
+    handler.server = SimpleNamespace(hub=SimpleNamespace(metrics=metrics), origins=None)
+    handler.command, handler.request_version = "POST", "HTTP/1.0"
+    for status, close in ((200, False), (404, True), (599, False)):
+        handler.state, handler.close_connection = RequestState(None), close
+        handler.state.request_id = "abc"
+        handler._begin(status, {"X-Run-Id": "run-1", "Retry-After": 3})
+        ours = ("\r\n".join(handler._head) + "\r\n\r\n").encode("latin-1")
+        handler._headers_buffer = []
+        BaseHTTPRequestHandler.send_response_only(handler, status)
+        for name, value in (("Server", handler.version_string()),
+                            ("Date", handler.date_time_string()), ("X-Request-Id", "abc"),
+                            ("X-Run-Id", "run-1"), ("Retry-After", 3)):
+            BaseHTTPRequestHandler.send_header(handler, name, value)
+        if close:
+            BaseHTTPRequestHandler.send_header(handler, "Connection", "close")
+        assert ours == b"".join(handler._headers_buffer) + b"\r\n"
+
+
+def test_another_thread_reads_the_phase_as_one_clock():
+    handler = Handler.__new__(Handler)
+    handler.read_timeout = 60.0
+    handler.phases = {Phase.HEAD: (10.0, "starts"), Phase.BODY: (90.0, "keeps"),
+                      Phase.WRITING: (60.0, None)}
+    handler.enter(Phase.HEAD)
+    head = handler.clock
+    assert head.phase is Phase.HEAD and head.expires == head.since + 10.0
+    handler.enter(Phase.BODY)        # silence 90 s, but the request's own 60 s end first
+    body = handler.clock
+    assert body.phase is Phase.BODY and body.expires == body.request_ends == head.request_ends
+    before = handler.enter(Phase.WRITING)
+    assert handler.clock.phase is Phase.WRITING and handler.clock.request_ends is None
+    handler.resume(before)
+    assert handler.clock == body and handler.expires_at == body.expires
 
 
 def test_headers_changed_after_are_seen():
