@@ -9,6 +9,7 @@ from fake_lmstudio import Script
 from http_client import call
 from llmhub.config import ConfigError, load_config
 from conftest import write_ini
+from support import wait_for
 
 USER = [{"role": "user", "content": "Hello!"}]
 KEYS = {"server": {"api_keys": "editor:sk-editor-1111, sk-plain-2222"},
@@ -163,7 +164,12 @@ def test_captured_bodies_are_kept_redacted_and_capped(make_hub, fake):
     _, headers, _ = call(hub.url, "POST", "/v1/chat/completions",
                          {"model": "m", "messages": [{"role": "user", "content":
                                                       "Echo sk-upstream-secret-77"}]})
-    record = call(hub.url, "GET", f"/v1/requests/{headers['X-Run-Id']}")[2]
+    def fetch():
+        return call(hub.url, "GET", f"/v1/requests/{headers['X-Run-Id']}")[2]
+
+    # the bodies are kept once the reply has gone out, so the client may ask before that
+    assert wait_for(lambda: fetch()["request_body"] is not None)
+    record = fetch()
     assert "Echo ***" in record["request_body"]
     assert record["response_body"].startswith('{"id":') and "Your key is ***" in \
         record["response_body"]
