@@ -72,7 +72,7 @@ def test_a_reply_head_is_what_send_response_and_send_header_would_write():
 
 def test_another_thread_reads_the_phase_as_one_clock():
     handler = Handler.__new__(Handler)
-    handler.read_timeout = 60.0
+    handler.read_timeout, handler.state = 60.0, RequestState(None)
     handler.phases = {Phase.HEAD: (10.0, "starts"), Phase.BODY: (90.0, "keeps"),
                       Phase.WRITING: (60.0, None)}
     handler.enter(Phase.HEAD)
