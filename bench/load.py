@@ -5,7 +5,10 @@
 - 1,000 concurrent streams held open against a fake upstream that sends one token and then
   goes silent, direct to the fake and through the hub, with the memory each costs (RSS of
   the serving process, read from /proc, divided by the streams);
-- non-streaming requests per second at concurrency 64, direct and through the hub;
+- non-streaming requests per second at concurrency 1 and 64, direct and through the hub,
+  with the cores the serving process used meanwhile, its CPU a request, and how much of
+  the machine stayed idle: a server held to under one core while CPU is left idle is
+  bound by its GIL, not by the machine;
 - EDISON stop latency, p50/p99, while the 1,000 streams are held open.
 Targets: 1,000 streams with zero errors, at least 1,500 requests/s non-streaming, cancel
 p99 under 100 ms. Printed, never asserted. The load generator is asyncio, in its own
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bench.ab import cpu_seconds
 from bench.cancel import connect, one_round, start_holding_fake
 from bench.run import percentile, start_fake, start_hub
 
@@ -91,6 +95,29 @@ async def throughput(url: str, concurrency: int = 64, seconds: float = 5.0):
     return done[0] / seconds, errors[0]
 
 
+def machine_idle() -> tuple[int, int] | None:
+    """(idle, total) CPU ticks of the whole machine so far, from /proc/stat."""
+    try:
+        ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return ticks[3] + ticks[4], sum(ticks)     # idle + iowait
+
+
+def rate_and_cpu(loop, pid: int, url: str, concurrency: int) -> list[str]:
+    """[requests/s (errors), "cores / CPU µs a request / machine idle %"] of one server."""
+    seconds = 5.0
+    cpu, idle = cpu_seconds(pid), machine_idle()
+    rate, errors = loop.run_until_complete(throughput(url, concurrency, seconds))
+    cpu_after, idle_after = cpu_seconds(pid), machine_idle()
+    if cpu is None or cpu_after is None or idle is None or idle_after is None or not rate:
+        return [f"{rate:,.0f} ({errors})", "n/a"]
+    used = cpu_after - cpu
+    idle_share = (idle_after[0] - idle[0]) / max(1, idle_after[1] - idle[1])
+    return [f"{rate:,.0f} ({errors})",
+            f"{used / seconds:.2f} / {1e6 * used / (rate * seconds):.0f} / {100 * idle_share:.0f}%"]
+
+
 def held_streams(loop, server_pid: int, url: str) -> tuple[list, list]:
     # A few streams first, on both sides, so what a server sets up once (a thread pool,
     # lazy imports, a database connection) is not divided among the held streams.
@@ -135,14 +162,17 @@ def main() -> list[list]:
         fake, fake_url = start_fake()
         hub, hub_url = start_hub(fake_url, Path(tmp) / "load2.db")
         try:
-            direct_rate, direct_errors = loop.run_until_complete(throughput(fake_url))
-            hub_rate, hub_errors = loop.run_until_complete(throughput(hub_url + "/v1"))
+            for concurrency in (1, 64):
+                straight = rate_and_cpu(loop, fake.pid, fake_url, concurrency)
+                relayed = rate_and_cpu(loop, hub.pid, hub_url + "/v1", concurrency)
+                rows.append([f"non-streaming requests/s at concurrency {concurrency} (errors)",
+                             straight[0], relayed[0]])
+                rows.append(["  server cores / CPU µs a request / machine idle",
+                             straight[1], relayed[1]])
         finally:
             hub.terminate()
             hub.wait(10)
             fake.kill()
-        rows.append(["non-streaming requests/s at concurrency 64 (errors)",
-                     f"{direct_rate:,.0f} ({direct_errors})", f"{hub_rate:,.0f} ({hub_errors})"])
     loop.close()
     return rows
 
