@@ -8,6 +8,7 @@ from llmhub.engine.runs import Registry
 from llmhub.errors import HubError, UpstreamError
 from llmhub.events import TextDelta
 from llmhub.http.streaming import Pinger, Pump
+from llmhub.waiting import delivering
 from llmhub.wire import StreamRenderer
 
 
@@ -188,4 +189,18 @@ def test_a_tick_that_took_a_pump_before_it_left_the_pinger_writes_nothing():
     pinger.discard(pump)
     pump.keep_pinging(pump.next_ping)               # the late tick
     assert writer.parts == []
+    run.cancel()
+
+
+def test_a_driven_streams_first_token_is_delivered_the_moment_it_is_made():
+    # The rest of the read it came in (a burst after the prefill) waits for the next
+    # delivery; the first token, which the client is waiting on, does not.
+    run, writer, pump = driven()
+    with delivering(pump.flush):
+        run.emit(TextDelta(""))                     # no text yet: not a token
+        assert writer.parts == []
+        run.emit(TextDelta("Hel"))
+        assert writer.parts == [("start", b"Hel")]
+        run.emit(TextDelta("lo"))                   # the rest: at the next wait
+        assert writer.parts == [("start", b"Hel")]
     run.cancel()

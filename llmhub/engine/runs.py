@@ -318,6 +318,11 @@ class Run(RunContract):
         if self.first_token_at is None and event.kind in TOKENS and \
                 (getattr(event, "text", None) or getattr(event, "id", None)):
             self.first_token_at = time.monotonic()
+            self.log.append(event, self._ending)
+            # A stream's driver writes the first token at once, not after the rest of the
+            # read it came in (a burst after the prefill): it is the one the client waits on.
+            waiting()
+            return self._final is None
         self.log.append(event, self._ending)
         return self._final is None
 
