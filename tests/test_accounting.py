@@ -2,12 +2,17 @@
 
 import json
 import logging
+import types
 
 import pytest
 
 from fake_lmstudio import Script
 from http_client import call
 from llmhub.config import ConfigError, load_config
+from llmhub.engine import accounting
+from llmhub.engine.runs import Registry
+from llmhub.events import TextDelta
+from llmhub.waiting import delivering
 from conftest import write_ini
 from support import wait_for
 
@@ -184,3 +189,27 @@ def test_bodies_are_not_kept_unless_asked(hub, fake):
                          {"model": "m", "messages": USER})
     record = call(hub.url, "GET", f"/v1/requests/{headers['X-Run-Id']}")[2]
     assert record["request_body"] is None and record["response_body"] is None
+
+
+def test_a_run_that_ends_inside_its_first_tokens_charge_holds_nothing_after():
+    # A driven stream writes its first token before Generation._push charges it; a client
+    # gone in that write ends the run there, and its record settles the budget. The charge
+    # that follows must not hold tokens that nothing will ever let go.
+    limits = accounting.Limits({"k": types.SimpleNamespace(tokens_per_day=1000, routes=(),
+                                                           methods=())})
+    registry = Registry(on_retire=lambda run: limits.spend("k", 0, run.budget))
+    run = registry.create(None, key="k", route="-")
+    run.budget = limits.budget("k", 10)             # its input, held while it runs
+    charged = []
+
+    def job():                                      # as Generation._push does
+        run.start("m", {"name": "x"})
+        event = TextDelta("hello there")
+        run.transcript.add(event)
+        run.emit(event)
+        charged.append(run.budget.charge(3))
+    run.job = job
+    with delivering(lambda: run.cancel("client_gone")):   # Pump._gone, in the write
+        run.drive()
+    assert run.status == "cancelled" and charged == [False]
+    assert limits._held.get("k") == 0 and run.budget.held == 0

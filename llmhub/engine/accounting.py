@@ -181,7 +181,7 @@ class Limits:
         with self._lock:
             if budget is not None:
                 self._held[key] = self._held.get(key, 0) - budget.held
-                budget.held = 0
+                budget.held, budget.settled = 0, True
             if tokens and tokens > 0:      # the counts are checked; a negative never refills
                 self._tokens[key] = (_day(time.time()), self._spent(key, time.time()) + tokens)
 
@@ -192,17 +192,25 @@ class Limits:
 
 class Budget:
     """One live run's share of its key's tokens_per_day: charged as the run streams; the
-    run is over budget once its key's spent and held tokens pass the day's."""
+    run is over budget once its key's spent and held tokens pass the day's. Once the run's
+    record has settled it (Limits.spend), a late charge holds nothing: a run can end inside
+    its own token's charge (a driven stream's first token is written before it is charged,
+    and a client gone in that write ends the run there), and what it held then would never
+    be let go."""
 
-    __slots__ = ("limits", "key", "cap", "held")
+    __slots__ = ("limits", "key", "cap", "held", "settled")
 
     def __init__(self, limits: Limits, key: str, cap: int, held: int) -> None:
         self.limits, self.key, self.cap, self.held = limits, key, cap, held
+        self.settled = False
 
     def charge(self, tokens: int) -> bool:
-        """Count `tokens` more; False once the key has crossed its budget."""
+        """Count `tokens` more; False once the key has crossed its budget, or the run's
+        tokens were settled."""
         limits = self.limits
         with limits._lock:
+            if self.settled:
+                return False
             self.held += tokens
             limits._held[self.key] = limits._held.get(self.key, 0) + tokens
             used = limits._spent(self.key, time.time()) + limits._held[self.key]
