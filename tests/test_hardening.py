@@ -19,7 +19,8 @@ from fake_lmstudio import Script
 from http_client import call, connect, open_stream, raw_exchange, sse_events
 from support import wait_for
 
-from llmhub.http.server import Phase
+from llmhub.engine.runs import Registry
+from llmhub.http.server import CANCELLED_WRITE_GRACE, Handler, Phase, RequestState
 
 HI = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "m", "messages": HI}
@@ -270,10 +271,11 @@ def test_a_client_that_stops_reading_stops_the_upstream_too(make_hub, fake, resu
 
 
 @pytest.mark.parametrize("resumable", [False, True], ids=["driven", "followed"])
-def test_a_cancel_by_id_frees_a_stream_whose_client_stopped_reading(make_hub, fake, resumable):
-    # The thread blocked writing to that client is the run's driver (or its pump): a cancel
-    # by id must not leave it, the run unstored and the connection held for
-    # read_timeout_seconds (a minute here).
+def test_a_cancel_by_id_concludes_a_stream_whose_client_stopped_reading(make_hub, fake,
+                                                                       resumable):
+    # Driven, the thread blocked writing to that client is the run's driver: a cancel by id
+    # must not leave it, and the run unstored, for read_timeout_seconds (a minute here).
+    # Followed, the worker concludes the run and the pump's write keeps its deadline.
     hub = make_hub({"server": {"stream_buffer_bytes": 65536},
                     "responses": {"resume_grace_seconds": 0}})
     stalled = stalled_stream(hub, fake, resumable)
@@ -284,8 +286,32 @@ def test_a_cancel_by_id_frees_a_stream_whose_client_stopped_reading(make_hub, fa
     assert status == 200 and body["status"] == "cancelled"
     assert run.wait(10) and run.cancel_reason == "cancelled"     # concluded: stored
     assert fake.aborted.wait(10)                                 # the model stopped
-    assert wait_for(lambda: not blocked_writing(hub), 10)        # the handler is free
+    if not resumable:
+        assert wait_for(lambda: not blocked_writing(hub), 10)    # the driver gave way
     stalled.close()
+
+
+def test_only_a_cancelled_runs_unconcluded_write_gets_the_short_grace():
+    # Once the run is stored nothing waits on the write: a slow reader of a cancelled
+    # reply (awaited, or replayed) keeps the whole read_timeout_seconds.
+    handler = Handler.__new__(Handler)
+    handler.read_timeout, handler.state = 60.0, RequestState(None)
+    handler.phases = {Phase.WRITING: (60.0, None)}
+    run = Registry().create()
+    run.start("m", {})
+    handler.state.run = run
+    handler.enter(Phase.WRITING)
+    clock = handler.clock
+    assert handler.expires_at == clock.expires                  # live: the usual deadline
+    run.finish("cancel", reason="cancelled")                    # no driver: concluded now
+    assert run.concluded and handler.expires_at == clock.expires
+    live = Registry().create()
+    live.start("m", {})
+    live._driver = -1                                           # a driver elsewhere, busy
+    live.finish("cancel", reason="cancelled")
+    handler.state.run = live
+    assert not live.concluded
+    assert handler.expires_at == clock.since + CANCELLED_WRITE_GRACE
 
 
 def test_the_resumable_log_is_bounded_and_says_so(make_hub, fake):

@@ -439,6 +439,11 @@ class Run(RunContract):
     def ended(self) -> bool:
         return self.status in FINAL
 
+    @property
+    def concluded(self) -> bool:
+        """Stored, recorded and its end published (`_close`): nothing waits on its driver."""
+        return self._over is OVER
+
     def failure(self) -> HubError:
         """The run's error as a fresh exception, to raise in a handler's thread (one
         exception object must not be raised in two threads)."""

@@ -609,13 +609,15 @@ class Handler(BaseHTTPRequestHandler):
     @property
     def expires_at(self) -> float | None:
         """For the Deadlines: when this connection's phase is over. A write of a cancelled
-        run gives way within CANCELLED_WRITE_GRACE: the thread blocked in it is the run's
-        driver (or its pump), and a cancel by id, a shutdown or an unload waits for that
-        thread to store what the run made, not for read_timeout_seconds."""
+        run not yet concluded gives way within CANCELLED_WRITE_GRACE: the thread blocked in
+        it is the run's driver, and a cancel by id, a shutdown or an unload waits for that
+        thread to store what the run made, not for read_timeout_seconds. Once the run is
+        concluded nothing waits on the write, and a slow reader of its reply (an awaited
+        one, a replay) keeps the whole read_timeout_seconds."""
         phase, since, expires, _ = self._clock
         run = self.state.run
-        if phase is Phase.WRITING and expires is not None and run is not None and \
-                run.status == CANCELLED:
+        if phase is Phase.WRITING and expires is not None and isinstance(run, Run) and \
+                run.status == CANCELLED and not run.concluded:
             return min(expires, since + CANCELLED_WRITE_GRACE)
         return expires
 
