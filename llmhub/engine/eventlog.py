@@ -73,7 +73,8 @@ class EventLog:
                     self._trim()          # what this reader held back may go now
             if cursor < self.base:
                 raise EventsGone(cursor, self.base)
-            if self.base + len(self.events) <= cursor:
+            # A driving reader asks with no timeout: it must not make the Condition.
+            if timeout > 0 and self.base + len(self.events) <= cursor:
                 self._wait(timeout)
             return self.events[cursor - self.base:]
 
