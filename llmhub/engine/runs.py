@@ -315,15 +315,15 @@ class Run(RunContract):
         goes)."""
         if self._final:
             return False
-        if self.first_token_at is None and event.kind in TOKENS and \
-                (getattr(event, "text", None) or getattr(event, "id", None)):
+        first = self.first_token_at is None and event.kind in TOKENS and \
+            bool(getattr(event, "text", None) or getattr(event, "id", None))
+        if first:
             self.first_token_at = time.monotonic()
-            self.log.append(event, self._ending)
+        self.log.append(event, self._ending)
+        if first:
             # A stream's driver writes the first token at once, not after the rest of the
             # read it came in (a burst after the prefill): it is the one the client waits on.
             waiting()
-            return self._final is None
-        self.log.append(event, self._ending)
         return self._final is None
 
     def _ending(self) -> bool:
