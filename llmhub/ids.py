@@ -32,12 +32,12 @@ def random_bytes(count: int) -> bytes:
 
 
 def uuid4() -> uuid.UUID:
-    return uuid.UUID(bytes=random_bytes(16), version=4)
+    return uuid.UUID(hex=uuid4_hex())
 
 
 def uuid4_hex() -> str:
-    """uuid4().hex (the same version and variant bits) without the UUID object: every run
-    takes one, and uuid.UUID's checks cost 3.1 µs where this costs 1.3."""
+    """A random version-4 UUID (RFC 4122 variant) as 32 hex digits, made without a UUID
+    object: every run takes one, and uuid.UUID's checks cost 3.1 µs where this costs 1.3."""
     value = int.from_bytes(random_bytes(16), "big")
     value = value & ~(0xc000 << 48) | 0x8000 << 48      # variant RFC 4122
     value = value & ~(0xf000 << 64) | 4 << 76           # version 4
