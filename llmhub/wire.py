@@ -24,8 +24,8 @@ from llmhub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 __all__ = [
     "JSONResponse", "BytesResponse", "StreamRenderer", "StreamResponse", "RunResponse",
     "RelayResponse", "LinesResponse", "FileResponse",
-    "decode_json", "json_value", "json_text", "parse_json", "json_bytes", "json_pieces", "json_stream",
-    "json_str", "is_large", "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK",
+    "decode_json", "json_value", "json_text", "parse_json", "json_bytes", "json_pieces",
+    "json_stream", "json_str", "is_large", "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK",
     "token_count_header", "cursor_page",
 ]
 

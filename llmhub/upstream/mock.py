@@ -17,9 +17,9 @@ from llmhub.config import MockConfig, ModelsConfig, UpstreamConfig
 from llmhub.context import estimate_input, estimate_messages, estimate_tokens
 from llmhub.errors import UpstreamError
 from llmhub.events import Finish, TextDelta, Usage
-from llmhub.waiting import waiting
 from llmhub.upstream.exchange import Aborted
 from llmhub.upstream.gate import Gate
+from llmhub.waiting import waiting
 
 __all__ = ["Mock", "SAMPLE_RESPONSES", "split_words"]
 
