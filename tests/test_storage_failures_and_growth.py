@@ -5,10 +5,14 @@ grows has a retention a workstation can leave running."""
 import json
 import sqlite3
 import threading
+import time
 
 from fake_lmstudio import Script
 from http_client import call
 from test_hardening import read_only
+
+from llmhub.store.database import Database
+from llmhub.store.responses import ResponseStore
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -87,8 +91,6 @@ def test_a_response_a_restart_interrupted_says_why(make_hub, fake, tmp_path):
     created = call(hub.url, "POST", "/v1/responses",
                    {"model": "m", "input": "hi", "background": True})[2]
     assert fake.wait_requests(1)
-    from llmhub.store.database import Database
-    from llmhub.store.responses import ResponseStore
     ResponseStore(Database(hub.hub.db.path)).fail_interrupted_api_responses()   # a restart
     row = stored_row(hub, "api_responses", created["id"])
     assert row["status"] == "failed"
@@ -387,6 +389,38 @@ def test_the_sweep_reads_indexes_not_tables(hub):
             steps = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
             scans = [s for s in steps if s.startswith("SCAN") and "COVERING INDEX" not in s]
             assert not scans, (sql, steps)
+
+
+def test_inserts_prune_by_count_every_sixteenth_of_it_and_the_sweep_exactly(tmp_path):
+    """The count bound's DELETE skips keep_count index entries (SQLite's OFFSET is a walk):
+    run on every insert it cost each stored response 50 µs at 1,000 kept. It runs once
+    keep_count // 16 rows came since the last; in between the table holds at most that
+    many more, and a sweep trims it to the count."""
+    db, keep, statements = Database(tmp_path / "h.db"), 64, []
+    store = ResponseStore(db)
+    opened = db._open
+
+    def traced():
+        conn = opened()
+        conn.set_trace_callback(statements.append)
+        return conn
+    db._open = traced
+    db.reopen()
+    counted, most, now = [], 0, time.time()
+    for n in range(200):
+        store.create_api_response({"id": f"resp_{n:03}", "created_at": now + n,
+                                   "status": "completed", "previous_id": None,
+                                   "conversation_id": None, "model": "m", "request": {},
+                                   "input": "hi"}, keep, 86400)
+        if any("OFFSET" in sql for sql in statements):   # (traced again per row deleted)
+            counted.append(n)
+        statements.clear()
+        most = max(most, db.read("SELECT COUNT(*) FROM api_responses")[0][0])
+    assert counted == list(range(3, 200, keep // 16))
+    assert keep < most <= keep + keep // 16
+    db.sweep_table("api_responses", keep, 86400, 0)
+    assert db.read("SELECT COUNT(*), MIN(id) FROM api_responses")[0][:] == \
+        (keep, f"resp_{200 - keep:03}")
 
 
 def test_retention_keys_are_documented_with_defaults_for_a_year(tmp_path):

@@ -10,7 +10,7 @@ Rules:
 
 import sqlite3
 
-from llmhub.store.database import Database, prune_tx
+from llmhub.store.database import Database
 
 __all__ = ["RequestStore", "REQUEST_FIELDS"]
 
@@ -36,7 +36,7 @@ class RequestStore:
                     tx.execute(sql, tuple(row[f] for f in REQUEST_FIELDS))
                 except RECORD_ERRORS as exc:
                     refused.append((row.get("run_id"), f"{type(exc).__name__}: {exc}"))
-            prune_tx(tx, "requests", keep_count, keep_seconds)
+            self.db.prune_added(tx, "requests", keep_count, keep_seconds, len(rows))
         return refused
 
     def add_request_bodies(self, bodies: list[tuple]) -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from llmhub.errors import HubError
-from llmhub.store.database import Database, prune_tx
+from llmhub.store.database import Database
 from llmhub.wire import is_large, json_stream, json_str
 
 __all__ = ["ResponseStore", "INTERRUPTED"]
@@ -43,7 +43,7 @@ class ResponseStore:
                         json_str(record["provider"]), record["status"], metadata, context,
                         record["created_at"], record.get("owner", "local"),
                         len(metadata) + len(context)))
-            prune_tx(tx, "responses", keep_count, keep_seconds)
+            self.db.prune_added(tx, "responses", keep_count, keep_seconds)
 
     def finish_response(self, response_id: str, if_fails: IfFails = None, **fields) -> None:
         """Record a response's end: status, output, usage, model, provider, context, events
@@ -89,7 +89,7 @@ class ResponseStore:
                         len(request) + len(given) + 2))
             if large:
                 self._write_pieces_tx(tx, record["id"], record["input"])
-            prune_tx(tx, "api_responses", keep_count, keep_seconds)
+            self.db.prune_added(tx, "api_responses", keep_count, keep_seconds)
 
     @staticmethod
     def _write_pieces_tx(tx, response_id: str, value) -> None:
