@@ -336,22 +336,22 @@ def check_content_type(value: str | None) -> None:
 def check_message_count(body, limit: int) -> None:
     """Every dialect's message list is `messages`, Responses' `input`, or a bare array
     (thread appends): one limit guards them all (DESIGN §10)."""
-    items = _message_list(body)
+    field, items = _message_list(body)
     if len(items) > limit:
-        field = "messages" if not isinstance(body, dict) or "messages" in body else "input"
         raise PayloadTooLarge(f"'{field}' has {len(items)} items; at most {limit} are accepted "
                               "in one request (max_messages)", param=field,
                               code="too_many_messages")
 
 
-def _message_list(body) -> list:
+def _message_list(body) -> tuple[str, list]:
+    """(the field it came in, the list); a bare array is named `messages`."""
     if isinstance(body, list):
-        return body
+        return "messages", body
     if isinstance(body, dict):
         for key in ("messages", "input"):
             if isinstance(items := body.get(key), list):
-                return items
-    return []
+                return key, items
+    return "messages", []
 
 
 # --- output framing --------------------------------------------------------------------------

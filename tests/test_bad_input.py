@@ -134,6 +134,12 @@ def test_wrong_types_missing_unknown_and_too_many(suite_hub, fake, pattern, body
     assert not fake.chat_requests()
 
 
+def test_too_many_items_names_the_field_they_came_in(suite_hub):
+    """`input` holds the list when `messages` is there but is not one: the 413 names it."""
+    status, _, body = call(suite_hub.url, "POST", "/v1/responses",
+                           {"model": "m", "messages": "not a list", "input": HI * 101})
+    assert status == 413 and body["error"]["param"] == "input", body
+
 @pytest.mark.parametrize("pattern", list(VALID))
 def test_malformed_bodies(suite_hub, pattern):
     path, before = path_of(pattern), counts(suite_hub)
