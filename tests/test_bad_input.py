@@ -140,6 +140,7 @@ def test_too_many_items_names_the_field_they_came_in(suite_hub):
                            {"model": "m", "messages": "not a list", "input": HI * 101})
     assert status == 413 and body["error"]["param"] == "input", body
 
+
 @pytest.mark.parametrize("pattern", list(VALID))
 def test_malformed_bodies(suite_hub, pattern):
     path, before = path_of(pattern), counts(suite_hub)
