@@ -3,15 +3,21 @@
 import email.utils
 import io
 import json
+import random
 import socket
 import threading
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 
+import pytest
+
 from llmhub.http.framing import RequestReader
+from llmhub.http.protocol import END, NEED_DATA, Head, ProtocolError, Reader
 from llmhub.http.server import Handler, Headers, Phase, RequestState
 from llmhub.http.sockets import RecvSize
+from llmhub.upstream.connection import LIMITS as REPLY_LIMITS
+from llmhub.upstream.connection import _status_line
 from llmhub.wire import json_bytes, sse
 
 PAIRS = [("Host", "hub"), ("Content-Type", "application/json; charset=latin-1"),
@@ -156,3 +162,41 @@ def test_over_tls_a_read_of_a_whole_record_counts_as_full():
     plain.size = RecvSize.most
     plain.recv(Records([16384]))
     assert plain.size == RecvSize.least                  # plain TCP: 16 KiB of 64 is short
+
+
+def _dechunked(pieces, size=None):
+    """The body a reply reader de-chunks from `pieces`, read `size` bytes at most a time."""
+    reader = Reader(_status_line, REPLY_LIMITS, noun="reply")
+    pieces, body = list(pieces), b""
+    while (event := reader.next_event(size)) is not END:
+        if event is NEED_DATA:
+            reader.feed(pieces.pop(0) if pieces else b"")
+        elif isinstance(event, Head):
+            reader.start_body("chunked")
+        else:
+            body += event.data
+    return body
+
+
+def test_whole_chunks_taken_at_once_read_as_byte_by_byte():
+    """A chunk whose data and CRLF are all in the buffer is taken in one step; a body cut
+    anywhere, read in any size, gives the same bytes as one fed a byte at a time."""
+    rng = random.Random(31)
+    datas = [bytes(rng.randrange(256) for _ in range(rng.choice([1, 2, 15, 16, 300])))
+             for _ in range(60)]
+    body = b"".join(b"%x%s\r\n%s\r\n" % (len(d), rng.choice([b"", b";x=1", b" "]), d)
+                    for d in datas)
+    reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n"
+    slow = _dechunked([reply[i:i + 1] for i in range(len(reply))])
+    assert slow == b"".join(datas)
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(1, len(reply)), rng.randrange(0, 12)))
+        pieces = [reply[a:b] for a, b in zip([0, *cuts], [*cuts, len(reply)])]
+        assert _dechunked(pieces, rng.choice([None, 1, 7, 300, 301, 65536])) == slow
+
+
+def test_a_whole_chunk_without_its_crlf_fails_as_one_read_piece_by_piece():
+    reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n"
+    for pieces in ([reply], [reply[i:i + 1] for i in range(len(reply))]):
+        with pytest.raises(ProtocolError, match="not followed by CRLF"):
+            _dechunked(pieces)

@@ -338,6 +338,13 @@ class Reader:
                 break
             else:
                 pos = after
+                left = self._chunk_left
+                end = pos + left
+                if left and left <= room and buf[end:end + 2] == b"\r\n":
+                    # A whole chunk and its CRLF are here (nearly every chunk of a relayed
+                    # stream): taken in this step, not in the two the branches above take.
+                    parts.append(buf[pos:end])
+                    pos, room, self._chunk_left = end + 2, room - left, 0
         self._pos = pos
         if parts:
             if ended:
