@@ -18,6 +18,7 @@ from llmhub.http.server import Handler, Headers, Phase, RequestState
 from llmhub.http.sockets import RecvSize
 from llmhub.upstream.connection import LIMITS as REPLY_LIMITS
 from llmhub.upstream.connection import _status_line
+from llmhub.upstream.sse import EventTooLarge, SSEParser
 from llmhub.wire import json_bytes, sse
 
 PAIRS = [("Host", "hub"), ("Content-Type", "application/json; charset=latin-1"),
@@ -200,3 +201,40 @@ def test_a_whole_chunk_without_its_crlf_fails_as_one_read_piece_by_piece():
     for pieces in ([reply], [reply[i:i + 1] for i in range(len(reply))]):
         with pytest.raises(ProtocolError, match="not followed by CRLF"):
             _dechunked(pieces)
+
+
+def _sse_events(pieces, max_bytes=8 << 20):
+    parser, events = SSEParser(max_bytes), []
+    try:
+        for piece in pieces:
+            events += parser.feed(piece)
+        return events + parser.close()
+    except EventTooLarge:
+        return events + ["too large"]
+
+
+SSE_BLOCKS = [b'data: {"a":1}', b'data: {"t":"\xd0\x9f\xd1\x80\xd0\xb8 \xe2\x80\xa8"}',
+              b"data: bad \xff\xfe utf-8 \xe2\x82", b"data:no space", b": ping",
+              b"event: error\ndata: {}", b"data: one\ndata: two", b"data: crlf\r\n\r",
+              b"data: lone\rcr", b"data: cr at the end\r", b"", b"\ndata: after a blank",
+              b"id: 7\ndata: x", b"data: " + b"x" * 40, b"data: \xef\xbb\xbfbom",
+              b"data: \xed\xa0\x80 surrogate"]
+
+
+def test_sse_reads_decoded_whole_give_what_line_by_line_gives():
+    """A read's one-line `data:` events taken from its decoded text are the events the
+    line machinery makes of it fed a byte at a time: non-ASCII, bytes that are not UTF-8,
+    CR, comments, named and multi-line events, and the max_bytes bound alike."""
+    rng = random.Random(31)
+    for _ in range(300):
+        stream = b"\n\n".join(rng.choice(SSE_BLOCKS) for _ in range(rng.randrange(1, 12)))
+        stream += b"\n\n"
+        bound = rng.choice([8 << 20, 30, 60])
+        slow = _sse_events([stream[i:i + 1] for i in range(len(stream))], bound)
+        cuts = sorted(rng.sample(range(1, len(stream)), min(len(stream) - 1, rng.randrange(4))))
+        for pieces in ([stream], [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]):
+            fast = _sse_events(pieces, bound)
+            if slow[-1:] == ["too large"]:   # a feed that raises returns none of its events
+                assert fast[-1] == "too large" and slow[:len(fast) - 1] == fast[:-1]
+            else:
+                assert fast == slow

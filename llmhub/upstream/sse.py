@@ -42,14 +42,25 @@ class SSEParser:
         a line's end: the parser is between events at each `\\n\\n`). A read of a fast
         stream holds dozens of events, nearly all one `data: ` line: those are taken without
         the line machinery; any other (a comment, `event:`, CRLF, several lines) goes
-        through it, whole."""
+        through it, whole.
+
+        The read is decoded once and split as text, which costs half what splitting and
+        testing the bytes block by block does. That is the same as decoding each event's
+        data: the boundaries are ASCII, and valid UTF-8 encodes back to the bytes it came
+        from. Bytes that are not UTF-8, or a read longer than one event may be, go line by
+        line, which replaces the one and bounds the other as it always has."""
+        try:
+            text = whole.decode("utf-8") if len(whole) <= self.max_bytes else None
+        except UnicodeDecodeError:
+            text = None
+        if text is None:
+            return self._lines(whole + b"\n\n")
         events = []
-        for block in whole.split(b"\n\n"):
-            if block.startswith(b"data: ") and b"\n" not in block and b"\r" not in block \
-                    and len(block) - 6 <= self.max_bytes:
-                events.append(("message", block[6:].decode("utf-8", "replace")))
+        for block in text.split("\n\n"):
+            if block.startswith("data: ") and "\n" not in block and "\r" not in block:
+                events.append(("message", block[6:]))
             elif block:
-                events += self._lines(block + b"\n\n")
+                events += self._lines(block.encode("utf-8") + b"\n\n")
         return events
 
     def _lines(self, data: bytes) -> list[tuple[str, str]]:
