@@ -128,7 +128,8 @@ class EventLog:
         self._bytes += weight(event)
         self.events.append(event)
         self._ends.append(self._bytes)
-        self._notify()
+        if self._waiting:                  # _notify's test, without its call on every event
+            self._notify()
         if self._bytes - self._base_bytes > self.log_limit:
             self._trim()
 
