@@ -40,8 +40,10 @@ __all__ = ["Reader", "Limits", "Head", "Data", "ProtocolError", "Truncated", "NE
 
 TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")   # a header name or method
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
-# a chunk size line: 1 to 16 hex digits, then OWS and extensions or CRs, then its LF
+# a chunk size line: 1 to 16 hex digits, then OWS and extensions or CRs, then its LF; and
+# the usual one of them, digits and CRLF (Reader._whole_chunks)
 _SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\n]*|\r*)\n")
+_BARE_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
 # The usual head, whole in the buffer and valid, is checked in one C call (every header
 # line good, then the empty line), then split: not a dozen Python steps a line. Anything
 # else goes line by line, which finds the first fault in order.
@@ -334,23 +336,39 @@ class Reader:
             elif self._trailer_bytes >= 0:
                 pos, ended = self._read_trailers(buf, pos)
                 break
+            elif (taken := self._whole_chunks(buf, pos, room, parts))[0] != pos:
+                pos, room = taken
             elif (after := self._read_size(buf, pos)) == pos:
                 break
             else:
                 pos = after
-                left = self._chunk_left
-                end = pos + left
-                if left and left <= room and buf[end:end + 2] == b"\r\n":
-                    # A whole chunk and its CRLF are here (nearly every chunk of a relayed
-                    # stream): taken in this step, not in the two the branches above take.
-                    parts.append(buf[pos:end])
-                    pos, room, self._chunk_left = end + 2, room - left, 0
         self._pos = pos
         if parts:
             if ended:
                 self._state = self._end
             return Data(b"".join(parts))
         return self._end(size) if ended else self._starved()
+
+    def _whole_chunks(self, buf: bytes | bytearray, pos: int, room: int,
+                      parts: list) -> tuple[int, int]:
+        """Take the whole chunks from `pos` on, into `parts`: each a bare size line, its
+        data (within `room`) and the CRLF after, all here. A relayed stream's read holds
+        dozens, and the steps above would take three passes and a size line's checks for
+        each. Returns where it stopped and the room left; what it stops at (a chunk the
+        read cut, extensions, the last chunk, the body's limit, anything wrong) the steps
+        above read, as they would have."""
+        match, limit = _BARE_SIZE_LINE.match, self._limit
+        while line := match(buf, pos):
+            size = int(line[1], 16)
+            start = line.end()
+            end = start + size
+            if not size or size > room or buf[end:end + 2] != b"\r\n" or \
+                    (limit is not None and self._total + size > limit):
+                break
+            self._total += size
+            parts.append(buf[start:end])
+            pos, room = end + 2, room - size
+        return pos, room
 
     def _read_size(self, buf: bytes | bytearray, pos: int) -> int:
         """Where a chunk size line ends, consumed; `pos` if it is not all here. A size of 0
