@@ -41,8 +41,8 @@ class SSEParser:
         """The events of `whole`, the text between two event boundaries (a blank line after
         a line's end: the parser is between events at each `\\n\\n`). A read of a fast
         stream holds dozens of events, nearly all one `data: ` line: those are taken without
-        the line machinery; any other (a comment, `event:`, CRLF, several lines) goes
-        through it, whole.
+        the line machinery; from the first other one on (a comment, `event:`, CRLF,
+        several lines), the rest of the read goes through it, as one piece.
 
         The read is decoded once and split as text, which costs half what splitting and
         testing the bytes block by block does. That is the same as decoding each event's
@@ -55,12 +55,13 @@ class SSEParser:
             text = None
         if text is None:
             return self._lines(whole + b"\n\n")
-        events = []
-        for block in text.split("\n\n"):
+        events, blocks = [], text.split("\n\n")
+        for at, block in enumerate(blocks):
             if block.startswith("data: ") and "\n" not in block and "\r" not in block:
                 events.append(("message", block[6:]))
-            elif block:
-                events += self._lines(block.encode("utf-8") + b"\n\n")
+            elif block:    # (an Anthropic stream's events all name themselves)
+                rest = "\n\n".join(blocks[at:]).encode("utf-8")
+                return events + self._lines(rest + b"\n\n")
         return events
 
     def _lines(self, data: bytes) -> list[tuple[str, str]]:
