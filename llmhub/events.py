@@ -58,6 +58,12 @@ class TextDelta:
     raw: dict | None = field(default=None, compare=False)
     choice: int = 0                     # which of `n` choices it belongs to
 
+    def __init__(self, text: str, raw: dict | None = None, choice: int = 0) -> None:
+        set_text, set_raw, set_choice = _TEXT_DELTA      # why: _slot_setters
+        set_text(self, text)
+        set_raw(self, raw)
+        set_choice(self, choice)
+
 
 @dataclass(frozen=True, slots=True)
 class ReasoningDelta:
@@ -68,6 +74,29 @@ class ReasoningDelta:
     raw: dict | None = field(default=None, compare=False)
     signature: str | None = None        # Anthropic's seal on a thinking block, at its end
     choice: int = 0                     # which of `n` choices it belongs to
+
+    def __init__(self, text: str, raw: dict | None = None, signature: str | None = None,
+                 choice: int = 0) -> None:
+        set_text, set_raw, set_signature, set_choice = _REASONING_DELTA   # _slot_setters
+        set_text(self, text)
+        set_raw(self, raw)
+        set_signature(self, signature)
+        set_choice(self, choice)
+
+
+def _slot_setters(cls) -> tuple:
+    """The setters of a frozen slotted dataclass's fields, in their order. A model's every
+    token is a TextDelta or a ReasoningDelta, and the __init__ dataclass writes for a frozen
+    class sets each field with object.__setattr__, which costs about twice what a slot's
+    own setter does (0.55 against 0.34 µs a TextDelta); so those two classes write their
+    __init__ with these. They stay frozen: assigning to a field still raises
+    FrozenInstanceError. (tests/test_hot_path.py checks each such __init__ against the
+    class's fields.)"""
+    return tuple(cls.__dict__[f.name].__set__ for f in fields(cls))
+
+
+_TEXT_DELTA = _slot_setters(TextDelta)
+_REASONING_DELTA = _slot_setters(ReasoningDelta)
 
 
 @dataclass(frozen=True, slots=True)

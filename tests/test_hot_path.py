@@ -1,6 +1,8 @@
 """The hot path's shortcuts answer exactly what the code they replace answered."""
 
+import dataclasses
 import email.utils
+import inspect
 import io
 import json
 import random
@@ -10,6 +12,9 @@ from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 
+import pytest
+
+from llmhub.events import ReasoningDelta, TextDelta
 from llmhub.http.framing import RequestReader
 from llmhub.http.protocol import END, NEED_DATA, Head, ProtocolError, Reader
 from llmhub.http.server import Handler, Headers, Phase, RequestState
@@ -239,3 +244,22 @@ def test_sse_reads_decoded_whole_give_what_line_by_line_gives():
                 assert fast[-1] == "too large" and slow[:len(fast) - 1] == fast[:-1]
             else:
                 assert fast == slow
+
+
+def test_events_with_their_own_init_are_what_dataclass_would_make():
+    """TextDelta and ReasoningDelta set their slots through the slots' setters: the same
+    parameters, in the same order with the same defaults, as dataclass would write from
+    their fields; every field set; still frozen, equal and hashable as before."""
+    for cls in (TextDelta, ReasoningDelta):
+        params = list(inspect.signature(cls).parameters.values())
+        assert [(p.name, p.default) for p in params] == \
+            [(f.name, inspect.Parameter.empty if f.default is dataclasses.MISSING
+              else f.default) for f in dataclasses.fields(cls)]
+        values = [f"{f.name}-value" for f in dataclasses.fields(cls)]
+        for event in (cls(*values), cls(**dict(zip([p.name for p in params], values)))):
+            assert [getattr(event, f.name) for f in dataclasses.fields(cls)] == values
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                event.text = "changed"
+        assert cls("x") == cls("x", raw={"other": 1}) and hash(cls("x")) == hash(cls("x"))
+        assert [getattr(cls("x"), f.name) for f in dataclasses.fields(cls)][1:] == \
+            [f.default for f in dataclasses.fields(cls)][1:]
