@@ -270,5 +270,33 @@ def test_ids_are_drawn_in_bulk_and_never_repeat(monkeypatch):
     monkeypatch.setattr(ids.os, "urandom", lambda n: draws.append(n) or real(n))
     made = {ids.uuid4() for _ in range(1000)}
     assert len(made) == 1000 and all(u.version == 4 for u in made)
-    assert len(draws) <= 1000 * 16 // 4096 + 1          # one syscall per 256 ids
+    assert len(draws) <= 1000 * 16 // ids._BATCH + 1    # one syscall per 16 ids
     assert isinstance(next(iter(made)), uuid.UUID)
+
+
+def test_a_thread_drawing_ids_never_waits_for_another(monkeypatch):
+    """Each thread draws its own bytes: a thread inside os.urandom (a syscall, the GIL
+    released) holds up no other. A shared pool's lock was held across that call, and
+    under load became a convoy every run's id queued in."""
+    import os
+    from llmhub import ids
+    real, inside, release = os.urandom, threading.Event(), threading.Event()
+
+    def urandom(n):
+        if threading.current_thread().name == "slow draw":
+            inside.set()
+            release.wait(60)
+        return real(n)
+    monkeypatch.setattr(ids.os, "urandom", urandom)
+    slow = threading.Thread(target=ids.uuid4_hex, name="slow draw")
+    slow.start()
+    assert inside.wait(10)
+    drawn = threading.Event()
+    other = threading.Thread(target=lambda: ids.uuid4_hex() and drawn.set())
+    other.start()
+    try:
+        assert drawn.wait(5)    # (with a shared lock: until the slow draw ends)
+    finally:
+        release.set()
+        slow.join()
+        other.join()
