@@ -208,7 +208,7 @@ class Deadlines(Ticker):
     def tick(self) -> None:
         now = time.monotonic()
         with self._lock:
-            overdue = [h for h in self._holders
-                       if (expires := h.expires_at) is not None and expires <= now]
-        for holder in overdue:
-            holder.expire()
+            holders = list(self._holders)
+        for holder in holders:
+            if (expires := holder.expires_at) is not None and expires <= now:
+                holder.expire()
