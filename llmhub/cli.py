@@ -57,12 +57,11 @@ def main(argv=None) -> int:
         return 2
     logs.setup(config.server.log_level, config.server.log_format)
     for warning in (*config.warnings, *startup_warnings(config.server)):
-        print(f"llmhub: warning: {warning}", file=sys.stderr, flush=True)
+        say(f"llmhub: warning: {warning}")
     try:
         hub = Hub(config)
     except (OSError, sqlite3.Error, HubError) as exc:
-        print(f"llmhub: cannot open the database {config.server.db_path}: {exc}",
-              file=sys.stderr)
+        say(f"llmhub: cannot open the database {config.server.db_path}: {exc}")
         return 2
     servers: list[HubServer] = []
     for port in (config.server.port, config.ollama.port):
@@ -74,10 +73,17 @@ def main(argv=None) -> int:
             for server in servers:
                 server.server_close()
             hub.close()
-            print(f"llmhub: cannot listen on {config.server.host}:{port}: "
-                  f"{exc.strerror or exc}", file=sys.stderr)
+            say(f"llmhub: cannot listen on {config.server.host}:{port}: "
+                f"{exc.strerror or exc}")
             return 2
     return serve(servers, hub)
+
+
+def say(text: str) -> None:
+    """A line for people on stderr, after what the hub logged before it (logs.py writes
+    log lines from a thread of its own)."""
+    logs.flush()
+    print(text, file=sys.stderr, flush=True)
 
 
 def startup_lines(server, hub) -> list[str]:
@@ -138,8 +144,7 @@ def serve(servers: list, hub) -> int:
             pass
     except KeyboardInterrupt:
         pass
-    print("llmhub: stopping: cancelling runs, closing the database", file=sys.stderr,
-          flush=True)
+    say("llmhub: stopping: cancelling runs, closing the database")
     for server in servers:
         server.stop(grace=3.0)   # streams get their terminal events; all of it inside 5 s
     hub.close()

@@ -1,7 +1,9 @@
 """Service endpoints: /, /health, /config; and the request log."""
 
 import json
+import logging
 import re
+import threading
 
 from http_client import call
 from llmhub import logs
@@ -61,6 +63,50 @@ def test_one_json_log_line_per_request(hub):
     assert line["run_id"].startswith("run_") and line["model"] == "q"
     assert line["outcome"] == "completed" and line["tokens_out"] == 5
     assert line["duration_ms"] >= 0 and line["time"].endswith("Z")
+
+
+class StuckSink:
+    """A log stream whose first write blocks until released."""
+
+    def __init__(self) -> None:
+        self.writing, self.release, self.text = threading.Event(), threading.Event(), ""
+
+    def write(self, text: str) -> None:
+        self.writing.set()
+        self.release.wait(10)
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_slow_log_sink_holds_up_no_thread_that_logs():
+    """Lines are written by one thread of their own: a thread that logs while the sink is
+    stuck (a console, a full pipe) goes on at once. A StreamHandler wrote under its lock in
+    the logging thread, so every request thread queued behind a slow write. Past `most`
+    lines waiting, they are dropped and a line says how many."""
+    sink, log = StuckSink(), logging.getLogger("llmhub.test")
+    logs.setup("info", "text", stream=sink)
+    try:
+        log.info("one")
+        assert sink.writing.wait(5)
+        logs.LineWriter.most = 3
+        logged = threading.Event()
+        thread = threading.Thread(target=lambda: [log.info(n) for n in
+                                                  ("two", "three", "four", "five")]
+                                  and logged.set())
+        thread.start()
+        assert logged.wait(5)                # (with a StreamHandler: until the sink moves)
+        sink.release.set()
+        thread.join()
+        logs.flush()
+        said = [line.split("INFO", 1)[-1].strip() for line in sink.text.splitlines()]
+    finally:
+        logs.LineWriter.most = 10_000
+        sink.release.set()
+        logs.setup("warning", "json")
+    assert said == ["one", "two", "three", "four",
+                    "llmhub: 1 log lines dropped: the log's output could not keep up"], said
 
 
 def test_text_log_format_is_for_people(hub):
