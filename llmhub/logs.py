@@ -103,13 +103,20 @@ class LineWriter(logging.Handler):
             end = lines.pop() if not isinstance(lines[-1], str) else ""
             last = end is None                 # close(): these are the last
             if self.dropped > reported:
-                lines.append(f"llmhub: {self.dropped - reported} log lines dropped: the log's "
-                             "output could not keep up")
+                lines.append(self._dropped_line(self.dropped - reported))
                 reported = self.dropped
             if lines:
                 self._out(lines)
             if isinstance(end, threading.Event):   # flush(): written up to here
                 end.set()
+
+    def _dropped_line(self, count: int) -> str:
+        """The line that says lines were dropped, in the log's own format (a JSON log
+        stays one JSON object a line)."""
+        record = logging.LogRecord("llmhub.logs", logging.WARNING, __file__, 0,
+                                   "%d log lines dropped: the log's output could not keep "
+                                   "up", (count,), None)
+        return self.format(record)
 
     def _out(self, lines: list) -> None:
         try:
