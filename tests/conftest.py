@@ -3,6 +3,7 @@ and a deadline on every test's setup, call and teardown (deadline.py), so a test
 block forever fails instead: 60 s each by default, `@pytest.mark.deadline(seconds)` for a
 test that needs another, LLMHUB_TEST_DEADLINE to change the default."""
 
+import logging
 import os
 import sys
 import threading
@@ -51,6 +52,21 @@ def pytest_runtest_call(item):
 def pytest_runtest_teardown(item, nextitem):
     with bounded(item, "teardown"):
         yield
+
+
+@pytest.fixture(autouse=True)
+def llmhub_logging_restored():
+    """A test that calls logs.setup() leaves the 'llmhub' logger as it found it: setup()
+    stops its propagation, and a later test's caplog would see none of its records."""
+    logger = logging.getLogger("llmhub")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    for handler in logger.handlers:
+        if handler not in handlers:
+            handler.close()
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
 
 
 @pytest.fixture
