@@ -496,14 +496,16 @@ class Registry:
         caller = accounting.current.get()           # whose request made it, by key name
         info.setdefault("key", caller.key)
         info.setdefault("route", caller.route)
-        key = info["key"]
+        key, line = info["key"], background.get()
+        # Made before the lock, which every run takes twice: the less done inside it, the
+        # less likely a GIL switch in it makes the others queue (a convoy under load).
+        run = Run(run_id, self, **info)
         with self._lock:
             if run_id in self._live or run_id in self._finished:
                 raise Conflict(f"Run id {run_id!r} is already in use", param="X-Run-Id")
-            line = background.get()
             if most and not line and self._per_key[key] >= most:
                 raise TooManyRuns(key, most, "runs at once", "max_concurrent")
-            run = self._live[run_id] = Run(run_id, self, **info)
+            self._live[run_id] = run
             if line:
                 self._batch_lines.add(run_id)
             else:
@@ -567,15 +569,16 @@ class Registry:
             [run for run in runs if caller.sees(run.info["key"])]
 
     def _retire(self, run: Run) -> None:
+        key, status = run.info["key"], run.status
         with self._lock:
             if self._live.pop(run.id, None) is not None:
                 if run.id in self._batch_lines:
                     self._batch_lines.discard(run.id)
                 else:
-                    self._per_key[run.info["key"]] -= 1
-                    if not self._per_key[run.info["key"]]:
-                        del self._per_key[run.info["key"]]
-            self._finished[run.id] = (run.status, run.info["key"])
+                    self._per_key[key] -= 1
+                    if not self._per_key[key]:
+                        del self._per_key[key]
+            self._finished[run.id] = (status, key)
             while len(self._finished) > self.remember_finished:
                 self._finished.popitem(last=False)
         if self._on_retire is not None:
