@@ -57,7 +57,11 @@ class Connection:
         self.sock = sock
         self.host_header = host_header
         self.reader = Reader(_status_line, LIMITS, noun="reply")
-        self.recv_size = RecvSize(tls=isinstance(sock, ssl.SSLSocket))
+        tls = isinstance(sock, ssl.SSLSocket)
+        self.recv_size = RecvSize(tls)
+        # bytes read so far, to match against the kernel's count (sockets.arrivals); over
+        # TLS the kernel counts the records, so None
+        self.received: int | None = None if tls else 0
 
     @classmethod
     def open(cls, host: str, port: int | None, https: bool, timeout: float) -> "Connection":
@@ -112,6 +116,8 @@ class Connection:
         """Read once more into the reader; False at EOF."""
         waiting()
         data = self.recv_size.recv(self.sock)
+        if self.received is not None:
+            self.received += len(data)
         self.reader.feed(data)
         return bool(data)
 

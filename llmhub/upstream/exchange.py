@@ -14,7 +14,7 @@ every read and write.
 
 Connections are kept alive in a per-upstream `Pool`, but only after an exchange that was read
 to its end and never aborted; an idle connection the server has closed is noticed before each
-reuse (one poll, no shortcut: see below).
+reuse (on Linux by the kernel's count of what came in, elsewhere by a poll: see below).
 
 A request is sent at most once, as nginx does (proxy_next_upstream's `non_idempotent`). A
 reused connection that fails while the request is being written is retried once on a fresh
@@ -39,7 +39,7 @@ import time
 from urllib.parse import urlsplit
 
 from llmhub.errors import UpstreamError
-from llmhub.http.sockets import Deadlines, readable
+from llmhub.http.sockets import Deadlines, arrivals, readable
 from llmhub.upstream.connection import Closed, Connection, Incomplete, ProtocolError, Response
 
 __all__ = ["Exchange", "Pool", "Timeouts", "Aborted"]
@@ -93,8 +93,8 @@ class Pool:
                 if not self._idle:
                     return None
                 since, conn = self._idle.pop()
-            # Checked every time (one poll): a POST on a connection found closed only after
-            # it was written is not sent again, so finding it here is what saves it.
+            # Checked every time: a POST on a connection found closed only after it was
+            # written is not sent again, so finding it here is what saves it.
             if time.monotonic() - since < self.max_idle_seconds and _still_open(conn):
                 return conn
             conn.close()
@@ -108,7 +108,11 @@ class Pool:
 
 
 def _still_open(conn: Connection) -> bool:
-    """An idle connection has nothing to read; readable means EOF (closed) or junk."""
+    """Nothing came in while the connection was idle: no EOF, no reset, no stray bytes.
+    Where the kernel counts what came in (`arrivals`), that count against what was read
+    says so without a poll; over TLS the two counts differ, so a poll."""
+    if conn.received is not None and (count := arrivals(conn.sock)) is not None:
+        return count == conn.received
     try:
         return not readable(conn.sock)
     except (OSError, ValueError):
