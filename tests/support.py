@@ -84,7 +84,9 @@ def start(args, tmp_path, env=None):
     process = subprocess.Popen(
         [sys.executable, *args, "--port", "0", "--db", str(tmp_path / "cli.db"),
          "--log-level", "warning"], cwd=tmp_path, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+        stderr=subprocess.PIPE, text=True,
+        # faulthandler: a hub that does not stop can be made to print its threads (ended())
+        env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})})
     line = process.stdout.readline().strip()
     url = line.split(" listening on ", 1)[1].split(" ", 1)[0] if "listening on" in line else None
     return process, line, url
@@ -93,11 +95,30 @@ def start(args, tmp_path, env=None):
 def stop(process, sig=signal.SIGTERM):
     process.send_signal(sig)
     try:
-        return process.wait(10)
+        ended(process)
+        return process.returncode
     finally:
         process.kill()
         process.stdout.close()
         process.stderr.close()
+
+
+def ended(process, timeout: float = 10) -> tuple[str, str]:
+    """The process's (stdout, stderr) once it exits. One that has not exited in `timeout`
+    fails the test with every thread's traceback (SIGABRT, which faulthandler answers with
+    them; Windows has no such signal, so there only the timeout is said)."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if hasattr(signal, "SIGABRT") and sys.platform != "win32":
+            process.send_signal(signal.SIGABRT)
+        try:
+            out, err = process.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+        raise AssertionError(f"the hub did not exit within {timeout} s; its output:\n"
+                             f"{out}\n{err}") from None
 
 
 # --- a team of keys (issue 24) ------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT, write_ini
 from http_client import call, open_stream, sse_events
 from fake_lmstudio import Script
-from support import start, stop
+from support import ended, start, stop
 
 LISTENING = "llmhub {} listening on http://127.0.0.1:"
 
@@ -46,7 +46,7 @@ def test_startup_line_names_the_config_file_it_read(tmp_path, fake):
     try:
         assert f" - config {ini} - upstream lmstudio {fake.url} (reachable," in line, line
         process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=10)
+        out, _ = ended(process)
     finally:
         process.kill()
     assert out == ""        # no hint: that is for an upstream that did not answer
@@ -89,7 +89,7 @@ def test_settings_that_mean_otherwise_are_warned_of_at_startup(tmp_path):
     try:
         shown = call(url, "GET", "/config")[2]["warnings"]
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=10)
+        _, err = ended(process)
     finally:
         process.kill()
     warned = [w for w in err.splitlines() if w.startswith("llmhub: warning: ")]

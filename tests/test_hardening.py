@@ -91,14 +91,14 @@ def test_star_allows_every_origin_and_warns_without_keys(make_hub, fake, tmp_pat
     status, headers, _ = call(hub.url, "POST", "/v1/chat/completions", CHAT,
                               headers={"Origin": "http://evil.example"})
     assert status == 200 and headers["Access-Control-Allow-Origin"] == "*"
-    from support import start
+    from support import ended, start
     from conftest import ROOT
     process, line, _ = start([str(ROOT / "main.py"), "--upstream", "mock"], tmp_path,
                              env={"CORS_ORIGINS": "*"})
     try:
         assert "listening on" in line
         process.terminate()
-        _, errors = process.communicate(timeout=10)
+        _, errors = ended(process)
     finally:
         process.kill()
     assert "warning: cors_origins = * and no api_keys" in errors

@@ -319,14 +319,14 @@ def test_redact_is_quick_on_a_large_body():
 # --- the startup line -------------------------------------------------------------------------
 
 def test_startup_line_never_shows_the_upstream_key(tmp_path, echoing):
-    from support import start
+    from support import ended, start
     upstream = echoing(slashes)
     ini = write_ini(tmp_path / "secret.ini", {"upstream": {"base_url": upstream.url,
                                                            "api_key": UPSTREAM_KEY}})
     process, line, _ = start([str(ROOT / "main.py"), "--config", str(ini)], tmp_path)
     try:
         process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=10)
+        out, err = ended(process)
     finally:
         process.kill()
     assert "NOT reachable: 401 Unauthorized: bad key ***" in line, line
