@@ -27,7 +27,7 @@ __all__ = ["main", "parse_args"]
 # default is 5 ms). The hub's threads hold it for well under a millisecond between blocking
 # calls, so a forced hand-off happens only when the OS has paused the holder (the machine's
 # cores are busy: the model server, the clients). The forced hand-off then costs the holder a
-# wait of its own: at 64 clients on 2 cores, 50 ms served 17–23% more (bench/README.md,
+# wait of its own: at 64 clients on 2 cores, 50 ms served 9–23% more (bench/README.md,
 # fifth round). The price: a thread running Python for longer without a blocking call
 # (a huge request's checks) holds up the others for up to 50 ms at a time, not 5.
 SWITCH_INTERVAL = 0.05
