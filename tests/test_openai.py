@@ -104,6 +104,42 @@ def test_unknown_delta_fields_and_tool_calls_relay_untouched(hub, fake):
     assert body["choices"][0]["finish_reason"] == "tool_calls"
 
 
+def test_relayed_chunks_are_the_upstreams_text_with_the_runs_id(hub, fake):
+    # Where the upstream's own text says what the chunk says (its id first, and its only
+    # "id"), the hub sends that text with the id replaced, not the chunk encoded again:
+    # the 1.50, the spacing and the Cyrillic survive. Every other chunk is encoded, and
+    # comes out as before: the run's id, and otherwise what the upstream sent.
+    def chunk(chunk_id, delta, finish=None, first='', last=''):
+        return (f'{{{first}"id": "{chunk_id}", "object": "chat.completion.chunk", '
+                f'"created": 1, "model": "m", "choices": [{{"index": 0, "delta": '
+                f'{json.dumps(delta, ensure_ascii=False)}, "finish_reason": '
+                f'{json.dumps(finish)}}}]{last}}}')
+    call_piece = {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": ""}}
+    texts = [
+        chunk("up-1", {"content": "Привет"}, last=', "x_score": 1.50'),
+        chunk("up-2", {"content": " a"}, first='"x_first": true, '),  # id not first
+        chunk("up-3", {"content": " b", "tool_calls": [call_piece]}),  # two "id"s
+        chunk("up\\u002d4", {"content": " c"}),                      # an escaped id
+        chunk("up-5", {"content": " d"}, last=', "id": "up-5"'),     # a duplicate key
+        chunk("up-6", {"content": " e"}),                            # sent as two lines
+        chunk("up-7", {}, "stop"),
+    ]
+    frames = [f"data: {text}\n\n" for text in texts]
+    frames[5] = frames[5].replace(', "created"', '\ndata: , "created"', 1)
+    fake.enqueue(Script(raw_body=("".join(frames) + "data: [DONE]\n\n").encode()))
+    conn, response = open_stream(hub.url, CHAT, {"model": "m", "messages": USER,
+                                                 "stream": True})
+    try:
+        events = [data for _, data in sse_events(response)]
+    finally:
+        conn.close()
+    run_id = "chatcmpl-" + response.getheader("X-Run-Id")[4:]
+    assert events[-1] == "[DONE]" and len(events) == len(texts) + 1
+    assert events[0] == f'{{"id":"{run_id}"' + texts[0][len('{"id": "up-1"'):]
+    for sent, relayed in zip(texts, events):
+        assert json.loads(relayed) == dict(json.loads(sent), id=run_id)
+
+
 @pytest.mark.parametrize("body, param", [
     ({}, "messages"),
     ({"messages": []}, "messages"),

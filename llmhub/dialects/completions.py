@@ -90,10 +90,7 @@ class TextStream(ChunkStream):
     of their own (the mock)."""
 
     object = "text_completion"
-
-    def __init__(self, run, include_usage: bool) -> None:
-        super().__init__(run, include_usage)
-        self.id = completion_id(run)
+    chunk_id = staticmethod(completion_id)
 
     def _build(self, event) -> bytes:
         if event.kind == "finish":

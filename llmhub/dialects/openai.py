@@ -25,8 +25,8 @@ from llmhub.engine.facade import ChatRequest, Stateless
 from llmhub.engine.runs import CANCELLED, FAILED
 from llmhub.errors import BadRequest, HubError, NotFound, error_of
 from llmhub.events import Usage, token_count
-from llmhub.transcript import Seen, choice, chunk, delta_of, finish_reason, finishes
-from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse
+from llmhub.transcript import Seen, choice, chunk, delta_of, finish_reason, finishes, relayed_text
+from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, json_str, sse
 
 __all__ = ["error_body", "chat_completions", "list_models", "get_model", "ChunkStream",
            "completion_body",
@@ -203,14 +203,17 @@ def completion_body(run) -> dict:
 class ChunkStream(StreamRenderer):
     """Renders run events as OpenAI `chat.completion.chunk` SSE frames.
 
-    An event made from an upstream chunk relays that chunk (once, with the run's id); any
-    other content event is built into a chunk from its fields, the first with the role."""
+    An event made from an upstream chunk relays that chunk (once, with the run's id: the
+    upstream's own text where `relayed_text` allows, else encoded); any other content event
+    is built into a chunk from its fields, the first with the role."""
 
     object = "chat.completion.chunk"
+    chunk_id = staticmethod(completion_id)
 
     def __init__(self, run, include_usage: bool) -> None:
         self.seen = Seen(run)
-        self.id = completion_id(run)
+        self.id = self.chunk_id(run)
+        self.start = '{"id":' + json_str(self.id)     # of a relayed chunk's text
         self.include_usage = include_usage
         self.finish_sent = False
         self.role_sent = False
@@ -236,9 +239,12 @@ class ChunkStream(StreamRenderer):
         if raw is self.relayed:
             return b""
         self.relayed, self.role_sent = raw, True
+        self.finish_sent = self.finish_sent or finishes(raw)
+        text = relayed_text(raw, self.start) if "object" in raw else None
+        if text is not None:
+            return b"data: %s\n\n" % text.encode("utf-8")
         chunk = dict(raw, id=self.id)
         chunk.setdefault("object", self.object)
-        self.finish_sent = self.finish_sent or finishes(chunk)
         return sse(chunk)
 
     def _build(self, event) -> bytes:

@@ -30,7 +30,8 @@ from llmhub.errors import UpstreamError
 from llmhub.events import (Finish, Logprobs, ReasoningDelta, TextDelta, ToolCallDelta, Usage,
                            token_count)
 from llmhub.redaction import public_url, redact, upstream_secrets
-from llmhub.transcript import choice as build_choice, chunk as build_chunk, finishes
+from llmhub.transcript import UpstreamChunk, choice as build_choice, chunk as build_chunk, \
+    finishes
 from llmhub.upstream.base import Upstream
 from llmhub.upstream.exchange import Exchange, Pool, Timeouts, retry_after
 from llmhub.upstream.gate import Gate
@@ -276,7 +277,9 @@ class ChatCall:
         if event == "error" or not isinstance(obj, dict) or \
                 ("error" in obj and "choices" not in obj):
             raise stream_error(obj, self.upstream.label, self.secrets)
-        return obj
+        chunk = UpstreamChunk(obj)
+        chunk.text = payload
+        return chunk
 
     def abort(self) -> None:
         self.exchange.abort()
