@@ -1,10 +1,10 @@
 """Runs over real sockets: disconnect and cancel abort the upstream; ids, timeouts,
 fallbacks, queueing and shutdown."""
 
+import io
 import json
 import socket
 import threading
-
 
 from fake_lmstudio import Script
 from http_client import call, connect, open_stream, sse_events
@@ -44,6 +44,29 @@ def test_cancel_before_first_token_ends_stream_within_a_second(hub, fake):
     assert events[-1] == "[DONE]"
     assert fake.aborted.wait(1)
     conn.close()
+
+
+def test_cancel_after_the_finish_chunk_sends_no_second_finish(hub, fake):
+    # The model finished ("stop" relayed in its chunk), but the usage and [DONE] never came:
+    # a cancel now ends the stream with [DONE] alone, not a "cancelled" finish after "stop".
+    def chunk(delta, finish=None):
+        return {"id": "up", "object": "chat.completion.chunk", "created": 1, "model": "q",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    fake.enqueue(Script(raw_chunks=[chunk({"role": "assistant", "content": "one"}),
+                                    chunk({}, "stop")], hold_first=NEVER, hold_after=2))
+    conn, response = open_stream(hub.url, CHAT, {"model": "q", "messages": USER,
+                                                 "stream": True}, timeout=2)
+    run_id = response.getheader("X-Run-Id")
+    seen = b""
+    while b'"stop"' not in seen:
+        seen += response.read1(1000)
+    assert call(hub.url, "POST", f"/v1/runs/{run_id}/cancel")[0] == 200
+    rest = (seen + response.read()).decode()
+    conn.close()
+    events = [data for _, data in sse_events(io.BytesIO(rest.encode()))]
+    assert events[-1] == "[DONE]"
+    finishes = [json.loads(e)["choices"][0]["finish_reason"] for e in events[:-1]]
+    assert finishes == [None, "stop"]
 
 
 def test_run_id_arrives_before_the_upstream_answers(hub, fake):

@@ -94,7 +94,6 @@ class TextStream(ChunkStream):
 
     def _build(self, event) -> bytes:
         if event.kind == "finish":
-            self.finish_sent = True
             return sse(self._chunk([text_choice("", event.reason)]))
         if event.kind == "delta" and event.text:
             return sse(self._chunk([text_choice(event.text)]))

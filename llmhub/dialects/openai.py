@@ -25,7 +25,7 @@ from llmhub.engine.facade import ChatRequest, Stateless
 from llmhub.engine.runs import CANCELLED, FAILED
 from llmhub.errors import BadRequest, HubError, NotFound, error_of
 from llmhub.events import Usage, token_count
-from llmhub.transcript import Seen, choice, chunk, delta_of, finish_reason, finishes, relayed_text
+from llmhub.transcript import Seen, choice, chunk, delta_of, finish_reason, relayed_text
 from llmhub.wire import JSONResponse, RunResponse, StreamRenderer, StreamResponse, json_str, sse
 
 __all__ = ["error_body", "chat_completions", "list_models", "get_model", "ChunkStream",
@@ -230,6 +230,8 @@ class ChunkStream(StreamRenderer):
             return sse(error_body(error_of(event)))
         if kind == "done":
             return self._end(event.status)
+        if kind == "finish":
+            self.finish_sent = True      # in its upstream chunk, relayed, or built below
         raw = getattr(event, "raw", None)
         if raw is not None:
             return self._relay(raw)
@@ -239,7 +241,6 @@ class ChunkStream(StreamRenderer):
         if raw is self.relayed:
             return b""
         self.relayed, self.role_sent = raw, True
-        self.finish_sent = self.finish_sent or finishes(raw)
         text = relayed_text(raw, self.start) if "object" in raw else None
         if text is not None:
             return b"data: %s\n\n" % text.encode("utf-8")
@@ -249,7 +250,6 @@ class ChunkStream(StreamRenderer):
 
     def _build(self, event) -> bytes:
         if event.kind == "finish":
-            self.finish_sent = True
             return sse(self._chunk([choice({}, event.reason)]))
         if event.kind == "logprobs":
             return sse(self._chunk([choice({}, logprobs={"content": event.content})]))
