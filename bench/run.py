@@ -3,6 +3,7 @@
     python -m bench    (or: python bench/run.py)  [--quick] [--only relay|dialects|openloop|
                        threads|conversations|cancel|load|routing|memory]
     python -m bench --ab REF       this tree against a git ref, interleaved (bench/ab.py)
+    python -m bench --instructions [REF]   instructions a request, counted (bench/instructions.py)
 
 bench/README.md explains every figure and keeps the dated table of results. This module is
 the closed loop: a fixed number of clients, each sending its next request when the last one
@@ -215,6 +216,9 @@ def main(argv=None) -> int:
                         help="run one benchmark")
     parser.add_argument("--ab", metavar="REF", help="compare this tree with a git ref "
                         "(hub CPU per request, p50, TTFT) in interleaved blocks, and stop")
+    parser.add_argument("--instructions", metavar="REF", nargs="?", const="",
+                        help="count the hub's instructions a request under valgrind, this "
+                        "tree (and REF, if given), and stop")
     parser.add_argument("--blocks", type=int, default=12, help="--ab: blocks per tree")
     parser.add_argument("--per-block", type=int, default=200, help="--ab: requests a block")
     parser.add_argument("--rate", type=float, default=100, help="openloop: requests/s")
@@ -231,6 +235,15 @@ def main(argv=None) -> int:
         print(f"\nllmhub A/B: this tree against {args.ab} (median of blocks; difference "
               "= this tree − REF)")
         print(table(rows, [*ab.HEADER[:2], args.ab, *ab.HEADER[3:]]))
+        return 0
+    if args.instructions is not None:
+        from bench import instructions
+        ref = args.instructions or None
+        rows = instructions.main(ref)
+        print("\nllmhub instructions a request (user space, counted by callgrind"
+              + (f"; difference = this tree − {ref})" if ref else ")"))
+        header = instructions.HEADER[:2] + ([ref, instructions.HEADER[3]] if ref else [])
+        print(table(rows, header))
         return 0
     if args.only in (None, "relay"):
         relay(args.quick)

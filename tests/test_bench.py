@@ -5,7 +5,7 @@ import asyncio
 
 from fake_lmstudio import Script
 
-from bench import ab, openloop, run
+from bench import ab, instructions, openloop, run
 
 
 def test_the_open_loop_sends_every_scheduled_request(fake):
@@ -41,3 +41,15 @@ def test_ab_rows_difference_this_tree_minus_ref():
     values = {"non-stream hub CPU µs/request": {"this": [10.0, 20.0], "ref": [15.0, 30.0]}}
     [row] = ab.rows(values, "this", "ref")
     assert row[1:4] == ["15", "22.5", "-7.5"]
+
+
+def test_instructions_take_an_optional_ref(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(instructions, "main", lambda ref: calls.append(ref) or [
+        ["non-stream instructions/request", "1,000", "1,100", "-100 (-9.1%)"]])
+    assert run.main(["--instructions", "HEAD~2"]) == 0
+    assert "HEAD~2" in capsys.readouterr().out
+    monkeypatch.setattr(instructions, "main", lambda ref: calls.append(ref) or [
+        ["non-stream instructions/request", "1,000"]])
+    assert run.main(["--instructions"]) == 0
+    assert calls == ["HEAD~2", None]
