@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from llmhub.events import ReasoningDelta, TextDelta, ToolCallDelta
+from llmhub.wire import surrogate_escaped
 
 __all__ = ["Transcript", "Seen", "UpstreamChunk", "chunk", "choice", "delta_of",
            "finish_reason", "finishes", "relayed_text"]
@@ -201,12 +202,14 @@ def relayed_text(raw: dict, start: str) -> str | None:
     """An upstream chunk's own JSON text with its id replaced: `start` is `{"id":` and the
     new id as JSON. None where that would not say exactly what encoding the chunk with the
     new id says: the chunk has no text (one the hub built or changed), or its text has a
-    line break (an SSE data line cannot hold one), or the id is not its first member, or is
-    escaped, or is not its only "id" (a second one, in a tool call or as a duplicate key,
-    would need finding; such chunks are rare, and are encoded). A quote inside a JSON
-    string is escaped, so `"id"` in the text is always a key or a whole value."""
+    line break (an SSE data line cannot hold one), or escapes a surrogate (a lone one was
+    parsed as U+FFFD), or the id is not its first member, or is escaped, or is not its only
+    "id" (a second one, in a tool call or as a duplicate key, would need finding; such
+    chunks are rare, and are encoded). A quote inside a JSON string is escaped, so `"id"`
+    in the text is always a key or a whole value."""
     text = getattr(raw, "text", None)
-    if text is None or "\n" in text or "\r" in text or text.count('"id"') != 1:
+    if text is None or "\n" in text or "\r" in text or text.count('"id"') != 1 or \
+            surrogate_escaped(text):
         return None
     match = _ID_FIRST.match(text)
     if match is None or match.group(1) != raw.get("id"):

@@ -26,7 +26,7 @@ __all__ = [
     "RelayResponse", "LinesResponse", "FileResponse",
     "decode_json", "json_value", "json_text", "parse_json", "json_bytes", "json_pieces",
     "json_stream", "json_str", "is_large", "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK",
-    "token_count_header", "cursor_page",
+    "token_count_header", "cursor_page", "surrogate_escaped",
 ]
 
 BOM = b"\xef\xbb\xbf"
@@ -172,12 +172,18 @@ _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]   # C, where 
 def json_value(text: str) -> Any:
     """json.loads(text), sooner for what an upstream stream event holds: a value with nothing
     around it is scanned at once, without loads' whitespace regexes and three Python calls
-    (each chunk of a stream is one); anything else takes json.loads, which raises as before."""
+    (each chunk of a stream is one); anything else takes json.loads, which raises as before.
+    A lone surrogate escape is read as U+FFFD, as in a request body: kept, it would fail the
+    reply's encoding and the store (the module's docstring)."""
     try:
         value, end = _scan(text, 0)
     except (StopIteration, ValueError):
-        return json.loads(text)
-    return value if end == len(text) else json.loads(text)
+        end = -1
+    if end != len(text):
+        value = json.loads(text)
+    if surrogate_escaped(text):             # rare: only then is the whole value walked
+        value = _replace_surrogates(value, dict)
+    return value
 
 
 def json_text(body: bytes) -> str:
@@ -208,8 +214,8 @@ def parse_json(text: str) -> Any:
                          f"(char {exc.pos}): {exc.msg}", code="invalid_json") from None
     except RecursionError:
         raise BadRequest("JSON is nested too deeply", code="invalid_json") from None
-    if _SURROGATE_ESCAPE.search(text):      # rare: only then is the whole value walked
-        value = _replace_surrogates(value)
+    if surrogate_escaped(text):             # rare: only then is the whole value walked
+        value = _replace_surrogates(value, _no_duplicates)
     return value
 
 
@@ -226,15 +232,21 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _replace_surrogates(value):
-    """`value` with every lone surrogate, in keys and strings, replaced by U+FFFD."""
+def surrogate_escaped(text: str) -> bool:
+    """Whether JSON text escapes a surrogate (a lone one, or half of a pair)."""
+    return "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
+
+
+def _replace_surrogates(value, make: Callable[[list], dict]):
+    """`value` with every lone surrogate, in keys and strings, replaced by U+FFFD; `make`
+    builds each object from its pairs (a request body's refuses duplicate keys)."""
     if isinstance(value, str):
         return _SURROGATE.sub("\ufffd", value)
     if isinstance(value, list):
-        return [_replace_surrogates(item) for item in value]
+        return [_replace_surrogates(item, make) for item in value]
     if isinstance(value, dict):
-        return _no_duplicates([(_replace_surrogates(k), _replace_surrogates(v))
-                               for k, v in value.items()])
+        return make([(_replace_surrogates(k, make), _replace_surrogates(v, make))
+                     for k, v in value.items()])
     return value
 
 

@@ -140,6 +140,24 @@ def test_relayed_chunks_are_the_upstreams_text_with_the_runs_id(hub, fake):
         assert json.loads(relayed) == dict(json.loads(sent), id=run_id)
 
 
+def test_a_lone_surrogate_from_the_upstream_is_read_as_a_replacement_character(hub, fake):
+    # A server that cuts an emoji in half may escape the half: "\ud83d". Kept as it
+    # parses, no UTF-8 encoder (the reply's, SQLite's) would take it; like a request
+    # body's, it is read as U+FFFD, in a chunk relayed as text or encoded alike.
+    body = ('data: {"id": "up", "object": "chat.completion.chunk", "created": 1, "model": "m", '
+            '"choices": [{"index": 0, "delta": {"content": "a \\ud83d"}, "finish_reason": null}]}'
+            '\n\ndata: {"choices": [{"index": 0, "delta": {"content": " b \\udE00"}, '
+            '"finish_reason": "stop"}], "created": 1, "id": "up", "model": "m", '
+            '"object": "chat.completion.chunk"}\n\ndata: [DONE]\n\n').encode()
+    fake.enqueue(Script(raw_body=body), Script(raw_body=body))
+    _, events = stream(hub, {"model": "m", "messages": USER})
+    assert events[-1] == "[DONE]"
+    assert "".join(e["choices"][0]["delta"]["content"] for e in events[:-1]) == \
+        "a \ufffd b \ufffd"
+    status, _, reply = call(hub.url, "POST", CHAT, {"model": "m", "messages": USER})
+    assert status == 200 and reply["choices"][0]["message"]["content"] == "a \ufffd b \ufffd"
+
+
 @pytest.mark.parametrize("body, param", [
     ({}, "messages"),
     ({"messages": []}, "messages"),
