@@ -181,8 +181,8 @@ def json_value(text: str) -> Any:
         end = -1
     if end != len(text):
         value = json.loads(text)
-    if surrogate_escaped(text):             # rare: only then is the whole value walked
-        value = _replace_surrogates(value, dict)
+    if "\\" in text and surrogate_escaped(text):   # rare: only then is the value walked
+        value = _replace_surrogates(value, dict)      # (a 1-char `in` is the cheap test)
     return value
 
 
