@@ -10,6 +10,7 @@ every other thread queued behind (py-spy at concurrency 64: 42% of the hub's thr
 samples waiting there). A held stream's thread keeps at most 256 bytes.
 """
 
+import math
 import os
 import re
 import threading
@@ -46,9 +47,19 @@ def uuid4_hex() -> str:
     return "%032x" % value
 
 
+_last_second: tuple[int, str] = (-1, "")   # the whole second formatted last, and its text
+
+
 def utc_text(moment: float | None = None, digits: int = 3) -> str:
     """`moment` (now if None) as RFC 3339 UTC with `digits` fractional digits:
-    2026-12-06T02:37:36.123Z."""
+    2026-12-06T02:37:36.123Z. Every log line stamps one, often many in the same second:
+    the second's text is kept (strftime and gmtime are most of the cost)."""
+    global _last_second
     moment = time.time() if moment is None else moment
+    whole = math.floor(moment)
+    second, text = _last_second          # one tuple: another thread swaps it whole
+    if whole != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _last_second = (whole, text)
     fraction = f".{int(moment % 1 * 10 ** digits):0{digits}d}" if digits else ""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + fraction + "Z"
+    return text + fraction + "Z"

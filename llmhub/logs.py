@@ -13,25 +13,29 @@ waiting are dropped and a line says how many, rather than memory growing without
 """
 
 import atexit
-import json
 import logging
 import queue
 import sys
 import threading
 
 from llmhub.ids import utc_text
+from llmhub.wire import json_encoder
 
 __all__ = ["setup", "flush", "JSONFormatter", "TextFormatter", "LineWriter"]
 
 
 class JSONFormatter(logging.Formatter):
+    # json.dumps(line, ensure_ascii=False, default=str), its encoder built once: at the
+    # default level every request logs a line
+    _dumps = staticmethod(json_encoder((", ", ": "), default=str))
+
     def format(self, record: logging.LogRecord) -> str:
         line = {"time": utc_text(record.created), "level": record.levelname.lower(),
                 "logger": record.name, "message": record.getMessage()}
         line.update(getattr(record, "fields", {}))
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return self._dumps(line)
 
 
 class TextFormatter(logging.Formatter):
@@ -127,6 +131,9 @@ class LineWriter(logging.Handler):
 
 
 def setup(level: str = "info", fmt: str = "json", stream=None) -> None:
+    # Neither format prints a record's thread, process or multiprocessing name: not looking
+    # them up makes every record ~2 µs cheaper (the logging HOWTO's "Optimization").
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger("llmhub")
     for old in root.handlers:
         old.close()

@@ -26,7 +26,7 @@ __all__ = [
     "RelayResponse", "LinesResponse", "FileResponse",
     "decode_json", "json_value", "json_text", "parse_json", "json_bytes", "json_pieces",
     "json_stream", "json_str", "is_large", "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK",
-    "token_count_header", "cursor_page", "surrogate_escaped",
+    "token_count_header", "cursor_page", "surrogate_escaped", "json_encoder",
 ]
 
 BOM = b"\xef\xbb\xbf"
@@ -34,17 +34,19 @@ LAST_CHUNK = b"0\r\n\r\n"
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 
-def _compact_encoder() -> Callable[[Any], str]:
-    """Compact JSON (`separators=(",", ":")`, `ensure_ascii=False`), as json.dumps gives it.
+def json_encoder(separators: tuple[str, str] = (",", ":"),
+                 default: Callable[[Any], Any] | None = None) -> Callable[[Any], str]:
+    """json.dumps(obj, ensure_ascii=False, separators=…, default=…), built once.
 
-    JSONEncoder.encode builds a new C encoder (c_make_encoder) on every call; every reply
-    and every streamed chunk is encoded, so the C encoder is built once here and called
-    directly (~2 µs a call sooner). It is built without circular-reference markers: one
-    shared markers dict would be shared by all threads (two encoding the same object at
-    once would see a false cycle) and is left dirty by a failed encode. A cycle, which the
-    hub never builds, is then a RecursionError instead of a ValueError; the text is the same.
-    """
-    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+    JSONEncoder.encode builds a new C encoder (c_make_encoder) on every call; every reply,
+    every streamed chunk and every log line is encoded, so the C encoder is built once here
+    and called directly (~2 µs a call sooner). It is built without circular-reference
+    markers: one shared markers dict would be shared by all threads (two encoding the same
+    object at once would see a false cycle) and is left dirty by a failed encode. A cycle,
+    which the hub never builds, is then a RecursionError instead of a ValueError; the text
+    is the same."""
+    encoder = json.JSONEncoder(ensure_ascii=False, separators=separators, default=default,
+                               check_circular=False)
     if c_make_encoder is None:                 # a Python without the _json accelerator
         return encoder.encode
     scan = c_make_encoder(None, encoder.default, encode_basestring, None,
@@ -53,7 +55,7 @@ def _compact_encoder() -> Callable[[Any], str]:
     return lambda obj: "".join(scan(obj, 0))
 
 
-_compact = _compact_encoder()
+_compact = json_encoder()      # compact, as the hub's replies and stored JSON are
 
 
 # --- responses a view can return -------------------------------------------------------------

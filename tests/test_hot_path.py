@@ -5,9 +5,11 @@ import email.utils
 import inspect
 import io
 import json
+import logging
 import random
 import socket
 import threading
+import time
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
@@ -19,6 +21,8 @@ from llmhub.http.framing import RequestReader
 from llmhub.http.protocol import END, NEED_DATA, Head, ProtocolError, Reader
 from llmhub.http.server import Handler, Headers, Phase, RequestState
 from llmhub.http.sockets import RecvSize
+from llmhub.ids import utc_text
+from llmhub.logs import JSONFormatter
 from llmhub.upstream.connection import LIMITS as REPLY_LIMITS
 from llmhub.upstream.connection import _status_line
 from llmhub.upstream.sse import EventTooLarge, SSEParser
@@ -263,3 +267,24 @@ def test_events_with_their_own_init_are_what_dataclass_would_make():
         assert cls("x") == cls("x", raw={"other": 1}) and hash(cls("x")) == hash(cls("x"))
         assert [getattr(cls("x"), f.name) for f in dataclasses.fields(cls)][1:] == \
             [f.default for f in dataclasses.fields(cls)][1:]
+
+
+def test_utc_text_keeping_the_last_second_writes_what_strftime_writes():
+    moments = [1765000000.0, 1765000000.4567, 1765000000.9999, 1765000001.0,
+               1764999999.5, 1765000000.25, 0.5, 86399.999, 1765000001.0]   # back and forth
+    for moment in moments:
+        whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+        assert utc_text(moment) == f"{whole}.{int(moment % 1 * 1000):03d}Z"
+        assert utc_text(moment, 0) == f"{whole}Z"
+
+
+def test_a_json_log_line_is_what_json_dumps_wrote():
+    fields = {"path": "/v1/chat/completions", "model": "модель", "ttft_ms": 6.62,
+              "reason": None, "error": ValueError("not JSON: written as str()")}
+    record = logging.LogRecord("llmhub.access", logging.INFO, __file__, 1, "%s %s",
+                               ("POST", 200), None)
+    record.fields = fields
+    expected = {"time": utc_text(record.created), "level": "info", "logger": "llmhub.access",
+                "message": "POST 200", **fields}
+    assert JSONFormatter().format(record) == json.dumps(expected, ensure_ascii=False,
+                                                        default=str)
