@@ -209,7 +209,7 @@ def relayed_text(raw: dict, start: str) -> str | None:
     in the text is always a key or a whole value."""
     text = getattr(raw, "text", None)
     if text is None or "\n" in text or "\r" in text or text.count('"id"') != 1 or \
-            "\\" in text and surrogate_escaped(text):
+            ("\\" in text and surrogate_escaped(text)):
         return None
     match = _ID_FIRST.match(text)
     if match is None or match.group(1) != raw.get("id"):
