@@ -28,6 +28,27 @@ def test_a_request_that_waited_to_be_sent_counts_its_wait(fake):
     assert max(result.lag) >= 0.12      # it was sent late, and that is part of its latency
 
 
+def test_the_open_loop_sets_non_streaming_against_the_stream_it_becomes(monkeypatch):
+    # The hub asks its upstream for a stream even for a non-streaming request: the third row
+    # compares the hub's reply with that stream read to its end, direct.
+    sent, fakes, real_run, real_fake = [], [], openloop.run, openloop.start_paced_fake
+    monkeypatch.setattr(openloop, "start_paced_fake", lambda *args: fakes.append(
+        real_fake(*args)) or fakes[-1])
+    monkeypatch.setattr(openloop, "run", lambda url, path, body, *args: sent.append(
+        (url, body)) or real_run(url, path, body, *args))
+    rows = openloop.main(rate=100, seconds=0.06, first_token_ms=0, tokens_per_s=0, tokens=2,
+                         blocks=3)
+    assert [row[0].strip() for row in rows] == [
+        "non-streaming latency at 100/s", "generator lag (scheduled → sent)",
+        "against the direct stream it becomes", "streaming time to first token at 100/s",
+        "generator lag (scheduled → sent)"]
+    assert rows[2][1] == rows[0][1] == 6          # the hub's samples, in both rows
+    assert {row[5] for row in rows} == {"0 / 0"}
+    [(_, direct)] = fakes
+    assert {url for url, body in sent if body == openloop.STREAMED} == {direct}
+    assert len([body for _, body in sent if body == openloop.STREAMED]) == 4  # warm-up, blocks
+
+
 def test_ab_takes_a_ref_and_its_block_sizes(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(ab, "main", lambda *args: calls.append(args) or [
