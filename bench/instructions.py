@@ -18,7 +18,9 @@ the counts (`callgrind_control --dump`):
 - instructions a non-streaming chat request;
 - instructions a streamed chat request (read to its end);
 - instructions a chunk of a 500-chunk stream (the relay path; the stream's own request is
-  spread over its chunks, as in `--ab`).
+  spread over its chunks, as in `--ab`);
+- instructions a chunk of a 500-chunk non-streaming reply (the upstream call is a stream
+  all the same: what each of a non-streaming request's chunks costs, without the relay).
 
 The counts include the hub's background threads (a deadlines tick, the hangup watch) for the
 time the requests take, which under valgrind is ~50 times longer than without: a few
@@ -44,7 +46,9 @@ LONG = 500
 FIGURES = (("non-stream instructions/request", 100, lambda c: c.complete()),
            ("streamed instructions/request", 100,
             lambda c: c.post(dict(BODY, stream=True)).read()),
-           (f"{LONG}-chunk stream instructions/chunk", 5, lambda c: c.relay(LONG)))
+           (f"{LONG}-chunk stream instructions/chunk", 5, lambda c: c.relay(LONG)),
+           (f"{LONG}-chunk reply instructions/chunk", 5,
+            lambda c: c.complete(dict(BODY, model=f"fake-chunks-{LONG}"))))
 HEADER = ["figure", "this tree", "REF", "difference"]
 
 
