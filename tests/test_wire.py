@@ -19,6 +19,9 @@ from llmhub.wire import (PIECE, chunk, decode_json, json_pieces, json_str, ndjso
     (({"t": "Привет"}, "token"), 'event: token\ndata: {"t":"Привет"}\n\n'.encode()),
     (("d", "ev\nil", "7\r"), b"id: 7\nevent: evil\ndata: d\n\n"),
     (("[DONE]",), b"data: [DONE]\n\n"),
+    # encoded JSON escapes its line breaks: one data line, whatever its strings hold
+    (({"t": "a\nb\r\nc\u2028"}, "e", 3),
+     'id: 3\nevent: e\ndata: {"t":"a\\nb\\r\\nc\u2028"}\n\n'.encode()),
 ])
 def test_sse_encoding_is_exact(args, expected):
     assert sse(*args) == expected
