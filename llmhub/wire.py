@@ -25,7 +25,8 @@ __all__ = [
     "JSONResponse", "BytesResponse", "StreamRenderer", "StreamResponse", "RunResponse",
     "RelayResponse", "LinesResponse", "FileResponse",
     "decode_json", "json_value", "json_text", "parse_json", "json_bytes", "json_pieces",
-    "json_stream", "json_str", "is_large", "sse", "sse_comment", "ndjson", "chunk", "LAST_CHUNK",
+    "json_stream", "json_str", "is_large", "sse", "SSETemplate", "sse_comment", "ndjson",
+    "chunk", "LAST_CHUNK",
     "token_count_header", "cursor_page", "surrogate_escaped", "json_encoder",
 ]
 
@@ -483,6 +484,27 @@ def _one_line(text: str) -> str:
     """A field's value without line breaks (they would end the field), tested before the
     regex: event names are the hub's own, and hold none."""
     return _LINE_BREAKS.sub("", text) if "\r" in text or "\n" in text else text
+
+
+class SSETemplate:
+    """One event encoded once around two holes, a number and a text (NUMBER and TEXT in
+    `data`, the number first), for an event sent again and again with only those changed:
+    a Responses stream's deltas, one a token, where building and encoding the dict cost
+    most of what rendering the token did. `fill` gives what `sse(data, event)` would with
+    the holes filled, byte for byte: the same encoder wrote the rest."""
+
+    NUMBER, TEXT = 7_213_000_000_000_000_001, "\x00"   # no hub-made field holds either
+    __slots__ = ("parts",)
+
+    def __init__(self, data: dict, event: str | None = None) -> None:
+        head, rest = sse(data, event).split(b"%d" % self.NUMBER, 1)
+        middle, tail = rest.split(encode_basestring(self.TEXT).encode(), 1)
+        self.parts = (head, middle, tail)
+
+    def fill(self, number: int, text: str) -> bytes:
+        head, middle, tail = self.parts
+        return b"%s%d%s%s%s" % (head, number, middle, encode_basestring(text).encode("utf-8"),
+                                tail)
 
 
 def sse_comment(text: str) -> bytes:

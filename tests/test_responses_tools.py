@@ -9,6 +9,7 @@ import pytest
 
 from fake_lmstudio import Script
 from http_client import call, open_stream, sse_events
+from llmhub.wire import sse
 
 PATCH_GRAMMAR = 'start: begin_patch hunk+ end_patch\nbegin_patch: "*** Begin Patch" LF'
 TOOLS = [
@@ -148,6 +149,41 @@ def test_tool_choice_names_a_custom_or_namespaced_tool_and_allowed_tools_narrow(
         "model": "m", "input": "x", "tools": TOOLS,
         "tool_choice": {"type": "function", "name": "nope"}})
     assert status == 400 and reply["error"]["param"] == "tool_choice.name"
+
+
+def test_every_delta_event_is_what_the_encoder_writes_and_the_items_hold_the_whole(hub, fake):
+    # Delta events are filled into templates (wire.SSETemplate) and the growing text is
+    # kept in pieces: each frame must be byte for byte the generic encoding, and each item
+    # at its end the whole of its deltas.
+    text = ["Привет, ", '"quoted" \\ back', "slash\nnew line\t", "🙂\u2028", "\x00end"]
+    reasoning = ["Let me ", "think \"hard\"", " 🙂"]
+    arguments = json.dumps({"command": ["echo", "ünïcode \"x\"\n"]})
+    fake.enqueue(Script(chunks=text, reasoning=reasoning, tool_calls=[
+        {"id": "call_1", "name": "shell", "arguments": arguments}]))
+    conn, response = open_stream(hub.url, "/v1/responses", CODEX)
+    raw = response.read()
+    conn.close()
+    frames = [frame + b"\n\n" for frame in raw.split(b"\n\n") if frame.strip()]
+    deltas: dict = {}
+    for frame in frames:
+        name, data = frame.decode().split("\n", 1)
+        event = json.loads(data.removeprefix("data: "))
+        if event["type"].endswith(".delta"):
+            assert frame == sse(event, event=event["type"])
+            deltas.setdefault(event["type"], []).append(event["delta"])
+    assert deltas["response.output_text.delta"] == text
+    assert deltas["response.reasoning_text.delta"] == \
+        deltas["response.reasoning_summary_text.delta"] == reasoning
+    assert "".join(deltas["response.function_call_arguments.delta"]) == arguments
+    done = [json.loads(f.decode().split("data: ", 1)[1])["item"] for f in frames
+            if f.startswith(b"event: response.output_item.done")]
+    assert [item["type"] for item in done] == ["reasoning", "message", "function_call"]
+    assert done[0]["content"][0]["text"] == done[0]["summary"][0]["text"] == \
+        done[0]["encrypted_content"] == "".join(reasoning)
+    assert done[1]["content"][0]["text"] == "".join(text)
+    assert done[2]["arguments"] == arguments and "raw" not in done[2]
+    completed = json.loads(frames[-1].decode().split("data: ", 1)[1])["response"]
+    assert completed["output"] == done
 
 
 def test_reasoning_is_streamed_as_a_summary_when_one_is_asked_for(hub, fake):

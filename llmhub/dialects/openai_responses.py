@@ -48,9 +48,8 @@ from llmhub.formats.response_items import (items_to_messages, output_items, reas
                                            response_of, wants_summary)
 from llmhub.formats.response_tools import OMITTED_HEADER, Toolbox, custom_input
 from llmhub.messages import check_thread_id
-from llmhub.transcript import Transcript
-from llmhub.wire import (JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse,
-                         cursor_page, token_count_header)
+from llmhub.wire import (JSONResponse, RunResponse, SSETemplate, StreamRenderer,
+                         StreamResponse, cursor_page, sse, token_count_header)
 
 __all__ = ["TITLE", "error_body", "create", "retrieve", "cancel", "delete", "input_items",
            "input_tokens", "compact", "ResponseEvents"]
@@ -452,8 +451,13 @@ class ResponseEvents(StreamRenderer):
         self.key = record["id"].removeprefix("resp_").replace("-", "")
         self.seq = -1
         self.items: list[dict] = []     # every output item so far, as the stream built it
-        self.open: dict | None = None   # the item that is still growing
-        self.transcript = Transcript()
+        self.open: dict | None = None   # the item that is still growing (the last one)
+        # Its text (a message's, reasoning's, a call's arguments) in pieces, joined when it
+        # closes: `+=` on a string held in a dict copies it whole, a long answer's every
+        # token. And its delta events' templates, made at its first delta of each kind.
+        self.growing: list[str] = []
+        self.templates: dict[str, SSETemplate] = {}
+        self.finish_reason: str | None = None
         self.tools = Toolbox(record["request"].get("tools"))
         self.summarise = wants_summary(record["request"])
         self.model = record["model"]
@@ -479,7 +483,6 @@ class ResponseEvents(StreamRenderer):
             body = self._body("in_progress")
             created = b"" if self.eager else self._emit("response.created", response=body)
             return created + self._emit("response.in_progress", response=body)
-        self.transcript.add(event)
         if kind == "delta" and event.text and not event.choice:
             return self._text(event.text)
         if kind == "reasoning" and event.text and not event.choice:
@@ -488,6 +491,8 @@ class ResponseEvents(StreamRenderer):
             return self._tool_call(event)
         if kind == "usage":
             self.usage = event
+        elif kind == "finish" and not event.choice:
+            self.finish_reason = event.reason
         elif kind == "error":
             self.error = error = error_of(event)
             return self._emit("error", code=error.code, message=error.message,
@@ -502,6 +507,7 @@ class ResponseEvents(StreamRenderer):
         out = self._close()
         self.open = item
         self.items.append(item)
+        self.templates = {}
         empty: dict = {"content": []} if "content" in item else {}
         return out + self._emit("response.output_item.added", output_index=self._index(),
                                 item=sent(dict(item, status="in_progress", **empty)))
@@ -513,9 +519,9 @@ class ResponseEvents(StreamRenderer):
             out = self._open(item)
             out += self._emit("response.content_part.added", **self._at(), content_index=0,
                               part={"type": "output_text", "text": "", "annotations": []})
-        item["content"][0]["text"] += text
-        return out + self._emit("response.output_text.delta", **self._at(), content_index=0,
-                                delta=text, logprobs=[])
+        self.growing.append(text)
+        return out + self._delta("response.output_text.delta", text, content_index=0,
+                                 delta=SSETemplate.TEXT, logprobs=[])
 
     def _reasoning(self, text: str) -> bytes:
         out, item = b"", self.open
@@ -526,13 +532,12 @@ class ResponseEvents(StreamRenderer):
                 out += self._emit("response.reasoning_summary_part.added", **self._at(),
                                   summary_index=0, part={"type": "summary_text", "text": ""})
                 item["summary"] = [{"type": "summary_text", "text": ""}]
-        item["content"][0]["text"] += text
-        out += self._emit("response.reasoning_text.delta", **self._at(), content_index=0,
-                          delta=text)
+        self.growing.append(text)
+        out += self._delta("response.reasoning_text.delta", text, content_index=0,
+                           delta=SSETemplate.TEXT)
         if self.summarise:
-            item["summary"][0]["text"] += text
-            out += self._emit("response.reasoning_summary_text.delta", **self._at(),
-                              summary_index=0, delta=text)
+            out += self._delta("response.reasoning_summary_text.delta", text,
+                               summary_index=0, delta=SSETemplate.TEXT)
         return out
 
     def _tool_call(self, event) -> bytes:
@@ -545,18 +550,18 @@ class ResponseEvents(StreamRenderer):
             out = self._open(item)
             item["index"], item["raw"] = event.index, ""   # the hub's, not sent
         if event.arguments:
-            item["raw"] += event.arguments
+            self.growing.append(event.arguments)
             if item["type"] == "function_call":
-                item["arguments"] += event.arguments
-                out += self._emit("response.function_call_arguments.delta", **self._at(),
-                                  delta=event.arguments)
+                out += self._delta("response.function_call_arguments.delta", event.arguments,
+                                   delta=SSETemplate.TEXT)
         return out
 
     def _close(self) -> bytes:
         item, self.open = self.open, None
         if item is None:
             return b""
-        at = {"item_id": item["id"], "output_index": self.items.index(item)}
+        self._settle(item)
+        at = {"item_id": item["id"], "output_index": self._index()}
         item["status"] = "completed"
         if item["type"] == "message":
             part = item["content"][0]
@@ -577,6 +582,18 @@ class ResponseEvents(StreamRenderer):
         self.items[at["output_index"]] = item
         return out + self._emit("response.output_item.done", output_index=at["output_index"],
                                 item=item)
+
+    def _settle(self, item: dict) -> None:
+        """Put the closing item's text, kept in pieces while it grew, where it belongs."""
+        text, self.growing = "".join(self.growing), []
+        if item["type"] in ("message", "reasoning"):
+            item["content"][0]["text"] = text
+            if item.get("summary"):             # reasoning, summarised as it came
+                item["summary"][0]["text"] = text
+        else:                                   # a call: its arguments as the model sent them
+            item["raw"] = text
+            if item["type"] == "function_call":
+                item["arguments"] = text
 
     def _reasoning_done(self, item: dict, at: dict) -> bytes:
         text = item["content"][0]["text"]
@@ -607,13 +624,13 @@ class ResponseEvents(StreamRenderer):
     def _at(self) -> dict:
         """Where the growing item is, for an event about it."""
         item = self.open
-        assert item is not None, "asked while an item grows"
-        return {"item_id": item["id"], "output_index": self.items.index(item)}
+        assert item is not None and item is self.items[-1], "asked while an item grows"
+        return {"item_id": item["id"], "output_index": self._index()}
 
     # -- the response ------------------------------------------------------------------------
     def _end(self, done) -> bytes:
         status = STATUS.get(done.status, done.status)
-        if status == "completed" and self.transcript.finish_reason == "length":
+        if status == "completed" and self.finish_reason == "length":
             status = "incomplete"
         name = {"completed": "response.completed", "failed": "response.failed"}.get(
             status, "response.incomplete")
@@ -627,6 +644,19 @@ class ResponseEvents(StreamRenderer):
                                 usage.reasoning_tokens, usage.cached_tokens) if usage else None,
             "error": {"code": self.error.code, "message": self.error.message}
             if self.error is not None and status == "failed" else None})
+
+    def _delta(self, event_type: str, text: str, **fields) -> bytes:
+        """`_emit(event_type, **self._at(), **fields)` with `text` for the delta: from the
+        growing item's template for the event type, which each of its tokens fills in."""
+        template = self.templates.get(event_type)
+        if template is None:
+            template = self.templates[event_type] = SSETemplate(
+                {"type": event_type, "sequence_number": SSETemplate.NUMBER, **self._at(),
+                 **fields}, event_type)
+        self.seq += 1
+        if self.seq <= self.after:
+            return b""                # sent before the client reconnected
+        return template.fill(self.seq, text)
 
     def _emit(self, event_type: str, **fields) -> bytes:
         self.seq += 1
