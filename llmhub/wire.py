@@ -487,24 +487,27 @@ def _one_line(text: str) -> str:
 
 
 class SSETemplate:
-    """One event encoded once around two holes, a number and a text (NUMBER and TEXT in
-    `data`, the number first), for an event sent again and again with only those changed:
-    a Responses stream's deltas, one a token, where building and encoding the dict cost
-    most of what rendering the token did. `fill` gives what `sse(data, event)` would with
-    the holes filled, byte for byte: the same encoder wrote the rest."""
+    """One event encoded once around a hole for a text (TEXT in `data`) and, if it has one,
+    a hole for a number before it (NUMBER), for an event sent again and again with only
+    those changed: a stream's text deltas, one a token, where building and encoding the
+    dict cost most of what rendering the token did. `fill` gives what `sse(data, event)`
+    would with the holes filled, byte for byte: the same encoder wrote the rest."""
 
     NUMBER, TEXT = 7_213_000_000_000_000_001, "\x00"   # no hub-made field holds either
-    __slots__ = ("parts",)
+    __slots__ = ("parts", "tail")
+    parts: tuple[bytes, ...]     # (head, middle) around the number, or (head,) without one
 
     def __init__(self, data: dict, event: str | None = None) -> None:
-        head, rest = sse(data, event).split(b"%d" % self.NUMBER, 1)
-        middle, tail = rest.split(encode_basestring(self.TEXT).encode(), 1)
-        self.parts = (head, middle, tail)
+        before, self.tail = sse(data, event).split(encode_basestring(self.TEXT).encode(), 1)
+        head, numbered, middle = before.partition(b"%d" % self.NUMBER)
+        self.parts = (head, middle) if numbered else (before,)
 
-    def fill(self, number: int, text: str) -> bytes:
-        head, middle, tail = self.parts
-        return b"%s%d%s%s%s" % (head, number, middle, encode_basestring(text).encode("utf-8"),
-                                tail)
+    def fill(self, text: str, number: int | None = None) -> bytes:
+        quoted = encode_basestring(text).encode("utf-8")
+        if number is None:
+            return self.parts[0] + quoted + self.tail
+        head, middle = self.parts
+        return b"%s%d%s%s%s" % (head, number, middle, quoted, self.tail)
 
 
 def sse_comment(text: str) -> bytes:

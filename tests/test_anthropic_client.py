@@ -14,6 +14,8 @@ from fake_lmstudio import Script
 from http_client import call, open_stream, sse_events
 from support import wait_for
 
+from llmhub.wire import sse
+
 ASK = [{"role": "user", "content": "What is the weather in Oslo?"}]
 WEATHER = {"name": "get_weather", "description": "The weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -53,6 +55,32 @@ def test_stream_assembles_the_same_message(hub, fake):
     assert names.count("content_block_start") == 1 and "message_delta" in names
     assert final.content[0].text == "Hello from the fake!" and final.stop_reason == "end_turn"
     assert final.usage.output_tokens == 5
+
+
+def test_every_delta_frame_is_what_the_encoder_writes(hub, fake):
+    # Deltas are filled into a template per block (wire.SSETemplate): each frame must be
+    # byte for byte the generic encoding, whatever the text holds (the fake sends a call's
+    # arguments in two halves).
+    text = ["Привет, ", '"quoted" \\ back', "slash\nnew line\t", "🙂\u2028", "\x00end"]
+    fake.enqueue(Script(chunks=text, reasoning=["Need ", "🙂 \"it\""], tool_calls=[CALL]))
+    conn, response = open_stream(hub.url, "/v1/messages", {
+        "model": "m", "max_tokens": 200, "stream": True, "tools": [WEATHER], "messages": ASK})
+    raw = response.read()
+    conn.close()
+    deltas: dict = {}
+    for frame in (f + b"\n\n" for f in raw.split(b"\n\n") if f.strip()):
+        name, data = frame.decode().split("\n", 1)
+        event = json.loads(data.removeprefix("data: "))
+        if event["type"] == "content_block_delta":
+            assert frame == sse(event, event="content_block_delta")
+            delta = event["delta"]
+            deltas.setdefault((event["index"], delta["type"]), []).append(
+                delta[{"text_delta": "text", "thinking_delta": "thinking",
+                       "signature_delta": "signature",
+                       "input_json_delta": "partial_json"}[delta["type"]]])
+    assert deltas == {(0, "thinking_delta"): ["Need ", '🙂 "it"'],
+                      (0, "signature_delta"): [""], (1, "text_delta"): text,
+                      (2, "input_json_delta"): ['{"city":', ' "Oslo"}']}
 
 
 def tool_round_trip(client, stream: bool):

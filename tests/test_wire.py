@@ -8,8 +8,8 @@ import pytest
 
 from llmhub.errors import BadRequest
 from llmhub.http.framing import FramingError, RequestReader
-from llmhub.wire import (PIECE, chunk, decode_json, json_pieces, json_str, ndjson, sse,
-                         sse_comment)
+from llmhub.wire import (PIECE, SSETemplate, chunk, decode_json, json_pieces, json_str,
+                         ndjson, sse, sse_comment)
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -25,6 +25,16 @@ from llmhub.wire import (PIECE, chunk, decode_json, json_pieces, json_str, ndjso
 ])
 def test_sse_encoding_is_exact(args, expected):
     assert sse(*args) == expected
+
+
+@pytest.mark.parametrize("text", ["", "plain", "Привет 🙂", '"q" \\ \n\r\t\x00\x1f', "\u2028"])
+def test_an_sse_template_filled_is_the_event_encoded(text):
+    numbered = SSETemplate({"type": "d", "n": SSETemplate.NUMBER, "at": 0,
+                            "delta": SSETemplate.TEXT, "after": []}, "d")
+    assert numbered.fill(text, 41) == sse({"type": "d", "n": 41, "at": 0, "delta": text,
+                                          "after": []}, "d")
+    plain = SSETemplate({"delta": {"text": SSETemplate.TEXT}})
+    assert plain.fill(text) == sse({"delta": {"text": text}})
 
 
 def test_comment_and_ndjson():

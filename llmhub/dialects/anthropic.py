@@ -34,8 +34,8 @@ from llmhub.engine.runs import CANCELLED, FAILED
 from llmhub.errors import BadRequest, HubError, error_of
 from llmhub.formats import anthropic_messages as translator
 from llmhub.transcript import Seen
-from llmhub.wire import (JSONResponse, RunResponse, StreamRenderer, StreamResponse, sse,
-                         token_count_header)
+from llmhub.wire import (JSONResponse, RunResponse, SSETemplate, StreamRenderer,
+                         StreamResponse, sse, token_count_header)
 
 __all__ = ["TITLE", "error_body", "create_message", "count_tokens", "model_list",
            "MessageStream"]
@@ -351,6 +351,7 @@ class MessageStream(StreamRenderer):
         self.started = False
         self.block: tuple | None = None   # (kind, tool call index) of the open block
         self.index = -1                   # the open block's position in the message
+        self.templates: dict[str, SSETemplate] = {}   # the open block's deltas, by type
         self.signed = False               # the open thinking block has had its signature
         self.finish: str | None = None
         self.stop_sequence: str | None = None
@@ -365,8 +366,7 @@ class MessageStream(StreamRenderer):
         if kind == "start":
             return self._start()
         if kind == "delta" and event.text:
-            return self._open(("text", None)) + self._delta(
-                {"type": "text_delta", "text": event.text})
+            return self._open(("text", None)) + self._delta("text_delta", "text", event.text)
         if kind == "reasoning":
             return self._thinking(event)
         if kind == "tool_call":
@@ -394,7 +394,7 @@ class MessageStream(StreamRenderer):
         if self.block == block:
             return b""
         out = self._close()
-        self.block, self.index = block, self.index + 1
+        self.block, self.index, self.templates = block, self.index + 1, {}
         content = {"text": {"type": "text", "text": ""},
                    "thinking": {"type": "thinking", "thinking": "", "signature": ""},
                    "tool_use": {"type": "tool_use", "id": id_, "name": name, "input": {}}}
@@ -404,10 +404,10 @@ class MessageStream(StreamRenderer):
     def _thinking(self, event) -> bytes:
         out = self._open(("thinking", None))
         if event.text:
-            out += self._delta({"type": "thinking_delta", "thinking": event.text})
+            out += self._delta("thinking_delta", "thinking", event.text)
         if event.signature is not None:
             self.signed = True
-            out += self._delta({"type": "signature_delta", "signature": event.signature})
+            out += self._delta("signature_delta", "signature", event.signature)
         return out
 
     def _tool_call(self, event) -> bytes:
@@ -416,17 +416,24 @@ class MessageStream(StreamRenderer):
         if self.block != block:
             out = self._open(block, event.id or f"toolu_{event.index}", event.name or "")
         if event.arguments:
-            out += self._delta({"type": "input_json_delta", "partial_json": event.arguments})
+            out += self._delta("input_json_delta", "partial_json", event.arguments)
         return out
 
-    def _delta(self, delta: dict) -> bytes:
-        return self._event("content_block_delta", {"index": self.index, "delta": delta})
+    def _delta(self, kind: str, field: str, text: str) -> bytes:
+        """The open block's content_block_delta {"type": kind, field: text}, from its
+        template for the kind, which each token fills in (wire.SSETemplate)."""
+        template = self.templates.get(kind)
+        if template is None:
+            template = self.templates[kind] = SSETemplate(
+                {"type": "content_block_delta", "index": self.index,
+                 "delta": {"type": kind, field: SSETemplate.TEXT}}, "content_block_delta")
+        return template.fill(text)
 
     def _close(self) -> bytes:
         if self.block is None:
             return b""
         unsigned = self.block[0] == "thinking" and not self.signed
-        out = self._delta({"type": "signature_delta", "signature": ""}) if unsigned else b""
+        out = self._delta("signature_delta", "signature", "") if unsigned else b""
         self.block, self.signed = None, False
         return out + self._event("content_block_stop", {"index": self.index})
 

@@ -656,7 +656,7 @@ class ResponseEvents(StreamRenderer):
         self.seq += 1
         if self.seq <= self.after:
             return b""                # sent before the client reconnected
-        return template.fill(self.seq, text)
+        return template.fill(text, self.seq)
 
     def _emit(self, event_type: str, **fields) -> bytes:
         self.seq += 1
