@@ -20,7 +20,10 @@ the counts (`callgrind_control --dump`):
 - instructions a chunk of a 500-chunk stream (the relay path; the stream's own request is
   spread over its chunks, as in `--ab`);
 - instructions a chunk of a 500-chunk non-streaming reply (the upstream call is a stream
-  all the same: what each of a non-streaming request's chunks costs, without the relay).
+  all the same: what each of a non-streaming request's chunks costs, without the relay);
+- instructions a chunk of a 500-chunk `/v1/responses` stream (`store: false`, as Codex
+  sends) and of a `/v1/messages` stream (as Claude Code reads): the other dialects'
+  renderers, which encode every token's event rather than relay it.
 
 The counts include the hub's background threads (a deadlines tick, the hangup watch) for the
 time the requests take, which under valgrind is ~50 times longer than without: a few
@@ -48,7 +51,13 @@ FIGURES = (("non-stream instructions/request", 100, lambda c: c.complete()),
             lambda c: c.post(dict(BODY, stream=True)).read()),
            (f"{LONG}-chunk stream instructions/chunk", 5, lambda c: c.relay(LONG)),
            (f"{LONG}-chunk reply instructions/chunk", 5,
-            lambda c: c.complete(dict(BODY, model=f"fake-chunks-{LONG}"))))
+            lambda c: c.complete(dict(BODY, model=f"fake-chunks-{LONG}"))),
+           (f"/v1/responses {LONG}-chunk stream instructions/chunk", 3,
+            lambda c: c.post({"model": f"fake-chunks-{LONG}", "input": "Hello!", "store": False,
+                              "stream": True}, "/responses").read()),
+           (f"/v1/messages {LONG}-chunk stream instructions/chunk", 3,
+            lambda c: c.post(dict(BODY, model=f"fake-chunks-{LONG}", max_tokens=4096,
+                                  stream=True), "/messages").read()))
 HEADER = ["figure", "this tree", "REF", "difference"]
 
 
