@@ -72,34 +72,37 @@ STATUS = {QUEUED: "queued", STREAMING: "in_progress", COMPLETED: "completed",
 def create(request):
     hub, body = request.hub, request.json_object()
     response_id = new_response_id()
-    chat, record = parse(body, hub, response_id)
+    chat, record, tools = parse(body, hub, response_id)
     run = hub.engine.prepare(chat)
     stored = body.get("store", True)
-    omitted = Toolbox(body.get("tools")).omitted
-    headers = {OMITTED_HEADER: ", ".join(omitted)} if omitted else {}
+    headers = {OMITTED_HEADER: ", ".join(tools.omitted)} if tools.omitted else {}
     if stored:
-        hub.engine.keep_api_response(run, record, lambda run: outcome(run, record))
+        hub.engine.keep_api_response(run, record, lambda run: outcome(run, record, tools))
     if body.get("background"):
         hub.engine.detach(run)        # no reader leaving ends it: only a cancel
         if body.get("stream"):        # the event stream, resumable by sequence number
-            return StreamResponse(run, ResponseEvents(record), headers=headers)
+            return StreamResponse(run, ResponseEvents(record, tools=tools), headers=headers)
         hub.engine.launch(run)
-        return JSONResponse(response_body(record, outcome(run, record)), headers=headers)
+        return JSONResponse(response_body(record, outcome(run, record, tools)),
+                            headers=headers)
     if body.get("stream"):
         if stored:                    # resumable (starting_after) for a while
             run.allow_resume(hub.config.responses.resume_grace_seconds)
-        return StreamResponse(run, ResponseEvents(record), headers=headers)
-    return RunResponse(run, lambda run: finished(run, record), headers=headers)
+        return StreamResponse(run, ResponseEvents(record, tools=tools), headers=headers)
+    return RunResponse(run, lambda run: finished(run, record, tools), headers=headers)
 
 
-def finished(run, record: dict) -> JSONResponse:
+def finished(run, record: dict, tools: Toolbox) -> JSONResponse:
     """The awaited reply; a run that failed answers with its error's real status."""
     if run.status == FAILED:
         raise run.failure()
-    return JSONResponse(response_body(record, outcome(run, record), run.context))
+    return JSONResponse(response_body(record, outcome(run, record, tools), run.context))
 
 
-def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
+def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict, Toolbox]:
+    """The chat request a /v1/responses body makes, the record that keeps it, and its
+    tools (read once: an agent sends a dozen, and the header, the stream and the stored
+    outcome each need them). A store: false turn keeps no input items."""
     check_fields(body)
     tools = Toolbox(body.get("tools"))
     given = body["input"]
@@ -137,8 +140,8 @@ def parse(body: dict, hub, response_id: str) -> tuple[ChatRequest, dict]:
               "previous_id": previous, "conversation_id": conversation, "model": body["model"],
               "request": {k: body.get(k) for k in ECHO},
               "input": [input_item(item, f"in_{response_id[5:]}_{i}")
-                        for i, item in enumerate(items)]}
-    return chat, record
+                        for i, item in enumerate(items)] if body.get("store", True) else []}
+    return chat, record, tools
 
 
 def resolved(hub, items: list) -> list:
@@ -236,13 +239,16 @@ def upstream_params(body: dict, tools: Toolbox) -> dict:
 
 # --- the response object ---------------------------------------------------------------------
 
-def outcome(run, record: dict) -> dict:
-    """What a run has made so far: status, model, output items, usage, error."""
+def outcome(run, record: dict, tools: Toolbox | None = None) -> dict:
+    """What a run has made so far: status, model, output items, usage, error. `tools`:
+    the request's, when its creator has them read already."""
     status = STATUS[run.status]
     if status == "completed" and run.transcript.finish_reason == "length":
         status = "incomplete"
     usage, request = run.usage, record["request"]
-    output = output_items(run.id, run.transcript, Toolbox(request.get("tools")), request) \
+    if tools is None:
+        tools = Toolbox(request.get("tools"))
+    output = output_items(run.id, run.transcript, tools, request) \
         if run.status != QUEUED else []
     return {"status": status, "model": run.model, "output": output,
             "usage": usage_json(usage.input_tokens, usage.output_tokens,
@@ -393,7 +399,7 @@ def input_tokens(request) -> JSONResponse:
     """What this request would send upstream, counted by the upstream's tokenizer where it
     has one, else estimated; `X-Llmhub-Token-Count` says which (facade.Engine.count_input)."""
     hub, body = request.hub, request.json_object()
-    chat, _ = parse(dict(body, model=body.get("model") or "any"), hub, new_response_id())
+    chat, _, _ = parse(dict(body, model=body.get("model") or "any"), hub, new_response_id())
     tokens, counted = hub.engine.count_input(chat, would_send(hub, chat.input))
     return JSONResponse({"object": "response.input_tokens", "input_tokens": tokens},
                         headers=token_count_header(counted))
@@ -414,7 +420,7 @@ def compact(request) -> JSONResponse:
     hub, body = request.hub, request.json_object()
     if body.get("input") is None and body.get("previous_response_id") is not None:
         body = dict(body, input=[])   # the chain so far is the whole conversation
-    chat, _ = parse(body, hub, new_response_id())
+    chat, _, _ = parse(body, hub, new_response_id())
     assert isinstance(chat.input, (Chain, ThreadTurn))   # what parse plans
     conversation = would_send(hub, replace(chat.input, system=None, budget=False))
     if not conversation:
@@ -445,7 +451,8 @@ class ResponseEvents(StreamRenderer):
     from the run's first, so a resume (`starting_after`) renders the run again and sends
     only what comes after; item ids follow response_items.output_items."""
 
-    def __init__(self, record: dict, starting_after: int | None = None) -> None:
+    def __init__(self, record: dict, starting_after: int | None = None,
+                 tools: Toolbox | None = None) -> None:
         self.record = record
         self.after = -1 if starting_after is None else starting_after
         self.key = record["id"].removeprefix("resp_").replace("-", "")
@@ -458,7 +465,7 @@ class ResponseEvents(StreamRenderer):
         self.growing: list[str] = []
         self.templates: dict[str, SSETemplate] = {}
         self.finish_reason: str | None = None
-        self.tools = Toolbox(record["request"].get("tools"))
+        self.tools = tools if tools is not None else Toolbox(record["request"].get("tools"))
         self.summarise = wants_summary(record["request"])
         self.model = record["model"]
         self.usage: Usage | None = None
