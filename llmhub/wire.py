@@ -503,11 +503,15 @@ class SSETemplate:
         self.parts = (head, middle) if numbered else (before,)
 
     def fill(self, text: str, number: int | None = None) -> bytes:
-        quoted = encode_basestring(text).encode("utf-8")
+        return self.fill_json(encode_basestring(text).encode("utf-8"), number)
+
+    def fill_json(self, encoded: bytes, number: int | None = None) -> bytes:
+        """`fill` with a value already encoded (json_bytes') in the text's hole: one sent
+        in several events (a response object) is encoded once."""
         if number is None:
-            return self.parts[0] + quoted + self.tail
+            return self.parts[0] + encoded + self.tail
         head, middle = self.parts
-        return b"%s%d%s%s%s" % (head, number, middle, quoted, self.tail)
+        return b"%s%d%s%s%s" % (head, number, middle, encoded, self.tail)
 
 
 def sse_comment(text: str) -> bytes:

@@ -151,10 +151,11 @@ def test_tool_choice_names_a_custom_or_namespaced_tool_and_allowed_tools_narrow(
     assert status == 400 and reply["error"]["param"] == "tool_choice.name"
 
 
-def test_every_delta_event_is_what_the_encoder_writes_and_the_items_hold_the_whole(hub, fake):
-    # Delta events are filled into templates (wire.SSETemplate) and the growing text is
-    # kept in pieces: each frame must be byte for byte the generic encoding, and each item
-    # at its end the whole of its deltas.
+def test_every_event_is_what_the_encoder_writes_and_the_items_hold_the_whole(hub, fake):
+    # Delta events are filled into templates (wire.SSETemplate), the response object of
+    # the first two is encoded once, and the growing text is kept in pieces: each frame
+    # must be byte for byte the generic encoding, and each item at its end the whole of
+    # its deltas.
     text = ["Привет, ", '"quoted" \\ back', "slash\nnew line\t", "🙂\u2028", "\x00end"]
     reasoning = ["Let me ", "think \"hard\"", " 🙂"]
     arguments = json.dumps({"command": ["echo", "ünïcode \"x\"\n"]})
@@ -168,8 +169,8 @@ def test_every_delta_event_is_what_the_encoder_writes_and_the_items_hold_the_who
     for frame in frames:
         name, data = frame.decode().split("\n", 1)
         event = json.loads(data.removeprefix("data: "))
+        assert frame == sse(event, event=event["type"])
         if event["type"].endswith(".delta"):
-            assert frame == sse(event, event=event["type"])
             deltas.setdefault(event["type"], []).append(event["delta"])
     assert deltas["response.output_text.delta"] == text
     assert deltas["response.reasoning_text.delta"] == \
@@ -184,6 +185,24 @@ def test_every_delta_event_is_what_the_encoder_writes_and_the_items_hold_the_who
     assert done[2]["arguments"] == arguments and "raw" not in done[2]
     completed = json.loads(frames[-1].decode().split("data: ", 1)[1])["response"]
     assert completed["output"] == done
+    first = [json.loads(f.decode().split("data: ", 1)[1]) for f in frames[:2]]
+    assert [e["type"] for e in first] == ["response.created", "response.in_progress"]
+    assert first[0]["response"] == first[1]["response"] and \
+        first[0]["response"]["tools"] == completed["tools"]
+
+
+def test_a_background_stream_opens_with_one_response_object_in_two_events(hub, fake):
+    conn, response = open_stream(hub.url, "/v1/responses", dict(CODEX, background=True,
+                                                                store=True))
+    raw = response.read()
+    conn.close()
+    frames = [frame + b"\n\n" for frame in raw.split(b"\n\n") if frame.strip()]
+    events = [json.loads(f.decode().split("data: ", 1)[1]) for f in frames]
+    assert [e["type"] for e in events[:2]] == ["response.created", "response.queued"]
+    assert events[0]["response"] == events[1]["response"]
+    assert events[0]["response"]["status"] == "queued"
+    for frame, event in zip(frames, events):
+        assert frame == sse(event, event=event["type"])
 
 
 def test_reasoning_is_streamed_as_a_summary_when_one_is_asked_for(hub, fake):

@@ -49,7 +49,7 @@ from llmhub.formats.response_items import (items_to_messages, output_items, reas
 from llmhub.formats.response_tools import OMITTED_HEADER, Toolbox, custom_input
 from llmhub.messages import check_thread_id
 from llmhub.wire import (JSONResponse, RunResponse, SSETemplate, StreamRenderer,
-                         StreamResponse, cursor_page, sse, token_count_header)
+                         StreamResponse, cursor_page, json_bytes, sse, token_count_header)
 
 __all__ = ["TITLE", "error_body", "create", "retrieve", "cancel", "delete", "input_items",
            "input_tokens", "compact", "ResponseEvents"]
@@ -479,17 +479,17 @@ class ResponseEvents(StreamRenderer):
         return bool(self.record["request"].get("background"))
 
     def opening(self, run) -> bytes:
-        body = self._body("queued")
-        return self._emit("response.created", response=body) + \
-            self._emit("response.queued", response=body)
+        body = json_bytes(self._body("queued"))
+        return self._response("response.created", body) + \
+            self._response("response.queued", body)
 
     def render(self, event) -> bytes:
         kind = event.kind
         if kind == "start":
             self.model = event.model      # what retrieve names too, not the alias asked for
-            body = self._body("in_progress")
-            created = b"" if self.eager else self._emit("response.created", response=body)
-            return created + self._emit("response.in_progress", response=body)
+            body = json_bytes(self._body("in_progress"))
+            created = b"" if self.eager else self._response("response.created", body)
+            return created + self._response("response.in_progress", body)
         if kind == "delta" and event.text and not event.choice:
             return self._text(event.text)
         if kind == "reasoning" and event.text and not event.choice:
@@ -664,6 +664,17 @@ class ResponseEvents(StreamRenderer):
         if self.seq <= self.after:
             return b""                # sent before the client reconnected
         return template.fill(text, self.seq)
+
+    def _response(self, event_type: str, body: bytes) -> bytes:
+        """`_emit(event_type, response=...)` with the response object's JSON (`body`):
+        two events that carry the same one encode it once. An agent's request makes it
+        large (its instructions and tools are echoed), and encoding it took as long as
+        the rest of the stream's start."""
+        self.seq += 1
+        if self.seq <= self.after:
+            return b""
+        return SSETemplate({"type": event_type, "sequence_number": SSETemplate.NUMBER,
+                            "response": SSETemplate.TEXT}, event_type).fill_json(body, self.seq)
 
     def _emit(self, event_type: str, **fields) -> bytes:
         self.seq += 1
