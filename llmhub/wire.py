@@ -25,7 +25,8 @@ __all__ = [
     "JSONResponse", "BytesResponse", "StreamRenderer", "StreamResponse", "RunResponse",
     "RelayResponse", "LinesResponse", "FileResponse",
     "decode_json", "json_value", "json_text", "parse_json", "json_bytes", "json_pieces",
-    "json_stream", "json_str", "is_large", "sse", "SSETemplate", "sse_comment", "ndjson",
+    "json_stream", "json_str", "is_large", "sse", "SSETemplate", "JSONTemplate", "sse_comment",
+    "ndjson",
     "chunk", "LAST_CHUNK",
     "token_count_header", "cursor_page", "surrogate_escaped", "json_encoder",
 ]
@@ -512,6 +513,40 @@ class SSETemplate:
             return self.parts[0] + encoded + self.tail
         head, middle = self.parts
         return b"%s%d%s%s%s" % (head, number, middle, encoded, self.tail)
+
+
+class JSONTemplate:
+    """A dict's compact JSON with some top-level values left as holes, encoded once, for a
+    dict sent several times with only those changed: a response object's status, output
+    and usage around its echo of an agent's instructions and tools (tens of KB, encoded
+    in hundreds of µs). `fill(value)` gives json_bytes(value), byte for byte, encoding only
+    the holes' values: every other value must be what it was. A hole's marker found
+    anywhere else in the text (a client may send any string) leaves the template unused,
+    and fill encodes the whole dict."""
+
+    __slots__ = ("keys", "parts")
+
+    def __init__(self, value: dict, holes: tuple[str, ...]) -> None:
+        self.keys = [key for key in value if key in holes]       # in the text's order
+        markers = {key: f"\x00hole {i}\x00" for i, key in enumerate(self.keys)}
+        rest = json_bytes(dict(value, **markers))
+        self.parts: list[bytes] | None = []
+        for key in self.keys:
+            marker = encode_basestring(markers[key]).encode()
+            if rest.count(marker) != 1:
+                self.parts = None
+                return
+            part, rest = rest.split(marker)
+            self.parts.append(part)
+        self.parts.append(rest)
+
+    def fill(self, value: dict) -> bytes:
+        if self.parts is None:
+            return json_bytes(value)
+        pieces = [self.parts[0]]
+        for key, part in zip(self.keys, self.parts[1:]):
+            pieces += (json_bytes(value[key]), part)
+        return b"".join(pieces)
 
 
 def sse_comment(text: str) -> bytes:

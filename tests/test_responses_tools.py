@@ -205,6 +205,24 @@ def test_a_background_stream_opens_with_one_response_object_in_two_events(hub, f
         assert frame == sse(event, event=event["type"])
 
 
+def test_a_failed_stream_with_tools_ends_with_the_failure_encoded_as_ever(hub, fake):
+    # With tools, the response object is filled into one template a stream (its status,
+    # error and output change); the failed end must still be the generic encoding.
+    fake.enqueue(Script(chunks=["Partial"], error_event="the model crashed"))
+    conn, response = open_stream(hub.url, "/v1/responses", CODEX)
+    raw = response.read()
+    conn.close()
+    frames = [frame + b"\n\n" for frame in raw.split(b"\n\n") if frame.strip()]
+    events = [json.loads(f.decode().split("data: ", 1)[1]) for f in frames]
+    assert events[-1]["type"] == "response.failed"
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and "crashed" in failed["error"]["message"]
+    assert failed["output"][0]["content"][0]["text"] == "Partial"
+    assert failed["tools"] == events[0]["response"]["tools"]
+    for frame, event in zip(frames, events):
+        assert frame == sse(event, event=event["type"])
+
+
 def test_reasoning_is_streamed_as_a_summary_when_one_is_asked_for(hub, fake):
     fake.enqueue(Script(chunks=["Done."], reasoning=["Let me ", "think."]))
     _, events = stream(hub, CODEX)

@@ -8,8 +8,8 @@ import pytest
 
 from llmhub.errors import BadRequest
 from llmhub.http.framing import FramingError, RequestReader
-from llmhub.wire import (PIECE, SSETemplate, chunk, decode_json, json_pieces, json_str,
-                         ndjson, sse, sse_comment)
+from llmhub.wire import (PIECE, JSONTemplate, SSETemplate, chunk, decode_json, json_bytes,
+                         json_pieces, json_str, ndjson, sse, sse_comment)
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -35,6 +35,21 @@ def test_an_sse_template_filled_is_the_event_encoded(text):
                                           "after": []}, "d")
     plain = SSETemplate({"delta": {"text": SSETemplate.TEXT}})
     assert plain.fill(text) == sse({"delta": {"text": text}})
+
+
+def test_a_json_template_filled_is_the_dict_encoded():
+    first = {"id": "r", "status": "in_progress", "tools": [{"name": "Привет", "x": [1.5]}],
+             "output": [], "usage": None, "note": "\x00"}
+    template = JSONTemplate(first, ("status", "output", "usage"))
+    later = dict(first, status="completed", output=[{"text": "a\"b\n🙂"}],
+                 usage={"input_tokens": 3})
+    assert template.fill(first) == json_bytes(first)
+    assert template.fill(later) == json_bytes(later)
+    # a client's string that spells a hole's marker: the template stands aside
+    spelled = dict(first, note="\x00hole 0\x00")
+    assert JSONTemplate(spelled, ("status",)).parts is None
+    assert JSONTemplate(spelled, ("status",)).fill(dict(spelled, status="x")) == \
+        json_bytes(dict(spelled, status="x"))
 
 
 def test_comment_and_ndjson():

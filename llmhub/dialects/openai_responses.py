@@ -48,8 +48,9 @@ from llmhub.formats.response_items import (items_to_messages, output_items, reas
                                            response_of, wants_summary)
 from llmhub.formats.response_tools import OMITTED_HEADER, Toolbox, custom_input
 from llmhub.messages import check_thread_id
-from llmhub.wire import (JSONResponse, RunResponse, SSETemplate, StreamRenderer,
-                         StreamResponse, cursor_page, json_bytes, sse, token_count_header)
+from llmhub.wire import (JSONResponse, JSONTemplate, RunResponse, SSETemplate,
+                         StreamRenderer, StreamResponse, cursor_page, json_bytes, sse,
+                         token_count_header)
 
 __all__ = ["TITLE", "error_body", "create", "retrieve", "cancel", "delete", "input_items",
            "input_tokens", "compact", "ResponseEvents"]
@@ -63,6 +64,8 @@ READ = {"model", "input", "instructions", "tools", "tool_choice", "parallel_tool
 ECHO = ("instructions", "tools", "tool_choice", "parallel_tool_calls", "text", "reasoning",
         "max_output_tokens", "temperature", "top_p", "truncation", "metadata", "user",
         "store", "background", "include")
+# What a response object's fields change between a stream's first event and its last.
+CHANGING = ("status", "error", "incomplete_details", "model", "output", "usage")
 STATUS = {QUEUED: "queued", STREAMING: "in_progress", COMPLETED: "completed",
           CANCELLED: "cancelled", FAILED: "failed"}
 
@@ -465,6 +468,7 @@ class ResponseEvents(StreamRenderer):
         self.growing: list[str] = []
         self.templates: dict[str, SSETemplate] = {}
         self.finish_reason: str | None = None
+        self.body_template: JSONTemplate | None = None
         self.tools = tools if tools is not None else Toolbox(record["request"].get("tools"))
         self.summarise = wants_summary(record["request"])
         self.model = record["model"]
@@ -479,7 +483,7 @@ class ResponseEvents(StreamRenderer):
         return bool(self.record["request"].get("background"))
 
     def opening(self, run) -> bytes:
-        body = json_bytes(self._body("queued"))
+        body = self._body("queued")
         return self._response("response.created", body) + \
             self._response("response.queued", body)
 
@@ -487,7 +491,7 @@ class ResponseEvents(StreamRenderer):
         kind = event.kind
         if kind == "start":
             self.model = event.model      # what retrieve names too, not the alias asked for
-            body = json_bytes(self._body("in_progress"))
+            body = self._body("in_progress")
             created = b"" if self.eager else self._response("response.created", body)
             return created + self._response("response.in_progress", body)
         if kind == "delta" and event.text and not event.choice:
@@ -641,16 +645,24 @@ class ResponseEvents(StreamRenderer):
             status = "incomplete"
         name = {"completed": "response.completed", "failed": "response.failed"}.get(
             status, "response.incomplete")
-        return self._emit(name, response=self._body(status))
+        return self._response(name, self._body(status))
 
-    def _body(self, status: str) -> dict:
+    def _body(self, status: str) -> bytes:
+        """The response object's JSON. Its echo of a request with tools (an agent's: tens
+        of KB, many small objects, hundreds of µs to encode) is encoded once a stream,
+        around holes for what changes."""
         usage = self.usage                # published, so checked: None counts are gone
-        return response_body(self.record, {
+        body = response_body(self.record, {
             "status": status, "model": self.model, "output": list(self.items),
             "usage": usage_json(usage.input_tokens or 0, usage.output_tokens or 0,
                                 usage.reasoning_tokens, usage.cached_tokens) if usage else None,
             "error": {"code": self.error.code, "message": self.error.message}
             if self.error is not None and status == "failed" else None})
+        if not self.record["request"].get("tools"):
+            return json_bytes(body)    # small: encoding it again costs less than a template
+        if self.body_template is None:
+            self.body_template = JSONTemplate(body, CHANGING)
+        return self.body_template.fill(body)
 
     def _delta(self, event_type: str, text: str, **fields) -> bytes:
         """`_emit(event_type, **self._at(), **fields)` with `text` for the delta: from the
@@ -667,9 +679,7 @@ class ResponseEvents(StreamRenderer):
 
     def _response(self, event_type: str, body: bytes) -> bytes:
         """`_emit(event_type, response=...)` with the response object's JSON (`body`):
-        two events that carry the same one encode it once. An agent's request makes it
-        large (its instructions and tools are echoed), and encoding it took as long as
-        the rest of the stream's start."""
+        the two events that open a stream carry the same one, encoded once."""
         self.seq += 1
         if self.seq <= self.after:
             return b""
