@@ -20,6 +20,32 @@ from bench.run import BODY, EMBED, Client, percentile, start_fake
 
 HI = [{"role": "user", "content": "Hello!"}]
 ANTHROPIC = {"anthropic-version": "2023-06-01"}
+
+# An agent's turn some way into a session, as a coding agent sends it (~55 KB): 10 KB of
+# instructions, 12 function tools, the history so far (60 turns of 400 characters), and
+# the chat completion it becomes upstream, for its direct twin. Every byte of it is parsed,
+# converted and encoded again per turn, where "Hello!" measures only the floor.
+_PROPERTIES = {f"p{j}": {"type": "string", "description": "y" * 80} for j in range(6)}
+_SCHEMA = {"type": "object", "properties": _PROPERTIES, "required": ["p0"]}
+_TURNS = [("user" if i % 2 == 0 else "assistant", f"turn {i} " + "z" * 400) for i in range(60)]
+INSTRUCTIONS = "You are a coding agent. " * 420
+CODEX = {"model": "bench-model", "instructions": INSTRUCTIONS, "store": False,
+         "tools": [{"type": "function", "name": f"tool{i}", "description": "x" * 300,
+                    "parameters": _SCHEMA} for i in range(12)],
+         "input": [{"type": "message", "role": role, "content": [
+             {"type": "input_text" if role == "user" else "output_text", "text": text}]}
+             for role, text in _TURNS]}
+CLAUDE = {"model": "bench-model", "max_tokens": 4096, "system": INSTRUCTIONS,
+          "tools": [{"name": f"tool{i}", "description": "x" * 300, "input_schema": _SCHEMA}
+                    for i in range(12)],
+          "messages": [{"role": role, "content": [{"type": "text", "text": text}]}
+                       for role, text in _TURNS]}
+AGENT_CHAT = {"model": "bench-model",
+              "messages": [{"role": "system", "content": INSTRUCTIONS}] +
+              [{"role": role, "content": text} for role, text in _TURNS],
+              "tools": [{"type": "function", "function": {
+                  "name": f"tool{i}", "description": "x" * 300, "parameters": _SCHEMA}}
+                  for i in range(12)]}
 # (row, hub path, hub body, headers, direct path, direct body). Ollama names a model the
 # upstream lists: its dialect answers 404 "try pulling it" for any other, as Ollama does.
 ROWS = (
@@ -36,6 +62,10 @@ ROWS = (
     ("embeddings", "/v1/embeddings", EMBED, None, "/embeddings", EMBED),
     ("pool of three (trio)", "/v1/chat/completions", dict(BODY, model="trio"), None,
      "/chat/completions", BODY),
+    ("/v1/responses, an agent's turn (55 KB)", "/v1/responses", CODEX, None,
+     "/chat/completions", AGENT_CHAT),
+    ("/v1/messages, an agent's turn (55 KB)", "/v1/messages", CLAUDE, ANTHROPIC,
+     "/chat/completions", AGENT_CHAT),
 )
 HEADER = ["hot path (c=1, non-streaming)", "n", "direct p50", "hub p50", "added p50",
           "hub p99", "hub CPU µs/req"]

@@ -23,7 +23,10 @@ the counts (`callgrind_control --dump`):
   all the same: what each of a non-streaming request's chunks costs, without the relay);
 - instructions a chunk of a 500-chunk `/v1/responses` stream (`store: false`, as Codex
   sends) and of a `/v1/messages` stream (as Claude Code reads): the other dialects'
-  renderers, which encode every token's event rather than relay it.
+  renderers, which encode every token's event rather than relay it;
+- instructions a streamed turn of a coding agent some way into its session (bench/dialects.py
+  `CODEX` and `CLAUDE`: 55 KB of instructions, tools and history), through `/v1/responses`
+  and `/v1/messages`: what the hub's work grows to with the body.
 
 The counts include the hub's background threads (a deadlines tick, the hangup watch) for the
 time the requests take, which under valgrind is ~50 times longer than without: a few
@@ -40,6 +43,7 @@ from pathlib import Path
 
 from bench import ab, run
 from bench.ab import stop, worktree
+from bench.dialects import CLAUDE, CODEX
 from bench.run import BODY, Client, start_fake
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +61,11 @@ FIGURES = (("non-stream instructions/request", 100, lambda c: c.complete()),
                               "stream": True}, "/responses").read()),
            (f"/v1/messages {LONG}-chunk stream instructions/chunk", 3,
             lambda c: c.post(dict(BODY, model=f"fake-chunks-{LONG}", max_tokens=4096,
-                                  stream=True), "/messages").read()))
+                                  stream=True), "/messages").read()),
+           ("/v1/responses agent's turn (55 KB) instructions/request", 10,
+            lambda c: c.post(dict(CODEX, stream=True), "/responses").read()),
+           ("/v1/messages agent's turn (55 KB) instructions/request", 10,
+            lambda c: c.post(dict(CLAUDE, stream=True), "/messages").read()))
 HEADER = ["figure", "this tree", "REF", "difference"]
 
 
