@@ -9,6 +9,7 @@ import pytest
 
 from fake_lmstudio import Script
 from http_client import call, open_stream, sse_events
+
 from llmhub.wire import sse
 
 PATCH_GRAMMAR = 'start: begin_patch hunk+ end_patch\nbegin_patch: "*** Begin Patch" LF'

@@ -27,7 +27,8 @@ def test_sse_encoding_is_exact(args, expected):
     assert sse(*args) == expected
 
 
-@pytest.mark.parametrize("text", ["", "plain", "Привет 🙂", '"q" \\ \n\r\t\x00\x1f', "\u2028"])
+@pytest.mark.parametrize("text", ["", "plain", "Привет 🙂", '"q" \\ \n\r\t\x00\x1f',
+                                  "\u2028"])
 def test_an_sse_template_filled_is_the_event_encoded(text):
     numbered = SSETemplate({"type": "d", "n": SSETemplate.NUMBER, "at": 0,
                             "delta": SSETemplate.TEXT, "after": []}, "d")
