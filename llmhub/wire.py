@@ -26,9 +26,8 @@ __all__ = [
     "RelayResponse", "LinesResponse", "FileResponse",
     "decode_json", "json_value", "json_text", "parse_json", "json_bytes", "json_pieces",
     "json_stream", "json_str", "is_large", "sse", "SSETemplate", "JSONTemplate", "sse_comment",
-    "ndjson",
-    "chunk", "LAST_CHUNK",
-    "token_count_header", "cursor_page", "surrogate_escaped", "json_encoder",
+    "ndjson", "chunk", "LAST_CHUNK", "token_count_header", "cursor_page", "surrogate_escaped",
+    "json_encoder",
 ]
 
 BOM = b"\xef\xbb\xbf"
