@@ -36,7 +36,6 @@ thousand instructions a request at most. Needs valgrind (Linux: `apt install val
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -77,7 +76,7 @@ def start_counted_hub(root: Path, upstream: str, folder: Path) -> tuple[subproce
     """A hub from the tree at `root`, under callgrind (which writes its dumps to `folder`)."""
     process = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder / 'cg.out'}",
-         sys.executable, str(root / "main.py"),
+         run.HUB_PYTHON, str(root / "main.py"),
          "--port", "0", "--upstream", upstream, "--db", str(folder / "hub.db"),
          "--log-level", "error"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         text=True, cwd=root, env={**os.environ, **run.HUB_ENV, **ab.HUB_ENV})

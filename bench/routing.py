@@ -13,11 +13,11 @@ in process, without sockets. Printed, never asserted.
 
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench import run
 from bench.run import Client, percentile, start_fake
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ def start_pool_hub(upstream: str, folder: Path, extra: tuple = ()):
         "[upstream:c]", f"base_url = {upstream}",
         "[pool:trio]", "targets = default:bench-model, b:bench-model, c:bench-model",
         *extra]) + "\n", encoding="utf-8")
-    process = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--port", "0",
+    process = subprocess.Popen([run.HUB_PYTHON, str(ROOT / "main.py"), "--port", "0",
                                 "--config", str(ini)], stdout=subprocess.PIPE, text=True)
     line = process.stdout.readline()
     return process, line.split(" listening on ", 1)[1].split(" ", 1)[0]

@@ -4,6 +4,8 @@
                        threads|conversations|cancel|load|routing|memory]
     python -m bench --ab REF       this tree against a git ref, interleaved (bench/ab.py)
     python -m bench --instructions [REF]   instructions a request, counted (bench/instructions.py)
+    python -m bench --hub-python PATH ...   the hub under another interpreter (a free-threaded
+                                            build, say); the fakes and clients stay on this one
 
 bench/README.md explains every figure and keeps the dated table of results. This module is
 the closed loop: a fixed number of clients, each sending its next request when the last one
@@ -57,12 +59,24 @@ def start_fake() -> tuple[subprocess.Popen, str]:
 # whole hub (the load bench holds 1,000 streams), not the 256 one address gets by default.
 HUB_ENV = {"LLMHUB_SERVER_MAX_CONNECTIONS_PER_CLIENT": "2000"}
 
+# The interpreter every hub process runs under (--hub-python). Only the hub's: the fakes and
+# the load generators stay on this one, so the direct figures of two runs compare.
+HUB_PYTHON = sys.executable
+
+
+def use_hub_python(path: str) -> None:
+    """Every hub this run starts runs under `path`. Set on bench.run, which the other
+    benchmarks read it from, and here too: run as a script, this file is __main__ as well."""
+    import bench.run
+    global HUB_PYTHON
+    HUB_PYTHON = bench.run.HUB_PYTHON = path
+
 
 def start_hub(upstream: str, db: Path, env: dict | None = None,
               root: Path = ROOT) -> tuple[subprocess.Popen, str]:
     """A hub process from the tree at `root` (another checkout, for an A/B)."""
     process = subprocess.Popen(
-        [sys.executable, str(root / "main.py"), "--port", "0", "--upstream", upstream,
+        [HUB_PYTHON, str(root / "main.py"), "--port", "0", "--upstream", upstream,
          "--db", str(db), "--log-level", "error"], stdout=subprocess.PIPE, text=True,
         env={**os.environ, **HUB_ENV, **(env or {})}, cwd=root)
     line = process.stdout.readline()
@@ -228,7 +242,12 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens-per-s", type=float, default=100,
                         help="openloop: the paced fake's token rate")
     parser.add_argument("--tokens", type=int, default=10, help="openloop: tokens a reply")
+    parser.add_argument("--hub-python", metavar="PATH", help="run the hub under this "
+                        "interpreter (e.g. a free-threaded python3.14t); the fakes and load "
+                        "generators stay on this one")
     args = parser.parse_args(argv)
+    if args.hub_python:
+        use_hub_python(args.hub_python)
     if args.ab:
         from bench import ab
         rows = ab.main(args.ab, args.blocks, args.per_block)

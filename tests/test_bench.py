@@ -2,10 +2,13 @@
 send time, and --ab hands its ref on. No timing of the hub is asserted (it never is)."""
 
 import asyncio
+import io
+import sys
+from pathlib import Path
 
 from fake_lmstudio import Script
 
-from bench import ab, instructions, openloop, run
+from bench import ab, instructions, load, openloop, run
 
 
 def test_the_open_loop_sends_every_scheduled_request(fake):
@@ -47,6 +50,22 @@ def test_the_open_loop_sets_non_streaming_against_the_stream_it_becomes(monkeypa
     [(_, direct)] = fakes
     assert {url for url, body in sent if body == openloop.STREAMED} == {direct}
     assert len([body for _, body in sent if body == openloop.STREAMED]) == 4  # warm-up, blocks
+
+
+def test_hub_python_runs_the_hub_under_that_interpreter_and_the_fake_under_this(monkeypatch):
+    started = []
+
+    class Started:
+        def __init__(self, argv, **kwargs):
+            started.append(argv[0])
+            self.stdout = io.StringIO("llmhub listening on http://127.0.0.1:9 - config\n")
+
+    monkeypatch.setattr(run, "HUB_PYTHON", run.HUB_PYTHON)     # restored afterwards
+    monkeypatch.setattr(run.subprocess, "Popen", Started)
+    monkeypatch.setattr(load, "main", lambda: [
+        ["hub", run.start_hub("http://fake", Path("x.db"))[1], run.start_fake()[1]]])
+    assert run.main(["--hub-python", "/opt/python3.14t", "--only", "load"]) == 0
+    assert started == ["/opt/python3.14t", sys.executable]
 
 
 def test_ab_takes_a_ref_and_its_block_sizes(monkeypatch, capsys):
