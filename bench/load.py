@@ -8,7 +8,8 @@
 - non-streaming requests per second at concurrency 1 and 64, direct and through the hub,
   with the cores the serving process used meanwhile, its CPU a request, and how much of
   the machine stayed idle: a server held to under one core while CPU is left idle is
-  bound by its GIL, not by the machine;
+  bound by its GIL, not by the machine; and the hub's CPU a request at 64 over the fake's,
+  which sets the hub's share of the direct rate when both are held by their GILs;
 - EDISON stop latency, p50/p99, while the 1,000 streams are held open.
 Targets: 1,000 streams with zero errors, at least 1,500 requests/s non-streaming, cancel
 p99 under 100 ms. Printed, never asserted. The load generator is asyncio, in its own
@@ -104,18 +105,28 @@ def machine_idle() -> tuple[int, int] | None:
     return ticks[3] + ticks[4], sum(ticks)     # idle + iowait
 
 
-def rate_and_cpu(loop, pid: int, url: str, concurrency: int) -> list[str]:
-    """[requests/s (errors), "cores / CPU µs a request / machine idle %"] of one server."""
+def rate_and_cpu(loop, pid: int, url: str, concurrency: int) -> tuple[list[str], float | None]:
+    """[requests/s (errors), "cores / CPU µs a request / machine idle %"] of one server,
+    and its CPU seconds a request (None where /proc cannot tell)."""
     seconds = 5.0
     cpu, idle = cpu_seconds(pid), machine_idle()
     rate, errors = loop.run_until_complete(throughput(url, concurrency, seconds))
     cpu_after, idle_after = cpu_seconds(pid), machine_idle()
     if cpu is None or cpu_after is None or idle is None or idle_after is None or not rate:
-        return [f"{rate:,.0f} ({errors})", "n/a"]
+        return [f"{rate:,.0f} ({errors})", "n/a"], None
     used = cpu_after - cpu
     idle_share = (idle_after[0] - idle[0]) / max(1, idle_after[1] - idle[1])
+    per = used / (rate * seconds)
     return [f"{rate:,.0f} ({errors})",
-            f"{used / seconds:.2f} / {1e6 * used / (rate * seconds):.0f} / {100 * idle_share:.0f}%"]
+            f"{used / seconds:.2f} / {1e6 * per:.0f} / {100 * idle_share:.0f}%"], per
+
+
+def cpu_ratio(direct: float | None, hub: float | None) -> str:
+    """The hub's CPU a request over the direct server's. Both servers are one Python process
+    held to about a core by its GIL, so at c=64 each serves ~one core over its CPU a request,
+    and the hub's share of the direct rate is about the inverse of this: 40% needs ≤ 2.5×
+    (bench/README.md, "Eighth round")."""
+    return f"{hub / direct:.1f}×" if direct and hub else "n/a"
 
 
 def held_streams(loop, server_pid: int, url: str) -> tuple[list, list]:
@@ -163,12 +174,14 @@ def main() -> list[list]:
         hub, hub_url = start_hub(fake_url, Path(tmp) / "load2.db")
         try:
             for concurrency in (1, 64):
-                straight = rate_and_cpu(loop, fake.pid, fake_url, concurrency)
-                relayed = rate_and_cpu(loop, hub.pid, hub_url + "/v1", concurrency)
+                straight, direct_cpu = rate_and_cpu(loop, fake.pid, fake_url, concurrency)
+                relayed, hub_cpu = rate_and_cpu(loop, hub.pid, hub_url + "/v1", concurrency)
                 rows.append([f"non-streaming requests/s at concurrency {concurrency} (errors)",
                              straight[0], relayed[0]])
                 rows.append(["  server cores / CPU µs a request / machine idle",
                              straight[1], relayed[1]])
+            rows.append(["  CPU a request at concurrency 64, hub ÷ direct server", "",
+                         cpu_ratio(direct_cpu, hub_cpu)])
         finally:
             hub.terminate()
             hub.wait(10)

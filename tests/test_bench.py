@@ -68,6 +68,11 @@ def test_hub_python_runs_the_hub_under_that_interpreter_and_the_fake_under_this(
     assert started == ["/opt/python3.14t", sys.executable]
 
 
+def test_the_load_rows_set_the_hubs_cpu_a_request_against_the_direct_servers():
+    assert load.cpu_ratio(direct=0.000_400, hub=0.001_000) == "2.5×"
+    assert load.cpu_ratio(direct=None, hub=0.001) == load.cpu_ratio(0.0004, None) == "n/a"
+
+
 def test_ab_takes_a_ref_and_its_block_sizes(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(ab, "main", lambda *args: calls.append(args) or [
