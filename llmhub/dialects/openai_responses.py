@@ -672,24 +672,25 @@ class ResponseEvents(StreamRenderer):
             template = self.templates[event_type] = SSETemplate(
                 {"type": event_type, "sequence_number": SSETemplate.NUMBER, **self._at(),
                  **fields}, event_type)
-        self.seq += 1
-        if self.seq <= self.after:
-            return b""                # sent before the client reconnected
-        return template.fill(text, self.seq)
+        return b"" if self._sent_before() else template.fill(text, self.seq)
 
     def _response(self, event_type: str, body: bytes) -> bytes:
         """`_emit(event_type, response=...)` with the response object's JSON (`body`):
         the two events that open a stream carry the same one, encoded once."""
-        self.seq += 1
-        if self.seq <= self.after:
+        if self._sent_before():
             return b""
         return SSETemplate({"type": event_type, "sequence_number": SSETemplate.NUMBER,
                             "response": SSETemplate.TEXT}, event_type).fill_json(body, self.seq)
 
-    def _emit(self, event_type: str, **fields) -> bytes:
+    def _sent_before(self) -> bool:
+        """Number the next event; True if the client had it before it reconnected
+        (`starting_after`), so it is not sent again."""
         self.seq += 1
-        if self.seq <= self.after:
-            return b""                # sent before the client reconnected
+        return self.seq <= self.after
+
+    def _emit(self, event_type: str, **fields) -> bytes:
+        if self._sent_before():
+            return b""
         return sse({"type": event_type, "sequence_number": self.seq, **fields},
                    event=event_type)
 
